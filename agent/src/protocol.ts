@@ -1,0 +1,126 @@
+/**
+ * The wire protocol between the agent and the control plane. Types only: the agent has no runtime
+ * dependencies, and the control plane's zod schemas (functions/http/agent-schemas.ts) are checked against
+ * these types at compile time, so the two sides cannot drift.
+ *
+ * Every agent call is `POST /api/v1/agents/...` with a JSON body, authenticated with
+ * `Authorization: Bearer $CONDUCTOR_TOKEN` when a token is configured. Errors come back as
+ * `{error: {code, message, details?}}` with a 4xx/5xx status.
+ */
+
+/** Slurm's exit code form `code:signal`, e.g. `0:0`, `3:0`, `0:9`. */
+export type ExitCode = `${number}:${number}`;
+
+export interface RegisterRequest {
+  worker_id: string;
+  hostname: string;
+  cpus: number;
+  labels?: Record<string, string>;
+  agent_version?: string;
+  /**
+   * Assignments this agent process is still running or holds an undelivered result for. On registration
+   * the server fails the worker's other claimed assignments (their process is gone) and keeps these.
+   */
+  running?: JobRef[];
+  /**
+   * The session this agent (or its previous run, from its state directory) last had. A worker name whose
+   * current session is alive can only be taken over by presenting that session; otherwise registration
+   * fails with 409 `worker_name_in_use` until the other agent has been silent for a TTL.
+   */
+  previous_session?: string;
+}
+
+export interface RegisterResponse {
+  worker_id: string;
+  /** Identifies this run of the agent; sent back on heartbeat, claim and unregister. */
+  session: string;
+  heartbeat_interval_s: number;
+  worker_ttl_s: number;
+  /** How long a claim may wait for work before answering empty. */
+  claim_wait_s: number;
+}
+
+export interface HeartbeatRequest {
+  worker_id: string;
+  session: string;
+}
+
+/** 404 `unknown_worker` or 409 `session_superseded` means: register again. */
+export interface HeartbeatResponse {
+  heartbeat_interval_s: number;
+  /** Jobs this worker runs that someone cancelled. */
+  cancel: JobRef[];
+}
+
+export interface ClaimRequest {
+  worker_id: string;
+  session: string;
+  /** Long-poll: wait up to this many seconds for work (0 answers at once). */
+  wait_s?: number;
+}
+
+export interface ClaimResponse {
+  /** New assignments. The same assignment may come again until its `started` report arrives: dedupe by (job_id, attempt). */
+  jobs: Assignment[];
+  cancel: JobRef[];
+}
+
+export interface JobRef {
+  job_id: number;
+  attempt: number;
+}
+
+export interface Assignment extends JobRef {
+  name: string;
+  script: string;
+  cpus: number;
+  work_dir: string | null;
+  environment: Record<string, string>;
+  /** Seconds, or null for no limit. */
+  time_limit_s: number | null;
+}
+
+/** Reports: POST /api/v1/agents/jobs/:job_id/{started,output,finish}. A report for an attempt that is no longer current gets 409 `stale_assignment`: drop it and kill the process. */
+export interface ReportBase {
+  worker_id: string;
+  attempt: number;
+}
+
+export type StartedRequest = ReportBase;
+
+export interface OutputRequest extends ReportBase {
+  stream: 'stdout' | 'stderr';
+  /**
+   * Byte offset of `data` in the stream. Chunks are appended when `offset` equals the stored length; an
+   * offset past it means the agent skipped output (the gap is marked); an offset before it is a replay and
+   * gets 409 `output_offset_mismatch` with `details.expected` (the stored length) and changes nothing.
+   */
+  offset: number;
+  /** UTF-8 text of the chunk. */
+  data: string;
+  /** Byte length of the chunk as the agent read it. */
+  bytes: number;
+}
+
+export interface OutputResponse {
+  /** Bytes stored for this stream so far. */
+  bytes: number;
+}
+
+export type JobOutcome = 'exited' | 'cancelled' | 'timeout' | 'failed_to_start';
+
+export interface FinishRequest extends ReportBase {
+  exit_code: ExitCode;
+  outcome: JobOutcome;
+  /** Why, for outcomes other than `exited` (shown as the job's reason). */
+  message?: string;
+}
+
+export interface FinishResponse {
+  state: string;
+}
+
+export interface UnregisterRequest {
+  worker_id: string;
+  session: string;
+}

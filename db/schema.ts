@@ -1,0 +1,155 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+export const JOB_STATES = [
+  'PENDING',
+  'RUNNING',
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'TIMEOUT',
+  'NODE_FAIL',
+] as const;
+export type JobState = (typeof JOB_STATES)[number];
+export const FINAL_STATES: readonly JobState[] = ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL'];
+
+export const WORKER_STATUSES = ['ready', 'draining', 'down'] as const;
+export type WorkerStatus = (typeof WORKER_STATUSES)[number];
+
+const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/** Durable record of every node ever seen. Liveness lives in Redis; this row is the source of truth for capacity. */
+export const workers = pgTable(
+  'workers',
+  {
+    id: text('id').primaryKey(),
+    hostname: text('hostname').notNull(),
+    cpus: integer('cpus').notNull(),
+    allocatedCpus: integer('allocated_cpus').notNull().default(0),
+    status: text('status', { enum: WORKER_STATUSES }).notNull().default('ready'),
+    /** Changes on every registration: identifies one run of one agent. */
+    session: text('session').notNull(),
+    registeredAt: tstz('registered_at').notNull().defaultNow(),
+    lastHeartbeat: tstz('last_heartbeat').notNull().defaultNow(),
+    downAt: tstz('down_at'),
+    downReason: text('down_reason'),
+    labels: jsonb('labels').$type<Record<string, string>>().notNull().default({}),
+    agentVersion: text('agent_version'),
+  },
+  (t) => [
+    check('workers_allocation_fits', sql`${t.allocatedCpus} >= 0 AND ${t.allocatedCpus} <= ${t.cpus}`),
+    index('workers_status_heartbeat_idx').on(t.status, t.lastHeartbeat),
+  ],
+);
+
+export const jobs = pgTable(
+  'jobs',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    name: text('name').notNull(),
+    script: text('script').notNull(),
+    cpus: integer('cpus').notNull(),
+    state: text('state', { enum: JOB_STATES }).notNull().default('PENDING'),
+    /** Slurm's `code:signal`, set when the job ends. */
+    exitCode: text('exit_code'),
+    /** The worker the job runs or ran on. */
+    node: text('node'),
+    account: text('account'),
+    partition: text('partition'),
+    /** Seconds (the API speaks Slurm's minutes and time strings); null means no limit. */
+    timeLimitSeconds: integer('time_limit_s'),
+    workDir: text('work_dir'),
+    environment: jsonb('environment').$type<Record<string, string>>().notNull().default({}),
+    priority: integer('priority').notNull().default(0),
+    requeue: boolean('requeue').notNull().default(false),
+    /** Incremented on every placement; reports must name the attempt they belong to (fencing). */
+    attempt: integer('attempt').notNull().default(0),
+    /** Set when the assigned agent picked the job up (the session that did). */
+    claimedSession: text('claimed_session'),
+    claimedAt: tstz('claimed_at'),
+    cancelRequested: boolean('cancel_requested').notNull().default(false),
+    /** Why the job is pending, or why it ended the way it did. */
+    reason: text('reason'),
+    submitTime: tstz('submit_time').notNull().defaultNow(),
+    startTime: tstz('start_time'),
+    endTime: tstz('end_time'),
+  },
+  (t) => [
+    check('jobs_cpus_positive', sql`${t.cpus} > 0`),
+    // The scheduler's queue: only pending rows, in the order they are served.
+    index('jobs_pending_queue_idx')
+      .on(t.priority.desc(), t.submitTime, t.id)
+      .where(sql`${t.state} = 'PENDING'`),
+    index('jobs_node_active_idx')
+      .on(t.node)
+      .where(sql`${t.state} = 'RUNNING'`),
+    index('jobs_state_id_idx').on(t.state, t.id.desc()),
+  ],
+);
+
+export const resourceAllocations = pgTable(
+  'resource_allocations',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    jobId: bigint('job_id', { mode: 'number' })
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    allocatedCpus: integer('allocated_cpus').notNull(),
+    nodeName: text('node_name').notNull(),
+    released: boolean('released').notNull().default(false),
+    allocationTime: tstz('allocation_time').notNull().defaultNow(),
+    releasedTime: tstz('released_time'),
+  },
+  (t) => [
+    uniqueIndex('resource_allocations_job_id_key').on(t.jobId),
+    index('resource_allocations_active_idx')
+      .on(t.nodeName)
+      .where(sql`${t.released} = false`),
+  ],
+);
+
+/**
+ * One row. `version` is bumped by every transaction that changes the allocation, while it holds this row's
+ * lock, so versions follow commit order: the Redis cache uses them to apply each delta exactly once.
+ */
+export const clusterState = pgTable(
+  'cluster_state',
+  {
+    id: smallint('id').primaryKey().default(1),
+    allocatedCpus: bigint('allocated_cpus', { mode: 'number' }).notNull().default(0),
+    allocationVersion: bigint('allocation_version', { mode: 'number' }).notNull().default(0),
+    /** The last reap pass, and when reaping resumed after a gap: lost-worker judgement waits a TTL after that. */
+    reaperSeenAt: tstz('reaper_seen_at'),
+    reaperResumedAt: tstz('reaper_resumed_at'),
+  },
+  (t) => [check('cluster_state_singleton', sql`${t.id} = 1`)],
+);
+
+/** The last 1 MiB of each output stream, and how many bytes the stream had in all. */
+export const jobOutput = pgTable(
+  'job_output',
+  {
+    jobId: bigint('job_id', { mode: 'number' })
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    stream: text('stream', { enum: ['stdout', 'stderr'] }).notNull(),
+    attempt: integer('attempt').notNull(),
+    content: text('content').notNull().default(''),
+    bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.jobId, t.stream] })],
+);

@@ -1,0 +1,35 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { Context } from './domain/context.ts';
+import { createErrorHandler, errorResponse } from './http/errors.ts';
+import { agentRoutes } from './routes/agents.ts';
+import { clusterRoutes } from './routes/cluster.ts';
+import { jobRoutes } from './routes/jobs.ts';
+
+export type AppEnv = { Variables: { requestId: string } };
+
+/** The control plane's HTTP surface: the same app on Node, on Workers and in tests (`app.request()`). */
+export function createApp(ctx: Context) {
+  const app = new Hono<AppEnv>();
+  app.use(async (c, next) => {
+    c.set('requestId', c.req.header('x-request-id') ?? crypto.randomUUID());
+    await next();
+    c.header('X-Request-Id', c.get('requestId'));
+  });
+  app.use(
+    '/api/*',
+    bodyLimit({
+      maxSize: 2 * 1024 * 1024,
+      onError: (c) => errorResponse(c, 413, 'payload_too_large', 'The request body is larger than 2 MiB'),
+    }),
+  );
+  app.route('/api/v1/jobs', jobRoutes(ctx));
+  app.route('/api/v1/agents', agentRoutes(ctx));
+  app.route('/api/v1', clusterRoutes(ctx));
+  app.get('/', (c) =>
+    c.json({ name: 'conductor', api: '/api/v1', dashboard: '/api/v1/dashboard', health: '/api/v1/health' }),
+  );
+  app.notFound((c) => errorResponse(c, 404, 'not_found', `No route for ${c.req.method} ${c.req.path}`));
+  app.onError(createErrorHandler(ctx.logger));
+  return app;
+}

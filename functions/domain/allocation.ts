@@ -1,0 +1,91 @@
+import { type SQL, sql } from 'drizzle-orm';
+import { applyAllocationDelta } from './cache.ts';
+import type { Context } from './context.ts';
+import type { Database } from "./ports.ts";
+import { query, withRetry } from './sql.ts';
+
+export interface EndedJob {
+  id: number;
+  state: string;
+  node: string | null;
+  attempt: number;
+  exit_code: string | null;
+}
+
+/**
+ * Runs `jobUpdate` (an UPDATE of jobs ... RETURNING id, state, node, attempt, exit_code that moves jobs
+ * out of RUNNING) and releases those jobs' allocations, all in ONE statement: the jobs' new state, the
+ * released allocation rows, the workers' allocated counts and the cluster allocation version commit
+ * together or not at all. Then tells the cache (after the commit) and asks for a scheduling pass.
+ */
+export async function endJobsAndRelease(ctx: Context, jobUpdate: SQL): Promise<EndedJob[]> {
+  const rows = await withRetry(() => runEndJobs(ctx.db, jobUpdate));
+  const first = rows[0];
+  if (first && first.version !== null) {
+    await applyAllocationDelta(ctx, -Number(first.released_cpus), Number(first.version));
+    ctx.defer(ctx.requestSchedule());
+  }
+  return rows.map((r) => ({
+    id: Number(r.id),
+    state: r.state,
+    node: r.node,
+    attempt: Number(r.attempt),
+    exit_code: r.exit_code,
+  }));
+}
+
+
+interface EndRow {
+  id: string | number;
+  state: string;
+  node: string | null;
+  attempt: number;
+  exit_code: string | null;
+  version: string | number | null;
+  released_cpus: string | number;
+}
+
+function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
+  return query<EndRow>(
+    db,
+    sql`WITH ended AS (${jobUpdate}),
+        r AS (
+          UPDATE resource_allocations SET released = true, released_time = now()
+          WHERE job_id IN (SELECT id FROM ended) AND released = false
+          RETURNING node_name, allocated_cpus
+        ),
+        per_worker AS (SELECT node_name, sum(allocated_cpus)::int AS n FROM r GROUP BY node_name),
+        w AS (
+          UPDATE workers SET allocated_cpus = workers.allocated_cpus - per_worker.n
+          FROM per_worker WHERE workers.id = per_worker.node_name
+          RETURNING 1
+        ),
+        c AS (
+          UPDATE cluster_state
+          SET allocated_cpus = allocated_cpus - (SELECT coalesce(sum(n), 0) FROM per_worker),
+              allocation_version = allocation_version + 1
+          WHERE id = 1 AND EXISTS (SELECT 1 FROM r)
+          RETURNING allocation_version
+        )
+        SELECT ended.id, ended.state, ended.node, ended.attempt, ended.exit_code,
+               (SELECT allocation_version FROM c) AS version,
+               (SELECT coalesce(sum(n), 0) FROM per_worker) AS released_cpus
+        FROM ended`,
+  );
+}
+
+/**
+ * The job update for jobs whose worker is gone: NODE_FAIL, or back to PENDING for jobs submitted with
+ * `requeue` (they run again elsewhere, with the next attempt number).
+ */
+export function loseJobs(where: SQL, reason: string): SQL {
+  return sql`UPDATE jobs SET
+      state = CASE WHEN requeue THEN 'PENDING' ELSE 'NODE_FAIL' END,
+      end_time = CASE WHEN requeue THEN NULL ELSE now() END,
+      exit_code = CASE WHEN requeue THEN NULL ELSE '0:0' END,
+      node = CASE WHEN requeue THEN NULL ELSE node END,
+      claimed_session = NULL, claimed_at = NULL,
+      reason = ${reason}
+    WHERE state = 'RUNNING' AND ${where}
+    RETURNING id, state, node, attempt, exit_code`;
+}

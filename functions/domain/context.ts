@@ -1,0 +1,13 @@
+import type { Ports } from './ports.ts';
+import { createScheduler, type PassResult } from './scheduler.ts';
+
+/** What every domain verb receives: the ports, plus the scheduler of this app instance. */
+export interface Context extends Ports {
+  /** Asks for a scheduling pass (coalesced: see createScheduler). */
+  requestSchedule(): Promise<PassResult>;
+}
+
+export function createContext(ports: Ports): Context {
+  const scheduler = createScheduler(ports);
+  return { ...ports, requestSchedule: () => scheduler.request() };
+}

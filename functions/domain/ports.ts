@@ -1,0 +1,112 @@
+/**
+ * The ports the domain runs over. Implementations are injected by each runtime's entry file
+ * (functions/node.ts, later the Workers entry) and by tests; the domain itself imports no driver.
+ */
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type * as schema from '../../db/schema.ts';
+import type { WorkerStatus } from '../../db/schema.ts';
+
+/** Any drizzle Postgres database or transaction over our schema (node-postgres, PGlite, Neon). */
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+/** What the registry keeps about a live worker: exactly the fields of the `worker:<id>` hash. */
+export interface WorkerEntry {
+  worker_id: string;
+  cpus: number;
+  status: WorkerStatus;
+  hostname: string;
+  /** UTC, `2025-11-11T10:00:00`. */
+  registered_at: string;
+  /** UTC, `2025-11-11T10:05:30`. */
+  last_heartbeat: string;
+}
+
+/**
+ * The live worker registry and the allocated-CPU cache: Redis in production (TCP or Upstash REST), an
+ * in-process map in the zero-setup local cluster. Every method is one round trip (and one Redis command).
+ * It is only ever a cache of liveness and of a sum that Postgres holds: callers must survive it throwing.
+ */
+export interface RegistryStore {
+  readonly kind: 'redis' | 'memory';
+  /** Writes the `worker:<id>` hash with a TTL and adds the worker to the liveness index. */
+  putWorker(entry: WorkerEntry, ttlSeconds: number): Promise<void>;
+  /**
+   * Refreshes a live worker: sets last_heartbeat (and status if given), renews the TTL and the index.
+   * Returns false, writing nothing, when the key is gone (expired or flushed): the worker must register again.
+   */
+  touchWorker(id: string, lastHeartbeat: string, ttlSeconds: number, status?: WorkerStatus): Promise<boolean>;
+  /** Sets the status field of a live worker; false when the key is gone. */
+  setWorkerStatus(id: string, status: WorkerStatus): Promise<boolean>;
+  /** Deletes the key and the index entry. */
+  removeWorker(id: string): Promise<void>;
+  /** Ids of workers whose key has not expired, from the index (never KEYS/SCAN). */
+  liveWorkerIds(): Promise<string[]>;
+  /** Ids whose TTL ran out, removing them from the index: each expiry is handed out once. */
+  takeExpiredWorkerIds(): Promise<string[]>;
+  /** `resource:allocated_cpus`, or null when the key is missing. */
+  getAllocatedCpus(): Promise<number | null>;
+  /**
+   * INCRBY/DECRBY `resource:allocated_cpus` by `delta` for the Postgres allocation change numbered `version`
+   * (cluster_state.allocation_version after that commit). Skipped when the key is missing (the next read
+   * refills it) or when a snapshot at `version` or later already counts it.
+   */
+  applyAllocationDelta(delta: number, version: number): Promise<void>;
+  /**
+   * Sets `resource:allocated_cpus` from a Postgres snapshot taken at `version`, keeping the deltas newer than
+   * `version` that were applied meanwhile. Ignored (applied=false) when a newer snapshot is already in.
+   * Returns the value the cache held before, for drift reports.
+   */
+  setAllocationSnapshot(
+    allocated: number,
+    version: number,
+  ): Promise<{ applied: boolean; previous: number | null; value: number }>;
+  ping(): Promise<void>;
+}
+
+/** Wakes long-polling claims when a worker gets work or a cancel. Per process; claims also re-check on a timer. */
+export interface WorkNotifier {
+  notify(workerId: string): void;
+  /** Resolves on notify(workerId), after `ms`, or when `signal` aborts. */
+  wait(workerId: string, ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export interface Logger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface ConductorConfig {
+  /** TTL of `worker:<id>` keys, and how long a silent worker is given before it is declared down. */
+  workerTtlSeconds: number;
+  heartbeatIntervalSeconds: number;
+  /** The scheduling (and reaping) backstop timer on Node. */
+  scheduleIntervalSeconds: number;
+  cacheSyncIntervalSeconds: number;
+  statsIntervalSeconds: number;
+  /** Longest a claim long-poll waits before answering empty. */
+  claimWaitSeconds: number;
+  /** Most pending jobs one scheduling pass considers. */
+  scheduleBatchSize: number;
+}
+
+export const DEFAULT_CONFIG: ConductorConfig = {
+  workerTtlSeconds: 60,
+  heartbeatIntervalSeconds: 30,
+  scheduleIntervalSeconds: 5,
+  cacheSyncIntervalSeconds: 300,
+  statsIntervalSeconds: 60,
+  claimWaitSeconds: 20,
+  scheduleBatchSize: 1000,
+};
+
+/** Everything the domain needs; one per app instance. */
+export interface Ports {
+  db: Database;
+  registry: RegistryStore;
+  notifier: WorkNotifier;
+  logger: Logger;
+  config: ConductorConfig;
+  /** Runs work after the response on runtimes that need to be told (Workers' waitUntil); Node just lets it run. */
+  defer(work: Promise<unknown>): void;
+}

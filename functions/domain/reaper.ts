@@ -1,0 +1,63 @@
+import { sql } from 'drizzle-orm';
+import { endJobsAndRelease, loseJobs } from './allocation.ts';
+import type { Context } from './context.ts';
+import { warnRegistryDown } from './liveness.ts';
+import { pgArray, query, queryOne } from './sql.ts';
+
+export interface ReapResult {
+  lostWorkers: string[];
+  lostJobs: number;
+  /** True while the control plane gives workers a TTL of grace after it was itself away. */
+  inGrace: boolean;
+}
+
+/**
+ * Declares workers whose last heartbeat is older than the TTL lost, and deals with their jobs (NODE_FAIL,
+ * or back to PENDING with `requeue`). Death is judged by Postgres's durable last_heartbeat, not by a missing
+ * Redis key (a flushed or restarted Redis is not a dead node). When reaping itself stopped for longer than
+ * a TTL (the control plane or Postgres was down), every worker first gets one TTL of grace to heartbeat.
+ */
+export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
+  const ttl = ctx.config.workerTtlSeconds;
+  const gap = ttl + 2 * ctx.config.scheduleIntervalSeconds;
+  const clock = await queryOne<{ in_grace: boolean }>(
+    ctx.db,
+    sql`UPDATE cluster_state SET
+          reaper_resumed_at = CASE WHEN reaper_seen_at IS NULL OR reaper_seen_at < now() - make_interval(secs => ${gap})
+                                   THEN now() ELSE reaper_resumed_at END,
+          reaper_seen_at = now()
+        WHERE id = 1
+        RETURNING reaper_resumed_at > now() - make_interval(secs => ${ttl}) AS in_grace`,
+  );
+  try {
+    await ctx.registry.takeExpiredWorkerIds(); // keeps the liveness index small; Postgres is the judge
+  } catch (error) {
+    warnRegistryDown(ctx, error);
+  }
+  if (clock?.in_grace) return { lostWorkers: [], lostJobs: 0, inGrace: true };
+
+  const lost = await query<{ id: string; silent_s: number }>(
+    ctx.db,
+    sql`UPDATE workers SET status = 'down', down_at = now(),
+          down_reason = 'heartbeat lapsed: silent for ' || floor(extract(epoch FROM now() - last_heartbeat)) || ' s'
+        WHERE status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
+        RETURNING id`,
+  );
+  if (lost.length === 0) return { lostWorkers: [], lostJobs: 0, inGrace: false };
+  const ids = lost.map((w) => w.id);
+  const jobs = await endJobsAndRelease(
+    ctx,
+    loseJobs(sql`node = ANY(${pgArray(ids)}::text[])`, 'node lost: its heartbeat lapsed'),
+  );
+  for (const id of ids) {
+    ctx.logger.warn(`Worker lost: ${id} (no heartbeat for ${ttl} s)`, {
+      jobs: jobs.filter((j) => j.node === id).map((j) => j.id),
+    });
+    try {
+      await ctx.registry.removeWorker(id);
+    } catch (error) {
+      warnRegistryDown(ctx, error);
+    }
+  }
+  return { lostWorkers: ids, lostJobs: jobs.length, inGrace: false };
+}

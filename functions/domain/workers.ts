@@ -1,0 +1,346 @@
+import { sql } from 'drizzle-orm';
+import type {
+  Assignment,
+  ClaimResponse,
+  FinishRequest,
+  HeartbeatResponse,
+  JobRef,
+  OutputRequest,
+  RegisterRequest,
+  RegisterResponse,
+} from '../../agent/src/protocol.ts';
+import type { WorkerStatus } from '../../db/schema.ts';
+import { endJobsAndRelease, loseJobs } from './allocation.ts';
+import type { Context } from './context.ts';
+import { ConductorError, conflict, notFound } from './errors.ts';
+import { warnRegistryDown } from './liveness.ts';
+import type { WorkerEntry } from './ports.ts';
+import { pgArray, query, queryOne } from './sql.ts';
+
+/** `2025-11-11T10:00:00`: the registry's timestamp form (UTC). */
+export function registryTime(value: Date | string): string {
+  return new Date(value).toISOString().slice(0, 19);
+}
+
+const staleAssignment = (jobId: number, attempt: number) =>
+  conflict(
+    'stale_assignment',
+    `Job ${jobId} attempt ${attempt} is no longer assigned to this worker; stop it and drop the report`,
+  );
+
+function refsSql(refs: readonly JobRef[]) {
+  return sql`(id, attempt) IN (SELECT * FROM unnest(${pgArray(refs.map((r) => r.job_id))}::bigint[], ${pgArray(refs.map((r) => r.attempt))}::int[]))`;
+}
+
+/**
+ * Registers (or re-registers) a worker. Claimed assignments of this worker that the agent does not list in
+ * `running` have lost their process: they end as NODE_FAIL (or go back to the queue with `requeue`).
+ */
+export async function registerWorker(ctx: Context, input: RegisterRequest): Promise<RegisterResponse> {
+  const { config } = ctx;
+  const id = input.worker_id;
+  const session = crypto.randomUUID();
+
+  const holder = await queryOne<{ session: string; live: boolean }>(
+    ctx.db,
+    sql`SELECT session, (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})) AS live
+        FROM workers WHERE id = ${id}`,
+  );
+  if (holder?.live && holder.session !== input.previous_session) {
+    throw conflict(
+      'worker_name_in_use',
+      `Another agent is registered as ${id} and heartbeating; give this node a unique NODE_NAME, or stop the other agent and retry after ${config.workerTtlSeconds} s`,
+    );
+  }
+
+  const running = input.running ?? [];
+  const keep = running.length > 0 ? refsSql(running) : sql`false`;
+  await endJobsAndRelease(
+    ctx,
+    loseJobs(sql`node = ${id} AND claimed_session IS NOT NULL AND NOT ${keep}`, 'agent restarted: process lost'),
+  );
+  if (running.length > 0) {
+    await query(
+      ctx.db,
+      sql`UPDATE jobs SET claimed_session = ${session}
+          WHERE node = ${id} AND state = 'RUNNING' AND ${keep}`,
+    );
+  }
+
+  const row = await queryOne<{ status: WorkerStatus; registered_at: Date | string; last_heartbeat: Date | string }>(
+    ctx.db,
+    sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version)
+        VALUES (${id}, ${input.hostname}, ${input.cpus}, 'ready', ${session}, ${JSON.stringify(input.labels ?? {})}::jsonb,
+                ${input.agent_version ?? null})
+        ON CONFLICT (id) DO UPDATE SET
+          hostname = excluded.hostname, cpus = excluded.cpus, session = excluded.session,
+          status = CASE WHEN workers.status = 'draining' THEN 'draining' ELSE 'ready' END,
+          registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL,
+          labels = excluded.labels, agent_version = excluded.agent_version
+        WHERE workers.allocated_cpus <= excluded.cpus
+        RETURNING status, registered_at, last_heartbeat`,
+  );
+  if (!row) {
+    throw conflict(
+      'cpus_below_allocation',
+      `Worker ${id} has more CPUs allocated to running jobs than the ${input.cpus} it now offers; let them finish first`,
+    );
+  }
+
+  const entry: WorkerEntry = {
+    worker_id: id,
+    cpus: input.cpus,
+    status: row.status,
+    hostname: input.hostname,
+    registered_at: registryTime(row.registered_at),
+    last_heartbeat: registryTime(row.last_heartbeat),
+  };
+  try {
+    await ctx.registry.putWorker(entry, config.workerTtlSeconds);
+  } catch (error) {
+    warnRegistryDown(ctx, error);
+  }
+  ctx.logger.info(`✓ Worker registered: ${id} (${input.cpus} CPUs)`);
+  ctx.defer(ctx.requestSchedule());
+  return {
+    worker_id: id,
+    session,
+    heartbeat_interval_s: config.heartbeatIntervalSeconds,
+    worker_ttl_s: config.workerTtlSeconds,
+    claim_wait_s: config.claimWaitSeconds,
+  };
+}
+
+interface SessionCheck {
+  worker_id: string;
+  session: string;
+}
+
+/** Why a worker's session is not current: unknown (never registered, or down) or superseded. */
+async function sessionError(ctx: Context, input: SessionCheck): Promise<ConductorError> {
+  const row = await queryOne<{ session: string; status: string }>(
+    ctx.db,
+    sql`SELECT session, status FROM workers WHERE id = ${input.worker_id}`,
+  );
+  if (row && row.status !== 'down' && row.session !== input.session) {
+    return conflict('session_superseded', `Worker ${input.worker_id} registered again elsewhere; register anew`);
+  }
+  return notFound('unknown_worker', `Worker ${input.worker_id} is not registered; register again`);
+}
+
+function cancelsSql(workerId: string) {
+  return sql`(SELECT coalesce(json_agg(json_build_object('job_id', id, 'attempt', attempt)), '[]'::json)
+              FROM jobs WHERE node = ${workerId} AND state = 'RUNNING' AND cancel_requested)`;
+}
+
+export async function heartbeatWorker(ctx: Context, input: SessionCheck): Promise<HeartbeatResponse> {
+  const row = await queryOne<{ last_heartbeat: Date | string; status: WorkerStatus; cancel: JobRef[] | string }>(
+    ctx.db,
+    sql`UPDATE workers SET last_heartbeat = now()
+        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
+        RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
+  );
+  if (!row) throw await sessionError(ctx, input);
+  let known = true;
+  try {
+    known = await ctx.registry.touchWorker(
+      input.worker_id,
+      registryTime(row.last_heartbeat),
+      ctx.config.workerTtlSeconds,
+      row.status,
+    );
+  } catch (error) {
+    warnRegistryDown(ctx, error); // Postgres has the heartbeat; liveness falls back to it
+  }
+  if (!known) {
+    throw notFound('unknown_worker', `Worker ${input.worker_id} expired from the registry; register again`);
+  }
+  return { heartbeat_interval_s: ctx.config.heartbeatIntervalSeconds, cancel: parseJson(row.cancel) };
+}
+
+function parseJson<T>(value: T | string): T {
+  return typeof value === 'string' ? (JSON.parse(value) as T) : value;
+}
+
+interface AssignmentRow {
+  id: string | number;
+  attempt: number;
+  name: string;
+  script: string;
+  cpus: number;
+  work_dir: string | null;
+  environment: Record<string, string> | string;
+  time_limit_s: number | null;
+}
+
+async function claimOnce(ctx: Context, input: SessionCheck) {
+  return queryOne<{ known: boolean; jobs: AssignmentRow[] | string; cancel: JobRef[] | string }>(
+    ctx.db,
+    sql`WITH me AS (
+          SELECT 1 FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
+        ),
+        claimed AS (
+          UPDATE jobs SET claimed_session = ${input.session}, claimed_at = coalesce(claimed_at, now())
+          WHERE node = ${input.worker_id} AND state = 'RUNNING' AND start_time IS NULL AND NOT cancel_requested
+            AND (claimed_session IS NULL OR claimed_session = ${input.session})
+            AND EXISTS (SELECT 1 FROM me)
+          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s
+        )
+        SELECT EXISTS (SELECT 1 FROM me) AS known,
+               (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
+               ${cancelsSql(input.worker_id)} AS cancel`,
+  );
+}
+
+/**
+ * Hands a worker its new assignments and cancellations; waits (long-poll) up to `waitSeconds` for some.
+ * An assignment is handed out again until the agent reports it started, so a lost response loses nothing.
+ */
+export async function claimAssignments(
+  ctx: Context,
+  input: SessionCheck & { wait_s?: number | undefined },
+  signal?: AbortSignal,
+): Promise<ClaimResponse> {
+  const waitMs = Math.min(input.wait_s ?? 0, ctx.config.claimWaitSeconds) * 1000;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const row = await claimOnce(ctx, input);
+    if (!row?.known) throw await sessionError(ctx, input);
+    const jobs = parseJson(row.jobs);
+    const cancel = parseJson(row.cancel);
+    const left = deadline - Date.now();
+    if (jobs.length > 0 || cancel.length > 0 || left <= 0 || signal?.aborted) {
+      return { jobs: jobs.map(assignmentView), cancel };
+    }
+    await ctx.notifier.wait(input.worker_id, left, signal);
+  }
+}
+
+function assignmentView(row: AssignmentRow): Assignment {
+  return {
+    job_id: Number(row.id),
+    attempt: Number(row.attempt),
+    name: row.name,
+    script: row.script,
+    cpus: Number(row.cpus),
+    work_dir: row.work_dir,
+    environment: parseJson(row.environment),
+    time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
+  };
+}
+
+/** Fails with 409 stale_assignment unless the job is this worker's at this attempt (finished or not). */
+async function assertAssignment(ctx: Context, jobId: number, workerId: string, attempt: number) {
+  const row = await queryOne<{ node: string | null; attempt: number; state: string }>(
+    ctx.db,
+    sql`SELECT node, attempt, state FROM jobs WHERE id = ${jobId}`,
+  );
+  if (!row) throw notFound('job_not_found', `Job ${jobId} does not exist`);
+  if (row.node !== workerId || Number(row.attempt) !== attempt) throw staleAssignment(jobId, attempt);
+  return row;
+}
+
+export async function reportStarted(ctx: Context, jobId: number, input: { worker_id: string; attempt: number }) {
+  const row = await queryOne<{ state: string }>(
+    ctx.db,
+    sql`UPDATE jobs SET start_time = coalesce(start_time, now())
+        WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt} AND state = 'RUNNING'
+        RETURNING state`,
+  );
+  if (row) return { state: row.state };
+  const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt);
+  if (job.state === 'CANCELLED') return { state: job.state };
+  throw staleAssignment(jobId, input.attempt);
+}
+
+/** Ends an assignment as its agent reports it, releasing its CPUs. Repeating the same report is harmless. */
+export async function finishAssignment(ctx: Context, jobId: number, input: FinishRequest) {
+  const ended = await endJobsAndRelease(
+    ctx,
+    sql`UPDATE jobs SET
+          state = CASE
+            WHEN ${input.outcome}::text = 'cancelled' THEN 'CANCELLED'
+            WHEN ${input.outcome}::text = 'timeout' THEN 'TIMEOUT'
+            WHEN ${input.outcome}::text = 'exited' AND ${input.exit_code}::text = '0:0' THEN 'COMPLETED'
+            ELSE 'FAILED' END,
+          exit_code = ${input.exit_code}::text, end_time = now(), start_time = coalesce(start_time, now()),
+          reason = coalesce(${input.message ?? null}::text, reason)
+        WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt} AND state = 'RUNNING'
+        RETURNING id, state, node, attempt, exit_code`,
+  );
+  const job = ended[0];
+  if (job) return { state: job.state };
+  const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt);
+  if (current.state !== 'RUNNING' && current.state !== 'PENDING') return { state: current.state };
+  throw staleAssignment(jobId, input.attempt);
+}
+
+const GAP_MARKER = (skipped: number) => `\n[... ${skipped} bytes of output skipped ...]\n`;
+const KEEP_CHARS = 1024 * 1024;
+
+/** Appends a chunk of a running job's output, keeping the last 1 MiB. Idempotent by byte offset. */
+export async function appendOutput(ctx: Context, jobId: number, input: OutputRequest) {
+  const row = await queryOne<{ bytes: string | number }>(
+    ctx.db,
+    sql`WITH j AS (
+          SELECT 1 FROM jobs WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt}
+            AND state = 'RUNNING'
+        )
+        INSERT INTO job_output AS o (job_id, stream, attempt, content, bytes)
+        SELECT ${jobId}::bigint, ${input.stream}::text, ${input.attempt}::int,
+               right(${input.offset > 0 ? GAP_MARKER(input.offset) : ''}::text || ${input.data}::text, ${KEEP_CHARS}::int),
+               ${input.offset + input.bytes}::bigint
+        FROM j
+        ON CONFLICT (job_id, stream) DO UPDATE SET
+          content = CASE WHEN o.attempt <> excluded.attempt THEN excluded.content
+                         ELSE right(o.content || CASE WHEN ${input.offset}::bigint > o.bytes
+                                    THEN '\n[... ' || (${input.offset}::bigint - o.bytes)::text || ' bytes of output skipped ...]\n'
+                                    ELSE '' END || ${input.data}::text, ${KEEP_CHARS}::int) END,
+          bytes = excluded.bytes,
+          attempt = excluded.attempt
+        WHERE o.attempt <> excluded.attempt OR ${input.offset}::bigint >= o.bytes
+        RETURNING bytes`,
+  );
+  if (row) return { bytes: Number(row.bytes) };
+  const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt);
+  if (job.state !== 'RUNNING') throw staleAssignment(jobId, input.attempt);
+  const stored = await queryOne<{ bytes: string | number }>(
+    ctx.db,
+    sql`SELECT bytes FROM job_output WHERE job_id = ${jobId} AND stream = ${input.stream}`,
+  );
+  throw conflict('output_offset_mismatch', `Output of job ${jobId} ${input.stream} continues at another offset`, {
+    expected: Number(stored?.bytes ?? 0),
+  });
+}
+
+/**
+ * A stopping agent leaves: assignments it never started go back to the queue, any it left running are
+ * lost (NODE_FAIL or requeued), and it drops out of the registry at once.
+ */
+export async function unregisterWorker(ctx: Context, input: SessionCheck): Promise<void> {
+  const row = await queryOne<{ id: string }>(
+    ctx.db,
+    sql`SELECT id FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'`,
+  );
+  if (!row) throw await sessionError(ctx, input);
+  const id = input.worker_id;
+  await endJobsAndRelease(
+    ctx,
+    sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
+          reason = 'requeued: its worker left before starting it'
+        WHERE node = ${id} AND state = 'RUNNING' AND start_time IS NULL
+        RETURNING id, state, node, attempt, exit_code`,
+  );
+  await endJobsAndRelease(ctx, loseJobs(sql`node = ${id}`, 'worker unregistered while the job ran'));
+  await query(
+    ctx.db,
+    sql`UPDATE workers SET status = 'down', down_at = now(), down_reason = 'unregistered'
+        WHERE id = ${id} AND session = ${input.session}`,
+  );
+  try {
+    await ctx.registry.removeWorker(id);
+  } catch (error) {
+    warnRegistryDown(ctx, error);
+  }
+  ctx.logger.info(`Worker unregistered: ${id}`);
+}

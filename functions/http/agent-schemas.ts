@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import type {
+  ClaimRequest,
+  FinishRequest,
+  HeartbeatRequest,
+  OutputRequest,
+  RegisterRequest,
+  StartedRequest,
+  UnregisterRequest,
+} from '../../agent/src/protocol.ts';
+import { EXIT_CODE_PATTERN } from '../domain/time-limit.ts';
+
+/** The agent protocol's request bodies (agent/src/protocol.ts); the checks at the bottom keep them equal. */
+const workerId = z
+  .string()
+  .min(1, 'worker_id must not be empty')
+  .max(255)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'worker_id is letters, digits, ".", "_" and "-"');
+const session = z.string().min(1).max(100);
+const jobRef = z.strictObject({ job_id: z.number().int().positive(), attempt: z.number().int().min(1) });
+
+export const registerRequest = z.strictObject({
+  worker_id: workerId,
+  hostname: z.string().min(1).max(255),
+  cpus: z.number().int().min(1, 'cpus must be at least 1').max(65_536),
+  labels: z.record(z.string().max(255), z.string().max(1024)).optional(),
+  agent_version: z.string().max(100).optional(),
+  running: z.array(jobRef).max(10_000).optional(),
+  previous_session: session.optional(),
+});
+
+export const heartbeatRequest = z.strictObject({ worker_id: workerId, session });
+export const unregisterRequest = heartbeatRequest;
+export const claimRequest = z.strictObject({
+  worker_id: workerId,
+  session,
+  wait_s: z.number().min(0).max(300).optional(),
+});
+
+const reportBase = { worker_id: workerId, attempt: z.number().int().min(1) };
+export const startedRequest = z.strictObject(reportBase);
+export const outputRequest = z.strictObject({
+  ...reportBase,
+  stream: z.enum(['stdout', 'stderr']),
+  offset: z.number().int().min(0),
+  data: z.string().max(1024 * 1024),
+  bytes: z.number().int().min(0).max(4 * 1024 * 1024),
+});
+export const finishRequest = z.strictObject({
+  ...reportBase,
+  exit_code: z
+    .string()
+    .regex(EXIT_CODE_PATTERN, 'exit_code is code:signal, e.g. 0:0') as unknown as z.ZodType<`${number}:${number}`>,
+  outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start']),
+  message: z.string().max(4096).optional(),
+});
+
+export const jobIdParam = z.strictObject({
+  id: z.coerce.number({ error: 'job id must be a number' }).int().positive('job id must be a positive integer'),
+});
+
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Check<T extends true> = T;
+export type ProtocolChecks = [
+  Check<Same<z.infer<typeof registerRequest>, RegisterRequest>>,
+  Check<Same<z.infer<typeof heartbeatRequest>, HeartbeatRequest>>,
+  Check<Same<z.infer<typeof unregisterRequest>, UnregisterRequest>>,
+  Check<Same<z.infer<typeof claimRequest>, ClaimRequest>>,
+  Check<Same<z.infer<typeof startedRequest>, StartedRequest>>,
+  Check<Same<z.infer<typeof outputRequest>, OutputRequest>>,
+  Check<Same<z.infer<typeof finishRequest>, FinishRequest>>,
+];

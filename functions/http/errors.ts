@@ -1,0 +1,67 @@
+import type { Context as HonoContext } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { ConductorError, type ErrorKind } from '../domain/errors.ts';
+import type { Logger } from '../domain/ports.ts';
+import { pgErrorCode } from '../domain/sql.ts';
+
+/** The one error envelope: `{error: {code, message, details?, request_id}}`. */
+export interface ErrorBody {
+  error: { code: string; message: string; details?: Record<string, unknown>; request_id?: string };
+}
+
+const STATUS: Record<ErrorKind, ContentfulStatusCode> = {
+  invalid: 400,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  unavailable: 503,
+};
+
+export function errorResponse(
+  c: HonoContext,
+  status: ContentfulStatusCode,
+  code: string,
+  message: string,
+  details?: Record<string, unknown>,
+) {
+  const body: ErrorBody = {
+    error: { code, message, ...(details ? { details } : {}), request_id: c.get('requestId') as string | undefined },
+  };
+  return c.json(body, status);
+}
+
+/** Connection-level failures of Postgres: the caller should retry later (503), it did nothing wrong. */
+function isDatabaseUnavailable(error: unknown): boolean {
+  const code = pgErrorCode(error);
+  if (!code) return false;
+  return (
+    code.startsWith('08') || // connection exceptions
+    code === '57P01' || // admin shutdown
+    code === '57P02' ||
+    code === '57P03' || // cannot connect now
+    code === 'ECONNREFUSED' ||
+    code === 'ECONNRESET' ||
+    code === 'ETIMEDOUT' ||
+    code === 'ENOTFOUND'
+  );
+}
+
+export function createErrorHandler(logger: Logger) {
+  return (error: Error, c: HonoContext) => {
+    if (error instanceof ConductorError) {
+      return errorResponse(c, STATUS[error.kind], error.code, error.message, error.details);
+    }
+    if (error instanceof HTTPException) {
+      const status = error.status as ContentfulStatusCode;
+      return errorResponse(c, status, status === 413 ? 'payload_too_large' : 'http_error', error.message);
+    }
+    if (isDatabaseUnavailable(error) || /connection terminated|timeout exceeded when trying to connect/i.test(error.message)) {
+      logger.error('Database unavailable', { error: error.message, path: c.req.path });
+      c.header('Retry-After', '5');
+      return errorResponse(c, 503, 'database_unavailable', 'The database is unavailable; retry shortly');
+    }
+    logger.error('Unhandled error', { error: error.message, stack: error.stack, path: c.req.path });
+    return errorResponse(c, 500, 'internal_error', 'Internal error; the request id helps find it in the logs');
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * The Node entry: `npm start`. Reads the environment, connects the database and the registry, and serves
+ * the app. With no DATABASE_URL and no Redis it is the zero-setup local cluster: embedded Postgres (PGlite)
+ * under CONDUCTOR_DATA_DIR, an in-process registry, and one local agent.
+ */
+import { join, resolve } from 'node:path';
+import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgres.ts';
+import { connectPglite, migratePglite } from '../db/pglite.ts';
+import { createLocalNotifier } from './domain/notifier.ts';
+import type { Database, RegistryStore } from './domain/ports.ts';
+import { configFromEnv, parseNodeEnv } from './node/env.ts';
+import { startEmbeddedAgent } from './node/embedded-agent.ts';
+import { createIoredisScripts } from './node/ioredis.ts';
+import { createConsoleLogger } from './node/logger.ts';
+import { startServer } from './node/server.ts';
+import { MemoryRegistryStore } from './registry/memory-store.ts';
+import { RedisRegistryStore } from './registry/redis-store.ts';
+import { createUpstashScripts } from './registry/upstash.ts';
+
+async function main() {
+  const env = parseNodeEnv(process.env);
+  const logger = createConsoleLogger(env.LOG_FORMAT);
+  const config = configFromEnv(env);
+  const dataDir = resolve(env.CONDUCTOR_DATA_DIR);
+  const closers: (() => Promise<void>)[] = [];
+
+  let db: Database;
+  if (env.DATABASE_URL) {
+    await ensureDatabase(env.DATABASE_URL).catch(() => {});
+    await migrateNodePg(env.DATABASE_URL);
+    const pg = connectNodePg(env.DATABASE_URL);
+    db = pg.db;
+    closers.push(pg.close);
+    logger.info(`Database: Postgres at ${new URL(env.DATABASE_URL).host}${new URL(env.DATABASE_URL).pathname}`);
+  } else {
+    const lite = await connectPglite({ dataDir: join(dataDir, 'pgdata') });
+    await migratePglite(lite);
+    db = lite.db;
+    closers.push(lite.close);
+    logger.info(`Database: embedded PGlite in ${join(dataDir, 'pgdata')} (set DATABASE_URL for Postgres)`);
+  }
+
+  let registry: RegistryStore;
+  if (env.REDIS_URL) {
+    const redis = createIoredisScripts(env.REDIS_URL, {
+      onError: (error) => logger.warn('Redis unavailable; serving from Postgres', { error: error.message }),
+    });
+    registry = new RedisRegistryStore(redis.scripts);
+    closers.push(redis.close);
+    logger.info(`Registry: Redis at ${new URL(env.REDIS_URL).host}`);
+  } else if (env.UPSTASH_REDIS_REST_URL && env.UPSTASH_REDIS_REST_TOKEN) {
+    registry = new RedisRegistryStore(
+      createUpstashScripts({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN }),
+    );
+    logger.info(`Registry: Upstash at ${new URL(env.UPSTASH_REDIS_REST_URL).host}`);
+  } else {
+    registry = new MemoryRegistryStore();
+    logger.info('Registry: in-process (set REDIS_URL for Redis)');
+  }
+
+  const server = await startServer(
+    { db, registry, notifier: createLocalNotifier(), logger, config },
+    { port: env.PORT, host: env.HOST },
+  );
+  logger.info(`Conductor control plane listening on http://${env.HOST}:${server.port}`);
+  if (env.HOST === '127.0.0.1' || env.HOST === 'localhost' || env.HOST === '::1') {
+    logger.info('Open on loopback only: other machines cannot reach it (set HOST to serve agents elsewhere)');
+  }
+
+  const agent = env.CONDUCTOR_EMBEDDED_AGENT
+    ? startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'))
+    : null;
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    logger.info(`${signal} received, shutting down`);
+    if (agent && agent.exitCode === null) {
+      const exited = new Promise((done) => agent.once('exit', done));
+      agent.kill('SIGTERM');
+      await Promise.race([exited, new Promise((done) => setTimeout(done, 10_000))]);
+    }
+    await server.close();
+    for (const close of closers.reverse()) await close().catch(() => {});
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : String(error));
+  process.exit(1);
+});

@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { type ConductorConfig, DEFAULT_CONFIG } from '../domain/ports.ts';
+
+const seconds = (fallback: number) => z.coerce.number().positive().default(fallback);
+const flag = (fallback: boolean) =>
+  z
+    .enum(['0', '1', 'true', 'false', 'yes', 'no'])
+    .default(fallback ? '1' : '0')
+    .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+/** Every environment variable the Node server reads, validated in one place. */
+export const nodeEnvSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DATABASE_URL: z.url().optional(),
+  REDIS_URL: z.url().optional(),
+  UPSTASH_REDIS_REST_URL: z.url().optional(),
+  UPSTASH_REDIS_REST_TOKEN: z.string().min(1).optional(),
+  CONDUCTOR_DATA_DIR: z.string().min(1).default('.conductor'),
+  CONDUCTOR_EMBEDDED_AGENT: flag(true),
+  CONDUCTOR_WORKER_TTL: seconds(DEFAULT_CONFIG.workerTtlSeconds),
+  CONDUCTOR_HEARTBEAT_INTERVAL: seconds(DEFAULT_CONFIG.heartbeatIntervalSeconds),
+  CONDUCTOR_SCHEDULE_INTERVAL: seconds(DEFAULT_CONFIG.scheduleIntervalSeconds),
+  CONDUCTOR_CACHE_SYNC_INTERVAL: seconds(DEFAULT_CONFIG.cacheSyncIntervalSeconds),
+  CONDUCTOR_STATS_INTERVAL: seconds(DEFAULT_CONFIG.statsIntervalSeconds),
+  CONDUCTOR_CLAIM_WAIT: seconds(DEFAULT_CONFIG.claimWaitSeconds),
+  LOG_FORMAT: z.enum(['text', 'json']).default('text'),
+});
+export type NodeEnv = z.infer<typeof nodeEnvSchema>;
+
+export function parseNodeEnv(env: Record<string, string | undefined>): NodeEnv {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const result = nodeEnvSchema.safeParse(cleaned);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n');
+    throw new Error(`Invalid configuration:\n${problems}`);
+  }
+  if (Boolean(result.data.UPSTASH_REDIS_REST_URL) !== Boolean(result.data.UPSTASH_REDIS_REST_TOKEN)) {
+    throw new Error('Invalid configuration: set both UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN, or neither');
+  }
+  return result.data;
+}
+
+export function configFromEnv(env: NodeEnv): ConductorConfig {
+  return {
+    ...DEFAULT_CONFIG,
+    workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
+    heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
+    scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,
+    cacheSyncIntervalSeconds: env.CONDUCTOR_CACHE_SYNC_INTERVAL,
+    statsIntervalSeconds: env.CONDUCTOR_STATS_INTERVAL,
+    claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,
+  };
+}

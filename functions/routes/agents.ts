@@ -1,0 +1,47 @@
+import { Hono } from 'hono';
+import type { Context } from '../domain/context.ts';
+import {
+  appendOutput,
+  claimAssignments,
+  finishAssignment,
+  heartbeatWorker,
+  registerWorker,
+  reportStarted,
+  unregisterWorker,
+} from '../domain/workers.ts';
+import {
+  claimRequest,
+  finishRequest,
+  heartbeatRequest,
+  jobIdParam,
+  outputRequest,
+  registerRequest,
+  startedRequest,
+  unregisterRequest,
+} from '../http/agent-schemas.ts';
+import { parseBody, parseInput } from '../http/validate.ts';
+
+/** The agent protocol (agent/src/protocol.ts). Agents hold no database or Redis credentials: this is all they get. */
+export function agentRoutes(ctx: Context) {
+  const jobId = (params: Record<string, string>) => parseInput(jobIdParam, params, 'path').id;
+  return new Hono()
+    .post('/register', async (c) => c.json(await registerWorker(ctx, await parseBody(c, registerRequest))))
+    .post('/heartbeat', async (c) => c.json(await heartbeatWorker(ctx, await parseBody(c, heartbeatRequest))))
+    .post('/claim', async (c) => {
+      const input = await parseBody(c, claimRequest);
+      return c.json(await claimAssignments(ctx, input, c.req.raw.signal));
+    })
+    .post('/unregister', async (c) => {
+      await unregisterWorker(ctx, await parseBody(c, unregisterRequest));
+      return c.json({ ok: true });
+    })
+    .post('/jobs/:id/started', async (c) =>
+      c.json(await reportStarted(ctx, jobId(c.req.param()), await parseBody(c, startedRequest))),
+    )
+    .post('/jobs/:id/output', async (c) =>
+      c.json(await appendOutput(ctx, jobId(c.req.param()), await parseBody(c, outputRequest))),
+    )
+    .post('/jobs/:id/finish', async (c) =>
+      c.json(await finishAssignment(ctx, jobId(c.req.param()), await parseBody(c, finishRequest))),
+    );
+}

@@ -1,0 +1,43 @@
+import { sql } from 'drizzle-orm';
+import { expect } from 'vitest';
+import { readAllocationSnapshot } from '../../functions/domain/cache.ts';
+import type { Database, RegistryStore } from '../../functions/domain/ports.ts';
+import { query, queryOne } from '../../functions/domain/sql.ts';
+
+/**
+ * What must hold after any scenario: no RUNNING job without a live allocation and no live allocation
+ * without a RUNNING job; each worker's allocated CPUs equal its live allocations and fit its CPUs; the
+ * cluster counter equals the contract's SUM; and (when asked) the cache equals Postgres.
+ */
+export async function checkInvariants(db: Database, registry?: RegistryStore): Promise<void> {
+  const orphans = await query<{ id: number; state: string }>(
+    db,
+    sql`SELECT j.id, j.state FROM jobs j LEFT JOIN resource_allocations a ON a.job_id = j.id AND a.released = false
+        WHERE (j.state = 'RUNNING') <> (a.id IS NOT NULL)`,
+  );
+  expect(orphans, 'jobs whose RUNNING state and live allocation disagree').toEqual([]);
+  const workers = await query<{ id: string; cpus: number; allocated_cpus: number; live: string | number }>(
+    db,
+    sql`SELECT w.id, w.cpus, w.allocated_cpus,
+               coalesce((SELECT sum(allocated_cpus) FROM resource_allocations a WHERE a.node_name = w.id AND NOT a.released), 0) AS live
+        FROM workers w`,
+  );
+  for (const w of workers) {
+    expect(Number(w.allocated_cpus), `worker ${w.id} allocated_cpus`).toBe(Number(w.live));
+    expect(Number(w.allocated_cpus)).toBeLessThanOrEqual(Number(w.cpus));
+  }
+  const sum = await queryOne<{ total: string | number | null }>(
+    db,
+    sql`SELECT SUM(allocated_cpus) AS total FROM resource_allocations WHERE released = false`,
+  );
+  const counter = await queryOne<{ allocated_cpus: string | number }>(
+    db,
+    sql`SELECT allocated_cpus FROM cluster_state WHERE id = 1`,
+  );
+  expect(Number(counter?.allocated_cpus)).toBe(Number(sum?.total ?? 0));
+  if (registry) {
+    const cached = await registry.getAllocatedCpus();
+    const snapshot = await readAllocationSnapshot(db);
+    if (cached !== null) expect(cached, 'cache equals Postgres').toBe(snapshot.allocated);
+  }
+}
