@@ -1,8 +1,14 @@
-import { createIoredisScripts } from '../../functions/node/ioredis.ts';
-import { startServer, type RunningServer } from '../../functions/node/server.ts';
 import { type Context, createContext } from '../../functions/domain/context.ts';
 import { createLocalNotifier } from '../../functions/domain/notifier.ts';
-import { type ConductorConfig, DEFAULT_CONFIG, type Logger, type Ports, type RegistryStore } from '../../functions/domain/ports.ts';
+import {
+  type ConductorConfig,
+  DEFAULT_CONFIG,
+  type Logger,
+  type Ports,
+  type RegistryStore,
+} from '../../functions/domain/ports.ts';
+import { createIoredisScripts } from '../../functions/node/ioredis.ts';
+import { type RunningServer, startServer } from '../../functions/node/server.ts';
 import { MemoryRegistryStore } from '../../functions/registry/memory-store.ts';
 import { RedisRegistryStore } from '../../functions/registry/redis-store.ts';
 import { createPgliteDatabase, createPostgresDatabase, type TestDatabase } from './databases.ts';
@@ -17,9 +23,15 @@ export class RecordingLogger implements Logger {
     this.lines.push(line);
     if (this.echo) console.log(line);
   }
-  info(m: string, f?: Record<string, unknown>) { this.write('info', m, f); }
-  warn(m: string, f?: Record<string, unknown>) { this.write('warn', m, f); }
-  error(m: string, f?: Record<string, unknown>) { this.write('error', m, f); }
+  info(m: string, f?: Record<string, unknown>) {
+    this.write('info', m, f);
+  }
+  warn(m: string, f?: Record<string, unknown>) {
+    this.write('warn', m, f);
+  }
+  error(m: string, f?: Record<string, unknown>) {
+    this.write('error', m, f);
+  }
   has(pattern: RegExp | string): boolean {
     return this.lines.some((l) => (typeof pattern === 'string' ? l.includes(pattern) : pattern.test(l)));
   }
@@ -48,7 +60,8 @@ export async function availableBackends(): Promise<BackendFactory[]> {
       name: 'postgres+redis',
       async create(options = {}) {
         const db = await createPostgresDatabase();
-        const keyPrefix = options.keyPrefix ?? `test:${process.pid}:${Math.random().toString(36).slice(2, 8)}:`;
+        const keyPrefix =
+          options.keyPrefix ?? `test:${process.pid}:${Math.random().toString(36).slice(2, 8)}:`;
         const redis = createIoredisScripts(REDIS_URL, { onError: () => {} });
         const registry = new RedisRegistryStore(redis.scripts, { keyPrefix });
         return {
@@ -68,7 +81,13 @@ export async function availableBackends(): Promise<BackendFactory[]> {
     name: 'pglite+memory',
     async create() {
       const db = await createPgliteDatabase();
-      return { name: 'pglite+memory', db, registry: new MemoryRegistryStore(), keyPrefix: '', close: db.close };
+      return {
+        name: 'pglite+memory',
+        db,
+        registry: new MemoryRegistryStore(),
+        keyPrefix: '',
+        close: db.close,
+      };
     },
   });
   return list;

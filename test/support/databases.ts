@@ -18,7 +18,7 @@ export interface TestDatabase {
 export async function createPostgresDatabase(): Promise<TestDatabase> {
   const template = inject('pgTemplate');
   if (!template) throw new Error('no Postgres template: Postgres was not reachable at setup');
-  const name = `conductor_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const name = `conductor_test_${inject('testRunId')}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
   try {

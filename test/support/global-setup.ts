@@ -5,15 +5,17 @@ import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { migrateNodePg } from '../../db/node-postgres.ts';
 import { connectPglite, migratePglite } from '../../db/pglite.ts';
-import { PG_ADMIN_URL, reachable, REQUIRE_SERVICES } from './services.ts';
-
-export const TEMPLATE_DB = `conductor_test_template_${process.pid}`;
+import { PG_ADMIN_URL, REQUIRE_SERVICES, reachable } from './services.ts';
 
 /**
  * Once per run: a migrated Postgres template database (each test file clones it, which takes ~50 ms) and a
  * migrated PGlite snapshot (each file loads it in ~1.5 s instead of migrating anew).
  */
 export default async function setup(project: TestProject) {
+  // Several runs may share this Postgres (a developer's and a helper's): each touches only its own databases.
+  const runId = `${process.pid}${Math.random().toString(36).slice(2, 6)}`;
+  const TEMPLATE_DB = `conductor_test_${runId}_template`;
+  project.provide('testRunId', runId);
   const dir = mkdtempSync(join(tmpdir(), 'conductor-test-'));
   const lite = await connectPglite();
   await migratePglite(lite);
@@ -44,7 +46,8 @@ export default async function setup(project: TestProject) {
     const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
     await admin.connect();
     const leftovers = await admin.query<{ datname: string }>(
-      `SELECT datname FROM pg_database WHERE datname LIKE 'conductor_test_%'`,
+      `SELECT datname FROM pg_database WHERE datname LIKE $1`,
+      [`conductor_test_${runId}_%`],
     );
     for (const { datname } of leftovers.rows) {
       await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`).catch(() => {});
@@ -57,5 +60,6 @@ declare module 'vitest' {
   export interface ProvidedContext {
     pgliteSnapshot: string;
     pgTemplate: string | null;
+    testRunId: string;
   }
 }

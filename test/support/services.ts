@@ -26,6 +26,9 @@ export async function serviceAvailable(name: 'postgres' | 'redis'): Promise<bool
   if (!ok && REQUIRE_SERVICES) {
     throw new Error(`${name} is required (CONDUCTOR_REQUIRE_SERVICES=1) but not reachable`);
   }
-  if (!ok) console.warn(`[conductor tests] ${name} not reachable: its suites are skipped (PGlite/in-process ones still run)`);
+  if (!ok)
+    console.warn(
+      `[conductor tests] ${name} not reachable: its suites are skipped (PGlite/in-process ones still run)`,
+    );
   return ok;
 }

@@ -21,13 +21,17 @@ export interface UpstashBridge {
 
 type Reply = { result: unknown } | { error: string };
 
-export async function startUpstashBridge(options: { redisUrl: string; token?: string }): Promise<UpstashBridge> {
+export async function startUpstashBridge(options: {
+  redisUrl: string;
+  token?: string;
+}): Promise<UpstashBridge> {
   const redis = new Redis(options.redisUrl, { protocol: 2, maxRetriesPerRequest: 1 });
   const token = options.token ?? randomUUID();
   const bridge = { url: '', token, commands: [] as string[][], requests: 0, close: async () => {} };
 
   const toArgs = (command: unknown): [string, ...string[]] => {
-    if (!Array.isArray(command) || command.length === 0) throw new Error('ERR a command is a non-empty array');
+    if (!Array.isArray(command) || command.length === 0)
+      throw new Error('ERR a command is a non-empty array');
     const [name, ...args] = command.map((part) => String(part));
     bridge.commands.push([String(name).toUpperCase(), ...args]);
     return [String(name), ...args];
@@ -60,7 +64,9 @@ export async function startUpstashBridge(options: { redisUrl: string; token?: st
         const results = (await batch.exec()) ?? [];
         return send(
           200,
-          results.map(([error, result]): Reply => (error ? { error: error.message } : { result: encode(result) })),
+          results.map(
+            ([error, result]): Reply => (error ? { error: error.message } : { result: encode(result) }),
+          ),
         );
       }
       if (path !== '') return send(404, { error: `ERR unknown path ${path}` });

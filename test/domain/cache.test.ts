@@ -1,0 +1,141 @@
+import { Redis } from 'ioredis';
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readAllocatedCpus, readAllocationSnapshot, syncAllocationCache } from '../../functions/domain/cache.ts';
+import { getDashboard, getHealth } from '../../functions/domain/dashboard.ts';
+import { submitJob } from '../../functions/domain/jobs.ts';
+import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
+import { query } from '../../functions/domain/sql.ts';
+import { finishAssignment, registerWorker } from '../../functions/domain/workers.ts';
+import { createIoredisScripts } from '../../functions/node/ioredis.ts';
+import { RedisRegistryStore } from '../../functions/registry/redis-store.ts';
+import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
+import { createPostgresDatabase, type TestDatabase } from '../support/databases.ts';
+import { checkInvariants } from '../support/invariants.ts';
+import { REDIS_URL } from '../support/services.ts';
+
+const backends = await availableBackends();
+
+async function runningJobs(backend: Backend) {
+  return query<{ id: number; node: string; attempt: number }>(
+    backend.db.db,
+    sql`SELECT id, node, attempt FROM jobs WHERE state = 'RUNNING' ORDER BY id`,
+  );
+}
+
+describe.each(backends)('allocation cache on $name', (factory) => {
+  let backend: Backend;
+  beforeAll(async () => {
+    backend = await factory.create();
+  });
+  afterAll(async () => {
+    await backend?.close();
+  });
+
+  it('tracks allocations and releases exactly, also with syncs running concurrently', async () => {
+    const { ctx, settle } = testContext(backend);
+    for (let i = 0; i < 4; i++) await registerWorker(ctx, { worker_id: `c${i}`, hostname: `c${i}`, cpus: 8 });
+    await syncAllocationCache(ctx);
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 12; i++) await submitJob(ctx, { script: 'true', cpus: (i % 3) + 1 });
+      await Promise.all([runSchedulingPass(ctx), syncAllocationCache(ctx), runSchedulingPass(ctx), syncAllocationCache(ctx)]);
+      const running = await runningJobs(backend);
+      await Promise.all([
+        ...running.slice(0, 6).map((j) =>
+          finishAssignment(ctx, Number(j.id), {
+            worker_id: j.node,
+            attempt: Number(j.attempt),
+            exit_code: '0:0',
+            outcome: 'exited',
+          }),
+        ),
+        syncAllocationCache(ctx),
+        runSchedulingPass(ctx),
+      ]);
+      await settle();
+      const snapshot = await readAllocationSnapshot(backend.db.db);
+      expect(await backend.registry.getAllocatedCpus()).toBe(snapshot.allocated);
+    }
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  it('repairs a cache that was set wrong, reporting the drift', async () => {
+    const { ctx, logger } = testContext(backend);
+    const truth = await readAllocationSnapshot(backend.db.db);
+    if (backend.name === 'postgres+redis') {
+      const redis = new Redis(REDIS_URL);
+      await redis.set(`${backend.keyPrefix}resource:allocated_cpus`, String(truth.allocated + 500));
+      await redis.quit();
+      const result = await syncAllocationCache(ctx);
+      expect(result).toEqual({ allocated: truth.allocated, drift: 500 });
+      expect(logger.has(`Resource cache synced: ${truth.allocated} CPUs allocated`)).toBe(true);
+      expect(logger.has(/WARN|warn Resource cache drifted by 500/)).toBe(true);
+    } else {
+      const result = await syncAllocationCache(ctx);
+      expect(result.allocated).toBe(truth.allocated);
+    }
+    expect(await backend.registry.getAllocatedCpus()).toBe(truth.allocated);
+  });
+});
+
+describe.runIf(backends.some((b) => b.name === 'postgres+redis'))('cache on real Redis', () => {
+  let backend: Backend;
+  beforeAll(async () => {
+    backend = await backends.find((b) => b.name === 'postgres+redis')!.create();
+  });
+  afterAll(async () => {
+    await backend?.close();
+  });
+
+  it('DEL resource:allocated_cpus: the next read logs a miss and refills it from Postgres', async () => {
+    const { ctx, logger } = testContext(backend);
+    await registerWorker(ctx, { worker_id: 'miss-1', hostname: 'h', cpus: 16 });
+    await submitJob(ctx, { script: 'true', cpus: 5 });
+    await runSchedulingPass(ctx);
+    const redis = new Redis(REDIS_URL);
+    const key = `${backend.keyPrefix}resource:allocated_cpus`;
+    await redis.del(key);
+    expect(await readAllocatedCpus(ctx)).toEqual({ allocated: 5, source: 'database' });
+    expect(logger.has('Cache miss, querying database')).toBe(true);
+    expect(await redis.get(key)).toBe('5');
+    expect(await readAllocatedCpus(ctx)).toEqual({ allocated: 5, source: 'cache' });
+    await redis.quit();
+  });
+});
+
+describe('Redis unreachable: everything still works from Postgres', () => {
+  const hasPostgres = backends.some((b) => b.name === 'postgres+redis');
+  let db: TestDatabase;
+  let close: () => Promise<void>;
+  let backend: Backend;
+  beforeAll(async () => {
+    if (!hasPostgres) return;
+    db = await createPostgresDatabase();
+    // Nothing listens on port 1: every Redis command fails at once.
+    const dead = createIoredisScripts('redis://127.0.0.1:1', { timeoutMs: 300, onError: () => {} });
+    close = dead.close;
+    backend = { name: 'postgres+dead-redis', db, registry: new RedisRegistryStore(dead.scripts), keyPrefix: '', close: async () => {} };
+  });
+  afterAll(async () => {
+    await close?.();
+    await db?.close();
+  });
+
+  it.runIf(hasPostgres)('registers, schedules, serves the dashboard and reports degraded health', async () => {
+    const { ctx, logger } = testContext(backend);
+    await registerWorker(ctx, { worker_id: 'pg-only', hostname: 'h', cpus: 8 });
+    const job = await submitJob(ctx, { script: 'true', cpus: 3 });
+    expect(await runSchedulingPass(ctx)).toMatchObject({ placed: 1 });
+    const dashboard = await getDashboard(ctx);
+    expect(dashboard.resources).toEqual({ total_cpus: 8, allocated_cpus: 3, available_cpus: 5, utilization: 37.5 });
+    expect(dashboard.workers.map((w) => w.worker_id)).toEqual(['pg-only']);
+    expect(dashboard.jobs.RUNNING).toBe(1);
+    const health = await getHealth(ctx);
+    expect(health.status).toBe('degraded');
+    expect(health.database.status).toBe('ok');
+    expect(health.cache.status).toBe('down');
+    expect(logger.has('Registry unavailable, falling back to Postgres')).toBe(true);
+    const [row] = await query<{ node: string }>(db.db, sql`SELECT node FROM jobs WHERE id = ${job.id}`);
+    expect(row?.node).toBe('pg-only');
+  });
+});
