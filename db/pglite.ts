@@ -16,7 +16,9 @@ export interface PgliteConnection {
  * Embedded Postgres (PGlite) for the zero-setup local cluster. `dataDir` keeps the data across restarts;
  * without it the database lives in memory. `snapshot` loads a `dumpDataDir()` tarball (tests).
  */
-export async function connectPglite(options: { dataDir?: string; snapshot?: Blob } = {}): Promise<PgliteConnection> {
+export async function connectPglite(
+  options: { dataDir?: string; snapshot?: Blob } = {},
+): Promise<PgliteConnection> {
   if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
   const client = await PGlite.create({
     ...(options.dataDir ? { dataDir: options.dataDir } : {}),

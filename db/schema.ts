@@ -94,9 +94,7 @@ export const jobs = pgTable(
     index('jobs_pending_queue_idx')
       .on(t.priority.desc(), t.submitTime, t.id)
       .where(sql`${t.state} = 'PENDING'`),
-    index('jobs_node_active_idx')
-      .on(t.node)
-      .where(sql`${t.state} = 'RUNNING'`),
+    index('jobs_node_active_idx').on(t.node).where(sql`${t.state} = 'RUNNING'`),
     index('jobs_state_id_idx').on(t.state, t.id.desc()),
   ],
 );
@@ -116,9 +114,7 @@ export const resourceAllocations = pgTable(
   },
   (t) => [
     uniqueIndex('resource_allocations_job_id_key').on(t.jobId),
-    index('resource_allocations_active_idx')
-      .on(t.nodeName)
-      .where(sql`${t.released} = false`),
+    index('resource_allocations_active_idx').on(t.nodeName).where(sql`${t.released} = false`),
   ],
 );
 

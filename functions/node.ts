@@ -8,8 +8,8 @@ import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgre
 import { connectPglite, migratePglite } from '../db/pglite.ts';
 import { createLocalNotifier } from './domain/notifier.ts';
 import type { Database, RegistryStore } from './domain/ports.ts';
-import { configFromEnv, parseNodeEnv } from './node/env.ts';
 import { startEmbeddedAgent } from './node/embedded-agent.ts';
+import { configFromEnv, parseNodeEnv } from './node/env.ts';
 import { createIoredisScripts } from './node/ioredis.ts';
 import { createConsoleLogger } from './node/logger.ts';
 import { startServer } from './node/server.ts';
@@ -31,7 +31,9 @@ async function main() {
     const pg = connectNodePg(env.DATABASE_URL);
     db = pg.db;
     closers.push(pg.close);
-    logger.info(`Database: Postgres at ${new URL(env.DATABASE_URL).host}${new URL(env.DATABASE_URL).pathname}`);
+    logger.info(
+      `Database: Postgres at ${new URL(env.DATABASE_URL).host}${new URL(env.DATABASE_URL).pathname}`,
+    );
   } else {
     const lite = await connectPglite({ dataDir: join(dataDir, 'pgdata') });
     await migratePglite(lite);

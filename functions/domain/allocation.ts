@@ -1,7 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm';
 import { applyAllocationDelta } from './cache.ts';
 import type { Context } from './context.ts';
-import type { Database } from "./ports.ts";
+import type { Database } from './ports.ts';
 import { query, withRetry } from './sql.ts';
 
 export interface EndedJob {
@@ -33,7 +33,6 @@ export async function endJobsAndRelease(ctx: Context, jobUpdate: SQL): Promise<E
     exit_code: r.exit_code,
   }));
 }
-
 
 interface EndRow {
   id: string | number;

@@ -19,7 +19,10 @@ const label = (what: string) =>
     .string()
     .min(1, `${what} must not be empty`)
     .max(255, `${what} is at most 255 characters`)
-    .refine((s) => !CONTROL.test(s) && !s.includes('\n') && !s.includes('\r'), `${what} has control characters`);
+    .refine(
+      (s) => !CONTROL.test(s) && !s.includes('\n') && !s.includes('\r'),
+      `${what} has control characters`,
+    );
 
 export const submitJobInput = z.strictObject({
   script: z
@@ -188,9 +191,13 @@ export async function cancelJob(ctx: Context, id: number): Promise<JobView> {
     } else {
       const job = await getJob(ctx.db, id);
       if ((FINAL_STATES as string[]).includes(job.state)) {
-        throw conflict('job_finished', `Job ${id} already ended as ${job.state}; there is nothing to cancel`, {
-          state: job.state,
-        });
+        throw conflict(
+          'job_finished',
+          `Job ${id} already ended as ${job.state}; there is nothing to cancel`,
+          {
+            state: job.state,
+          },
+        );
       }
       throw new ConductorError('conflict', 'cancel_raced', `Job ${id} changed state meanwhile; try again`);
     }
@@ -207,7 +214,12 @@ export interface StreamOutput {
 }
 
 export async function getJobOutput(db: Database, id: number) {
-  const rows = await query<{ stream: 'stdout' | 'stderr'; content: string; bytes: string | number; state: string }>(
+  const rows = await query<{
+    stream: 'stdout' | 'stderr';
+    content: string;
+    bytes: string | number;
+    state: string;
+  }>(
     db,
     sql`SELECT o.stream, o.content, o.bytes, j.state FROM jobs j
         LEFT JOIN job_output o ON o.job_id = j.id AND o.attempt = j.attempt

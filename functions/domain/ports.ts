@@ -28,7 +28,7 @@ export interface WorkerEntry {
  */
 export interface RegistryStore {
   readonly kind: 'redis' | 'memory';
-  /** Writes the `worker:<id>` hash with a TTL and adds the worker to the liveness index. */
+  /** Writes the `worker:<id>` hash with a TTL (whole seconds) and adds the worker to the liveness index. */
   putWorker(entry: WorkerEntry, ttlSeconds: number): Promise<void>;
   /**
    * Refreshes a live worker: sets last_heartbeat (and status if given), renews the TTL and the index.
@@ -41,20 +41,25 @@ export interface RegistryStore {
   removeWorker(id: string): Promise<void>;
   /** Ids of workers whose key has not expired, from the index (never KEYS/SCAN). */
   liveWorkerIds(): Promise<string[]>;
-  /** Ids whose TTL ran out, removing them from the index: each expiry is handed out once. */
+  /**
+   * Ids whose TTL ran out, removing them from the index: each expiry is handed out once. A flushed Redis
+   * loses its index too, so this is housekeeping: Postgres's last_heartbeat is what judges a worker lost.
+   */
   takeExpiredWorkerIds(): Promise<string[]>;
   /** `resource:allocated_cpus`, or null when the key is missing. */
   getAllocatedCpus(): Promise<number | null>;
   /**
-   * INCRBY/DECRBY `resource:allocated_cpus` by `delta` for the Postgres allocation change numbered `version`
-   * (cluster_state.allocation_version after that commit). Skipped when the key is missing (the next read
-   * refills it) or when a snapshot at `version` or later already counts it.
+   * INCRBY/DECRBY `resource:allocated_cpus` by `delta`, the net change of the one Postgres commit numbered
+   * `version` (cluster_state.allocation_version after it): one call per version; a repeated version is
+   * ignored. Skipped when a snapshot at `version` or later already counts it. When the value key is missing
+   * the delta is only recorded (the next read refills the key from a snapshot, which adds the newer deltas).
    */
   applyAllocationDelta(delta: number, version: number): Promise<void>;
   /**
    * Sets `resource:allocated_cpus` from a Postgres snapshot taken at `version`, keeping the deltas newer than
    * `version` that were applied meanwhile. Ignored (applied=false) when a newer snapshot is already in.
-   * Returns the value the cache held before, for drift reports.
+   * Returns the value the cache held before, for drift reports, and the value it holds now (the snapshot's
+   * own figure when the snapshot was stale and the key is missing).
    */
   setAllocationSnapshot(
     allocated: number,

@@ -54,7 +54,8 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       );
       const queue: PendingJob[] = pending.map((j) => ({ id: Number(j.id), cpus: Number(j.cpus) }));
       const { placements } = placeJobs(queue, candidates);
-      if (placements.length === 0) return { placed: 0, workers: workers.length, version: null, total: 0, touched: [] };
+      if (placements.length === 0)
+        return { placed: 0, workers: workers.length, version: null, total: 0, touched: [] };
 
       const jobIds = pgArray(placements.map((p) => p.jobId));
       const nodes = pgArray(placements.map((p) => p.workerId));

@@ -12,7 +12,7 @@ import type {
 import type { WorkerStatus } from '../../db/schema.ts';
 import { endJobsAndRelease, loseJobs } from './allocation.ts';
 import type { Context } from './context.ts';
-import { ConductorError, conflict, notFound } from './errors.ts';
+import { type ConductorError, conflict, notFound } from './errors.ts';
 import { warnRegistryDown } from './liveness.ts';
 import type { WorkerEntry } from './ports.ts';
 import { pgArray, query, queryOne } from './sql.ts';
@@ -57,7 +57,10 @@ export async function registerWorker(ctx: Context, input: RegisterRequest): Prom
   const keep = running.length > 0 ? refsSql(running) : sql`false`;
   await endJobsAndRelease(
     ctx,
-    loseJobs(sql`node = ${id} AND claimed_session IS NOT NULL AND NOT ${keep}`, 'agent restarted: process lost'),
+    loseJobs(
+      sql`node = ${id} AND claimed_session IS NOT NULL AND NOT ${keep}`,
+      'agent restarted: process lost',
+    ),
   );
   if (running.length > 0) {
     await query(
@@ -67,7 +70,11 @@ export async function registerWorker(ctx: Context, input: RegisterRequest): Prom
     );
   }
 
-  const row = await queryOne<{ status: WorkerStatus; registered_at: Date | string; last_heartbeat: Date | string }>(
+  const row = await queryOne<{
+    status: WorkerStatus;
+    registered_at: Date | string;
+    last_heartbeat: Date | string;
+  }>(
     ctx.db,
     sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version)
         VALUES (${id}, ${input.hostname}, ${input.cpus}, 'ready', ${session}, ${JSON.stringify(input.labels ?? {})}::jsonb,
@@ -123,7 +130,10 @@ async function sessionError(ctx: Context, input: SessionCheck): Promise<Conducto
     sql`SELECT session, status FROM workers WHERE id = ${input.worker_id}`,
   );
   if (row && row.status !== 'down' && row.session !== input.session) {
-    return conflict('session_superseded', `Worker ${input.worker_id} registered again elsewhere; register anew`);
+    return conflict(
+      'session_superseded',
+      `Worker ${input.worker_id} registered again elsewhere; register anew`,
+    );
   }
   return notFound('unknown_worker', `Worker ${input.worker_id} is not registered; register again`);
 }
@@ -134,7 +144,11 @@ function cancelsSql(workerId: string) {
 }
 
 export async function heartbeatWorker(ctx: Context, input: SessionCheck): Promise<HeartbeatResponse> {
-  const row = await queryOne<{ last_heartbeat: Date | string; status: WorkerStatus; cancel: JobRef[] | string }>(
+  const row = await queryOne<{
+    last_heartbeat: Date | string;
+    status: WorkerStatus;
+    cancel: JobRef[] | string;
+  }>(
     ctx.db,
     sql`UPDATE workers SET last_heartbeat = now()
         WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
@@ -240,7 +254,11 @@ async function assertAssignment(ctx: Context, jobId: number, workerId: string, a
   return row;
 }
 
-export async function reportStarted(ctx: Context, jobId: number, input: { worker_id: string; attempt: number }) {
+export async function reportStarted(
+  ctx: Context,
+  jobId: number,
+  input: { worker_id: string; attempt: number },
+) {
   const row = await queryOne<{ state: string }>(
     ctx.db,
     sql`UPDATE jobs SET start_time = coalesce(start_time, now())
@@ -308,9 +326,13 @@ export async function appendOutput(ctx: Context, jobId: number, input: OutputReq
     ctx.db,
     sql`SELECT bytes FROM job_output WHERE job_id = ${jobId} AND stream = ${input.stream}`,
   );
-  throw conflict('output_offset_mismatch', `Output of job ${jobId} ${input.stream} continues at another offset`, {
-    expected: Number(stored?.bytes ?? 0),
-  });
+  throw conflict(
+    'output_offset_mismatch',
+    `Output of job ${jobId} ${input.stream} continues at another offset`,
+    {
+      expected: Number(stored?.bytes ?? 0),
+    },
+  );
 }
 
 /**

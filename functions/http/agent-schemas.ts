@@ -44,19 +44,29 @@ export const outputRequest = z.strictObject({
   stream: z.enum(['stdout', 'stderr']),
   offset: z.number().int().min(0),
   data: z.string().max(1024 * 1024),
-  bytes: z.number().int().min(0).max(4 * 1024 * 1024),
+  bytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(4 * 1024 * 1024),
 });
 export const finishRequest = z.strictObject({
   ...reportBase,
   exit_code: z
     .string()
-    .regex(EXIT_CODE_PATTERN, 'exit_code is code:signal, e.g. 0:0') as unknown as z.ZodType<`${number}:${number}`>,
+    .regex(
+      EXIT_CODE_PATTERN,
+      'exit_code is code:signal, e.g. 0:0',
+    ) as unknown as z.ZodType<`${number}:${number}`>,
   outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start']),
   message: z.string().max(4096).optional(),
 });
 
 export const jobIdParam = z.strictObject({
-  id: z.coerce.number({ error: 'job id must be a number' }).int().positive('job id must be a positive integer'),
+  id: z.coerce
+    .number({ error: 'job id must be a number' })
+    .int()
+    .positive('job id must be a positive integer'),
 });
 
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

@@ -26,7 +26,12 @@ export function errorResponse(
   details?: Record<string, unknown>,
 ) {
   const body: ErrorBody = {
-    error: { code, message, ...(details ? { details } : {}), request_id: c.get('requestId') as string | undefined },
+    error: {
+      code,
+      message,
+      ...(details ? { details } : {}),
+      request_id: c.get('requestId') as string | undefined,
+    },
   };
   return c.json(body, status);
 }
@@ -56,12 +61,20 @@ export function createErrorHandler(logger: Logger) {
       const status = error.status as ContentfulStatusCode;
       return errorResponse(c, status, status === 413 ? 'payload_too_large' : 'http_error', error.message);
     }
-    if (isDatabaseUnavailable(error) || /connection terminated|timeout exceeded when trying to connect/i.test(error.message)) {
+    if (
+      isDatabaseUnavailable(error) ||
+      /connection terminated|timeout exceeded when trying to connect/i.test(error.message)
+    ) {
       logger.error('Database unavailable', { error: error.message, path: c.req.path });
       c.header('Retry-After', '5');
       return errorResponse(c, 503, 'database_unavailable', 'The database is unavailable; retry shortly');
     }
     logger.error('Unhandled error', { error: error.message, stack: error.stack, path: c.req.path });
-    return errorResponse(c, 500, 'internal_error', 'Internal error; the request id helps find it in the logs');
+    return errorResponse(
+      c,
+      500,
+      'internal_error',
+      'Internal error; the request id helps find it in the logs',
+    );
   };
 }

@@ -13,7 +13,9 @@ export function parseInput<S extends z.ZodType>(schema: S, data: unknown, where:
     return { path: path || where, message };
   });
   const summary = issues.map((i) => (i.message.startsWith(i.path) ? i.message : `${i.path}: ${i.message}`));
-  throw new ConductorError('invalid', 'invalid_request', `Invalid ${where}: ${summary.join('; ')}`, { issues });
+  throw new ConductorError('invalid', 'invalid_request', `Invalid ${where}: ${summary.join('; ')}`, {
+    issues,
+  });
 }
 
 export async function jsonBody(c: HonoContext): Promise<unknown> {

@@ -4,8 +4,25 @@ import { fileURLToPath } from 'node:url';
 const AGENT_CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
 
 /** Variables the embedded agent may see: its own settings and the basics, never the server's secrets. */
-const PASSED = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'SHELL', 'XDG_STATE_HOME'];
-const AGENT_SETTINGS = ['NODE_NAME', 'TOTAL_CPUS', 'CONDUCTOR_STATE_DIR', 'CONDUCTOR_HEARTBEAT_INTERVAL', 'CONDUCTOR_DRAIN'];
+const PASSED = [
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'LANG',
+  'LC_ALL',
+  'TZ',
+  'TMPDIR',
+  'SHELL',
+  'XDG_STATE_HOME',
+];
+const AGENT_SETTINGS = [
+  'NODE_NAME',
+  'TOTAL_CPUS',
+  'CONDUCTOR_STATE_DIR',
+  'CONDUCTOR_HEARTBEAT_INTERVAL',
+  'CONDUCTOR_DRAIN',
+];
 
 /**
  * Starts the local cluster's agent as its own process (the same code as `npx conductor-agent`), pointed

@@ -18,7 +18,11 @@ export const nodeEnvSchema = z.object({
   UPSTASH_REDIS_REST_TOKEN: z.string().min(1).optional(),
   CONDUCTOR_DATA_DIR: z.string().min(1).default('.conductor'),
   CONDUCTOR_EMBEDDED_AGENT: flag(true),
-  CONDUCTOR_WORKER_TTL: seconds(DEFAULT_CONFIG.workerTtlSeconds),
+  CONDUCTOR_WORKER_TTL: z.coerce
+    .number()
+    .int('CONDUCTOR_WORKER_TTL is whole seconds')
+    .positive()
+    .default(DEFAULT_CONFIG.workerTtlSeconds),
   CONDUCTOR_HEARTBEAT_INTERVAL: seconds(DEFAULT_CONFIG.heartbeatIntervalSeconds),
   CONDUCTOR_SCHEDULE_INTERVAL: seconds(DEFAULT_CONFIG.scheduleIntervalSeconds),
   CONDUCTOR_CACHE_SYNC_INTERVAL: seconds(DEFAULT_CONFIG.cacheSyncIntervalSeconds),
@@ -36,7 +40,9 @@ export function parseNodeEnv(env: Record<string, string | undefined>): NodeEnv {
     throw new Error(`Invalid configuration:\n${problems}`);
   }
   if (Boolean(result.data.UPSTASH_REDIS_REST_URL) !== Boolean(result.data.UPSTASH_REDIS_REST_TOKEN)) {
-    throw new Error('Invalid configuration: set both UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN, or neither');
+    throw new Error(
+      'Invalid configuration: set both UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN, or neither',
+    );
   }
   return result.data;
 }

@@ -28,7 +28,9 @@ export async function startServer(
     defer(work) {
       const tracked = work
         .catch((error: unknown) =>
-          ports.logger.error('Background work failed', { error: error instanceof Error ? error.message : String(error) }),
+          ports.logger.error('Background work failed', {
+            error: error instanceof Error ? error.message : String(error),
+          }),
         )
         .finally(() => pending.delete(tracked));
       pending.add(tracked);
@@ -51,7 +53,9 @@ export async function startServer(
       try {
         await work();
       } catch (error) {
-        ports.logger.warn(`${name} failed`, { error: error instanceof Error ? error.message : String(error) });
+        ports.logger.warn(`${name} failed`, {
+          error: error instanceof Error ? error.message : String(error),
+        });
       } finally {
         busy = false;
       }

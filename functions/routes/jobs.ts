@@ -1,6 +1,14 @@
 import { Hono } from 'hono';
 import type { Context } from '../domain/context.ts';
-import { cancelJob, getJob, getJobOutput, listJobs, listJobsInput, submitJob, submitJobInput } from '../domain/jobs.ts';
+import {
+  cancelJob,
+  getJob,
+  getJobOutput,
+  listJobs,
+  listJobsInput,
+  submitJob,
+  submitJobInput,
+} from '../domain/jobs.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import { parseBody, parseInput } from '../http/validate.ts';
 

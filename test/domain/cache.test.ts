@@ -1,7 +1,11 @@
-import { Redis } from 'ioredis';
 import { sql } from 'drizzle-orm';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAllocatedCpus, readAllocationSnapshot, syncAllocationCache } from '../../functions/domain/cache.ts';
+import {
+  readAllocatedCpus,
+  readAllocationSnapshot,
+  syncAllocationCache,
+} from '../../functions/domain/cache.ts';
 import { getDashboard, getHealth } from '../../functions/domain/dashboard.ts';
 import { submitJob } from '../../functions/domain/jobs.ts';
 import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
@@ -38,7 +42,12 @@ describe.each(backends)('allocation cache on $name', (factory) => {
     await syncAllocationCache(ctx);
     for (let round = 0; round < 5; round++) {
       for (let i = 0; i < 12; i++) await submitJob(ctx, { script: 'true', cpus: (i % 3) + 1 });
-      await Promise.all([runSchedulingPass(ctx), syncAllocationCache(ctx), runSchedulingPass(ctx), syncAllocationCache(ctx)]);
+      await Promise.all([
+        runSchedulingPass(ctx),
+        syncAllocationCache(ctx),
+        runSchedulingPass(ctx),
+        syncAllocationCache(ctx),
+      ]);
       const running = await runningJobs(backend);
       await Promise.all([
         ...running.slice(0, 6).map((j) =>
@@ -114,28 +123,42 @@ describe('Redis unreachable: everything still works from Postgres', () => {
     // Nothing listens on port 1: every Redis command fails at once.
     const dead = createIoredisScripts('redis://127.0.0.1:1', { timeoutMs: 300, onError: () => {} });
     close = dead.close;
-    backend = { name: 'postgres+dead-redis', db, registry: new RedisRegistryStore(dead.scripts), keyPrefix: '', close: async () => {} };
+    backend = {
+      name: 'postgres+dead-redis',
+      db,
+      registry: new RedisRegistryStore(dead.scripts),
+      keyPrefix: '',
+      close: async () => {},
+    };
   });
   afterAll(async () => {
     await close?.();
     await db?.close();
   });
 
-  it.runIf(hasPostgres)('registers, schedules, serves the dashboard and reports degraded health', async () => {
-    const { ctx, logger } = testContext(backend);
-    await registerWorker(ctx, { worker_id: 'pg-only', hostname: 'h', cpus: 8 });
-    const job = await submitJob(ctx, { script: 'true', cpus: 3 });
-    expect(await runSchedulingPass(ctx)).toMatchObject({ placed: 1 });
-    const dashboard = await getDashboard(ctx);
-    expect(dashboard.resources).toEqual({ total_cpus: 8, allocated_cpus: 3, available_cpus: 5, utilization: 37.5 });
-    expect(dashboard.workers.map((w) => w.worker_id)).toEqual(['pg-only']);
-    expect(dashboard.jobs.RUNNING).toBe(1);
-    const health = await getHealth(ctx);
-    expect(health.status).toBe('degraded');
-    expect(health.database.status).toBe('ok');
-    expect(health.cache.status).toBe('down');
-    expect(logger.has('Registry unavailable, falling back to Postgres')).toBe(true);
-    const [row] = await query<{ node: string }>(db.db, sql`SELECT node FROM jobs WHERE id = ${job.id}`);
-    expect(row?.node).toBe('pg-only');
-  });
+  it.runIf(hasPostgres)(
+    'registers, schedules, serves the dashboard and reports degraded health',
+    async () => {
+      const { ctx, logger } = testContext(backend);
+      await registerWorker(ctx, { worker_id: 'pg-only', hostname: 'h', cpus: 8 });
+      const job = await submitJob(ctx, { script: 'true', cpus: 3 });
+      expect(await runSchedulingPass(ctx)).toMatchObject({ placed: 1 });
+      const dashboard = await getDashboard(ctx);
+      expect(dashboard.resources).toEqual({
+        total_cpus: 8,
+        allocated_cpus: 3,
+        available_cpus: 5,
+        utilization: 37.5,
+      });
+      expect(dashboard.workers.map((w) => w.worker_id)).toEqual(['pg-only']);
+      expect(dashboard.jobs.RUNNING).toBe(1);
+      const health = await getHealth(ctx);
+      expect(health.status).toBe('degraded');
+      expect(health.database.status).toBe('ok');
+      expect(health.cache.status).toBe('down');
+      expect(logger.has('Registry unavailable, falling back to Postgres')).toBe(true);
+      const [row] = await query<{ node: string }>(db.db, sql`SELECT node FROM jobs WHERE id = ${job.id}`);
+      expect(row?.node).toBe('pg-only');
+    },
+  );
 });

@@ -11,7 +11,10 @@ describe('placeJobs', () => {
   });
 
   it('best fit: the job goes where the fewest CPUs are left over', () => {
-    const result = placeJobs([{ id: 1, cpus: 8 }], [worker('a', 96, 0), worker('b', 96, 80), worker('c', 16, 0)]);
+    const result = placeJobs(
+      [{ id: 1, cpus: 8 }],
+      [worker('a', 96, 0), worker('b', 96, 80), worker('c', 16, 0)],
+    );
     expect(result.placements).toEqual([{ jobId: 1, workerId: 'b', cpus: 8 }]);
   });
 

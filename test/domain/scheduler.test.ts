@@ -46,14 +46,22 @@ describe.each(backends)('scheduler on $name', (factory) => {
       backend.db.db,
       sql`SELECT id, state, node, cpus FROM jobs ORDER BY id`,
     );
-    expect(jobs.filter((j) => Number(j.cpus) === 60).map((j) => j.node).sort()).toEqual(['node-a', 'node-b']);
+    expect(
+      jobs
+        .filter((j) => Number(j.cpus) === 60)
+        .map((j) => j.node)
+        .sort(),
+    ).toEqual(['node-a', 'node-b']);
     expect(jobs.find((j) => Number(j.id) === big.id)?.state).toBe('PENDING');
     await checkInvariants(backend.db.db, backend.registry);
   });
 
   it('200 concurrent scheduling passes over 10 workers never over-allocate or start a job twice', async () => {
     await reset();
-    const { ctx, settle } = testContext(backend, { ...testContext(backend).ctx.config, scheduleBatchSize: 50 });
+    const { ctx, settle } = testContext(backend, {
+      ...testContext(backend).ctx.config,
+      scheduleBatchSize: 50,
+    });
     for (let i = 0; i < 10; i++) {
       await registerWorker(ctx, { worker_id: `w${i}`, hostname: `w${i}`, cpus: 16 });
     }

@@ -13,7 +13,9 @@ import { serviceAvailable } from '../support/services.ts';
 const available = (await serviceAvailable('postgres')) && (await serviceAvailable('redis'));
 const REDIS_DB = '9';
 const redisCli = (...args: string[]) =>
-  execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', '6379', '-n', REDIS_DB, ...args], { encoding: 'utf8' }).trim();
+  execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', '6379', '-n', REDIS_DB, ...args], {
+    encoding: 'utf8',
+  }).trim();
 
 interface Dashboard {
   resources: { total_cpus: number; allocated_cpus: number; available_cpus: number; utilization: number };
@@ -61,7 +63,14 @@ describe.runIf(available)('contract runbook (Postgres + Redis, real processes)',
 
     const hash = redisCli('HGETALL', 'worker:kunpeng-compute-01').split('\n');
     const fields = Object.fromEntries(hash.flatMap((_, i) => (i % 2 === 0 ? [[hash[i], hash[i + 1]]] : [])));
-    expect(Object.keys(fields).sort()).toEqual(['cpus', 'hostname', 'last_heartbeat', 'registered_at', 'status', 'worker_id']);
+    expect(Object.keys(fields).sort()).toEqual([
+      'cpus',
+      'hostname',
+      'last_heartbeat',
+      'registered_at',
+      'status',
+      'worker_id',
+    ]);
     expect(fields).toMatchObject({ worker_id: 'kunpeng-compute-01', cpus: '96', status: 'ready' });
     expect(fields.last_heartbeat).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/);
     await first.waitForLine(/Heartbeat sent: kunpeng-compute-01/);
@@ -69,7 +78,10 @@ describe.runIf(available)('contract runbook (Postgres + Redis, real processes)',
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(4);
 
-    const second = new AgentProcess('worker-02', server.url, { cpus: 96, env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' } });
+    const second = new AgentProcess('worker-02', server.url, {
+      cpus: 96,
+      env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' },
+    });
     agents.push(second);
     await second.registered();
     expect((await dashboard()).resources.total_cpus).toBe(192);
@@ -89,7 +101,12 @@ describe.runIf(available)('contract runbook (Postgres + Redis, real processes)',
     });
     expect(submit.status).toBe(201);
     await eventually(async () => (await dashboard()).resources.allocated_cpus === 4, { what: 'allocation' });
-    expect((await dashboard()).resources).toEqual({ total_cpus: 96, allocated_cpus: 4, available_cpus: 92, utilization: 4.2 });
+    expect((await dashboard()).resources).toEqual({
+      total_cpus: 96,
+      allocated_cpus: 4,
+      available_cpus: 92,
+      utilization: 4.2,
+    });
     expect(redisCli('GET', 'resource:allocated_cpus')).toBe('4');
     expect(psql('SELECT SUM(allocated_cpus) FROM resource_allocations WHERE released = false;')).toBe('4');
     expect(
@@ -118,12 +135,22 @@ describe.runIf(available)('contract runbook (Postgres + Redis, real processes)',
   it('kill -9: the key expires after its TTL, the job ends as NODE_FAIL, the CPUs come back', async () => {
     const [first] = agents;
     await first!.kill9();
-    await eventually(() => redisCli('TTL', 'worker:kunpeng-compute-01') === '-2', { timeoutMs: 10_000, what: 'key expiry' });
+    await eventually(() => redisCli('TTL', 'worker:kunpeng-compute-01') === '-2', {
+      timeoutMs: 10_000,
+      what: 'key expiry',
+    });
     expect(redisCli('KEYS', 'worker:*')).toBe('');
     expect((await dashboard()).resources.total_cpus).toBe(0);
-    await eventually(() => psql(`SELECT state FROM jobs WHERE cpus = 4`) === 'NODE_FAIL', { timeoutMs: 15_000, what: 'NODE_FAIL' });
-    expect(psql(`SELECT status || ' ' || (down_reason IS NOT NULL) FROM workers WHERE id = 'kunpeng-compute-01'`)).toBe('down true');
-    expect(psql('SELECT coalesce(SUM(allocated_cpus), 0) FROM resource_allocations WHERE released = false;')).toBe('0');
+    await eventually(() => psql(`SELECT state FROM jobs WHERE cpus = 4`) === 'NODE_FAIL', {
+      timeoutMs: 15_000,
+      what: 'NODE_FAIL',
+    });
+    expect(
+      psql(`SELECT status || ' ' || (down_reason IS NOT NULL) FROM workers WHERE id = 'kunpeng-compute-01'`),
+    ).toBe('down true');
+    expect(
+      psql('SELECT coalesce(SUM(allocated_cpus), 0) FROM resource_allocations WHERE released = false;'),
+    ).toBe('0');
     expect(redisCli('GET', 'resource:allocated_cpus')).toBe('0');
   });
 });

@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../functions/node/server.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
-import { availableBackends, type Backend, type RecordingLogger, startTestServer, testConfig } from '../support/cluster.ts';
+import {
+  availableBackends,
+  type Backend,
+  type RecordingLogger,
+  startTestServer,
+  testConfig,
+} from '../support/cluster.ts';
 import { checkInvariants } from '../support/invariants.ts';
 
 const backends = await availableBackends();
@@ -48,12 +54,15 @@ describe.each(backends)('job lifecycle with a real agent on $name', (factory) =>
     expect(res.status).toBe(201);
     return (await res.json()) as Job;
   };
-  const get = async (id: number): Promise<Job> => (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as Job;
+  const get = async (id: number): Promise<Job> =>
+    (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as Job;
   const finished = (id: number) =>
     eventually(
       async () => {
         const job = await get(id);
-        return ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL'].includes(job.state) ? job : undefined;
+        return ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL'].includes(job.state)
+          ? job
+          : undefined;
       },
       { what: `job ${id} to end` },
     );
@@ -83,7 +92,9 @@ describe.each(backends)('job lifecycle with a real agent on $name', (factory) =>
 
   it('gives the job its variables, its CPU count and its work_dir, never the agent token', async () => {
     const job = await submit({
-      script: 'echo "$CONDUCTOR_JOB_ID $CONDUCTOR_CPUS $GREETING $(pwd)"; echo "token=${CONDUCTOR_TOKEN:-none}"',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a JS template
+      script:
+        'echo "$CONDUCTOR_JOB_ID $CONDUCTOR_CPUS $GREETING $(pwd)"; echo "token=${CONDUCTOR_TOKEN:-none}"',
       cpus: 2,
       work_dir: workDir,
       environment: { GREETING: 'hi' },
@@ -98,8 +109,12 @@ describe.each(backends)('job lifecycle with a real agent on $name', (factory) =>
       script: `echo started; sleep 300 & echo $! > ${pids}; sleep 300 & echo $! >> ${pids}; wait`,
       cpus: 1,
     });
-    await eventually(async () => (await get(job.id)).start_time !== null && existsSync(pids), { what: 'job start' });
-    await eventually(async () => (await logs(job.id)).stdout.content.includes('started'), { what: 'streamed output' });
+    await eventually(async () => (await get(job.id)).start_time !== null && existsSync(pids), {
+      what: 'job start',
+    });
+    await eventually(async () => (await logs(job.id)).stdout.content.includes('started'), {
+      what: 'streamed output',
+    });
     const res = await fetch(`${server.url}/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
     expect(res.status).toBe(200);
     const done = await finished(job.id);
@@ -123,7 +138,9 @@ describe.each(backends)('job lifecycle with a real agent on $name', (factory) =>
 
   it('leaves Postgres and the cache consistent', async () => {
     await eventually(async () => {
-      const dash = (await (await fetch(`${server.url}/api/v1/dashboard`)).json()) as { resources: { allocated_cpus: number } };
+      const dash = (await (await fetch(`${server.url}/api/v1/dashboard`)).json()) as {
+        resources: { allocated_cpus: number };
+      };
       return dash.resources.allocated_cpus === 0;
     });
     await checkInvariants(backend.db.db, backend.registry);

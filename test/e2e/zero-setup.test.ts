@@ -16,14 +16,18 @@ describe('zero-setup local cluster (npm start)', () => {
     await server?.stop();
   });
 
-  it('runs the contract submit to COMPLETED and keeps it across a restart', { timeout: 120_000 }, async () => {
+  it('runs the contract submit to COMPLETED and keeps it across a restart', {
+    timeout: 120_000,
+  }, async () => {
     const port = await freePort();
     const env = { CONDUCTOR_DATA_DIR: dataDir, NODE_NAME: 'local-node', TOTAL_CPUS: '2' };
     server = new ServerProcess(port, env);
     await server.ready(90_000);
     await eventually(
       async () => {
-        const dash = (await (await fetch(`${server!.url}/api/v1/dashboard`)).json()) as { resources: { total_cpus: number } };
+        const dash = (await (await fetch(`${server!.url}/api/v1/dashboard`)).json()) as {
+          resources: { total_cpus: number };
+        };
         return dash.resources.total_cpus === 2;
       },
       { timeoutMs: 30_000, what: 'the embedded agent' },
@@ -42,14 +46,19 @@ describe('zero-setup local cluster (npm start)', () => {
       const job = (await (await fetch(`${server!.url}/api/v1/jobs/${id}`)).json()) as { state: string };
       return job.state === 'COMPLETED';
     });
-    const logs = (await (await fetch(`${server.url}/api/v1/jobs/${id}/logs`)).json()) as { stdout: { content: string } };
+    const logs = (await (await fetch(`${server.url}/api/v1/jobs/${id}/logs`)).json()) as {
+      stdout: { content: string };
+    };
     expect(logs.stdout.content).toBe('test\n');
 
     expect(await server.stop()).toBe(0);
     expect(server.has('Worker unregistered: local-node')).toBe(true);
     server = new ServerProcess(port, { ...env, CONDUCTOR_EMBEDDED_AGENT: '0' });
     await server.ready(90_000);
-    const again = (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as { state: string; exit_code: string };
+    const again = (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as {
+      state: string;
+      exit_code: string;
+    };
     expect(again).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
   });
 });

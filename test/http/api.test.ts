@@ -31,8 +31,25 @@ describe.each(backends)('HTTP API on $name', (factory) => {
     const res = await post('/api/v1/jobs/submit', { script: 'sleep 60', cpus: 4 });
     expect(res.status).toBe(201);
     const job = (await res.json()) as Record<string, unknown>;
-    expect(job).toMatchObject({ state: 'PENDING', cpus: 4, exit_code: null, node: null, start_time: null, end_time: null });
-    for (const field of ['id', 'name', 'state', 'cpus', 'exit_code', 'node', 'submit_time', 'start_time', 'end_time']) {
+    expect(job).toMatchObject({
+      state: 'PENDING',
+      cpus: 4,
+      exit_code: null,
+      node: null,
+      start_time: null,
+      end_time: null,
+    });
+    for (const field of [
+      'id',
+      'name',
+      'state',
+      'cpus',
+      'exit_code',
+      'node',
+      'submit_time',
+      'start_time',
+      'end_time',
+    ]) {
       expect(job).toHaveProperty(field);
     }
     const read = await app.request(`/api/v1/jobs/${job.id}`);
@@ -80,7 +97,8 @@ describe.each(backends)('HTTP API on $name', (factory) => {
   });
 
   it('lists jobs newest first with a state filter and pagination', async () => {
-    for (let i = 0; i < 3; i++) await post('/api/v1/jobs/submit', { script: 'true', cpus: 1, name: `list-${i}` });
+    for (let i = 0; i < 3; i++)
+      await post('/api/v1/jobs/submit', { script: 'true', cpus: 1, name: `list-${i}` });
     const page = (await (await app.request('/api/v1/jobs?limit=2&state=PENDING')).json()) as {
       jobs: { id: number; state: string }[];
       next_before: number | null;
@@ -98,7 +116,9 @@ describe.each(backends)('HTTP API on $name', (factory) => {
   });
 
   it('cancels a pending job at once and answers 409 for a finished one', async () => {
-    const job = (await (await post('/api/v1/jobs/submit', { script: 'true', cpus: 1 })).json()) as { id: number };
+    const job = (await (await post('/api/v1/jobs/submit', { script: 'true', cpus: 1 })).json()) as {
+      id: number;
+    };
     const res = await app.request(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ state: 'CANCELLED' });
@@ -124,10 +144,19 @@ describe.each(backends)('HTTP API on $name', (factory) => {
       workers: unknown[];
       jobs: Record<string, number>;
     };
-    expect(Object.keys(dash.resources).sort()).toEqual(['allocated_cpus', 'available_cpus', 'total_cpus', 'utilization']);
+    expect(Object.keys(dash.resources).sort()).toEqual([
+      'allocated_cpus',
+      'available_cpus',
+      'total_cpus',
+      'utilization',
+    ]);
     expect(dash.jobs).toHaveProperty('PENDING');
     const health = await app.request('/api/v1/health');
     expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ status: 'ok', database: { status: 'ok' }, cache: { status: 'ok' } });
+    expect(await health.json()).toMatchObject({
+      status: 'ok',
+      database: { status: 'ok' },
+      cache: { status: 'ok' },
+    });
   });
 });

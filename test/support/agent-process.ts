@@ -55,7 +55,12 @@ export class AgentProcess {
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`${this.nodeName}: no log line ${pattern} within ${timeoutMs} ms:\n${this.lines.join('\n')}`)),
+        () =>
+          reject(
+            new Error(
+              `${this.nodeName}: no log line ${pattern} within ${timeoutMs} ms:\n${this.lines.join('\n')}`,
+            ),
+          ),
         timeoutMs,
       );
       this.waiters.push({
@@ -78,7 +83,9 @@ export class AgentProcess {
     this.child.kill('SIGTERM');
     return Promise.race([
       this.exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${this.nodeName} did not stop`)), timeoutMs)),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`${this.nodeName} did not stop`)), timeoutMs),
+      ),
     ]);
   }
 
@@ -107,7 +114,9 @@ export async function eventually<T>(
       last = error;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${last ? `: ${last instanceof Error ? last.message : String(last)}` : ''}`);
+      throw new Error(
+        `timed out waiting for ${what}${last ? `: ${last instanceof Error ? last.message : String(last)}` : ''}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }

@@ -1,0 +1,208 @@
+/**
+ * The registry and allocation cache in process memory, for the zero-setup local cluster and for tests: the
+ * semantics of RedisRegistryStore (see redis-store.ts) with Maps and an injected clock. TTLs are honoured
+ * lazily, as Redis does on access: a key whose expiry time has passed no longer exists.
+ */
+import type { WorkerStatus } from '../../db/schema.ts';
+import type { RegistryStore, WorkerEntry } from '../domain/ports.ts';
+import { checkCap, checkEntry, checkId, checkInteger, checkTtl, checkVersion } from './redis-store.ts';
+
+export interface MemoryRegistryStoreOptions {
+  /** Milliseconds since the epoch; Date.now by default. The stand-in for Redis's own clock. */
+  now?: () => number;
+  /** How many of the newest deltas are kept for snapshots to replay; MAX_RECORDED_DELTAS by default. */
+  maxRecordedDeltas?: number;
+}
+
+interface StoredWorker {
+  fields: WorkerEntry;
+  /** Key expiry (ms). */
+  expiresAt: number;
+}
+
+export class MemoryRegistryStore implements RegistryStore {
+  readonly kind = 'memory' as const;
+  private readonly now: () => number;
+  private readonly maxRecordedDeltas: number;
+  /** `worker:<id>` keys. */
+  private readonly workers = new Map<string, StoredWorker>();
+  /** `registry:workers`: id -> expiry (ms). */
+  private readonly index = new Map<string, number>();
+  /** `resource:allocated_cpus`. */
+  private allocated: number | null = null;
+  /** `resource:allocated_cpus:version`. */
+  private snapshotVersion: number | null = null;
+  /** `resource:allocated_cpus:deltas`, sorted by version ascending, versions unique. */
+  private deltas: { version: number; delta: number }[] = [];
+
+  constructor(options: MemoryRegistryStoreOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.maxRecordedDeltas = checkCap(options.maxRecordedDeltas);
+  }
+
+  async putWorker(entry: WorkerEntry, ttlSeconds: number): Promise<void> {
+    checkEntry(entry);
+    checkTtl(ttlSeconds);
+    const expiresAt = this.now() + ttlSeconds * 1000;
+    this.workers.set(entry.worker_id, { fields: { ...entry }, expiresAt });
+    this.index.set(entry.worker_id, expiresAt);
+  }
+
+  async touchWorker(
+    id: string,
+    lastHeartbeat: string,
+    ttlSeconds: number,
+    status?: WorkerStatus,
+  ): Promise<boolean> {
+    checkId(id);
+    checkTtl(ttlSeconds);
+    const worker = this.liveKey(id);
+    if (!worker) return false;
+    worker.fields.last_heartbeat = lastHeartbeat;
+    if (status !== undefined) worker.fields.status = status;
+    worker.expiresAt = this.now() + ttlSeconds * 1000;
+    this.index.set(id, worker.expiresAt);
+    return true;
+  }
+
+  async setWorkerStatus(id: string, status: WorkerStatus): Promise<boolean> {
+    checkId(id);
+    const worker = this.liveKey(id);
+    if (!worker) return false;
+    worker.fields.status = status;
+    return true;
+  }
+
+  async removeWorker(id: string): Promise<void> {
+    checkId(id);
+    this.workers.delete(id);
+    this.index.delete(id);
+  }
+
+  async liveWorkerIds(): Promise<string[]> {
+    const now = this.now();
+    return this.indexByScore()
+      .filter(([id, score]) => score >= now && this.liveKey(id) !== undefined)
+      .map(([id]) => id);
+  }
+
+  async takeExpiredWorkerIds(): Promise<string[]> {
+    const now = this.now();
+    const gone: string[] = [];
+    for (const [id, score] of this.indexByScore()) {
+      if (score < now && this.liveKey(id) === undefined) {
+        this.index.delete(id);
+        gone.push(id);
+      }
+    }
+    return gone;
+  }
+
+  async getAllocatedCpus(): Promise<number | null> {
+    return this.allocated;
+  }
+
+  async applyAllocationDelta(delta: number, version: number): Promise<void> {
+    checkInteger('delta', delta);
+    checkVersion(version);
+    if (this.snapshotVersion !== null && version <= this.snapshotVersion) return;
+    const at = this.deltaIndex(version);
+    if (this.deltas[at]?.version === version) return; // a version is counted once
+    this.deltas.splice(at, 0, { version, delta });
+    if (this.deltas.length > this.maxRecordedDeltas) {
+      this.deltas.splice(0, this.deltas.length - this.maxRecordedDeltas);
+    }
+    if (this.allocated !== null) this.allocated += delta;
+  }
+
+  async setAllocationSnapshot(
+    allocated: number,
+    version: number,
+  ): Promise<{ applied: boolean; previous: number | null; value: number }> {
+    checkInteger('allocated', allocated);
+    checkVersion(version);
+    const previous = this.allocated;
+    if (this.snapshotVersion !== null && version < this.snapshotVersion) {
+      return { applied: false, previous, value: previous ?? allocated };
+    }
+    this.deltas = this.deltas.filter((d) => d.version > version);
+    const value = this.deltas.reduce((sum, d) => sum + d.delta, allocated);
+    this.allocated = value;
+    this.snapshotVersion = version;
+    return { applied: true, previous, value };
+  }
+
+  async ping(): Promise<void> {}
+
+  /**
+   * Deletes a key as `redis-cli DEL` would (`worker:<id>`, `resource:allocated_cpus`, ...): for tests and
+   * for the local cluster's runbook. Returns whether it existed.
+   */
+  deleteKey(key: string): boolean {
+    if (key.startsWith('worker:')) {
+      const id = key.slice('worker:'.length);
+      const existed = this.liveKey(id) !== undefined;
+      this.workers.delete(id);
+      return existed;
+    }
+    switch (key) {
+      case 'registry:workers': {
+        const existed = this.index.size > 0;
+        this.index.clear();
+        return existed;
+      }
+      case 'resource:allocated_cpus': {
+        const existed = this.allocated !== null;
+        this.allocated = null;
+        return existed;
+      }
+      case 'resource:allocated_cpus:version': {
+        const existed = this.snapshotVersion !== null;
+        this.snapshotVersion = null;
+        return existed;
+      }
+      case 'resource:allocated_cpus:deltas': {
+        const existed = this.deltas.length > 0;
+        this.deltas = [];
+        return existed;
+      }
+      default:
+        return false;
+    }
+  }
+
+  /** What `HGETALL worker:<id>` and `PTTL` would show, or null when the key is gone. */
+  inspectWorker(id: string): { fields: WorkerEntry; ttlMs: number } | null {
+    const worker = this.liveKey(id);
+    return worker ? { fields: { ...worker.fields }, ttlMs: worker.expiresAt - this.now() } : null;
+  }
+
+  /** The `worker:<id>` key if it has not expired; drops it lazily if it has. */
+  private liveKey(id: string): StoredWorker | undefined {
+    const worker = this.workers.get(id);
+    if (!worker) return undefined;
+    if (worker.expiresAt < this.now()) {
+      // Redis deletes a key once the clock is past its expiry time
+      this.workers.delete(id);
+      return undefined;
+    }
+    return worker;
+  }
+
+  /** Index entries by score, then id (Redis's sorted-set order). */
+  private indexByScore(): [string, number][] {
+    return [...this.index].sort(([a, x], [b, y]) => x - y || (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** Position of `version` in the sorted delta list, or where it would go. */
+  private deltaIndex(version: number): number {
+    let lo = 0;
+    let hi = this.deltas.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.deltas[mid]?.version ?? 0) < version) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * The RegistryStore contract, run on every implementation (memory, Redis over ioredis, Redis over Upstash
+ * REST). Each test gets a fresh, isolated store from the factory.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { RegistryStore, WorkerEntry } from '../../functions/domain/ports.ts';
+
+export interface RegistryHarness {
+  store: RegistryStore;
+  /** What `redis-cli DEL <key>` does, the key unprefixed (`worker:w1`, `resource:allocated_cpus`). */
+  deleteKey(key: string): Promise<void>;
+  /** HGETALL (as strings) and PTTL of `worker:<id>`, or null when the key is gone. */
+  inspectWorker(id: string): Promise<{ fields: Record<string, string>; ttlMs: number } | null>;
+  /** Lets `ms` pass on the store's clock: a fake clock for memory, a real sleep for Redis. */
+  elapse(ms: number): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  /** Cap on recorded deltas (the stores' maxRecordedDeltas), small to test trimming. */
+  maxRecordedDeltas?: number;
+}
+
+export type HarnessFactory = (options?: HarnessOptions) => Promise<RegistryHarness>;
+
+export function workerEntry(id: string, overrides: Partial<WorkerEntry> = {}): WorkerEntry {
+  return {
+    worker_id: id,
+    cpus: 96,
+    status: 'ready',
+    hostname: `host-${id}`,
+    registered_at: '2025-11-11T10:00:00',
+    last_heartbeat: '2025-11-11T10:00:00',
+    ...overrides,
+  };
+}
+
+const sorted = (ids: string[]) => [...ids].sort();
+
+/** A small deterministic PRNG (mulberry32), so that a failing shuffle can be replayed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function registryContract(name: string, makeHarness: HarnessFactory): void {
+  describe(`RegistryStore contract: ${name}`, () => {
+    let h: RegistryHarness;
+    let store: RegistryStore;
+    const extra: RegistryHarness[] = [];
+
+    beforeEach(async () => {
+      h = await makeHarness();
+      store = h.store;
+    });
+    afterEach(async () => {
+      await h.cleanup();
+      for (const other of extra.splice(0)) await other.cleanup();
+    });
+
+    describe('workers', () => {
+      it('putWorker writes the six fields with the TTL and makes the worker live', async () => {
+        await store.putWorker(workerEntry('w1'), 60);
+        const seen = await h.inspectWorker('w1');
+        expect(seen?.fields).toEqual({
+          worker_id: 'w1',
+          cpus: '96',
+          status: 'ready',
+          hostname: 'host-w1',
+          registered_at: '2025-11-11T10:00:00',
+          last_heartbeat: '2025-11-11T10:00:00',
+        });
+        expect(seen?.ttlMs).toBeGreaterThan(58_000);
+        expect(seen?.ttlMs).toBeLessThanOrEqual(60_000);
+        expect(await store.liveWorkerIds()).toEqual(['w1']);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
+      it('putWorker again replaces the whole entry and its TTL (re-registration)', async () => {
+        await store.putWorker(workerEntry('w1', { status: 'draining', cpus: 8 }), 60);
+        await store.putWorker(
+          workerEntry('w1', { hostname: 'other', last_heartbeat: '2025-11-11T11:00:00' }),
+          30,
+        );
+        const seen = await h.inspectWorker('w1');
+        expect(seen?.fields).toMatchObject({
+          cpus: '96',
+          status: 'ready',
+          hostname: 'other',
+          last_heartbeat: '2025-11-11T11:00:00',
+        });
+        expect(seen?.ttlMs).toBeLessThanOrEqual(30_000);
+        expect(await store.liveWorkerIds()).toEqual(['w1']);
+      });
+
+      it('touchWorker refreshes last_heartbeat, the TTL and (when given) the status', async () => {
+        await store.putWorker(workerEntry('w1'), 10);
+        expect(await store.touchWorker('w1', '2025-11-11T10:05:30', 60)).toBe(true);
+        let seen = await h.inspectWorker('w1');
+        expect(seen?.fields).toMatchObject({ last_heartbeat: '2025-11-11T10:05:30', status: 'ready' });
+        expect(seen?.ttlMs).toBeGreaterThan(50_000);
+        expect(await store.touchWorker('w1', '2025-11-11T10:06:00', 60, 'draining')).toBe(true);
+        seen = await h.inspectWorker('w1');
+        expect(seen?.fields).toMatchObject({ last_heartbeat: '2025-11-11T10:06:00', status: 'draining' });
+        expect(Object.keys(seen?.fields ?? {})).toHaveLength(6);
+        expect(await store.liveWorkerIds()).toEqual(['w1']);
+      });
+
+      it('touchWorker returns false and writes nothing for an unknown worker', async () => {
+        expect(await store.touchWorker('ghost', '2025-11-11T10:05:30', 60, 'ready')).toBe(false);
+        expect(await h.inspectWorker('ghost')).toBeNull();
+        expect(await store.liveWorkerIds()).toEqual([]);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
+      it('touchWorker returns false and does not resurrect a key that was deleted (flushed)', async () => {
+        await store.putWorker(workerEntry('w1'), 60);
+        await h.deleteKey('worker:w1');
+        expect(await store.touchWorker('w1', '2025-11-11T10:05:30', 60)).toBe(false);
+        expect(await h.inspectWorker('w1')).toBeNull();
+        expect(await store.liveWorkerIds()).toEqual([]);
+      });
+
+      it('setWorkerStatus changes only the status and keeps the TTL', async () => {
+        await store.putWorker(workerEntry('w1'), 30);
+        expect(await store.setWorkerStatus('w1', 'draining')).toBe(true);
+        const seen = await h.inspectWorker('w1');
+        expect(seen?.fields).toEqual({ ...stringFields(workerEntry('w1')), status: 'draining' });
+        expect(seen?.ttlMs).toBeGreaterThan(25_000);
+        expect(seen?.ttlMs).toBeLessThanOrEqual(30_000);
+      });
+
+      it('setWorkerStatus returns false and writes nothing when the key is gone', async () => {
+        expect(await store.setWorkerStatus('ghost', 'down')).toBe(false);
+        expect(await h.inspectWorker('ghost')).toBeNull();
+        await store.putWorker(workerEntry('w1'), 60);
+        await h.deleteKey('worker:w1');
+        expect(await store.setWorkerStatus('w1', 'down')).toBe(false);
+        expect(await h.inspectWorker('w1')).toBeNull();
+      });
+
+      it('removeWorker deletes the key and the index entry: gone at once, never reported as expired', async () => {
+        await store.putWorker(workerEntry('w1'), 1);
+        await store.putWorker(workerEntry('w2'), 60);
+        await store.removeWorker('w1');
+        await store.removeWorker('never-registered');
+        expect(await h.inspectWorker('w1')).toBeNull();
+        expect(await store.liveWorkerIds()).toEqual(['w2']);
+        await h.elapse(1_100);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
+      it('a worker whose TTL runs out is not live and is handed out once by takeExpiredWorkerIds', async () => {
+        await store.putWorker(workerEntry('dies'), 1);
+        await store.putWorker(workerEntry('lives'), 60);
+        await store.putWorker(workerEntry('comes-back'), 1);
+        await h.elapse(1_100);
+        expect(await store.liveWorkerIds()).toEqual(['lives']);
+        expect(await h.inspectWorker('dies')).toBeNull();
+        // A heartbeat after the TTL ran out is refused and writes nothing: the agent must register again.
+        expect(await store.touchWorker('dies', '2025-11-11T10:06:00', 60)).toBe(false);
+        expect(await h.inspectWorker('dies')).toBeNull();
+        // Re-registered before anyone reaped it: live again, not expired.
+        await store.putWorker(workerEntry('comes-back'), 60);
+        expect(sorted(await store.liveWorkerIds())).toEqual(['comes-back', 'lives']);
+        expect(await store.takeExpiredWorkerIds()).toEqual(['dies']);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+        expect(sorted(await store.liveWorkerIds())).toEqual(['comes-back', 'lives']);
+      });
+
+      it('a deleted key is not live at once; it is reported expired once its TTL would have run out', async () => {
+        await store.putWorker(workerEntry('w1'), 1);
+        await h.deleteKey('worker:w1');
+        expect(await store.liveWorkerIds()).toEqual([]);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+        await h.elapse(1_100);
+        expect(await store.takeExpiredWorkerIds()).toEqual(['w1']);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
+      it('lists many workers', async () => {
+        const ids = Array.from({ length: 25 }, (_, i) => `kunpeng-compute-${String(i).padStart(2, '0')}`);
+        for (const id of ids) await store.putWorker(workerEntry(id), 60);
+        await store.removeWorker(ids[3]!);
+        expect(sorted(await store.liveWorkerIds())).toEqual(ids.filter((_, i) => i !== 3));
+      });
+
+      it('rejects a TTL Redis cannot take and an empty id', async () => {
+        await expect(store.putWorker(workerEntry('w1'), 0)).rejects.toThrow(RangeError);
+        await expect(store.putWorker(workerEntry('w1'), 1.5)).rejects.toThrow(RangeError);
+        await expect(store.touchWorker('w1', 'x', -1)).rejects.toThrow(RangeError);
+        await expect(store.putWorker(workerEntry(''), 60)).rejects.toThrow(TypeError);
+        expect(await store.liveWorkerIds()).toEqual([]);
+      });
+    });
+
+    describe('allocation cache', () => {
+      it('is null until a snapshot fills it', async () => {
+        expect(await store.getAllocatedCpus()).toBeNull();
+        expect(await store.setAllocationSnapshot(48, 5)).toEqual({
+          applied: true,
+          previous: null,
+          value: 48,
+        });
+        expect(await store.getAllocatedCpus()).toBe(48);
+      });
+
+      it('applies deltas newer than the snapshot, ignores older ones', async () => {
+        await store.setAllocationSnapshot(48, 5);
+        await store.applyAllocationDelta(4, 6);
+        await store.applyAllocationDelta(-8, 7);
+        expect(await store.getAllocatedCpus()).toBe(44);
+        await store.applyAllocationDelta(100, 5); // counted by the snapshot
+        await store.applyAllocationDelta(100, 2);
+        expect(await store.getAllocatedCpus()).toBe(44);
+        expect(await store.setAllocationSnapshot(44, 7)).toEqual({ applied: true, previous: 44, value: 44 });
+      });
+
+      it('a snapshot keeps the deltas newer than it that were applied meanwhile (the sync race)', async () => {
+        await store.setAllocationSnapshot(10, 1);
+        // The sync reads Postgres at version 3 (allocated 16)...
+        await store.applyAllocationDelta(2, 2);
+        await store.applyAllocationDelta(4, 3);
+        // ...and commits 4 and 5 land before its SET.
+        await store.applyAllocationDelta(8, 4);
+        await store.applyAllocationDelta(-2, 5);
+        expect(await store.getAllocatedCpus()).toBe(22);
+        expect(await store.setAllocationSnapshot(16, 3)).toEqual({ applied: true, previous: 22, value: 22 });
+        expect(await store.getAllocatedCpus()).toBe(22);
+      });
+
+      it('reports drift: previous is what the cache held before the snapshot', async () => {
+        await store.setAllocationSnapshot(10, 1);
+        await store.applyAllocationDelta(4, 2);
+        // The delta for version 3 (+6) was lost (Redis blip): the cache says 14, Postgres says 20.
+        expect(await store.setAllocationSnapshot(20, 3)).toEqual({ applied: true, previous: 14, value: 20 });
+      });
+
+      it('deltas that arrive out of order are each counted once', async () => {
+        await store.setAllocationSnapshot(10, 5);
+        await store.applyAllocationDelta(4, 7);
+        await store.applyAllocationDelta(2, 6);
+        expect(await store.getAllocatedCpus()).toBe(16);
+        // A snapshot at 6 (10 + 2) must keep 7's +4.
+        expect(await store.setAllocationSnapshot(12, 6)).toMatchObject({ applied: true, value: 16 });
+        await store.applyAllocationDelta(2, 6); // late duplicate
+        expect(await store.getAllocatedCpus()).toBe(16);
+      });
+
+      it('a delta arriving while the value key is deleted is kept for the next snapshot', async () => {
+        await store.setAllocationSnapshot(48, 10);
+        await h.deleteKey('resource:allocated_cpus');
+        await store.applyAllocationDelta(4, 11); // no INCRBY on a missing key
+        expect(await store.getAllocatedCpus()).toBeNull();
+        // The refill read Postgres at version 10, before commit 11: the store adds 11's delta.
+        expect(await store.setAllocationSnapshot(48, 10)).toEqual({
+          applied: true,
+          previous: null,
+          value: 52,
+        });
+        expect(await store.getAllocatedCpus()).toBe(52);
+        // A refill that already saw commit 11 does not count it twice.
+        await h.deleteKey('resource:allocated_cpus');
+        expect(await store.setAllocationSnapshot(52, 11)).toEqual({
+          applied: true,
+          previous: null,
+          value: 52,
+        });
+      });
+
+      it('a delta before any snapshot is recorded, not applied, and counted by an older snapshot', async () => {
+        await store.applyAllocationDelta(4, 3);
+        expect(await store.getAllocatedCpus()).toBeNull();
+        expect(await store.setAllocationSnapshot(10, 2)).toEqual({
+          applied: true,
+          previous: null,
+          value: 14,
+        });
+      });
+
+      it('a stale snapshot is ignored', async () => {
+        await store.setAllocationSnapshot(20, 10);
+        expect(await store.setAllocationSnapshot(15, 9)).toEqual({ applied: false, previous: 20, value: 20 });
+        expect(await store.getAllocatedCpus()).toBe(20);
+        // A delta at 10 is already in the snapshot at 10, even though the stale one came later.
+        await store.applyAllocationDelta(5, 10);
+        expect(await store.getAllocatedCpus()).toBe(20);
+        await store.applyAllocationDelta(5, 11);
+        expect(await store.getAllocatedCpus()).toBe(25);
+      });
+
+      it('a stale snapshot on an empty cache leaves it empty and reports its own figure as the value', async () => {
+        await store.setAllocationSnapshot(20, 10);
+        await h.deleteKey('resource:allocated_cpus');
+        expect(await store.setAllocationSnapshot(15, 9)).toEqual({
+          applied: false,
+          previous: null,
+          value: 15,
+        });
+        expect(await store.getAllocatedCpus()).toBeNull();
+      });
+
+      it('a snapshot at the same version again is idempotent', async () => {
+        await store.setAllocationSnapshot(20, 10);
+        await store.applyAllocationDelta(3, 12);
+        expect(await store.setAllocationSnapshot(20, 10)).toEqual({ applied: true, previous: 23, value: 23 });
+        expect(await store.setAllocationSnapshot(20, 10)).toEqual({ applied: true, previous: 23, value: 23 });
+      });
+
+      it('a duplicate delta (same version twice) is applied once, even with another figure', async () => {
+        await store.setAllocationSnapshot(0, 0);
+        await store.applyAllocationDelta(4, 1);
+        await store.applyAllocationDelta(4, 1);
+        expect(await store.getAllocatedCpus()).toBe(4);
+        // One version is one commit: a second call for it is a duplicate whatever its delta says.
+        await store.applyAllocationDelta(-4, 1);
+        expect(await store.getAllocatedCpus()).toBe(4);
+        // And the recorded delta is counted once by a later snapshot that predates it.
+        expect(await store.setAllocationSnapshot(0, 0)).toMatchObject({ value: 4 });
+      });
+
+      it('keeps at most maxRecordedDeltas deltas, dropping the oldest', async () => {
+        const small = await makeHarness({ maxRecordedDeltas: 3 });
+        extra.push(small);
+        for (let version = 1; version <= 5; version++)
+          await small.store.applyAllocationDelta(version, version);
+        // Deltas 1 and 2 are gone: a (too old) snapshot at 0 only finds 3, 4 and 5.
+        expect(await small.store.setAllocationSnapshot(100, 0)).toMatchObject({ value: 112 });
+      });
+
+      it('rejects non-integer figures', async () => {
+        await expect(store.applyAllocationDelta(1.5, 2)).rejects.toThrow(RangeError);
+        await expect(store.applyAllocationDelta(1, -1)).rejects.toThrow(RangeError);
+        await expect(store.setAllocationSnapshot(Number.NaN, 2)).rejects.toThrow(RangeError);
+      });
+
+      it('stays exact whatever order deltas, snapshots and DELs arrive in (randomized)', async () => {
+        for (const seed of [1, 2, 3]) {
+          const run = seed === 1 ? h : await makeHarness();
+          if (run !== h) extra.push(run);
+          await checkRandomHistory(run, prng(seed), 60);
+        }
+      });
+    });
+
+    it('ping resolves', async () => {
+      await store.ping();
+    });
+  });
+}
+
+function stringFields(entry: WorkerEntry): Record<string, string> {
+  return Object.fromEntries(Object.entries(entry).map(([k, v]) => [k, String(v)]));
+}
+
+/**
+ * Postgres commits versions 1..n, each with a delta; the cache receives every delta (some twice, some late)
+ * and snapshots taken at random versions, all in a shuffled order, with the value key deleted now and then.
+ * Whenever the cache holds a value it must equal truth(s) + the deltas newer than s delivered so far, where
+ * s is the newest snapshot applied; once a snapshot covers everything the value is the truth.
+ */
+async function checkRandomHistory(h: RegistryHarness, random: () => number, n: number): Promise<void> {
+  const deltas = Array.from({ length: n + 1 }, (_, v) => (v === 0 ? 0 : Math.floor(random() * 17) - 6));
+  const truth = (v: number) => deltas.slice(1, v + 1).reduce((a, b) => a + b, 0);
+  type Event = { kind: 'delta' | 'snapshot'; version: number } | { kind: 'del' };
+  const events: Event[] = [];
+  for (let v = 1; v <= n; v++) {
+    events.push({ kind: 'delta', version: v });
+    if (random() < 0.15) events.push({ kind: 'delta', version: v });
+    if (random() < 0.2) events.push({ kind: 'snapshot', version: v });
+    if (random() < 0.05) events.push({ kind: 'del' });
+  }
+  // Shuffle locally: a delta or snapshot arrives at most a few places away from where it was sent.
+  for (let i = events.length - 1; i > 0; i--) {
+    const j = Math.max(0, i - Math.floor(random() * 6));
+    [events[i], events[j]] = [events[j]!, events[i]!];
+  }
+  let snapshot = -1;
+  const delivered = new Set<number>();
+  for (const event of events) {
+    if (event.kind === 'del') {
+      await h.deleteKey('resource:allocated_cpus');
+    } else if (event.kind === 'delta') {
+      await h.store.applyAllocationDelta(deltas[event.version]!, event.version);
+      delivered.add(event.version);
+    } else {
+      const result = await h.store.setAllocationSnapshot(truth(event.version), event.version);
+      expect(result.applied).toBe(event.version >= snapshot);
+      snapshot = Math.max(snapshot, event.version);
+    }
+    const value = await h.store.getAllocatedCpus();
+    if (value !== null) {
+      const expected = [...delivered]
+        .filter((v) => v > snapshot)
+        .reduce((a, v) => a + deltas[v]!, truth(snapshot));
+      expect(value, `after ${JSON.stringify(event)}`).toBe(expected);
+    }
+  }
+  const final = await h.store.setAllocationSnapshot(truth(n), n);
+  expect(final.value).toBe(truth(n));
+  expect(await h.store.getAllocatedCpus()).toBe(truth(n));
+}
