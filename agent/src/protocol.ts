@@ -88,12 +88,18 @@ export interface ReportBase {
 
 export type StartedRequest = ReportBase;
 
+/** The job's state; anything but RUNNING (a cancel that won the race) means: stop the process. */
+export interface StartedResponse {
+  state: string;
+}
+
 export interface OutputRequest extends ReportBase {
   stream: 'stdout' | 'stderr';
   /**
    * Byte offset of `data` in the stream. Chunks are appended when `offset` equals the stored length; an
-   * offset past it means the agent skipped output (the gap is marked); an offset before it is a replay and
-   * gets 409 `output_offset_mismatch` with `details.expected` (the stored length) and changes nothing.
+   * offset past it means the agent skipped output (the gap is marked, and the stored length becomes
+   * `offset + bytes`); an offset before it is a replay and gets 409 `output_offset_mismatch` with
+   * `details.expected` (the stored length) and changes nothing.
    */
   offset: number;
   /** UTF-8 text of the chunk. */

@@ -5,7 +5,10 @@ import { describe, it } from 'vitest';
 import { RedisRegistryStore, type RedisScripts, registryKeys } from '../../functions/registry/redis-store.ts';
 import type { HarnessFactory } from './contract.ts';
 
-export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+export { REDIS_URL } from '../support/services.ts';
+
+import { REDIS_URL } from '../support/services.ts';
+
 const REQUIRED = process.env.CONDUCTOR_REQUIRE_SERVICES === '1';
 
 /** Whether Redis answers PING within a second. */

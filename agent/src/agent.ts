@@ -1,0 +1,501 @@
+/**
+ * The node agent: registers, heartbeats on its own timer, long-polls for assignments, runs them through
+ * JobRunner, and shuts down cleanly (cancel or drain, then unregister).
+ *
+ *   const agent = new Agent(agentConfig({ url, nodeName, cpus, stateDir }));
+ *   await agent.start();     // resolves once registered
+ *   ...
+ *   await agent.stop();      // or agent.stop({ drain: true })
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Backoff, sleep } from './backoff.ts';
+import { AgentApiError, AgentClient, needsReregistration } from './client.ts';
+import { AGENT_VERSION, type AgentConfig, ensureStateDir } from './config.ts';
+import type { ExecutorOptions } from './executor.ts';
+import { JobRunner, type JobRunnerDeps, jobKey, jobLabel } from './job-runner.ts';
+import { type AgentLogger, createLogger, describeError } from './log.ts';
+import type { Assignment, JobRef, RegisterResponse } from './protocol.ts';
+import { acquireStateLock, readSavedSession, saveSession, scanLeftovers } from './state.ts';
+
+/** The agent cannot go on (e.g. its registration is refused): exit code 1. */
+export class FatalAgentError extends Error {
+  override readonly name = 'FatalAgentError';
+}
+
+export interface AgentDeps {
+  client?: AgentClient;
+  logger?: AgentLogger;
+  /** Where jobs' PATH, HOME, ... come from; process.env by default. */
+  jobEnv?: NodeJS.ProcessEnv;
+}
+
+export type AgentState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+/** How long a finished attempt's key is remembered to ignore re-deliveries of it. */
+const RECENT_TTL_MS = 10 * 60_000;
+
+export class Agent {
+  readonly config: AgentConfig;
+  readonly client: AgentClient;
+  readonly logger: AgentLogger;
+  /** Resolves when the agent has stopped (after unregistering); rejects with FatalAgentError. */
+  readonly closed: Promise<void>;
+
+  private stateValue: AgentState = 'new';
+  private workerIdValue: string;
+  private sessionValue: string | undefined;
+  private heartbeatIntervalS = 30;
+  private claimWaitS = 20;
+  private readonly runners = new Map<string, JobRunner>();
+  private readonly recent = new Map<string, number>();
+  private readonly claimAbort = new AbortController();
+  private readonly lifeAbort = new AbortController();
+  private readonly reportsAbort = new AbortController();
+  private reregistering: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatInFlight: Promise<void> | undefined;
+  private claimLoopDone: Promise<void> = Promise.resolve();
+  private releaseLock: (() => void) | undefined;
+  private stopping: Promise<void> | undefined;
+  private openRecoveredGate: ((go: boolean) => void) | undefined;
+  private resolveClosed!: () => void;
+  private rejectClosed!: (err: unknown) => void;
+  private readonly executor: ExecutorOptions;
+  private readonly runnerDeps: JobRunnerDeps;
+
+  constructor(config: AgentConfig, deps: AgentDeps = {}) {
+    this.config = config;
+    this.workerIdValue = config.nodeName;
+    this.logger = deps.logger ?? createLogger({ debug: config.debug });
+    this.client =
+      deps.client ??
+      new AgentClient({
+        url: config.url,
+        token: config.token,
+        requestTimeoutMs: config.timing.requestTimeoutMs,
+        claimTimeoutMarginMs: config.timing.claimTimeoutMarginMs,
+        userAgent: `conductor-agent/${AGENT_VERSION}`,
+      });
+    this.closed = new Promise<void>((resolve, reject) => {
+      this.resolveClosed = resolve;
+      this.rejectClosed = reject;
+    });
+    this.closed.catch(() => {}); // a fatal error is reported through start() or by whoever awaits closed
+    this.executor = {
+      jobsDir: join(config.stateDir, 'jobs'),
+      agentEnv: deps.jobEnv ?? process.env,
+      cancelGraceMs: config.timing.cancelGraceMs,
+      timeoutGraceMs: config.timing.timeoutGraceMs,
+    };
+    this.runnerDeps = {
+      client: this.client,
+      logger: this.logger,
+      timing: config.timing,
+      workerId: () => this.workerIdValue,
+      reportSignal: this.reportsAbort.signal,
+      onSessionLost: () => void this.reregister(this.sessionValue, 'a report was refused: unknown worker'),
+    };
+  }
+
+  get state(): AgentState {
+    return this.stateValue;
+  }
+
+  get workerId(): string {
+    return this.workerIdValue;
+  }
+
+  /** The current registration's session, once registered. */
+  get session(): string | undefined {
+    return this.sessionValue;
+  }
+
+  /** Attempts this agent runs or holds an undelivered result for. */
+  activeJobs(): JobRef[] {
+    return [...this.runners.values()].map((r) => r.ref);
+  }
+
+  /** Attempts whose process is running. */
+  runningJobs(): JobRef[] {
+    return [...this.runners.values()].filter((r) => r.running).map((r) => r.ref);
+  }
+
+  /**
+   * Prepares the state dir, picks up results left by a previous run, registers (retrying with backoff) and
+   * starts heartbeating and claiming. Resolves once registered (or when stop() came first); rejects with
+   * FatalAgentError when registration is refused, or with the state-dir error.
+   */
+  async start(): Promise<void> {
+    if (this.stateValue !== 'new') throw new Error(`agent already ${this.stateValue}`);
+    this.stateValue = 'starting';
+    const { config, logger } = this;
+    let leftovers: ReturnType<typeof scanLeftovers>;
+    try {
+      ensureStateDir(config.stateDir);
+      this.releaseLock = acquireStateLock(config.stateDir);
+      logger.info(
+        `conductor-agent ${AGENT_VERSION}: node ${config.nodeName}, ${config.cpus} CPUs, ` +
+          `control plane ${config.url}, state dir ${config.stateDir}${config.drain ? ', drain on stop' : ''}`,
+      );
+      leftovers = scanLeftovers(this.executor.jobsDir);
+    } catch (err) {
+      this.finishClosed(err);
+      throw err;
+    }
+    for (const orphan of leftovers.orphans) {
+      logger.warn(
+        `Job ${jobLabel(orphan.ref)} was running when the previous agent stopped; its result is lost` +
+          (orphan.killed ? ' (its leftover processes were killed)' : ''),
+      );
+    }
+    // Undelivered results are part of `running` at registration; their reports go out once registered.
+    const registered = new Promise<boolean>((resolve) => {
+      this.openRecoveredGate = resolve;
+    });
+    for (const { result, dir } of leftovers.results) {
+      this.track(JobRunner.recover(result, dir, this.runnerDeps, registered));
+    }
+
+    try {
+      await this.registerUntilDone(this.activeJobs(), 'initial');
+    } catch (err) {
+      await this.shutdown({ drain: false, fatal: err });
+      throw err;
+    }
+    if (this.stateValue !== 'starting' || !this.sessionValue) return; // stopped meanwhile
+    this.stateValue = 'running';
+    this.openRecoveredGate?.(true);
+    this.scheduleHeartbeat(this.heartbeatIntervalS * 1000);
+    this.claimLoopDone = this.claimLoop().catch((err) => {
+      this.logger.error(`Claim loop stopped: ${describeError(err)}`);
+      void this.shutdown({ drain: false, fatal: err });
+    });
+  }
+
+  /**
+   * Stops claiming; cancels running jobs (outcome `cancelled`, message `agent stopped`) or, with `drain`,
+   * waits for them; delivers their results (for at most shutdownReportTimeoutMs after they ended), then
+   * unregisters. Resolves when all is done. Safe to call more than once.
+   */
+  stop(options: { drain?: boolean } = {}): Promise<void> {
+    const drain = options.drain ?? this.config.drain;
+    return this.shutdown({ drain }).then(
+      () => {},
+      () => {},
+    );
+  }
+
+  /** SIGKILLs every job's process group at once (the agent is about to exit without waiting). */
+  killAllNow(): void {
+    for (const runner of this.runners.values()) runner.process?.killNow();
+  }
+
+  // ---- registration -------------------------------------------------------------------------------------
+
+  /**
+   * Registers, retrying with backoff until it works or the agent stops; throws FatalAgentError on a refusal
+   * that retrying will not fix (a 4xx other than 408, 409 and 429).
+   */
+  private async registerUntilDone(running: JobRef[] | undefined, why: 'initial' | 'again'): Promise<void> {
+    const backoff = new Backoff(this.config.timing.registerBackoff);
+    const { config, logger } = this;
+    const previousSession = this.sessionValue ?? readSavedSession(config.stateDir);
+    for (;;) {
+      if (this.lifeAbort.signal.aborted) return;
+      let response: RegisterResponse;
+      try {
+        response = await this.client.register(
+          {
+            worker_id: config.nodeName,
+            hostname: hostname(),
+            cpus: config.cpus,
+            ...(config.labels ? { labels: config.labels } : {}),
+            agent_version: AGENT_VERSION,
+            running: running ?? this.activeJobs(),
+            // Proves this is the same agent (or its restart) when the name's session is still live.
+            ...(previousSession ? { previous_session: previousSession } : {}),
+          },
+          { signal: this.lifeAbort.signal },
+        );
+      } catch (err) {
+        if (this.lifeAbort.signal.aborted) return;
+        logger.error(`✗ Worker registration failed: ${describeError(err)}`);
+        if (
+          err instanceof AgentApiError &&
+          err.status >= 400 &&
+          err.status < 500 &&
+          ![408, 409, 429].includes(err.status)
+        ) {
+          throw new FatalAgentError(`registration refused: ${err.message}`, { cause: err });
+        }
+        await sleep(backoff.next(), this.lifeAbort.signal);
+        continue;
+      }
+      this.workerIdValue = response.worker_id || config.nodeName;
+      this.sessionValue = response.session;
+      try {
+        saveSession(config.stateDir, response.session);
+      } catch (err) {
+        logger.warn(`Cannot save the session in ${config.stateDir}: ${describeError(err)}`);
+      }
+      if (config.heartbeatIntervalS === undefined && response.heartbeat_interval_s > 0) {
+        this.heartbeatIntervalS = response.heartbeat_interval_s;
+      } else if (config.heartbeatIntervalS !== undefined) {
+        this.heartbeatIntervalS = config.heartbeatIntervalS;
+      }
+      const wait = config.claimWaitS ?? response.claim_wait_s;
+      if (typeof wait === 'number' && wait >= 0) this.claimWaitS = wait;
+      logger.info(`✓ Worker registered: ${this.workerIdValue} (${config.cpus} CPUs)`);
+      logger.debug(
+        `session ${response.session}, heartbeat every ${this.heartbeatIntervalS} s, claim wait ${this.claimWaitS} s` +
+          (why === 'again' ? `, ${this.activeJobs().length} job(s) kept` : ''),
+      );
+      return;
+    }
+  }
+
+  /**
+   * Registers again after the server forgot our session (`failedSession`): one re-registration at a time,
+   * and none when the session has already been replaced since. Running jobs keep running.
+   */
+  private reregister(failedSession: string | undefined, reason: string): Promise<void> {
+    if (this.reregistering) return this.reregistering;
+    if (failedSession !== this.sessionValue || this.lifeAbort.signal.aborted) return Promise.resolve();
+    this.logger.warn(`Registering again: ${reason}`);
+    const run = this.registerUntilDone(undefined, 'again')
+      .catch((err) => {
+        this.logger.error(`Giving up: ${describeError(err)}`);
+        void this.shutdown({ drain: false, fatal: err });
+      })
+      .finally(() => {
+        if (this.reregistering === run) this.reregistering = undefined;
+      });
+    this.reregistering = run;
+    return run;
+  }
+
+  // ---- heartbeat ----------------------------------------------------------------------------------------
+
+  private scheduleHeartbeat(delayMs: number): void {
+    if (this.lifeAbort.signal.aborted) return;
+    this.heartbeatTimer = setTimeout(() => {
+      this.heartbeatTimer = undefined;
+      const beat = this.heartbeat().catch((err) => this.logger.error(`Heartbeat: ${describeError(err)}`));
+      this.heartbeatInFlight = beat;
+      void beat.finally(() => {
+        if (this.heartbeatInFlight === beat) this.heartbeatInFlight = undefined;
+      });
+    }, delayMs);
+  }
+
+  private async heartbeat(): Promise<void> {
+    const began = Date.now();
+    try {
+      if (this.reregistering) await this.reregistering;
+      if (this.lifeAbort.signal.aborted) return;
+      const session = this.sessionValue;
+      if (!session) return;
+      try {
+        const response = await this.client.heartbeat(
+          { worker_id: this.workerIdValue, session },
+          { signal: this.lifeAbort.signal },
+        );
+        this.logger.info(`Heartbeat sent: ${this.workerIdValue}`);
+        if (this.config.heartbeatIntervalS === undefined && (response?.heartbeat_interval_s ?? 0) > 0) {
+          this.heartbeatIntervalS = response.heartbeat_interval_s;
+        }
+        this.applyCancels(response?.cancel, 'heartbeat');
+      } catch (err) {
+        if (this.lifeAbort.signal.aborted) return;
+        this.logger.warn(`Heartbeat failed: ${describeError(err)}`);
+        if (needsReregistration(err))
+          void this.reregister(session, `heartbeat answered ${describeError(err)}`);
+      }
+    } finally {
+      const elapsed = Date.now() - began;
+      this.scheduleHeartbeat(Math.max(0, this.heartbeatIntervalS * 1000 - elapsed));
+    }
+  }
+
+  // ---- claiming -----------------------------------------------------------------------------------------
+
+  private async claimLoop(): Promise<void> {
+    const backoff = new Backoff(this.config.timing.claimBackoff);
+    const signal = this.claimAbort.signal;
+    while (!signal.aborted) {
+      if (this.reregistering) {
+        await this.reregistering;
+        continue;
+      }
+      const session = this.sessionValue;
+      if (!session) return;
+      const began = Date.now();
+      let response: Awaited<ReturnType<AgentClient['claim']>>;
+      try {
+        response = await this.client.claim(
+          { worker_id: this.workerIdValue, session, wait_s: this.claimWaitS },
+          { signal },
+        );
+        backoff.reset();
+      } catch (err) {
+        if (signal.aborted) return;
+        if (needsReregistration(err)) {
+          await this.reregister(session, `claim answered ${describeError(err)}`);
+          continue;
+        }
+        const delay = backoff.next();
+        const log = err instanceof AgentApiError && err.status > 0 && err.status < 500 ? 'error' : 'warn';
+        this.logger[log](`Claim failed: ${describeError(err)} (retrying in ${(delay / 1000).toFixed(1)} s)`);
+        await sleep(delay, signal);
+        continue;
+      }
+      // Start first, then cancel: a job assigned and cancelled in one answer is started and reported cancelled.
+      let news = 0;
+      if (!signal.aborted)
+        for (const assignment of response?.jobs ?? []) news += this.accept(assignment) ? 1 : 0;
+      news += this.applyCancels(response?.cancel, 'claim');
+      // Answers with nothing new (assignments whose `started` is still on its way, cancels already acted on, a
+      // server that does not long-poll) come back at once: pace the loop instead of spinning.
+      const elapsed = Date.now() - began;
+      if (news === 0 && elapsed < 1000) await sleep(1000 - elapsed, signal);
+    }
+  }
+
+  /** Starts an assignment unless it is a re-delivery; true when it was new. */
+  private accept(assignment: Assignment): boolean {
+    const key = jobKey(assignment);
+    this.pruneRecent();
+    if (this.runners.has(key) || this.recent.has(key)) {
+      this.logger.debug(`Job ${jobLabel(assignment)}: assignment delivered again, ignored`);
+      return false;
+    }
+    if (this.stateValue !== 'running') return false;
+    for (const runner of this.runners.values()) {
+      if (
+        runner.ref.job_id === assignment.job_id &&
+        runner.ref.attempt < assignment.attempt &&
+        runner.running
+      ) {
+        runner.cancel(`superseded by attempt ${assignment.attempt}`);
+      }
+    }
+    const busy = [...this.runners.values()].reduce((n, r) => n + (r.running ? r.cpus : 0), 0);
+    if (busy + assignment.cpus > this.config.cpus) {
+      this.logger.warn(
+        `Job ${jobLabel(assignment)} needs ${assignment.cpus} CPUs; ${busy} of ${this.config.cpus} are in use already`,
+      );
+    }
+    let runner: JobRunner;
+    try {
+      runner = JobRunner.launch(assignment, this.runnerDeps, this.executor);
+    } catch (err) {
+      // The job folder could not be written (disk full, permissions): the assignment stays unstarted and the
+      // server will hand it out again; remember nothing so a later delivery retries.
+      this.logger.error(`Job ${jobLabel(assignment)}: cannot prepare its folder: ${describeError(err)}`);
+      return false;
+    }
+    this.track(runner);
+    return true;
+  }
+
+  private track(runner: JobRunner): void {
+    this.runners.set(runner.key, runner);
+    void runner.done.then(() => {
+      this.runners.delete(runner.key);
+      this.recent.set(runner.key, Date.now());
+    });
+  }
+
+  private pruneRecent(): void {
+    const cutoff = Date.now() - RECENT_TTL_MS;
+    for (const [key, at] of this.recent) {
+      if (at >= cutoff) break; // insertion order is time order
+      this.recent.delete(key);
+    }
+  }
+
+  /** Cancels the running attempts named; returns how many were not being cancelled already. */
+  private applyCancels(refs: JobRef[] | undefined, source: string): number {
+    let acted = 0;
+    for (const ref of refs ?? []) {
+      const runner = this.runners.get(jobKey(ref));
+      if (runner?.running && !runner.process?.terminating) {
+        runner.cancel('cancelled by user', source);
+        acted++;
+      }
+    }
+    return acted;
+  }
+
+  // ---- shutdown -----------------------------------------------------------------------------------------
+
+  /** Stops the agent once; later calls share the first one's shutdown. */
+  private shutdown(options: { drain: boolean; fatal?: unknown }): Promise<void> {
+    this.stopping ??= this.runShutdown(options);
+    return this.stopping;
+  }
+
+  private async runShutdown(options: { drain: boolean; fatal?: unknown }): Promise<void> {
+    if (this.stateValue === 'stopped') return;
+    const wasRegistered = this.sessionValue !== undefined && this.stateValue === 'running';
+    this.stateValue = 'stopping';
+    this.claimAbort.abort();
+    const { logger } = this;
+    if (!wasRegistered) {
+      this.lifeAbort.abort(); // nothing to keep alive: stop registering
+      this.openRecoveredGate?.(false); // undelivered results stay on disk
+    }
+
+    const running = [...this.runners.values()].filter((r) => r.running);
+    if (running.length > 0) {
+      if (options.drain && !options.fatal) {
+        logger.info(`Draining: waiting for ${running.length} running job(s) to finish`);
+      } else {
+        logger.info(`Stopping: cancelling ${running.length} running job(s)`);
+        for (const runner of running) runner.cancel('agent stopped');
+      }
+    }
+    await this.claimLoopDone;
+    await Promise.all([...this.runners.values()].map((r) => r.processDone));
+
+    // Results of ended jobs: give their reports a bounded time, then leave them on disk for the next start.
+    const all = () => Promise.all([...this.runners.values()].map((r) => r.done));
+    const timeout = new AbortController();
+    await Promise.race([all(), sleep(this.config.timing.shutdownReportTimeoutMs, timeout.signal)]);
+    timeout.abort();
+    if (this.runners.size > 0) {
+      logger.warn(`${this.runners.size} job result(s) not delivered yet; giving up until the next start`);
+    }
+    this.reportsAbort.abort();
+    await all();
+
+    this.lifeAbort.abort();
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    await this.heartbeatInFlight;
+    await this.reregistering;
+
+    const session = this.sessionValue;
+    if (session && !options.fatal) {
+      try {
+        await this.client.unregister(
+          { worker_id: this.workerIdValue, session },
+          { timeoutMs: this.config.timing.unregisterTimeoutMs },
+        );
+        logger.info(`Worker unregistered: ${this.workerIdValue}`);
+      } catch (err) {
+        logger.warn(`Unregister failed: ${describeError(err)}`);
+      }
+    }
+    this.finishClosed(options.fatal);
+  }
+
+  private finishClosed(fatal?: unknown): void {
+    this.stateValue = 'stopped';
+    this.releaseLock?.();
+    this.releaseLock = undefined;
+    if (fatal) this.rejectClosed(fatal);
+    else this.resolveClosed();
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * HTTP client for the agent half of the wire protocol (see protocol.ts). Node built-ins only (global fetch).
+ * Every call is a JSON POST with a per-request timeout; failures throw AgentApiError, which carries the HTTP
+ * status (0 when no response arrived) and the server's error code.
+ */
+import type {
+  ClaimRequest,
+  ClaimResponse,
+  FinishRequest,
+  FinishResponse,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  OutputRequest,
+  OutputResponse,
+  RegisterRequest,
+  RegisterResponse,
+  StartedRequest,
+  UnregisterRequest,
+} from './protocol.ts';
+
+export class AgentApiError extends Error {
+  override readonly name = 'AgentApiError';
+  /** HTTP status, or 0 when no response arrived (network error, timeout, aborted). */
+  readonly status: number;
+  /** The server's `error.code`; `network_error`, `timeout`, `aborted` or `http_<status>` otherwise. */
+  readonly code: string;
+  readonly details: unknown;
+
+  constructor(status: number, code: string, message: string, details?: unknown, options?: ErrorOptions) {
+    super(message, options);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** Worth trying again later: no response, a timeout, 408, 429 or a server error. */
+export function isRetryable(err: unknown): boolean {
+  if (!(err instanceof AgentApiError)) return false;
+  return err.status === 0 || err.status === 408 || err.status === 429 || err.status >= 500;
+}
+
+/** The server no longer knows this agent's session: register again. */
+export function needsReregistration(err: unknown): boolean {
+  return (
+    err instanceof AgentApiError &&
+    ((err.status === 404 && err.code === 'unknown_worker') ||
+      (err.status === 409 && err.code === 'session_superseded'))
+  );
+}
+
+/** A report for an attempt that is no longer current. */
+export function isStaleAssignment(err: unknown): boolean {
+  return err instanceof AgentApiError && err.status === 409 && err.code === 'stale_assignment';
+}
+
+export interface AgentClientOptions {
+  /** Base URL of the control plane, e.g. `http://localhost:8000` (a path prefix is kept). */
+  url: string;
+  /** Sent as `Authorization: Bearer <token>` when set. */
+  token?: string;
+  /** Timeout of every request except claim; 15 s by default. */
+  requestTimeoutMs?: number;
+  /** Extra time a claim gets beyond its `wait_s`; 10 s by default. */
+  claimTimeoutMarginMs?: number;
+  userAgent?: string;
+  fetch?: typeof fetch;
+}
+
+export interface RequestOptions {
+  /** Aborts the request (the call then throws AgentApiError with code `aborted`). */
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export class AgentClient {
+  private readonly base: string;
+  private readonly requestTimeoutMs: number;
+  private readonly claimTimeoutMarginMs: number;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(private readonly options: AgentClientOptions) {
+    const url = new URL(options.url);
+    this.base = `${url.origin}${url.pathname.replace(/\/+$/, '')}/api/v1/agents`;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
+    this.claimTimeoutMarginMs = options.claimTimeoutMarginMs ?? 10_000;
+    this.fetchImpl = options.fetch ?? fetch;
+  }
+
+  register(body: RegisterRequest, options?: RequestOptions): Promise<RegisterResponse> {
+    return this.post('/register', body, options);
+  }
+
+  heartbeat(body: HeartbeatRequest, options?: RequestOptions): Promise<HeartbeatResponse> {
+    return this.post('/heartbeat', body, options);
+  }
+
+  /** Long poll: the request may take `wait_s`, so its timeout is `wait_s` + the claim margin. */
+  claim(body: ClaimRequest, options?: RequestOptions): Promise<ClaimResponse> {
+    const timeoutMs = options?.timeoutMs ?? (body.wait_s ?? 0) * 1000 + this.claimTimeoutMarginMs;
+    return this.post('/claim', body, { ...options, timeoutMs });
+  }
+
+  started(jobId: number, body: StartedRequest, options?: RequestOptions): Promise<unknown> {
+    return this.post(`/jobs/${jobId}/started`, body, options);
+  }
+
+  output(jobId: number, body: OutputRequest, options?: RequestOptions): Promise<OutputResponse> {
+    return this.post(`/jobs/${jobId}/output`, body, options);
+  }
+
+  finish(jobId: number, body: FinishRequest, options?: RequestOptions): Promise<FinishResponse> {
+    return this.post(`/jobs/${jobId}/finish`, body, options);
+  }
+
+  async unregister(body: UnregisterRequest, options?: RequestOptions): Promise<void> {
+    await this.post('/unregister', body, options);
+  }
+
+  private async post<T>(path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
+    const timeout = AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs);
+    const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      accept: 'application/json',
+    };
+    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    if (this.options.userAgent) headers['user-agent'] = this.options.userAgent;
+    let text: string;
+    let response: Response;
+    try {
+      response = await this.fetchImpl(this.base + path, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify(body),
+        signal,
+      });
+      text = await response.text();
+    } catch (err) {
+      throw transportError(err, options.signal, path);
+    }
+    if (!response.ok) throw httpError(response, text);
+    if (text.trim() === '') return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch (err) {
+      throw new AgentApiError(
+        response.status,
+        'invalid_response',
+        `${path}: response is not JSON: ${snippet(text)}`,
+        undefined,
+        { cause: err },
+      );
+    }
+  }
+}
+
+function transportError(err: unknown, callerSignal: AbortSignal | undefined, path: string): AgentApiError {
+  if (callerSignal?.aborted) return new AgentApiError(0, 'aborted', `${path}: request aborted`);
+  if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
+    return new AgentApiError(0, 'timeout', `${path}: request timed out`, undefined, { cause: err });
+  }
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause : undefined;
+  const causeCode = cause && 'code' in cause ? ` (${String(cause.code)})` : '';
+  const detail = cause ? cause.message : err instanceof Error ? err.message : String(err);
+  return new AgentApiError(0, 'network_error', `${path}: ${detail}${causeCode}`.trim(), undefined, {
+    cause: err,
+  });
+}
+
+function httpError(response: Response, text: string): AgentApiError {
+  try {
+    const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; details?: unknown } };
+    const error = parsed?.error;
+    if (error && typeof error.code === 'string') {
+      const message = typeof error.message === 'string' ? error.message : error.code;
+      return new AgentApiError(
+        response.status,
+        error.code,
+        `${response.status} ${error.code}: ${message}`,
+        error.details,
+      );
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  const statusText = response.statusText ? ` ${response.statusText}` : '';
+  const body = text.trim() ? `: ${snippet(text)}` : '';
+  return new AgentApiError(
+    response.status,
+    `http_${response.status}`,
+    `HTTP ${response.status}${statusText}${body}`,
+  );
+}
+
+function snippet(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > 120 ? `${flat.slice(0, 120)}…` : flat;
+}

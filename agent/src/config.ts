@@ -1,0 +1,245 @@
+/**
+ * Agent configuration: environment variables, overridden by command-line flags. Parsing is pure (argv and env
+ * in, a config or an error out) so it can be tested and so an embedding (tests, other tools) can build an
+ * AgentConfig directly with `agentConfig({...})`.
+ */
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { availableParallelism, homedir, hostname } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+export const AGENT_VERSION = '0.1.0';
+
+/** The configuration cannot work (bad value, unusable state dir): exit code 2. */
+export class ConfigError extends Error {
+  override readonly name: string = 'ConfigError';
+}
+
+export interface BackoffRange {
+  initialMs: number;
+  maxMs: number;
+}
+
+/** Timers and limits; the defaults are the production values, tests shrink them. */
+export interface AgentTiming {
+  /** Timeout of every request but claim. */
+  requestTimeoutMs: number;
+  /** A claim's timeout is its wait plus this. */
+  claimTimeoutMarginMs: number;
+  /** Output is uploaded at least this often while a job prints. */
+  outputIntervalMs: number;
+  /** How often output files are checked for growth (64 KiB of new output is sent without waiting). */
+  outputPollMs: number;
+  /** SIGTERM → SIGKILL delay for a cancel. */
+  cancelGraceMs: number;
+  /** SIGTERM → SIGKILL delay when a job runs over its time limit. */
+  timeoutGraceMs: number;
+  registerBackoff: BackoffRange;
+  claimBackoff: BackoffRange;
+  reportBackoff: BackoffRange;
+  /** On shutdown, how long reports of ended jobs may still be retried before they are left on disk. */
+  shutdownReportTimeoutMs: number;
+  unregisterTimeoutMs: number;
+}
+
+export const DEFAULT_TIMING: AgentTiming = {
+  requestTimeoutMs: 15_000,
+  claimTimeoutMarginMs: 10_000,
+  outputIntervalMs: 1_000,
+  outputPollMs: 200,
+  cancelGraceMs: 1_000,
+  timeoutGraceMs: 5_000,
+  registerBackoff: { initialMs: 1_000, maxMs: 30_000 },
+  claimBackoff: { initialMs: 500, maxMs: 10_000 },
+  reportBackoff: { initialMs: 500, maxMs: 30_000 },
+  shutdownReportTimeoutMs: 30_000,
+  unregisterTimeoutMs: 5_000,
+};
+
+export interface AgentConfig {
+  /** Control plane base URL. */
+  url: string;
+  /** Bearer token; never passed to jobs. */
+  token?: string;
+  /** Worker id, unique per node. */
+  nodeName: string;
+  cpus: number;
+  /** Holds job folders (scripts, output, undelivered results). */
+  stateDir: string;
+  /** On SIGTERM/SIGINT, let running jobs finish instead of cancelling them. */
+  drain: boolean;
+  /** Seconds; overrides the interval the server returns. */
+  heartbeatIntervalS?: number;
+  /** Seconds; overrides the server's claim_wait_s (tests). */
+  claimWaitS?: number;
+  labels?: Record<string, string>;
+  debug: boolean;
+  timing: AgentTiming;
+}
+
+export type AgentConfigInput = Partial<Omit<AgentConfig, 'timing'>> & { timing?: Partial<AgentTiming> };
+
+/** A complete config from a partial one, with the same defaults as the command line. */
+export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const nodeName = input.nodeName ?? hostname();
+  return {
+    url: input.url ?? 'http://localhost:8000',
+    token: input.token,
+    nodeName,
+    cpus: input.cpus ?? availableParallelism(),
+    stateDir: input.stateDir ?? defaultStateDir(nodeName, env),
+    drain: input.drain ?? false,
+    heartbeatIntervalS: input.heartbeatIntervalS,
+    claimWaitS: input.claimWaitS,
+    labels: input.labels,
+    debug: input.debug ?? false,
+    timing: { ...DEFAULT_TIMING, ...input.timing },
+  };
+}
+
+/** `$XDG_STATE_HOME/conductor-agent/<node>`, else `~/.local/state/conductor-agent/<node>`. */
+export function defaultStateDir(nodeName: string, env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_STATE_HOME;
+  const base = xdg && isAbsolute(xdg) ? xdg : join(env.HOME || homedir(), '.local', 'state');
+  return join(base, 'conductor-agent', nodeName);
+}
+
+/** Creates the state dir (and its `jobs/` folder) with mode 0700; throws with a readable message. */
+export function ensureStateDir(dir: string): void {
+  try {
+    mkdirSync(join(dir, 'jobs'), { recursive: true, mode: 0o700 });
+    const stat = statSync(dir);
+    if ((stat.mode & 0o077) !== 0 && typeof process.getuid === 'function' && stat.uid === process.getuid()) {
+      chmodSync(dir, 0o700);
+    }
+  } catch (err) {
+    throw new ConfigError(`cannot use state dir ${dir}: ${(err as Error).message}`);
+  }
+}
+
+export const USAGE = `Usage: conductor-agent [options]
+
+Runs Conductor jobs on this node: registers with the control plane, heartbeats,
+claims jobs, runs them and reports their output and results.
+
+Options (each overrides the environment variable named after it):
+  --url <url>                  control plane URL           CONDUCTOR_URL (default http://localhost:8000)
+  --node-name <name>           worker id, unique per node  NODE_NAME (default: the hostname)
+  --cpus <n>                   CPUs offered to jobs        TOTAL_CPUS (default: the machine's CPU count)
+  --heartbeat-interval <s>     heartbeat every <s> seconds CONDUCTOR_HEARTBEAT_INTERVAL (default: the server's)
+  --state-dir <dir>            job folders and results     CONDUCTOR_STATE_DIR
+                               (default $XDG_STATE_HOME/conductor-agent/<node>,
+                                else ~/.local/state/conductor-agent/<node>)
+  --drain                      on SIGTERM/SIGINT let running jobs finish   CONDUCTOR_DRAIN=1
+  --debug                      log more                    CONDUCTOR_DEBUG=1
+  -h, --help                   show this help
+  -V, --version                show the version
+
+CONDUCTOR_TOKEN (environment only) is sent as "Authorization: Bearer <token>".
+Jobs run with a clean environment: the agent's variables (the token included) never reach them.
+A second SIGTERM/SIGINT kills running jobs and exits at once (exit code 130).
+Exit codes: 0 stopped, 1 fatal error (e.g. registration rejected), 2 bad configuration.`;
+
+export type ParseResult =
+  | { kind: 'run'; config: AgentConfig }
+  | { kind: 'help'; text: string }
+  | { kind: 'version'; text: string }
+  | { kind: 'error'; message: string };
+
+const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
+
+/** Reads the configuration from `argv` (without node and script) and `env`. */
+export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ParseResult {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        url: { type: 'string' },
+        'node-name': { type: 'string' },
+        cpus: { type: 'string' },
+        'heartbeat-interval': { type: 'string' },
+        'state-dir': { type: 'string' },
+        drain: { type: 'boolean' },
+        debug: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+    }));
+  } catch (err) {
+    return { kind: 'error', message: `${(err as Error).message} (see --help)` };
+  }
+  if (values.help) return { kind: 'help', text: USAGE };
+  if (values.version) return { kind: 'version', text: `conductor-agent ${AGENT_VERSION}` };
+
+  const pick = (flag: string, name: string): { value: string; source: string } | undefined => {
+    const fromFlag = values[flag];
+    if (typeof fromFlag === 'string') return { value: fromFlag, source: `--${flag}` };
+    const fromEnv = env[name];
+    if (fromEnv !== undefined && fromEnv.trim() !== '') return { value: fromEnv.trim(), source: name };
+    return undefined;
+  };
+  const errors: string[] = [];
+
+  const urlIn = pick('url', 'CONDUCTOR_URL');
+  const url = urlIn?.value ?? 'http://localhost:8000';
+  let parsedUrl: URL | undefined;
+  try {
+    parsedUrl = new URL(url);
+  } catch {
+    errors.push(`${urlIn?.source ?? 'CONDUCTOR_URL'} is not a valid URL: ${JSON.stringify(url)}`);
+  }
+  if (parsedUrl && parsedUrl.protocol !== 'http:' && parsedUrl.protocol !== 'https:') {
+    errors.push(`${urlIn?.source ?? 'CONDUCTOR_URL'} must be an http:// or https:// URL, got ${url}`);
+  }
+
+  const nodeIn = pick('node-name', 'NODE_NAME');
+  const nodeName = nodeIn?.value ?? hostname();
+  if (!NODE_NAME_RE.test(nodeName)) {
+    errors.push(
+      `${nodeIn?.source ?? 'NODE_NAME (from the hostname)'} must be letters, digits, '.', '_' or '-' ` +
+        `(starting with a letter or digit), got ${JSON.stringify(nodeName)}`,
+    );
+  }
+
+  const cpusIn = pick('cpus', 'TOTAL_CPUS');
+  let cpus = availableParallelism();
+  if (cpusIn) {
+    const n = /^\d+$/.test(cpusIn.value) ? Number(cpusIn.value) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < 1) {
+      errors.push(`${cpusIn.source} must be a positive integer, got ${JSON.stringify(cpusIn.value)}`);
+    } else cpus = n;
+  }
+
+  const hbIn = pick('heartbeat-interval', 'CONDUCTOR_HEARTBEAT_INTERVAL');
+  let heartbeatIntervalS: number | undefined;
+  if (hbIn) {
+    const n = /^\d+(\.\d+)?$/.test(hbIn.value) ? Number(hbIn.value) : Number.NaN;
+    if (!Number.isFinite(n) || n <= 0) {
+      errors.push(`${hbIn.source} must be a positive number of seconds, got ${JSON.stringify(hbIn.value)}`);
+    } else heartbeatIntervalS = n;
+  }
+
+  const drain = values.drain === true || parseBool(env.CONDUCTOR_DRAIN, 'CONDUCTOR_DRAIN', errors);
+  const debug = values.debug === true || parseBool(env.CONDUCTOR_DEBUG, 'CONDUCTOR_DEBUG', errors);
+
+  const stateIn = pick('state-dir', 'CONDUCTOR_STATE_DIR');
+  const stateDir = stateIn ? resolve(stateIn.value) : defaultStateDir(nodeName, env);
+
+  if (errors.length > 0) return { kind: 'error', message: errors.join('\n') };
+  const token = env.CONDUCTOR_TOKEN?.trim() || undefined;
+  return {
+    kind: 'run',
+    config: agentConfig({ url, token, nodeName, cpus, heartbeatIntervalS, stateDir, drain, debug }, env),
+  };
+}
+
+function parseBool(value: string | undefined, name: string, errors: string[]): boolean {
+  const v = value?.trim().toLowerCase() ?? '';
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['', '0', 'false', 'no', 'off'].includes(v)) return false;
+  errors.push(`${name} must be 1 or 0, got ${JSON.stringify(value)}`);
+  return false;
+}
