@@ -11,7 +11,7 @@ import type { Database, RegistryStore } from './domain/ports.ts';
 import { startEmbeddedAgent } from './node/embedded-agent.ts';
 import { configFromEnv, parseNodeEnv } from './node/env.ts';
 import { createIoredisScripts } from './node/ioredis.ts';
-import { createConsoleLogger } from './node/logger.ts';
+import { createConsoleLogger } from './logger.ts';
 import { startServer } from './node/server.ts';
 import { MemoryRegistryStore } from './registry/memory-store.ts';
 import { RedisRegistryStore } from './registry/redis-store.ts';

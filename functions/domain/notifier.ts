@@ -30,3 +30,24 @@ export function createLocalNotifier(): WorkNotifier {
     },
   };
 }
+
+/**
+ * For runtimes where a wake-up cannot cross from one invocation to another (Workers isolates): a claim
+ * simply looks again every `pollMs`.
+ */
+export function createPollingNotifier(pollMs: number): WorkNotifier {
+  return {
+    notify() {},
+    wait(_workerId, ms, signal) {
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(ms, pollMs));
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    },
+  };
+}

@@ -69,7 +69,13 @@ export function createErrorHandler(logger: Logger) {
       c.header('Retry-After', '5');
       return errorResponse(c, 503, 'database_unavailable', 'The database is unavailable; retry shortly');
     }
-    logger.error('Unhandled error', { error: error.message, stack: error.stack, path: c.req.path });
+    const cause = error.cause instanceof Error ? error.cause : undefined;
+    logger.error('Unhandled error', {
+      error: cause ? `${error.message.split('\n')[0]}: ${cause.message}` : error.message,
+      code: pgErrorCode(error),
+      path: c.req.path,
+      stack: (cause ?? error).stack,
+    });
     return errorResponse(
       c,
       500,

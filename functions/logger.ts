@@ -1,6 +1,6 @@
-import type { Logger } from '../domain/ports.ts';
+import type { Logger } from './domain/ports.ts';
 
-/** Plain lines with a timestamp by default; one JSON object per line with LOG_FORMAT=json. */
+/** Console logging for every runtime: plain lines with a timestamp, or one JSON object per line. */
 export function createConsoleLogger(format: 'text' | 'json' = 'text'): Logger {
   const write = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => {
     const time = new Date().toISOString();

@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { type ConductorConfig, DEFAULT_CONFIG } from './domain/ports.ts';
+
+/**
+ * The crons in wrangler.toml: every minute the backstop (reap + schedule, and the statistics line), every
+ * 5 minutes the cache sync. (Kept out of the entry module: a Worker module may export only handlers.)
+ */
+export const CRON_BACKSTOP = '* * * * *';
+export const CRON_CACHE_SYNC = '*/5 * * * *';
+
+/**
+ * The Worker's bindings (wrangler.toml vars and `wrangler secret put` secrets), validated once per isolate
+ * at first use. A missing or malformed binding fails every request with a message naming it.
+ */
+const secondsVar = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+export const workerEnvSchema = z.object({
+  DATABASE_URL: z.url({
+    error: 'DATABASE_URL must be the Neon connection string (wrangler secret put DATABASE_URL)',
+  }),
+  UPSTASH_REDIS_REST_URL: z.url({
+    error: 'UPSTASH_REDIS_REST_URL must be the Upstash REST URL (wrangler secret put UPSTASH_REDIS_REST_URL)',
+  }),
+  UPSTASH_REDIS_REST_TOKEN: z
+    .string({ error: 'UPSTASH_REDIS_REST_TOKEN is missing (wrangler secret put UPSTASH_REDIS_REST_TOKEN)' })
+    .min(1, 'UPSTASH_REDIS_REST_TOKEN is empty'),
+  CONDUCTOR_WORKER_TTL: secondsVar(DEFAULT_CONFIG.workerTtlSeconds),
+  CONDUCTOR_HEARTBEAT_INTERVAL: secondsVar(DEFAULT_CONFIG.heartbeatIntervalSeconds),
+  CONDUCTOR_CLAIM_WAIT: secondsVar(10),
+  /** How often a waiting claim looks for work again (ms): isolates cannot wake each other. */
+  CONDUCTOR_CLAIM_POLL_MS: z.coerce.number().int().min(50).default(1000),
+  /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
+  NEON_WS_PROXY: z.string().optional(),
+  NEON_FETCH_ENDPOINT: z.url().optional(),
+});
+export type WorkerEnv = z.infer<typeof workerEnvSchema>;
+
+export class WorkerConfigError extends Error {
+  override readonly name = 'WorkerConfigError';
+}
+
+export function parseWorkerEnv(bindings: Record<string, unknown>): WorkerEnv {
+  const result = workerEnvSchema.safeParse(bindings);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((i) =>
+    i.message.includes(String(i.path[0])) ? i.message : `${i.path.join('.')}: ${i.message}`,
+  );
+  throw new WorkerConfigError(`Worker misconfigured: ${problems.join('; ')}`);
+}
+
+export function configFromWorkerEnv(env: WorkerEnv): ConductorConfig {
+  return {
+    ...DEFAULT_CONFIG,
+    workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
+    heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
+    claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,
+    // The backstop is the minute cron: the reaper's notion of "reaping stopped" must allow for it.
+    scheduleIntervalSeconds: 60,
+    cacheSyncIntervalSeconds: 300,
+    statsIntervalSeconds: 60,
+  };
+}

@@ -1,0 +1,225 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { Miniflare } from 'miniflare';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readAllocationSnapshot } from '../../functions/domain/cache.ts';
+import { createIoredisScripts } from '../../functions/node/ioredis.ts';
+import { RedisRegistryStore } from '../../functions/registry/redis-store.ts';
+import { AgentProcess, eventually } from '../support/agent-process.ts';
+import { createPostgresDatabase, type TestDatabase } from '../support/databases.ts';
+import { checkInvariants } from '../support/invariants.ts';
+import { startNeonProxy } from '../support/neon-proxy.ts';
+import { serviceAvailable } from '../support/services.ts';
+import { startUpstashBridge, type UpstashBridge } from '../support/upstash-bridge.ts';
+import { bundleWorker } from '../support/worker-bundle.ts';
+
+/**
+ * The control plane in the real Workers runtime (workerd, through Miniflare), bundled by wrangler, against
+ * the local Postgres through the Neon driver (WebSocket proxy) and the local Redis through @upstash/redis
+ * (REST bridge). Redis database 10 is this file's own, so the production key names are checked as they are.
+ */
+const available = (await serviceAvailable('postgres')) && (await serviceAvailable('redis'));
+const REDIS_DB_URL = 'redis://127.0.0.1:6379/10';
+
+/** Runs the Worker's scheduled handler as a cron trigger would. */
+async function fireCron(mf: Miniflare, cron: string): Promise<void> {
+  const worker = (await mf.getWorker()) as unknown as {
+    scheduled(options: { cron: string }): Promise<unknown>;
+  };
+  await worker.scheduled({ cron });
+}
+
+describe.runIf(available)('Cloudflare Worker in workerd', () => {
+  let database: TestDatabase;
+  let bridge: UpstashBridge;
+  let proxy: Awaited<ReturnType<typeof startNeonProxy>>;
+  let redis: Redis;
+  const isolates: Miniflare[] = [];
+  const urls: string[] = [];
+  const agents: AgentProcess[] = [];
+  let bundleSize = 0;
+
+  async function startIsolate(): Promise<Miniflare> {
+    const { script } = bundle;
+    const mf = new Miniflare({
+      modules: true,
+      scriptPath: script,
+      modulesRoot: bundle.dir,
+      compatibilityDate: '2026-04-20',
+      host: '127.0.0.1',
+      port: 0,
+      bindings: {
+        DATABASE_URL: database.url!,
+        UPSTASH_REDIS_REST_URL: bridge.url,
+        UPSTASH_REDIS_REST_TOKEN: bridge.token,
+        NEON_WS_PROXY: proxy.url,
+        CONDUCTOR_WORKER_TTL: '5',
+        CONDUCTOR_HEARTBEAT_INTERVAL: '1',
+        CONDUCTOR_CLAIM_WAIT: '2',
+        CONDUCTOR_CLAIM_POLL_MS: '200',
+      },
+    });
+    const url = await mf.ready;
+    isolates.push(mf);
+    urls.push(url.toString().replace(/\/$/, ''));
+    return mf;
+  }
+  let bundle: ReturnType<typeof bundleWorker>;
+
+  beforeAll(async () => {
+    bundle = bundleWorker();
+    bundleSize = readFileSync(bundle.script).length;
+    database = await createPostgresDatabase();
+    redis = new Redis(REDIS_DB_URL);
+    await redis.flushdb();
+    bridge = await startUpstashBridge({ redisUrl: REDIS_DB_URL });
+    proxy = await startNeonProxy();
+    await startIsolate();
+    await startIsolate();
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(agents.map((a) => a.stop().catch(() => a.kill9())));
+    await Promise.all(isolates.map((mf) => mf.dispose()));
+    await proxy?.close();
+    await bridge?.close();
+    await redis?.flushdb();
+    await redis?.quit();
+    await database?.close();
+  });
+
+  const api = async <T>(
+    path: string,
+    init?: RequestInit,
+    url = urls[0]!,
+  ): Promise<{ status: number; body: T }> => {
+    const res = await fetch(`${url}${path}`, {
+      ...init,
+      headers: { 'content-type': 'application/json', ...(init?.headers ?? {}) },
+    });
+    return { status: res.status, body: (await res.json()) as T };
+  };
+  const submit = (body: Record<string, unknown>, url?: string) =>
+    api<{ id: number }>('/api/v1/jobs/submit', { method: 'POST', body: JSON.stringify(body) }, url);
+
+  it('bundles with wrangler without Node-only modules', () => {
+    const source = readFileSync(bundle.script, 'utf8');
+    expect(source).not.toMatch(/from\s+["']node:/);
+    expect(source).not.toMatch(/require\(["'](ioredis|pg|@electric-sql\/pglite)["']\)/);
+    expect(bundleSize).toBeGreaterThan(0);
+  });
+
+  it('answers a missing binding with a clear error naming it', async () => {
+    const bare = new Miniflare({
+      modules: true,
+      scriptPath: bundle.script,
+      modulesRoot: bundle.dir,
+      compatibilityDate: '2026-04-20',
+    });
+    try {
+      const res = await bare.dispatchFetch('http://localhost/api/v1/health');
+      expect(res.status).toBe(500);
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      expect(error.code).toBe('misconfigured');
+      expect(error.message).toContain('DATABASE_URL');
+      expect(error.message).toContain('UPSTASH_REDIS_REST_URL');
+    } finally {
+      await bare.dispose();
+    }
+  });
+
+  it('runs the whole lifecycle with a real agent pointed at the Worker', async () => {
+    expect((await api<{ status: string }>('/api/v1/health')).body.status).toBe('ok');
+    const agent = new AgentProcess('edge-node-1', urls[0]!, { cpus: 4 });
+    agents.push(agent);
+    await agent.registered();
+    await agent.waitForLine(/Heartbeat sent: edge-node-1/);
+    expect(await redis.exists('worker:edge-node-1')).toBe(1);
+    const { status, body } = await submit({ script: 'echo "from the edge"; exit 3', cpus: 2 });
+    expect(status).toBe(201);
+    const job = await eventually(
+      async () => {
+        const { body: j } = await api<{ state: string; exit_code: string }>(`/api/v1/jobs/${body.id}`);
+        return j.state === 'FAILED' ? j : undefined;
+      },
+      { what: 'the job to end' },
+    );
+    expect(job.exit_code).toBe('3:0');
+    const logs = await api<{ stdout: { content: string } }>(`/api/v1/jobs/${body.id}/logs`);
+    expect(logs.body.stdout.content).toBe('from the edge\n');
+  });
+
+  it('schedules from the minute cron when the submit-time pass found no worker', async () => {
+    const [agent] = agents;
+    await agent!.stop();
+    expect(await redis.exists('worker:edge-node-1')).toBe(0);
+    const { body } = await submit({ script: 'true', cpus: 1 });
+    // Nothing is live: the job waits. A worker appears; the cron's backstop pass places the job even if
+    // no request-time pass ran after the registration.
+    const next = new AgentProcess('edge-node-2', urls[1]!, { cpus: 2 });
+    agents.push(next);
+    await next.registered();
+    await fireCron(isolates[0]!, '* * * * *');
+    await eventually(
+      async () => (await api<{ state: string }>(`/api/v1/jobs/${body.id}`)).body.state === 'COMPLETED',
+      {
+        what: 'the job to complete',
+      },
+    );
+  });
+
+  it('the 5-minute cron repairs a cache that was set wrong', async () => {
+    await redis.set('resource:allocated_cpus', '777');
+    await fireCron(isolates[1]!, '*/5 * * * *');
+    const snapshot = await readAllocationSnapshot(database.db);
+    expect(await redis.get('resource:allocated_cpus')).toBe(String(snapshot.allocated));
+  });
+
+  it('stays consistent under concurrent requests and crons across two isolates', async () => {
+    // Three more live workers (registered through both isolates), then a burst: submissions, cancels and
+    // finishes through both isolates while both fire crons.
+    const more = ['edge-a', 'edge-b', 'edge-c'].map(
+      (id, i) => new AgentProcess(id, urls[i % 2]!, { cpus: 3 }),
+    );
+    agents.push(...more);
+    await Promise.all(more.map((a) => a.registered()));
+    const ids: number[] = [];
+    const burst = Array.from({ length: 40 }, async (_, i) => {
+      const { body } = await submit(
+        { script: i % 5 === 0 ? 'sleep 30' : 'true', cpus: (i % 3) + 1 },
+        urls[i % 2],
+      );
+      ids.push(body.id);
+      if (i % 7 === 0) await api(`/api/v1/jobs/${body.id}/cancel`, { method: 'POST' }, urls[(i + 1) % 2]);
+    });
+    const crons = isolates.flatMap((mf) => [fireCron(mf, '* * * * *'), fireCron(mf, '*/5 * * * *')]);
+    await Promise.all([...burst, ...crons]);
+    // Cancel the long sleepers so that everything settles.
+    await eventually(
+      async () => {
+        const { body } = await api<{ jobs: { id: number; state: string }[] }>(
+          '/api/v1/jobs?state=PENDING,RUNNING&limit=100',
+        );
+        for (const job of body.jobs) {
+          if (job.state === 'RUNNING')
+            await api(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' }, urls[1]);
+        }
+        return body.jobs.length === 0;
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: 'all jobs to end' },
+    );
+    await fireCron(isolates[0]!, '*/5 * * * *');
+    const production = createIoredisScripts(REDIS_DB_URL, { onError: () => {} });
+    await checkInvariants(database.db, new RedisRegistryStore(production.scripts));
+    await production.close();
+    const snapshot = await readAllocationSnapshot(database.db);
+    expect(Number(await redis.get('resource:allocated_cpus'))).toBe(snapshot.allocated);
+    expect(snapshot.allocated).toBe(0);
+    expect(ids.length).toBe(40);
+    const keys = execFileSync('redis-cli', ['-n', '10', 'KEYS', 'worker:*'], { encoding: 'utf8' })
+      .trim()
+      .split('\n');
+    expect(keys.sort()).toEqual(['worker:edge-a', 'worker:edge-b', 'worker:edge-c', 'worker:edge-node-2']);
+  }, 120_000);
+});
