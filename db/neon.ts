@@ -13,6 +13,8 @@
  * - On Workers a Pool (each of its clients is a WebSocket) cannot outlive the request or cron invocation
  *   that opened it. Create one per invocation and end it when the invocation ends, without making the
  *   response wait: `const neon = connectNeonPool(env.DATABASE_URL); ...; ctx.waitUntil(neon.close())`.
+ *   Work the domain defers past the response (`Ports.defer`, e.g. cache deltas) may still query: end the
+ *   pool after it settles, not before.
  *   Creating a Pool costs nothing: a connection is opened only by the first query. Keep `max` small there:
  *   a Worker invocation may hold at most 6 simultaneous outgoing connections (WebSockets and fetches,
  *   Upstash's REST calls included).
@@ -31,13 +33,15 @@
  * `configureNeonForLocal` points the driver at this machine's bridges (test/support/neon-proxy.ts and
  * test/support/neon-http-bridge.ts), which stand in for Neon's endpoints in front of a local Postgres.
  *
- * Result shapes and types match node-postgres (the driver bundles node-postgres and its type parsers):
+ * Result shapes and types match node-postgres (the driver bundles node-postgres 8.8 and its type parsers):
  * `db.execute` returns `{ rows, fields, rowCount, command }`, int8 and numeric come back as strings,
  * json/jsonb parsed, timestamps as strings from drizzle's raw `execute` and as `Date` from typed selects.
  * One difference: constructing a drizzle `neon-http` database sets the driver's *global* type parsers for
  * timestamp, timestamptz, date and interval (and their arrays) to return the raw text. Drizzle's own queries
  * are unaffected (they bring their own parsers), but after `connectNeonHttp` a bare `sql\`...\`` or
  * `pool.query(...)` returns timestamps as strings instead of `Date`s, in every Pool of the process.
+ * Another: failures to connect carry no error code through the WebSocket; `connectNeonPool` gives them one
+ * (08001) so that an outage is a 503 as with node-postgres (see `normalizeConnectErrors`).
  */
 import {
   type NeonConfig,
@@ -45,6 +49,7 @@ import {
   neon,
   neonConfig,
   Pool,
+  type PoolClient,
   type PoolConfig,
 } from '@neondatabase/serverless';
 import { drizzle as drizzleHttp, type NeonHttpDatabase } from 'drizzle-orm/neon-http';
@@ -83,6 +88,7 @@ export function connectNeonPool(url: string, options: NeonPoolOptions = {}): Neo
   // An idle client losing its connection (Postgres restarted, WebSocket dropped) must not throw an
   // unhandled 'error' event; the next query gets a fresh client.
   pool.on('error', () => {});
+  normalizeConnectErrors(pool);
   const db = drizzlePool(pool, { schema }) as unknown as Database;
   let closing: Promise<void> | undefined;
   return {
@@ -93,6 +99,39 @@ export function connectNeonPool(url: string, options: NeonPoolOptions = {}): Neo
       return closing;
     },
   };
+}
+
+/**
+ * Failing to connect through the WebSocket tunnel surfaces as a bare `ErrorEvent` (not even an Error) when
+ * the endpoint cannot be reached, or as a code-less "Connection terminated unexpectedly" when Postgres is
+ * down behind it, where node-postgres reports `ECONNREFUSED`. The HTTP layer answers a database outage
+ * with 503 + Retry-After only when it finds a connection-level code (functions/http/errors.ts), so every
+ * code-less failure to get a connection becomes an Error with SQLSTATE 08001 (sqlclient unable to
+ * establish sqlconnection), the original kept as `cause`. Errors that carry a code (28P01 bad password,
+ * 3D000 unknown database, 57P03 starting up) pass unchanged. Covers `pool.connect()` (drizzle's
+ * transactions) and `pool.query()` (pg-pool calls `this.connect(callback)`).
+ */
+function normalizeConnectErrors(pool: Pool): void {
+  const normalize = (error: unknown): Error => {
+    if (error instanceof Error && typeof (error as { code?: unknown }).code === 'string') return error;
+    const message = (error as { message?: unknown } | null)?.message;
+    const detail = typeof message === 'string' && message ? message : String(error);
+    return Object.assign(new Error(`Could not connect to the database: ${detail}`, { cause: error }), {
+      code: '08001',
+    });
+  };
+  type Callback = (
+    error: Error | undefined,
+    client: PoolClient | undefined,
+    done: (release?: unknown) => void,
+  ) => void;
+  const connect = pool.connect.bind(pool) as (callback?: Callback) => Promise<PoolClient> | undefined;
+  pool.connect = ((callback?: Callback) => {
+    if (callback) return connect((error, client, done) => callback(error && normalize(error), client, done));
+    return connect()?.catch((error: unknown) => {
+      throw normalize(error);
+    });
+  }) as Pool['connect'];
 }
 
 export interface NeonHttpConnection {

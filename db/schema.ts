@@ -128,11 +128,25 @@ export const clusterState = pgTable(
     id: smallint('id').primaryKey().default(1),
     allocatedCpus: bigint('allocated_cpus', { mode: 'number' }).notNull().default(0),
     allocationVersion: bigint('allocation_version', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [check('cluster_state_singleton', sql`${t.id} = 1`)],
+);
+
+/**
+ * One row of housekeeping, kept apart from cluster_state so that it never queues behind allocations.
+ */
+export const maintenanceState = pgTable(
+  'maintenance_state',
+  {
+    id: smallint('id').primaryKey().default(1),
     /** The last reap pass, and when reaping resumed after a gap: lost-worker judgement waits a TTL after that. */
     reaperSeenAt: tstz('reaper_seen_at'),
     reaperResumedAt: tstz('reaper_resumed_at'),
+    /** The last cache sync, and how far the cache was off before it (cache minus Postgres). */
+    cacheSyncedAt: tstz('cache_synced_at'),
+    cacheDrift: bigint('cache_drift', { mode: 'number' }),
   },
-  (t) => [check('cluster_state_singleton', sql`${t.id} = 1`)],
+  (t) => [check('maintenance_state_singleton', sql`${t.id} = 1`)],
 );
 
 /** The last 1 MiB of each output stream, and how many bytes the stream had in all. */

@@ -8,10 +8,10 @@ import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgre
 import { connectPglite, migratePglite } from '../db/pglite.ts';
 import { createLocalNotifier } from './domain/notifier.ts';
 import type { Database, RegistryStore } from './domain/ports.ts';
+import { createConsoleLogger } from './logger.ts';
 import { startEmbeddedAgent } from './node/embedded-agent.ts';
 import { configFromEnv, parseNodeEnv } from './node/env.ts';
 import { createIoredisScripts } from './node/ioredis.ts';
-import { createConsoleLogger } from './logger.ts';
 import { startServer } from './node/server.ts';
 import { MemoryRegistryStore } from './registry/memory-store.ts';
 import { RedisRegistryStore } from './registry/redis-store.ts';

@@ -46,6 +46,10 @@ export class Agent {
   private workerIdValue: string;
   private sessionValue: string | undefined;
   private heartbeatIntervalS = 30;
+  /** Set while a drain waits for running jobs: heartbeats then say so. */
+  private draining = false;
+  /** The status the server last reported for this worker. */
+  private serverStatus: 'ready' | 'draining' | undefined;
   private claimWaitS = 20;
   private readonly runners = new Map<string, JobRunner>();
   private readonly recent = new Map<string, number>();
@@ -298,10 +302,20 @@ export class Agent {
       if (!session) return;
       try {
         const response = await this.client.heartbeat(
-          { worker_id: this.workerIdValue, session },
+          {
+            worker_id: this.workerIdValue,
+            session,
+            ...(this.draining ? { status: 'draining' as const } : {}),
+          },
           { signal: this.lifeAbort.signal },
         );
         this.logger.info(`Heartbeat sent: ${this.workerIdValue}`);
+        if (response?.status && response.status !== this.serverStatus) {
+          if (this.serverStatus !== undefined || response.status === 'draining') {
+            this.logger.info(`Worker status: ${response.status}`);
+          }
+          this.serverStatus = response.status;
+        }
         if (this.config.heartbeatIntervalS === undefined && (response?.heartbeat_interval_s ?? 0) > 0) {
           this.heartbeatIntervalS = response.heartbeat_interval_s;
         }
@@ -451,6 +465,12 @@ export class Agent {
     if (running.length > 0) {
       if (options.drain && !options.fatal) {
         logger.info(`Draining: waiting for ${running.length} running job(s) to finish`);
+        this.draining = true;
+        // Tell the server at once, so that it places nothing more here while the jobs finish.
+        if (this.heartbeatTimer) {
+          clearTimeout(this.heartbeatTimer);
+          this.scheduleHeartbeat(0);
+        }
       } else {
         logger.info(`Stopping: cancelling ${running.length} running job(s)`);
         for (const runner of running) runner.cancel('agent stopped');

@@ -43,11 +43,15 @@ export interface RegisterResponse {
 export interface HeartbeatRequest {
   worker_id: string;
   session: string;
+  /** `draining`: the agent is finishing its jobs before it leaves; it gets no new ones. */
+  status?: 'ready' | 'draining';
 }
 
 /** 404 `unknown_worker` or 409 `session_superseded` means: register again. */
 export interface HeartbeatResponse {
   heartbeat_interval_s: number;
+  /** The worker's status as the server has it (an operator may have drained it). */
+  status: 'ready' | 'draining';
   /** Jobs this worker runs that someone cancelled. */
   cancel: JobRef[];
 }

@@ -2,8 +2,6 @@ CREATE TABLE "cluster_state" (
 	"id" smallint PRIMARY KEY DEFAULT 1 NOT NULL,
 	"allocated_cpus" bigint DEFAULT 0 NOT NULL,
 	"allocation_version" bigint DEFAULT 0 NOT NULL,
-	"reaper_seen_at" timestamp with time zone,
-	"reaper_resumed_at" timestamp with time zone,
 	CONSTRAINT "cluster_state_singleton" CHECK ("cluster_state"."id" = 1)
 );
 --> statement-breakpoint
@@ -42,6 +40,15 @@ CREATE TABLE "jobs" (
 	CONSTRAINT "jobs_cpus_positive" CHECK ("jobs"."cpus" > 0)
 );
 --> statement-breakpoint
+CREATE TABLE "maintenance_state" (
+	"id" smallint PRIMARY KEY DEFAULT 1 NOT NULL,
+	"reaper_seen_at" timestamp with time zone,
+	"reaper_resumed_at" timestamp with time zone,
+	"cache_synced_at" timestamp with time zone,
+	"cache_drift" bigint,
+	CONSTRAINT "maintenance_state_singleton" CHECK ("maintenance_state"."id" = 1)
+);
+--> statement-breakpoint
 CREATE TABLE "resource_allocations" (
 	"id" bigserial PRIMARY KEY NOT NULL,
 	"job_id" bigint NOT NULL,
@@ -76,4 +83,5 @@ CREATE INDEX "jobs_state_id_idx" ON "jobs" USING btree ("state","id" DESC NULLS 
 CREATE UNIQUE INDEX "resource_allocations_job_id_key" ON "resource_allocations" USING btree ("job_id");--> statement-breakpoint
 CREATE INDEX "resource_allocations_active_idx" ON "resource_allocations" USING btree ("node_name") WHERE "resource_allocations"."released" = false;--> statement-breakpoint
 CREATE INDEX "workers_status_heartbeat_idx" ON "workers" USING btree ("status","last_heartbeat");--> statement-breakpoint
-INSERT INTO "cluster_state" ("id") VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO "cluster_state" ("id") VALUES (1) ON CONFLICT DO NOTHING;--> statement-breakpoint
+INSERT INTO "maintenance_state" ("id") VALUES (1) ON CONFLICT DO NOTHING;

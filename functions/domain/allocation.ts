@@ -60,10 +60,13 @@ function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
           RETURNING 1
         ),
         c AS (
+          -- Referencing w makes the workers' rows lock before this row: the lock order of every write path
+          -- is jobs, resource_allocations, workers, cluster_state (a scheduling pass takes workers first and
+          -- cluster_state last, so the two never wait on each other in a cycle).
           UPDATE cluster_state
           SET allocated_cpus = allocated_cpus - (SELECT coalesce(sum(n), 0) FROM per_worker),
               allocation_version = allocation_version + 1
-          WHERE id = 1 AND EXISTS (SELECT 1 FROM r)
+          WHERE id = 1 AND EXISTS (SELECT 1 FROM r) AND (SELECT count(*) FROM w) >= 0
           RETURNING allocation_version
         )
         SELECT ended.id, ended.state, ended.node, ended.attempt, ended.exit_code,

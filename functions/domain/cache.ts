@@ -75,6 +75,9 @@ export async function syncAllocationCache(ports: Ports): Promise<CacheSyncResult
     snapshot.version,
   );
   const drift = previous === null || !applied ? null : previous - value;
+  await ports.db.execute(
+    sql`UPDATE maintenance_state SET cache_synced_at = now(), cache_drift = ${drift} WHERE id = 1`,
+  );
   ports.logger.info(`Resource cache synced: ${value} CPUs allocated`, { drift });
   if (drift !== null && Math.abs(drift) > Math.max(1, value) * 0.1) {
     ports.logger.warn(`Resource cache drifted by ${drift} CPUs (more than 10%) before the sync`, { drift });

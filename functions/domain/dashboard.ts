@@ -3,7 +3,7 @@ import { JOB_STATES, type JobState, type WorkerStatus } from '../../db/schema.ts
 import { readAllocatedCpus } from './cache.ts';
 import type { Context } from './context.ts';
 import { liveWorkerIds } from './liveness.ts';
-import { pgArray, query } from './sql.ts';
+import { pgArray, query, queryOne } from './sql.ts';
 
 interface LiveWorkerRow {
   id: string;
@@ -42,6 +42,38 @@ export async function listLiveWorkers(ctx: Context) {
   }));
 }
 
+/** Every worker ever seen, live or down (with when and why it went down). */
+export async function listWorkers(ctx: Context) {
+  const live = new Set((await listLiveWorkers(ctx)).map((w) => w.worker_id));
+  const rows = await query<{
+    id: string;
+    hostname: string;
+    cpus: number;
+    allocated_cpus: number;
+    status: WorkerStatus;
+    last_heartbeat: Date | string;
+    registered_at: Date | string;
+    down_at: Date | string | null;
+    down_reason: string | null;
+  }>(
+    ctx.db,
+    sql`SELECT id, hostname, cpus, allocated_cpus, status, last_heartbeat, registered_at, down_at, down_reason
+        FROM workers ORDER BY id LIMIT 10000`,
+  );
+  return rows.map((w) => ({
+    worker_id: w.id,
+    hostname: w.hostname,
+    cpus: Number(w.cpus),
+    allocated_cpus: Number(w.allocated_cpus),
+    status: w.status,
+    live: live.has(w.id),
+    registered_at: new Date(w.registered_at).toISOString(),
+    last_heartbeat: new Date(w.last_heartbeat).toISOString(),
+    down_at: w.down_at === null ? null : new Date(w.down_at).toISOString(),
+    down_reason: w.down_reason,
+  }));
+}
+
 export async function getDashboard(ctx: Context) {
   const [workers, allocation, counts] = await Promise.all([
     listLiveWorkers(ctx),
@@ -52,13 +84,15 @@ export async function getDashboard(ctx: Context) {
     ),
   ]);
   const total = workers.reduce((sum, w) => sum + w.cpus, 0);
+  // A draining worker's free CPUs are not available to new jobs.
+  const drained = workers.filter((w) => w.status !== 'ready').reduce((sum, w) => sum + w.available_cpus, 0);
   const jobs = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
   for (const row of counts) jobs[row.state] = Number(row.n);
   return {
     resources: {
       total_cpus: total,
       allocated_cpus: allocation.allocated,
-      available_cpus: Math.max(0, total - allocation.allocated),
+      available_cpus: Math.max(0, total - allocation.allocated - drained),
       utilization: total === 0 ? 0 : Math.round((allocation.allocated / total) * 1000) / 10,
     },
     workers,
@@ -88,5 +122,18 @@ export async function getHealth(ctx: Context) {
     timed(() => ctx.registry.ping()),
   ]);
   const status = database.status === 'down' ? 'down' : cache.status === 'down' ? 'degraded' : 'ok';
-  return { status, database, cache: { ...cache, kind: ctx.registry.kind } };
+  const sync =
+    database.status === 'ok'
+      ? await queryOne<{ cache_synced_at: Date | string | null; cache_drift: string | number | null }>(
+          ctx.db,
+          sql`SELECT cache_synced_at, cache_drift FROM maintenance_state WHERE id = 1`,
+        ).catch(() => undefined)
+      : undefined;
+  const lastSync = sync?.cache_synced_at
+    ? {
+        at: new Date(sync.cache_synced_at).toISOString(),
+        drift: sync.cache_drift === null ? null : Number(sync.cache_drift),
+      }
+    : null;
+  return { status, database, cache: { ...cache, kind: ctx.registry.kind, last_sync: lastSync } };
 }

@@ -22,7 +22,7 @@ export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
   const gap = ttl + 2 * ctx.config.scheduleIntervalSeconds;
   const clock = await queryOne<{ in_grace: boolean }>(
     ctx.db,
-    sql`UPDATE cluster_state SET
+    sql`UPDATE maintenance_state SET
           reaper_resumed_at = CASE WHEN reaper_seen_at IS NULL OR reaper_seen_at < now() - make_interval(secs => ${gap})
                                    THEN now() ELSE reaper_resumed_at END,
           reaper_seen_at = now()
@@ -60,4 +60,28 @@ export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
     }
   }
   return { lostWorkers: ids, lostJobs: jobs.length, inGrace: false };
+}
+
+/**
+ * The agent enforces time limits (SIGTERM, then SIGKILL). If a job is still RUNNING well past its limit
+ * (by two TTLs, at least a minute) its agent failed to: the server ends it as TIMEOUT, releases its CPUs,
+ * and asks the agent to kill it should it still be there.
+ */
+export async function endOverdueJobs(ctx: Context): Promise<number> {
+  const grace = Math.max(60, 2 * ctx.config.workerTtlSeconds);
+  const ended = await endJobsAndRelease(
+    ctx,
+    sql`UPDATE jobs SET state = 'TIMEOUT', end_time = now(), exit_code = '0:0', cancel_requested = true,
+          reason = 'time limit exceeded and its agent did not end the job'
+        WHERE state = 'RUNNING' AND time_limit_s IS NOT NULL AND start_time IS NOT NULL
+          AND start_time < now() - make_interval(secs => time_limit_s + ${grace})
+        RETURNING id, state, node, attempt, exit_code`,
+  );
+  for (const job of ended) {
+    ctx.logger.warn(
+      `Job ${job.id} ended as TIMEOUT by the server: its agent (${job.node}) did not report it`,
+    );
+    if (job.node) ctx.notifier.notify(job.node);
+  }
+  return ended.length;
 }

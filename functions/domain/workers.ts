@@ -138,19 +138,27 @@ async function sessionError(ctx: Context, input: SessionCheck): Promise<Conducto
   return notFound('unknown_worker', `Worker ${input.worker_id} is not registered; register again`);
 }
 
+/** Jobs the worker must kill: cancelled while running, or ended by the server past their time limit. */
 function cancelsSql(workerId: string) {
   return sql`(SELECT coalesce(json_agg(json_build_object('job_id', id, 'attempt', attempt)), '[]'::json)
-              FROM jobs WHERE node = ${workerId} AND state = 'RUNNING' AND cancel_requested)`;
+              FROM jobs WHERE node = ${workerId} AND cancel_requested
+                AND (state = 'RUNNING' OR (state = 'TIMEOUT' AND end_time > now() - interval '1 hour')))`;
 }
 
-export async function heartbeatWorker(ctx: Context, input: SessionCheck): Promise<HeartbeatResponse> {
+export async function heartbeatWorker(
+  ctx: Context,
+  input: SessionCheck & { status?: 'ready' | 'draining' | undefined },
+): Promise<HeartbeatResponse> {
+  // An agent may start draining itself; only an operator undrains (POST /api/v1/workers/:id/undrain).
+  const draining = input.status === 'draining';
   const row = await queryOne<{
     last_heartbeat: Date | string;
     status: WorkerStatus;
     cancel: JobRef[] | string;
   }>(
     ctx.db,
-    sql`UPDATE workers SET last_heartbeat = now()
+    sql`UPDATE workers SET last_heartbeat = now(),
+          status = CASE WHEN ${draining}::boolean THEN 'draining' ELSE status END
         WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
         RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
   );
@@ -169,7 +177,39 @@ export async function heartbeatWorker(ctx: Context, input: SessionCheck): Promis
   if (!known) {
     throw notFound('unknown_worker', `Worker ${input.worker_id} expired from the registry; register again`);
   }
-  return { heartbeat_interval_s: ctx.config.heartbeatIntervalSeconds, cancel: parseJson(row.cancel) };
+  return {
+    heartbeat_interval_s: ctx.config.heartbeatIntervalSeconds,
+    status: row.status === 'draining' ? 'draining' : 'ready',
+    cancel: parseJson(row.cancel),
+  };
+}
+
+/**
+ * Drains a worker (it takes no new jobs and finishes the ones it runs) or puts it back in service. The
+ * status shows in Postgres, in the `worker:<id>` hash and in the API; drained capacity is not available.
+ */
+export async function setWorkerDraining(ctx: Context, workerId: string, draining: boolean) {
+  const status: WorkerStatus = draining ? 'draining' : 'ready';
+  const row = await queryOne<{ id: string }>(
+    ctx.db,
+    sql`UPDATE workers SET status = ${status} WHERE id = ${workerId} AND status <> 'down' RETURNING id`,
+  );
+  if (!row) {
+    const known = await queryOne<{ status: string }>(
+      ctx.db,
+      sql`SELECT status FROM workers WHERE id = ${workerId}`,
+    );
+    if (known) throw conflict('worker_down', `Worker ${workerId} is down; there is nothing to drain`);
+    throw notFound('worker_not_found', `Worker ${workerId} does not exist`);
+  }
+  try {
+    await ctx.registry.setWorkerStatus(workerId, status);
+  } catch (error) {
+    warnRegistryDown(ctx, error);
+  }
+  ctx.logger.info(`Worker ${draining ? 'draining' : 'back in service'}: ${workerId}`);
+  if (!draining) ctx.defer(ctx.requestSchedule());
+  return { worker_id: workerId, status };
 }
 
 function parseJson<T>(value: T | string): T {

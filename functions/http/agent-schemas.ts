@@ -29,8 +29,12 @@ export const registerRequest = z.strictObject({
   previous_session: session.optional(),
 });
 
-export const heartbeatRequest = z.strictObject({ worker_id: workerId, session });
-export const unregisterRequest = heartbeatRequest;
+export const heartbeatRequest = z.strictObject({
+  worker_id: workerId,
+  session,
+  status: z.enum(['ready', 'draining']).optional(),
+});
+export const unregisterRequest = z.strictObject({ worker_id: workerId, session });
 export const claimRequest = z.strictObject({
   worker_id: workerId,
   session,
@@ -60,6 +64,14 @@ export const finishRequest = z.strictObject({
     ) as unknown as z.ZodType<`${number}:${number}`>,
   outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start']),
   message: z.string().max(4096).optional(),
+});
+
+export const workerIdParam = z.strictObject({ id: workerId });
+export const workersQuery = z.strictObject({
+  all: z
+    .enum(['true', 'false', '1', '0'])
+    .transform((v) => v === 'true' || v === '1')
+    .optional(),
 });
 
 export const jobIdParam = z.strictObject({
