@@ -49,6 +49,11 @@ export const workers = pgTable(
     downReason: text('down_reason'),
     labels: jsonb('labels').$type<Record<string, string>>().notNull().default({}),
     agentVersion: text('agent_version'),
+    /**
+     * The token that registered this worker (null: registered on the open local cluster). Only that token
+     * may heartbeat, claim and report as this worker, until it is revoked.
+     */
+    tokenId: bigint('token_id', { mode: 'number' }),
   },
   (t) => [
     check('workers_allocation_fits', sql`${t.allocatedCpus} >= 0 AND ${t.allocatedCpus} <= ${t.cpus}`),
@@ -87,6 +92,10 @@ export const jobs = pgTable(
     submitTime: tstz('submit_time').notNull().defaultNow(),
     startTime: tstz('start_time'),
     endTime: tstz('end_time'),
+    /** The account whose job this is (the submitting token's owner); null on the open local cluster. */
+    owner: text('owner'),
+    /** The token that submitted it (null: anonymous on the open local cluster, or a webhook). */
+    submittedBy: bigint('submitted_by', { mode: 'number' }),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -96,6 +105,7 @@ export const jobs = pgTable(
       .where(sql`${t.state} = 'PENDING'`),
     index('jobs_node_active_idx').on(t.node).where(sql`${t.state} = 'RUNNING'`),
     index('jobs_state_id_idx').on(t.state, t.id.desc()),
+    index('jobs_owner_id_idx').on(t.owner, t.id.desc()),
   ],
 );
 
@@ -162,4 +172,104 @@ export const jobOutput = pgTable(
     bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
   },
   (t) => [primaryKey({ columns: [t.jobId, t.stream] })],
+);
+
+/** What a token may do. `agent` tokens can do nothing else (they are never combined with another scope). */
+export const TOKEN_SCOPES = ['admin', 'jobs:write', 'jobs:read', 'agent'] as const;
+export type TokenScope = (typeof TOKEN_SCOPES)[number];
+
+/**
+ * API and agent tokens. Only the SHA-256 of a token is stored (`token_hash`, hex): the token itself is shown
+ * once, when it is created. Rows are never deleted: a revoked token keeps its row (and keeps the API closed).
+ */
+export const apiTokens = pgTable(
+  'api_tokens',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    name: text('name').notNull(),
+    /** The account the token acts for: its jobs are the jobs of this owner. */
+    owner: text('owner').notNull(),
+    scopes: text('scopes').array().$type<TokenScope[]>().notNull(),
+    tokenHash: text('token_hash').notNull(),
+    /** The first characters of the token (`cnd_AbCd`), to recognise it in listings. */
+    prefix: text('prefix').notNull(),
+    /**
+     * Minted by the Node entry for its own embedded agent: does not by itself close the local API (see
+     * README, Security), and is revoked when the next embedded agent gets its own.
+     */
+    internal: boolean('internal').notNull().default(false),
+    createdBy: text('created_by').notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    /** Updated at most once a minute per token. */
+    lastUsedAt: tstz('last_used_at'),
+    revokedAt: tstz('revoked_at'),
+  },
+  (t) => [
+    uniqueIndex('api_tokens_token_hash_key').on(t.tokenHash),
+    check(
+      'api_tokens_scopes_known',
+      sql`cardinality(${t.scopes}) > 0 AND ${t.scopes} <@ ARRAY['admin', 'jobs:write', 'jobs:read', 'agent']::text[]`,
+    ),
+    check('api_tokens_agent_alone', sql`NOT ('agent' = ANY(${t.scopes})) OR cardinality(${t.scopes}) = 1`),
+  ],
+);
+
+/**
+ * Named webhook endpoints: `POST /api/v1/webhooks/:name`. The secret is kept as is (an HMAC needs it), the
+ * job template is a submit body, and `mapping` (payload path -> environment variable) is the only way a
+ * payload reaches a job.
+ */
+export const webhooks = pgTable(
+  'webhooks',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    name: text('name').notNull(),
+    secret: text('secret').notNull(),
+    template: jsonb('template').$type<Record<string, unknown>>().notNull(),
+    mapping: jsonb('mapping').$type<Record<string, string>>().notNull().default({}),
+    /** Event names (X-GitHub-Event / X-Conductor-Event) that submit a job; null: every event but `ping`. */
+    events: text('events').array(),
+    owner: text('owner').notNull(),
+    createdBy: text('created_by').notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('webhooks_name_key').on(t.name)],
+);
+
+/**
+ * Keys that make a submission happen once: `Idempotency-Key` headers (scope `token:<id>` or `anonymous`,
+ * kept 24 h) and webhook delivery ids and signatures (scope `webhook:<id>`, kept for good). The primary key
+ * is what makes concurrent retries safe: the second insert waits for the first and then finds it.
+ */
+export const submissionKeys = pgTable(
+  'submission_keys',
+  {
+    scope: text('scope').notNull(),
+    key: text('key').notNull(),
+    jobId: bigint('job_id', { mode: 'number' })
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    /** SHA-256 of the request it was first used with: the same key with another body is refused. */
+    requestHash: text('request_hash').notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    expiresAt: tstz('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.scope, t.key] }), index('submission_keys_expires_idx').on(t.expiresAt)],
+);
+
+/** Who did what: submissions, cancels, drains, tokens and webhooks created or revoked. */
+export const auditLog = pgTable(
+  'audit_log',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    at: tstz('at').notNull().defaultNow(),
+    /** `token:<id> (<name>)`, `anonymous (loopback)`, `webhook:<name>`, `cli:<user>`, `system`. */
+    actor: text('actor').notNull(),
+    tokenId: bigint('token_id', { mode: 'number' }),
+    action: text('action').notNull(),
+    target: text('target'),
+    details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
+    requestId: text('request_id'),
+  },
+  (t) => [index('audit_log_action_id_idx').on(t.action, t.id.desc())],
 );

@@ -1,18 +1,21 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Context } from './domain/context.ts';
+import { type AppEnv, authMiddleware } from './http/auth.ts';
 import { createErrorHandler, errorResponse } from './http/errors.ts';
+import { tokenRoutes, webhookRoutes } from './routes/admin.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { jobRoutes } from './routes/jobs.ts';
 
-export type AppEnv = { Variables: { requestId: string } };
+export type { AppEnv };
 
 /** The control plane's HTTP surface: the same app on Node, on Workers and in tests (`app.request()`). */
 export function createApp(ctx: Context) {
   const app = new Hono<AppEnv>();
   app.use(async (c, next) => {
-    c.set('requestId', c.req.header('x-request-id') ?? crypto.randomUUID());
+    const given = c.req.header('x-request-id');
+    c.set('requestId', given && /^[\x21-\x7e]{1,200}$/.test(given) ? given : crypto.randomUUID());
     await next();
     c.header('X-Request-Id', c.get('requestId'));
   });
@@ -23,8 +26,11 @@ export function createApp(ctx: Context) {
       onError: (c) => errorResponse(c, 413, 'payload_too_large', 'The request body is larger than 2 MiB'),
     }),
   );
+  app.use(authMiddleware(ctx));
   app.route('/api/v1/jobs', jobRoutes(ctx));
   app.route('/api/v1/agents', agentRoutes(ctx));
+  app.route('/api/v1/tokens', tokenRoutes(ctx));
+  app.route('/api/v1/webhooks', webhookRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
   app.get('/', (c) =>
     c.json({ name: 'conductor', api: '/api/v1', dashboard: '/api/v1/dashboard', health: '/api/v1/health' }),

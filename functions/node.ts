@@ -3,17 +3,21 @@
  * the app. With no DATABASE_URL and no Redis it is the zero-setup local cluster: embedded Postgres (PGlite)
  * under CONDUCTOR_DATA_DIR, an in-process registry, and one local agent.
  */
+import { rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgres.ts';
 import { connectPglite, migratePglite } from '../db/pglite.ts';
+import { apiTokensExist } from './domain/auth.ts';
 import { createLocalNotifier } from './domain/notifier.ts';
-import type { Database, RegistryStore } from './domain/ports.ts';
+import type { Database, RateLimiter, RegistryStore } from './domain/ports.ts';
 import { createConsoleLogger } from './logger.ts';
-import { startEmbeddedAgent } from './node/embedded-agent.ts';
-import { configFromEnv, parseNodeEnv } from './node/env.ts';
+import { mintEmbeddedAgentToken, startEmbeddedAgent } from './node/embedded-agent.ts';
+import { configFromEnv, isLoopback, parseNodeEnv } from './node/env.ts';
 import { createIoredisScripts } from './node/ioredis.ts';
 import { startServer } from './node/server.ts';
 import { MemoryRegistryStore } from './registry/memory-store.ts';
+import { RedisRateLimiter } from './registry/rate-limiter.ts';
 import { RedisRegistryStore } from './registry/redis-store.ts';
 import { createUpstashScripts } from './registry/upstash.ts';
 
@@ -39,21 +43,45 @@ async function main() {
     await migratePglite(lite);
     db = lite.db;
     closers.push(lite.close);
+    // Tells `conductor token ...` (which opens the same PGlite directly) that this server holds it.
+    const pidFile = join(dataDir, 'server.pid');
+    writeFileSync(pidFile, `${process.pid}\n`);
+    closers.push(async () => rmSync(pidFile, { force: true }));
     logger.info(`Database: embedded PGlite in ${join(dataDir, 'pgdata')} (set DATABASE_URL for Postgres)`);
   }
 
+  // Beyond loopback, with no token at all, anyone who reaches the port could run code on every node.
+  const loopback = isLoopback(env.HOST);
+  const tokens = await apiTokensExist(db);
+  if (!loopback && !tokens) {
+    for (const close of closers.reverse()) await close().catch(() => {});
+    throw new Error(
+      `Refusing to listen on HOST=${env.HOST} with no API token: anyone who can reach it could run code on your nodes.\n` +
+        'Create an admin token first (it talks to the same database: set DATABASE_URL, or CONDUCTOR_DATA_DIR for the local one):\n' +
+        '  npx conductor token create --scope admin --name admin\n' +
+        'and an agent token for each node (CONDUCTOR_TOKEN):\n' +
+        '  npx conductor token create --scope agent --name worker-node-01\n' +
+        'then start again. Or keep HOST=127.0.0.1 for a local cluster.',
+    );
+  }
+
   let registry: RegistryStore;
+  let rateLimiter: RateLimiter | undefined;
   if (env.REDIS_URL) {
     const redis = createIoredisScripts(env.REDIS_URL, {
       onError: (error) => logger.warn('Redis unavailable; serving from Postgres', { error: error.message }),
     });
     registry = new RedisRegistryStore(redis.scripts);
+    rateLimiter = new RedisRateLimiter(redis.scripts);
     closers.push(redis.close);
     logger.info(`Registry: Redis at ${new URL(env.REDIS_URL).host}`);
   } else if (env.UPSTASH_REDIS_REST_URL && env.UPSTASH_REDIS_REST_TOKEN) {
-    registry = new RedisRegistryStore(
-      createUpstashScripts({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN }),
-    );
+    const upstash = createUpstashScripts({
+      url: env.UPSTASH_REDIS_REST_URL,
+      token: env.UPSTASH_REDIS_REST_TOKEN,
+    });
+    registry = new RedisRegistryStore(upstash);
+    rateLimiter = new RedisRateLimiter(upstash);
     logger.info(`Registry: Upstash at ${new URL(env.UPSTASH_REDIS_REST_URL).host}`);
   } else {
     registry = new MemoryRegistryStore();
@@ -61,17 +89,33 @@ async function main() {
   }
 
   const server = await startServer(
-    { db, registry, notifier: createLocalNotifier(), logger, config },
+    {
+      db,
+      registry,
+      notifier: createLocalNotifier(),
+      logger,
+      config,
+      ...(rateLimiter ? { rateLimiter } : {}),
+    },
     { port: env.PORT, host: env.HOST },
   );
   logger.info(`Conductor control plane listening on http://${env.HOST}:${server.port}`);
-  if (env.HOST === '127.0.0.1' || env.HOST === 'localhost' || env.HOST === '::1') {
-    logger.info('Open on loopback only: other machines cannot reach it (set HOST to serve agents elsewhere)');
+  if (!loopback) {
+    logger.info('Listening beyond loopback: every request but GET /api/v1/health needs an API token');
+  } else if (tokens) {
+    logger.info('API tokens exist: every request but GET /api/v1/health needs one (loopback only)');
+  } else {
+    logger.info(
+      'Open on loopback only: no API token exists, so the API is open to this machine and closed to others ' +
+        '(create one with `npx conductor token create` to require tokens; set HOST to serve agents elsewhere)',
+    );
   }
 
-  const agent = env.CONDUCTOR_EMBEDDED_AGENT
-    ? startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'))
-    : null;
+  let agent = null;
+  if (env.CONDUCTOR_EMBEDDED_AGENT) {
+    const token = await mintEmbeddedAgentToken(db, process.env.NODE_NAME || hostname());
+    agent = startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'), token);
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -29,6 +29,16 @@ export const workerEnvSchema = z.object({
   CONDUCTOR_CLAIM_WAIT: secondsVar(10),
   /** How often a waiting claim looks for work again (ms): isolates cannot wake each other. */
   CONDUCTOR_CLAIM_POLL_MS: z.coerce.number().int().min(50).default(1000),
+  /**
+   * Bootstraps the first admin: this token (at least 32 characters; `wrangler secret put ADMIN_TOKEN`) is
+   * stored hashed as an admin token the first time it is used. Revoking it through the API sticks.
+   */
+  ADMIN_TOKEN: z
+    .string()
+    .min(32, 'ADMIN_TOKEN must be at least 32 characters (e.g. `openssl rand -base64 32`)')
+    .optional(),
+  CONDUCTOR_SUBMIT_RATE: z.coerce.number().min(0).default(DEFAULT_CONFIG.submitRatePerSecond),
+  CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),
@@ -48,9 +58,14 @@ export function parseWorkerEnv(bindings: Record<string, unknown>): WorkerEnv {
   throw new WorkerConfigError(`Worker misconfigured: ${problems.join('; ')}`);
 }
 
-export function configFromWorkerEnv(env: WorkerEnv): ConductorConfig {
+export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: string): ConductorConfig {
   return {
     ...DEFAULT_CONFIG,
+    // A Worker is public by nature: tokens are always required.
+    auth: 'required',
+    ...(bootstrapAdminTokenHash ? { bootstrapAdminTokenHash } : {}),
+    submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
+    submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,

@@ -6,13 +6,16 @@
  */
 import { configureNeonForLocal, connectNeonPool } from '../db/neon.ts';
 import { createApp } from './app.ts';
+import { tokenHash } from './domain/auth.ts';
 import { syncAllocationCache } from './domain/cache.ts';
 import { type Context, createContext } from './domain/context.ts';
 import { logClusterStats } from './domain/dashboard.ts';
+import { pruneSubmissionKeys } from './domain/jobs.ts';
 import { runBackstop } from './domain/maintenance.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
-import type { ConductorConfig, RegistryStore } from './domain/ports.ts';
+import type { ConductorConfig, RateLimiter, RegistryStore } from './domain/ports.ts';
 import { createConsoleLogger } from './logger.ts';
+import { RedisRateLimiter } from './registry/rate-limiter.ts';
 import { RedisRegistryStore } from './registry/redis-store.ts';
 import { createUpstashScripts } from './registry/upstash.ts';
 import {
@@ -34,21 +37,29 @@ interface Isolate {
   env: WorkerEnv;
   config: ConductorConfig;
   registry: RegistryStore;
+  rateLimiter: RateLimiter;
 }
 
 let isolate: Isolate | undefined;
 const logger = createConsoleLogger('json');
 
-function boot(bindings: Record<string, unknown>): Isolate {
+async function boot(bindings: Record<string, unknown>): Promise<Isolate> {
   if (isolate) return isolate;
   const env = parseWorkerEnv(bindings);
   if (env.NEON_WS_PROXY || env.NEON_FETCH_ENDPOINT) {
     configureNeonForLocal({ wsProxy: env.NEON_WS_PROXY, fetchEndpoint: env.NEON_FETCH_ENDPOINT });
   }
-  const registry = new RedisRegistryStore(
-    createUpstashScripts({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN }),
-  );
-  isolate = { env, config: configFromWorkerEnv(env), registry };
+  const upstash = createUpstashScripts({
+    url: env.UPSTASH_REDIS_REST_URL,
+    token: env.UPSTASH_REDIS_REST_TOKEN,
+  });
+  const bootstrap = env.ADMIN_TOKEN ? await tokenHash(env.ADMIN_TOKEN) : undefined;
+  isolate = {
+    env,
+    config: configFromWorkerEnv(env, bootstrap),
+    registry: new RedisRegistryStore(upstash),
+    rateLimiter: new RedisRateLimiter(upstash),
+  };
   return isolate;
 }
 
@@ -58,13 +69,14 @@ interface Invocation {
   finish(): Promise<void>;
 }
 
-function openInvocation(bindings: Record<string, unknown>): Invocation {
-  const { env, config, registry } = boot(bindings);
+async function openInvocation(bindings: Record<string, unknown>): Promise<Invocation> {
+  const { env, config, registry, rateLimiter } = await boot(bindings);
   const { db, close } = connectNeonPool(env.DATABASE_URL);
   const pending = new Set<Promise<unknown>>();
   const ctx = createContext({
     db,
     registry,
+    rateLimiter,
     notifier: createPollingNotifier(env.CONDUCTOR_CLAIM_POLL_MS),
     logger,
     config,
@@ -101,7 +113,7 @@ export default {
   ): Promise<Response> {
     let invocation: Invocation;
     try {
-      invocation = openInvocation(bindings);
+      invocation = await openInvocation(bindings);
     } catch (error) {
       if (error instanceof WorkerConfigError) return misconfigured(error);
       throw error;
@@ -118,10 +130,11 @@ export default {
     bindings: Record<string, unknown>,
     execution: ExecutionContext,
   ) {
-    const invocation = openInvocation(bindings);
+    const invocation = await openInvocation(bindings);
     try {
       if (controller.cron === CRON_CACHE_SYNC) {
         await syncAllocationCache(invocation.ctx);
+        await pruneSubmissionKeys(invocation.ctx.db);
       } else {
         await runBackstop(invocation.ctx);
         await logClusterStats(invocation.ctx);

@@ -91,6 +91,8 @@ export class Agent {
       agentEnv: deps.jobEnv ?? process.env,
       cancelGraceMs: config.timing.cancelGraceMs,
       timeoutGraceMs: config.timing.timeoutGraceMs,
+      ...(config.runAs ? { runAs: config.runAs } : {}),
+      ...(config.jobRoot ? { jobRoot: config.jobRoot } : {}),
     };
     this.runnerDeps = {
       client: this.client,
@@ -136,11 +138,13 @@ export class Agent {
     const { config, logger } = this;
     let leftovers: ReturnType<typeof scanLeftovers>;
     try {
-      ensureStateDir(config.stateDir);
+      ensureStateDir(config.stateDir, { traversable: config.runAs !== undefined });
       this.releaseLock = acquireStateLock(config.stateDir);
       logger.info(
         `conductor-agent ${AGENT_VERSION}: node ${config.nodeName}, ${config.cpus} CPUs, ` +
-          `control plane ${config.url}, state dir ${config.stateDir}${config.drain ? ', drain on stop' : ''}`,
+          `control plane ${config.url}, state dir ${config.stateDir}${config.drain ? ', drain on stop' : ''}, ` +
+          `jobs run as ${config.runAs ? `${config.runAs.name} (uid ${config.runAs.uid})` : `this agent's user${process.getuid?.() === 0 ? ' (root: CONDUCTOR_ALLOW_ROOT=1)' : ''}`}` +
+          `${config.jobRoot ? `, work_dir inside ${config.jobRoot}` : ''}`,
       );
       leftovers = scanLeftovers(this.executor.jobsDir);
     } catch (err) {

@@ -5,6 +5,7 @@
 import { Agent, FatalAgentError } from './agent.ts';
 import { ConfigError, parseAgentArgs } from './config.ts';
 import { createLogger, describeError } from './log.ts';
+import { resolveSafety } from './safety.ts';
 
 export async function main(
   argv: string[] = process.argv.slice(2),
@@ -21,7 +22,12 @@ export async function main(
     );
     return 2;
   }
-  const config = parsed.config;
+  const safe = resolveSafety(parsed.config, parsed.safety, env, process.getuid?.());
+  if ('error' in safe) {
+    process.stderr.write(`conductor-agent: ${safe.error}\n`);
+    return 2;
+  }
+  const config = safe.config;
   const logger = createLogger({ debug: config.debug });
   const agent = new Agent(config, { logger });
 

@@ -75,6 +75,33 @@ export interface AgentConfig {
   labels?: Record<string, string>;
   debug: boolean;
   timing: AgentTiming;
+  /** Jobs run as this user (the agent runs as root and switches for each job). */
+  runAs?: RunAsUser;
+  /**
+   * Jobs' work_dir must resolve (symlinks followed) inside this directory; undefined: anywhere. The command
+   * line defaults it to the job user's home (CONDUCTOR_JOB_ROOT, CONDUCTOR_ALLOW_ANY_WORKDIR).
+   */
+  jobRoot?: string;
+}
+
+/** An unprivileged user jobs run as (CONDUCTOR_RUN_AS). */
+export interface RunAsUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+/** What the command line read about whom jobs run as and where; resolved by resolveSafety (safety.ts). */
+export interface SafetySettings {
+  /** CONDUCTOR_RUN_AS: a user name or uid. */
+  runAs?: string;
+  /** CONDUCTOR_ALLOW_ROOT=1: jobs may run as root. */
+  allowRoot: boolean;
+  /** CONDUCTOR_JOB_ROOT. */
+  jobRoot?: string;
+  /** CONDUCTOR_ALLOW_ANY_WORKDIR=1: work_dir may be anywhere. */
+  allowAnyWorkDir: boolean;
 }
 
 export type AgentConfigInput = Partial<Omit<AgentConfig, 'timing'>> & { timing?: Partial<AgentTiming> };
@@ -94,6 +121,8 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     labels: input.labels,
     debug: input.debug ?? false,
     timing: { ...DEFAULT_TIMING, ...input.timing },
+    ...(input.runAs ? { runAs: input.runAs } : {}),
+    ...(input.jobRoot ? { jobRoot: input.jobRoot } : {}),
   };
 }
 
@@ -104,13 +133,21 @@ export function defaultStateDir(nodeName: string, env: NodeJS.ProcessEnv = proce
   return join(base, 'conductor-agent', nodeName);
 }
 
-/** Creates the state dir (and its `jobs/` folder) with mode 0700; throws with a readable message. */
-export function ensureStateDir(dir: string): void {
+/**
+ * Creates the state dir (and its `jobs/` folder) with mode 0700; throws with a readable message. With
+ * `traversable` (jobs run as another user, who must reach its own script and work folder) both are 0711:
+ * others may pass through but not list them, and each job folder keeps its files to itself.
+ */
+export function ensureStateDir(dir: string, options: { traversable?: boolean } = {}): void {
+  const mode = options.traversable ? 0o711 : 0o700;
   try {
-    mkdirSync(join(dir, 'jobs'), { recursive: true, mode: 0o700 });
-    const stat = statSync(dir);
-    if ((stat.mode & 0o077) !== 0 && typeof process.getuid === 'function' && stat.uid === process.getuid()) {
-      chmodSync(dir, 0o700);
+    mkdirSync(join(dir, 'jobs'), { recursive: true, mode });
+    const mine = typeof process.getuid === 'function' ? process.getuid() : undefined;
+    for (const path of [dir, join(dir, 'jobs')]) {
+      const stat = statSync(path);
+      if ((stat.mode & 0o777) !== mode && stat.uid === mine && (path === dir || options.traversable)) {
+        chmodSync(path, mode);
+      }
     }
   } catch (err) {
     throw new ConfigError(`cannot use state dir ${dir}: ${(err as Error).message}`);
@@ -131,17 +168,22 @@ Options (each overrides the environment variable named after it):
                                (default $XDG_STATE_HOME/conductor-agent/<node>,
                                 else ~/.local/state/conductor-agent/<node>)
   --drain                      on SIGTERM/SIGINT let running jobs finish   CONDUCTOR_DRAIN=1
+  --run-as <user>              run jobs as this unprivileged user          CONDUCTOR_RUN_AS
+                               (the agent then runs as root)
+  --job-root <dir>             work_dir must be inside it  CONDUCTOR_JOB_ROOT (default: the job user's home)
   --debug                      log more                    CONDUCTOR_DEBUG=1
   -h, --help                   show this help
   -V, --version                show the version
 
 CONDUCTOR_TOKEN (environment only) is sent as "Authorization: Bearer <token>".
 Jobs run with a clean environment: the agent's variables (the token included) never reach them.
+As root the agent refuses to start unless CONDUCTOR_RUN_AS names the user jobs run as, or
+CONDUCTOR_ALLOW_ROOT=1 lets them run as root. CONDUCTOR_ALLOW_ANY_WORKDIR=1 lets work_dir be anywhere.
 A second SIGTERM/SIGINT kills running jobs and exits at once (exit code 130).
 Exit codes: 0 stopped, 1 fatal error (e.g. registration rejected), 2 bad configuration.`;
 
 export type ParseResult =
-  | { kind: 'run'; config: AgentConfig }
+  | { kind: 'run'; config: AgentConfig; safety: SafetySettings }
   | { kind: 'help'; text: string }
   | { kind: 'version'; text: string }
   | { kind: 'error'; message: string };
@@ -162,6 +204,8 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         cpus: { type: 'string' },
         'heartbeat-interval': { type: 'string' },
         'state-dir': { type: 'string' },
+        'run-as': { type: 'string' },
+        'job-root': { type: 'string' },
         drain: { type: 'boolean' },
         debug: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -228,11 +272,28 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const stateIn = pick('state-dir', 'CONDUCTOR_STATE_DIR');
   const stateDir = stateIn ? resolve(stateIn.value) : defaultStateDir(nodeName, env);
 
+  const runAs = pick('run-as', 'CONDUCTOR_RUN_AS')?.value;
+  if (runAs !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}\$?$/.test(runAs)) {
+    errors.push(`CONDUCTOR_RUN_AS must be a user name or uid, got ${JSON.stringify(runAs)}`);
+  }
+  const jobRootIn = pick('job-root', 'CONDUCTOR_JOB_ROOT');
+  if (jobRootIn && !isAbsolute(jobRootIn.value)) {
+    errors.push(`${jobRootIn.source} must be an absolute path, got ${JSON.stringify(jobRootIn.value)}`);
+  }
+  const allowRoot = parseBool(env.CONDUCTOR_ALLOW_ROOT, 'CONDUCTOR_ALLOW_ROOT', errors);
+  const allowAnyWorkDir = parseBool(env.CONDUCTOR_ALLOW_ANY_WORKDIR, 'CONDUCTOR_ALLOW_ANY_WORKDIR', errors);
+
   if (errors.length > 0) return { kind: 'error', message: errors.join('\n') };
   const token = env.CONDUCTOR_TOKEN?.trim() || undefined;
   return {
     kind: 'run',
     config: agentConfig({ url, token, nodeName, cpus, heartbeatIntervalS, stateDir, drain, debug }, env),
+    safety: {
+      ...(runAs !== undefined ? { runAs } : {}),
+      allowRoot,
+      ...(jobRootIn ? { jobRoot: resolve(jobRootIn.value) } : {}),
+      allowAnyWorkDir,
+    },
   };
 }
 

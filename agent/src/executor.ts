@@ -4,9 +4,20 @@
  * itself). Cancels and time limits signal the whole group: SIGTERM, then SIGKILL after a grace period.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { constants } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve, sep } from 'node:path';
+import type { RunAsUser } from './config.ts';
 import type { Assignment, ExitCode, JobOutcome, JobRef } from './protocol.ts';
 
 export interface JobResult {
@@ -34,8 +45,16 @@ export const STDOUT_FILE = 'stdout';
 export const STDERR_FILE = 'stderr';
 export const PID_FILE = 'pid';
 
-/** Folder name of an attempt: `<job_id>.<attempt>`. */
+/** Folder name of an attempt: `<job_id>.<attempt>` (numbers only: it cannot leave the jobs folder). */
 export function jobDirName(ref: JobRef): string {
+  if (
+    !Number.isSafeInteger(ref.job_id) ||
+    ref.job_id < 1 ||
+    !Number.isSafeInteger(ref.attempt) ||
+    ref.attempt < 0
+  ) {
+    throw new Error(`invalid job reference ${JSON.stringify(ref)}`);
+  }
   return `${ref.job_id}.${ref.attempt}`;
 }
 
@@ -62,11 +81,20 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
  * set), then the assignment's variables, then CONDUCTOR_JOB_ID, CONDUCTOR_JOB_NAME, CONDUCTOR_CPUS and
  * CONDUCTOR_ATTEMPT.
  */
-export function buildJobEnv(assignment: Assignment, agentEnv: NodeJS.ProcessEnv): Record<string, string> {
+export function buildJobEnv(
+  assignment: Assignment,
+  agentEnv: NodeJS.ProcessEnv,
+  runAs?: RunAsUser,
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of PASSTHROUGH_ENV) {
     const value = agentEnv[name];
     if (value !== undefined) env[name] = value;
+  }
+  if (runAs) {
+    env.HOME = runAs.home;
+    env.USER = runAs.name;
+    env.LOGNAME = runAs.name;
   }
   for (const [name, value] of Object.entries(assignment.environment ?? {})) {
     if (typeof value === 'string') env[name] = value;
@@ -97,6 +125,10 @@ export interface ExecutorOptions {
   timeoutGraceMs?: number;
   /** How long a finished leader waits for the rest of a signalled group to go; 50 ms polls by default. */
   groupPollMs?: number;
+  /** Jobs run as this user (spawned with its uid/gid; the agent must be root). */
+  runAs?: RunAsUser;
+  /** A work_dir must resolve inside this directory (symlinks followed); undefined: anywhere. */
+  jobRoot?: string;
 }
 
 type Termination = { outcome: 'cancelled' | 'timeout'; message: string };
@@ -177,17 +209,28 @@ export class JobProcess {
   }
 
   /** @internal */
-  start(assignment: Assignment, env: Record<string, string>, cwd: string, scriptPath: string): void {
+  start(
+    assignment: Assignment,
+    env: Record<string, string>,
+    cwd: string,
+    scriptPath: string,
+    runAs?: RunAsUser,
+  ): void {
     let outFd: number | undefined;
     let errFd: number | undefined;
+    let scriptFd: number | undefined;
     try {
       outFd = openSync(this.stdoutPath, 'w', 0o600);
       errFd = openSync(this.stderrPath, 'w', 0o600);
-      const child = spawn('bash', [scriptPath], {
+      // As another user, bash reads its script through fd 3 (opened here): the state dir's parents (root's
+      // home, say) need not be passable by that user. cwd is entered before the switch of user.
+      if (runAs) scriptFd = openSync(scriptPath, 'r');
+      const child = spawn('bash', [scriptFd === undefined ? scriptPath : '/dev/fd/3'], {
         cwd,
         env,
         detached: true,
-        stdio: ['ignore', outFd, errFd],
+        stdio: scriptFd === undefined ? ['ignore', outFd, errFd] : ['ignore', outFd, errFd, scriptFd],
+        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
       });
       child.once('error', (err) => {
         // The process could not be spawned (bash missing, cwd vanished, ...): no exit event follows.
@@ -231,6 +274,7 @@ export class JobProcess {
     } finally {
       if (outFd !== undefined) closeSync(outFd);
       if (errFd !== undefined) closeSync(errFd);
+      if (scriptFd !== undefined) closeSync(scriptFd);
     }
   }
 
@@ -274,14 +318,31 @@ export class JobProcess {
  * problems: a missing work_dir or a spawn failure gives a JobProcess whose result is `failed_to_start`.
  */
 export function startJob(assignment: Assignment, options: ExecutorOptions): JobProcess {
+  const { runAs } = options;
   const dir = join(options.jobsDir, jobDirName(assignment));
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Run as another user: the folder stays the agent's (the job cannot swap its output files for links to
+  // something only the agent may read), passable but not listable; the user owns its script and `work/`.
+  mkdirSync(dir, { recursive: true, mode: runAs ? 0o711 : 0o700 });
   const job = new JobProcess(assignment, dir, options);
   const scriptPath = join(dir, SCRIPT_FILE);
-  writeFileSync(scriptPath, assignment.script, { mode: 0o600 });
+  writeFileSync(scriptPath, assignment.script, { mode: runAs ? 0o400 : 0o600 });
+  let ownFolder = dir;
+  if (runAs) {
+    chmodSync(dir, 0o711);
+    chownSync(scriptPath, runAs.uid, runAs.gid);
+    ownFolder = join(dir, 'work');
+    mkdirSync(ownFolder, { recursive: true, mode: 0o700 });
+    chownSync(ownFolder, runAs.uid, runAs.gid);
+  }
   const agentEnv = options.agentEnv ?? process.env;
-  const cwd = resolveWorkDir(assignment.work_dir, dir, agentEnv.HOME);
-  const problem = workDirProblem(cwd);
+  const home = runAs ? runAs.home : agentEnv.HOME;
+  let cwd = resolveWorkDir(assignment.work_dir, ownFolder, home);
+  let problem = workDirProblem(cwd);
+  if (!problem && assignment.work_dir && options.jobRoot) {
+    const inside = insideRoot(cwd, options.jobRoot);
+    if (typeof inside === 'string') cwd = inside;
+    else problem = inside.problem;
+  }
   if (problem) {
     // Output files exist for every attempt, even one that never ran.
     writeFileSync(job.stdoutPath, '', { mode: 0o600 });
@@ -289,8 +350,31 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
     job.settle({ exit_code: '1:0', outcome: 'failed_to_start', message: problem });
     return job;
   }
-  job.start(assignment, buildJobEnv(assignment, agentEnv), cwd, scriptPath);
+  job.start(assignment, buildJobEnv(assignment, agentEnv, runAs), cwd, scriptPath, runAs);
   return job;
+}
+
+/**
+ * The real path of `dir` when it is `root` or inside it (symlinks followed, so a link cannot lead out), or
+ * why not.
+ */
+export function insideRoot(dir: string, root: string): string | { problem: string } {
+  let real: string;
+  let realRoot: string;
+  try {
+    real = realpathSync(dir);
+    realRoot = realpathSync(root);
+  } catch (err) {
+    return {
+      problem: `work_dir ${dir} cannot be checked against the job root ${root}: ${(err as Error).message}`,
+    };
+  }
+  if (real === realRoot || real.startsWith(realRoot.endsWith(sep) ? realRoot : realRoot + sep)) return real;
+  return {
+    problem:
+      `work_dir ${dir}${real !== dir ? ` (${real})` : ''} is outside this agent's job root ${root} ` +
+      '(CONDUCTOR_JOB_ROOT; CONDUCTOR_ALLOW_ANY_WORKDIR=1 lifts the limit)',
+  };
 }
 
 function workDirProblem(dir: string): string | undefined {

@@ -9,7 +9,7 @@
  * - A 409 `output_offset_mismatch` carries the server's length: continue from there.
  * Memory use is one chunk buffer at a time, however much the job prints.
  */
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 
 export const MAX_CHUNK_BYTES = 256 * 1024;
 export const MAX_BACKLOG_BYTES = 1024 * 1024;
@@ -127,11 +127,10 @@ class StreamState {
     return this.file;
   }
 
+  /** The file's size, by path: the timer's check opens no handle (a handle opened while the streamer closes would leak). */
   async size(): Promise<number> {
-    const file = await this.handle();
-    if (!file) return 0;
     try {
-      return (await file.stat()).size;
+      return (await stat(this.path)).size;
     } catch {
       return 0;
     }

@@ -4,8 +4,11 @@
  * these types at compile time, so the two sides cannot drift.
  *
  * Every agent call is `POST /api/v1/agents/...` with a JSON body, authenticated with
- * `Authorization: Bearer $CONDUCTOR_TOKEN` when a token is configured. Errors come back as
- * `{error: {code, message, details?}}` with a 4xx/5xx status.
+ * `Authorization: Bearer $CONDUCTOR_TOKEN` when a token is configured (an agent token: scope `agent`, which
+ * can make these calls and nothing else). Errors come back as `{error: {code, message, details?}}` with a
+ * 4xx/5xx status: 401 for a missing, unknown or revoked token; 403 `worker_not_yours` when the worker was
+ * registered with another token (only that token may act as it, until it is revoked), and 403
+ * `assignment_not_yours` for a report on a job attempt assigned to another token's worker.
  */
 
 /** Slurm's exit code form `code:signal`, e.g. `0:0`, `3:0`, `0:9`. */

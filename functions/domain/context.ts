@@ -1,13 +1,19 @@
-import type { Ports } from './ports.ts';
+import type { Ports, RateLimiter } from './ports.ts';
+import { MemoryRateLimiter } from './rate-limit.ts';
 import { createScheduler, type PassResult } from './scheduler.ts';
 
 /** What every domain verb receives: the ports, plus the scheduler of this app instance. */
 export interface Context extends Ports {
+  rateLimiter: RateLimiter;
   /** Asks for a scheduling pass (coalesced: see createScheduler). */
   requestSchedule(): Promise<PassResult>;
 }
 
 export function createContext(ports: Ports): Context {
   const scheduler = createScheduler(ports);
-  return { ...ports, requestSchedule: () => scheduler.request() };
+  return {
+    ...ports,
+    rateLimiter: ports.rateLimiter ?? new MemoryRateLimiter(),
+    requestSchedule: () => scheduler.request(),
+  };
 }

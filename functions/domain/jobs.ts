@@ -2,27 +2,25 @@ import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { FINAL_STATES, JOB_STATES, type JobState } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
+import { auditInsert, recordAudit } from './audit.ts';
+import { ANONYMOUS, CONTROL_CHARS, type Principal, seesAllJobs } from './auth.ts';
 import type { Context } from './context.ts';
 import { ConductorError, conflict, notFound } from './errors.ts';
 import type { Database } from './ports.ts';
-import { query, queryOne } from './sql.ts';
+import { pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
 const MiB = 1024 * 1024;
+const MAX_TIME_LIMIT_S = 365 * 24 * 3600;
 /** Kept per output stream: at least the last 1 MiB. */
 export const OUTPUT_KEEP_CHARS = MiB;
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find control characters
-const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
 const label = (what: string) =>
   z
     .string()
     .min(1, `${what} must not be empty`)
     .max(255, `${what} is at most 255 characters`)
-    .refine(
-      (s) => !CONTROL.test(s) && !s.includes('\n') && !s.includes('\r'),
-      `${what} has control characters`,
-    );
+    .refine((s) => !CONTROL_CHARS.test(s), `${what} has control characters`);
 
 export const submitJobInput = z.strictObject({
   script: z
@@ -45,16 +43,22 @@ export const submitJobInput = z.strictObject({
     .optional()
     .refine((v) => v === undefined || parseTimeLimit(v) !== null, {
       message: 'time_limit is minutes, or a Slurm time such as "30", "1:30:00" or "1-00:00:00"',
+    })
+    .refine((v) => v === undefined || (parseTimeLimit(v) ?? 0) <= MAX_TIME_LIMIT_S, {
+      message: 'time_limit is at most 365 days',
     }),
   work_dir: z
     .string()
     .max(4096)
     .refine((s) => s.startsWith('/'), 'work_dir must be an absolute path')
-    .refine((s) => !CONTROL.test(s), 'work_dir has control characters')
+    .refine((s) => !CONTROL_CHARS.test(s), 'work_dir has control characters')
     .optional(),
   environment: z
     .record(
-      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _'),
+      z
+        .string()
+        .max(255, 'environment variable names are at most 255 characters')
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _'),
       z
         .string()
         .max(128 * 1024)
@@ -75,7 +79,7 @@ export const listJobsInput = z.strictObject({
     .optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(50),
   /** Jobs with an id below this (the `next_before` of the previous page). */
-  before: z.coerce.number().int().positive().optional(),
+  before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
 });
 export type ListJobsInput = z.infer<typeof listJobsInput>;
 
@@ -97,6 +101,7 @@ export interface JobRow {
   reason: string | null;
   cancel_requested: boolean;
   script?: string;
+  owner: string | null;
   submit_time: Date | string;
   start_time: Date | string | null;
   end_time: Date | string | null;
@@ -122,6 +127,7 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     attempt: Number(row.attempt),
     reason: row.reason,
     cancel_requested: row.cancel_requested,
+    owner: row.owner,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -131,33 +137,192 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
 export type JobView = ReturnType<typeof jobView>;
 
 const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
-  environment, priority, requeue, attempt, reason, cancel_requested, submit_time, start_time, end_time`;
+  environment, priority, requeue, attempt, reason, cancel_requested, owner, submit_time, start_time, end_time`;
 
-export async function submitJob(ctx: Context, input: SubmitJobInput): Promise<JobView> {
-  const timeLimit = input.time_limit === undefined ? null : parseTimeLimit(input.time_limit);
-  const row = await queryOne<JobRow>(
-    ctx.db,
-    sql`INSERT INTO jobs (name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue)
-        VALUES (${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
-                ${input.partition ?? null}, ${timeLimit}, ${input.work_dir ?? null},
-                ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0}, ${input.requeue ?? false})
-        RETURNING ${JOB_COLUMNS}`,
-  );
-  if (!row) throw new Error('insert returned no row');
-  ctx.defer(ctx.requestSchedule());
-  return jobView(row);
+/** A key that makes a submission happen once (the `submission_keys` table). */
+export interface SubmissionKey {
+  /** Whose key: `token:<id>`, `anonymous`, `webhook:<id>`. */
+  scope: string;
+  key: string;
+  /** How long the key holds; null: for good. */
+  ttlSeconds: number | null;
+  /** What the key is, for messages: `Idempotency-Key`, `X-GitHub-Delivery`, ... */
+  label: string;
 }
 
-export async function getJob(db: Database, id: number): Promise<JobView> {
+export interface SubmitOptions {
+  /** Who submits: the job's owner and the audit entry. ANONYMOUS by default. */
+  caller?: Principal;
+  /** The job's owner when it is not the caller's (webhooks). */
+  owner?: string | null;
+  /** The submission happens once per key: a repeat returns the first job. */
+  keys?: readonly SubmissionKey[];
+  /** SHA-256 of the request the keys belong to: a key seen with another request is refused (422). */
+  requestHash?: string;
+  /** Extra audit details (the webhook, the delivery). */
+  audit?: Record<string, unknown>;
+}
+
+/** `Idempotency-Key`: printable ASCII, 1 to 255 characters. */
+export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+/** How long an Idempotency-Key holds. */
+export const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60;
+
+/** Canonical JSON (sorted keys) of a request, for request hashes. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Submits a job (see submitJobOnce); returns the job, or the first one for a repeated key. */
+export async function submitJob(
+  ctx: Context,
+  input: SubmitJobInput,
+  options: SubmitOptions = {},
+): Promise<JobView> {
+  return (await submitJobOnce(ctx, input, options)).job;
+}
+
+/**
+ * Submits a job, once per key. Everything is ONE statement: the keys are claimed (the primary key of
+ * submission_keys makes a concurrent retry wait for the first, then find it), the job is inserted with the
+ * id the keys point to, and the audit entry is written. If any key is already held (and not expired), no
+ * job is inserted and the job the key points to is returned with `duplicate: true`.
+ */
+export async function submitJobOnce(
+  ctx: Context,
+  input: SubmitJobInput,
+  options: SubmitOptions = {},
+): Promise<{ job: JobView; duplicate: boolean }> {
+  const caller = options.caller ?? ANONYMOUS;
+  const keys = [...(options.keys ?? [])].sort((a, b) =>
+    `${a.scope}\u0000${a.key}` < `${b.scope}\u0000${b.key}` ? -1 : 1,
+  );
+  const requestHash = options.requestHash ?? '';
+  for (let attempt = 1; ; attempt++) {
+    let row: JobRow | undefined;
+    try {
+      row = await queryOne<JobRow>(ctx.db, submitStatement(ctx, input, caller, options, keys, requestHash));
+    } catch (error) {
+      // A key held by another submission while another key was free: the free one was claimed for a job
+      // id that was not inserted, which the foreign key refuses, rolling the whole statement back.
+      if (pgErrorCode(error) !== '23503' || keys.length < 2) throw error;
+    }
+    if (row) {
+      ctx.defer(ctx.requestSchedule());
+      return { job: jobView(row), duplicate: false };
+    }
+    const held = await queryOne<{
+      job_id: string | number;
+      request_hash: string;
+      scope: string;
+      key: string;
+    }>(
+      ctx.db,
+      sql`SELECT job_id, request_hash, scope, key FROM submission_keys
+          WHERE (scope, key) IN (SELECT * FROM unnest(${pgArray(keys.map((k) => k.scope))}::text[], ${pgArray(keys.map((k) => k.key))}::text[]))
+            AND expires_at > now()
+          ORDER BY created_at LIMIT 1`,
+    );
+    if (held) {
+      const key = keys.find((k) => k.scope === held.scope && k.key === held.key);
+      if (key?.label === 'Idempotency-Key' && held.request_hash !== requestHash) {
+        throw new ConductorError(
+          'unprocessable',
+          'idempotency_key_reused',
+          `Idempotency-Key ${JSON.stringify(key.key)} was used with a different request within 24 h; use a new key for a new job`,
+          { job_id: Number(held.job_id) },
+        );
+      }
+      return { job: await getJob(ctx.db, Number(held.job_id)), duplicate: true };
+    }
+    // The holder rolled back or expired meanwhile: try again.
+    if (attempt >= 3) throw new Error('submission key contention did not settle');
+  }
+}
+
+function submitStatement(
+  ctx: Context,
+  input: SubmitJobInput,
+  caller: Principal,
+  options: SubmitOptions,
+  keys: readonly SubmissionKey[],
+  requestHash: string,
+) {
+  const timeLimit = input.time_limit === undefined ? null : parseTimeLimit(input.time_limit);
+  const owner = options.owner !== undefined ? options.owner : caller.owner;
+  const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
+  const ttl = ctx.config.workerTtlSeconds;
+  // Held PENDING (never refused) when no live node is large enough: nodes join and leave. The reason says so;
+  // the scheduler keeps it current and clears it on placement.
+  const reason = sql`(SELECT CASE WHEN coalesce(max(w.cpus), 0) >= ${input.cpus}::int THEN NULL
+                      WHEN count(*) = 0 THEN ${`waiting for a node with at least ${input.cpus} CPUs: no node is live`}::text
+                      ELSE ${`waiting for a node with at least ${input.cpus} CPUs: the largest live node has `}::text || max(w.cpus) END
+                     FROM workers w
+                     WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttl}))`;
+  const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
+                ${input.partition ?? null}, ${timeLimit}, ${input.work_dir ?? null},
+                ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0}, ${input.requeue ?? false},
+                ${owner}::text, ${submittedBy}::bigint, ${reason}`;
+  const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
+                      owner, submitted_by, reason`;
+  const audit = auditInsert(caller, 'job.submit', {
+    target: sql`'job:' || job.id`,
+    details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
+    from: sql`job`,
+  });
+  if (keys.length === 0) {
+    return sql`WITH job AS (INSERT INTO jobs (${columns}) VALUES (${values}) RETURNING ${JOB_COLUMNS}),
+               audit AS (${audit})
+               SELECT * FROM job`;
+  }
+  return sql`WITH reserved AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id),
+             claim AS (
+               INSERT INTO submission_keys AS k (scope, key, job_id, request_hash, expires_at)
+               SELECT v.scope, v.key, reserved.id, ${requestHash}::text,
+                      CASE WHEN v.ttl < 0 THEN 'infinity'::timestamptz ELSE now() + make_interval(secs => v.ttl) END
+               FROM unnest(${pgArray(keys.map((k) => k.scope))}::text[], ${pgArray(keys.map((k) => k.key))}::text[],
+                           ${pgArray(keys.map((k) => k.ttlSeconds ?? -1))}::int[]) AS v(scope, key, ttl)
+               CROSS JOIN reserved
+               ORDER BY v.scope, v.key
+               ON CONFLICT (scope, key) DO UPDATE SET job_id = excluded.job_id, request_hash = excluded.request_hash,
+                 created_at = now(), expires_at = excluded.expires_at
+               WHERE k.expires_at <= now()
+               RETURNING 1
+             ),
+             job AS (
+               INSERT INTO jobs (id, ${columns})
+               SELECT reserved.id, ${values} FROM reserved
+               WHERE (SELECT count(*) FROM claim) = ${keys.length}
+               RETURNING ${JOB_COLUMNS}
+             ),
+             audit AS (${audit})
+             SELECT * FROM job`;
+}
+
+/** Whether `viewer` may see the job of `owner`. */
+function visible(viewer: Principal, owner: string | null): boolean {
+  return seesAllJobs(viewer) || (owner !== null && owner === viewer.owner);
+}
+
+/** One job with its script and environment; another owner's job is "not found" to a non-admin. */
+export async function getJob(db: Database, id: number, viewer: Principal = ANONYMOUS): Promise<JobView> {
   const row = await queryOne<JobRow>(db, sql`SELECT ${JOB_COLUMNS}, script FROM jobs WHERE id = ${id}`);
-  if (!row) throw notFound('job_not_found', `Job ${id} does not exist`);
+  if (!row || !visible(viewer, row.owner)) throw notFound('job_not_found', `Job ${id} does not exist`);
   return jobView(row, { script: true });
 }
 
-export async function listJobs(db: Database, input: ListJobsInput) {
+export async function listJobs(db: Database, input: ListJobsInput, viewer: Principal = ANONYMOUS) {
   const filters = [sql`true`];
   if (input.state) filters.push(sql`state = ANY(${`{${input.state.join(',')}}`}::text[])`);
   if (input.before) filters.push(sql`id < ${input.before}`);
+  if (!seesAllJobs(viewer)) filters.push(sql`owner = ${viewer.owner ?? ''}`);
   const rows = await query<JobRow>(
     db,
     sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
@@ -171,25 +336,27 @@ export async function listJobs(db: Database, input: ListJobsInput) {
 /**
  * Cancels a job. PENDING, or placed but not yet picked up by its agent: CANCELLED at once (allocation
  * released). Running on an agent: marked, the agent is woken, kills the process group and reports
- * CANCELLED. Already finished: 409.
+ * CANCELLED. Already finished: 409. A non-admin may cancel only its owner's jobs (others are not found).
  */
-export async function cancelJob(ctx: Context, id: number): Promise<JobView> {
+export async function cancelJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
+  if (!seesAllJobs(caller)) await getJob(ctx.db, id, caller); // 404 for another owner's job
   const ended = await endJobsAndRelease(
     ctx,
     sql`UPDATE jobs SET state = 'CANCELLED', end_time = now(), reason = 'cancelled by user',
           exit_code = CASE WHEN state = 'RUNNING' THEN '0:15' ELSE NULL END
-        WHERE id = ${id} AND (state = 'PENDING' OR (state = 'RUNNING' AND claimed_session IS NULL))
+        WHERE id = ${id} AND ${mine} AND (state = 'PENDING' OR (state = 'RUNNING' AND claimed_session IS NULL))
         RETURNING id, state, node, attempt, exit_code`,
   );
   if (ended.length === 0) {
     const marked = await queryOne<{ node: string }>(
       ctx.db,
-      sql`UPDATE jobs SET cancel_requested = true WHERE id = ${id} AND state = 'RUNNING' RETURNING node`,
+      sql`UPDATE jobs SET cancel_requested = true WHERE id = ${id} AND ${mine} AND state = 'RUNNING' RETURNING node`,
     );
     if (marked) {
       ctx.notifier.notify(marked.node);
     } else {
-      const job = await getJob(ctx.db, id);
+      const job = await getJob(ctx.db, id, caller);
       if ((FINAL_STATES as string[]).includes(job.state)) {
         throw conflict(
           'job_finished',
@@ -202,7 +369,10 @@ export async function cancelJob(ctx: Context, id: number): Promise<JobView> {
       throw new ConductorError('conflict', 'cancel_raced', `Job ${id} changed state meanwhile; try again`);
     }
   }
-  return getJob(ctx.db, id);
+  await recordAudit(ctx.db, caller, 'job.cancel', `job:${id}`, {
+    stage: ended.length > 0 ? 'cancelled' : 'kill requested',
+  });
+  return getJob(ctx.db, id, caller);
 }
 
 export interface StreamOutput {
@@ -213,19 +383,22 @@ export interface StreamOutput {
   truncated: boolean;
 }
 
-export async function getJobOutput(db: Database, id: number) {
+export async function getJobOutput(db: Database, id: number, viewer: Principal = ANONYMOUS) {
   const rows = await query<{
     stream: 'stdout' | 'stderr';
     content: string;
     bytes: string | number;
     state: string;
+    owner: string | null;
   }>(
     db,
-    sql`SELECT o.stream, o.content, o.bytes, j.state FROM jobs j
+    sql`SELECT o.stream, o.content, o.bytes, j.state, j.owner FROM jobs j
         LEFT JOIN job_output o ON o.job_id = j.id AND o.attempt = j.attempt
         WHERE j.id = ${id}`,
   );
-  if (rows.length === 0) throw notFound('job_not_found', `Job ${id} does not exist`);
+  if (rows.length === 0 || !visible(viewer, rows[0]!.owner)) {
+    throw notFound('job_not_found', `Job ${id} does not exist`);
+  }
   const stream = (name: 'stdout' | 'stderr'): StreamOutput => {
     const row = rows.find((r) => r.stream === name);
     if (!row) return { content: '', bytes: 0, truncated: false };
@@ -233,4 +406,20 @@ export async function getJobOutput(db: Database, id: number) {
     return { content: row.content, bytes, truncated: new TextEncoder().encode(row.content).length < bytes };
   };
   return { job_id: id, state: rows[0]!.state, stdout: stream('stdout'), stderr: stream('stderr') };
+}
+
+/**
+ * Deletes Idempotency-Keys that expired (up to 10,000 per call): housekeeping on the cache-sync cadence.
+ * Webhook delivery keys never expire. Returns how many went.
+ */
+export async function pruneSubmissionKeys(db: Database): Promise<number> {
+  const rows = await query<{ n: string | number }>(
+    db,
+    sql`WITH gone AS (
+          DELETE FROM submission_keys WHERE ctid IN (
+            SELECT ctid FROM submission_keys WHERE expires_at < now() LIMIT 10000)
+          RETURNING 1)
+        SELECT count(*) AS n FROM gone`,
+  );
+  return Number(rows[0]?.n ?? 0);
 }

@@ -93,6 +93,17 @@ export interface ConductorConfig {
   claimWaitSeconds: number;
   /** Most pending jobs one scheduling pass considers. */
   scheduleBatchSize: number;
+  /**
+   * `auto`: every route but health needs a token once a (non-internal) token exists, and none is needed
+   * before (the Node server on loopback). `required`: always (Workers, and Node beyond loopback).
+   */
+  auth: 'auto' | 'required';
+  /** SHA-256 (hex) of the Workers `ADMIN_TOKEN` binding: stored as an admin token the first time it is used. */
+  bootstrapAdminTokenHash?: string;
+  /** Submissions per second per token (webhook, or the anonymous caller); 0 turns the limit off. */
+  submitRatePerSecond: number;
+  /** How many submissions a token may make at once before the rate applies. */
+  submitBurst: number;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -103,7 +114,26 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   statsIntervalSeconds: 60,
   claimWaitSeconds: 20,
   scheduleBatchSize: 1000,
+  auth: 'auto',
+  submitRatePerSecond: 50,
+  submitBurst: 500,
 };
+
+/** A rate for a key: `perSecond` on average, `burst` at once. */
+export interface RateRule {
+  perSecond: number;
+  burst: number;
+}
+
+/**
+ * Per-key rate limits (GCRA, a token bucket without a refill timer). Redis when there is one, so that the
+ * limit holds across isolates and servers (one Lua script, one command per call); in-process otherwise.
+ */
+export interface RateLimiter {
+  readonly kind: 'redis' | 'memory';
+  /** Takes one unit from `key`: allowed, or not and how many seconds until it would be. */
+  take(key: string, rule: RateRule): Promise<{ allowed: boolean; retryAfterSeconds: number }>;
+}
 
 /** Everything the domain needs; one per app instance. */
 export interface Ports {
@@ -112,6 +142,8 @@ export interface Ports {
   notifier: WorkNotifier;
   logger: Logger;
   config: ConductorConfig;
+  /** Submission rate limits; an in-process limiter when none is given. */
+  rateLimiter?: RateLimiter;
   /** Runs work after the response on runtimes that need to be told (Workers' waitUntil); Node just lets it run. */
   defer(work: Promise<unknown>): void;
 }

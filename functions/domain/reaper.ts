@@ -14,12 +14,17 @@ export interface ReapResult {
 /**
  * Declares workers whose last heartbeat is older than the TTL lost, and deals with their jobs (NODE_FAIL,
  * or back to PENDING with `requeue`). Death is judged by Postgres's durable last_heartbeat, not by a missing
- * Redis key (a flushed or restarted Redis is not a dead node). When reaping itself stopped for longer than
- * a TTL (the control plane or Postgres was down), every worker first gets one TTL of grace to heartbeat.
+ * Redis key (a flushed or restarted Redis is not a dead node). When reaping itself stopped (the control
+ * plane or Postgres was down), every worker first gets one TTL of grace to heartbeat.
+ *
+ * "Stopped" means: no pass for longer than TTL minus the heartbeat interval (at least two passes). A worker's
+ * last heartbeat may be one interval older than the start of an outage, so an outage longer than that makes
+ * a healthy worker look silent for a TTL; with a longer threshold (it was TTL + two passes) an outage just
+ * shorter than it ended with healthy workers reaped and their finished jobs turned into NODE_FAIL.
  */
 export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
   const ttl = ctx.config.workerTtlSeconds;
-  const gap = ttl + 2 * ctx.config.scheduleIntervalSeconds;
+  const gap = Math.max(ttl - ctx.config.heartbeatIntervalSeconds, 2 * ctx.config.scheduleIntervalSeconds);
   const clock = await queryOne<{ in_grace: boolean }>(
     ctx.db,
     sql`UPDATE maintenance_state SET

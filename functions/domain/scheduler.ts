@@ -46,14 +46,15 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       if (candidates.every((w) => w.allocatedCpus >= w.cpus)) {
         return { placed: 0, workers: workers.length, version: null, total: 0, touched: [] };
       }
-      const pending = await query<{ id: number | string; cpus: number }>(
+      const pending = await query<{ id: number | string; cpus: number; reason: string | null }>(
         tx,
-        sql`SELECT id, cpus FROM jobs WHERE state = 'PENDING'
+        sql`SELECT id, cpus, reason FROM jobs WHERE state = 'PENDING'
             ORDER BY priority DESC, submit_time, id
             LIMIT ${config.scheduleBatchSize} FOR UPDATE SKIP LOCKED`,
       );
       const queue: PendingJob[] = pending.map((j) => ({ id: Number(j.id), cpus: Number(j.cpus) }));
-      const { placements } = placeJobs(queue, candidates);
+      const { placements, tooLarge } = placeJobs(queue, candidates);
+      await explainWaits(tx, pending, tooLarge, placements, Math.max(...candidates.map((w) => w.cpus)));
       if (placements.length === 0)
         return { placed: 0, workers: workers.length, version: null, total: 0, touched: [] };
 
@@ -110,6 +111,47 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
   }
   if (outcome.workers === 0) return { placed: 0, workers: 0, skipped: 'no_workers' };
   return { placed: outcome.placed, workers: outcome.workers };
+}
+
+/** The reason a job waits for a bigger node; the scheduler keeps it current. */
+export const WAITING_FOR_NODE = 'waiting for a node with at least ';
+
+/**
+ * Jobs larger than every live node are held, not refused: their reason says so. Jobs that fit again lose
+ * that reason. Only changed reasons are written (one statement, and none when nothing changed).
+ */
+async function explainWaits(
+  tx: Parameters<typeof query>[0],
+  pending: { id: number | string; cpus: number; reason: string | null }[],
+  tooLarge: number[],
+  placements: { jobId: number }[],
+  largest: number,
+): Promise<void> {
+  const large = new Set(tooLarge);
+  const placed = new Set(placements.map((p) => p.jobId));
+  const ids: number[] = [];
+  const reasons: string[] = [];
+  for (const job of pending) {
+    const id = Number(job.id);
+    if (placed.has(id)) continue;
+    if (large.has(id)) {
+      const why = `${WAITING_FOR_NODE}${Number(job.cpus)} CPUs: the largest live node has ${largest}`;
+      if (job.reason !== why) {
+        ids.push(id);
+        reasons.push(why);
+      }
+    } else if (job.reason?.startsWith(WAITING_FOR_NODE)) {
+      ids.push(id);
+      reasons.push('');
+    }
+  }
+  if (ids.length === 0) return;
+  await query(
+    tx,
+    sql`UPDATE jobs SET reason = nullif(r.reason, '')
+        FROM unnest(${pgArray(ids)}::bigint[], ${pgArray(reasons)}::text[]) AS r(id, reason)
+        WHERE jobs.id = r.id AND jobs.state = 'PENDING'`,
+  );
 }
 
 export interface Scheduler {

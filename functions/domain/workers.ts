@@ -11,8 +11,10 @@ import type {
 } from '../../agent/src/protocol.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
 import { endJobsAndRelease, loseJobs } from './allocation.ts';
+import { recordAudit } from './audit.ts';
+import { ANONYMOUS, type Principal } from './auth.ts';
 import type { Context } from './context.ts';
-import { type ConductorError, conflict, notFound } from './errors.ts';
+import { type ConductorError, conflict, forbidden, notFound } from './errors.ts';
 import { warnRegistryDown } from './liveness.ts';
 import type { WorkerEntry } from './ports.ts';
 import { pgArray, query, queryOne } from './sql.ts';
@@ -28,6 +30,27 @@ const staleAssignment = (jobId: number, attempt: number) =>
     `Job ${jobId} attempt ${attempt} is no longer assigned to this worker; stop it and drop the report`,
   );
 
+/**
+ * A worker's identity is bound to the token that registered it (null on the open loopback cluster): only
+ * that token may heartbeat, claim, report and unregister as it, until the token is revoked.
+ */
+const boundTo = (caller: Principal) => sql`token_id IS NOT DISTINCT FROM ${caller.tokenId}::bigint`;
+
+const workerNotYours = (workerId: string) =>
+  forbidden(
+    'worker_not_yours',
+    `Worker ${workerId} was registered with another agent token: only that token may act as it (revoke that token to hand the name over)`,
+  );
+
+/** 403 when `workerId` exists and is bound to another token than the caller's. */
+async function assertWorkerIsCallers(ctx: Context, workerId: string, caller: Principal): Promise<void> {
+  const row = await queryOne<{ mine: boolean }>(
+    ctx.db,
+    sql`SELECT ${boundTo(caller)} AS mine FROM workers WHERE id = ${workerId}`,
+  );
+  if (row && !row.mine) throw workerNotYours(workerId);
+}
+
 function refsSql(refs: readonly JobRef[]) {
   return sql`(id, attempt) IN (SELECT * FROM unnest(${pgArray(refs.map((r) => r.job_id))}::bigint[], ${pgArray(refs.map((r) => r.attempt))}::int[]))`;
 }
@@ -36,16 +59,25 @@ function refsSql(refs: readonly JobRef[]) {
  * Registers (or re-registers) a worker. Claimed assignments of this worker that the agent does not list in
  * `running` have lost their process: they end as NODE_FAIL (or go back to the queue with `requeue`).
  */
-export async function registerWorker(ctx: Context, input: RegisterRequest): Promise<RegisterResponse> {
+export async function registerWorker(
+  ctx: Context,
+  input: RegisterRequest,
+  caller: Principal = ANONYMOUS,
+): Promise<RegisterResponse> {
   const { config } = ctx;
   const id = input.worker_id;
   const session = crypto.randomUUID();
 
-  const holder = await queryOne<{ session: string; live: boolean }>(
+  // The name is free, or bound to the caller's token, or to a token that was revoked (handed over).
+  const takeable = sql`(workers.token_id IS NULL OR workers.token_id = ${caller.tokenId}::bigint
+    OR NOT EXISTS (SELECT 1 FROM api_tokens t WHERE t.id = workers.token_id AND t.revoked_at IS NULL))`;
+  const holder = await queryOne<{ session: string; live: boolean; takeable: boolean }>(
     ctx.db,
-    sql`SELECT session, (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})) AS live
+    sql`SELECT session, (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})) AS live,
+               ${takeable} AS takeable
         FROM workers WHERE id = ${id}`,
   );
+  if (holder && !holder.takeable) throw workerNotYours(id);
   if (holder?.live && holder.session !== input.previous_session) {
     throw conflict(
       'worker_name_in_use',
@@ -76,18 +108,19 @@ export async function registerWorker(ctx: Context, input: RegisterRequest): Prom
     last_heartbeat: Date | string;
   }>(
     ctx.db,
-    sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version)
+    sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version, token_id)
         VALUES (${id}, ${input.hostname}, ${input.cpus}, 'ready', ${session}, ${JSON.stringify(input.labels ?? {})}::jsonb,
-                ${input.agent_version ?? null})
+                ${input.agent_version ?? null}, ${caller.tokenId}::bigint)
         ON CONFLICT (id) DO UPDATE SET
           hostname = excluded.hostname, cpus = excluded.cpus, session = excluded.session,
           status = CASE WHEN workers.status = 'draining' THEN 'draining' ELSE 'ready' END,
           registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL,
-          labels = excluded.labels, agent_version = excluded.agent_version
-        WHERE workers.allocated_cpus <= excluded.cpus
+          labels = excluded.labels, agent_version = excluded.agent_version, token_id = excluded.token_id
+        WHERE workers.allocated_cpus <= excluded.cpus AND ${takeable}
         RETURNING status, registered_at, last_heartbeat`,
   );
   if (!row) {
+    await assertWorkerIsCallers(ctx, id, caller);
     throw conflict(
       'cpus_below_allocation',
       `Worker ${id} has more CPUs allocated to running jobs than the ${input.cpus} it now offers; let them finish first`,
@@ -123,12 +156,13 @@ interface SessionCheck {
   session: string;
 }
 
-/** Why a worker's session is not current: unknown (never registered, or down) or superseded. */
-async function sessionError(ctx: Context, input: SessionCheck): Promise<ConductorError> {
-  const row = await queryOne<{ session: string; status: string }>(
+/** Why a worker's session is not current: another token's worker, unknown (never registered, or down) or superseded. */
+async function sessionError(ctx: Context, input: SessionCheck, caller: Principal): Promise<ConductorError> {
+  const row = await queryOne<{ session: string; status: string; mine: boolean }>(
     ctx.db,
-    sql`SELECT session, status FROM workers WHERE id = ${input.worker_id}`,
+    sql`SELECT session, status, ${boundTo(caller)} AS mine FROM workers WHERE id = ${input.worker_id}`,
   );
+  if (row && !row.mine) return workerNotYours(input.worker_id);
   if (row && row.status !== 'down' && row.session !== input.session) {
     return conflict(
       'session_superseded',
@@ -148,6 +182,7 @@ function cancelsSql(workerId: string) {
 export async function heartbeatWorker(
   ctx: Context,
   input: SessionCheck & { status?: 'ready' | 'draining' | undefined },
+  caller: Principal = ANONYMOUS,
 ): Promise<HeartbeatResponse> {
   // An agent may start draining itself; only an operator undrains (POST /api/v1/workers/:id/undrain).
   const draining = input.status === 'draining';
@@ -159,10 +194,10 @@ export async function heartbeatWorker(
     ctx.db,
     sql`UPDATE workers SET last_heartbeat = now(),
           status = CASE WHEN ${draining}::boolean THEN 'draining' ELSE status END
-        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
+        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
         RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
   );
-  if (!row) throw await sessionError(ctx, input);
+  if (!row) throw await sessionError(ctx, input, caller);
   let known = true;
   try {
     known = await ctx.registry.touchWorker(
@@ -188,7 +223,12 @@ export async function heartbeatWorker(
  * Drains a worker (it takes no new jobs and finishes the ones it runs) or puts it back in service. The
  * status shows in Postgres, in the `worker:<id>` hash and in the API; drained capacity is not available.
  */
-export async function setWorkerDraining(ctx: Context, workerId: string, draining: boolean) {
+export async function setWorkerDraining(
+  ctx: Context,
+  workerId: string,
+  draining: boolean,
+  caller: Principal = ANONYMOUS,
+) {
   const status: WorkerStatus = draining ? 'draining' : 'ready';
   const row = await queryOne<{ id: string }>(
     ctx.db,
@@ -208,6 +248,7 @@ export async function setWorkerDraining(ctx: Context, workerId: string, draining
     warnRegistryDown(ctx, error);
   }
   ctx.logger.info(`Worker ${draining ? 'draining' : 'back in service'}: ${workerId}`);
+  await recordAudit(ctx.db, caller, draining ? 'worker.drain' : 'worker.undrain', `worker:${workerId}`);
   if (!draining) ctx.defer(ctx.requestSchedule());
   return { worker_id: workerId, status };
 }
@@ -227,11 +268,12 @@ interface AssignmentRow {
   time_limit_s: number | null;
 }
 
-async function claimOnce(ctx: Context, input: SessionCheck) {
+async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
   return queryOne<{ known: boolean; jobs: AssignmentRow[] | string; cancel: JobRef[] | string }>(
     ctx.db,
     sql`WITH me AS (
           SELECT 1 FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
+            AND ${boundTo(caller)}
         ),
         claimed AS (
           UPDATE jobs SET claimed_session = ${input.session}, claimed_at = coalesce(claimed_at, now())
@@ -254,12 +296,13 @@ export async function claimAssignments(
   ctx: Context,
   input: SessionCheck & { wait_s?: number | undefined },
   signal?: AbortSignal,
+  caller: Principal = ANONYMOUS,
 ): Promise<ClaimResponse> {
   const waitMs = Math.min(input.wait_s ?? 0, ctx.config.claimWaitSeconds) * 1000;
   const deadline = Date.now() + waitMs;
   for (;;) {
-    const row = await claimOnce(ctx, input);
-    if (!row?.known) throw await sessionError(ctx, input);
+    const row = await claimOnce(ctx, input, caller);
+    if (!row?.known) throw await sessionError(ctx, input, caller);
     const jobs = parseJson(row.jobs);
     const cancel = parseJson(row.cancel);
     const left = deadline - Date.now();
@@ -283,36 +326,76 @@ function assignmentView(row: AssignmentRow): Assignment {
   };
 }
 
-/** Fails with 409 stale_assignment unless the job is this worker's at this attempt (finished or not). */
-async function assertAssignment(ctx: Context, jobId: number, workerId: string, attempt: number) {
-  const row = await queryOne<{ node: string | null; attempt: number; state: string }>(
+/**
+ * Fails unless the job is this worker's at this attempt (finished or not): 403 when the worker is another
+ * token's, or when this attempt of the job is assigned to another token's worker (it never was this
+ * worker's); 409 stale_assignment when the attempt is no longer current (a late report: drop it).
+ */
+async function assertAssignment(
+  ctx: Context,
+  jobId: number,
+  workerId: string,
+  attempt: number,
+  caller: Principal,
+) {
+  await assertWorkerIsCallers(ctx, workerId, caller);
+  const row = await queryOne<{
+    node: string | null;
+    attempt: number;
+    state: string;
+    node_mine: boolean | null;
+  }>(
     ctx.db,
-    sql`SELECT node, attempt, state FROM jobs WHERE id = ${jobId}`,
+    sql`SELECT node, attempt, state,
+               (SELECT ${boundTo(caller)} FROM workers w WHERE w.id = jobs.node) AS node_mine
+        FROM jobs WHERE id = ${jobId}`,
   );
   if (!row) throw notFound('job_not_found', `Job ${jobId} does not exist`);
+  if (
+    row.node !== null &&
+    row.node !== workerId &&
+    Number(row.attempt) === attempt &&
+    row.node_mine === false
+  ) {
+    throw forbidden(
+      'assignment_not_yours',
+      `Job ${jobId} attempt ${attempt} is assigned to a worker of another agent token; this token cannot report on it`,
+    );
+  }
   if (row.node !== workerId || Number(row.attempt) !== attempt) throw staleAssignment(jobId, attempt);
   return row;
 }
+
+/** The report's worker is the caller's: folded into the reports' write statements. */
+const reporterIsCaller = (workerId: string, caller: Principal) =>
+  sql`EXISTS (SELECT 1 FROM workers w WHERE w.id = ${workerId} AND w.token_id IS NOT DISTINCT FROM ${caller.tokenId}::bigint)`;
 
 export async function reportStarted(
   ctx: Context,
   jobId: number,
   input: { worker_id: string; attempt: number },
+  caller: Principal = ANONYMOUS,
 ) {
   const row = await queryOne<{ state: string }>(
     ctx.db,
     sql`UPDATE jobs SET start_time = coalesce(start_time, now())
         WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt} AND state = 'RUNNING'
+          AND ${reporterIsCaller(input.worker_id, caller)}
         RETURNING state`,
   );
   if (row) return { state: row.state };
-  const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt);
+  const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   if (job.state === 'CANCELLED') return { state: job.state };
   throw staleAssignment(jobId, input.attempt);
 }
 
 /** Ends an assignment as its agent reports it, releasing its CPUs. Repeating the same report is harmless. */
-export async function finishAssignment(ctx: Context, jobId: number, input: FinishRequest) {
+export async function finishAssignment(
+  ctx: Context,
+  jobId: number,
+  input: FinishRequest,
+  caller: Principal = ANONYMOUS,
+) {
   const ended = await endJobsAndRelease(
     ctx,
     sql`UPDATE jobs SET
@@ -324,11 +407,12 @@ export async function finishAssignment(ctx: Context, jobId: number, input: Finis
           exit_code = ${input.exit_code}::text, end_time = now(), start_time = coalesce(start_time, now()),
           reason = coalesce(${input.message ?? null}::text, reason)
         WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt} AND state = 'RUNNING'
+          AND ${reporterIsCaller(input.worker_id, caller)}
         RETURNING id, state, node, attempt, exit_code`,
   );
   const job = ended[0];
   if (job) return { state: job.state };
-  const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt);
+  const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   if (current.state !== 'RUNNING' && current.state !== 'PENDING') return { state: current.state };
   throw staleAssignment(jobId, input.attempt);
 }
@@ -337,12 +421,17 @@ const GAP_MARKER = (skipped: number) => `\n[... ${skipped} bytes of output skipp
 const KEEP_CHARS = 1024 * 1024;
 
 /** Appends a chunk of a running job's output, keeping the last 1 MiB. Idempotent by byte offset. */
-export async function appendOutput(ctx: Context, jobId: number, input: OutputRequest) {
+export async function appendOutput(
+  ctx: Context,
+  jobId: number,
+  input: OutputRequest,
+  caller: Principal = ANONYMOUS,
+) {
   const row = await queryOne<{ bytes: string | number }>(
     ctx.db,
     sql`WITH j AS (
           SELECT 1 FROM jobs WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt}
-            AND state = 'RUNNING'
+            AND state = 'RUNNING' AND ${reporterIsCaller(input.worker_id, caller)}
         )
         INSERT INTO job_output AS o (job_id, stream, attempt, content, bytes)
         SELECT ${jobId}::bigint, ${input.stream}::text, ${input.attempt}::int,
@@ -360,7 +449,7 @@ export async function appendOutput(ctx: Context, jobId: number, input: OutputReq
         RETURNING bytes`,
   );
   if (row) return { bytes: Number(row.bytes) };
-  const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt);
+  const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   if (job.state !== 'RUNNING') throw staleAssignment(jobId, input.attempt);
   const stored = await queryOne<{ bytes: string | number }>(
     ctx.db,
@@ -379,12 +468,17 @@ export async function appendOutput(ctx: Context, jobId: number, input: OutputReq
  * A stopping agent leaves: assignments it never started go back to the queue, any it left running are
  * lost (NODE_FAIL or requeued), and it drops out of the registry at once.
  */
-export async function unregisterWorker(ctx: Context, input: SessionCheck): Promise<void> {
+export async function unregisterWorker(
+  ctx: Context,
+  input: SessionCheck,
+  caller: Principal = ANONYMOUS,
+): Promise<void> {
   const row = await queryOne<{ id: string }>(
     ctx.db,
-    sql`SELECT id FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'`,
+    sql`SELECT id FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
+          AND ${boundTo(caller)}`,
   );
-  if (!row) throw await sessionError(ctx, input);
+  if (!row) throw await sessionError(ctx, input, caller);
   const id = input.worker_id;
   await endJobsAndRelease(
     ctx,

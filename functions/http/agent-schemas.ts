@@ -17,14 +17,24 @@ const workerId = z
   .max(255)
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'worker_id is letters, digits, ".", "_" and "-"');
 const session = z.string().min(1).max(100);
-const jobRef = z.strictObject({ job_id: z.number().int().positive(), attempt: z.number().int().min(1) });
+const jobRef = z.strictObject({
+  job_id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  attempt: z.number().int().min(1).max(2_147_483_647),
+});
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find control characters
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const text = (what: string, max: number) =>
+  z
+    .string()
+    .max(max, `${what} is at most ${max} characters`)
+    .refine((s) => !CONTROL.test(s), `${what} has control characters`);
 
 export const registerRequest = z.strictObject({
   worker_id: workerId,
-  hostname: z.string().min(1).max(255),
+  hostname: text('hostname', 255).pipe(z.string().min(1, 'hostname must not be empty')),
   cpus: z.number().int().min(1, 'cpus must be at least 1').max(65_536),
-  labels: z.record(z.string().max(255), z.string().max(1024)).optional(),
-  agent_version: z.string().max(100).optional(),
+  labels: z.record(text('label names', 255), text('label values', 1024)).optional(),
+  agent_version: text('agent_version', 100).optional(),
   running: z.array(jobRef).max(10_000).optional(),
   previous_session: session.optional(),
 });
@@ -41,13 +51,21 @@ export const claimRequest = z.strictObject({
   wait_s: z.number().min(0).max(300).optional(),
 });
 
-const reportBase = { worker_id: workerId, attempt: z.number().int().min(1) };
+const reportBase = { worker_id: workerId, attempt: z.number().int().min(1).max(2_147_483_647) };
 export const startedRequest = z.strictObject(reportBase);
 export const outputRequest = z.strictObject({
   ...reportBase,
   stream: z.enum(['stdout', 'stderr']),
   offset: z.number().int().min(0),
-  data: z.string().max(1024 * 1024),
+  // Jobs may print anything: NUL (which Postgres text cannot hold) and broken UTF-16 are stored as U+FFFD.
+  data: z
+    .string()
+    .max(1024 * 1024)
+    .transform((d) =>
+      d
+        .replaceAll('\u0000', '\uFFFD')
+        .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\uFFFD'),
+    ),
   bytes: z
     .number()
     .int()
@@ -77,8 +95,9 @@ export const workersQuery = z.strictObject({
 export const jobIdParam = z.strictObject({
   id: z.coerce
     .number({ error: 'job id must be a number' })
-    .int()
-    .positive('job id must be a positive integer'),
+    .int('job id must be a whole number')
+    .positive('job id must be a positive integer')
+    .max(Number.MAX_SAFE_INTEGER, 'job id is too large'),
 });
 
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

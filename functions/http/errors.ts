@@ -12,9 +12,12 @@ export interface ErrorBody {
 
 const STATUS: Record<ErrorKind, ContentfulStatusCode> = {
   invalid: 400,
+  unauthorized: 401,
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  unprocessable: 422,
+  rate_limited: 429,
   unavailable: 503,
 };
 
@@ -52,19 +55,29 @@ function isDatabaseUnavailable(error: unknown): boolean {
   );
 }
 
+/**
+ * node-postgres's "Connection terminated unexpectedly" (a connection lost mid-query) and pool connect
+ * timeouts carry no code; drizzle wraps them ("Failed query: ...") with the driver's error as `cause`.
+ */
+function isConnectionLost(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (/connection terminated|timeout exceeded when trying to connect/i.test(e.message)) return true;
+  }
+  return false;
+}
+
 export function createErrorHandler(logger: Logger) {
   return (error: Error, c: HonoContext) => {
     if (error instanceof ConductorError) {
+      if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
+      if (error.kind === 'unauthorized') c.header('WWW-Authenticate', 'Bearer realm="conductor"');
       return errorResponse(c, STATUS[error.kind], error.code, error.message, error.details);
     }
     if (error instanceof HTTPException) {
       const status = error.status as ContentfulStatusCode;
       return errorResponse(c, status, status === 413 ? 'payload_too_large' : 'http_error', error.message);
     }
-    if (
-      isDatabaseUnavailable(error) ||
-      /connection terminated|timeout exceeded when trying to connect/i.test(error.message)
-    ) {
+    if (isDatabaseUnavailable(error) || isConnectionLost(error)) {
       logger.error('Database unavailable', { error: error.message, path: c.req.path });
       c.header('Retry-After', '5');
       return errorResponse(c, 503, 'database_unavailable', 'The database is unavailable; retry shortly');

@@ -10,6 +10,9 @@ export function parseInput<S extends z.ZodType>(schema: S, data: unknown, where:
     const path = issue.path.map(String).join('.');
     let message = issue.message;
     if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
+    if (issue.code === 'invalid_key' && issue.issues.length > 0) {
+      message = `invalid name: ${issue.issues.map((i) => i.message).join('; ')}`;
+    }
     return { path: path || where, message };
   });
   const summary = issues.map((i) => (i.message.startsWith(i.path) ? i.message : `${i.path}: ${i.message}`));
@@ -34,6 +37,52 @@ export async function jsonBody(c: HonoContext): Promise<unknown> {
   }
 }
 
-export async function parseBody<S extends z.ZodType>(c: HonoContext, schema: S): Promise<z.infer<S>> {
-  return parseInput(schema, await jsonBody(c), 'body');
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Why a string cannot be stored: a NUL character (Postgres text refuses it) or broken UTF-16. */
+export function badText(text: string): string | undefined {
+  if (text.includes('\u0000')) return 'contains a NUL character';
+  if (LONE_SURROGATE.test(text)) return 'contains an unpaired surrogate (\\ud800-\\udfff): not valid Unicode';
+  return undefined;
+}
+
+/** The first string (or key) in `value` that cannot be stored, outside the `allowed` paths: where and why. */
+export function findBadText(
+  value: unknown,
+  allowed: readonly string[] = [],
+  path = '',
+): { path: string; problem: string } | undefined {
+  if (typeof value === 'string') {
+    const problem = badText(value);
+    return problem ? { path: path || 'body', problem } : undefined;
+  }
+  if (value === null || typeof value !== 'object') return undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const at = path ? `${path}.${key}` : key;
+    const keyProblem = badText(key);
+    if (keyProblem) return { path: at, problem: `its name ${keyProblem}` };
+    if (allowed.includes(at)) continue;
+    const found = findBadText(item, allowed, at);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * Parses a JSON body with `schema`. NUL characters and unpaired surrogates are refused wherever they are
+ * (Postgres cannot store them), except under the `allowed` paths, whose schema deals with them.
+ */
+export async function parseBody<S extends z.ZodType>(
+  c: HonoContext,
+  schema: S,
+  options: { allowed?: readonly string[] } = {},
+): Promise<z.infer<S>> {
+  const body = await jsonBody(c);
+  const bad = findBadText(body, options.allowed);
+  if (bad) {
+    throw new ConductorError('invalid', 'invalid_request', `Invalid body: ${bad.path}: ${bad.problem}`, {
+      issues: [{ path: bad.path, message: bad.problem }],
+    });
+  }
+  return parseInput(schema, body, 'body');
 }

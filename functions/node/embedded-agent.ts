@@ -1,5 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { sql } from 'drizzle-orm';
+import { createToken } from '../domain/auth.ts';
+import type { Database } from '../domain/ports.ts';
+import { query } from '../domain/sql.ts';
 
 const AGENT_CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
 
@@ -22,14 +26,25 @@ const AGENT_SETTINGS = [
   'CONDUCTOR_STATE_DIR',
   'CONDUCTOR_HEARTBEAT_INTERVAL',
   'CONDUCTOR_DRAIN',
+  'CONDUCTOR_RUN_AS',
+  'CONDUCTOR_ALLOW_ROOT',
+  'CONDUCTOR_JOB_ROOT',
+  'CONDUCTOR_ALLOW_ANY_WORKDIR',
 ];
 
 /**
  * Starts the local cluster's agent as its own process (the same code as `npx conductor-agent`), pointed
- * at this server. It gets no database or Redis credentials.
+ * at this server, with the agent token the server minted for it (see mintEmbeddedAgentToken). It gets no
+ * database or Redis credentials.
  */
-export function startEmbeddedAgent(url: string, env: NodeJS.ProcessEnv, stateDir: string): ChildProcess {
+export function startEmbeddedAgent(
+  url: string,
+  env: NodeJS.ProcessEnv,
+  stateDir: string,
+  token?: string,
+): ChildProcess {
   const childEnv: NodeJS.ProcessEnv = { CONDUCTOR_URL: url, CONDUCTOR_STATE_DIR: stateDir };
+  if (token) childEnv.CONDUCTOR_TOKEN = token;
   for (const name of [...PASSED, ...AGENT_SETTINGS]) {
     if (env[name] !== undefined) childEnv[name] = env[name];
   }
@@ -37,4 +52,24 @@ export function startEmbeddedAgent(url: string, env: NodeJS.ProcessEnv, stateDir
     env: childEnv,
     stdio: ['ignore', 'inherit', 'inherit'],
   });
+}
+
+/**
+ * An agent token for the embedded agent, minted at every start (stored hashed, marked internal) after
+ * revoking the one the previous start minted for the same node. Internal tokens do not close the open
+ * loopback API, but they let the embedded agent keep working once someone creates the first real token.
+ */
+export async function mintEmbeddedAgentToken(db: Database, nodeName: string): Promise<string> {
+  const name = `embedded-agent:${nodeName}`;
+  await query(
+    db,
+    sql`UPDATE api_tokens SET revoked_at = now() WHERE internal AND name = ${name} AND revoked_at IS NULL`,
+  );
+  const created = await createToken(
+    db,
+    { name, scopes: ['agent'], owner: 'system' },
+    { kind: 'system', tokenId: null, name: 'node-entry', owner: null, scopes: [] },
+    { internal: true },
+  );
+  return created.token;
 }

@@ -29,6 +29,9 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_STATS_INTERVAL: seconds(DEFAULT_CONFIG.statsIntervalSeconds),
   CONDUCTOR_CLAIM_WAIT: seconds(DEFAULT_CONFIG.claimWaitSeconds),
   LOG_FORMAT: z.enum(['text', 'json']).default('text'),
+  /** Submissions per second per token (0: no limit), and the burst allowed at once. */
+  CONDUCTOR_SUBMIT_RATE: z.coerce.number().min(0).default(DEFAULT_CONFIG.submitRatePerSecond),
+  CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -47,9 +50,19 @@ export function parseNodeEnv(env: Record<string, string | undefined>): NodeEnv {
   return result.data;
 }
 
+/** 127.0.0.0/8, ::1 and localhost: only this machine can connect. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
 export function configFromEnv(env: NodeEnv): ConductorConfig {
   return {
     ...DEFAULT_CONFIG,
+    // Beyond loopback every request needs a token; on loopback, once one exists.
+    auth: isLoopback(env.HOST) ? 'auto' : 'required',
+    submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
+    submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,

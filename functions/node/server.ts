@@ -4,6 +4,7 @@ import { createApp } from '../app.ts';
 import { syncAllocationCache } from '../domain/cache.ts';
 import { type Context, createContext } from '../domain/context.ts';
 import { logClusterStats } from '../domain/dashboard.ts';
+import { pruneSubmissionKeys } from '../domain/jobs.ts';
 import { runBackstop } from '../domain/maintenance.ts';
 import type { Ports } from '../domain/ports.ts';
 
@@ -67,6 +68,9 @@ export async function startServer(
     const { config } = ports;
     every(config.scheduleIntervalSeconds, 'Scheduling backstop', () => runBackstop(ctx));
     every(config.cacheSyncIntervalSeconds, 'Resource cache sync', () => syncAllocationCache(ctx));
+    every(config.cacheSyncIntervalSeconds, 'Pruning expired Idempotency-Keys', () =>
+      pruneSubmissionKeys(ctx.db),
+    );
     every(config.statsIntervalSeconds, 'Statistics', () => logClusterStats(ctx));
   }
 

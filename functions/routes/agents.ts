@@ -19,29 +19,58 @@ import {
   startedRequest,
   unregisterRequest,
 } from '../http/agent-schemas.ts';
+import type { AppEnv } from '../http/auth.ts';
 import { parseBody, parseInput } from '../http/validate.ts';
 
-/** The agent protocol (agent/src/protocol.ts). Agents hold no database or Redis credentials: this is all they get. */
+/**
+ * The agent protocol (agent/src/protocol.ts). Agents hold no database or Redis credentials: this is all they
+ * get, with an agent token, as the workers that token registered.
+ */
 export function agentRoutes(ctx: Context) {
   const jobId = (params: Record<string, string>) => parseInput(jobIdParam, params, 'path').id;
-  return new Hono()
-    .post('/register', async (c) => c.json(await registerWorker(ctx, await parseBody(c, registerRequest))))
-    .post('/heartbeat', async (c) => c.json(await heartbeatWorker(ctx, await parseBody(c, heartbeatRequest))))
+  return new Hono<AppEnv>()
+    .post('/register', async (c) =>
+      c.json(await registerWorker(ctx, await parseBody(c, registerRequest), c.get('principal'))),
+    )
+    .post('/heartbeat', async (c) =>
+      c.json(await heartbeatWorker(ctx, await parseBody(c, heartbeatRequest), c.get('principal'))),
+    )
     .post('/claim', async (c) => {
       const input = await parseBody(c, claimRequest);
-      return c.json(await claimAssignments(ctx, input, c.req.raw.signal));
+      return c.json(await claimAssignments(ctx, input, c.req.raw.signal, c.get('principal')));
     })
     .post('/unregister', async (c) => {
-      await unregisterWorker(ctx, await parseBody(c, unregisterRequest));
+      await unregisterWorker(ctx, await parseBody(c, unregisterRequest), c.get('principal'));
       return c.json({ ok: true });
     })
     .post('/jobs/:id/started', async (c) =>
-      c.json(await reportStarted(ctx, jobId(c.req.param()), await parseBody(c, startedRequest))),
+      c.json(
+        await reportStarted(
+          ctx,
+          jobId(c.req.param()),
+          await parseBody(c, startedRequest),
+          c.get('principal'),
+        ),
+      ),
     )
     .post('/jobs/:id/output', async (c) =>
-      c.json(await appendOutput(ctx, jobId(c.req.param()), await parseBody(c, outputRequest))),
+      c.json(
+        await appendOutput(
+          ctx,
+          jobId(c.req.param()),
+          await parseBody(c, outputRequest, { allowed: ['data'] }),
+          c.get('principal'),
+        ),
+      ),
     )
     .post('/jobs/:id/finish', async (c) =>
-      c.json(await finishAssignment(ctx, jobId(c.req.param()), await parseBody(c, finishRequest))),
+      c.json(
+        await finishAssignment(
+          ctx,
+          jobId(c.req.param()),
+          await parseBody(c, finishRequest),
+          c.get('principal'),
+        ),
+      ),
     );
 }

@@ -1,312 +1,243 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+/**
+ * The Agent (in process, as the CLI runs it) against the real control plane (the Node server from
+ * functions/ over PGlite and the in-process registry): what the agent itself does with jobs, reports and
+ * faults. Jobs are submitted through the HTTP API; outcomes are read from the API and Postgres; network
+ * faults and server restarts are real (a FaultProxy in front of the server, the server stopped and started
+ * again on its port).
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Agent, FatalAgentError } from '../../agent/src/agent.ts';
-import { type AgentConfigInput, agentConfig } from '../../agent/src/config.ts';
-import { memoryLogger } from '../../agent/src/log.ts';
-import { FakeControlPlane } from './fake-control-plane.ts';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { ClaimResponse } from '../../agent/src/protocol.ts';
+import { eventually } from '../support/agent-process.ts';
+import { startTestServer } from '../support/cluster.ts';
+import { freePort } from '../support/server-process.ts';
+import { agentBackends, type ControlPlane, makeGate, sentBy, useControlPlane } from './control-plane.ts';
 
+const { pglite } = await agentBackends();
 const root = mkdtempSync(join(tmpdir(), 'conductor-agent-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-let server: FakeControlPlane;
-let agents: Agent[] = [];
-let n = 0;
+const registrations = (cp: ControlPlane, workerId: string) => sentBy(cp, '/agents/register', workerId);
 
-beforeEach(async () => {
-  server = new FakeControlPlane();
-  await server.listen();
-});
+describe('Agent against the real control plane on pglite+memory: what the agent does', () => {
+  const { control, makeAgent, unique } = useControlPlane(pglite, root);
 
-afterEach(async () => {
-  for (const a of agents) {
-    a.killAllNow();
-    await a.stop();
-  }
-  agents = [];
-  await server.close();
-});
-
-function makeAgent(input: AgentConfigInput = {}) {
-  const logger = memoryLogger();
-  const stateDir = input.stateDir ?? join(root, `state-${++n}`);
-  const config = agentConfig({
-    url: server.url,
-    nodeName: `node-${n}`,
-    cpus: 4,
-    stateDir,
-    claimWaitS: 1,
-    ...input,
-    timing: {
-      registerBackoff: { initialMs: 50, maxMs: 200 },
-      claimBackoff: { initialMs: 50, maxMs: 200 },
-      reportBackoff: { initialMs: 50, maxMs: 200 },
-      outputIntervalMs: 100,
-      outputPollMs: 20,
-      shutdownReportTimeoutMs: 2000,
-      ...input.timing,
-    },
-  });
-  const agent = new Agent(config, { logger });
-  agents.push(agent);
-  return { agent, logger, stateDir, config };
-}
-
-const finishes = () => server.calls('/finish').map((r) => r.body);
-
-describe('Agent against a fake control plane', () => {
   it('registers, runs a job, streams its output, reports it and unregisters', async () => {
+    const cp = control();
     const { agent, logger, stateDir } = makeAgent({ token: 'tok-123' });
     await agent.start();
     expect(logger.lines).toContain(`info ✓ Worker registered: ${agent.workerId} (4 CPUs)`);
-    const reg = server.calls('/register')[0]!;
+    expect(cp.server!.logger.has(`✓ Worker registered: ${agent.workerId} (4 CPUs)`)).toBe(true);
+    const reg = registrations(cp, agent.workerId)[0]!;
     expect(reg.body).toMatchObject({ worker_id: agent.workerId, cpus: 4, running: [] });
-    expect(reg.auth).toBe('Bearer tok-123');
+    expect(reg.headers.authorization).toBe('Bearer tok-123');
 
-    server.assign({ job_id: 7, script: 'echo hello; echo oops >&2; exit 3' });
-    await server.until(() => finishes().length === 1, 10_000, 'finish');
-    expect(finishes()[0]).toMatchObject({
-      worker_id: agent.workerId,
-      attempt: 1,
+    const job = await cp.submit({ script: 'echo hello; echo oops >&2; exit 3', cpus: 1 });
+    expect(await cp.finished(job.id)).toMatchObject({
+      state: 'FAILED',
       exit_code: '3:0',
-      outcome: 'exited',
+      node: agent.workerId,
+      attempt: 1,
     });
-    expect(server.calls('/jobs/7/started')).toHaveLength(1);
-    expect(server.output.get('7:1:stdout')?.text).toBe('hello\n');
-    expect(server.output.get('7:1:stderr')?.text).toBe('oops\n');
-    // output is flushed before finish
-    const lastOutput = Math.max(...server.calls('/jobs/7/output').map((r) => r.at));
-    expect(lastOutput).toBeLessThanOrEqual(server.calls('/jobs/7/finish')[0]!.at);
-    await server.until(() => !existsSync(join(stateDir, 'jobs', '7.1')), 2000, 'job folder removal');
+    // All output arrived before the finish report: the server takes no output for an ended job.
+    const logs = await cp.logs(job.id);
+    expect(logs.stdout.content).toBe('hello\n');
+    expect(logs.stderr.content).toBe('oops\n');
+    await eventually(() => !existsSync(join(stateDir, 'jobs', `${job.id}.1`)), { what: 'folder removal' });
 
     await agent.stop();
-    expect(server.calls('/unregister')).toHaveLength(1);
-    expect(logger.lines).toContain(`info Worker unregistered: ${agent.workerId}`);
     await agent.closed;
+    expect(logger.lines).toContain(`info Worker unregistered: ${agent.workerId}`);
+    expect(await cp.worker(agent.workerId)).toMatchObject({ status: 'down', down_reason: 'unregistered' });
+    expect(await cp.backend.registry.liveWorkerIds()).not.toContain(agent.workerId);
   });
 
   it('runs an assignment delivered several times only once', async () => {
-    const { agent } = makeAgent();
-    server.override('/started', { status: 503, body: { error: { code: 'unavailable', message: 'busy' } } });
+    const cp = control();
+    const { agent, logger } = makeAgent();
     await agent.start();
-    server.assign({
-      job_id: 8,
-      script: 'echo run >> "$HOME_MARK"; sleep 0.5',
-      environment: { HOME_MARK: join(root, 'mark-8') },
-    });
-    await server.until(() => finishes().length === 1, 10_000, 'finish');
+    cp.proxy.hold('/started'); // the started report is slow: until it lands, claims hand the job out again
+    const mark = join(root, unique('mark'));
+    const job = await cp.submit({ script: 'echo run >> "$MARK"', cpus: 1, environment: { MARK: mark } });
+    const deliveries = () =>
+      sentBy(cp, '/agents/claim', agent.workerId).filter((c) =>
+        (c.response as ClaimResponse | undefined)?.jobs?.some((j) => j.job_id === job.id),
+      );
+    await eventually(() => deliveries().length >= 2, { what: 'a second delivery' });
+    const firstAt = deliveries()[0]!.at;
+    cp.proxy.release();
+    expect(await cp.finished(job.id)).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
+    expect(readFileSync(mark, 'utf8')).toBe('run\n');
     expect(
-      server.calls('/claim').filter((c) => c.at < server.calls('/finish')[0]!.at).length,
-    ).toBeGreaterThan(1);
-    expect(readFileSync(join(root, 'mark-8'), 'utf8')).toBe('run\n');
-    expect(server.calls('/jobs/8/started').length).toBe(2); // retried after the 503
+      logger.lines.filter((l) => l === `debug Job ${job.id}.1: assignment delivered again, ignored`).length,
+    ).toBeGreaterThanOrEqual(1);
     // Re-deliveries do not make the claim loop spin.
-    expect(server.calls('/claim').length).toBeLessThan(10);
+    expect(sentBy(cp, '/agents/claim', agent.workerId).filter((c) => c.at >= firstAt).length).toBeLessThan(
+      10,
+    );
   });
 
-  it('cancels a job named in a heartbeat answer and reports it cancelled', async () => {
-    const { agent } = makeAgent({ heartbeatIntervalS: 0.2 });
-    await agent.start();
-    server.assign({ job_id: 9, script: 'sleep 300 & sleep 300; wait' });
-    await server.until(() => server.calls('/jobs/9/started').length === 1, 5000, 'started');
-    server.cancelVia = 'heartbeat'; // claim answers carry no cancels
-    server.cancel({ job_id: 9, attempt: 1 });
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ outcome: 'cancelled', exit_code: '0:15' });
-  });
-
-  it('cancels a job named in a claim answer', async () => {
+  it('runs a job whose claim answer was lost: the server hands it out again', async () => {
+    const cp = control();
     const { agent } = makeAgent();
     await agent.start();
-    server.assign({ job_id: 19, script: 'sleep 300' });
-    await server.until(() => server.calls('/jobs/19/started').length === 1, 5000, 'started');
-    server.cancelVia = 'claim';
-    server.cancel({ job_id: 19, attempt: 1 });
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ outcome: 'cancelled', exit_code: '0:15' });
-  });
-
-  it('registers again on session_superseded, keeping its running job', async () => {
-    const { agent, logger } = makeAgent({ heartbeatIntervalS: 0.2 });
-    await agent.start();
-    server.assign({ job_id: 10, script: 'sleep 1.5; echo done' });
-    await server.until(() => server.calls('/jobs/10/started').length === 1, 5000, 'started');
-    server.session = 'someone-else'; // the server forgot us
-    await server.until(() => server.calls('/register').length === 2, 5000, 're-registration');
-    expect(server.calls('/register')[1]!.body.running).toEqual([{ job_id: 10, attempt: 1 }]);
-    expect(
-      logger.lines.some(
-        (l) => l.startsWith('warn Heartbeat failed:') || l.startsWith('warn Registering again'),
-      ),
-    ).toBe(true);
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ outcome: 'exited', exit_code: '0:0' });
-    expect(server.output.get('10:1:stdout')?.text).toBe('done\n');
-    await server.until(
-      () => server.calls('/heartbeat').some((h) => h.body.session === 's2'),
-      5000,
-      'heartbeat',
+    cp.proxy.loseAnswers('/agents/claim'); // the server assigns the job; the answer never reaches the agent
+    const mark = join(root, unique('mark'));
+    const job = await cp.submit({ script: 'echo run >> "$MARK"', cpus: 1, environment: { MARK: mark } });
+    await eventually(
+      () =>
+        sentBy(cp, '/agents/claim', agent.workerId).some(
+          (c) =>
+            c.fault === 'answer_lost' &&
+            (c.response as ClaimResponse | undefined)?.jobs?.some((j) => j.job_id === job.id),
+        ),
+      { what: 'a lost assignment' },
     );
+    expect(agent.activeJobs()).toEqual([]);
+    cp.proxy.undrop();
+    expect(await cp.finished(job.id)).toMatchObject({ state: 'COMPLETED', exit_code: '0:0', attempt: 1 });
+    expect(readFileSync(mark, 'utf8')).toBe('run\n');
   });
 
   it('keeps running jobs when heartbeats fail', async () => {
-    const { agent, logger } = makeAgent({ heartbeatIntervalS: 0.1 });
-    const boom = { status: 500, body: { error: { code: 'internal', message: 'redis down' } } };
-    server.override('/heartbeat', boom, boom, boom, boom, boom);
+    const cp = control();
+    const { agent, logger } = makeAgent({ heartbeatIntervalS: 0.2 });
     await agent.start();
-    server.assign({ job_id: 11, script: 'sleep 1' });
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ outcome: 'exited', exit_code: '0:0' });
+    cp.proxy.drop('/heartbeat');
+    const job = await cp.submit({ script: 'sleep 1; echo still here', cpus: 1 });
+    expect(await cp.finished(job.id)).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
+    expect((await cp.logs(job.id)).stdout.content).toBe('still here\n');
     expect(logger.lines.filter((l) => l.startsWith('warn Heartbeat failed:')).length).toBeGreaterThanOrEqual(
       3,
     );
+    cp.proxy.undrop();
+    const mark = logger.lines.length;
+    await eventually(() => logger.lines.slice(mark).includes(`info Heartbeat sent: ${agent.workerId}`), {
+      what: 'heartbeats to resume',
+    });
+    expect(registrations(cp, agent.workerId)).toHaveLength(1); // failed heartbeats are no reason to register again
   });
 
   it('on stop cancels running jobs (agent stopped) and reports them before unregistering', async () => {
+    const cp = control();
     const { agent } = makeAgent();
     await agent.start();
-    server.assign({ job_id: 12, script: 'sleep 300' });
-    await server.until(() => server.calls('/jobs/12/started').length === 1, 5000, 'started');
+    const job = await cp.submit({ script: 'sleep 30', cpus: 1 });
+    await cp.started(job.id);
     await agent.stop();
-    expect(finishes()[0]).toMatchObject({ outcome: 'cancelled', message: 'agent stopped' });
-    const unregisterAt = server.calls('/unregister')[0]!.at;
-    expect(unregisterAt).toBeGreaterThanOrEqual(server.calls('/jobs/12/finish')[0]!.at);
+    // Had the unregistration come first, the server would have ended the job as NODE_FAIL.
+    expect(await cp.job(job.id)).toMatchObject({
+      state: 'CANCELLED',
+      exit_code: '0:15',
+      reason: 'agent stopped',
+    });
+    expect(await cp.worker(agent.workerId)).toMatchObject({ status: 'down', down_reason: 'unregistered' });
   });
 
   it('with drain, lets running jobs finish before unregistering', async () => {
+    const cp = control();
     const { agent } = makeAgent({ drain: true });
     await agent.start();
-    server.assign({ job_id: 13, script: 'sleep 1; echo drained' });
-    await server.until(() => server.calls('/jobs/13/started').length === 1, 5000, 'started');
+    const job = await cp.submit({ script: 'sleep 1; echo drained', cpus: 1 });
+    await cp.started(job.id);
     await agent.stop();
-    expect(finishes()[0]).toMatchObject({ outcome: 'exited', exit_code: '0:0' });
-    expect(server.output.get('13:1:stdout')?.text).toBe('drained\n');
-    expect(server.calls('/unregister')).toHaveLength(1);
+    expect(await cp.job(job.id)).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
+    expect((await cp.logs(job.id)).stdout.content).toBe('drained\n');
+    expect(await cp.worker(agent.workerId)).toMatchObject({ status: 'down', down_reason: 'unregistered' });
   });
 
-  it('retries finish on 503 and keeps result.json until acknowledged', async () => {
-    const { agent, stateDir } = makeAgent();
-    const unavailable = { status: 503, body: { error: { code: 'unavailable', message: 'try later' } } };
-    server.override('/finish', unavailable, unavailable, unavailable);
+  it('keeps result.json while the control plane is down and delivers it when it is back', async () => {
+    const cp = control();
+    const { agent, logger, stateDir } = makeAgent();
     await agent.start();
-    server.assign({ job_id: 14, script: 'exit 0' });
-    await server.until(() => server.calls('/jobs/14/finish').length === 1, 5000, 'first finish');
-    const result = JSON.parse(readFileSync(join(stateDir, 'jobs', '14.1', 'result.json'), 'utf8'));
-    expect(result).toMatchObject({ job_id: 14, attempt: 1, exit_code: '0:0', outcome: 'exited' });
-    await server.until(() => server.calls('/jobs/14/finish').length === 4, 5000, 'retried finish');
-    await server.until(() => !existsSync(join(stateDir, 'jobs', '14.1')), 2000, 'folder removal');
+    const gate = makeGate();
+    const job = await cp.submit({ script: gate.wait, cpus: 1, environment: gate.env });
+    await cp.started(job.id);
+
+    await cp.stopServer();
+    gate.open();
+    const dir = join(stateDir, 'jobs', `${job.id}.1`);
+    await eventually(() => cp.proxy.calls(`/jobs/${job.id}/finish`).length >= 2, { what: 'finish retries' });
+    expect(cp.proxy.calls(`/jobs/${job.id}/finish`).every((c) => c.status === undefined)).toBe(true);
+    expect(logger.lines.some((l) => l.startsWith(`warn Job ${job.id}.1 finish report failed`))).toBe(true);
+    expect(JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8'))).toMatchObject({
+      job_id: job.id,
+      attempt: 1,
+      exit_code: '0:0',
+      outcome: 'exited',
+    });
+
+    await cp.startServer(); // same port, same database
+    expect(await cp.finished(job.id)).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
+    await eventually(() => !existsSync(dir), { what: 'folder removal' });
   });
 
-  it('delivers results left on disk by a previous run, naming them at registration', async () => {
-    const stateDir = join(root, 'recovered');
-    const dir = join(stateDir, 'jobs', '5.2');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'stdout'), 'old output\n');
-    writeFileSync(join(dir, 'stderr'), '');
-    writeFileSync(
-      join(dir, 'result.json'),
-      JSON.stringify({
-        job_id: 5,
-        attempt: 2,
-        exit_code: '0:0',
-        outcome: 'exited',
-        ended_at: new Date().toISOString(),
-      }),
-    );
-    const orphan = join(stateDir, 'jobs', '6.1'); // was running when the agent died: no result
-    mkdirSync(orphan, { recursive: true });
-    const { agent, logger } = makeAgent({ stateDir });
-    await agent.start();
-    expect(server.calls('/register')[0]!.body.running).toEqual([{ job_id: 5, attempt: 2 }]);
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ attempt: 2, exit_code: '0:0', outcome: 'exited' });
-    expect(server.output.get('5:2:stdout')?.text).toBe('old output\n');
-    expect(server.calls('/jobs/5/output')[0]!.at).toBeGreaterThanOrEqual(server.calls('/register')[0]!.at);
-    await server.until(() => !existsSync(dir), 2000, 'folder removal');
-    expect(existsSync(orphan)).toBe(false);
-    expect(logger.lines.some((l) => l.includes('Job 6.1 was running when the previous agent stopped'))).toBe(
-      true,
-    );
-  });
-
-  it('kills a job whose assignment went stale and drops its reports', async () => {
-    const { agent, stateDir } = makeAgent();
-    await agent.start();
-    server.stale.add('15:1');
-    server.assign({ job_id: 15, script: 'sleep 300' });
-    await server.until(() => server.calls('/jobs/15/started').length === 1, 5000, 'started');
-    server.pending.clear();
-    await server.until(() => !existsSync(join(stateDir, 'jobs', '15.1')), 5000, 'folder removal');
-    expect(agent.runningJobs()).toEqual([]);
-    expect(server.calls('/jobs/15/finish')).toHaveLength(0);
-  });
-
-  it('stops a job the server already cancelled when it reports started', async () => {
+  // PGlite only for now: on Postgres a cancel that races the placement's commit can leave the job's
+  // allocation unreleased (see the report that came with this suite).
+  it('a job cancelled as it is placed ends CANCELLED and leaves nothing running', async () => {
+    const cp = control();
     const { agent } = makeAgent();
     await agent.start();
-    server.startedState.set('17:1', 'CANCELLED');
-    server.assign({ job_id: 17, script: 'sleep 300' });
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ outcome: 'cancelled' });
-  });
-
-  it('presents its previous session when it registers again after a restart', async () => {
-    const first = makeAgent();
-    await first.agent.start();
-    const session = first.agent.session;
-    await first.agent.stop();
-    const second = makeAgent({ stateDir: first.stateDir, nodeName: first.config.nodeName });
-    await second.agent.start();
-    expect(server.calls('/register')[0]!.body.previous_session).toBeUndefined();
-    expect(server.calls('/register')[1]!.body.previous_session).toBe(session);
+    const job = await cp.submit({ script: 'sleep 30', cpus: 1 });
+    expect(await cp.cancel(job.id)).toBe(200);
+    expect((await cp.finished(job.id)).state).toBe('CANCELLED');
+    await eventually(() => agent.activeJobs().length === 0, { what: 'the agent to be idle' });
   });
 
   it('reports a missing work_dir as failed_to_start', async () => {
+    const cp = control();
     const { agent } = makeAgent();
     await agent.start();
-    server.assign({ job_id: 16, script: 'true', work_dir: '/nonexistent/conductor-dir' });
-    await server.until(() => finishes().length === 1, 5000, 'finish');
-    expect(finishes()[0]).toMatchObject({ outcome: 'failed_to_start', exit_code: '1:0' });
-    expect(String(finishes()[0]!.message)).toContain('/nonexistent/conductor-dir');
-    expect(server.calls('/jobs/16/started')).toHaveLength(0);
+    const job = await cp.submit({ script: 'true', cpus: 1, work_dir: '/nonexistent/conductor-dir' });
+    const done = await cp.finished(job.id);
+    expect(done).toMatchObject({ state: 'FAILED', exit_code: '1:0' });
+    expect(done.reason).toContain('/nonexistent/conductor-dir');
+    expect(cp.proxy.calls(`/jobs/${job.id}/started`)).toHaveLength(0);
   });
 
-  it('retries registration, then registers', async () => {
-    const down = { status: 503, body: { error: { code: 'unavailable', message: 'starting up' } } };
-    server.override('/register', down, down);
-    const { agent, logger } = makeAgent();
-    await agent.start();
-    expect(logger.lines.filter((l) => l.startsWith('error ✗ Worker registration failed:'))).toHaveLength(2);
-    expect(agent.session).toBe('s1');
-  });
-
-  it('treats a registration refused with a validation error as fatal', async () => {
-    server.override('/register', {
-      status: 400,
-      body: { error: { code: 'validation_error', message: 'cpus: too big' } },
-    });
-    const { agent } = makeAgent();
-    await expect(agent.start()).rejects.toBeInstanceOf(FatalAgentError);
-    await expect(agent.closed).rejects.toBeInstanceOf(FatalAgentError);
+  it('retries registration until the control plane is up, then registers', async () => {
+    const cp = control();
+    const port = await freePort();
+    const { agent, logger } = makeAgent({ url: `http://127.0.0.1:${port}` });
+    const started = agent.start();
+    const failures = () => logger.lines.filter((l) => l.startsWith('error ✗ Worker registration failed:'));
+    await eventually(() => failures().length >= 2, { what: 'failed registrations' });
+    const late = await startTestServer(cp.backend, cp.config, { port });
+    try {
+      await started;
+      expect(agent.state).toBe('running');
+      expect(await cp.worker(agent.workerId)).toMatchObject({ status: 'ready', session: agent.session });
+      await agent.stop();
+    } finally {
+      await late.close();
+    }
   });
 
   it('refuses a state dir another agent uses', async () => {
+    const cp = control();
     const { agent, stateDir } = makeAgent();
     await agent.start();
     const second = makeAgent({ stateDir });
     await expect(second.agent.start()).rejects.toThrow(/another conductor-agent/);
+    expect(registrations(cp, second.agent.workerId)).toHaveLength(0);
   });
 
   it('can stop while registration is still being retried', async () => {
-    const down = { status: 503, body: { error: { code: 'unavailable', message: 'down' } } };
-    server.override('/register', ...Array.from({ length: 100 }, () => down));
-    const { agent } = makeAgent();
+    const cp = control();
+    cp.proxy.cut();
+    const { agent, logger } = makeAgent();
     const started = agent.start();
-    await server.until(() => server.calls('/register').length >= 2, 5000, 'attempts');
+    await eventually(
+      () => logger.lines.filter((l) => l.startsWith('error ✗ Worker registration failed:')).length >= 2,
+      { what: 'failed registrations' },
+    );
     await agent.stop();
     await started;
     expect(agent.state).toBe('stopped');
-    expect(server.calls('/unregister')).toHaveLength(0);
+    cp.proxy.restore();
+    expect(await cp.worker(agent.workerId)).toBeUndefined();
+    expect(sentBy(cp, '/agents/unregister', agent.workerId)).toHaveLength(0);
   });
 });

@@ -1,21 +1,17 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parseAgentArgs } from '../../agent/src/config.ts';
-import { FakeControlPlane } from './fake-control-plane.ts';
+import { eventually } from '../support/agent-process.ts';
+import { agentBackends, processGone, sentBy, useControlPlane } from './control-plane.ts';
 
 const BIN = join(import.meta.dirname, '../../agent/bin/conductor-agent.js');
 const root = mkdtempSync(join(tmpdir(), 'conductor-cli-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-let server: FakeControlPlane;
-beforeEach(async () => {
-  server = new FakeControlPlane();
-  await server.listen();
-});
-afterEach(() => server.close());
+const { pglite } = await agentBackends();
 
 interface Run {
   child: ChildProcess;
@@ -26,7 +22,13 @@ interface Run {
 function runAgent(env: Record<string, string>, args: string[] = []): Run {
   let out = '';
   const child = spawn(process.execPath, [BIN, ...args], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: root, ...env },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: root,
+      // These tests may run as root (CI containers): let the jobs run as this user, whoever it is.
+      CONDUCTOR_ALLOW_ROOT: '1',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (d) => (out += d));
@@ -35,14 +37,6 @@ function runAgent(env: Record<string, string>, args: string[] = []): Run {
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
   return { child, output: () => out, exit };
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 describe('parseAgentArgs', () => {
@@ -93,103 +87,100 @@ describe('parseAgentArgs', () => {
   });
 });
 
-describe('conductor-agent process', () => {
+describe('conductor-agent process against the real control plane on pglite+memory', () => {
+  const { control } = useControlPlane(pglite, root);
+  const runs: Run[] = [];
+  const start = (env: Record<string, string>, args: string[] = []) => {
+    const run = runAgent(env, args);
+    runs.push(run);
+    return run;
+  };
+  afterAll(() => {
+    for (const run of runs) if (run.child.exitCode === null) run.child.kill('SIGKILL');
+  });
+
   it('exits 2 on bad configuration', async () => {
-    const run = runAgent({ TOTAL_CPUS: 'abc', CONDUCTOR_URL: server.url });
+    const run = start({ TOTAL_CPUS: 'abc', CONDUCTOR_URL: control().url });
     expect((await run.exit).code).toBe(2);
     expect(run.output()).toContain('TOTAL_CPUS must be a positive integer');
   });
 
   it('prints help', async () => {
-    const run = runAgent({}, ['--help']);
+    const run = start({}, ['--help']);
     expect((await run.exit).code).toBe(0);
     expect(run.output()).toContain('CONDUCTOR_URL');
   });
 
   it('registers, runs a job, and on SIGTERM cancels it, unregisters and exits 0', async () => {
-    const stateDir = join(root, 'state-sigterm');
-    const run = runAgent({
-      CONDUCTOR_URL: server.url,
+    const cp = control();
+    const run = start({
+      CONDUCTOR_URL: cp.url,
       CONDUCTOR_TOKEN: 'cli-token',
       NODE_NAME: 'cli-node',
       TOTAL_CPUS: '3',
-      CONDUCTOR_STATE_DIR: stateDir,
+      CONDUCTOR_STATE_DIR: join(root, 'state-sigterm'),
     });
-    await until(() => run.output().includes('Worker registered'), 10_000, 'registration');
+    await eventually(() => run.output().includes('Worker registered'), { what: 'registration' });
     expect(run.output()).toMatch(
       /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ✓ Worker registered: cli-node \(3 CPUs\)$/m,
     );
-    expect(server.calls('/register')[0]!.auth).toBe('Bearer cli-token');
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash parameter expansion, not a template
-    server.assign({ job_id: 1, script: 'echo "token=${CONDUCTOR_TOKEN:-none}"; sleep 300' });
-    await until(() => (server.output.get('1:1:stdout')?.text ?? '') !== '', 10_000, 'output');
-    expect(server.output.get('1:1:stdout')?.text).toBe('token=none\n');
-    run.child.kill('SIGTERM');
-    const exit = await run.exit;
-    expect(exit.code).toBe(0);
-    expect(server.calls('/jobs/1/finish')[0]?.body).toMatchObject({
-      outcome: 'cancelled',
-      message: 'agent stopped',
+    expect(sentBy(cp, '/agents/register', 'cli-node')[0]!.headers.authorization).toBe('Bearer cli-token');
+    const job = await cp.submit({
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash parameter expansion, not a template
+      script: 'echo "token=${CONDUCTOR_TOKEN:-none}"; sleep 30',
+      cpus: 1,
     });
-    expect(server.calls('/unregister')).toHaveLength(1);
+    await eventually(async () => (await cp.logs(job.id)).stdout.content !== '', { what: 'output' });
+    expect((await cp.logs(job.id)).stdout.content).toBe('token=none\n');
+    run.child.kill('SIGTERM');
+    expect((await run.exit).code).toBe(0);
+    expect(await cp.job(job.id)).toMatchObject({ state: 'CANCELLED', reason: 'agent stopped' });
+    expect(await cp.worker('cli-node')).toMatchObject({ status: 'down', down_reason: 'unregistered' });
     expect(run.output()).toContain('Worker unregistered: cli-node');
   });
 
   it('a second signal kills the jobs and exits 130 at once', async () => {
-    const stateDir = join(root, 'state-twice');
-    const run = runAgent(
-      { CONDUCTOR_URL: server.url, NODE_NAME: 'cli-drain', CONDUCTOR_STATE_DIR: stateDir },
+    const cp = control();
+    const run = start(
+      { CONDUCTOR_URL: cp.url, NODE_NAME: 'cli-drain', CONDUCTOR_STATE_DIR: join(root, 'state-twice') },
       ['--drain'],
     );
-    await until(() => run.output().includes('Worker registered'), 10_000, 'registration');
-    server.assign({
-      job_id: 2,
-      script: 'echo $$ > "$PIDFILE"; sleep 300',
-      environment: { PIDFILE: join(root, 'pid-2') },
+    await eventually(() => run.output().includes('Worker registered'), { what: 'registration' });
+    const pidFile = join(root, 'pid-2');
+    const job = await cp.submit({
+      script: 'echo $$ > "$PIDFILE"; sleep 30',
+      cpus: 1,
+      environment: { PIDFILE: pidFile },
     });
-    await until(() => server.calls('/jobs/2/started').length === 1, 10_000, 'started');
-    await until(
-      () => {
-        try {
-          return readFileSync(join(root, 'pid-2'), 'utf8').trim() !== '';
-        } catch {
-          return false;
-        }
-      },
-      5000,
-      'pid file',
-    );
-    const jobPid = Number(readFileSync(join(root, 'pid-2'), 'utf8').trim());
+    await cp.started(job.id);
+    await eventually(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '', {
+      what: 'pid file',
+    });
+    const jobPid = Number(readFileSync(pidFile, 'utf8').trim());
     run.child.kill('SIGTERM');
-    await until(() => run.output().includes('Draining'), 5000, 'drain message');
+    await eventually(() => run.output().includes('Draining'), { what: 'drain message' });
     run.child.kill('SIGTERM');
     expect((await run.exit).code).toBe(130);
-    await until(
-      () => {
-        try {
-          process.kill(jobPid, 0);
-          const stat = readFileSync(`/proc/${jobPid}/stat`, 'utf8');
-          return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-        } catch {
-          return true;
-        }
-      },
-      3000,
-      'job killed',
-    );
+    await eventually(() => processGone(jobPid), { timeoutMs: 3000, what: 'job killed' });
+    // It left without a word: the server still has the job running, until the node is declared lost.
+    expect(await cp.job(job.id)).toMatchObject({ state: 'RUNNING' });
+    expect((await cp.worker('cli-drain'))?.status).not.toBe('down');
+    expect((await cp.reapLostWorkersNow(['cli-drain'])).lostWorkers).toEqual(['cli-drain']);
+    expect(await cp.job(job.id)).toMatchObject({ state: 'NODE_FAIL' });
   });
 
   it('exits 1 when registration is refused', async () => {
-    server.override('/register', {
-      status: 401,
-      body: { error: { code: 'unauthorized', message: 'bad token' } },
-    });
-    const run = runAgent({
-      CONDUCTOR_URL: server.url,
+    const cp = control();
+    // The command line takes any positive CPU count; the control plane refuses more than 65536.
+    const run = start({
+      CONDUCTOR_URL: cp.url,
       NODE_NAME: 'cli-refused',
+      TOTAL_CPUS: '100000',
       CONDUCTOR_STATE_DIR: join(root, 's3'),
     });
     expect((await run.exit).code).toBe(1);
-    expect(run.output()).toContain('✗ Worker registration failed: 401 unauthorized: bad token');
+    expect(run.output()).toContain('✗ Worker registration failed: 400 invalid_request: Invalid body: cpus');
+    expect(sentBy(cp, '/agents/register', 'cli-refused')).toHaveLength(1);
+    expect(await cp.worker('cli-refused')).toBeUndefined();
   });
 });

@@ -1,7 +1,11 @@
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../../agent/src/client.ts';
+import { DEFAULT_TIMING } from '../../agent/src/config.ts';
+import { deliver, type JobRunnerDeps } from '../../agent/src/job-runner.ts';
+import { silentLogger } from '../../agent/src/log.ts';
 import {
   completeUtf8Length,
   cutChunk,
@@ -13,7 +17,10 @@ import {
   planChunk,
   type SendOutcome,
 } from '../../agent/src/output-streamer.ts';
+import { eventually } from '../support/agent-process.ts';
+import { agentBackends, agentTestConfig, ControlPlane } from './control-plane.ts';
 
+const { all } = await agentBackends();
 const root = mkdtempSync(join(tmpdir(), 'conductor-output-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -74,22 +81,6 @@ describe('UTF-8 boundaries', () => {
   });
 });
 
-/** A fake server for one job: stores each stream like the control plane does (byte offsets, gaps). */
-function fakeServer() {
-  const stored = { stdout: { bytes: 0, text: '', gaps: 0 }, stderr: { bytes: 0, text: '', gaps: 0 } };
-  const calls: OutputChunk[] = [];
-  const send = async (chunk: OutputChunk): Promise<SendOutcome> => {
-    calls.push(chunk);
-    const s = stored[chunk.stream];
-    if (chunk.offset < s.bytes) return { kind: 'mismatch', expected: s.bytes };
-    if (chunk.offset > s.bytes) s.gaps++;
-    s.text += chunk.data;
-    s.bytes = chunk.offset + chunk.bytes;
-    return { kind: 'ok' };
-  };
-  return { stored, calls, send };
-}
-
 function files(name: string) {
   const stdoutPath = join(root, `${name}.out`);
   const stderrPath = join(root, `${name}.err`);
@@ -98,10 +89,66 @@ function files(name: string) {
   return { stdoutPath, stderrPath };
 }
 
-describe('OutputStreamer', () => {
+describe.each(all)('OutputStreamer against the real control plane on $name', (factory) => {
+  const workerId = 'streamer-node';
+  let cp: ControlPlane;
+  let client: AgentClient;
+  let session: string;
+
+  beforeAll(async () => {
+    cp = await ControlPlane.start(factory, agentTestConfig({ workerTtlSeconds: 600 }));
+    client = new AgentClient({ url: cp.directUrl });
+    ({ session } = await client.register({ worker_id: workerId, hostname: 'streamer-host', cpus: 64 }));
+  });
+  afterEach(() => cp.checkInvariants());
+  afterAll(async () => {
+    await cp?.close();
+  });
+
+  /** A job placed on the worker, claimed and reported started through the agent protocol. */
+  async function runningJob(): Promise<number> {
+    const { id } = await cp.submit({ script: 'true', cpus: 1 });
+    await eventually(async () => (await cp.job(id)).state === 'RUNNING', { what: `job ${id} placed` });
+    const claim = await client.claim({ worker_id: workerId, session, wait_s: 0 });
+    expect(claim.jobs.map((j) => j.job_id)).toContain(id);
+    await client.started(id, { worker_id: workerId, attempt: 1 });
+    return id;
+  }
+
+  /** Sends a job's chunks to the real server as the agent's JobRunner does (deliver, then its outcome). */
+  function sender(jobId: number) {
+    const calls: OutputChunk[] = [];
+    const deps: JobRunnerDeps = {
+      client,
+      logger: silentLogger,
+      timing: DEFAULT_TIMING,
+      workerId: () => workerId,
+      reportSignal: new AbortController().signal,
+      onSessionLost: () => {},
+    };
+    const send = async (chunk: OutputChunk): Promise<SendOutcome> => {
+      calls.push(chunk);
+      const delivery = await deliver(deps, 'output', (signal) =>
+        client.output(jobId, { worker_id: workerId, attempt: 1, ...chunk }, { signal }),
+      );
+      switch (delivery.kind) {
+        case 'ok':
+          return { kind: 'ok' };
+        case 'mismatch':
+          return { kind: 'mismatch', expected: delivery.expected };
+        case 'stale':
+        case 'aborted':
+        case 'rejected':
+          return { kind: delivery.kind };
+      }
+    };
+    return { calls, send };
+  }
+
   it('uploads a file written in pieces that split multi-byte characters', async () => {
-    const paths = files('split');
-    const server = fakeServer();
+    const id = await runningJob();
+    const paths = files(`split-${factory.name}`);
+    const server = sender(id);
     const streamer = new OutputStreamer({ ...paths, send: server.send });
     const bytes = enc(TEXT.repeat(3));
     // Write 5 bytes at a time (cutting characters) and flush in between, as the periodic timer would.
@@ -111,92 +158,113 @@ describe('OutputStreamer', () => {
     }
     appendFileSync(paths.stderrPath, 'an error\n');
     await streamer.finish();
-    expect(server.stored.stdout.text).toBe(TEXT.repeat(3));
-    expect(server.stored.stdout.bytes).toBe(bytes.length);
-    expect(server.stored.stderr.text).toBe('an error\n');
+    const logs = await cp.logs(id);
+    expect(logs.stdout).toMatchObject({ content: TEXT.repeat(3), bytes: bytes.length, truncated: false });
+    expect(logs.stderr.content).toBe('an error\n');
     expect(server.calls.every((c) => !c.data.includes('\uFFFD'))).toBe(true);
     expect(server.calls.every((c) => enc(c.data).length === c.bytes)).toBe(true);
   });
 
   it('sends an incomplete trailing character in the final flush', async () => {
-    const paths = files('final');
-    const server = fakeServer();
+    const id = await runningJob();
+    const paths = files(`final-${factory.name}`);
     appendFileSync(paths.stdoutPath, Buffer.concat([enc('ok '), enc('€').subarray(0, 2)]));
-    const streamer = new OutputStreamer({ ...paths, send: server.send });
+    const streamer = new OutputStreamer({ ...paths, send: sender(id).send });
     await streamer.flush();
-    expect(server.stored.stdout.text).toBe('ok ');
+    expect((await cp.logs(id)).stdout).toMatchObject({ content: 'ok ', bytes: 3 });
     await streamer.finish();
-    expect(server.stored.stdout.bytes).toBe(5);
-    expect(server.stored.stdout.text).toBe('ok \uFFFD');
+    expect((await cp.logs(id)).stdout).toMatchObject({ content: 'ok \uFFFD', bytes: 5 });
   });
 
   it('skips ahead to the last 1 MiB and sends chunks of at most 256 KiB', async () => {
-    const paths = files('big');
+    const id = await runningJob();
+    const paths = files(`big-${factory.name}`);
     const line = `${'x'.repeat(63)}é\n`; // 66 bytes, multi-byte near every boundary
     const total = Math.ceil((3.5 * MAX_BACKLOG_BYTES) / 66);
     writeFileSync(paths.stdoutPath, line.repeat(total));
     const size = total * 66;
-    const server = fakeServer();
+    const server = sender(id);
     const streamer = new OutputStreamer({ ...paths, send: server.send });
     await streamer.finish();
     expect(server.calls.every((c) => c.bytes <= MAX_CHUNK_BYTES)).toBe(true);
     const first = server.calls[0]!;
     expect(first.offset).toBeGreaterThanOrEqual(size - MAX_BACKLOG_BYTES);
     expect(first.offset).toBeLessThan(size - MAX_BACKLOG_BYTES + 4);
-    expect(server.stored.stdout.gaps).toBe(1);
-    expect(server.stored.stdout.bytes).toBe(size);
     const sent = server.calls.reduce((n, c) => n + c.bytes, 0);
     expect(sent).toBeLessThanOrEqual(MAX_BACKLOG_BYTES);
-    expect(server.stored.stdout.text.endsWith(line)).toBe(true);
-    expect(server.stored.stdout.text.includes('\uFFFD')).toBe(false);
+    // The server marks the one gap, counts every byte the job wrote, and keeps the tail.
+    const { stdout } = (await cp.logs(id)) as {
+      stdout: { content: string; bytes: number; truncated: boolean };
+    };
+    expect(stdout.bytes).toBe(size);
+    expect(stdout.truncated).toBe(true);
+    const marker = `\n[... ${first.offset} bytes of output skipped ...]\n`;
+    expect(stdout.content.startsWith(marker)).toBe(true);
+    expect(stdout.content.split('bytes of output skipped')).toHaveLength(2);
+    expect(stdout.content.endsWith(line)).toBe(true);
+    expect(stdout.content.includes('\uFFFD')).toBe(false);
   });
 
   it('continues from the offset the server expects after a mismatch', async () => {
-    const paths = files('mismatch');
+    const id = await runningJob();
+    const paths = files(`mismatch-${factory.name}`);
     writeFileSync(paths.stdoutPath, 'first part|second part\n');
-    const server = fakeServer();
-    server.stored.stdout.bytes = 11; // the server got 'first part|' from a previous run
-    server.stored.stdout.text = 'first part|';
+    // The server got 'first part|' from a previous run of the agent.
+    await client.output(id, {
+      worker_id: workerId,
+      attempt: 1,
+      stream: 'stdout',
+      offset: 0,
+      data: 'first part|',
+      bytes: 11,
+    });
+    const server = sender(id);
     const streamer = new OutputStreamer({ ...paths, send: server.send });
     await streamer.finish();
     expect(server.calls[0]?.offset).toBe(0);
     expect(server.calls[1]?.offset).toBe(11);
-    expect(server.stored.stdout.text).toBe('first part|second part\n');
+    expect((await cp.logs(id)).stdout).toMatchObject({ content: 'first part|second part\n', bytes: 23 });
   });
 
   it('uploads on its own timer while the file grows', async () => {
-    const paths = files('timer');
-    const server = fakeServer();
-    const streamer = new OutputStreamer({ ...paths, send: server.send, intervalMs: 100, pollMs: 20 });
+    const id = await runningJob();
+    const paths = files(`timer-${factory.name}`);
+    const streamer = new OutputStreamer({ ...paths, send: sender(id).send, intervalMs: 100, pollMs: 20 });
     streamer.start();
     appendFileSync(paths.stdoutPath, 'tick\n');
-    await new Promise((r) => setTimeout(r, 300));
-    expect(server.stored.stdout.text).toBe('tick\n');
+    await eventually(async () => (await cp.logs(id)).stdout.content === 'tick\n', {
+      timeoutMs: 3000,
+      what: 'the periodic upload',
+    });
     // 64 KiB of new output goes out without waiting for the interval.
-    const slow = new OutputStreamer({ ...files('eager'), send: server.send, intervalMs: 60_000, pollMs: 20 });
+    const eagerId = await runningJob();
+    const eager = sender(eagerId);
+    const eagerPaths = files(`eager-${factory.name}`);
+    const slow = new OutputStreamer({ ...eagerPaths, send: eager.send, intervalMs: 60_000, pollMs: 20 });
     slow.start();
     await new Promise((r) => setTimeout(r, 50));
-    const before = server.calls.length;
-    appendFileSync(join(root, 'eager.out'), 'y'.repeat(70 * 1024));
-    await new Promise((r) => setTimeout(r, 200));
-    expect(server.calls.length).toBeGreaterThan(before);
+    const before = eager.calls.length;
+    appendFileSync(eagerPaths.stdoutPath, 'y'.repeat(70 * 1024));
+    await eventually(async () => (await cp.logs(eagerId)).stdout.bytes === 70 * 1024, {
+      timeoutMs: 3000,
+      what: 'the eager upload',
+    });
+    expect(eager.calls.length).toBeGreaterThan(before);
     await streamer.finish();
     await slow.finish();
   });
 
   it('stops when the attempt is stale', async () => {
-    const paths = files('stale');
+    const id = await runningJob();
+    // The attempt already ended on the server: its output is refused with 409 stale_assignment.
+    await client.finish(id, { worker_id: workerId, attempt: 1, exit_code: '0:0', outcome: 'exited' });
+    const paths = files(`stale-${factory.name}`);
     writeFileSync(paths.stdoutPath, 'data\n');
-    let calls = 0;
-    const streamer = new OutputStreamer({
-      ...paths,
-      send: async () => {
-        calls++;
-        return { kind: 'stale' };
-      },
-    });
+    const server = sender(id);
+    const streamer = new OutputStreamer({ ...paths, send: server.send });
     await streamer.finish();
     expect(streamer.stale).toBe(true);
-    expect(calls).toBe(1);
+    expect(server.calls).toHaveLength(1);
+    expect((await cp.logs(id)).stdout.content).toBe('');
   });
 });

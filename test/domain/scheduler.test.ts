@@ -19,7 +19,9 @@ describe.each(backends)('scheduler on $name', (factory) => {
   });
 
   async function reset() {
-    await backend.db.db.execute(sql`TRUNCATE jobs, resource_allocations, workers, job_output`);
+    await backend.db.db.execute(
+      sql`TRUNCATE jobs, resource_allocations, workers, job_output, submission_keys`,
+    );
     const [row] = await query<{ v: string }>(
       backend.db.db,
       sql`UPDATE cluster_state SET allocated_cpus = 0, allocation_version = allocation_version + 1 RETURNING allocation_version AS v`,

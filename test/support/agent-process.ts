@@ -28,6 +28,10 @@ export class AgentProcess {
         NODE_NAME: nodeName,
         TOTAL_CPUS: String(options.cpus ?? 4),
         CONDUCTOR_STATE_DIR: this.stateDir,
+        // Tests run as root here: jobs may run as root (tests of the refusal override this), and their
+        // work_dirs live under the temp folder.
+        CONDUCTOR_ALLOW_ROOT: '1',
+        CONDUCTOR_JOB_ROOT: tmpdir(),
         ...options.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

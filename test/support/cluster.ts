@@ -11,7 +11,12 @@ import { createIoredisScripts } from '../../functions/node/ioredis.ts';
 import { type RunningServer, startServer } from '../../functions/node/server.ts';
 import { MemoryRegistryStore } from '../../functions/registry/memory-store.ts';
 import { RedisRegistryStore } from '../../functions/registry/redis-store.ts';
-import { createPgliteDatabase, createPostgresDatabase, type TestDatabase } from './databases.ts';
+import {
+  createNeonDatabase,
+  createPgliteDatabase,
+  createPostgresDatabase,
+  type TestDatabase,
+} from './databases.ts';
 import { REDIS_URL, serviceAvailable } from './services.ts';
 
 /** A log that tests can read back. */
@@ -38,7 +43,10 @@ export class RecordingLogger implements Logger {
 }
 
 export interface Backend {
-  /** `postgres+redis` (the production pair) or `pglite+memory` (the zero-setup default). */
+  /**
+   * `postgres+redis` (the production pair on Node), `neon+redis` (the same Postgres through the Neon driver
+   * the Workers build uses, over the local WebSocket proxy) or `pglite+memory` (the zero-setup default).
+   */
   name: string;
   db: TestDatabase;
   registry: RegistryStore;
@@ -53,28 +61,42 @@ export interface BackendFactory {
 }
 
 /** The backends the store-level suites run on: always the local default, plus real Postgres+Redis when up. */
+/** A Redis registry under its own key prefix over a database: the production pairs. */
+async function redisBackend(
+  name: string,
+  createDb: () => Promise<TestDatabase>,
+  options: { keyPrefix?: string },
+): Promise<Backend> {
+  const db = await createDb();
+  const keyPrefix = options.keyPrefix ?? `test:${process.pid}:${Math.random().toString(36).slice(2, 8)}:`;
+  const redis = createIoredisScripts(REDIS_URL, { onError: () => {} });
+  const registry = new RedisRegistryStore(redis.scripts, { keyPrefix });
+  return {
+    name,
+    db,
+    registry,
+    keyPrefix,
+    async close() {
+      await redis.close();
+      await db.close();
+    },
+  };
+}
+
+/**
+ * The backends the store-level suites run on: always the local default, plus real Postgres+Redis and the
+ * Neon driver over the same Postgres (+Redis) when the services are up.
+ */
 export async function availableBackends(): Promise<BackendFactory[]> {
   const list: BackendFactory[] = [];
   if ((await serviceAvailable('postgres')) && (await serviceAvailable('redis'))) {
     list.push({
       name: 'postgres+redis',
-      async create(options = {}) {
-        const db = await createPostgresDatabase();
-        const keyPrefix =
-          options.keyPrefix ?? `test:${process.pid}:${Math.random().toString(36).slice(2, 8)}:`;
-        const redis = createIoredisScripts(REDIS_URL, { onError: () => {} });
-        const registry = new RedisRegistryStore(redis.scripts, { keyPrefix });
-        return {
-          name: 'postgres+redis',
-          db,
-          registry,
-          keyPrefix,
-          async close() {
-            await redis.close();
-            await db.close();
-          },
-        };
-      },
+      create: (options = {}) => redisBackend('postgres+redis', createPostgresDatabase, options),
+    });
+    list.push({
+      name: 'neon+redis',
+      create: (options = {}) => redisBackend('neon+redis', () => createNeonDatabase(), options),
     });
   }
   list.push({
@@ -122,15 +144,19 @@ export function testContext(backend: Backend, config = testConfig()) {
   };
 }
 
-/** A real HTTP control plane (the Node server, timers on) over a backend. */
+/**
+ * A real HTTP control plane (the Node server, timers on) over a backend. `port` (default: any free one) lets
+ * a test stop a server and start another one where its agents expect it, as a restart would.
+ */
 export async function startTestServer(
   backend: Backend,
   config = testConfig(),
+  options: { port?: number } = {},
 ): Promise<RunningServer & { logger: RecordingLogger }> {
   const logger = new RecordingLogger();
   const server = await startServer(
     { db: backend.db.db, registry: backend.registry, notifier: createLocalNotifier(), logger, config },
-    { port: 0, host: '127.0.0.1' },
+    { port: options.port ?? 0, host: '127.0.0.1' },
   );
   return Object.assign(server, { logger });
 }

@@ -25,7 +25,14 @@ export class ServerProcess {
   constructor(port: number, env: Record<string, string>) {
     this.url = `http://127.0.0.1:${port}`;
     this.child = spawn(process.execPath, ['--import', 'tsx', ENTRY], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), ...env },
+      // CONDUCTOR_ALLOW_ROOT: tests run as root here, and the embedded agent refuses root without it.
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        PORT: String(port),
+        CONDUCTOR_ALLOW_ROOT: '1',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const onData = (chunk: Buffer) => {

@@ -21,6 +21,8 @@ import { bundleWorker } from '../support/worker-bundle.ts';
  */
 const available = (await serviceAvailable('postgres')) && (await serviceAvailable('redis'));
 const REDIS_DB_URL = 'redis://127.0.0.1:6379/10';
+/** The ADMIN_TOKEN binding: the Worker stores it (hashed) as an admin token the first time it is used. */
+const ADMIN_TOKEN = 'workers-admin-token-0123456789abcdefghij';
 
 /** Runs the Worker's scheduled handler as a cron trigger would. */
 async function fireCron(mf: Miniflare, cron: string): Promise<void> {
@@ -58,6 +60,7 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
         CONDUCTOR_HEARTBEAT_INTERVAL: '1',
         CONDUCTOR_CLAIM_WAIT: '2',
         CONDUCTOR_CLAIM_POLL_MS: '200',
+        ADMIN_TOKEN,
       },
     });
     const url = await mf.ready;
@@ -96,7 +99,11 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
   ): Promise<{ status: number; body: T }> => {
     const res = await fetch(`${url}${path}`, {
       ...init,
-      headers: { 'content-type': 'application/json', ...(init?.headers ?? {}) },
+      headers: {
+        'content-type': 'application/json',
+        authorization: `Bearer ${ADMIN_TOKEN}`,
+        ...(init?.headers ?? {}),
+      },
     });
     return { status: res.status, body: (await res.json()) as T };
   };
@@ -129,9 +136,42 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
     }
   });
 
+  let agentToken: string;
+  const agentEnv = () => ({ CONDUCTOR_TOKEN: agentToken });
+
+  it('is public by nature: every route but health needs a token, even before any exists', async () => {
+    const bare = await fetch(`${urls[0]}/api/v1/dashboard`);
+    expect(bare.status).toBe(401);
+    expect(((await bare.json()) as { error: { code: string } }).error.code).toBe('missing_token');
+    expect((await fetch(`${urls[1]}/api/v1/health`)).status).toBe(200);
+    const submit = await fetch(`${urls[1]}/api/v1/jobs/submit`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ script: 'true', cpus: 1 }),
+    });
+    expect(submit.status).toBe(401);
+    // The ADMIN_TOKEN binding works in every isolate, and is stored once, hashed.
+    const created = await api<{ token: string }>(
+      '/api/v1/tokens',
+      { method: 'POST', body: JSON.stringify({ name: 'edge-agents', scopes: ['agent'] }) },
+      urls[1],
+    );
+    expect(created.status).toBe(201);
+    agentToken = created.body.token;
+    const tokens = await api<{ tokens: { name: string }[] }>('/api/v1/tokens');
+    expect(tokens.body.tokens.map((t) => t.name).sort()).toEqual(['bootstrap-admin', 'edge-agents']);
+    // An agent token cannot submit.
+    const byAgent = await api('/api/v1/jobs/submit', {
+      method: 'POST',
+      body: JSON.stringify({ script: 'true', cpus: 1 }),
+      headers: { authorization: `Bearer ${agentToken}` },
+    });
+    expect(byAgent.status).toBe(403);
+  });
+
   it('runs the whole lifecycle with a real agent pointed at the Worker', async () => {
     expect((await api<{ status: string }>('/api/v1/health')).body.status).toBe('ok');
-    const agent = new AgentProcess('edge-node-1', urls[0]!, { cpus: 4 });
+    const agent = new AgentProcess('edge-node-1', urls[0]!, { cpus: 4, env: agentEnv() });
     agents.push(agent);
     await agent.registered();
     await agent.waitForLine(/Heartbeat sent: edge-node-1/);
@@ -157,7 +197,7 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
     const { body } = await submit({ script: 'true', cpus: 1 });
     // Nothing is live: the job waits. A worker appears; the cron's backstop pass places the job even if
     // no request-time pass ran after the registration.
-    const next = new AgentProcess('edge-node-2', urls[1]!, { cpus: 2 });
+    const next = new AgentProcess('edge-node-2', urls[1]!, { cpus: 2, env: agentEnv() });
     agents.push(next);
     await next.registered();
     await fireCron(isolates[0]!, '* * * * *');
@@ -180,7 +220,7 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
     // Three more live workers (registered through both isolates), then a burst: submissions, cancels and
     // finishes through both isolates while both fire crons.
     const more = ['edge-a', 'edge-b', 'edge-c'].map(
-      (id, i) => new AgentProcess(id, urls[i % 2]!, { cpus: 3 }),
+      (id, i) => new AgentProcess(id, urls[i % 2]!, { cpus: 3, env: agentEnv() }),
     );
     agents.push(...more);
     await Promise.all(more.map((a) => a.registered()));

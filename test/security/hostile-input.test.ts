@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
+import { availableBackends, type Backend } from '../support/cluster.ts';
+import { errorOf, type SecureApp, secureApp } from './support.ts';
+
+const backends = await availableBackends();
+const MiB = 1024 * 1024;
+
+describe.each(backends)('hostile input on $name', (factory) => {
+  let backend: Backend;
+  let s: SecureApp;
+  let admin: string;
+  let agent: string;
+  beforeAll(async () => {
+    backend = await factory.create();
+    s = secureApp(backend);
+    admin = (await s.token(['admin'], 'admin')).token;
+    agent = (await s.token(['agent'], 'agent')).token;
+  });
+  afterAll(async () => {
+    await s?.harness.settle();
+    await backend?.close();
+  });
+
+  const submit = (body: unknown) => s.request('POST', '/api/v1/jobs/submit', { token: admin, body });
+  const rejects = async (body: unknown, field: string, status = 400) => {
+    const res = await submit(body);
+    expect(res.status, JSON.stringify(body).slice(0, 100)).toBe(status);
+    const error = await errorOf(res);
+    expect(error.message).toContain(field);
+    return error;
+  };
+
+  it('holds a job larger than every live node PENDING with a reason, and places it when a node fits', async () => {
+    const none = (await (await submit({ script: 'true', cpus: 8 })).json()) as {
+      id: number;
+      state: string;
+      reason: string;
+    };
+    expect(none).toMatchObject({
+      state: 'PENDING',
+      reason: 'waiting for a node with at least 8 CPUs: no node is live',
+    });
+    await s.request('POST', '/api/v1/agents/register', {
+      token: agent,
+      body: { worker_id: 'small', hostname: 's', cpus: 4 },
+    });
+    const big = (await (await submit({ script: 'true', cpus: 64 })).json()) as {
+      id: number;
+      state: string;
+      reason: string;
+    };
+    expect(big).toMatchObject({
+      state: 'PENDING',
+      reason: 'waiting for a node with at least 64 CPUs: the largest live node has 4',
+    });
+    const fits = (await (await submit({ script: 'true', cpus: 2 })).json()) as { reason: string | null };
+    expect(fits.reason).toBeNull();
+    await s.harness.settle();
+    await runSchedulingPass(s.harness.ctx);
+    const job = async (id: number) =>
+      (await (await s.request('GET', `/api/v1/jobs/${id}`, { token: admin })).json()) as {
+        state: string;
+        reason: string | null;
+      };
+    // The scheduler keeps the reason current (the 8-CPU job now sees a live 4-CPU node).
+    expect(await job(none.id)).toMatchObject({
+      state: 'PENDING',
+      reason: 'waiting for a node with at least 8 CPUs: the largest live node has 4',
+    });
+    await s.request('POST', '/api/v1/agents/register', {
+      token: agent,
+      body: { worker_id: 'large', hostname: 'l', cpus: 64 },
+    });
+    await s.harness.settle();
+    await runSchedulingPass(s.harness.ctx);
+    // The 8-CPU job is served first (queue order) and runs on the new node; the 64-CPU one now fits a node,
+    // waits for its CPUs, and no longer claims that no node is large enough.
+    expect(await job(none.id)).toMatchObject({ state: 'RUNNING', reason: null });
+    expect(await job(big.id)).toMatchObject({ state: 'PENDING', reason: null });
+  });
+
+  it('keeps the size limits: script 1 MiB, body 2 MiB, 256 variables, names 255', async () => {
+    await rejects({ script: 'x'.repeat(MiB + 1), cpus: 1 }, 'script is larger than 1 MiB');
+    // Multi-byte characters count as bytes.
+    await rejects({ script: 'é'.repeat(MiB / 2 + 1), cpus: 1 }, 'script is larger than 1 MiB');
+    expect((await submit({ script: 'x'.repeat(MiB - 100), cpus: 1 })).status).toBe(201);
+    const huge = await submit({ script: 'true', cpus: 1, environment: { A: 'x'.repeat(2 * MiB) } });
+    expect(huge.status).toBe(413);
+    expect((await errorOf(huge)).message).toContain('2 MiB');
+    const env = Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`V${i}`, 'x']));
+    await rejects({ script: 'true', cpus: 1, environment: env }, 'at most 256 variables');
+    await rejects(
+      { script: 'true', cpus: 1, environment: { ['V'.repeat(256)]: 'x' } },
+      'at most 255 characters',
+    );
+    await rejects({ script: 'true', cpus: 1, name: 'n'.repeat(256) }, 'name is at most 255 characters');
+    await rejects({ script: 'true', cpus: 1, account: 'a'.repeat(256) }, 'account is at most 255 characters');
+    await rejects({ script: 'true', cpus: 1, time_limit: '999999999-0' }, 'time_limit is at most 365 days');
+    await rejects({ script: 'true', cpus: 65_537 }, 'cpus is at most 65536');
+    await rejects({ script: 'true', cpus: 0 }, 'cpus must be at least 1');
+  });
+
+  it('refuses control characters and NUL where they do not belong, and unknown fields', async () => {
+    await rejects({ script: 'true', cpus: 1, name: 'tab\there' }, 'name has control characters');
+    await rejects({ script: 'true', cpus: 1, name: 'line\nbreak' }, 'name has control characters');
+    await rejects(
+      { script: 'true', cpus: 1, partition: 'esc\u001b[31m' },
+      'partition has control characters',
+    );
+    await rejects({ script: 'true', cpus: 1, work_dir: '/tmp/a\nb' }, 'work_dir has control characters');
+    await rejects({ script: 'echo a\u0000b', cpus: 1 }, 'script: contains a NUL character');
+    await rejects(
+      { script: 'true', cpus: 1, environment: { A: 'x\u0000' } },
+      'environment.A: contains a NUL character',
+    );
+    await rejects({ script: 'true', cpus: 1, environment: { A: '\ud800' } }, 'unpaired surrogate');
+    await rejects({ script: 'true', cpus: 1, surprise: 1 }, 'unknown field(s): surprise');
+    // Scripts may hold tabs and escape sequences; variable values may hold newlines.
+    expect(
+      (await submit({ script: 'printf "a\\tb\\n"\t# tab', cpus: 1, environment: { M: 'two\nlines' } }))
+        .status,
+    ).toBe(201);
+    // Other bodies too.
+    const token = await s.request('POST', '/api/v1/tokens', {
+      token: admin,
+      body: { name: 'x', scopes: ['jobs:read'], extra: 1 },
+    });
+    expect(token.status).toBe(400);
+    expect((await errorOf(token)).message).toContain('unknown field(s): extra');
+    const register = await s.request('POST', '/api/v1/agents/register', {
+      token: agent,
+      body: { worker_id: 'n1', hostname: 'h\u0000', cpus: 1 },
+    });
+    expect(register.status).toBe(400);
+    expect((await errorOf(register)).message).toContain('hostname');
+    const labels = await s.request('POST', '/api/v1/agents/register', {
+      token: agent,
+      body: { worker_id: 'n1', hostname: 'h', cpus: 1, labels: { rack: 'a\nb' } },
+    });
+    expect(labels.status).toBe(400);
+    expect((await errorOf(labels)).message).toContain('labels');
+  });
+
+  it('refuses ids beyond what the database holds with a 400, not a crash', async () => {
+    for (const path of ['/api/v1/jobs/99999999999999999999', '/api/v1/jobs/9007199254740993/logs']) {
+      const res = await s.request('GET', path, { token: admin });
+      expect(res.status, path).toBe(400);
+      expect((await errorOf(res)).message).toContain('job id');
+    }
+    expect((await s.request('GET', '/api/v1/jobs?before=1e30', { token: admin })).status).toBe(400);
+    expect((await s.request('DELETE', '/api/v1/tokens/1e30', { token: admin })).status).toBe(400);
+  });
+});
