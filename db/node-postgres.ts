@@ -18,6 +18,10 @@ export function connectNodePg(url: string, options: { max?: number } = {}): Node
     max: options.max ?? 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
+    // A partitioned network (packets dropped, nothing refused) must not hang requests: give up on a query
+    // after 5 s (the API answers 503; every query here is small) and let TCP keepalive find dead connections.
+    query_timeout: 5_000,
+    keepAlive: true,
   });
   // An idle client losing its connection (Postgres restarted) must not crash the process.
   pool.on('error', () => {});

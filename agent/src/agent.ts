@@ -255,6 +255,14 @@ export class Agent {
       const wait = config.claimWaitS ?? response.claim_wait_s;
       if (typeof wait === 'number' && wait >= 0) this.claimWaitS = wait;
       logger.info(`✓ Worker registered: ${this.workerIdValue} (${config.cpus} CPUs)`);
+      // Attempts the server took away while we were gone (reaped, requeued, cancelled): stop them.
+      for (const ref of response.cancel ?? []) {
+        const runner = this.runners.get(jobKey(ref));
+        if (runner?.running && !runner.process?.terminating) {
+          logger.warn(`Job ${jobKey(ref)} is no longer assigned to this worker: stopping it`);
+          runner.cancel('no longer assigned to this worker', 'registration');
+        }
+      }
       logger.debug(
         `session ${response.session}, heartbeat every ${this.heartbeatIntervalS} s, claim wait ${this.claimWaitS} s` +
           (why === 'again' ? `, ${this.activeJobs().length} job(s) kept` : ''),

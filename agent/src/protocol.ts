@@ -41,6 +41,11 @@ export interface RegisterResponse {
   worker_ttl_s: number;
   /** How long a claim may wait for work before answering empty. */
   claim_wait_s: number;
+  /**
+   * Attempts named in `running` that are no longer this worker's (reaped, requeued, cancelled meanwhile):
+   * kill their processes; their results will be refused.
+   */
+  cancel: JobRef[];
 }
 
 export interface HeartbeatRequest {

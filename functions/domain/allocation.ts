@@ -18,8 +18,20 @@ export interface EndedJob {
  * released allocation rows, the workers' allocated counts and the cluster allocation version commit
  * together or not at all. Then tells the cache (after the commit) and asks for a scheduling pass.
  */
-export async function endJobsAndRelease(ctx: Context, jobUpdate: SQL): Promise<EndedJob[]> {
-  const rows = await withRetry(() => runEndJobs(ctx.db, jobUpdate));
+export async function endJobsAndRelease(
+  ctx: Context,
+  jobUpdate: SQL,
+  options: { racesPlacement?: boolean } = {},
+): Promise<EndedJob[]> {
+  // A statement that may end a PENDING job can wait on a scheduling pass that holds the job's row, then
+  // (READ COMMITTED) re-check the row it waited for, now RUNNING, while its other parts still read the
+  // snapshot from before the pass: the allocation the pass inserted would not be released. In REPEATABLE
+  // READ the wait ends in a serialization failure instead, and the retry sees the pass's allocation.
+  const rows = await withRetry(() =>
+    options.racesPlacement
+      ? ctx.db.transaction((tx) => runEndJobs(tx, jobUpdate), { isolationLevel: 'repeatable read' })
+      : runEndJobs(ctx.db, jobUpdate),
+  );
   const first = rows[0];
   if (first && first.version !== null) {
     await applyAllocationDelta(ctx, -Number(first.released_cpus), Number(first.version));
@@ -81,11 +93,12 @@ function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
  * `requeue` (they run again elsewhere, with the next attempt number).
  */
 export function loseJobs(where: SQL, reason: string): SQL {
+  // A job someone cancelled is not run again: it ends CANCELLED.
   return sql`UPDATE jobs SET
-      state = CASE WHEN requeue THEN 'PENDING' ELSE 'NODE_FAIL' END,
-      end_time = CASE WHEN requeue THEN NULL ELSE now() END,
-      exit_code = CASE WHEN requeue THEN NULL ELSE '0:0' END,
-      node = CASE WHEN requeue THEN NULL ELSE node END,
+      state = CASE WHEN cancel_requested THEN 'CANCELLED' WHEN requeue THEN 'PENDING' ELSE 'NODE_FAIL' END,
+      end_time = CASE WHEN requeue AND NOT cancel_requested THEN NULL ELSE now() END,
+      exit_code = CASE WHEN requeue AND NOT cancel_requested THEN NULL ELSE '0:0' END,
+      node = CASE WHEN requeue AND NOT cancel_requested THEN NULL ELSE node END,
       claimed_session = NULL, claimed_at = NULL,
       reason = ${reason}
     WHERE state = 'RUNNING' AND ${where}

@@ -334,9 +334,9 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
 }
 
 /**
- * Cancels a job. PENDING, or placed but not yet picked up by its agent: CANCELLED at once (allocation
- * released). Running on an agent: marked, the agent is woken, kills the process group and reports
- * CANCELLED. Already finished: 409. A non-admin may cancel only its owner's jobs (others are not found).
+ * Cancels a job. PENDING, or placed but not yet started by its agent: CANCELLED at once (allocation
+ * released; an agent that picked it up learns it from the answer to its `started` report and kills it).
+ * Running on an agent: marked, the agent is woken, kills the process group and reports CANCELLED. Already finished: 409. A non-admin may cancel only its owner's jobs (others are not found).
  */
 export async function cancelJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
   const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
@@ -345,8 +345,9 @@ export async function cancelJob(ctx: Context, id: number, caller: Principal = AN
     ctx,
     sql`UPDATE jobs SET state = 'CANCELLED', end_time = now(), reason = 'cancelled by user',
           exit_code = CASE WHEN state = 'RUNNING' THEN '0:15' ELSE NULL END
-        WHERE id = ${id} AND ${mine} AND (state = 'PENDING' OR (state = 'RUNNING' AND claimed_session IS NULL))
+        WHERE id = ${id} AND ${mine} AND (state = 'PENDING' OR (state = 'RUNNING' AND start_time IS NULL))
         RETURNING id, state, node, attempt, exit_code`,
+    { racesPlacement: true },
   );
   if (ended.length === 0) {
     const marked = await queryOne<{ node: string }>(

@@ -94,12 +94,16 @@ export async function registerWorker(
       'agent restarted: process lost',
     ),
   );
+  let stale: JobRef[] = [];
   if (running.length > 0) {
-    await query(
+    const kept = await query<{ id: string | number; attempt: number }>(
       ctx.db,
       sql`UPDATE jobs SET claimed_session = ${session}
-          WHERE node = ${id} AND state = 'RUNNING' AND ${keep}`,
+          WHERE node = ${id} AND state = 'RUNNING' AND ${keep}
+          RETURNING id, attempt`,
     );
+    const current = new Set(kept.map((k) => `${Number(k.id)}:${Number(k.attempt)}`));
+    stale = running.filter((r) => !current.has(`${r.job_id}:${r.attempt}`));
   }
 
   const row = await queryOne<{
@@ -148,6 +152,7 @@ export async function registerWorker(
     heartbeat_interval_s: config.heartbeatIntervalSeconds,
     worker_ttl_s: config.workerTtlSeconds,
     claim_wait_s: config.claimWaitSeconds,
+    cancel: stale,
   };
 }
 
@@ -343,10 +348,11 @@ async function assertAssignment(
     node: string | null;
     attempt: number;
     state: string;
+    exit_code: string | null;
     node_mine: boolean | null;
   }>(
     ctx.db,
-    sql`SELECT node, attempt, state,
+    sql`SELECT node, attempt, state, exit_code,
                (SELECT ${boundTo(caller)} FROM workers w WHERE w.id = jobs.node) AS node_mine
         FROM jobs WHERE id = ${jobId}`,
   );
@@ -413,7 +419,10 @@ export async function finishAssignment(
   const job = ended[0];
   if (job) return { state: job.state };
   const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
-  if (current.state !== 'RUNNING' && current.state !== 'PENDING') return { state: current.state };
+  // The same report again (a retry whose first answer was lost): harmless. Any other report about an
+  // attempt that ended otherwise (reaped as NODE_FAIL, timed out by the server) is stale.
+  const repeated = current.state !== 'NODE_FAIL' && current.exit_code === input.exit_code;
+  if (current.state !== 'RUNNING' && current.state !== 'PENDING' && repeated) return { state: current.state };
   throw staleAssignment(jobId, input.attempt);
 }
 
@@ -480,14 +489,7 @@ export async function unregisterWorker(
   );
   if (!row) throw await sessionError(ctx, input, caller);
   const id = input.worker_id;
-  await endJobsAndRelease(
-    ctx,
-    sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
-          reason = 'requeued: its worker left before starting it'
-        WHERE node = ${id} AND state = 'RUNNING' AND start_time IS NULL
-        RETURNING id, state, node, attempt, exit_code`,
-  );
-  await endJobsAndRelease(ctx, loseJobs(sql`node = ${id}`, 'worker unregistered while the job ran'));
+  // Down first: the passes that the requeue below asks for must not place the jobs here again.
   await query(
     ctx.db,
     sql`UPDATE workers SET status = 'down', down_at = now(), down_reason = 'unregistered'
@@ -498,5 +500,13 @@ export async function unregisterWorker(
   } catch (error) {
     warnRegistryDown(ctx, error);
   }
+  await endJobsAndRelease(
+    ctx,
+    sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
+          reason = 'requeued: its worker left before starting it'
+        WHERE node = ${id} AND state = 'RUNNING' AND start_time IS NULL AND NOT cancel_requested
+        RETURNING id, state, node, attempt, exit_code`,
+  );
+  await endJobsAndRelease(ctx, loseJobs(sql`node = ${id}`, 'worker unregistered while the job ran'));
   ctx.logger.info(`Worker unregistered: ${id}`);
 }

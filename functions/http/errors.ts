@@ -61,7 +61,8 @@ function isDatabaseUnavailable(error: unknown): boolean {
  */
 function isConnectionLost(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
-    if (/connection terminated|timeout exceeded when trying to connect/i.test(e.message)) return true;
+    if (/connection terminated|timeout exceeded when trying to connect|query read timeout/i.test(e.message))
+      return true;
   }
   return false;
 }
