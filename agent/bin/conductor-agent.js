@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// Runs the agent's TypeScript sources through tsx until the agent ships as its own compiled package.
+// `conductor-agent` from a checkout of the repository: runs the TypeScript sources through tsx. The published
+// package's bin is the compiled agent/dist/cli.js instead (npm run build:agent).
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../src/cli.ts');
+const { main } = await import('../src/cli.ts');
+process.exitCode = await main();

@@ -1,9 +1,12 @@
+#!/usr/bin/env node
 /**
  * `conductor-agent`: a thin shell over Agent. Sets process.exitCode: 0 after a clean stop, 1 on a fatal
  * error, 2 on bad configuration; a second SIGINT/SIGTERM kills the jobs and exits at once with 130.
  */
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Agent, FatalAgentError } from './agent.ts';
-import { ConfigError, parseAgentArgs } from './config.ts';
+import { AGENT_VERSION, type AgentConfig, ConfigError, parseAgentArgs } from './config.ts';
 import { createLogger, describeError } from './log.ts';
 import { resolveSafety } from './safety.ts';
 
@@ -11,7 +14,15 @@ export async function main(
   argv: string[] = process.argv.slice(2),
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const parsed = parseAgentArgs(argv, env);
+  if (argv[0] === 'print-systemd-unit') {
+    process.stdout.write(readFileSync(SYSTEMD_UNIT, 'utf8'));
+    return 0;
+  }
+  const check = argv.includes('--check');
+  const parsed = parseAgentArgs(
+    argv.filter((a) => a !== '--check'),
+    env,
+  );
   if (parsed.kind === 'help' || parsed.kind === 'version') {
     process.stdout.write(`${parsed.text}\n`);
     return 0;
@@ -28,7 +39,13 @@ export async function main(
     return 2;
   }
   const config = safe.config;
-  const logger = createLogger({ debug: config.debug });
+  if (check) return checkConnection(config, env);
+  const logger = createLogger({ debug: config.debug, format: env.LOG_FORMAT === 'json' ? 'json' : 'text' });
+  logger.info(
+    `conductor-agent ${AGENT_VERSION}: server ${config.url}, node ${config.nodeName}, ${config.cpus} CPUs, ` +
+      `state ${config.stateDir}, heartbeat ${config.heartbeatIntervalS ? `every ${config.heartbeatIntervalS} s` : "at the server's interval"}` +
+      `${config.drain ? ', drains on stop' : ''}`,
+  );
   const agent = new Agent(config, { logger });
 
   let signals = 0;
@@ -76,4 +93,49 @@ export async function main(
   }
 }
 
-process.exitCode = await main();
+const SYSTEMD_UNIT = fileURLToPath(new URL('../systemd/conductor-agent.service', import.meta.url));
+
+/**
+ * `--check`: can this node reach the control plane, and does it accept our token? A heartbeat for a
+ * session that does not exist answers 404/409 to an authenticated agent and 401/403 otherwise.
+ */
+async function checkConnection(config: AgentConfig, env: NodeJS.ProcessEnv): Promise<number> {
+  const say = (ok: boolean, text: string) => {
+    (ok ? process.stdout : process.stderr).write(`${ok ? '✓' : '✗'} ${text}\n`);
+    return ok ? 0 : 1;
+  };
+  try {
+    const health = await fetch(new URL('/api/v1/health', config.url), {
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!health.ok) return say(false, `${config.url} answers ${health.status} on /api/v1/health`);
+  } catch (err) {
+    return say(false, `cannot reach ${config.url}: ${describeError(err)}`);
+  }
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (env.CONDUCTOR_TOKEN) headers.authorization = `Bearer ${env.CONDUCTOR_TOKEN}`;
+  const res = await fetch(new URL('/api/v1/agents/heartbeat', config.url), {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ worker_id: config.nodeName, session: 'conductor-agent-check' }),
+    signal: AbortSignal.timeout(10_000),
+  }).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+  if (res instanceof Error) return say(false, `cannot reach ${config.url}: ${describeError(res)}`);
+  if (res.status === 401) {
+    return say(false, `${config.url} refuses the token (401): set CONDUCTOR_TOKEN to an agent token`);
+  }
+  if (res.status === 403) {
+    return say(
+      false,
+      `${config.url} answers 403: the token is not an agent token, or ${config.nodeName} belongs to another token`,
+    );
+  }
+  if (res.status >= 500)
+    return say(false, `${config.url} answers ${res.status}: the control plane is unwell`);
+  return say(true, `${config.url} is reachable and accepts this agent as ${config.nodeName}`);
+}
+
+// Run when executed (the bin, `npm run agent`), not when imported.
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await main();
+}

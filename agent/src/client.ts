@@ -119,7 +119,7 @@ export class AgentClient {
 
   private async post<T>(path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs);
-    const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+    const signal = options.signal ? anySignal(timeout, options.signal) : timeout;
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       accept: 'application/json',
@@ -196,4 +196,21 @@ function httpError(response: Response, text: string): AgentApiError {
 function snippet(text: string): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   return flat.length > 120 ? `${flat.slice(0, 120)}…` : flat;
+}
+
+/** AbortSignal.any, which Node 18 lacks: aborts when either signal does. */
+function anySignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (a.aborted) return a;
+  if (b.aborted) return b;
+  const controller = new AbortController();
+  const onA = () => finish(a);
+  const onB = () => finish(b);
+  const finish = (source: AbortSignal) => {
+    a.removeEventListener('abort', onA);
+    b.removeEventListener('abort', onB);
+    controller.abort(source.reason);
+  };
+  a.addEventListener('abort', onA, { once: true });
+  b.addEventListener('abort', onB, { once: true });
+  return controller.signal;
 }

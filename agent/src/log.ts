@@ -28,13 +28,18 @@ export interface StreamLoggerOptions {
   write?: (text: string) => void;
   /** Emit debug lines too. */
   debug?: boolean;
+  /** `json`: one JSON object per line (`{"time","level","message"}`), for log shippers. */
+  format?: 'text' | 'json';
   now?: () => Date;
 }
 
 export function createLogger(options: StreamLoggerOptions = {}): AgentLogger {
   const write = options.write ?? ((text: string) => void process.stdout.write(text));
   const now = options.now ?? (() => new Date());
-  const emit = (level: LogLevel) => (message: string) => write(formatLogLines(level, message, now()));
+  const emit = (level: LogLevel) =>
+    options.format === 'json'
+      ? (message: string) => write(`${JSON.stringify({ time: now().toISOString(), level, message })}\n`)
+      : (message: string) => write(formatLogLines(level, message, now()));
   return {
     debug: options.debug ? emit('debug') : () => {},
     info: emit('info'),
