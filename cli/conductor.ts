@@ -1,7 +1,9 @@
-/** `conductor`: see cli/commands.ts. */
-import { runCli } from './commands.ts';
+/** `conductor`: see cli/main.ts (HTTP commands) and cli/commands.ts (token and webhook, on the database). */
+import { main } from './main.ts';
 
-process.exitCode = await runCli(process.argv.slice(2), process.env, {
+process.exitCode = await main(process.argv.slice(2), process.env, {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
+  isTTY: process.stdout.isTTY === true,
+  errIsTTY: process.stderr.isTTY === true,
 });

@@ -273,3 +273,14 @@ export const auditLog = pgTable(
   },
   (t) => [index('audit_log_action_id_idx').on(t.action, t.id.desc())],
 );
+
+/**
+ * Cluster capacity over time, for the dashboard's chart: at most one row a minute (`at` is the minute), written
+ * by the scheduling backstop, kept 7 days.
+ */
+export const utilizationSamples = pgTable('utilization_samples', {
+  at: tstz('at').primaryKey(),
+  totalCpus: integer('total_cpus').notNull(),
+  allocatedCpus: integer('allocated_cpus').notNull(),
+  liveWorkers: integer('live_workers').notNull(),
+});

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { compress } from 'hono/compress';
 import type { Context } from './domain/context.ts';
 import { type AppEnv, authMiddleware } from './http/auth.ts';
 import { createErrorHandler, errorResponse } from './http/errors.ts';
@@ -7,6 +8,9 @@ import { tokenRoutes, webhookRoutes } from './routes/admin.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { opsRoutes } from './routes/ops.ts';
+import { uiRoutes } from './routes/ui.ts';
+import { DASHBOARD_HTML } from './ui/page.ts';
 
 export type { AppEnv };
 
@@ -26,12 +30,26 @@ export function createApp(ctx: Context) {
       onError: (c) => errorResponse(c, 413, 'payload_too_large', 'The request body is larger than 2 MiB'),
     }),
   );
+  // The web dashboard: public HTML for browsers (it asks for a token itself when the API wants one). Any other
+  // client keeps getting the JSON index below, behind the token like every other route.
+  app.get('/', compress(), async (c, next) => {
+    if (!/\btext\/html\b/.test(c.req.header('accept') ?? '')) return next();
+    c.header('Cache-Control', 'no-cache');
+    c.header('X-Content-Type-Options', 'nosniff');
+    c.header(
+      'Content-Security-Policy',
+      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+    );
+    return c.html(DASHBOARD_HTML);
+  });
   app.use(authMiddleware(ctx));
   app.route('/api/v1/jobs', jobRoutes(ctx));
   app.route('/api/v1/agents', agentRoutes(ctx));
   app.route('/api/v1/tokens', tokenRoutes(ctx));
   app.route('/api/v1/webhooks', webhookRoutes(ctx));
+  app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
+  app.route('/', opsRoutes(ctx));
   app.get('/', (c) =>
     c.json({ name: 'conductor', api: '/api/v1', dashboard: '/api/v1/dashboard', health: '/api/v1/health' }),
   );

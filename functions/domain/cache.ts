@@ -44,8 +44,10 @@ export async function readAllocatedCpus(ports: Ports): Promise<AllocatedCpus> {
     cached = await ports.registry.getAllocatedCpus();
   } catch (error) {
     warnRegistryDown(ports, error);
+    if (ports.metrics) ports.metrics.cacheErrors++;
     return { allocated: (await readAllocationSnapshot(ports.db)).allocated, source: 'database' };
   }
+  if (ports.metrics) ports.metrics[cached === null ? 'cacheMisses' : 'cacheHits']++;
   if (cached !== null) return { allocated: cached, source: 'cache' };
   ports.logger.info('Cache miss, querying database');
   const snapshot = await readAllocationSnapshot(ports.db);

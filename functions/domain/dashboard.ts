@@ -1,7 +1,10 @@
 import { sql } from 'drizzle-orm';
+import { z } from 'zod';
 import { JOB_STATES, type JobState, type WorkerStatus } from '../../db/schema.ts';
+import { type Principal, seesAllJobs } from './auth.ts';
 import { readAllocatedCpus } from './cache.ts';
 import type { Context } from './context.ts';
+import { type JobRow, jobView } from './jobs.ts';
 import { liveWorkerIds } from './liveness.ts';
 import { pgArray, query, queryOne } from './sql.ts';
 
@@ -136,4 +139,132 @@ export async function getHealth(ctx: Context) {
       }
     : null;
   return { status, database, cache: { ...cache, kind: ctx.registry.kind, last_sync: lastSync } };
+}
+
+/**
+ * Records one utilization sample (at most one a minute: `at` is the minute, a second call in the same minute
+ * does nothing) and drops samples older than 7 days, in ONE statement. Called by the scheduling backstop.
+ */
+export async function recordUtilizationSample(ctx: Context): Promise<void> {
+  // Backstop ticks come every few seconds on Node: go to the database once a minute per process.
+  const minute = Math.floor(Date.now() / 60_000);
+  if (sampledMinute.get(ctx) === minute) return;
+  await ctx.db.execute(
+    sql`WITH sample AS (
+          INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers)
+          SELECT date_trunc('minute', now()), coalesce(sum(cpus), 0), coalesce(sum(allocated_cpus), 0), count(*)
+          FROM workers
+          WHERE status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})
+          ON CONFLICT (at) DO NOTHING
+          RETURNING at)
+        DELETE FROM utilization_samples
+        WHERE at < now() - interval '7 days' AND EXISTS (SELECT 1 FROM sample)`,
+  );
+  sampledMinute.set(ctx, minute);
+}
+
+const sampledMinute = new WeakMap<Context, number>();
+
+export const utilizationInput = z.strictObject({
+  window: z.enum(['1h', '24h'], { error: 'window is 1h or 24h' }).default('1h'),
+});
+
+/** Samples of the last hour or day, oldest first (24 h: averaged over 10-minute buckets, at most 144 points). */
+export async function utilizationSeries(ctx: Context, input: z.infer<typeof utilizationInput>) {
+  const rows = await query<{
+    at: Date | string;
+    total: number | string;
+    allocated: number | string;
+    workers: number | string;
+  }>(
+    ctx.db,
+    input.window === '1h'
+      ? sql`SELECT at, total_cpus AS total, allocated_cpus AS allocated, live_workers AS workers
+            FROM utilization_samples WHERE at > now() - interval '1 hour' ORDER BY at`
+      : sql`SELECT to_timestamp(floor(extract(epoch FROM at) / 600) * 600) AS at,
+                   round(avg(total_cpus)) AS total, round(avg(allocated_cpus)) AS allocated,
+                   round(avg(live_workers)) AS workers
+            FROM utilization_samples WHERE at > now() - interval '24 hours'
+            GROUP BY 1 ORDER BY 1`,
+  );
+  return {
+    window: input.window,
+    samples: rows.map((r) => ({
+      at: new Date(r.at).toISOString(),
+      total_cpus: Number(r.total),
+      allocated_cpus: Number(r.allocated),
+      live_workers: Number(r.workers),
+    })),
+  };
+}
+
+export const uiJobsInput = z.strictObject({
+  state: z
+    .string()
+    .transform((s) =>
+      s
+        .split(',')
+        .map((x) => x.trim().toUpperCase())
+        .filter((x) => x !== ''),
+    )
+    .pipe(z.array(z.enum(JOB_STATES, { error: `state is one of ${JOB_STATES.join(', ')}` })))
+    .optional(),
+  /** A case-insensitive substring of the job's name or account. */
+  q: z.string().max(255, 'q is at most 255 characters').optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+});
+
+const UI_JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
+  environment, priority, requeue, attempt, reason, cancel_requested, owner, submit_time, start_time, end_time`;
+
+/** The dashboard's job list: GET /api/v1/jobs's, plus `q` (name or account search). Read-only. */
+export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput>, viewer: Principal) {
+  const filters = [sql`true`];
+  if (input.state && input.state.length > 0) filters.push(sql`state = ANY(${pgArray(input.state)}::text[])`);
+  if (input.before) filters.push(sql`id < ${input.before}`);
+  const q = input.q?.trim();
+  if (q) {
+    const pattern = `%${q.replaceAll('\\', '\\\\').replaceAll('%', '\\%').replaceAll('_', '\\_')}%`;
+    filters.push(sql`(name ILIKE ${pattern} OR coalesce(account, '') ILIKE ${pattern})`);
+  }
+  if (!seesAllJobs(viewer)) filters.push(sql`owner = ${viewer.owner ?? ''}`);
+  const rows = await query<JobRow>(
+    ctx.db,
+    sql`SELECT ${UI_JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
+        ORDER BY id DESC LIMIT ${input.limit + 1}`,
+  );
+  const page = rows.slice(0, input.limit).map((r) => jobView(r));
+  const more = rows.length > input.limit;
+  return { jobs: page, next_before: more ? (page.at(-1)?.id ?? null) : null };
+}
+
+/**
+ * The dashboard's workers: the live ones, then those that went down (or stopped heartbeating) within the last
+ * hour, reported `down`. Capacity counts only the live ones (getDashboard).
+ */
+export async function listUiWorkers(ctx: Context) {
+  const live = await listLiveWorkers(ctx);
+  const liveIds = live.map((w) => w.worker_id);
+  const rows = await query<LiveWorkerRow>(
+    ctx.db,
+    sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
+               (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs
+        FROM workers w
+        WHERE NOT (w.id = ANY(${pgArray(liveIds)}::text[]))
+          AND (w.down_at > now() - interval '1 hour' OR w.last_heartbeat > now() - interval '1 hour')
+        ORDER BY w.id LIMIT 200`,
+  );
+  const recent = rows.map((w) => ({
+    worker_id: w.id,
+    hostname: w.hostname,
+    cpus: Number(w.cpus),
+    allocated_cpus: Number(w.allocated_cpus),
+    available_cpus: 0,
+    status: 'down' as WorkerStatus,
+    running_jobs: Number(w.running_jobs),
+    registered_at: new Date(w.registered_at).toISOString(),
+    last_heartbeat: new Date(w.last_heartbeat).toISOString(),
+  }));
+  return { workers: [...live, ...recent] };
 }

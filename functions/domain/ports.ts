@@ -5,6 +5,7 @@
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type * as schema from '../../db/schema.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
+import type { ProcessMetrics } from './process-metrics.ts';
 
 /** Any drizzle Postgres database or transaction over our schema (node-postgres, PGlite, Neon). */
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
@@ -142,6 +143,8 @@ export interface Ports {
   notifier: WorkNotifier;
   logger: Logger;
   config: ConductorConfig;
+  /** This process's counters for GET /metrics (createContext makes them). */
+  metrics?: ProcessMetrics;
   /** Submission rate limits; an in-process limiter when none is given. */
   rateLimiter?: RateLimiter;
   /** Runs work after the response on runtimes that need to be told (Workers' waitUntil); Node just lets it run. */

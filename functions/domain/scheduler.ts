@@ -170,7 +170,9 @@ export function createScheduler(ports: Ports): Scheduler {
   const pass = async (): Promise<PassResult> => {
     let total = 0;
     for (;;) {
+      const started = performance.now();
       const result = await runSchedulingPass(ports);
+      ports.metrics?.observePass((performance.now() - started) / 1000);
       total += result.placed;
       if (result.skipped === 'no_workers') {
         const now = Date.now();

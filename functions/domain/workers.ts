@@ -203,6 +203,7 @@ export async function heartbeatWorker(
         RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
   );
   if (!row) throw await sessionError(ctx, input, caller);
+  ctx.metrics.heartbeats++;
   let known = true;
   try {
     known = await ctx.registry.touchWorker(

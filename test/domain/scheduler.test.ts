@@ -58,7 +58,9 @@ describe.each(backends)('scheduler on $name', (factory) => {
     await checkInvariants(backend.db.db, backend.registry);
   });
 
-  it('200 concurrent scheduling passes over 10 workers never over-allocate or start a job twice', async () => {
+  it('200 concurrent scheduling passes over 10 workers never over-allocate or start a job twice', {
+    timeout: 120_000,
+  }, async () => {
     await reset();
     const { ctx, settle } = testContext(backend, {
       ...testContext(backend).ctx.config,

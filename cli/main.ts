@@ -1,0 +1,634 @@
+/**
+ * `conductor`: the command line for people and scripts, over the HTTP API. This module and what it imports
+ * statically use Node built-ins and fetch only (test/cli/module-graph.test.ts checks it), so the CLI can ship
+ * alone; `conductor token|webhook`, which work on the database, load cli/commands.ts when they run.
+ *
+ * Exit codes: 0 ok, 1 an API error or a failed job, 2 a usage error; `submit --wait`/`--follow` exit with
+ * the job's own code (a signal N is 128+N).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { ApiError, Client, resolveConfig } from './api.ts';
+import { buildSubmitBody, expandPattern, SUBMIT_OPTIONS, type SubmitValues, UsageError } from './sbatch.ts';
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  /** Whether stdout / stderr are terminals (colours, spinner). */
+  isTTY?: boolean;
+  errIsTTY?: boolean;
+}
+
+interface Job {
+  id: number;
+  name: string;
+  state: string;
+  cpus: number;
+  exit_code: string | null;
+  node: string | null;
+  owner: string | null;
+  account: string | null;
+  partition: string | null;
+  time_limit: number | null;
+  reason: string | null;
+  submit_time: string | null;
+  start_time: string | null;
+  end_time: string | null;
+  script?: string;
+  environment?: Record<string, string>;
+}
+
+interface Worker {
+  worker_id: string;
+  cpus: number;
+  allocated_cpus: number;
+  available_cpus?: number;
+  status: string;
+  live?: boolean;
+  last_heartbeat: string;
+}
+
+const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL']);
+
+const GLOBAL = `Global options (every command):
+  --url <url>       the control plane (else CONDUCTOR_URL, else "url" in ~/.config/conductor/config.json,
+                    else http://localhost:8000)
+  --token <token>   an API token (else CONDUCTOR_TOKEN, else "token" in the config file)
+  -h, --help        this command's help`;
+
+export const HELP: Record<string, string> = {
+  '': `Usage: conductor <command> [options]
+
+Commands:
+  submit <script>       submit a batch script (#SBATCH / #CONDUCTOR directives honoured)
+  jobs                  list jobs (like squeue)
+  show <id>             one job, in full
+  cancel <id>...        cancel jobs
+  logs <id>             a job's output (-f: follow it live)
+  nodes                 the compute nodes (like sinfo)
+  drain <node>          stop placing jobs on a node (its jobs finish)
+  undrain <node>        put a node back
+  token ...             API tokens, straight in the database (conductor token --help)
+  webhook ...           webhooks, straight in the database
+
+${GLOBAL}
+
+Exit codes: 0 ok, 1 API error or failed job, 2 usage error; submit --wait exits with the job's code.
+
+Examples:
+  conductor submit job.sh --wait
+  conductor jobs --state RUNNING,PENDING
+  conductor logs 42 -f
+`,
+  submit: `Usage: conductor submit <script | -> [options]
+
+Submits a batch script (a file, or - for stdin). Options may also be given in the script as #SBATCH or
+#CONDUCTOR lines at its top (before the first command); the command line wins over #CONDUCTOR, which wins
+over #SBATCH.
+
+  -c, --cpus-per-task <n>   CPUs per task (default 1)
+  -n, --ntasks <n>          tasks (default 1); the job gets ntasks x cpus-per-task CPUs, on one node
+      --cpus <n>            CPUs, directly
+  -J, --job-name <name>
+  -t, --time <time>         time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, UNLIMITED
+  -p, --partition <name>
+  -A, --account <name>
+  -D, --chdir <dir>         the job's working directory (absolute)
+      --export <list>       ALL, NONE, or [ALL,]VAR=value,VAR2,... (a bare VAR takes this shell's value)
+      --env VAR=value       one variable (repeatable)
+      --requeue             put the job back in the queue if its node is lost (--no-requeue: don't)
+  -o, --output <file>       -e, --error <file>: passed to the job as CONDUCTOR_OUTPUT / CONDUCTOR_ERROR
+                            (%j: job id, %x: job name); with --wait or --follow the command also writes
+                            the job's captured stdout / stderr there when it ends
+      --priority <n>
+      --wait                wait for the job to end (a spinner on a terminal), exit with its exit code
+      --follow              stream its output while it runs, then exit with its exit code
+      --json                print the job as JSON
+
+${GLOBAL}
+
+Examples:
+  conductor submit train.sh                      # prints: Submitted batch job 42
+  conductor submit -c 8 -J train -t 2:00:00 train.sh --wait
+  echo 'echo hi' | conductor submit - --follow
+`,
+  jobs: `Usage: conductor jobs [--state S1,S2] [--me] [--limit N] [--json]
+
+Lists jobs, newest first: JOBID NAME STATE CPUS NODE TIME.
+  --state <list>   PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL (comma list)
+  --me             only the jobs owned by your token's owner (CONDUCTOR_OWNER, else your user name)
+  --limit <n>      at most n jobs (default 100)
+  --json           the API's JSON
+
+${GLOBAL}
+
+Examples:
+  conductor jobs
+  conductor jobs --state RUNNING --json | jq '.jobs[].id'
+`,
+  show: `Usage: conductor show <id> [--json]
+
+One job, with its script and environment.
+
+${GLOBAL}
+
+Example:
+  conductor show 42
+`,
+  cancel: `Usage: conductor cancel <id>...
+
+Cancels jobs: pending ones at once, running ones are killed by their agent.
+
+${GLOBAL}
+
+Example:
+  conductor cancel 42 43
+`,
+  logs: `Usage: conductor logs <id> [-f] [--tail <bytes>]
+
+Prints a job's captured stdout (on stdout) and stderr (on stderr). The server keeps the last 1 MiB of
+each; older output is marked as truncated.
+  -f, --follow       stream new output until the job ends (then exit with its code)
+      --tail <bytes> only the last bytes of each stream
+
+${GLOBAL}
+
+Examples:
+  conductor logs 42
+  conductor logs 42 -f
+`,
+  nodes: `Usage: conductor nodes [--all] [--json]
+
+The compute nodes (like sinfo): NODE STATUS CPUS ALLOC FREE HEARTBEAT. Needs an admin token.
+  --all    every node ever seen, down ones too
+
+${GLOBAL}
+
+Example:
+  conductor nodes
+`,
+  drain: `Usage: conductor drain <node>
+
+Stops placing jobs on a node; its running jobs finish. Needs an admin token.
+
+${GLOBAL}
+
+Example:
+  conductor drain worker-node-01
+`,
+  undrain: `Usage: conductor undrain <node>
+
+Puts a drained node back in service. Needs an admin token.
+
+${GLOBAL}
+
+Example:
+  conductor undrain worker-node-01
+`,
+};
+
+const COMMON = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function parse(
+  args: string[],
+  options: NonNullable<ParseArgsConfig['options']>,
+  positionals: [number, number],
+) {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args, options: { ...COMMON, ...options }, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  if (!values.help) {
+    const n = parsed.positionals.length;
+    if (n < positionals[0] || n > positionals[1]) {
+      throw new UsageError(
+        positionals[0] === positionals[1]
+          ? `expected ${positionals[0]} argument(s), got ${n}`
+          : `expected at least ${positionals[0]} argument(s), got ${n}`,
+      );
+    }
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+function jobId(text: string): number {
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < 1) {
+    throw new UsageError(`a job id is a positive whole number, got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+/** The exit code a shell would show for a job: its code, 128+signal for a signal, 1 when it has none. */
+export function jobExitStatus(job: { state: string; exit_code: string | null }): number {
+  const match = /^(\d+):(\d+)$/.exec(job.exit_code ?? '');
+  if (match) {
+    const code = Number(match[1]);
+    const signal = Number(match[2]);
+    if (signal > 0) return 128 + signal;
+    if (code > 0) return code > 255 ? 1 : code;
+    return job.state === 'COMPLETED' ? 0 : 1;
+  }
+  return job.state === 'COMPLETED' ? 0 : 1;
+}
+
+function colours(io: Io, env: NodeJS.ProcessEnv, stream: 'out' | 'err' = 'out') {
+  const on = (stream === 'out' ? io.isTTY : io.errIsTTY) === true && !env.NO_COLOR;
+  const paint = (code: string) => (text: string) => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
+  const state = (s: string) =>
+    s === 'COMPLETED' || s === 'ready'
+      ? paint('32')(s)
+      : s === 'RUNNING'
+        ? paint('36')(s)
+        : s === 'PENDING' || s === 'draining'
+          ? paint('33')(s)
+          : FINAL.has(s) || s === 'down'
+            ? paint('31')(s)
+            : s;
+  return { bold: paint('1'), dim: paint('2'), state };
+}
+
+/** Elapsed time as squeue shows it: M:SS, H:MM:SS, D-HH:MM:SS. */
+export function elapsed(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, '0');
+  if (d > 0) return `${d}-${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}:${sec}`;
+  if (h > 0) return `${h}:${String(m).padStart(2, '0')}:${sec}`;
+  return `${m}:${sec}`;
+}
+
+function jobTime(job: Job, now = Date.now()): string {
+  if (!job.start_time) return '0:00';
+  const end = job.end_time ? Date.parse(job.end_time) : now;
+  return elapsed((end - Date.parse(job.start_time)) / 1000);
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: escape sequences are measured without their codes
+const ANSI = /\x1b\[[0-9;]*m/g;
+
+function table(header: string[], rows: string[][]): string {
+  const all = [header, ...rows];
+  const width = (s: string) => s.replace(ANSI, '').length;
+  const widths = header.map((_, i) => Math.max(...all.map((r) => width(r[i] ?? ''))));
+  return `${all
+    .map((r) =>
+      r
+        .map((cell, i) => cell + ' '.repeat(Math.max(0, (widths[i] ?? 0) - width(cell))))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls a job until it ends; on a terminal, a spinner on stderr says where it is. */
+async function waitForJob(client: Client, id: number, io: Io, env: NodeJS.ProcessEnv): Promise<Job> {
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  const spin = io.errIsTTY === true;
+  const c = colours(io, env, 'err');
+  let frame = 0;
+  let job = await client.request<Job>('GET', `/api/v1/jobs/${id}`);
+  let lastPoll = Date.now();
+  while (!FINAL.has(job.state)) {
+    if (spin) {
+      const where = job.node ? ` on ${job.node}` : job.reason ? ` (${job.reason})` : '';
+      io.err(
+        `\r\x1b[2K${frames[frame++ % frames.length]} job ${id} ${c.state(job.state)}${where} ${jobTime(job)}`,
+      );
+    }
+    await sleep(spin ? 100 : 500);
+    if (Date.now() - lastPoll >= (spin ? 1000 : 500)) {
+      job = await client.request<Job>('GET', `/api/v1/jobs/${id}`);
+      lastPoll = Date.now();
+    }
+  }
+  if (spin) io.err('\r\x1b[2K');
+  return job;
+}
+
+/** Streams a job's output (SSE) to stdout/stderr until it ends; returns its final state and exit code. */
+async function followJob(
+  client: Client,
+  id: number,
+  io: Io,
+  tail?: number,
+): Promise<{ state: string; exit_code: string | null }> {
+  let end: { state: string; exit_code: string | null } | undefined;
+  const query = `follow=1${tail === undefined ? '' : `&tail=${tail}`}`;
+  await client.events(`/api/v1/jobs/${id}/logs?${query}`, (event, data) => {
+    if (event === 'stdout') io.out(data);
+    else if (event === 'stderr') io.err(data);
+    else if (event === 'end') end = JSON.parse(data) as { state: string; exit_code: string | null };
+  });
+  // The stream ended without its end event (the server went away): ask how the job is.
+  return end ?? (await client.request<Job>('GET', `/api/v1/jobs/${id}`));
+}
+
+function finishedLine(
+  job: { state: string; exit_code: string | null },
+  id: number,
+  io: Io,
+  env: NodeJS.ProcessEnv,
+) {
+  const c = colours(io, env, 'err');
+  io.err(`Job ${id} ${c.state(job.state)} (exit code ${job.exit_code ?? 'none'})\n`);
+}
+
+type Command = (args: string[], io: Io, env: NodeJS.ProcessEnv) => Promise<number>;
+
+const client = (values: Record<string, unknown>, env: NodeJS.ProcessEnv) =>
+  new Client(
+    resolveConfig(
+      {
+        ...(typeof values.url === 'string' ? { url: values.url } : {}),
+        ...(typeof values.token === 'string' ? { token: values.token } : {}),
+      },
+      env,
+    ),
+  );
+
+const COMMANDS: Record<string, Command> = {
+  async submit(args, io, env) {
+    const { values, positionals } = parse(
+      args,
+      {
+        ...SUBMIT_OPTIONS,
+        wait: { type: 'boolean' },
+        follow: { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+      [1, 1],
+    );
+    if (values.help) return help('submit', io);
+    const file = positionals[0] as string;
+    let script: string;
+    try {
+      script = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
+    }
+    const flags: SubmitValues = {};
+    for (const key of Object.keys(SUBMIT_OPTIONS) as (keyof typeof SUBMIT_OPTIONS)[]) {
+      const value = values[key];
+      if (value !== undefined) flags[key] = value;
+    }
+    const body = buildSubmitBody(script, flags, env);
+    const api = client(values, env);
+    const job = await api.request<Job>('POST', '/api/v1/jobs/submit', body);
+    if (values.json) io.out(`${JSON.stringify(job, null, 2)}\n`);
+    else if (values.wait || values.follow) io.err(`Submitted batch job ${job.id}\n`);
+    else io.out(`Submitted batch job ${job.id}\n`);
+    if (!values.wait && !values.follow) return 0;
+    const ended = values.follow ? await followJob(api, job.id, io) : await waitForJob(api, job.id, io, env);
+    await writeOutputFiles(api, job, body.environment);
+    finishedLine(ended, job.id, io, env);
+    return jobExitStatus(ended);
+  },
+
+  async jobs(args, io, env) {
+    const { values } = parse(
+      args,
+      {
+        state: { type: 'string' },
+        me: { type: 'boolean' },
+        limit: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+      [0, 0],
+    );
+    if (values.help) return help('jobs', io);
+    const limit = values.limit === undefined ? 100 : Number(values.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new UsageError('--limit is a whole number from 1 to 1000');
+    }
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (typeof values.state === 'string') query.set('state', values.state.toUpperCase());
+    const api = client(values, env);
+    const result = await api.request<{ jobs: Job[]; next_before: number | null }>(
+      'GET',
+      `/api/v1/jobs?${query}`,
+    );
+    if (values.me) {
+      const me = env.CONDUCTOR_OWNER || safeUser();
+      result.jobs = result.jobs.filter((j) => j.owner === me || (j.owner === null && !api.config.token));
+    }
+    if (values.json) {
+      io.out(`${JSON.stringify(result, null, 2)}\n`);
+      return 0;
+    }
+    const c = colours(io, env);
+    const now = Date.now();
+    io.out(
+      table(
+        ['JOBID', 'NAME', 'STATE', 'CPUS', 'NODE', 'TIME'],
+        result.jobs.map((j) => [
+          String(j.id),
+          j.name,
+          c.state(j.state),
+          String(j.cpus),
+          j.node ?? (j.state === 'PENDING' ? '(pending)' : ''),
+          jobTime(j, now),
+        ]),
+      ),
+    );
+    return 0;
+  },
+
+  async show(args, io, env) {
+    const { values, positionals } = parse(args, { json: { type: 'boolean' } }, [1, 1]);
+    if (values.help) return help('show', io);
+    const job = await client(values, env).request<Job>(
+      'GET',
+      `/api/v1/jobs/${jobId(positionals[0] as string)}`,
+    );
+    if (values.json) {
+      io.out(`${JSON.stringify(job, null, 2)}\n`);
+      return 0;
+    }
+    const c = colours(io, env);
+    const { script, environment, ...fields } = job;
+    const lines = Object.entries(fields).map(
+      ([k, v]) =>
+        `${c.bold(k.padEnd(16))}${k === 'state' ? c.state(String(v)) : v === null ? c.dim('-') : String(v)}`,
+    );
+    if (environment && Object.keys(environment).length > 0) {
+      lines.push(c.bold('environment'));
+      for (const [k, v] of Object.entries(environment)) lines.push(`  ${k}=${v}`);
+    }
+    if (script !== undefined)
+      lines.push(
+        c.bold('script'),
+        ...script
+          .replace(/\n$/, '')
+          .split('\n')
+          .map((l) => `  ${l}`),
+      );
+    io.out(`${lines.join('\n')}\n`);
+    return 0;
+  },
+
+  async cancel(args, io, env) {
+    const { values, positionals } = parse(args, {}, [1, Number.MAX_SAFE_INTEGER]);
+    if (values.help) return help('cancel', io);
+    const ids = positionals.map(jobId);
+    const api = client(values, env);
+    let failed = 0;
+    for (const id of ids) {
+      try {
+        const job = await api.request<Job>('POST', `/api/v1/jobs/${id}/cancel`);
+        io.out(`Job ${id}: ${job.state === 'CANCELLED' ? 'cancelled' : 'cancel requested'}\n`);
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        io.err(`conductor: job ${id}: ${error.message}\n`);
+        failed++;
+      }
+    }
+    return failed > 0 ? 1 : 0;
+  },
+
+  async logs(args, io, env) {
+    const { values, positionals } = parse(
+      args,
+      { follow: { type: 'boolean', short: 'f' }, tail: { type: 'string' } },
+      [1, 1],
+    );
+    if (values.help) return help('logs', io);
+    const id = jobId(positionals[0] as string);
+    let tail: number | undefined;
+    if (values.tail !== undefined) {
+      tail = Number(values.tail);
+      if (!Number.isInteger(tail) || tail < 0) throw new UsageError('--tail is a number of bytes');
+    }
+    const api = client(values, env);
+    if (values.follow) return jobExitStatus(await followJob(api, id, io, tail));
+    type Stream = { content: string };
+    const logs = await api.request<{ stdout: Stream; stderr: Stream }>(
+      'GET',
+      `/api/v1/jobs/${id}/logs${tail === undefined ? '' : `?tail=${tail}`}`,
+    );
+    io.out(logs.stdout.content);
+    io.err(logs.stderr.content);
+    return 0;
+  },
+
+  async nodes(args, io, env) {
+    const { values } = parse(args, { all: { type: 'boolean' }, json: { type: 'boolean' } }, [0, 0]);
+    if (values.help) return help('nodes', io);
+    const { workers } = await client(values, env).request<{ workers: Worker[] }>(
+      'GET',
+      `/api/v1/workers${values.all ? '?all=true' : ''}`,
+    );
+    if (values.json) {
+      io.out(`${JSON.stringify(workers, null, 2)}\n`);
+      return 0;
+    }
+    const c = colours(io, env);
+    const now = Date.now();
+    io.out(
+      table(
+        ['NODE', 'STATUS', 'CPUS', 'ALLOC', 'FREE', 'HEARTBEAT'],
+        workers.map((w) => [
+          w.worker_id,
+          c.state(w.live === false ? 'down' : w.status),
+          String(w.cpus),
+          String(w.allocated_cpus),
+          String(w.available_cpus ?? Math.max(0, w.cpus - w.allocated_cpus)),
+          `${elapsed((now - Date.parse(w.last_heartbeat)) / 1000)} ago`,
+        ]),
+      ),
+    );
+    return 0;
+  },
+
+  drain: (args, io, env) => setDrain('drain', args, io, env),
+  undrain: (args, io, env) => setDrain('undrain', args, io, env),
+};
+
+async function setDrain(action: 'drain' | 'undrain', args: string[], io: Io, env: NodeJS.ProcessEnv) {
+  const { values, positionals } = parse(args, {}, [1, 1]);
+  if (values.help) return help(action, io);
+  const node = positionals[0] as string;
+  const worker = await client(values, env).request<{ status?: string }>(
+    'POST',
+    `/api/v1/workers/${encodeURIComponent(node)}/${action}`,
+  );
+  io.out(`Node ${node}: ${worker.status ?? (action === 'drain' ? 'draining' : 'ready')}\n`);
+  return 0;
+}
+
+/** With --wait/--follow, --output/--error name local files for the job's captured stdout/stderr. */
+async function writeOutputFiles(api: Client, job: Job, environment: Record<string, string> | undefined) {
+  const out = environment?.CONDUCTOR_OUTPUT;
+  const err = environment?.CONDUCTOR_ERROR;
+  if (!out && !err) return;
+  const logs = await api.request<{ stdout: { content: string }; stderr: { content: string } }>(
+    'GET',
+    `/api/v1/jobs/${job.id}/logs`,
+  );
+  if (out) writeFileSync(expandPattern(out, job), logs.stdout.content + (err ? '' : logs.stderr.content));
+  if (err) writeFileSync(expandPattern(err, job), logs.stderr.content);
+}
+
+function help(command: string, io: Io): number {
+  io.out(HELP[command] ?? HELP['']!);
+  return 0;
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return '';
+  }
+}
+
+/** Runs one command; returns the exit code. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined) {
+    io.err(HELP['']!);
+    return 2;
+  }
+  if (command === '--help' || command === '-h' || command === 'help') {
+    return help(rest[0] && HELP[rest[0]] ? rest[0] : '', io);
+  }
+  if (command === '--version') {
+    io.out('conductor 0.1.0\n');
+    return 0;
+  }
+  if (command === 'token' || command === 'webhook') {
+    // The database commands: the only ones that load the control plane's code, and only now.
+    const { runCli } = await import('./commands.ts');
+    return runCli(argv, env, io);
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    io.err(`conductor: unknown command ${command} (see conductor --help)\n`);
+    return 2;
+  }
+  try {
+    return await run(rest, io, env);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`conductor ${command}: ${error.message} (see conductor ${command} --help)\n`);
+      return 2;
+    }
+    if (error instanceof ApiError) {
+      io.err(`conductor ${command}: ${error.message}\n`);
+      return 1;
+    }
+    io.err(`conductor ${command}: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * The web dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright-core)
+ * against a real control plane with real agents.
+ */
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { sql } from 'drizzle-orm';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../functions/node/server.ts';
+import { AgentProcess, eventually } from '../support/agent-process.ts';
+import {
+  availableBackends,
+  type Backend,
+  type RecordingLogger,
+  startTestServer,
+  testConfig,
+} from '../support/cluster.ts';
+
+const ARTIFACTS = fileURLToPath(new URL('./artifacts/', import.meta.url));
+const DOCS = fileURLToPath(new URL('../../docs/', import.meta.url));
+const CHROMIUM = '/usr/bin/chromium';
+
+// The local default backend: the page is the same whatever the store.
+const factory = (await availableBackends()).at(-1);
+if (!factory) throw new Error('no backend');
+
+interface Job {
+  id: number;
+  state: string;
+}
+
+describe('web dashboard in headless Chromium', () => {
+  let backend: Backend;
+  let server: RunningServer & { logger: RecordingLogger };
+  let browser: Browser;
+  let page: Page;
+  const agents: AgentProcess[] = [];
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    backend = await factory.create();
+    server = await startTestServer(
+      backend,
+      testConfig({ heartbeatIntervalSeconds: 1, workerTtlSeconds: 5, scheduleIntervalSeconds: 1 }),
+    );
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
+    page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await Promise.allSettled(agents.map((a) => a.stop().catch(() => a.kill9())));
+    await server?.close();
+    await backend?.close();
+  });
+
+  const api = async <T>(method: string, path: string, body?: unknown, token?: string): Promise<T> => {
+    const res = await fetch(`${server.url}${path}`, {
+      method,
+      headers: {
+        'content-type': 'application/json',
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+    return (await res.json()) as T;
+  };
+  const text = async (selector: string) => (await page.locator(selector).textContent()) ?? '';
+
+  it('serves the page as public HTML to browsers and the JSON index to everyone else', async () => {
+    const html = await fetch(`${server.url}/`, {
+      headers: { accept: 'text/html', 'accept-encoding': 'gzip' },
+    });
+    expect(html.status).toBe(200);
+    expect(html.headers.get('content-type')).toContain('text/html');
+    expect(await html.text()).toContain('<title>Conductor</title>');
+    const json = await fetch(`${server.url}/`);
+    expect(await json.json()).toMatchObject({ name: 'conductor', api: '/api/v1' });
+  });
+
+  it('shows the empty state with no workers', async () => {
+    await page.goto(server.url);
+    const empty = page.locator('#no-workers');
+    await empty.waitFor({ timeout: 10_000 });
+    expect(await empty.textContent()).toContain('No active workers: start one with npx conductor-agent');
+    expect(await empty.textContent()).toContain(`export CONDUCTOR_URL=${server.url}`);
+    expect(await empty.textContent()).toContain('export TOTAL_CPUS=96');
+    expect(await text('#total')).toBe('0');
+    await page.screenshot({ path: `${ARTIFACTS}empty.png`, fullPage: true });
+  });
+
+  it('shows two live agents and the right totals', async () => {
+    agents.push(
+      new AgentProcess('ui-a', server.url, { cpus: 2 }),
+      new AgentProcess('ui-b', server.url, { cpus: 3 }),
+    );
+    await Promise.all(agents.map((a) => a.registered()));
+    await page.locator('tr[data-worker="ui-a"]').waitFor({ timeout: 10_000 });
+    await page.locator('tr[data-worker="ui-b"]').waitFor({ timeout: 10_000 });
+    await eventually(async () => (await text('#total')) === '5', { what: 'total 5 CPUs on the page' });
+    expect(await text('#available')).toBe('5');
+    expect(await text('#utilization')).toBe('0%');
+    expect(await page.locator('#no-workers').count()).toBe(0);
+    const row = await text('tr[data-worker="ui-b"]');
+    expect(row).toContain('3');
+    expect(row).toContain('ready');
+    expect(row).toMatch(/\d+ s ago/);
+  });
+
+  it('shows a submitted job appear, run and finish, with the allocation while it runs', async () => {
+    const job = await api<Job>('POST', '/api/v1/jobs/submit', {
+      script: 'echo started; sleep 4; echo finished',
+      cpus: 2,
+      name: 'ui-run',
+      account: 'dash',
+    });
+    const row = page.locator(`tr[data-job="${job.id}"]`);
+    await row.waitFor({ timeout: 10_000 });
+    await eventually(async () => ((await row.textContent()) ?? '').includes('RUNNING'), {
+      what: 'RUNNING on the page',
+    });
+    await eventually(async () => (await text('#allocated')) === '2', { what: 'allocated 2 on the page' });
+    expect(await text('#utilization')).toBe('40%');
+    // The backstop has recorded this minute's sample; the chart draws it.
+    await page.locator('#chart circle').waitFor({ timeout: 10_000 });
+    // An hour of earlier samples (as an hour of backstop ticks would have left): the chart draws them all.
+    await backend.db.db.execute(
+      sql`INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers)
+          SELECT date_trunc('minute', now()) - make_interval(mins => m), 5,
+                 greatest(0, least(5, round(2.5 + 2 * sin(m / 9.0) + sin(m * 1.7) * 0.6)))::int, 2
+          FROM generate_series(1, 59) AS m ON CONFLICT DO NOTHING`,
+    );
+    await page.reload();
+    await eventually(
+      async () =>
+        ((await page.locator('#chart polyline').getAttribute('points')) ?? '').split(' ').length >= 60,
+      { what: 'an hour of samples on the chart' },
+    );
+    await row.waitFor();
+    await page.screenshot({ path: `${ARTIFACTS}dashboard.png`, fullPage: true });
+    mkdirSync(DOCS, { recursive: true });
+    // The README's screenshot: refreshed on request, so that a test run leaves the committed tree alone.
+    if (process.env.CONDUCTOR_UPDATE_SCREENSHOTS === '1')
+      copyFileSync(`${ARTIFACTS}dashboard.png`, `${DOCS}dashboard.png`);
+    await eventually(async () => ((await row.textContent()) ?? '').includes('COMPLETED'), {
+      what: 'COMPLETED on the page',
+      timeoutMs: 20_000,
+    });
+  });
+
+  it('opens a job and shows its output live while it runs, then its exit code', async () => {
+    const job = await api<Job>('POST', '/api/v1/jobs/submit', {
+      script: 'echo "line one from $CONDUCTOR_JOB_ID"; sleep 5; echo line two',
+      cpus: 1,
+      name: 'ui-detail',
+    });
+    await page.locator(`a[href="#job/${job.id}"]`).click({ timeout: 10_000 });
+    await page.locator('#detail').waitFor({ state: 'visible' });
+    expect(await text('#d-h')).toContain(`Job #${job.id} ui-detail`);
+    expect(await text('#script')).toContain('line one');
+    await eventually(async () => (await text('#stdout')).includes(`line one from ${job.id}`), {
+      what: 'live output',
+      timeoutMs: 15_000,
+    });
+    expect(await text('#stdout')).not.toContain('line two'); // still running: the output is live
+    expect(await text('[data-field="State"]')).toBe('RUNNING');
+    await page.screenshot({ path: `${ARTIFACTS}job.png`, fullPage: true });
+    await eventually(async () => (await text('#stdout')).includes('line two'), {
+      what: 'the rest of the output',
+    });
+    await eventually(async () => (await text('[data-field="Exit code"]')) === '0:0', {
+      what: 'exit code 0:0',
+    });
+    expect(await text('[data-field="State"]')).toBe('COMPLETED');
+    expect(await page.locator('#cancel').isHidden()).toBe(true);
+  });
+
+  it('cancels a running job from its page', async () => {
+    const job = await api<Job>('POST', '/api/v1/jobs/submit', {
+      script: 'sleep 60',
+      cpus: 1,
+      name: 'ui-cancel',
+    });
+    await page.goto(`${server.url}/#job/${job.id}`);
+    await eventually(async () => (await text('[data-field="State"]')) === 'RUNNING', { what: 'RUNNING' });
+    await page.locator('#cancel').click();
+    await eventually(async () => (await text('[data-field="State"]')) === 'CANCELLED', { what: 'CANCELLED' });
+    expect((await api<Job>('GET', `/api/v1/jobs/${job.id}`)).state).toBe('CANCELLED');
+  });
+
+  it('filters jobs by state and searches by name or account', async () => {
+    await api('POST', '/api/v1/jobs/submit', {
+      script: 'true',
+      cpus: 1,
+      name: 'needle-job',
+      account: 'haystack',
+    });
+    await page.goto(server.url);
+    await page.locator('#q').fill('needle');
+    await eventually(
+      async () => {
+        const rows = await page.locator('tr[data-job]').allTextContents();
+        return rows.length === 1 && rows[0]?.includes('needle-job');
+      },
+      { what: 'search by name' },
+    );
+    await page.locator('#q').fill('haysta');
+    await eventually(
+      async () => {
+        const rows = await page.locator('tr[data-job]').allTextContents();
+        return rows.length === 1 && rows[0]?.includes('needle-job');
+      },
+      { what: 'search by account' },
+    );
+    await page.locator('#q').fill('');
+    await page.locator('#state').selectOption('CANCELLED');
+    await eventually(
+      async () => {
+        const rows = await page.locator('tr[data-job]').allTextContents();
+        return rows.length === 1 && rows[0]?.includes('ui-cancel');
+      },
+      { what: 'state filter' },
+    );
+    await page.locator('#state').selectOption('');
+  });
+
+  it('drains a worker from the page and puts it back, with the keyboard', async () => {
+    const drain = page.getByRole('button', { name: 'Drain ui-a' });
+    await drain.waitFor({ timeout: 10_000 });
+    await drain.focus();
+    await new Promise((resolve) => setTimeout(resolve, 3500)); // a refresh re-renders the table: focus stays
+    expect(await page.evaluate<string | null>("document.activeElement.getAttribute('aria-label')")).toBe(
+      'Drain ui-a',
+    );
+    await page.keyboard.press('Enter');
+    await eventually(async () => (await text('tr[data-worker="ui-a"]')).includes('draining'), {
+      what: 'draining on the page',
+    });
+    const workers = await api<{ workers: { worker_id: string; status: string }[] }>('GET', '/api/v1/workers');
+    expect(workers.workers.find((w) => w.worker_id === 'ui-a')?.status).toBe('draining');
+    await eventually(async () => (await text('#available')) === '3', {
+      what: 'available without the drained node',
+    });
+    await page.getByRole('button', { name: 'Undrain ui-a' }).click();
+    await eventually(async () => (await text('tr[data-worker="ui-a"]')).includes('ready'), {
+      what: 'ready again',
+    });
+  });
+
+  it('is usable on a phone: no horizontal page scroll', async () => {
+    const phone = await browser.newPage({ viewport: { width: 375, height: 740 }, isMobile: true });
+    await phone.goto(server.url);
+    await phone.locator('tr[data-worker="ui-a"]').waitFor({ timeout: 10_000 });
+    const overflow = await phone.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
+    expect(overflow).toBeLessThanOrEqual(0);
+    await phone.screenshot({ path: `${ARTIFACTS}phone.png`, fullPage: true });
+    await phone.close();
+  });
+
+  it('shows a stopped agent as down and the capacity shrinking', async () => {
+    await agents[1]?.stop();
+    await eventually(async () => (await text('tr[data-worker="ui-b"]')).includes('down'), {
+      what: 'ui-b down on the page',
+    });
+    await eventually(async () => (await text('#total')) === '2', { what: 'total 2 CPUs' });
+    expect(await page.getByRole('button', { name: 'Drain ui-b' }).count()).toBe(0);
+  });
+
+  it('asks for a token once the API requires one, and uses the pasted token', async () => {
+    const created = await api<{ token: string }>('POST', '/api/v1/tokens', {
+      name: 'ui-admin',
+      scopes: ['admin'],
+    });
+    await page.goto(server.url);
+    await page.locator('#token-box').waitFor({ state: 'visible', timeout: 10_000 });
+    await page.locator('#token-input').fill(created.token);
+    await page.locator('#token-input').press('Enter');
+    await page.locator('#token-box').waitFor({ state: 'hidden', timeout: 10_000 });
+    await eventually(async () => (await page.locator('tr[data-job]').count()) > 0, {
+      what: 'jobs with the token',
+    });
+    expect(await page.evaluate<string | null>("localStorage.getItem('conductor-token')")).toBe(created.token);
+    expect(await page.getByRole('button', { name: 'Drain ui-a' }).count()).toBe(1);
+  });
+});

@@ -1,0 +1,219 @@
+/**
+ * The `conductor` binary (cli/bin/conductor.js) as people run it, against a real control plane (the Node
+ * server) with a real agent running the jobs. CONDUCTOR_CLI_TRANSCRIPT=1 prints every command and its output.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentProcess } from '../support/agent-process.ts';
+import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
+
+const BIN = fileURLToPath(new URL('../../cli/bin/conductor.js', import.meta.url));
+const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
+
+export interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the binary; `onStdout` sees output as it arrives. */
+export function conductor(
+  args: string[],
+  env: Record<string, string>,
+  options: { input?: string; onStdout?: (text: string) => void } = {},
+): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { PATH: process.env.PATH, HOME: env.HOME ?? tmpdir(), ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      options.onStdout?.(d.toString());
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.stdin.end(options.input ?? '');
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (process.env.CONDUCTOR_CLI_TRANSCRIPT === '1') {
+        console.log(`$ conductor ${args.join(' ')}\n${stdout}${stderr}[exit ${code}]`);
+      }
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe.runIf(pglite)('conductor CLI against a running control plane', () => {
+  let backend: Backend;
+  let server: Awaited<ReturnType<typeof startTestServer>>;
+  let agent: AgentProcess;
+  let env: Record<string, string>;
+  const dir = mkdtempSync(join(tmpdir(), 'conductor-cli-'));
+
+  beforeAll(async () => {
+    backend = await pglite!.create();
+    server = await startTestServer(backend);
+    agent = new AgentProcess('cli-node-1', server.url, { cpus: 4 });
+    await agent.registered();
+    // HOME without a config file: the URL comes from the environment.
+    env = { CONDUCTOR_URL: server.url, HOME: dir };
+  });
+  afterAll(async () => {
+    await agent?.stop();
+    await server?.close();
+    await backend?.close();
+  });
+
+  it('submits a Slurm-style script with #SBATCH lines and waits for it', async () => {
+    const script = join(dir, 'hello.sh');
+    writeFileSync(
+      script,
+      [
+        '#!/bin/bash',
+        '#SBATCH --job-name=hello',
+        '#SBATCH --ntasks=2',
+        '#SBATCH -c 1',
+        '#SBATCH --time=0:30',
+        '#SBATCH --export=ALL,GREETING=hi,TARGET=world',
+        `#SBATCH --output=${dir}/out-%j.txt`,
+        '',
+        'echo "$GREETING $TARGET from $CONDUCTOR_JOB_NAME with $CONDUCTOR_CPUS CPUs"',
+        '',
+      ].join('\n'),
+    );
+    const run = await conductor(['submit', script, '--wait'], env);
+    expect(run.stderr).toMatch(/Submitted batch job \d+/);
+    expect(run.code, run.stderr).toBe(0);
+    const id = Number(/Submitted batch job (\d+)/.exec(run.stderr)?.[1]);
+    const show = await conductor(['show', String(id), '--json'], env);
+    expect(show.code).toBe(0);
+    const job = JSON.parse(show.stdout);
+    expect(job).toMatchObject({
+      id,
+      name: 'hello',
+      cpus: 2,
+      state: 'COMPLETED',
+      exit_code: '0:0',
+      time_limit: 0.5,
+      environment: { GREETING: 'hi', TARGET: 'world', CONDUCTOR_OUTPUT: `${dir}/out-%j.txt` },
+    });
+    const logs = await conductor(['logs', String(id)], env);
+    expect(logs.stdout).toBe('hi world from hello with 2 CPUs\n');
+    // --output with --wait: the captured stdout is written locally too, %j expanded.
+    expect(readFileSync(join(dir, `out-${id}.txt`), 'utf8')).toBe(logs.stdout);
+    const human = await conductor(['show', String(id)], env);
+    expect(human.stdout).toMatch(/state\s+COMPLETED/);
+    expect(human.stdout).not.toContain('\x1b['); // not a terminal: no colours
+  });
+
+  it('command-line flags win over directives; #CONDUCTOR lines are read too', async () => {
+    const script = join(dir, 'flags.sh');
+    writeFileSync(script, '#SBATCH -J from-sbatch -c 2\n#CONDUCTOR --priority 5\nexit 0\n');
+    const run = await conductor(['submit', script, '-J', 'from-flag', '--json'], env);
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ name: 'from-flag', cpus: 2, priority: 5 });
+  });
+
+  it('--wait exits with the job exit code', async () => {
+    const run = await conductor(['submit', '-', '--wait'], env, { input: 'echo failing; exit 3\n' });
+    expect(run.code, run.stderr).toBe(3);
+    expect(run.stderr).toMatch(/Job \d+ FAILED \(exit code 3:0\)/);
+    const killed = await conductor(['submit', '-', '--wait'], env, { input: 'kill -9 $$\n' });
+    expect(killed.code, killed.stderr).toBe(137);
+  });
+
+  it('logs -f streams output while the job runs, then exits with its code', async () => {
+    // The job goes on only once the test has seen its first line through `logs -f`: proof that it streams.
+    const go = join(dir, 'go-logs');
+    const submitted = await conductor(['submit', '-'], env, {
+      input: `echo first; while [ ! -e ${go} ]; do sleep 0.1; done; echo second >&2; sleep 0.5; echo third; exit 4\n`,
+    });
+    expect(submitted.stdout).toMatch(/^Submitted batch job \d+\n$/);
+    const id = /(\d+)/.exec(submitted.stdout)?.[1] as string;
+    const run = await conductor(['logs', id, '-f'], env, {
+      onStdout: (text) => {
+        if (text.includes('first')) writeFileSync(go, '');
+      },
+    });
+    expect(run.code).toBe(4);
+    expect(run.stdout).toBe('first\nthird\n');
+    expect(run.stderr).toBe('second\n');
+  }, 60_000);
+
+  it('submit --follow streams and exits with the code', async () => {
+    const run = await conductor(['submit', '-', '--follow'], env, { input: 'echo live; exit 2\n' });
+    expect(run.stdout).toBe('live\n');
+    expect(run.code).toBe(2);
+  });
+
+  it('lists jobs (table and --json) and filters by state', async () => {
+    const table = await conductor(['jobs'], env);
+    expect(table.code).toBe(0);
+    expect(table.stdout.split('\n')[0]).toMatch(/^JOBID\s+NAME\s+STATE\s+CPUS\s+NODE\s+TIME$/);
+    expect(table.stdout).toMatch(/hello\s+COMPLETED\s+2\s+cli-node-1/);
+    const json = JSON.parse((await conductor(['jobs', '--json', '--state', 'failed'], env)).stdout);
+    expect(json.jobs.length).toBeGreaterThan(0);
+    expect(json.jobs.every((j: { state: string }) => j.state === 'FAILED')).toBe(true);
+  });
+
+  it('shows nodes, drains and undrains one', async () => {
+    const nodes = await conductor(['nodes'], env);
+    expect(nodes.code).toBe(0);
+    expect(nodes.stdout).toMatch(/^NODE\s+STATUS\s+CPUS\s+ALLOC\s+FREE\s+HEARTBEAT/);
+    expect(nodes.stdout).toMatch(/cli-node-1\s+ready\s+4\s+0\s+4\s+\d+:\d\d ago/);
+    const drained = await conductor(['drain', 'cli-node-1'], env);
+    expect(drained.code, drained.stderr).toBe(0);
+    expect((await conductor(['nodes'], env)).stdout).toMatch(/cli-node-1\s+draining/);
+    // A job submitted now waits: nothing is placed on a draining node.
+    const pending = await conductor(['submit', '-', '--json'], env, { input: 'echo later\n' });
+    const id = JSON.parse(pending.stdout).id as number;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(JSON.parse((await conductor(['show', String(id), '--json'], env)).stdout).state).toBe('PENDING');
+    expect((await conductor(['undrain', 'cli-node-1'], env)).code).toBe(0);
+    expect((await conductor(['nodes'], env)).stdout).toMatch(/cli-node-1\s+ready/);
+    const cancel = await conductor(['cancel', String(id), '999999'], env);
+    expect(cancel.code).toBe(1); // 999999 does not exist
+    expect(cancel.stderr).toContain('Job 999999 does not exist');
+  }, 90_000);
+
+  it('usage errors exit 2; every command has --help with examples; API errors exit 1', async () => {
+    const commands = ['submit', 'jobs', 'show', 'cancel', 'logs', 'nodes', 'drain', 'undrain'];
+    const helps = await Promise.all(commands.map((command) => conductor([command, '--help'], env)));
+    for (const [i, help] of helps.entries()) {
+      expect(help.code, commands[i]).toBe(0);
+      expect(help.stdout, commands[i]).toMatch(/Usage: conductor/);
+      expect(help.stdout, commands[i]).toMatch(/Examples?:\n/);
+    }
+    expect((await conductor(['--help'], env)).stdout).toContain('submit <script>');
+    expect((await conductor(['frobnicate'], env)).code).toBe(2);
+    expect((await conductor(['show'], env)).code).toBe(2);
+    expect((await conductor(['show', 'abc'], env)).code).toBe(2);
+    expect((await conductor(['jobs', '--nope'], env)).code).toBe(2);
+    expect((await conductor(['submit', '-', '-t', 'soon'], env, { input: 'true' })).stderr).toContain(
+      'is not a Slurm time',
+    );
+    const missing = await conductor(['show', '999999'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('Job 999999 does not exist');
+    const down = await conductor(['jobs', '--url', 'http://127.0.0.1:9'], env);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('cannot reach http://127.0.0.1:9');
+  }, 120_000);
+
+  it('reads the URL and token from the config file; flags and environment win', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'conductor-home-'));
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(home, '.config', 'conductor'), { recursive: true });
+    writeFileSync(join(home, '.config', 'conductor', 'config.json'), JSON.stringify({ url: server.url }));
+    expect((await conductor(['jobs'], { HOME: home })).code).toBe(0);
+    expect((await conductor(['jobs'], { HOME: home, CONDUCTOR_URL: 'http://127.0.0.1:9' })).code).toBe(1);
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * GET /metrics (Prometheus text) against a real server with a real agent, and LOG_FORMAT=json on the Node
+ * server as `npm start` runs it.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createToken } from '../../functions/domain/auth.ts';
+import { syncAllocationCache } from '../../functions/domain/cache.ts';
+import { AgentProcess, eventually } from '../support/agent-process.ts';
+import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
+import { freePort, ServerProcess } from '../support/server-process.ts';
+
+const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
+
+/** The samples of a Prometheus text page: `name{labels}` → value. */
+function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
+
+describe.runIf(pglite)('GET /metrics', () => {
+  let backend: Backend;
+  let server: Awaited<ReturnType<typeof startTestServer>>;
+  let agent: AgentProcess;
+  beforeAll(async () => {
+    backend = await pglite!.create();
+    server = await startTestServer(backend);
+    agent = new AgentProcess('metrics-node', server.url, {
+      cpus: 3,
+      env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' },
+    });
+    await agent.registered();
+  });
+  afterAll(async () => {
+    // Tokens exist by then and the agent has none: it could not unregister, so no goodbye.
+    await agent?.kill9();
+    await server?.close();
+    await backend?.close();
+  });
+
+  it('reports workers, CPUs, jobs, queue wait, passes, cache and heartbeats', async () => {
+    const res = await fetch(`${server.url}/api/v1/jobs/submit`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ script: 'sleep 120', cpus: 2 }),
+    });
+    const { id } = (await res.json()) as { id: number };
+    await eventually(async () => {
+      const job = (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as { state: string };
+      return job.state === 'RUNNING';
+    });
+    await fetch(`${server.url}/api/v1/dashboard`); // a cache read
+    await syncAllocationCache(server.ctx);
+    await agent.waitForLine(/Heartbeat sent/);
+    const page = await fetch(`${server.url}/metrics`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toContain('text/plain; version=0.0.4');
+    const text = await page.text();
+    expect(text).toContain('# TYPE conductor_queue_wait_seconds histogram');
+    expect(text).toContain('computed from Postgres at scrape time');
+    expect(text).toContain('(per process)');
+    const m = samples(text);
+    expect(m.get('conductor_workers{status="ready"}')).toBe(1);
+    expect(m.get('conductor_workers{status="draining"}')).toBe(0);
+    expect(m.get('conductor_cpus_total')).toBe(3);
+    expect(m.get('conductor_cpus_allocated')).toBe(2);
+    expect(m.get('conductor_jobs{state="RUNNING"}')).toBe(1);
+    expect(m.get('conductor_jobs{state="PENDING"}')).toBe(0);
+    expect(m.get('conductor_queue_wait_seconds_count')).toBe(1);
+    expect(m.get('conductor_queue_wait_seconds_bucket{le="+Inf"}')).toBe(1);
+    expect(m.get('conductor_queue_wait_seconds_bucket{le="60"}')).toBe(1);
+    expect(m.get('conductor_scheduling_pass_duration_seconds_count')).toBeGreaterThan(0);
+    expect(m.get('conductor_scheduling_pass_duration_seconds_sum')).toBeGreaterThan(0);
+    expect(
+      (m.get('conductor_cache_hits_total') ?? 0) + (m.get('conductor_cache_misses_total') ?? 0),
+    ).toBeGreaterThan(0);
+    expect(m.get('conductor_cache_drift_cpus')).toBe(0);
+    expect(m.get('conductor_cache_last_sync_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 60);
+    expect(m.get('conductor_heartbeats_received_total')).toBeGreaterThan(0);
+    // Histogram buckets are cumulative.
+    const buckets = [...m].filter(([k]) => k.startsWith('conductor_scheduling_pass_duration_seconds_bucket'));
+    for (let i = 1; i < buckets.length; i++)
+      expect(buckets[i]![1]).toBeGreaterThanOrEqual(buckets[i - 1]![1]);
+  });
+
+  it('needs the admin scope once tokens exist', async () => {
+    const admin = await createToken(
+      backend.db.db,
+      { name: 'ops', scopes: ['admin'] } as never,
+      {
+        kind: 'cli',
+        tokenId: null,
+        name: 'test',
+        owner: null,
+        scopes: ['admin'],
+      } as never,
+    );
+    const reader = await createToken(
+      backend.db.db,
+      { name: 'reader', scopes: ['jobs:read'] } as never,
+      {
+        kind: 'cli',
+        tokenId: null,
+        name: 'test',
+        owner: null,
+        scopes: ['admin'],
+      } as never,
+    );
+    expect((await fetch(`${server.url}/metrics`)).status).toBe(401);
+    const asReader = await fetch(`${server.url}/metrics`, {
+      headers: { Authorization: `Bearer ${reader.token}` },
+    });
+    expect(asReader.status).toBe(403);
+    const asAdmin = await fetch(`${server.url}/metrics`, {
+      headers: { Authorization: `Bearer ${admin.token}` },
+    });
+    expect(asAdmin.status).toBe(200);
+    // The API description stays public.
+    expect((await fetch(`${server.url}/api/v1/openapi.json`)).status).toBe(200);
+    expect((await fetch(`${server.url}/api/docs`)).status).toBe(200);
+  });
+});
+
+describe('LOG_FORMAT=json (npm start)', () => {
+  let server: ServerProcess | undefined;
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('writes one JSON object per line, the embedded agent included', { timeout: 120_000 }, async () => {
+    const port = await freePort();
+    server = new ServerProcess(port, {
+      CONDUCTOR_DATA_DIR: mkdtempSync(join(tmpdir(), 'conductor-json-')),
+      NODE_NAME: 'json-node',
+      TOTAL_CPUS: '1',
+      LOG_FORMAT: 'json',
+    });
+    await server.ready(90_000);
+    await eventually(() => server!.has('Worker registered: json-node'), {
+      timeoutMs: 30_000,
+      what: 'the agent',
+    });
+    const res = await fetch(`${server.url}/api/v1/jobs/nope`);
+    expect(res.status).toBe(400);
+    expect(await server.stop()).toBe(0);
+    expect(server.lines.length).toBeGreaterThan(3);
+    for (const line of server.lines) {
+      let parsed: { time?: string; level?: string; message?: string } | undefined;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        parsed = undefined;
+      }
+      expect(parsed, `not JSON: ${line}`).toBeTypeOf('object');
+      expect(parsed?.message ?? (parsed as { msg?: string })?.msg, line).toBeTypeOf('string');
+    }
+    const registered = server.lines
+      .map((l) => JSON.parse(l))
+      .find((l) => /Worker registered: json-node/.test(l.message ?? l.msg));
+    expect(registered).toBeDefined();
+  });
+});

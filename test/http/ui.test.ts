@@ -1,0 +1,141 @@
+/**
+ * The dashboard's server side: the page at `/` (public for browsers only), its read-only JSON
+ * (`/api/v1/ui/jobs` with `q`, `/api/v1/ui/utilization`) and the utilization samples the backstop records.
+ */
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { recordUtilizationSample } from '../../functions/domain/dashboard.ts';
+import { runBackstop } from '../../functions/domain/maintenance.ts';
+import { query } from '../../functions/domain/sql.ts';
+import { errorOf, type SecureApp, secureApp } from '../security/support.ts';
+import { availableBackends, type Backend } from '../support/cluster.ts';
+
+const backends = await availableBackends();
+
+describe.each(backends)('dashboard server side on $name', (factory) => {
+  let backend: Backend;
+  let s: SecureApp;
+  const samples = () =>
+    query<{ at: Date | string; total_cpus: number; live_workers: number }>(
+      backend.db.db,
+      sql`SELECT at, total_cpus, live_workers FROM utilization_samples ORDER BY at`,
+    );
+
+  beforeAll(async () => {
+    backend = await factory.create({ keyPrefix: `ui-${Date.now()}:` });
+    s = secureApp(backend);
+    await backend.db.db.execute(sql`DELETE FROM utilization_samples`);
+  });
+  afterAll(async () => {
+    await backend?.close();
+  });
+
+  it('records at most one sample a minute, from live workers, and drops samples older than 7 days', async () => {
+    await backend.db.db.execute(
+      sql`INSERT INTO workers (id, hostname, cpus, allocated_cpus, session) VALUES
+            ('ui-live', 'h1', 8, 2, 's1'), ('ui-live2', 'h2', 4, 0, 's2')`,
+    );
+    await backend.db.db.execute(
+      sql`INSERT INTO workers (id, hostname, cpus, session, status, down_at) VALUES ('ui-down', 'h3', 16, 's3', 'down', now())`,
+    );
+    await backend.db.db.execute(
+      sql`INSERT INTO utilization_samples VALUES (now() - interval '8 days', 1, 1, 1), (now() - interval '6 days', 2, 2, 2)`,
+    );
+    await recordUtilizationSample(s.harness.ctx);
+    await recordUtilizationSample(s.harness.ctx);
+    await runBackstop(s.harness.ctx);
+    const rows = await samples();
+    expect(rows).toHaveLength(2); // the 6-day-old one and this minute's, once
+    expect(rows[1]).toMatchObject({ total_cpus: 12, live_workers: 2 });
+    const at = new Date(rows[1]?.at ?? 0);
+    expect(at.getUTCSeconds()).toBe(0);
+  });
+
+  it('lists live workers, then those down (or silent) within the hour as down', async () => {
+    const res = await s.request('GET', '/api/v1/ui/workers');
+    expect(res.status).toBe(200);
+    const { workers } = (await res.json()) as { workers: { worker_id: string; status: string }[] };
+    // None of these registered with the registry: the registry says none is live.
+    expect(workers.map((w) => [w.worker_id, w.status])).toEqual([
+      ['ui-down', 'down'],
+      ['ui-live', 'down'],
+      ['ui-live2', 'down'],
+    ]);
+  });
+
+  it('serves utilization for the last hour and 24 h', async () => {
+    await backend.db.db.execute(
+      sql`INSERT INTO utilization_samples VALUES (date_trunc('minute', now()) - interval '30 minutes', 10, 5, 1),
+            (date_trunc('minute', now()) - interval '3 hours', 10, 10, 1)`,
+    );
+    const hour = (await (await s.request('GET', '/api/v1/ui/utilization')).json()) as {
+      window: string;
+      samples: { allocated_cpus: number }[];
+    };
+    expect(hour.window).toBe('1h');
+    expect(hour.samples.map((x) => x.allocated_cpus)).toEqual([5, 2]);
+    const day = (await (await s.request('GET', '/api/v1/ui/utilization?window=24h')).json()) as {
+      samples: unknown[];
+    };
+    expect(day.samples).toHaveLength(3);
+    expect((await s.request('GET', '/api/v1/ui/utilization?window=7d')).status).toBe(400);
+  });
+
+  it('lists jobs with q (name or account, case-insensitive, LIKE characters literal) and state', async () => {
+    const submit = async (body: Record<string, unknown>) =>
+      (await (
+        await s.request('POST', '/api/v1/jobs/submit', { body: { script: 'true', cpus: 1, ...body } })
+      ).json()) as {
+        id: number;
+      };
+    const a = await submit({ name: 'Train-Model', account: 'ml' });
+    const b = await submit({ name: 'etl', account: 'Data_Team' });
+    const c = await submit({ name: '100%done' });
+    const ids = async (qs: string) =>
+      (
+        (await (await s.request('GET', `/api/v1/ui/jobs?${qs}`)).json()) as { jobs: { id: number }[] }
+      ).jobs.map((j) => j.id);
+    expect(await ids('q=train')).toEqual([a.id]);
+    expect(await ids('q=data_t')).toEqual([b.id]);
+    expect(await ids('q=_')).toEqual([b.id]);
+    expect(await ids('q=%25')).toEqual([c.id]);
+    expect(await ids('q=ML&state=PENDING,RUNNING,COMPLETED')).toEqual([a.id]);
+    expect(await ids('state=FAILED')).toEqual([]);
+    expect((await s.request('GET', '/api/v1/ui/jobs?state=NOPE')).status).toBe(400);
+    expect((await s.request('GET', '/api/v1/ui/jobs?nope=1')).status).toBe(400);
+  });
+
+  it('serves the page to browsers without a token; the API behind it keeps its tokens and scopes', async () => {
+    const owner = await s.token(['jobs:read', 'jobs:write'], undefined, 'alice');
+    const agent = await s.token(['agent']);
+    const page = await s.request('GET', '/', { headers: { accept: 'text/html,application/xhtml+xml' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('No active workers: start one with npx conductor-agent');
+    expect((await s.request('GET', '/')).status).toBe(401); // the JSON index needs a token, as before
+    expect((await s.request('GET', '/api/v1/ui/jobs')).status).toBe(401);
+    expect((await s.request('GET', '/api/v1/ui/utilization')).status).toBe(401);
+    expect((await s.request('GET', '/api/v1/ui/workers')).status).toBe(401);
+    const byAgent = await s.request('GET', '/api/v1/ui/jobs', { token: agent.token });
+    expect(byAgent.status).toBe(403);
+    expect((await errorOf(byAgent)).code).toBe('insufficient_scope');
+    const writer = await s.token(['jobs:write']);
+    expect((await s.request('GET', '/api/v1/ui/jobs', { token: writer.token })).status).toBe(403);
+    // A non-admin sees only its owner's jobs.
+    const mine = await s.request('POST', '/api/v1/jobs/submit', {
+      token: owner.token,
+      body: { script: 'true', cpus: 1, name: 'alices' },
+    });
+    const mineId = ((await mine.json()) as { id: number }).id;
+    const seen = (await (await s.request('GET', '/api/v1/ui/jobs', { token: owner.token })).json()) as {
+      jobs: { id: number }[];
+    };
+    expect(seen.jobs.map((j) => j.id)).toEqual([mineId]);
+  });
+
+  it('keeps the page small: under 12 KiB gzipped', async () => {
+    const res = await s.request('GET', '/', { headers: { accept: 'text/html', 'accept-encoding': 'gzip' } });
+    expect(res.headers.get('content-encoding')).toBe('gzip');
+    const gzipped = (await res.arrayBuffer()).byteLength;
+    expect(gzipped).toBeLessThan(12 * 1024);
+  });
+});
