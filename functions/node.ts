@@ -12,7 +12,11 @@ import { apiTokensExist } from './domain/auth.ts';
 import { createLocalNotifier } from './domain/notifier.ts';
 import type { Database, RateLimiter, RegistryStore } from './domain/ports.ts';
 import { createConsoleLogger } from './logger.ts';
-import { mintEmbeddedAgentToken, startEmbeddedAgent } from './node/embedded-agent.ts';
+import {
+  embeddedAgentRunsJobsAsRoot,
+  mintEmbeddedAgentToken,
+  startEmbeddedAgent,
+} from './node/embedded-agent.ts';
 import { configFromEnv, isLoopback, parseNodeEnv } from './node/env.ts';
 import { createIoredisScripts } from './node/ioredis.ts';
 import { startServer } from './node/server.ts';
@@ -114,6 +118,11 @@ async function main() {
   let agent = null;
   if (env.CONDUCTOR_EMBEDDED_AGENT) {
     const token = await mintEmbeddedAgentToken(db, process.env.NODE_NAME || hostname());
+    if (embeddedAgentRunsJobsAsRoot(process.env)) {
+      logger.warn(
+        'Running as root: the local agent runs jobs as root. Set CONDUCTOR_RUN_AS=<user> to run them as an unprivileged user',
+      );
+    }
     agent = startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'), token);
   }
 

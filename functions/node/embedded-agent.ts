@@ -35,6 +35,15 @@ const AGENT_SETTINGS = [
 ];
 
 /**
+ * The zero-setup cluster started by root: its one local agent runs jobs as root too (they are the jobs of the
+ * user who started it, on this machine only), with a warning, rather than refusing to run anything. A
+ * standalone `conductor-agent` still refuses root without CONDUCTOR_RUN_AS or CONDUCTOR_ALLOW_ROOT.
+ */
+export function embeddedAgentRunsJobsAsRoot(env: NodeJS.ProcessEnv): boolean {
+  return process.getuid?.() === 0 && !env.CONDUCTOR_RUN_AS && !env.CONDUCTOR_ALLOW_ROOT;
+}
+
+/**
  * Starts the local cluster's agent as its own process (the same code as `npx conductor-agent`), pointed
  * at this server, with the agent token the server minted for it (see mintEmbeddedAgentToken). It gets no
  * database or Redis credentials.
@@ -48,8 +57,9 @@ export function startEmbeddedAgent(
   const childEnv: NodeJS.ProcessEnv = { CONDUCTOR_URL: url, CONDUCTOR_STATE_DIR: stateDir };
   if (token) childEnv.CONDUCTOR_TOKEN = token;
   for (const name of [...PASSED, ...AGENT_SETTINGS]) {
-    if (env[name] !== undefined) childEnv[name] = env[name];
+    if (env[name] !== undefined && env[name] !== '') childEnv[name] = env[name];
   }
+  if (embeddedAgentRunsJobsAsRoot(env)) childEnv.CONDUCTOR_ALLOW_ROOT = '1';
   return spawn(process.execPath, ['--import', 'tsx', AGENT_CLI], {
     env: childEnv,
     stdio: ['ignore', 'inherit', 'inherit'],

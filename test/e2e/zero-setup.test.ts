@@ -20,7 +20,13 @@ describe('zero-setup local cluster (npm start)', () => {
     timeout: 120_000,
   }, async () => {
     const port = await freePort();
-    const env = { CONDUCTOR_DATA_DIR: dataDir, NODE_NAME: 'local-node', TOTAL_CPUS: '2' };
+    // Nothing set but where and as what: as root (this machine) the local agent runs jobs anyway, with a warning.
+    const env = {
+      CONDUCTOR_DATA_DIR: dataDir,
+      NODE_NAME: 'local-node',
+      TOTAL_CPUS: '2',
+      CONDUCTOR_ALLOW_ROOT: '',
+    };
     server = new ServerProcess(port, env);
     await server.ready(90_000);
     await eventually(
@@ -34,6 +40,8 @@ describe('zero-setup local cluster (npm start)', () => {
     );
     expect(server.has('✓ Worker registered: local-node (2 CPUs)')).toBe(true);
     expect(server.has('embedded PGlite')).toBe(true);
+    if (process.getuid?.() === 0)
+      expect(server.has('Running as root: the local agent runs jobs as root')).toBe(true);
 
     const res = await fetch(`${server.url}/api/v1/jobs/submit`, {
       method: 'POST',
