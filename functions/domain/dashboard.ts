@@ -47,7 +47,9 @@ export async function listLiveWorkers(ctx: Context) {
 
 /** Every worker ever seen, live or down (with when and why it went down). */
 export async function listWorkers(ctx: Context) {
-  const live = new Set((await listLiveWorkers(ctx)).map((w) => w.worker_id));
+  // Live as listLiveWorkers judges it: the registry's index, or (registry down) a recent durable heartbeat.
+  const ids = await liveWorkerIds(ctx);
+  const live = ids ? new Set(ids) : null;
   const rows = await query<{
     id: string;
     hostname: string;
@@ -58,9 +60,11 @@ export async function listWorkers(ctx: Context) {
     registered_at: Date | string;
     down_at: Date | string | null;
     down_reason: string | null;
+    recent: boolean;
   }>(
     ctx.db,
-    sql`SELECT id, hostname, cpus, allocated_cpus, status, last_heartbeat, registered_at, down_at, down_reason
+    sql`SELECT id, hostname, cpus, allocated_cpus, status, last_heartbeat, registered_at, down_at, down_reason,
+               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS recent
         FROM workers ORDER BY id LIMIT 10000`,
   );
   return rows.map((w) => ({
@@ -69,7 +73,7 @@ export async function listWorkers(ctx: Context) {
     cpus: Number(w.cpus),
     allocated_cpus: Number(w.allocated_cpus),
     status: w.status,
-    live: live.has(w.id),
+    live: live ? live.has(w.id) : w.recent,
     registered_at: new Date(w.registered_at).toISOString(),
     last_heartbeat: new Date(w.last_heartbeat).toISOString(),
     down_at: w.down_at === null ? null : new Date(w.down_at).toISOString(),
