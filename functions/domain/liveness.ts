@@ -13,13 +13,14 @@ export async function liveWorkerIds(ports: Ports): Promise<string[] | null> {
   }
 }
 
-let lastWarning = 0;
+/** When each log last got the warning: per logger, so that one app's warning never silences another's. */
+const lastWarning = new WeakMap<Ports['logger'], number>();
 
-/** Logs a registry failure at most every 10 s: a Redis outage must not flood the log. */
+/** Logs a registry failure at most every 10 s per log: a Redis outage must not flood it. */
 export function warnRegistryDown(ports: Ports, error: unknown): void {
   const now = Date.now();
-  if (now - lastWarning < 10_000) return;
-  lastWarning = now;
+  if (now - (lastWarning.get(ports.logger) ?? 0) < 10_000) return;
+  lastWarning.set(ports.logger, now);
   ports.logger.warn('Registry unavailable, falling back to Postgres', {
     error: error instanceof Error ? error.message : String(error),
   });
