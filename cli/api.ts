@@ -94,12 +94,20 @@ export class Client {
   }
 
   /**
-   * Reads a Server-Sent Events stream, calling `onEvent` for each event (its name and its data lines joined
-   * by newlines, as the spec says). Resolves when the server closes the stream.
+   * Reads a Server-Sent Events stream, calling `onEvent` for each event (its name, its data lines joined by
+   * newlines as the spec says, and the last id the stream gave). Resolves when the server closes the stream.
+   * `lastEventId` resumes a stream after that event (the `Last-Event-ID` header).
    */
-  async events(path: string, onEvent: (event: string, data: string) => void | Promise<void>): Promise<void> {
+  async events(
+    path: string,
+    onEvent: (event: string, data: string, id: string | undefined) => void | Promise<void>,
+    lastEventId?: string,
+  ): Promise<void> {
     const res = await fetch(`${this.config.url}${path}`, {
-      headers: this.headers({ Accept: 'text/event-stream' }),
+      headers: this.headers({
+        Accept: 'text/event-stream',
+        ...(lastEventId === undefined ? {} : { 'Last-Event-ID': lastEventId }),
+      }),
     }).catch((error: Error & { cause?: Error }) => {
       throw new ApiError(
         `cannot reach ${this.config.url}: ${error.cause?.message ?? error.message}`,
@@ -121,13 +129,14 @@ export class Client {
     let buffer = '';
     let event = '';
     let data: string[] = [];
+    let id = lastEventId;
     for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
       buffer += decoder.decode(chunk, { stream: true });
       for (let nl = buffer.search(/\r\n|\r|\n/); nl >= 0; nl = buffer.search(/\r\n|\r|\n/)) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + (buffer.startsWith('\r\n', nl) ? 2 : 1));
         if (line === '') {
-          if (data.length > 0) await onEvent(event || 'message', data.join('\n'));
+          if (data.length > 0) await onEvent(event || 'message', data.join('\n'), id);
           event = '';
           data = [];
           continue;
@@ -139,6 +148,7 @@ export class Client {
         if (value.startsWith(' ')) value = value.slice(1);
         if (field === 'event') event = value;
         else if (field === 'data') data.push(value);
+        else if (field === 'id') id = value;
       }
     }
   }

@@ -1,7 +1,9 @@
 /**
  * `conductor`: the command line for people and scripts, over the HTTP API. This module and what it imports
- * statically use Node built-ins and fetch only (test/cli/module-graph.test.ts checks it), so the CLI can ship
- * alone; `conductor token|webhook`, which work on the database, load cli/commands.ts when they run.
+ * use Node built-ins and fetch only (test/cli/module-graph.test.ts checks it), so the CLI ships alone as the
+ * `conductor-cli` package (cli/package.json, built from cli/standalone.ts). `conductor token|webhook` work
+ * on the database: the repository's own `conductor` (cli/conductor.ts) passes them in as `databaseCommands`,
+ * which loads cli/commands.ts when they run; without it (the package) they say where to run them.
  *
  * Exit codes: 0 ok, 1 an API error or a failed job, 2 a usage error; `submit --wait`/`--follow` exit with
  * the job's own code (a signal N is 128+N).
@@ -317,7 +319,11 @@ async function waitForJob(client: Client, id: number, io: Io, env: NodeJS.Proces
   return job;
 }
 
-/** Streams a job's output (SSE) to stdout/stderr until it ends; returns its final state and exit code. */
+/**
+ * Streams a job's output (SSE) to stdout/stderr until it ends; returns its final state and exit code. Output
+ * comes JSON-encoded (`encoding=json`), so it is byte-exact (carriage returns included). A dropped stream is
+ * resumed where it stopped (`Last-Event-ID`): nothing is printed twice or lost.
+ */
 async function followJob(
   client: Client,
   id: number,
@@ -325,14 +331,31 @@ async function followJob(
   tail?: number,
 ): Promise<{ state: string; exit_code: string | null }> {
   let end: { state: string; exit_code: string | null } | undefined;
-  const query = `follow=1${tail === undefined ? '' : `&tail=${tail}`}`;
-  await client.events(`/api/v1/jobs/${id}/logs?${query}`, (event, data) => {
-    if (event === 'stdout') io.out(data);
-    else if (event === 'stderr') io.err(data);
-    else if (event === 'end') end = JSON.parse(data) as { state: string; exit_code: string | null };
-  });
-  // The stream ended without its end event (the server went away): ask how the job is.
-  return end ?? (await client.request<Job>('GET', `/api/v1/jobs/${id}`));
+  let lastId: string | undefined;
+  const query = `follow=1&encoding=json${tail === undefined ? '' : `&tail=${tail}`}`;
+  for (let failures = 0; ; ) {
+    const before = lastId;
+    try {
+      await client.events(
+        `/api/v1/jobs/${id}/logs?${query}`,
+        (event, data, eventId) => {
+          if (event === 'stdout') io.out(JSON.parse(data) as string);
+          else if (event === 'stderr') io.err(JSON.parse(data) as string);
+          else if (event === 'end') end = JSON.parse(data) as { state: string; exit_code: string | null };
+          lastId = eventId;
+        },
+        lastId,
+      );
+    } catch (error) {
+      // Refused (no such job, no access, output expired), or unreachable before anything came: say so.
+      if (lastId === undefined || (error instanceof ApiError && error.status > 0)) throw error;
+    }
+    if (end) return end;
+    // The stream was cut: resume it where it stopped, for a while; then ask how the job is.
+    failures = lastId === before ? failures + 1 : 0;
+    if (failures >= 5) return await client.request<Job>('GET', `/api/v1/jobs/${id}`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 function finishedLine(
@@ -593,8 +616,33 @@ function safeUser(): string {
   }
 }
 
+/** `conductor token|webhook`: administration straight in the control plane's database (cli/commands.ts). */
+export type DatabaseCommands = (argv: string[], env: NodeJS.ProcessEnv, io: Io) => Promise<number>;
+
+export interface MainOptions {
+  /** Only where the control plane's code is installed (the repository): see cli/conductor.ts. */
+  databaseCommands?: DatabaseCommands;
+}
+
+/** What `conductor token|webhook` say where the control plane's code is not installed (the package). */
+export function databaseCommandsUnavailable(command: string): string {
+  return `conductor ${command}: not available in this installation (the conductor-cli package talks to the HTTP API only).
+\`conductor ${command}\` works straight in the control plane's database, so it runs where the control plane is
+installed, with its DATABASE_URL: in a checkout of the Conductor repository,
+  npm run conductor -- ${command} ...        (or npx conductor ${command} ...)
+With an admin token the HTTP API does the same from anywhere, e.g.
+  curl -X POST "$CONDUCTOR_URL/api/v1/${command === 'token' ? 'tokens' : 'webhooks'}" -H "Authorization: Bearer $CONDUCTOR_TOKEN" \\
+    -H "Content-Type: application/json" -d '${command === 'token' ? '{"name": "ci", "scopes": ["jobs:read", "jobs:write"]}' : '{"name": "deploy", "template": {"script": "...", "cpus": 1}}'}'
+`;
+}
+
 /** Runs one command; returns the exit code. */
-export async function main(argv: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+export async function main(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  io: Io,
+  options: MainOptions = {},
+): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined) {
     io.err(HELP['']!);
@@ -608,9 +656,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: Io): Prom
     return 0;
   }
   if (command === 'token' || command === 'webhook') {
-    // The database commands: the only ones that load the control plane's code, and only now.
-    const { runCli } = await import('./commands.ts');
-    return runCli(argv, env, io);
+    // The database commands: the only ones that need the control plane's code, loaded only now.
+    if (options.databaseCommands) return options.databaseCommands(argv, env, io);
+    io.err(databaseCommandsUnavailable(command));
+    return 2;
   }
   const run = COMMANDS[command];
   if (!run) {

@@ -1,8 +1,16 @@
 /**
- * HTTP client for the agent half of the wire protocol (see protocol.ts). Node built-ins only (global fetch).
- * Every call is a JSON POST with a per-request timeout; failures throw AgentApiError, which carries the HTTP
- * status (0 when no response arrived) and the server's error code.
+ * HTTP client for the agent half of the wire protocol (see protocol.ts). Node built-ins only: node:http (and
+ * node:https, loaded when the URL asks for it) with keep-alive, not the global fetch, whose undici and its
+ * WebAssembly HTTP parser cost an idle agent about 20 MB of memory (bench/agent-footprint.ts). Every call is
+ * a JSON POST with a per-request timeout; failures throw AgentApiError, which carries the HTTP status (0 when
+ * no response arrived) and the server's error code.
  */
+import {
+  Agent as HttpAgent,
+  type RequestOptions as HttpRequestOptions,
+  request as httpRequest,
+  type IncomingMessage,
+} from 'node:http';
 import type {
   ClaimRequest,
   ClaimResponse,
@@ -64,6 +72,7 @@ export interface AgentClientOptions {
   /** Extra time a claim gets beyond its `wait_s`; 10 s by default. */
   claimTimeoutMarginMs?: number;
   userAgent?: string;
+  /** A fetch to use instead of node:http (tests, or a runtime without node:http). */
   fetch?: typeof fetch;
 }
 
@@ -77,14 +86,15 @@ export class AgentClient {
   private readonly base: string;
   private readonly requestTimeoutMs: number;
   private readonly claimTimeoutMarginMs: number;
-  private readonly fetchImpl: typeof fetch;
+  private readonly fetchImpl: typeof fetch | undefined;
+  private transport: Promise<Transport> | undefined;
 
   constructor(private readonly options: AgentClientOptions) {
     const url = new URL(options.url);
     this.base = `${url.origin}${url.pathname.replace(/\/+$/, '')}/api/v1/agents`;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
     this.claimTimeoutMarginMs = options.claimTimeoutMarginMs ?? 10_000;
-    this.fetchImpl = options.fetch ?? fetch;
+    this.fetchImpl = options.fetch;
   }
 
   register(body: RegisterRequest, options?: RequestOptions): Promise<RegisterResponse> {
@@ -117,29 +127,37 @@ export class AgentClient {
     await this.post('/unregister', body, options);
   }
 
+  /** node:http or node:https, chosen (and loaded) at the first request. */
+  private connection(): Promise<Transport> {
+    if (!this.transport) this.transport = transportFor(this.base);
+    return this.transport;
+  }
+
   private async post<T>(path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs);
-    const signal = options.signal ? anySignal(timeout, options.signal) : timeout;
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       accept: 'application/json',
     };
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
     if (this.options.userAgent) headers['user-agent'] = this.options.userAgent;
-    let text: string;
-    let response: Response;
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+    let response: { status: number; statusText: string; text: string };
     try {
-      response = await this.fetchImpl(this.base + path, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify(body),
-        signal,
-      });
-      text = await response.text();
+      response = this.fetchImpl
+        ? await postWithFetch(this.fetchImpl, this.base + path, headers, body, timeoutMs, options.signal)
+        : await postWithHttp(
+            await this.connection(),
+            this.base + path,
+            headers,
+            JSON.stringify(body),
+            timeoutMs,
+            options.signal,
+          );
     } catch (err) {
       throw transportError(err, options.signal, path);
     }
-    if (!response.ok) throw httpError(response, text);
+    const { text } = response;
+    if (response.status < 200 || response.status > 299) throw httpError(response, text);
     if (text.trim() === '') return undefined as T;
     try {
       return JSON.parse(text) as T;
@@ -155,12 +173,128 @@ export class AgentClient {
   }
 }
 
+interface Transport {
+  request: typeof httpRequest;
+  agent: HttpAgent;
+}
+
+/**
+ * node:http (node:https, loaded only for an https URL), with one keep-alive agent per client. Idle sockets
+ * are closed after 4 s, before the Node server's own 5 s keep-alive timeout (as undici, behind fetch, does),
+ * so a request rarely meets a socket the server is closing; when it does, it is sent once more on a new one.
+ */
+async function transportFor(base: string): Promise<Transport> {
+  const options = { keepAlive: true, timeout: 4_000, maxFreeSockets: 4 };
+  if (new URL(base).protocol === 'https:') {
+    const https = await import('node:https');
+    return { request: https.request as typeof httpRequest, agent: new https.Agent(options) };
+  }
+  return { request: httpRequest, agent: new HttpAgent(options) };
+}
+
+class TimeoutError extends Error {
+  override readonly name = 'TimeoutError';
+}
+
+/** One POST over node:http(s); rejects with TimeoutError, an AbortError, or the socket's error. */
+function postWithHttp(
+  transport: Transport,
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  retried = false,
+): Promise<{ status: number; statusText: string; text: string }> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(abortError(signal));
+    const payload = Buffer.from(body);
+    const requestOptions: HttpRequestOptions = {
+      method: 'POST',
+      agent: transport.agent,
+      headers: { ...headers, 'content-length': String(payload.length) },
+    };
+    let settled = false;
+    const finish = (error: unknown, result?: { status: number; statusText: string; text: string }) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (error) reject(error);
+      else resolve(result!);
+    };
+    const req = transport.request(url, requestOptions, (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('error', (err) => finish(err));
+      res.on('aborted', () => finish(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })));
+      res.on('end', () =>
+        finish(undefined, {
+          status: res.statusCode ?? 0,
+          statusText: res.statusMessage ?? '',
+          text: Buffer.concat(chunks).toString('utf8'),
+        }),
+      );
+    });
+    const timer = setTimeout(() => {
+      const error = new TimeoutError('The operation was aborted due to timeout');
+      finish(error);
+      req.destroy(error);
+    }, timeoutMs);
+    const onAbort = () => {
+      const error = abortError(signal!);
+      finish(error);
+      req.destroy(error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      // A kept-alive socket the server closed just as it was reused: the request never reached the server.
+      if (!settled && !retried && req.reusedSocket && err.code === 'ECONNRESET') {
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        postWithHttp(transport, url, headers, body, timeoutMs, signal, true).then(resolve, reject);
+        return;
+      }
+      finish(err);
+    });
+    req.end(payload);
+  });
+}
+
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error('This operation was aborted', { cause: signal.reason }), {
+    name: 'AbortError',
+  });
+}
+
+/** The same POST through a fetch (AgentClientOptions.fetch). */
+async function postWithFetch(
+  fetchImpl: typeof fetch,
+  url: string,
+  headers: Record<string, string>,
+  body: unknown,
+  timeoutMs: number,
+  callerSignal: AbortSignal | undefined,
+): Promise<{ status: number; statusText: string; text: string }> {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = callerSignal ? anySignal(timeout, callerSignal) : timeout;
+  const response = await fetchImpl(url, { method: 'POST', headers, body: JSON.stringify(body), signal });
+  return { status: response.status, statusText: response.statusText, text: await response.text() };
+}
+
 function transportError(err: unknown, callerSignal: AbortSignal | undefined, path: string): AgentApiError {
   if (callerSignal?.aborted) return new AgentApiError(0, 'aborted', `${path}: request aborted`);
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
     return new AgentApiError(0, 'timeout', `${path}: request timed out`, undefined, { cause: err });
   }
-  const cause = err instanceof Error && err.cause instanceof Error ? err.cause : undefined;
+  // fetch wraps the socket's error (`fetch failed`, with the error as its cause); node:http throws it as it is.
+  const cause =
+    err instanceof Error && err.cause instanceof Error
+      ? err.cause
+      : err instanceof Error && 'code' in err
+        ? err
+        : undefined;
   const causeCode = cause && 'code' in cause ? ` (${String(cause.code)})` : '';
   const detail = cause ? cause.message : err instanceof Error ? err.message : String(err);
   return new AgentApiError(0, 'network_error', `${path}: ${detail}${causeCode}`.trim(), undefined, {
@@ -168,7 +302,7 @@ function transportError(err: unknown, callerSignal: AbortSignal | undefined, pat
   });
 }
 
-function httpError(response: Response, text: string): AgentApiError {
+function httpError(response: { status: number; statusText: string }, text: string): AgentApiError {
   try {
     const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; details?: unknown } };
     const error = parsed?.error;

@@ -14,14 +14,14 @@ import { availableBackends, type Backend, startTestServer } from '../support/clu
 const BIN = fileURLToPath(new URL('../../cli/bin/conductor.js', import.meta.url));
 const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
 
-export interface Run {
+interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
 }
 
 /** Runs the binary; `onStdout` sees output as it arrives. */
-export function conductor(
+function conductor(
   args: string[],
   env: Record<string, string>,
   options: { input?: string; onStdout?: (text: string) => void } = {},
@@ -216,4 +216,40 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect((await conductor(['jobs'], { HOME: home })).code).toBe(0);
     expect((await conductor(['jobs'], { HOME: home, CONDUCTOR_URL: 'http://127.0.0.1:9' })).code).toBe(1);
   });
+});
+
+describe('conductor logs -f over a stream that is cut', () => {
+  it('resumes with Last-Event-ID: nothing twice, nothing lost, carriage returns kept', async () => {
+    const { createServer } = await import('node:http');
+    const seen: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      if (!req.url?.startsWith('/api/v1/jobs/7/logs?')) {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"nope"}}');
+        return;
+      }
+      const resumeFrom = req.headers['last-event-id'] as string | undefined;
+      seen.push(resumeFrom);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (resumeFrom === undefined) {
+        res.write(': keep-alive\n\nid: 4-0\nevent: stdout\ndata: "a\\rb\\n"\n\n');
+        setTimeout(() => res.socket?.destroy(), 50); // the connection drops mid-job
+      } else {
+        res.write('id: 9-0\nevent: stdout\ndata: "more\\n"\n\n');
+        res.end('id: 9-0\nevent: end\ndata: {"state":"FAILED","exit_code":"5:0"}\n\n');
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const run = await conductor(['logs', '7', '-f'], {
+        CONDUCTOR_URL: `http://127.0.0.1:${port}`,
+        HOME: mkdtempSync(join(tmpdir(), 'conductor-cli-cut-')),
+      });
+      expect(run.stdout).toBe('a\rb\nmore\n');
+      expect(seen).toEqual([undefined, '4-0']);
+      expect(run.code).toBe(5);
+    } finally {
+      server.close();
+    }
+  }, 30_000);
 });

@@ -60,11 +60,42 @@ describe('the CLI module graph', () => {
     expect(ours.filter((m) => !m.includes('/cli/'))).toEqual([]);
   });
 
-  it('the check would notice: `conductor token` does load them', () => {
+  it('the check would notice: `conductor token` with the database commands does load them', () => {
+    // As cli/conductor.ts (the repository's `conductor`) passes them.
     const modules = loadedBy(
       `const { main } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'cli/main.ts')).href)});
-       await main(['token', '--help'], process.env, { out: () => {}, err: () => {} });`,
+       const commands = ${JSON.stringify(pathToFileURL(join(ROOT, 'cli/commands.ts')).href)};
+       await main(['token', '--help'], process.env, { out: () => {}, err: () => {} }, {
+         databaseCommands: async (argv, env, io) => (await import(commands)).runCli(argv, env, io),
+       });`,
     );
     expect(modules.some((m) => FORBIDDEN.test(m))).toBe(true);
+  });
+
+  it('without them (the packaged CLI), `conductor token` loads nothing and says where to run it', () => {
+    const modules = loadedBy(
+      `const { main } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'cli/main.ts')).href)});
+       let err = '';
+       const code = await main(['token', 'create', '--scope', 'admin'], process.env, {
+         out: () => {},
+         err: (text) => { err += text; },
+       });
+       if (code !== 2 || !err.includes('npm run conductor -- token')) process.exit(10);`,
+    );
+    expect(modules.filter((m) => FORBIDDEN.test(m))).toEqual([]);
+    const ours = modules.filter((m) => m.startsWith('file:') && !m.includes('/node_modules/'));
+    expect(ours.filter((m) => !m.includes('/cli/'))).toEqual([]);
+    expect(ours.some((m) => m.endsWith('/cli/commands.ts'))).toBe(false);
+  });
+
+  it('the packaged entry (cli/standalone.ts) imports only cli/main.ts and what it imports', () => {
+    const modules = loadedBy(
+      `process.argv = [process.argv[0], 'conductor', '--version'];
+       await import(${JSON.stringify(pathToFileURL(join(ROOT, 'cli/standalone.ts')).href)});`,
+    );
+    const ours = modules.filter((m) => m.startsWith('file:') && !m.includes('/node_modules/'));
+    expect(ours.some((m) => m.endsWith('/cli/standalone.ts'))).toBe(true);
+    expect(modules.filter((m) => FORBIDDEN.test(m))).toEqual([]);
+    expect(ours.filter((m) => !m.includes('/cli/'))).toEqual([]);
   });
 });
