@@ -106,6 +106,8 @@ export const jobs = pgTable(
     index('jobs_node_active_idx').on(t.node).where(sql`${t.state} = 'RUNNING'`),
     index('jobs_state_id_idx').on(t.state, t.id.desc()),
     index('jobs_owner_id_idx').on(t.owner, t.id.desc()),
+    // The jobs that started recently (GET /metrics' queue wait histogram), without reading the history.
+    index('jobs_start_time_idx').on(t.startTime),
   ],
 );
 
@@ -124,9 +126,24 @@ export const resourceAllocations = pgTable(
   },
   (t) => [
     uniqueIndex('resource_allocations_job_id_key').on(t.jobId),
-    index('resource_allocations_active_idx').on(t.nodeName).where(sql`${t.released} = false`),
+    // Live allocations only, per node, with their CPUs in the index: per-node lookups and the contract's
+    // `SUM(allocated_cpus) ... WHERE released = false` are index-only scans that never touch released history.
+    index('resource_allocations_active_cpus_idx')
+      .on(t.nodeName, t.allocatedCpus)
+      .where(sql`${t.released} = false`),
   ],
 );
+
+/**
+ * Jobs per state, as deltas: statement-level triggers on `jobs` (migration 0004) append one row per state a
+ * statement changed, with its net count (never a zero). `SELECT state, sum(n) ... GROUP BY state` is the exact
+ * count of jobs per state in any snapshot, whatever the job history's size; the backstop compacts the rows
+ * (one DELETE ... RETURNING feeding one INSERT). Append-only: job transitions never wait on a counter row.
+ */
+export const jobStateDeltas = pgTable('job_state_deltas', {
+  state: text('state', { enum: JOB_STATES }).notNull(),
+  n: bigint('n', { mode: 'number' }).notNull(),
+});
 
 /**
  * One row. `version` is bumped by every transaction that changes the allocation, while it holds this row's

@@ -1,9 +1,10 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import { JOB_STATES, type JobState, type WorkerStatus } from '../../db/schema.ts';
+import { JOB_STATES, type WorkerStatus } from '../../db/schema.ts';
 import { type Principal, seesAllJobs } from './auth.ts';
 import { readAllocatedCpus } from './cache.ts';
 import type { Context } from './context.ts';
+import { readJobCounts } from './job-counts.ts';
 import { type JobRow, jobView } from './jobs.ts';
 import { liveWorkerIds } from './liveness.ts';
 import { pgArray, query, queryOne } from './sql.ts';
@@ -17,21 +18,48 @@ interface LiveWorkerRow {
   last_heartbeat: Date | string;
   registered_at: Date | string;
   running_jobs: number | string;
+  recent?: boolean | string;
 }
 
-/** Live workers: the registry's index says who is alive, Postgres what they have. */
+/**
+ * The live workers' rows with their running jobs, counted in one grouped pass over the partial index
+ * `jobs_node_active_idx` (RUNNING jobs only, never the history), not one correlated count per worker.
+ */
+const liveWorkersSql = (filter: SQL, ttlSeconds: number) =>
+  sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
+             coalesce(r.n, 0) AS running_jobs,
+             (w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds})) AS recent
+      FROM workers w
+      LEFT JOIN (SELECT node, count(*) AS n FROM jobs WHERE state = 'RUNNING' GROUP BY node) r ON r.node = w.id
+      WHERE ${filter} ORDER BY w.id`;
+
+/**
+ * Live workers: the registry's index says who is alive, Postgres what they have. Both are asked at once: the
+ * rows of every worker not marked down come back while the registry answers, and are kept when live (or, with
+ * the registry down, when their durable heartbeat is recent). A live id without such a row (rare: a worker
+ * marked down whose key is back) costs a second query by id.
+ */
 export async function listLiveWorkers(ctx: Context) {
-  const live = await liveWorkerIds(ctx);
-  if (live && live.length === 0) return [];
-  const filter = live
-    ? sql`w.id = ANY(${pgArray(live)}::text[])`
-    : sql`w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})`;
-  const rows = await query<LiveWorkerRow>(
-    ctx.db,
-    sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
-               (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs
-        FROM workers w WHERE ${filter} ORDER BY w.id`,
-  );
+  const ttl = ctx.config.workerTtlSeconds;
+  const [live, candidates] = await Promise.all([
+    liveWorkerIds(ctx),
+    query<LiveWorkerRow>(ctx.db, liveWorkersSql(sql`w.status <> 'down'`, ttl)),
+  ]);
+  let rows: LiveWorkerRow[];
+  if (live === null) {
+    rows = candidates.filter((w) => w.recent === true || w.recent === 't');
+  } else if (live.length === 0) {
+    return [];
+  } else {
+    const ids = new Set(live);
+    rows = candidates.filter((w) => ids.has(w.id));
+    if (rows.length < ids.size) {
+      rows = await query<LiveWorkerRow>(
+        ctx.db,
+        liveWorkersSql(sql`w.id = ANY(${pgArray(live)}::text[])`, ttl),
+      );
+    }
+  }
   return rows.map((w) => ({
     worker_id: w.id,
     hostname: w.hostname,
@@ -82,19 +110,14 @@ export async function listWorkers(ctx: Context) {
 }
 
 export async function getDashboard(ctx: Context) {
-  const [workers, allocation, counts] = await Promise.all([
+  const [workers, allocation, jobs] = await Promise.all([
     listLiveWorkers(ctx),
     readAllocatedCpus(ctx),
-    query<{ state: JobState; n: string | number }>(
-      ctx.db,
-      sql`SELECT state, count(*) AS n FROM jobs GROUP BY state`,
-    ),
+    readJobCounts(ctx),
   ]);
   const total = workers.reduce((sum, w) => sum + w.cpus, 0);
   // A draining worker's free CPUs are not available to new jobs.
   const drained = workers.filter((w) => w.status !== 'ready').reduce((sum, w) => sum + w.available_cpus, 0);
-  const jobs = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
-  for (const row of counts) jobs[row.state] = Number(row.n);
   return {
     resources: {
       total_cpus: total,

@@ -9,8 +9,9 @@ import { sql } from 'drizzle-orm';
 import { JOB_STATES } from '../../db/schema.ts';
 import type { Context } from './context.ts';
 import { listLiveWorkers } from './dashboard.ts';
+import { readJobCounts } from './job-counts.ts';
 import { PASS_BUCKETS } from './process-metrics.ts';
-import { query, queryOne } from './sql.ts';
+import { queryOne } from './sql.ts';
 
 /** Queue wait buckets, seconds. */
 export const WAIT_BUCKETS = [1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400];
@@ -56,10 +57,7 @@ export async function renderMetrics(ctx: Context): Promise<string> {
   const [live, down, jobs, wait, sync] = await Promise.all([
     listLiveWorkers(ctx),
     queryOne<{ n: string | number }>(ctx.db, sql`SELECT count(*) AS n FROM workers WHERE status = 'down'`),
-    query<{ state: string; n: string | number }>(
-      ctx.db,
-      sql`SELECT state, count(*) AS n FROM jobs GROUP BY state`,
-    ),
+    readJobCounts(ctx),
     queryOne<{ buckets: (string | number)[]; n: string | number; total: string | number | null }>(
       ctx.db,
       sql`SELECT ARRAY[${bucketSql}] AS buckets, count(*) AS n, sum(wait) AS total FROM (
@@ -93,7 +91,7 @@ export async function renderMetrics(ctx: Context): Promise<string> {
 
   out.metric('conductor_jobs', 'gauge', 'Jobs by state');
   for (const state of JOB_STATES) {
-    out.sample('conductor_jobs', Number(jobs.find((j) => j.state === state)?.n ?? 0), { state });
+    out.sample('conductor_jobs', jobs[state], { state });
   }
 
   out.metric(

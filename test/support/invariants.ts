@@ -7,7 +7,8 @@ import { query, queryOne } from '../../functions/domain/sql.ts';
 /**
  * What must hold after any scenario: no RUNNING job without a live allocation and no live allocation
  * without a RUNNING job; each worker's allocated CPUs equal its live allocations and fit its CPUs; the
- * cluster counter equals the contract's SUM; and (when asked) the cache equals Postgres.
+ * cluster counter equals the contract's SUM; jobs per state from job_state_deltas equal a full count; and
+ * (when asked) the cache equals Postgres.
  */
 export async function checkInvariants(db: Database, registry?: RegistryStore): Promise<void> {
   const orphans = await query<{ id: number; state: string }>(
@@ -35,6 +36,15 @@ export async function checkInvariants(db: Database, registry?: RegistryStore): P
     sql`SELECT allocated_cpus FROM cluster_state WHERE id = 1`,
   );
   expect(Number(counter?.allocated_cpus)).toBe(Number(sum?.total ?? 0));
+  // Jobs per state from the trigger-kept deltas equal a full count.
+  const drift = await query<{ state: string; counted: string | number; kept: string | number }>(
+    db,
+    sql`SELECT coalesce(c.state, d.state) AS state, coalesce(c.n, 0) AS counted, coalesce(d.n, 0) AS kept
+        FROM (SELECT state, count(*) AS n FROM jobs GROUP BY state) c
+        FULL JOIN (SELECT state, sum(n) AS n FROM job_state_deltas GROUP BY state) d ON d.state = c.state
+        WHERE coalesce(c.n, 0) <> coalesce(d.n, 0)`,
+  );
+  expect(drift, 'job_state_deltas sums that differ from count(*) per state').toEqual([]);
   if (registry) {
     const cached = await registry.getAllocatedCpus();
     const snapshot = await readAllocationSnapshot(db);
