@@ -39,6 +39,13 @@ export const workerEnvSchema = z.object({
     .optional(),
   CONDUCTOR_SUBMIT_RATE: z.coerce.number().min(0).default(DEFAULT_CONFIG.submitRatePerSecond),
   CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
+  /** Days a finished job's output is kept (0: forever); the minute cron deletes what is older. */
+  CONDUCTOR_LOG_RETENTION_DAYS: z.coerce
+    .number({ error: 'CONDUCTOR_LOG_RETENTION_DAYS is a number of days (0: keep forever)' })
+    .int('CONDUCTOR_LOG_RETENTION_DAYS is whole days (0: keep forever)')
+    .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
+    .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
+    .default(DEFAULT_CONFIG.logRetentionDays),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),
@@ -66,6 +73,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     ...(bootstrapAdminTokenHash ? { bootstrapAdminTokenHash } : {}),
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
+    logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,

@@ -7,7 +7,7 @@ import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { FINAL_STATES, type JobState } from '../../db/schema.ts';
 import { ANONYMOUS, type Principal, seesAllJobs } from './auth.ts';
-import { notFound } from './errors.ts';
+import { ConductorError, notFound } from './errors.ts';
 import type { Database } from './ports.ts';
 import { query } from './sql.ts';
 
@@ -21,8 +21,12 @@ export interface OutputSnapshot {
   streams: Record<StreamName, { content: string; bytes: number }>;
 }
 
-/** The job's state and its stored output (current attempt); another owner's job is "not found". */
-export async function readOutput(db: Database, id: number, viewer: Principal = ANONYMOUS) {
+/**
+ * The job's state and its stored output (current attempt); another owner's job is "not found". With
+ * `retentionDays` > 0, a job that ended longer ago than that and whose output is gone (the backstop deleted
+ * it) is a 410 `logs_expired`, so that expired output never reads as "the job printed nothing".
+ */
+export async function readOutput(db: Database, id: number, viewer: Principal = ANONYMOUS, retentionDays = 0) {
   const rows = await query<{
     stream: StreamName | null;
     content: string | null;
@@ -30,15 +34,29 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
     state: JobState;
     exit_code: string | null;
     owner: string | null;
+    end_time: Date | string | null;
+    past_retention: boolean | null;
   }>(
     db,
-    sql`SELECT o.stream, o.content, o.bytes, j.state, j.exit_code, j.owner FROM jobs j
+    sql`SELECT o.stream, o.content, o.bytes, j.state, j.exit_code, j.owner, j.end_time,
+               (${retentionDays}::int > 0
+                AND j.end_time < now() - make_interval(days => ${retentionDays}::int)) AS past_retention
+        FROM jobs j
         LEFT JOIN job_output o ON o.job_id = j.id AND o.attempt = j.attempt
         WHERE j.id = ${id}`,
   );
   const first = rows[0];
   if (!first || !(seesAllJobs(viewer) || (first.owner !== null && first.owner === viewer.owner))) {
     throw notFound('job_not_found', `Job ${id} does not exist`);
+  }
+  if (first.past_retention && rows.every((r) => r.stream === null)) {
+    const ended = first.end_time === null ? null : new Date(first.end_time).toISOString();
+    throw new ConductorError(
+      'gone',
+      'logs_expired',
+      `The output of job ${id} is no longer kept: the job ended at ${ended}, more than ${retentionDays} days ago (CONDUCTOR_LOG_RETENTION_DAYS)`,
+      { end_time: ended, retention_days: retentionDays },
+    );
   }
   const streams = {} as OutputSnapshot['streams'];
   for (const name of STREAMS) {
@@ -51,6 +69,74 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
     finished: FINAL_STATES.includes(first.state),
     streams,
   } satisfies OutputSnapshot;
+}
+
+/** Most job_output rows one retention pass deletes (one statement, so one bounded transaction). */
+export const OUTPUT_PRUNE_BATCH = 1000;
+/** Most job_output rows one retention pass looks at (each with a primary-key probe into jobs). */
+export const OUTPUT_PRUNE_SCAN = 10_000;
+
+export interface PruneResult {
+  /** Rows deleted by this pass. */
+  deleted: number;
+  /** Where the next pass goes on (`after` for it), or null: this pass reached the end of job_output. */
+  next: number | null;
+}
+
+/**
+ * One bounded retention pass in one statement: looks at the next `scan` job_output rows in job_id order
+ * after job id `after` (the primary key's order), and deletes at most `batch` of them whose job ended more
+ * than `retentionDays` ago. Each row costs one primary-key probe into jobs, so no index on jobs.end_time is
+ * needed and the cost does not grow with the jobs table, only with `scan`. Call it again with `next` until
+ * that is null to cover the whole table (old jobs have low ids: they come first).
+ */
+export async function pruneJobOutput(
+  db: Database,
+  retentionDays: number,
+  options: { after?: number; scan?: number; batch?: number } = {},
+): Promise<PruneResult> {
+  if (!(retentionDays > 0)) return { deleted: 0, next: null };
+  const after = options.after ?? 0;
+  const scan = Math.max(3, options.scan ?? OUTPUT_PRUNE_SCAN);
+  const batch = Math.max(1, options.batch ?? OUTPUT_PRUNE_BATCH);
+  const rows = await query<{
+    deleted: string | number;
+    doomed: string | number;
+    scanned: string | number;
+    scan_end: string | number | null;
+    doomed_end: string | number | null;
+  }>(
+    db,
+    sql`WITH scan AS (
+          SELECT o.ctid AS row_id, o.job_id,
+                 (SELECT j.end_time FROM jobs j WHERE j.id = o.job_id)
+                   < now() - make_interval(days => ${retentionDays}::int) AS expired
+          FROM job_output o
+          WHERE o.job_id > ${after}::bigint
+          ORDER BY o.job_id
+          LIMIT ${scan}::int
+        ), doomed AS (
+          SELECT row_id, job_id FROM scan WHERE expired ORDER BY job_id LIMIT ${batch}::int
+        ), gone AS (
+          DELETE FROM job_output WHERE ctid IN (SELECT row_id FROM doomed) RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM gone) AS deleted,
+               (SELECT count(*) FROM doomed) AS doomed,
+               (SELECT count(*) FROM scan) AS scanned,
+               (SELECT max(job_id) FROM scan) AS scan_end,
+               (SELECT max(job_id) FROM doomed) AS doomed_end`,
+  );
+  const row = rows[0];
+  const deleted = Number(row?.deleted ?? 0);
+  // A job has up to two rows: the next pass starts at the last job touched, in case a limit split its pair.
+  // (Counted from what this pass chose, not what it deleted: a concurrent pass may have deleted some first.)
+  if (Number(row?.doomed ?? 0) >= batch && row?.doomed_end != null) {
+    return { deleted, next: Number(row.doomed_end) - 1 };
+  }
+  if (Number(row?.scanned ?? 0) >= scan && row?.scan_end != null) {
+    return { deleted, next: Number(row.scan_end) - 1 };
+  }
+  return { deleted, next: null };
 }
 
 const encoder = new TextEncoder();
@@ -100,9 +186,14 @@ const flag = z
   .enum(['1', '0', 'true', 'false'], { error: 'follow is 1 or 0 (true or false)' })
   .transform((v) => v === '1' || v === 'true');
 
-/** `GET /api/v1/jobs/:id/logs` query: `follow=1` streams (SSE) until the job ends; `tail=N` keeps N bytes. */
+/**
+ * `GET /api/v1/jobs/:id/logs` query: `follow=1` streams (SSE) until the job ends; `tail=N` keeps N bytes;
+ * `encoding=json` makes each followed event's data a JSON string (byte-exact: an SSE data line cannot carry
+ * a carriage return, so plain text turns `\r` and `\r\n` into line breaks).
+ */
 export const logsQuery = z.strictObject({
   follow: flag.optional(),
+  encoding: z.enum(['text', 'json'], { error: 'encoding is text or json' }).optional(),
   tail: z.coerce
     .number({ error: 'tail is a number of bytes' })
     .int('tail is a whole number of bytes')

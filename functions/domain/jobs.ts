@@ -306,6 +306,248 @@ function submitStatement(
              SELECT * FROM job`;
 }
 
+/** Most jobs in one batch (`POST /api/v1/jobs/batch`). */
+export const MAX_BATCH_JOBS = 1000;
+
+/**
+ * A batch body: `{jobs: [...]}`, 1 to MAX_BATCH_JOBS jobs. Each job is checked with `submitJobInput` on its own
+ * (see `parseBatchJobs`), so that an error names `jobs[k].field`; this schema checks the envelope.
+ */
+export const submitBatchEnvelope = z.strictObject({
+  jobs: z
+    .array(z.unknown(), { error: 'jobs is required: a list of 1 to 1000 jobs (each like a /submit body)' })
+    .min(1, 'jobs must hold at least 1 job')
+    .max(MAX_BATCH_JOBS, `jobs holds at most ${MAX_BATCH_JOBS} jobs per batch; split the submission`),
+});
+/** The batch body as documented (OpenAPI): the envelope with each job's own schema. */
+export const submitBatchInput = z.strictObject({
+  jobs: z.array(submitJobInput).min(1).max(MAX_BATCH_JOBS),
+});
+export type SubmitBatchInput = z.infer<typeof submitBatchInput>;
+
+/** How many issues a refused batch lists (message and details alike). */
+const MAX_BATCH_ISSUES = 20;
+
+/**
+ * Checks every job of a batch envelope with `submitJobInput`; throws ONE 400 whose message names each
+ * offending `jobs[k].field` (the first MAX_BATCH_ISSUES of them), so that nothing of the batch is stored.
+ */
+export function parseBatchJobs(jobs: readonly unknown[]): SubmitJobInput[] {
+  const parsed: SubmitJobInput[] = [];
+  const issues: { path: string; message: string; index: number }[] = [];
+  let total = 0;
+  jobs.forEach((job, index) => {
+    const result = submitJobInput.safeParse(job);
+    if (result.success) {
+      parsed.push(result.data);
+      return;
+    }
+    for (const issue of result.error.issues) {
+      total++;
+      if (issues.length >= MAX_BATCH_ISSUES) continue;
+      const field = issue.path.map(String).join('.');
+      let message = issue.message;
+      if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
+      if (issue.code === 'invalid_key' && issue.issues.length > 0) {
+        message = `invalid name: ${issue.issues.map((i) => i.message).join('; ')}`;
+      }
+      issues.push({ path: field ? `jobs[${index}].${field}` : `jobs[${index}]`, message, index });
+    }
+  });
+  if (total === 0) return parsed;
+  const more = total > issues.length ? `; and ${total - issues.length} more` : '';
+  throw new ConductorError(
+    'invalid',
+    'invalid_request',
+    `Invalid body: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}${more} (nothing of the batch was stored)`,
+    { issues, invalid_jobs: new Set(issues.map((i) => i.index)).size },
+  );
+}
+
+export interface BatchOptions {
+  /** Who submits: the jobs' owner and the audit entries. ANONYMOUS by default. */
+  caller?: Principal;
+  /**
+   * An Idempotency-Key for the whole batch: `scope` as for /submit (`token:<id>` or `anonymous`). The key
+   * points to the first job; each job `k` of the batch also holds the key `<key> #<k>` (a space: never a
+   * client's key), so that a repeat finds every id of the batch.
+   */
+  idempotency?: { scope: string; key: string; requestHash: string };
+}
+
+/**
+ * Submits a batch of jobs in ONE statement: the ids are reserved (ascending in request order), the jobs
+ * inserted, one `job.submit` audit entry per job written and, with an Idempotency-Key, the keys claimed, all
+ * or nothing. Then ONE scheduling pass is asked for. Returns the jobs in request order; a repeated key
+ * returns the first batch with `duplicate: true`.
+ */
+export async function submitJobsBatch(
+  ctx: Context,
+  inputs: readonly SubmitJobInput[],
+  options: BatchOptions = {},
+): Promise<{ jobs: JobView[]; duplicate: boolean }> {
+  if (inputs.length < 1 || inputs.length > MAX_BATCH_JOBS) {
+    throw new ConductorError(
+      'invalid',
+      'invalid_request',
+      `Invalid body: jobs holds 1 to ${MAX_BATCH_JOBS} jobs`,
+    );
+  }
+  const caller = options.caller ?? ANONYMOUS;
+  const idem = options.idempotency;
+  for (let attempt = 1; ; attempt++) {
+    let rows: JobRow[] | undefined;
+    try {
+      rows = await query<JobRow>(ctx.db, batchStatement(ctx, inputs, caller, idem));
+    } catch (error) {
+      // Some keys of the batch were free and others held: the free ones were claimed for job ids that were
+      // not inserted, which the foreign key refuses, rolling the whole statement back. Look the holder up.
+      if (pgErrorCode(error) !== '23503' || !idem) throw error;
+    }
+    if (rows && rows.length > 0) {
+      ctx.defer(ctx.requestSchedule());
+      const sorted = [...rows].sort((a, b) => Number(a.id) - Number(b.id));
+      return { jobs: sorted.map((r) => jobView(r)), duplicate: false };
+    }
+    if (!idem) throw new Error('the batch insert returned no rows');
+    const replay = await findBatch(ctx.db, idem, inputs.length);
+    if (replay) return { jobs: replay, duplicate: true };
+    // The holder rolled back or expired meanwhile: try again.
+    if (attempt >= 3) throw new Error('submission key contention did not settle');
+  }
+}
+
+/** The key of job `index` of a batch submitted with the Idempotency-Key `key`. */
+const batchMemberKey = (key: string, index: number) => `${key} #${index}`;
+
+/** The batch a live Idempotency-Key points to, in request order; undefined when the key is not held. */
+async function findBatch(
+  db: Database,
+  idem: NonNullable<BatchOptions['idempotency']>,
+  size: number,
+): Promise<JobView[] | undefined> {
+  const held = await queryOne<{ job_id: string | number; request_hash: string }>(
+    db,
+    sql`SELECT job_id, request_hash FROM submission_keys
+        WHERE scope = ${idem.scope} AND key = ${idem.key} AND expires_at > now()`,
+  );
+  if (!held) return undefined;
+  if (held.request_hash !== idem.requestHash) {
+    throw new ConductorError(
+      'unprocessable',
+      'idempotency_key_reused',
+      `Idempotency-Key ${JSON.stringify(idem.key)} was used with a different request within 24 h; use a new key for a new batch`,
+      { job_id: Number(held.job_id) },
+    );
+  }
+  // Same request hash: the same batch (same size). Its member keys were written by the same statement as the
+  // batch's own key: the same request hash and expiry (one transaction's now()).
+  const members = Array.from({ length: size }, (_, i) => batchMemberKey(idem.key, i));
+  const rows = await query<JobRow>(
+    db,
+    sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE id IN (
+          SELECT m.job_id FROM submission_keys m
+          JOIN submission_keys k ON k.scope = m.scope AND k.key = ${idem.key}
+          WHERE m.scope = ${idem.scope} AND m.key = ANY(${pgArray(members)}::text[])
+            AND m.request_hash = k.request_hash AND m.expires_at = k.expires_at)
+        ORDER BY id`,
+  );
+  if (rows.length !== size || Number(rows[0]?.id) !== Number(held.job_id)) {
+    throw conflict(
+      'idempotency_batch_incomplete',
+      `Idempotency-Key ${JSON.stringify(idem.key)} belongs to a batch that is no longer complete (jobs were deleted); use a new key`,
+    );
+  }
+  return rows.map((r) => jobView(r));
+}
+
+function batchStatement(
+  ctx: Context,
+  inputs: readonly SubmitJobInput[],
+  caller: Principal,
+  idem: BatchOptions['idempotency'],
+) {
+  const owner = caller.owner;
+  const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
+  const ttl = ctx.config.workerTtlSeconds;
+  const n = inputs.length;
+  // One JSON parameter for the whole batch; `i` is the job's place in the request.
+  const data = JSON.stringify(
+    inputs.map((input, i) => ({
+      i,
+      name: input.name ?? 'job',
+      script: input.script,
+      cpus: input.cpus,
+      account: input.account ?? null,
+      partition: input.partition ?? null,
+      time_limit_s: input.time_limit === undefined ? null : parseTimeLimit(input.time_limit),
+      work_dir: input.work_dir ?? null,
+      environment: input.environment ?? {},
+      priority: input.priority ?? 0,
+      requeue: input.requeue ?? false,
+    })),
+  );
+  const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
+                      owner, submitted_by, reason`;
+  const audit = auditInsert(caller, 'job.submit', {
+    target: sql`'job:' || job.id`,
+    details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner,
+                   'batch_index', r.i, 'batch_size', ${n}::int)
+                 || ${JSON.stringify(idem ? { idempotency_key: idem.key } : {})}::jsonb`,
+    from: sql`job JOIN reserved r ON r.id = job.id`,
+  });
+  // The keys: the batch's own (to the first job), then one per job.
+  const keyRows = idem
+    ? [{ key: idem.key, i: 0 }, ...inputs.map((_, i) => ({ key: batchMemberKey(idem.key, i), i }))]
+    : [];
+  const claim = idem
+    ? sql`claim AS (
+            INSERT INTO submission_keys AS k (scope, key, job_id, request_hash, expires_at)
+            SELECT ${idem.scope}::text, v.key, r.id, ${idem.requestHash}::text,
+                   now() + make_interval(secs => ${IDEMPOTENCY_TTL_SECONDS}::int)
+            FROM unnest(${pgArray(keyRows.map((k) => k.key))}::text[], ${pgArray(keyRows.map((k) => k.i))}::int[]) AS v(key, i)
+            JOIN reserved r ON r.i = v.i
+            ORDER BY v.key
+            ON CONFLICT (scope, key) DO UPDATE SET job_id = excluded.job_id, request_hash = excluded.request_hash,
+              created_at = now(), expires_at = excluded.expires_at
+            WHERE k.expires_at <= now()
+            RETURNING 1
+          ),`
+    : sql``;
+  const claimed = idem ? sql`WHERE (SELECT count(*) FROM claim) = ${keyRows.length}` : sql``;
+  // Held PENDING (never refused) when no live node is large enough, with the same reason /submit gives.
+  return sql`WITH input AS MATERIALIZED (
+               SELECT * FROM json_to_recordset(${data}::json) AS x(i int, name text, script text, cpus int,
+                 account text, partition text, time_limit_s int, work_dir text, environment jsonb, priority int,
+                 requeue boolean)
+             ),
+             live AS MATERIALIZED (
+               SELECT count(*) AS nodes, coalesce(max(w.cpus), 0) AS largest FROM workers w
+               WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttl})
+             ),
+             ids AS MATERIALIZED (
+               SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id FROM generate_series(1, ${n}::int)
+             ),
+             reserved AS MATERIALIZED (
+               SELECT id, (row_number() OVER (ORDER BY id) - 1)::int AS i FROM ids
+             ),
+             ${claim}
+             job AS (
+               INSERT INTO jobs (id, ${columns})
+               SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
+                      x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
+                      CASE WHEN live.largest >= x.cpus THEN NULL
+                           WHEN live.nodes = 0 THEN 'waiting for a node with at least ' || x.cpus || ' CPUs: no node is live'
+                           ELSE 'waiting for a node with at least ' || x.cpus || ' CPUs: the largest live node has ' || live.largest END
+               FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
+               ${claimed}
+               ORDER BY x.i
+               RETURNING ${JOB_COLUMNS}
+             ),
+             audit AS (${audit})
+             SELECT * FROM job`;
+}
+
 /** Whether `viewer` may see the job of `owner`. */
 function visible(viewer: Principal, owner: string | null): boolean {
   return seesAllJobs(viewer) || (owner !== null && owner === viewer.owner);
@@ -374,39 +616,6 @@ export async function cancelJob(ctx: Context, id: number, caller: Principal = AN
     stage: ended.length > 0 ? 'cancelled' : 'kill requested',
   });
   return getJob(ctx.db, id, caller);
-}
-
-export interface StreamOutput {
-  content: string;
-  /** Bytes the job wrote to the stream in all. */
-  bytes: number;
-  /** True when only the tail is kept. */
-  truncated: boolean;
-}
-
-export async function getJobOutput(db: Database, id: number, viewer: Principal = ANONYMOUS) {
-  const rows = await query<{
-    stream: 'stdout' | 'stderr';
-    content: string;
-    bytes: string | number;
-    state: string;
-    owner: string | null;
-  }>(
-    db,
-    sql`SELECT o.stream, o.content, o.bytes, j.state, j.owner FROM jobs j
-        LEFT JOIN job_output o ON o.job_id = j.id AND o.attempt = j.attempt
-        WHERE j.id = ${id}`,
-  );
-  if (rows.length === 0 || !visible(viewer, rows[0]!.owner)) {
-    throw notFound('job_not_found', `Job ${id} does not exist`);
-  }
-  const stream = (name: 'stdout' | 'stderr'): StreamOutput => {
-    const row = rows.find((r) => r.stream === name);
-    if (!row) return { content: '', bytes: 0, truncated: false };
-    const bytes = Number(row.bytes);
-    return { content: row.content, bytes, truncated: new TextEncoder().encode(row.content).length < bytes };
-  };
-  return { job_id: id, state: rows[0]!.state, stdout: stream('stdout'), stderr: stream('stderr') };
 }
 
 /**

@@ -22,6 +22,7 @@ const RULES: [method: string, path: RegExp, need: Need, what: string][] = [
   ['POST', /^\/api\/v1\/webhooks\/[^/]+$/, 'signed', 'deliver a webhook'],
   ['*', /^\/api\/v1\/agents(\/|$)/, 'agent', 'make agent calls'],
   ['POST', /^\/api\/v1\/jobs\/submit$/, 'jobs:write', 'submit jobs'],
+  ['POST', /^\/api\/v1\/jobs\/batch$/, 'jobs:write', 'submit jobs'],
   ['POST', /^\/api\/v1\/jobs\/[^/]+\/cancel$/, 'jobs:write', 'cancel jobs'],
   ['GET', /^\/api\/v1\/jobs(\/|$)/, 'jobs:read', 'read jobs'],
   ['GET', /^\/api\/v1\/dashboard$/, 'jobs:read', 'read the dashboard'],

@@ -15,6 +15,7 @@ const STATUS: Record<ErrorKind, ContentfulStatusCode> = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  gone: 410,
   conflict: 409,
   unprocessable: 422,
   rate_limited: 429,

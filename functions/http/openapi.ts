@@ -9,7 +9,7 @@ import { listAuditInput } from '../domain/audit.ts';
 import { createTokenInput, listTokensInput, tokenIdParam } from '../domain/auth.ts';
 import { uiJobsInput, utilizationInput } from '../domain/dashboard.ts';
 import { logsQuery } from '../domain/job-logs.ts';
-import { listJobsInput, submitJobInput } from '../domain/jobs.ts';
+import { listJobsInput, submitBatchInput, submitJobInput } from '../domain/jobs.ts';
 import { createWebhookInput, webhookNameParam } from '../domain/webhooks.ts';
 import {
   claimRequest,
@@ -56,6 +56,7 @@ export const jobSchema = z.object({
   script: z.string().optional(),
   environment: z.record(z.string(), z.string()).optional(),
 });
+const batchSchema = z.object({ jobs: z.array(jobSchema) });
 const jobListSchema = z.object({ jobs: z.array(jobSchema), next_before: z.number().int().nullable() });
 const streamSchema = z.object({ content: z.string(), bytes: z.number().int(), truncated: z.boolean() });
 const logsSchema = z.object({
@@ -172,6 +173,51 @@ export const ROUTES: RouteDoc[] = [
     },
   },
   {
+    method: 'POST',
+    path: '/api/v1/jobs/batch',
+    summary:
+      'Submit 1 to 1000 jobs (each like a /submit body) in one request and one atomic statement: all are stored, ' +
+      'in request order (ascending ids), or none. A bad job refuses the batch with a 400 naming jobs[k].field. ' +
+      'Counts as N submissions against the rate limit (a batch larger than CONDUCTOR_SUBMIT_BURST is a 400 ' +
+      '`batch_exceeds_burst`). Idempotency-Key header: a retry of the same batch returns the first one ' +
+      '(Idempotent-Replayed: true); the same key with another body is a 422',
+    tag: 'jobs',
+    auth: 'jobs:write',
+    body: submitBatchInput,
+    bodyExample: {
+      jobs: [
+        { script: 'python3 train.py --fold 1', cpus: 8, name: 'fold-1' },
+        { script: 'python3 train.py --fold 2', cpus: 8, name: 'fold-2', time_limit: '2:00:00' },
+      ],
+    },
+    responses: {
+      201: {
+        description: 'The jobs, in request order',
+        schema: batchSchema,
+        example: {
+          jobs: [
+            { ...EXAMPLE_JOB, id: 42, name: 'fold-1', state: 'PENDING' },
+            { ...EXAMPLE_JOB, id: 43, name: 'fold-2', state: 'PENDING' },
+          ],
+        },
+      },
+      400: {
+        description: 'Invalid request (nothing stored): the message names each offending jobs[k].field',
+        schema: errorSchema,
+        example: {
+          error: {
+            code: 'invalid_request',
+            message: 'Invalid body: jobs[3].cpus: cpus must be at least 1 (nothing of the batch was stored)',
+            details: { issues: [{ path: 'jobs[3].cpus', message: 'cpus must be at least 1', index: 3 }] },
+            request_id: 'a1',
+          },
+        },
+      },
+      422: { description: 'Idempotency-Key reused with another body', schema: errorSchema },
+      429: { description: 'Over the rate limit (Retry-After); nothing stored', schema: errorSchema },
+    },
+  },
+  {
     method: 'GET',
     path: '/api/v1/jobs',
     summary: 'List jobs, newest first',
@@ -226,7 +272,12 @@ export const ROUTES: RouteDoc[] = [
     path: '/api/v1/jobs/:id/logs',
     summary:
       'Captured output (the last 1 MiB per stream; truncated ones begin with a marker line). tail=N: the last N bytes. ' +
-      'follow=1: Server-Sent Events `stdout`/`stderr` (the new text) until the job ends, then `end` ({state, exit_code})',
+      'follow=1: Server-Sent Events `stdout`/`stderr` (the new text) until the job ends, then `end` ({state, exit_code}); ' +
+      "encoding=json: each stdout/stderr event's data is a JSON string, byte-exact (plain SSE text cannot carry a " +
+      'carriage return: `\\r` and `\\r\\n` arrive as line breaks); every event has the id `<stdout bytes>-<stderr bytes>` (where the follower then is), a reconnect with the ' +
+      'header `Last-Event-ID: <id>` resumes right after it (tail is then ignored), and a silent stream gets a ' +
+      '`: keep-alive` comment line every 15 s. Output is kept CONDUCTOR_LOG_RETENTION_DAYS (default 30) days after ' +
+      'the job ended; once deleted, 410 `logs_expired`',
     tag: 'jobs',
     auth: 'jobs:read',
     params: jobIdParam,
@@ -245,6 +296,20 @@ export const ROUTES: RouteDoc[] = [
       },
       400: invalid,
       404: notFound,
+      410: {
+        description:
+          'The job ended more than CONDUCTOR_LOG_RETENTION_DAYS days ago and its output was deleted (the job itself remains)',
+        schema: errorSchema,
+        example: {
+          error: {
+            code: 'logs_expired',
+            message:
+              'The output of job 42 is no longer kept: the job ended at 2025-10-01T10:42:00.000Z, more than 30 days ago (CONDUCTOR_LOG_RETENTION_DAYS)',
+            details: { end_time: '2025-10-01T10:42:00.000Z', retention_days: 30 },
+            request_id: 'c3d4...',
+          },
+        },
+      },
     },
   },
   {

@@ -2,8 +2,24 @@ import type { Context as HonoContext } from 'hono';
 import type { z } from 'zod';
 import { ConductorError } from '../domain/errors.ts';
 
-/** Parses `data` with `schema`, or throws a 400 whose message names the offending fields. */
+/**
+ * Parses `data` with `schema`, or throws a 400 whose message names the offending fields. In a query string or
+ * a path, a NUL character or broken Unicode is refused before the schema sees it: no database takes it.
+ */
 export function parseInput<S extends z.ZodType>(schema: S, data: unknown, where: string): z.infer<S> {
+  if (where === 'query' || where === 'path') {
+    const bad = findBadText(data);
+    if (bad) {
+      throw new ConductorError(
+        'invalid',
+        'invalid_request',
+        `Invalid ${where}: ${bad.path}: ${bad.problem}`,
+        {
+          issues: [{ path: bad.path, message: bad.problem }],
+        },
+      );
+    }
+  }
   const result = schema.safeParse(data);
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue) => {

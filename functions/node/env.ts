@@ -8,6 +8,14 @@ const flag = (fallback: boolean) =>
     .default(fallback ? '1' : '0')
     .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
+/** Days of job output to keep: a whole number, 0 (keep forever) to 100 years. */
+const logRetentionDays = z.coerce
+  .number({ error: 'CONDUCTOR_LOG_RETENTION_DAYS is a number of days (0: keep forever)' })
+  .int('CONDUCTOR_LOG_RETENTION_DAYS is whole days (0: keep forever)')
+  .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
+  .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
+  .default(DEFAULT_CONFIG.logRetentionDays);
+
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
@@ -32,6 +40,8 @@ export const nodeEnvSchema = z.object({
   /** Submissions per second per token (0: no limit), and the burst allowed at once. */
   CONDUCTOR_SUBMIT_RATE: z.coerce.number().min(0).default(DEFAULT_CONFIG.submitRatePerSecond),
   CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
+  /** Days a finished job's output is kept (0: forever). */
+  CONDUCTOR_LOG_RETENTION_DAYS: logRetentionDays,
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -63,6 +73,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     auth: isLoopback(env.HOST) ? 'auto' : 'required',
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
+    logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,

@@ -4,7 +4,7 @@
  * Key: `ratelimit:<key>`, a string holding the key's arrival time in ms, expiring when it is in the past.
  */
 import type { RateLimiter, RateRule } from '../domain/ports.ts';
-import { checkRule, retryAfterSeconds } from '../domain/rate-limit.ts';
+import { checkCost, checkRule, retryAfterSeconds } from '../domain/rate-limit.ts';
 import type { LuaScript, RedisScripts } from './redis-store.ts';
 
 // KEYS: the key's arrival time. ARGV: interval ms, capacity ms (both may be fractional).
@@ -39,12 +39,17 @@ export class RedisRateLimiter implements RateLimiter {
     this.prefix = `${options.keyPrefix ?? ''}ratelimit:`;
   }
 
-  async take(key: string, rule: RateRule): Promise<{ allowed: boolean; retryAfterSeconds: number }> {
+  async take(
+    key: string,
+    rule: RateRule,
+    cost = 1,
+  ): Promise<{ allowed: boolean; retryAfterSeconds: number }> {
     const { intervalMs, capacityMs } = checkRule(rule);
+    // `cost` units at once are one step of `cost` intervals (GCRA): the same script.
     const reply = await this.redis.run(
       RATE_LIMIT_SCRIPT,
       [this.prefix + key],
-      [intervalMs.toFixed(3), capacityMs.toFixed(3)],
+      [(intervalMs * checkCost(cost)).toFixed(3), capacityMs.toFixed(3)],
     );
     if (!Array.isArray(reply) || reply.length < 2) {
       throw new TypeError(`unexpected reply to rateLimitTake: ${JSON.stringify(reply)}`);

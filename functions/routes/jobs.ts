@@ -1,25 +1,27 @@
-import { Hono } from 'hono';
+import { Hono, type Context as HonoContext } from 'hono';
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming';
 import type { Context } from '../domain/context.ts';
 import { sha256Hex } from '../domain/crypto.ts';
-import { ConductorError } from '../domain/errors.ts';
+import { ConductorError, invalid } from '../domain/errors.ts';
 import { logsQuery, newSince, readOutput, type StreamName, streamView } from '../domain/job-logs.ts';
 import {
   cancelJob,
   canonicalJson,
   getJob,
-  getJobOutput,
   IDEMPOTENCY_KEY,
   IDEMPOTENCY_TTL_SECONDS,
   listJobs,
   listJobsInput,
+  parseBatchJobs,
+  submitBatchEnvelope,
   submitJobInput,
   submitJobOnce,
+  submitJobsBatch,
 } from '../domain/jobs.ts';
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
-import { parseBody, parseInput } from '../http/validate.ts';
+import { findBadText, jsonBody, parseBody, parseInput } from '../http/validate.ts';
 
 export function jobRoutes(ctx: Context) {
   const jobId = (params: Record<string, string>) => parseInput(jobIdParam, params, 'path').id;
@@ -52,6 +54,36 @@ export function jobRoutes(ctx: Context) {
       if (duplicate) c.header('Idempotent-Replayed', 'true');
       return c.json(job, 201);
     })
+    .post('/batch', async (c) => {
+      const caller = c.get('principal');
+      const idempotencyKey = c.req.header('idempotency-key');
+      if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+        throw new ConductorError(
+          'invalid',
+          'invalid_idempotency_key',
+          'Idempotency-Key must be 1 to 255 printable ASCII characters (a UUID, say)',
+        );
+      }
+      // The whole batch is checked before anything is counted or stored: one bad job refuses all of them.
+      const envelope = await parseBatchBody(c);
+      const inputs = parseBatchJobs(envelope.jobs);
+      const scope = caller.tokenId === null ? 'anonymous' : `token:${caller.tokenId}`;
+      await limitSubmissions(ctx, scope, inputs.length);
+      const { jobs, duplicate } = await submitJobsBatch(ctx, inputs, {
+        caller,
+        ...(idempotencyKey === undefined
+          ? {}
+          : {
+              idempotency: {
+                scope,
+                key: idempotencyKey,
+                requestHash: await sha256Hex(canonicalJson({ batch: inputs })),
+              },
+            }),
+      });
+      if (duplicate) c.header('Idempotent-Replayed', 'true');
+      return c.json({ jobs }, 201);
+    })
     .get('/', async (c) =>
       c.json(await listJobs(ctx.db, parseInput(listJobsInput, c.req.query(), 'query'), c.get('principal'))),
     )
@@ -61,16 +93,20 @@ export function jobRoutes(ctx: Context) {
       const id = jobId(c.req.param());
       const options = parseInput(logsQuery, c.req.query(), 'query');
       const principal = c.get('principal');
+      const retentionDays = ctx.config.logRetentionDays;
       if (!options.follow) {
-        const output = await getJobOutput(ctx.db, id, principal);
+        const output = await readOutput(ctx.db, id, principal, retentionDays);
         return c.json({
-          ...output,
-          stdout: streamView(output.stdout, options.tail),
-          stderr: streamView(output.stderr, options.tail),
+          job_id: id,
+          state: output.state,
+          stdout: streamView(output.streams.stdout, options.tail),
+          stderr: streamView(output.streams.stderr, options.tail),
         });
       }
-      // Checked before the stream starts, so that a missing job is a plain 404.
-      const first = await readOutput(ctx.db, id, principal);
+      // A reconnecting client (EventSource does it by itself) says where it got to: the id of the last event.
+      const resumeFrom = parseLastEventId(c.req.header('last-event-id'));
+      // Checked before the stream starts, so that a missing job is a plain 404 (and expired output a 410).
+      const first = await readOutput(ctx.db, id, principal, retentionDays);
       // The stream outlives the handler: as deferred work, so that the Workers entry keeps its database
       // connection open until the stream ends (and the Node server's close waits for it).
       let streamDone = () => {};
@@ -92,33 +128,91 @@ export function jobRoutes(ctx: Context) {
         stream.onAbort(() => {
           aborted = true;
         });
+        const gone = () => aborted || c.req.raw.signal.aborted;
+        const keepAliveMs =
+          ctx.config.logKeepAliveMs > 0 ? ctx.config.logKeepAliveMs : Number.POSITIVE_INFINITY;
+        let lastSent = Date.now();
         const offsets: Record<StreamName, number> = { stdout: 0, stderr: 0 };
-        // With tail=N a follower starts N bytes before the end of what is stored.
-        if (options.tail !== undefined) {
+        if (resumeFrom) {
+          Object.assign(offsets, resumeFrom);
+        } else if (options.tail !== undefined) {
+          // With tail=N a follower starts N bytes before the end of what is stored.
           for (const name of ['stdout', 'stderr'] as const) {
             offsets[name] = Math.max(0, first.streams[name].bytes - options.tail);
           }
         }
+        // Every event's id is where the follower then is in both streams: `<stdout bytes>-<stderr bytes>`.
+        const eventId = () => `${offsets.stdout}-${offsets.stderr}`;
         let snapshot = first;
         for (;;) {
           for (const name of ['stdout', 'stderr'] as const) {
             const text = newSince(snapshot.streams[name], offsets[name]);
-            if (text !== '') await stream.writeSSE({ event: name, data: text });
             offsets[name] = Math.max(offsets[name], snapshot.streams[name].bytes);
+            if (text !== '') {
+              const data = options.encoding === 'json' ? JSON.stringify(text) : text;
+              await stream.writeSSE({ event: name, data, id: eventId() });
+              lastSent = Date.now();
+            }
           }
           if (snapshot.finished) {
             await stream.writeSSE({
               event: 'end',
               data: JSON.stringify({ state: snapshot.state, exit_code: snapshot.exit_code }),
+              id: eventId(),
             });
             return;
           }
-          await stream.sleep(LOG_POLL_MS);
-          if (aborted || c.req.raw.signal.aborted) return;
+          // Wait for the next poll; a silent stream gets a comment line now and then, so that proxies and
+          // clients do not take it for a dead connection.
+          const pollAt = Date.now() + LOG_POLL_MS;
+          while (Date.now() < pollAt) {
+            await stream.sleep(Math.max(1, Math.min(pollAt, lastSent + keepAliveMs) - Date.now()));
+            if (gone()) return;
+            if (Date.now() - lastSent >= keepAliveMs) {
+              await stream.write(': keep-alive\n\n');
+              lastSent = Date.now();
+            }
+          }
           snapshot = await readOutput(ctx.db, id, principal);
         }
       }
     });
+}
+
+/**
+ * A batch body's envelope (`{jobs: [...]}`). NUL characters and broken Unicode are refused wherever they are,
+ * as for /submit, with the job named as `jobs[k]`.
+ */
+async function parseBatchBody(c: HonoContext) {
+  const body = await jsonBody(c);
+  const bad = findBadText(body);
+  if (bad) {
+    const path = bad.path.replace(/^jobs\.(\d+)(?=\.|$)/, 'jobs[$1]');
+    throw invalid(
+      'invalid_request',
+      `Invalid body: ${path}: ${bad.problem} (nothing of the batch was stored)`,
+      {
+        issues: [{ path, message: bad.problem }],
+      },
+    );
+  }
+  return parseInput(submitBatchEnvelope, body, 'body');
+}
+
+/**
+ * `Last-Event-ID: <stdout bytes>-<stderr bytes>` (the id of the last event a follower got) as stream offsets;
+ * undefined when absent.
+ */
+function parseLastEventId(header: string | undefined): Record<StreamName, number> | undefined {
+  if (header === undefined || header.trim() === '') return undefined;
+  const m = /^(\d{1,15})-(\d{1,15})$/.exec(header.trim());
+  if (!m) {
+    throw invalid(
+      'invalid_last_event_id',
+      'Last-Event-ID must be the id of an event of this stream: <stdout bytes>-<stderr bytes>, e.g. 1024-0',
+    );
+  }
+  return { stdout: Number(m[1]), stderr: Number(m[2]) };
 }
 
 /** How often a followed job's stored output is looked at. */

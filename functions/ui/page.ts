@@ -225,7 +225,8 @@ async function showDetail() {
   if (!detailId) return;
   const id = detailId;
   try {
-    const [job, logs] = await Promise.all([api("/api/v1/jobs/" + id), api("/api/v1/jobs/" + id + "/logs")]);
+    const [job, logs] = await Promise.all([api("/api/v1/jobs/" + id), api("/api/v1/jobs/" + id + "/logs").catch((e) => {
+      if (e.status === 410) return { stdout: { content: "(" + e.message + ")" } }; throw e; })]);
     if (id !== detailId) return;
     $("d-h").replaceChildren("Job #" + job.id + " " + job.name + " ", badge(job.state));
     const f = [["State", job.state], ["Exit code", job.exit_code || "–"], ["Node", job.node || "–"], ["CPUs", job.cpus],

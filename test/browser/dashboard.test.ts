@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { query } from '../../functions/domain/sql.ts';
 import type { RunningServer } from '../../functions/node/server.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
 import {
@@ -152,6 +153,59 @@ describe('web dashboard in headless Chromium', () => {
     });
   });
 
+  it('switches the utilization chart to 24 h and back to the hour', async () => {
+    // Samples from earlier in the day, beyond the hour: only the 24 h chart shows them.
+    await backend.db.db.execute(
+      sql`INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers)
+          SELECT date_trunc('minute', now()) - make_interval(hours => h), 5, 4, 2
+          FROM unnest(ARRAY[3, 9, 20]) AS h ON CONFLICT DO NOTHING`,
+    );
+    const hour = page.locator('button[data-window="1h"]');
+    const day = page.locator('button[data-window="24h"]');
+    const label = async () => (await page.locator('#chart svg').getAttribute('aria-label')) ?? '';
+    // The page redraws the chart every 30 s: a sample recorded meanwhile may add one.
+    const about = (actual: number, expected: number) =>
+      expect(Math.abs(actual - expected)).toBeLessThanOrEqual(1);
+    const labelCount = async () => Number(/: (\d+) samples$/.exec(await label())?.[1]);
+    const points = async () =>
+      ((await page.locator('#chart polyline').getAttribute('points')) ?? '').split(' ').filter(Boolean);
+    expect(await hour.getAttribute('aria-pressed')).toBe('true');
+    expect(await day.getAttribute('aria-pressed')).toBe('false');
+    expect(await label()).toMatch(/^Utilization over the last hour: \d+ samples$/);
+    expect(await text('#chart')).toContain('-60 min');
+
+    const [dayResponse] = await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/api/v1/ui/utilization?window=24h')),
+      day.click(),
+    ]);
+    const daySamples = ((await dayResponse.json()) as { samples: unknown[] }).samples;
+    expect(daySamples.length).toBeGreaterThanOrEqual(4); // the hour's 10-minute buckets and the 3 earlier ones
+    await eventually(async () => (await label()).includes('24 hours'), { what: 'the 24 h chart' });
+    expect(await day.getAttribute('aria-pressed')).toBe('true');
+    expect(await hour.getAttribute('aria-pressed')).toBe('false');
+    expect(await label()).toMatch(/^Utilization over the last 24 hours: \d+ samples$/);
+    about(await labelCount(), daySamples.length);
+    expect(await text('#chart')).toContain('-24 h');
+    about((await points()).length, daySamples.length);
+    // The sample of 20 h ago sits in the left part of the 600-wide chart (the hour chart has none there).
+    expect(Number((await points())[0]!.split(',')[0])).toBeLessThan(200);
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-24h.png` });
+
+    const [hourResponse] = await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/api/v1/ui/utilization?window=1h')),
+      hour.click(),
+    ]);
+    const hourSamples = ((await hourResponse.json()) as { samples: unknown[] }).samples;
+    await eventually(async () => (await label()).includes('hour:'), { what: 'the hour chart again' });
+    expect(await hour.getAttribute('aria-pressed')).toBe('true');
+    expect(await day.getAttribute('aria-pressed')).toBe('false');
+    expect(await label()).toMatch(/^Utilization over the last hour: \d+ samples$/);
+    about(await labelCount(), hourSamples.length);
+    expect(hourSamples.length).toBeGreaterThan(daySamples.length); // one a minute against one per 10 minutes
+    expect(await text('#chart')).toContain('-60 min');
+    about((await points()).length, hourSamples.length);
+  });
+
   it('opens a job and shows its output live while it runs, then its exit code', async () => {
     const job = await api<Job>('POST', '/api/v1/jobs/submit', {
       script: 'echo "line one from $CONDUCTOR_JOB_ID"; sleep 5; echo line two',
@@ -177,6 +231,22 @@ describe('web dashboard in headless Chromium', () => {
     });
     expect(await text('[data-field="State"]')).toBe('COMPLETED');
     expect(await page.locator('#cancel').isHidden()).toBe(true);
+  });
+
+  it('says so on a job page when the output is past retention (410 logs_expired)', async () => {
+    const [row] = await query<{ id: string | number }>(
+      backend.db.db,
+      sql`INSERT INTO jobs (name, script, cpus, state, exit_code, start_time, end_time)
+          VALUES ('ui-expired', 'echo old', 1, 'COMPLETED', '0:0', now() - interval '41 days',
+                  now() - interval '40 days') RETURNING id`,
+    );
+    await page.goto(`${server.url}/#job/${row!.id}`);
+    await page.locator('#detail').waitFor({ state: 'visible' });
+    await eventually(async () => (await text('#stdout')).includes('no longer kept'), {
+      what: 'the expired-output note',
+    });
+    expect(await text('[data-field="State"]')).toBe('COMPLETED');
+    expect(await text('#error')).toBe('');
   });
 
   it('cancels a running job from its page', async () => {

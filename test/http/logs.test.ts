@@ -5,37 +5,81 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '../../cli/api.ts';
+import { pruneJobOutput } from '../../functions/domain/job-logs.ts';
+import { runBackstop } from '../../functions/domain/maintenance.ts';
+import { query } from '../../functions/domain/sql.ts';
+import { configFromEnv, parseNodeEnv } from '../../functions/node/env.ts';
+import { configFromWorkerEnv, parseWorkerEnv } from '../../functions/worker-env.ts';
+import { errorOf, secureApp } from '../security/support.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
-import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
+import { availableBackends, type Backend, startTestServer, testConfig } from '../support/cluster.ts';
 
-const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
+const backends = await availableBackends();
+const [pglite] = backends.filter((b) => b.name === 'pglite+memory');
 
-/** Reads an SSE response into events (name, data), with when each arrived. */
-async function readEvents(res: Response, onEvent: (e: { event: string; data: string }) => void = () => {}) {
-  const events: { event: string; data: string }[] = [];
+interface SseItem {
+  /** `comment` for a block of comment lines only (`: keep-alive`). */
+  kind: 'event' | 'comment';
+  event: string;
+  data: string;
+  id: string | undefined;
+}
+
+/**
+ * Reads an SSE response block by block (name, data, id; comment-only blocks as comments) until the server
+ * ends it, or until `onItem` returns true (then the rest is not read).
+ */
+async function readSse(res: Response, onItem: (item: SseItem) => unknown = () => {}) {
+  const items: SseItem[] = [];
   const decoder = new TextDecoder();
   let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end = buffer.indexOf('\n\n');
-    while (end >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = 'message';
-      const data: string[] = [];
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event: ')) event = line.slice(7);
-        else if (line.startsWith('data: ')) data.push(line.slice(6));
-        else if (line.startsWith('data:')) data.push(line.slice(5));
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return items;
+      buffer += decoder.decode(value, { stream: true });
+      let end = buffer.indexOf('\n\n');
+      while (end >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const item: SseItem = { kind: 'comment', event: 'message', data: '', id: undefined };
+        const data: string[] = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith(':')) continue;
+          item.kind = 'event';
+          if (line.startsWith('event: ')) item.event = line.slice(7);
+          else if (line.startsWith('id: ')) item.id = line.slice(4);
+          else if (line.startsWith('data: ')) data.push(line.slice(6));
+          else if (line.startsWith('data:')) data.push(line.slice(5));
+        }
+        item.data = data.join('\n');
+        items.push(item);
+        if (onItem(item) === true) return items;
+        end = buffer.indexOf('\n\n');
       }
-      events.push({ event, data: data.join('\n') });
-      onEvent({ event, data: data.join('\n') });
-      end = buffer.indexOf('\n\n');
     }
+  } finally {
+    await reader.cancel().catch(() => {});
   }
-  return events;
 }
+
+/** Reads an SSE response into its events (name, data), comments left out. */
+async function readEvents(res: Response, onEvent: (e: { event: string; data: string }) => void = () => {}) {
+  const items = await readSse(res, (item) => {
+    if (item.kind === 'event') onEvent({ event: item.event, data: item.data });
+  });
+  return items.filter((i) => i.kind === 'event').map(({ event, data }) => ({ event, data }));
+}
+
+const joined = (items: SseItem[], event: string) =>
+  items
+    .filter((i) => i.event === event)
+    .map((i) => i.data)
+    .join('');
 
 describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
   let backend: Backend;
@@ -55,7 +99,8 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
 
   beforeAll(async () => {
     backend = await pglite!.create();
-    server = await startTestServer(backend);
+    // Keep-alive comments every 200 ms instead of 15 s, so that a short silence shows them.
+    server = await startTestServer(backend, testConfig({ logKeepAliveMs: 200 }));
     agent = new AgentProcess('logs-node', server.url, { cpus: 2 });
     await agent.registered();
   });
@@ -109,11 +154,256 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     expect(tail.stderr.content).toBe('small\n');
   });
 
+  it('follow=1 sends `: keep-alive` comments while the job is silent, and an id on every event', async () => {
+    // The job stays silent until the stream has shown three keep-alives after its first line.
+    const go = join(mkdtempSync(join(tmpdir(), 'logs-')), 'go');
+    const id = await submit(`echo start; while [ ! -e ${go} ]; do sleep 0.05; done; echo done`);
+    const commentTimes: number[] = [];
+    let started = false;
+    const items = await readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`), (item) => {
+      if (item.data === 'start\n') started = true;
+      if (started && item.kind === 'comment' && commentTimes.push(Date.now()) === 3) writeFileSync(go, '');
+    });
+    const events = items.filter((i) => i.kind === 'event');
+    expect(joined(events, 'stdout')).toBe('start\ndone\n');
+    const start = items.findIndex((i) => i.data === 'start\n');
+    const done = items.findIndex((i) => i.data.includes('done'));
+    const silent = items.slice(start + 1, done);
+    expect(silent.length).toBeGreaterThanOrEqual(3);
+    expect(silent.every((i) => i.kind === 'comment')).toBe(true);
+    // About 200 ms apart (the configured interval), not a burst.
+    for (let i = 1; i < 3; i++) expect(commentTimes[i]! - commentTimes[i - 1]!).toBeGreaterThanOrEqual(120);
+    for (const event of events) expect(event.id).toMatch(/^\d+-\d+$/);
+    // The end event's id is where both streams ended: 11 bytes of stdout, none of stderr.
+    expect(events.at(-1)).toMatchObject({ event: 'end', id: '11-0' });
+  });
+
+  it('a reconnect with Last-Event-ID gets exactly the rest: nothing twice, nothing lost', async () => {
+    const go = join(mkdtempSync(join(tmpdir(), 'logs-')), 'go');
+    const id = await submit(
+      `echo one; echo e1 >&2; while [ ! -e ${go} ]; do sleep 0.1; done; echo two; echo e2 >&2; printf "three\\nfour\\n"; sleep 0.3; echo five`,
+    );
+    // The first connection drops once it has both first lines.
+    const before: SseItem[] = [];
+    await readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`), (item) => {
+      before.push(item);
+      return joined(before, 'stdout') === 'one\n' && joined(before, 'stderr') === 'e1\n';
+    });
+    const lastId = before.filter((i) => i.kind === 'event').at(-1)!.id!;
+    expect(lastId).toBe('4-3');
+    writeFileSync(go, '');
+    // EventSource sends the id of the last event it got; tail is ignored then (a reconnect repeats the URL).
+    const after = await readSse(
+      await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1&tail=1`, {
+        headers: { 'Last-Event-ID': lastId },
+      }),
+    );
+    expect(joined(before, 'stdout') + joined(after, 'stdout')).toBe('one\ntwo\nthree\nfour\nfive\n');
+    expect(joined(after, 'stdout')).toBe('two\nthree\nfour\nfive\n');
+    expect(joined(after, 'stderr')).toBe('e2\n');
+    expect(after.filter((i) => i.kind === 'event').at(-1)).toMatchObject({ event: 'end', id: '24-6' });
+
+    // Any event id resumes there, also once the job has ended: from byte 8 of stdout and 3 of stderr.
+    const mid = await readSse(
+      await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`, { headers: { 'Last-Event-ID': '8-3' } }),
+    );
+    expect(joined(mid, 'stdout')).toBe('three\nfour\nfive\n');
+    expect(joined(mid, 'stderr')).toBe('e2\n');
+    // At the end already: only the end event.
+    const atEnd = await readSse(
+      await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`, { headers: { 'Last-Event-ID': '24-6' } }),
+    );
+    expect(atEnd.filter((i) => i.kind === 'event').map((i) => i.event)).toEqual(['end']);
+    // Not an id of ours: a 400 that says what it should be.
+    const bad = await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`, {
+      headers: { 'Last-Event-ID': 'x' },
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { code: string } }).error.code).toBe('invalid_last_event_id');
+  });
+
+  it('encoding=json makes followed output byte-exact: carriage returns survive', async () => {
+    const id = await submit(
+      `printf 'a\\rb\\r\\nc\\n'; printf 'x\\ry\\r' >&2; sleep 0.7; printf '50%%\\r100%%\\n'`,
+    );
+    const items = await readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1&encoding=json`));
+    const decoded = (event: string) =>
+      items
+        .filter((i) => i.event === event)
+        .map((i) => JSON.parse(i.data) as string)
+        .join('');
+    expect(decoded('stdout')).toBe('a\rb\r\nc\n50%\r100%\n');
+    expect(decoded('stderr')).toBe('x\ry\r');
+    // Ids count bytes as stored, whatever the encoding: 7 + 9 bytes of stdout, 4 of stderr.
+    expect(items.filter((i) => i.kind === 'event').at(-1)).toMatchObject({ event: 'end', id: '16-4' });
+    // Plain text (the default) cannot carry them: an SSE parser reads \r and \r\n as line breaks.
+    const plain = await readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`));
+    expect(joined(plain, 'stdout')).toBe('a\nb\nc\n50%\n100%\n');
+  });
+
+  it("the CLI's SSE reader (conductor logs -f) gets the same output through ids and keep-alives", async () => {
+    const id = await submit('echo out1; echo err1 >&2; sleep 0.8; echo out2');
+    const out: string[] = [];
+    const err: string[] = [];
+    const names: string[] = [];
+    await new Client({ url: server.url }).events(`/api/v1/jobs/${id}/logs?follow=1`, (event, data) => {
+      names.push(event);
+      if (event === 'stdout') out.push(data);
+      else if (event === 'stderr') err.push(data);
+    });
+    expect(out.join('')).toBe('out1\nout2\n');
+    expect(err.join('')).toBe('err1\n');
+    // Comments are no events to it: only stdout, stderr and end.
+    expect(new Set(names)).toEqual(new Set(['stdout', 'stderr', 'end']));
+    expect(names.at(-1)).toBe('end');
+  });
+
   it('refuses bad queries and unknown jobs with JSON errors', async () => {
     expect((await fetch(`${server.url}/api/v1/jobs/999999/logs?follow=1`)).status).toBe(404);
     const bad = await fetch(`${server.url}/api/v1/jobs/1/logs?tail=-1`);
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { message: string } }).error.message).toContain('tail');
     expect((await fetch(`${server.url}/api/v1/jobs/1/logs?follow=maybe`)).status).toBe(400);
+  });
+});
+
+describe.each(backends)('job output retention on $name', (factory) => {
+  let backend: Backend;
+  beforeAll(async () => {
+    backend = await factory.create({ keyPrefix: `logs-retention-${Date.now()}:` });
+  });
+  afterAll(async () => {
+    await backend?.close();
+  });
+
+  /** A finished job that ended `daysAgo` days ago (null: still running), with stdout and stderr stored. */
+  const jobWithOutput = async (daysAgo: number | null, text = 'kept output\n') => {
+    const [row] = await query<{ id: string | number }>(
+      backend.db.db,
+      daysAgo === null
+        ? sql`INSERT INTO jobs (name, script, cpus, state, start_time)
+              VALUES ('retention', 'true', 1, 'RUNNING', now()) RETURNING id`
+        : sql`INSERT INTO jobs (name, script, cpus, state, exit_code, start_time, end_time)
+              VALUES ('retention', 'true', 1, 'COMPLETED', '0:0',
+                      now() - make_interval(days => ${daysAgo}::int, hours => 1),
+                      now() - make_interval(days => ${daysAgo}::int)) RETURNING id`,
+    );
+    const id = Number(row!.id);
+    await backend.db.db.execute(
+      sql`INSERT INTO job_output (job_id, stream, attempt, content, bytes)
+          VALUES (${id}, 'stdout', 0, ${text}, ${Buffer.byteLength(text)}), (${id}, 'stderr', 0, 'err\n', 4)`,
+    );
+    return id;
+  };
+  const storedStreams = async (id: number) =>
+    Number(
+      (
+        await query<{ n: string | number }>(
+          backend.db.db,
+          sql`SELECT count(*) AS n FROM job_output WHERE job_id = ${id}`,
+        )
+      )[0]?.n,
+    );
+
+  it('a backstop tick deletes the output of jobs that ended beyond retention; the logs route then says 410 logs_expired', async () => {
+    const s = secureApp(backend, { logRetentionDays: 30 });
+    const old = await jobWithOutput(31);
+    const recent = await jobWithOutput(29);
+    const running = await jobWithOutput(null);
+    // Past retention but not yet swept: still served as it is.
+    expect((await s.request('GET', `/api/v1/jobs/${old}/logs`)).status).toBe(200);
+
+    await runBackstop(s.harness.ctx);
+    expect(await storedStreams(old)).toBe(0);
+    expect(await storedStreams(recent)).toBe(2);
+    expect(await storedStreams(running)).toBe(2);
+    expect(s.harness.logger.has(/Job output expired: \d+ streams/)).toBe(true);
+
+    const gone = await s.request('GET', `/api/v1/jobs/${old}/logs`);
+    expect(gone.status).toBe(410);
+    const error = await errorOf(gone);
+    expect(error.code).toBe('logs_expired');
+    expect(error.message).toContain('more than 30 days ago');
+    // Followed, it is the same 410 before any stream starts.
+    const followed = await s.request('GET', `/api/v1/jobs/${old}/logs?follow=1`);
+    expect(followed.status).toBe(410);
+    expect(followed.headers.get('content-type')).toContain('application/json');
+    expect((await errorOf(followed)).code).toBe('logs_expired');
+    // The job itself is still there.
+    expect((await s.request('GET', `/api/v1/jobs/${old}`)).status).toBe(200);
+
+    const kept = await s.request('GET', `/api/v1/jobs/${recent}/logs`);
+    expect(kept.status).toBe(200);
+    expect(((await kept.json()) as { stdout: { content: string } }).stdout.content).toBe('kept output\n');
+    expect((await s.request('GET', `/api/v1/jobs/${running}/logs`)).status).toBe(200);
+
+    // The sweep reached the end: the next tick (seconds later) rests instead of scanning again.
+    const later = await jobWithOutput(40);
+    await runBackstop(s.harness.ctx);
+    expect(await storedStreams(later)).toBe(2);
+  });
+
+  it('retention 0 keeps every job output forever', async () => {
+    const s = secureApp(backend, { logRetentionDays: 0 });
+    const ancient = await jobWithOutput(3650, 'from long ago\n');
+    await runBackstop(s.harness.ctx);
+    expect(await storedStreams(ancient)).toBe(2);
+    const res = await s.request('GET', `/api/v1/jobs/${ancient}/logs`);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { stdout: { content: string } }).stdout.content).toBe('from long ago\n');
+  });
+
+  it('deletes in bounded batches, one statement each, resuming where the last pass stopped', async () => {
+    const olds = [];
+    for (let i = 0; i < 5; i++) olds.push(await jobWithOutput(60 + i));
+    const recent = await jobWithOutput(1);
+    let after = 0;
+    let passes = 0;
+    let total = 0;
+    for (;;) {
+      const { deleted, next } = await pruneJobOutput(backend.db.db, 30, { after, scan: 4, batch: 3 });
+      expect(deleted).toBeLessThanOrEqual(3);
+      total += deleted;
+      passes++;
+      if (next === null) break;
+      after = next;
+      expect(passes).toBeLessThan(100);
+    }
+    expect(passes).toBeGreaterThan(3);
+    expect(total).toBeGreaterThanOrEqual(10);
+    for (const id of olds) expect(await storedStreams(id)).toBe(0);
+    expect(await storedStreams(recent)).toBe(2);
+    expect(await pruneJobOutput(backend.db.db, 0)).toEqual({ deleted: 0, next: null });
+  });
+});
+
+describe('CONDUCTOR_LOG_RETENTION_DAYS', () => {
+  const workerBindings = {
+    DATABASE_URL: 'postgres://db.example/conductor',
+    UPSTASH_REDIS_REST_URL: 'https://redis.example',
+    UPSTASH_REDIS_REST_TOKEN: 'token',
+  };
+
+  it('defaults to 30 days on Node and Workers; 0 (keep forever) and whole days are accepted', () => {
+    expect(configFromEnv(parseNodeEnv({})).logRetentionDays).toBe(30);
+    expect(configFromEnv(parseNodeEnv({ CONDUCTOR_LOG_RETENTION_DAYS: '0' })).logRetentionDays).toBe(0);
+    expect(configFromEnv(parseNodeEnv({ CONDUCTOR_LOG_RETENTION_DAYS: '7' })).logRetentionDays).toBe(7);
+    expect(configFromWorkerEnv(parseWorkerEnv(workerBindings)).logRetentionDays).toBe(30);
+    expect(
+      configFromWorkerEnv(parseWorkerEnv({ ...workerBindings, CONDUCTOR_LOG_RETENTION_DAYS: '0' }))
+        .logRetentionDays,
+    ).toBe(0);
+    expect(configFromEnv(parseNodeEnv({})).logKeepAliveMs).toBe(15_000);
+  });
+
+  it('refuses negative, fractional and non-numeric values, naming the variable', () => {
+    for (const value of ['-1', '1.5', 'forever', '100000']) {
+      expect(() => parseNodeEnv({ CONDUCTOR_LOG_RETENTION_DAYS: value }), value).toThrow(
+        /CONDUCTOR_LOG_RETENTION_DAYS/,
+      );
+      expect(() => parseWorkerEnv({ ...workerBindings, CONDUCTOR_LOG_RETENTION_DAYS: value }), value).toThrow(
+        /CONDUCTOR_LOG_RETENTION_DAYS/,
+      );
+    }
   });
 });

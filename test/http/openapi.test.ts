@@ -71,7 +71,7 @@ describe.runIf(pglite)('OpenAPI', () => {
     };
     expect(submit.requestBody.content['application/json'].schema.required).toEqual(['script', 'cpus']);
     const logs = doc.paths['/api/v1/jobs/{id}/logs']?.get as { parameters: { name: string }[] };
-    expect(logs.parameters.map((p) => p.name)).toEqual(['id', 'follow', 'tail']);
+    expect(logs.parameters.map((p) => p.name)).toEqual(['id', 'follow', 'encoding', 'tail']);
     const page = await app.request('/api/docs');
     expect(page.status).toBe(200);
     expect(page.headers.get('content-type')).toContain('text/html');

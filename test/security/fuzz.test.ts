@@ -27,6 +27,8 @@ interface Route {
   body?: Record<string, unknown>;
   /** Query keys worth trying. */
   query?: string[];
+  /** Query values worth trying besides the common ones. */
+  values?: string[];
   /** The token the route is meant for: most requests carry it. */
   token?: TokenKind;
   ids?: string[];
@@ -58,10 +60,50 @@ const ROUTES: Route[] = [
       requeue: false,
     },
   },
+  {
+    method: 'POST',
+    path: '/api/v1/jobs/batch',
+    token: 'writer',
+    // Two jobs: the sweep and the mutations reach into the second one (jobs[1]).
+    body: {
+      jobs: [
+        { script: 'echo fuzz-0', cpus: 1 },
+        {
+          script: 'echo fuzz',
+          cpus: 1,
+          name: 'fuzz',
+          account: 'acct',
+          partition: 'batch',
+          time_limit: '0:30',
+          work_dir: '/tmp',
+          environment: { A: 'b' },
+          priority: 1,
+          requeue: false,
+        },
+      ],
+    },
+  },
   { method: 'GET', path: '/api/v1/jobs', query: ['state', 'limit', 'before'], token: 'reader' },
   { method: 'GET', path: '/api/v1/jobs/:id', token: 'reader', ids: ['1', '2'] },
   { method: 'POST', path: '/api/v1/jobs/:id/cancel', token: 'writer', ids: ['1', '2', '3'] },
   { method: 'GET', path: '/api/v1/jobs/:id/logs', token: 'reader', ids: ['1', '2'] },
+  // The dashboard's own routes (functions/routes/ui.ts).
+  {
+    method: 'GET',
+    path: '/api/v1/ui/jobs',
+    query: ['state', 'q', 'limit', 'before'],
+    values: ['%', '_', '\\', "%' OR 1=1 --", 'COMPLETED,NOPE', ''],
+    token: 'reader',
+  },
+  { method: 'GET', path: '/api/v1/ui/workers', query: ['all'], token: 'reader' },
+  {
+    method: 'GET',
+    path: '/api/v1/ui/utilization',
+    query: ['window'],
+    values: ['1h', '24h', '7d', ''],
+    token: 'reader',
+  },
+  { method: 'GET', path: '/api/v1/ui/:id', token: 'reader', ids: ['jobs', 'workers', 'utilization', 'nope'] },
   {
     method: 'POST',
     path: '/api/v1/agents/register',
@@ -178,6 +220,26 @@ const anyValue = fc.oneof(
 
 /** A valid body with up to two fields replaced or dropped, sometimes an unknown one added. */
 function mutated(valid: Record<string, unknown>) {
+  return mutatedObject(valid).map((body) => JSON.stringify(body));
+}
+
+/** The same, one level down: the last object of a list field (a batch's jobs) mutated, the list kept. */
+function mutatedItems(valid: Record<string, unknown>) {
+  const lists = Object.entries(valid).filter(
+    ([, v]) => Array.isArray(v) && v.length > 0 && v.every((item) => item && typeof item === 'object'),
+  );
+  if (lists.length === 0) return undefined;
+  return fc.constantFrom(...lists).chain(([field, list]) => {
+    const items = list as Record<string, unknown>[];
+    return fc.tuple(fc.integer({ min: 0, max: 2 }), mutatedObject(items.at(-1)!)).map(([copies, item]) => {
+      const kept = structuredClone(items.slice(0, -1));
+      for (let i = 0; i < copies; i++) kept.push(structuredClone(items[0]!));
+      return JSON.stringify({ ...structuredClone(valid), [field]: [...kept, item] });
+    });
+  });
+}
+
+function mutatedObject(valid: Record<string, unknown>) {
   const fields = Object.keys(valid);
   return fc
     .record({
@@ -193,7 +255,7 @@ function mutated(valid: Record<string, unknown>) {
         else body[field] = value;
       }
       if (extra) body[extra[0]] = extra[1];
-      return JSON.stringify(body);
+      return body;
     });
 }
 
@@ -206,6 +268,14 @@ function bodyFor(route: Route) {
     anyValue.map((v) => JSON.stringify(v) ?? ''),
   );
   if (!route.body) return fc.option(garbage, { nil: undefined });
+  const inItems = mutatedItems(route.body);
+  if (inItems) {
+    return fc.oneof(
+      { weight: 2, arbitrary: mutated(route.body) },
+      { weight: 3, arbitrary: inItems },
+      { weight: 1, arbitrary: garbage },
+    );
+  }
   return fc.oneof({ weight: 4, arbitrary: mutated(route.body) }, { weight: 1, arbitrary: garbage });
 }
 
@@ -265,6 +335,48 @@ const BOUNDARY: unknown[] = [
   { 'a.b': 'C' },
   Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`V${i}`, 'x'])),
 ];
+/** The dashboard's query strings: each key of each route, swept with every value below (as sent, raw). */
+const UI_QUERIES = [
+  { path: '/api/v1/ui/jobs', keys: ['state', 'q', 'limit', 'before', 'unknown'] },
+  { path: '/api/v1/ui/workers', keys: ['all', 'unknown'] },
+  { path: '/api/v1/ui/utilization', keys: ['window', 'unknown'] },
+];
+const NASTY_QUERY_VALUES = [
+  '',
+  '%',
+  '%zz',
+  '%00',
+  'a%00b',
+  '%ff',
+  '%ED%A0%80', // a lone surrogate, UTF-8 encoded
+  '%C0%AF', // overlong
+  '%E2%80%AE', // right-to-left override
+  '%0A%0D',
+  '-1',
+  '0',
+  '1e99',
+  '9007199254740993',
+  '99999999999999999999999',
+  'NaN',
+  'Infinity',
+  '0x10',
+  '1.5',
+  ' 1',
+  'PENDING,',
+  ',,,',
+  'PENDING%2CNOPE',
+  'pending',
+  '24h%00',
+  '1H',
+  '%25',
+  '%5F',
+  '%5C',
+  "'%20OR%201=1--",
+  '%22%3B%20DROP%20TABLE%20jobs%3B--',
+  'x'.repeat(5000),
+  '%F0%9F%92%A9'.repeat(200),
+];
+
 const SIGNATURES = [
   'good-github',
   'good-timestamped',
@@ -331,6 +443,8 @@ describe.each(backends)('fuzzing every route on $name', (factory) => {
       { weight: 1, arbitrary: printable },
     );
 
+  const reader = () => ({ headers: { authorization: `Bearer ${tokens.reader}` } });
+
   /** The properties every response must have. */
   async function check(res: Response, what: string): Promise<void> {
     const text = await res.text();
@@ -360,12 +474,30 @@ describe.each(backends)('fuzzing every route on $name', (factory) => {
     const nested = Object.entries(body).flatMap(([k, v]) =>
       v && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v).map((inner) => [k, inner]) : [],
     );
+    // A list of objects (a batch's jobs): every field of its last item, and that item's own objects.
+    const inLists = Object.entries(body).flatMap(([k, v]) => {
+      const last = Array.isArray(v) ? v.at(-1) : undefined;
+      if (!last || typeof last !== 'object' || Array.isArray(last)) return [];
+      return Object.entries(last as Record<string, unknown>).flatMap(([field, inner]) => [
+        [k, field],
+        ...(inner && typeof inner === 'object' && !Array.isArray(inner)
+          ? Object.keys(inner).map((deeper) => [k, field, deeper])
+          : []),
+      ]);
+    });
     for (const value of BOUNDARY) {
       const variants: Record<string, unknown>[] = [
         ...Object.keys(body).map((field) => ({ ...structuredClone(body), [field]: value })),
         ...nested.map(([outer, inner]) => {
           const copy = structuredClone(body) as Record<string, Record<string, unknown>>;
           copy[outer!]![inner!] = value;
+          return copy;
+        }),
+        ...inLists.map(([list, field, deeper]) => {
+          const copy = structuredClone(body) as Record<string, Record<string, unknown>[]>;
+          const item = copy[list!]!.at(-1)!;
+          if (deeper === undefined) item[field!] = value;
+          else (item[field!] as Record<string, unknown>)[deeper] = value;
           return copy;
         }),
       ];
@@ -384,6 +516,28 @@ describe.each(backends)('fuzzing every route on $name', (factory) => {
     }
   });
 
+  it.each(UI_QUERIES)('dashboard query sweep: GET $path, every key with every nasty value', async (route) => {
+    const tokenFor = [tokens.reader, tokens.admin, tokens.writer, tokens.agent, undefined];
+    for (const key of route.keys) {
+      for (const raw of NASTY_QUERY_VALUES) {
+        for (const token of tokenFor) {
+          const path = `${route.path}?${key}=${raw}`;
+          const res = await s.app.request(path, {
+            headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+          });
+          await check(res, `GET ${path}`);
+        }
+      }
+      // Repeated keys, and every key at once.
+      await check(
+        await s.app.request(`${route.path}?${key}=1&${key}=2`, reader()),
+        `${route.path} ${key} twice`,
+      );
+    }
+    const all = route.keys.map((k) => `${k}=%ff`).join('&');
+    await check(await s.app.request(`${route.path}?${all}`, reader()), `${route.path}?${all}`);
+  });
+
   it.each(ROUTES)('$method $path', async (route) => {
     const request = fc.record({
       segment: route.ids
@@ -392,7 +546,17 @@ describe.each(backends)('fuzzing every route on $name', (factory) => {
       query: fc.dictionary(
         fc.oneof(fc.constantFrom(...(route.query ?? ['x'])), fc.string({ maxLength: 8 })),
         fc.oneof(
-          fc.constantFrom('1', '0', 'true', '50', 'RUNNING,PENDING', 'job.submit', '-5', '1e99'),
+          fc.constantFrom(
+            '1',
+            '0',
+            'true',
+            '50',
+            'RUNNING,PENDING',
+            'job.submit',
+            '-5',
+            '1e99',
+            ...(route.values ?? []),
+          ),
           printable,
         ),
         { maxKeys: 3 },
