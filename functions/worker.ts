@@ -13,7 +13,7 @@ import { logClusterStats } from './domain/dashboard.ts';
 import { pruneSubmissionKeys } from './domain/jobs.ts';
 import { runBackstop } from './domain/maintenance.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
-import type { ConductorConfig, RateLimiter, RegistryStore } from './domain/ports.ts';
+import type { ConductorConfig, RateLimiter, RegistryStore, WorkNotifier } from './domain/ports.ts';
 import { createConsoleLogger } from './logger.ts';
 import { RedisRateLimiter } from './registry/rate-limiter.ts';
 import { RedisRegistryStore } from './registry/redis-store.ts';
@@ -38,6 +38,7 @@ interface Isolate {
   config: ConductorConfig;
   registry: RegistryStore;
   rateLimiter: RateLimiter;
+  notifier: WorkNotifier;
 }
 
 let isolate: Isolate | undefined;
@@ -59,6 +60,7 @@ async function boot(bindings: Record<string, unknown>): Promise<Isolate> {
     config: configFromWorkerEnv(env, bootstrap),
     registry: new RedisRegistryStore(upstash),
     rateLimiter: new RedisRateLimiter(upstash),
+    notifier: createPollingNotifier(env.CONDUCTOR_CLAIM_POLL_MS),
   };
   return isolate;
 }
@@ -70,14 +72,14 @@ interface Invocation {
 }
 
 async function openInvocation(bindings: Record<string, unknown>): Promise<Invocation> {
-  const { env, config, registry, rateLimiter } = await boot(bindings);
+  const { env, config, registry, rateLimiter, notifier } = await boot(bindings);
   const { db, close } = connectNeonPool(env.DATABASE_URL);
   const pending = new Set<Promise<unknown>>();
   const ctx = createContext({
     db,
     registry,
     rateLimiter,
-    notifier: createPollingNotifier(env.CONDUCTOR_CLAIM_POLL_MS),
+    notifier,
     logger,
     config,
     defer(work) {

@@ -3,7 +3,8 @@
  * result (kept in `result.json` until the control plane acknowledged it). Also used for results a previous
  * run of the agent left on disk.
  */
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Backoff, sleep } from './backoff.ts';
 import {
@@ -371,12 +372,11 @@ export class JobRunner {
     }
   }
 
+  /** Off the event loop: a synchronous rm of each finished job's folder stalls job starts in a burst. */
   private removeDir(): void {
-    try {
-      rmSync(this.dir, { recursive: true, force: true });
-    } catch (err) {
+    rm(this.dir, { recursive: true, force: true }).catch((err) => {
       this.deps.logger.warn(`Job ${this.label}: cannot remove ${this.dir}: ${describeError(err)}`);
-    }
+    });
   }
 }
 

@@ -32,22 +32,14 @@ export function createLocalNotifier(): WorkNotifier {
 }
 
 /**
- * For runtimes where a wake-up cannot cross from one invocation to another (Workers isolates): a claim
- * simply looks again every `pollMs`.
+ * For runtimes where a wake-up cannot cross from one process to another (Workers isolates): a claim is woken
+ * at once by work placed in the same isolate (any request or cron it serves), and otherwise looks again every
+ * `pollMs`. One per isolate, shared by its invocations.
  */
 export function createPollingNotifier(pollMs: number): WorkNotifier {
+  const local = createLocalNotifier();
   return {
-    notify() {},
-    wait(_workerId, ms, signal) {
-      return new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, Math.min(ms, pollMs));
-        signal?.addEventListener('abort', done, { once: true });
-      });
-    },
+    notify: local.notify,
+    wait: (workerId, ms, signal) => local.wait(workerId, Math.min(ms, pollMs), signal),
   };
 }

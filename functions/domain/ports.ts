@@ -92,6 +92,13 @@ export interface ConductorConfig {
   statsIntervalSeconds: number;
   /** Longest a claim long-poll waits before answering empty. */
   claimWaitSeconds: number;
+  /**
+   * How long an assignment handed to a session stays out of that session's claims while its `started`
+   * report is on the way. Later claims hand it out again, so a lost claim answer costs this long, no more.
+   */
+  claimRedeliverySeconds: number;
+  /** Most agent reports (started, finish) written in one statement when they arrive together; 1: no batching. */
+  reportBatchMax: number;
   /** Most pending jobs one scheduling pass considers. */
   scheduleBatchSize: number;
   /**
@@ -105,6 +112,13 @@ export interface ConductorConfig {
   submitRatePerSecond: number;
   /** How many submissions a token may make at once before the rate applies. */
   submitBurst: number;
+  /**
+   * Days a finished job's stored output (job_output) is kept after its end_time; 0 keeps it forever. The
+   * backstop deletes what is older, and the logs route then answers 410 `logs_expired`.
+   */
+  logRetentionDays: number;
+  /** A followed log stream (SSE) sends a `: keep-alive` comment after this long without any other line. */
+  logKeepAliveMs: number;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -113,11 +127,15 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   scheduleIntervalSeconds: 5,
   cacheSyncIntervalSeconds: 300,
   statsIntervalSeconds: 60,
-  claimWaitSeconds: 20,
+  claimWaitSeconds: 30,
+  claimRedeliverySeconds: 5,
+  reportBatchMax: 500,
   scheduleBatchSize: 1000,
   auth: 'auto',
   submitRatePerSecond: 50,
   submitBurst: 500,
+  logRetentionDays: 30,
+  logKeepAliveMs: 15_000,
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */
@@ -132,8 +150,11 @@ export interface RateRule {
  */
 export interface RateLimiter {
   readonly kind: 'redis' | 'memory';
-  /** Takes one unit from `key`: allowed, or not and how many seconds until it would be. */
-  take(key: string, rule: RateRule): Promise<{ allowed: boolean; retryAfterSeconds: number }>;
+  /**
+   * Takes `cost` units (default 1) from `key`, all or none: allowed, or not and how many seconds until it
+   * would be. A cost above the rule's burst is never allowed.
+   */
+  take(key: string, rule: RateRule, cost?: number): Promise<{ allowed: boolean; retryAfterSeconds: number }>;
 }
 
 /** Everything the domain needs; one per app instance. */

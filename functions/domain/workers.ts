@@ -10,9 +10,10 @@ import type {
   RegisterResponse,
 } from '../../agent/src/protocol.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
-import { endJobsAndRelease, loseJobs } from './allocation.ts';
+import { type EndedJob, endJobsAndRelease, loseJobs } from './allocation.ts';
 import { recordAudit } from './audit.ts';
 import { ANONYMOUS, type Principal } from './auth.ts';
+import { createBatcher } from './batcher.ts';
 import type { Context } from './context.ts';
 import { type ConductorError, conflict, forbidden, notFound } from './errors.ts';
 import { warnRegistryDown } from './liveness.ts';
@@ -275,28 +276,43 @@ interface AssignmentRow {
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
-  return queryOne<{ known: boolean; jobs: AssignmentRow[] | string; cancel: JobRef[] | string }>(
+  const redelivery = ctx.config.claimRedeliverySeconds;
+  return queryOne<{
+    known: boolean;
+    jobs: AssignmentRow[] | string;
+    cancel: JobRef[] | string;
+    redeliver_in_s: number | string | null;
+  }>(
     ctx.db,
     sql`WITH me AS (
           SELECT 1 FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
             AND ${boundTo(caller)}
         ),
         claimed AS (
-          UPDATE jobs SET claimed_session = ${input.session}, claimed_at = coalesce(claimed_at, now())
+          UPDATE jobs SET claimed_session = ${input.session}, claimed_at = now()
           WHERE node = ${input.worker_id} AND state = 'RUNNING' AND start_time IS NULL AND NOT cancel_requested
-            AND (claimed_session IS NULL OR claimed_session = ${input.session})
+            AND (claimed_session IS NULL
+                 OR (claimed_session = ${input.session}
+                     AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
           RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s
         )
         SELECT EXISTS (SELECT 1 FROM me) AS known,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
-               ${cancelsSql(input.worker_id)} AS cancel`,
+               ${cancelsSql(input.worker_id)} AS cancel,
+               (SELECT extract(epoch FROM min(claimed_at) + make_interval(secs => ${redelivery}) - now())
+                  FROM jobs
+                  WHERE node = ${input.worker_id} AND state = 'RUNNING' AND start_time IS NULL
+                    AND NOT cancel_requested AND claimed_session = ${input.session}
+                    AND claimed_at > now() - make_interval(secs => ${redelivery})) AS redeliver_in_s`,
   );
 }
 
 /**
  * Hands a worker its new assignments and cancellations; waits (long-poll) up to `waitSeconds` for some.
- * An assignment is handed out again until the agent reports it started, so a lost response loses nothing.
+ * An assignment handed out is not handed to the same session again for `claimRedeliverySeconds` (its
+ * `started` report is on the way: answering with it again would only make the agent poll in vain), then it
+ * is, until the agent reports it started, so a lost answer loses nothing.
  */
 export async function claimAssignments(
   ctx: Context,
@@ -315,7 +331,10 @@ export async function claimAssignments(
     if (jobs.length > 0 || cancel.length > 0 || left <= 0 || signal?.aborted) {
       return { jobs: jobs.map(assignmentView), cancel };
     }
-    await ctx.notifier.wait(input.worker_id, left, signal);
+    // Wake for new work, or when an unstarted assignment becomes due again.
+    const redeliverMs =
+      row.redeliver_in_s === null ? left : Math.max(10, Math.ceil(Number(row.redeliver_in_s) * 1000) + 5);
+    await ctx.notifier.wait(input.worker_id, Math.min(left, redeliverMs), signal);
   }
 }
 
@@ -383,17 +402,84 @@ export async function reportStarted(
   input: { worker_id: string; attempt: number },
   caller: Principal = ANONYMOUS,
 ) {
-  const row = await queryOne<{ state: string }>(
-    ctx.db,
-    sql`UPDATE jobs SET start_time = coalesce(start_time, now())
-        WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt} AND state = 'RUNNING'
-          AND ${reporterIsCaller(input.worker_id, caller)}
-        RETURNING state`,
-  );
-  if (row) return { state: row.state };
+  const state = await batched(ctx, 'started', startReportedJobs)({ jobId, input, caller });
+  if (state) return { state };
   const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   if (job.state === 'CANCELLED') return { state: job.state };
   throw staleAssignment(jobId, input.attempt);
+}
+
+/** The job's state for each report that matched its running attempt. */
+async function startReportedJobs(
+  ctx: Context,
+  reports: Report<{ worker_id: string; attempt: number }>[],
+): Promise<Map<number, string>> {
+  const column = <T extends string | number>(pick: (r: (typeof reports)[number]) => T) =>
+    pgArray(reports.map(pick));
+  const rows = await query<{ id: string | number; state: string }>(
+    ctx.db,
+    sql`UPDATE jobs SET start_time = coalesce(start_time, now())
+        FROM unnest(${column((r) => r.jobId)}::bigint[], ${column((r) => r.input.worker_id)}::text[],
+                    ${column((r) => r.input.attempt)}::int[], ${column(callerTokenColumn)}::text[])
+             AS r(id, worker_id, attempt, token_id)
+        WHERE jobs.id = r.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt AND jobs.state = 'RUNNING'
+          AND ${reporterMatches}
+        RETURNING jobs.id, jobs.state`,
+  );
+  return new Map(rows.map((row) => [Number(row.id), row.state]));
+}
+
+interface Report<I> {
+  jobId: number;
+  input: I;
+  caller: Principal;
+}
+
+const callerTokenColumn = (r: Report<unknown>) => (r.caller.tokenId === null ? '' : String(r.caller.tokenId));
+/** For batched reports (`r`: one row per report): the report's worker is its caller's. */
+const reporterMatches = sql`EXISTS (SELECT 1 FROM workers w WHERE w.id = r.worker_id
+  AND w.token_id IS NOT DISTINCT FROM nullif(r.token_id, '')::bigint)`;
+
+/**
+ * Agent reports arriving together are written together, one statement for a batch: a burst of job starts
+ * or ends then costs one commit instead of one each (and job ends would otherwise queue one by one on their
+ * worker's row and the cluster_state row). `write` answers for the reports that matched, by job id; a job
+ * reported twice in one batch (a retry racing its original) goes in a statement of its own.
+ */
+const batchers = new WeakMap<Context, Map<string, (report: Report<never>) => Promise<unknown>>>();
+
+function batched<I, O>(
+  ctx: Context,
+  kind: string,
+  write: (ctx: Context, reports: Report<I>[]) => Promise<Map<number, O>>,
+): (report: Report<I>) => Promise<O | undefined> {
+  const run = async (reports: Report<I>[]): Promise<(O | undefined)[]> => {
+    const seen = new Set<number>();
+    const first: Report<I>[] = [];
+    const later: Report<I>[] = [];
+    for (const r of reports) {
+      (seen.has(r.jobId) ? later : first).push(r);
+      seen.add(r.jobId);
+    }
+    const done = await write(ctx, first);
+    const laterResults = later.length > 0 ? await run(later) : [];
+    return reports.map((r) => {
+      const i = later.indexOf(r);
+      return i >= 0 ? laterResults[i] : done.get(r.jobId);
+    });
+  };
+  if (ctx.config.reportBatchMax <= 1) return async (report) => (await run([report]))[0];
+  let perKind = batchers.get(ctx);
+  if (!perKind) {
+    perKind = new Map();
+    batchers.set(ctx, perKind);
+  }
+  let batcher = perKind.get(kind) as ((report: Report<I>) => Promise<O | undefined>) | undefined;
+  if (!batcher) {
+    batcher = createBatcher(run, ctx.config.reportBatchMax);
+    perKind.set(kind, batcher as (report: Report<never>) => Promise<unknown>);
+  }
+  return batcher;
 }
 
 /** Ends an assignment as its agent reports it, releasing its CPUs. Repeating the same report is harmless. */
@@ -403,21 +489,7 @@ export async function finishAssignment(
   input: FinishRequest,
   caller: Principal = ANONYMOUS,
 ) {
-  const ended = await endJobsAndRelease(
-    ctx,
-    sql`UPDATE jobs SET
-          state = CASE
-            WHEN ${input.outcome}::text = 'cancelled' THEN 'CANCELLED'
-            WHEN ${input.outcome}::text = 'timeout' THEN 'TIMEOUT'
-            WHEN ${input.outcome}::text = 'exited' AND ${input.exit_code}::text = '0:0' THEN 'COMPLETED'
-            ELSE 'FAILED' END,
-          exit_code = ${input.exit_code}::text, end_time = now(), start_time = coalesce(start_time, now()),
-          reason = coalesce(${input.message ?? null}::text, reason)
-        WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt} AND state = 'RUNNING'
-          AND ${reporterIsCaller(input.worker_id, caller)}
-        RETURNING id, state, node, attempt, exit_code`,
-  );
-  const job = ended[0];
+  const job = await batched(ctx, 'finish', endReportedJobs)({ jobId, input, caller });
   if (job) return { state: job.state };
   const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   // The same report again (a retry whose first answer was lost): harmless. Any other report about an
@@ -425,6 +497,34 @@ export async function finishAssignment(
   const repeated = current.state !== 'NODE_FAIL' && current.exit_code === input.exit_code;
   if (current.state !== 'RUNNING' && current.state !== 'PENDING' && repeated) return { state: current.state };
   throw staleAssignment(jobId, input.attempt);
+}
+
+async function endReportedJobs(
+  ctx: Context,
+  reports: Report<FinishRequest>[],
+): Promise<Map<number, EndedJob>> {
+  const column = <T extends string | number>(pick: (r: Report<FinishRequest>) => T) =>
+    pgArray(reports.map(pick));
+  const ended = await endJobsAndRelease(
+    ctx,
+    sql`UPDATE jobs SET
+          state = CASE
+            WHEN r.outcome = 'cancelled' THEN 'CANCELLED'
+            WHEN r.outcome = 'timeout' THEN 'TIMEOUT'
+            WHEN r.outcome = 'exited' AND r.exit_code = '0:0' THEN 'COMPLETED'
+            ELSE 'FAILED' END,
+          exit_code = r.exit_code, end_time = now(), start_time = coalesce(start_time, now()),
+          reason = coalesce(nullif(r.message, ''), reason)
+        FROM unnest(${column((r) => r.jobId)}::bigint[], ${column((r) => r.input.worker_id)}::text[],
+                    ${column((r) => r.input.attempt)}::int[], ${column((r) => r.input.outcome)}::text[],
+                    ${column((r) => r.input.exit_code)}::text[], ${column((r) => r.input.message ?? '')}::text[],
+                    ${column(callerTokenColumn)}::text[])
+             AS r(id, worker_id, attempt, outcome, exit_code, message, token_id)
+        WHERE jobs.id = r.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt AND jobs.state = 'RUNNING'
+          AND ${reporterMatches}
+        RETURNING jobs.id, jobs.state, jobs.node, jobs.attempt, jobs.exit_code`,
+  );
+  return new Map(ended.map((e) => [e.id, e]));
 }
 
 const GAP_MARKER = (skipped: number) => `\n[... ${skipped} bytes of output skipped ...]\n`;

@@ -74,6 +74,7 @@ export function agentTestConfig(overrides: Partial<ConductorConfig> = {}): Condu
     heartbeatIntervalSeconds: 1,
     workerTtlSeconds: 10,
     claimWaitSeconds: 20,
+    claimRedeliverySeconds: 1,
     scheduleIntervalSeconds: 3600,
     cacheSyncIntervalSeconds: 3600,
     statsIntervalSeconds: 3600,

@@ -17,25 +17,36 @@ export class AgentProcess {
   constructor(
     readonly nodeName: string,
     url: string,
-    options: { cpus?: number; env?: Record<string, string>; stateDir?: string; args?: string[] } = {},
+    options: {
+      cpus?: number;
+      env?: Record<string, string>;
+      stateDir?: string;
+      args?: string[];
+      /** Node arguments that run the agent; default: its TypeScript sources through tsx. */
+      entry?: string[];
+    } = {},
   ) {
     this.stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), `agent-${nodeName}-`));
-    this.child = spawn(process.execPath, ['--import', 'tsx', CLI, ...(options.args ?? [])], {
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        CONDUCTOR_URL: url,
-        NODE_NAME: nodeName,
-        TOTAL_CPUS: String(options.cpus ?? 4),
-        CONDUCTOR_STATE_DIR: this.stateDir,
-        // Tests run as root here: jobs may run as root (tests of the refusal override this), and their
-        // work_dirs live under the temp folder.
-        CONDUCTOR_ALLOW_ROOT: '1',
-        CONDUCTOR_JOB_ROOT: tmpdir(),
-        ...options.env,
+    this.child = spawn(
+      process.execPath,
+      [...(options.entry ?? ['--import', 'tsx', CLI]), ...(options.args ?? [])],
+      {
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          CONDUCTOR_URL: url,
+          NODE_NAME: nodeName,
+          TOTAL_CPUS: String(options.cpus ?? 4),
+          CONDUCTOR_STATE_DIR: this.stateDir,
+          // Tests run as root here: jobs may run as root (tests of the refusal override this), and their
+          // work_dirs live under the temp folder.
+          CONDUCTOR_ALLOW_ROOT: '1',
+          CONDUCTOR_JOB_ROOT: tmpdir(),
+          ...options.env,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    );
     const onData = (chunk: Buffer) => {
       for (const line of chunk.toString().split('\n')) {
         if (!line) continue;
