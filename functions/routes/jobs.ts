@@ -28,17 +28,10 @@ export function jobRoutes(ctx: Context) {
   return new Hono<AppEnv>()
     .post('/submit', async (c) => {
       const caller = c.get('principal');
-      const idempotencyKey = c.req.header('idempotency-key');
-      if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-        throw new ConductorError(
-          'invalid',
-          'invalid_idempotency_key',
-          'Idempotency-Key must be 1 to 255 printable ASCII characters (a UUID, say)',
-        );
-      }
-      await limitSubmissions(ctx, caller.tokenId === null ? 'anonymous' : `token:${caller.tokenId}`);
+      const idempotencyKey = idempotencyKeyHeader(c.req.header('idempotency-key'));
+      const scope = submitterScope(caller);
+      await limitSubmissions(ctx, scope);
       const input = await parseBody(c, submitJobInput);
-      const scope = caller.tokenId === null ? 'anonymous' : `token:${caller.tokenId}`;
       const { job, duplicate } = await submitJobOnce(ctx, input, {
         caller,
         ...(idempotencyKey === undefined
@@ -56,18 +49,11 @@ export function jobRoutes(ctx: Context) {
     })
     .post('/batch', async (c) => {
       const caller = c.get('principal');
-      const idempotencyKey = c.req.header('idempotency-key');
-      if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-        throw new ConductorError(
-          'invalid',
-          'invalid_idempotency_key',
-          'Idempotency-Key must be 1 to 255 printable ASCII characters (a UUID, say)',
-        );
-      }
+      const idempotencyKey = idempotencyKeyHeader(c.req.header('idempotency-key'));
       // The whole batch is checked before anything is counted or stored: one bad job refuses all of them.
       const envelope = await parseBatchBody(c);
       const inputs = parseBatchJobs(envelope.jobs);
-      const scope = caller.tokenId === null ? 'anonymous' : `token:${caller.tokenId}`;
+      const scope = submitterScope(caller);
       await limitSubmissions(ctx, scope, inputs.length);
       const { jobs, duplicate } = await submitJobsBatch(ctx, inputs, {
         caller,
@@ -198,6 +184,22 @@ async function parseBatchBody(c: HonoContext) {
   }
   return parseInput(submitBatchEnvelope, body, 'body');
 }
+
+/** The Idempotency-Key header, checked; undefined when absent. */
+function idempotencyKeyHeader(value: string | undefined): string | undefined {
+  if (value !== undefined && !IDEMPOTENCY_KEY.test(value)) {
+    throw new ConductorError(
+      'invalid',
+      'invalid_idempotency_key',
+      'Idempotency-Key must be 1 to 255 printable ASCII characters (a UUID, say)',
+    );
+  }
+  return value;
+}
+
+/** Whose submissions these are, for rate limits and idempotency keys. */
+const submitterScope = (caller: { tokenId: number | null }) =>
+  caller.tokenId === null ? 'anonymous' : `token:${caller.tokenId}`;
 
 /**
  * `Last-Event-ID: <stdout bytes>-<stderr bytes>` (the id of the last event a follower got) as stream offsets;

