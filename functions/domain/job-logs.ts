@@ -16,6 +16,8 @@ const STREAMS: readonly StreamName[] = ['stdout', 'stderr'];
 
 export interface OutputSnapshot {
   state: JobState;
+  /** The attempt the output belongs to (a requeued job's next run starts its streams anew). */
+  attempt: number;
   exit_code: string | null;
   finished: boolean;
   streams: Record<StreamName, { content: string; bytes: number }>;
@@ -32,13 +34,14 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
     content: string | null;
     bytes: string | number | null;
     state: JobState;
+    attempt: string | number;
     exit_code: string | null;
     owner: string | null;
     end_time: Date | string | null;
     past_retention: boolean | null;
   }>(
     db,
-    sql`SELECT o.stream, o.content, o.bytes, j.state, j.exit_code, j.owner, j.end_time,
+    sql`SELECT o.stream, o.content, o.bytes, j.state, j.attempt, j.exit_code, j.owner, j.end_time,
                (${retentionDays}::int > 0
                 AND j.end_time < now() - make_interval(days => ${retentionDays}::int)) AS past_retention
         FROM jobs j
@@ -65,6 +68,7 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
   }
   return {
     state: first.state,
+    attempt: Number(first.attempt),
     exit_code: first.exit_code,
     finished: FINAL_STATES.includes(first.state),
     streams,

@@ -119,18 +119,32 @@ export function jobRoutes(ctx: Context) {
           ctx.config.logKeepAliveMs > 0 ? ctx.config.logKeepAliveMs : Number.POSITIVE_INFINITY;
         let lastSent = Date.now();
         const offsets: Record<StreamName, number> = { stdout: 0, stderr: 0 };
+        // Output belongs to an attempt: a job run again (requeued) starts its streams from zero.
+        let attempt = first.attempt;
         if (resumeFrom) {
-          Object.assign(offsets, resumeFrom);
+          if (resumeFrom.attempt === undefined || resumeFrom.attempt === attempt) {
+            offsets.stdout = resumeFrom.stdout;
+            offsets.stderr = resumeFrom.stderr;
+          } else {
+            await stream.writeSSE({ event: 'attempt', data: JSON.stringify({ attempt }) });
+          }
         } else if (options.tail !== undefined) {
           // With tail=N a follower starts N bytes before the end of what is stored.
           for (const name of ['stdout', 'stderr'] as const) {
             offsets[name] = Math.max(0, first.streams[name].bytes - options.tail);
           }
         }
-        // Every event's id is where the follower then is in both streams: `<stdout bytes>-<stderr bytes>`.
-        const eventId = () => `${offsets.stdout}-${offsets.stderr}`;
+        // Every event's id is where the follower then is: `<attempt>:<stdout bytes>-<stderr bytes>`.
+        const eventId = () => `${attempt}:${offsets.stdout}-${offsets.stderr}`;
         let snapshot = first;
         for (;;) {
+          if (snapshot.attempt !== attempt) {
+            attempt = snapshot.attempt;
+            offsets.stdout = 0;
+            offsets.stderr = 0;
+            await stream.writeSSE({ event: 'attempt', data: JSON.stringify({ attempt }), id: eventId() });
+            lastSent = Date.now();
+          }
           for (const name of ['stdout', 'stderr'] as const) {
             const text = newSince(snapshot.streams[name], offsets[name]);
             offsets[name] = Math.max(offsets[name], snapshot.streams[name].bytes);
@@ -202,19 +216,25 @@ const submitterScope = (caller: { tokenId: number | null }) =>
   caller.tokenId === null ? 'anonymous' : `token:${caller.tokenId}`;
 
 /**
- * `Last-Event-ID: <stdout bytes>-<stderr bytes>` (the id of the last event a follower got) as stream offsets;
- * undefined when absent.
+ * `Last-Event-ID: <attempt>:<stdout bytes>-<stderr bytes>` (the id of the last event a follower got; the
+ * attempt may be left out) as stream offsets; undefined when absent.
  */
-function parseLastEventId(header: string | undefined): Record<StreamName, number> | undefined {
+function parseLastEventId(
+  header: string | undefined,
+): { attempt: number | undefined; stdout: number; stderr: number } | undefined {
   if (header === undefined || header.trim() === '') return undefined;
-  const m = /^(\d{1,15})-(\d{1,15})$/.exec(header.trim());
+  const m = /^(?:(\d{1,9}):)?(\d{1,15})-(\d{1,15})$/.exec(header.trim());
   if (!m) {
     throw invalid(
       'invalid_last_event_id',
-      'Last-Event-ID must be the id of an event of this stream: <stdout bytes>-<stderr bytes>, e.g. 1024-0',
+      'Last-Event-ID must be the id of an event of this stream: <attempt>:<stdout bytes>-<stderr bytes>, e.g. 1:1024-0',
     );
   }
-  return { stdout: Number(m[1]), stderr: Number(m[2]) };
+  return {
+    attempt: m[1] === undefined ? undefined : Number(m[1]),
+    stdout: Number(m[2]),
+    stderr: Number(m[3]),
+  };
 }
 
 /** How often a followed job's stored output is looked at. */

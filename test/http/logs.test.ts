@@ -173,9 +173,9 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     expect(silent.every((i) => i.kind === 'comment')).toBe(true);
     // About 200 ms apart (the configured interval), not a burst.
     for (let i = 1; i < 3; i++) expect(commentTimes[i]! - commentTimes[i - 1]!).toBeGreaterThanOrEqual(120);
-    for (const event of events) expect(event.id).toMatch(/^\d+-\d+$/);
+    for (const event of events) expect(event.id).toMatch(/^1:\d+-\d+$/);
     // The end event's id is where both streams ended: 11 bytes of stdout, none of stderr.
-    expect(events.at(-1)).toMatchObject({ event: 'end', id: '11-0' });
+    expect(events.at(-1)).toMatchObject({ event: 'end', id: '1:11-0' });
   });
 
   it('a reconnect with Last-Event-ID gets exactly the rest: nothing twice, nothing lost', async () => {
@@ -190,7 +190,7 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
       return joined(before, 'stdout') === 'one\n' && joined(before, 'stderr') === 'e1\n';
     });
     const lastId = before.filter((i) => i.kind === 'event').at(-1)!.id!;
-    expect(lastId).toBe('4-3');
+    expect(lastId).toBe('1:4-3');
     writeFileSync(go, '');
     // EventSource sends the id of the last event it got; tail is ignored then (a reconnect repeats the URL).
     const after = await readSse(
@@ -201,7 +201,7 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     expect(joined(before, 'stdout') + joined(after, 'stdout')).toBe('one\ntwo\nthree\nfour\nfive\n');
     expect(joined(after, 'stdout')).toBe('two\nthree\nfour\nfive\n');
     expect(joined(after, 'stderr')).toBe('e2\n');
-    expect(after.filter((i) => i.kind === 'event').at(-1)).toMatchObject({ event: 'end', id: '24-6' });
+    expect(after.filter((i) => i.kind === 'event').at(-1)).toMatchObject({ event: 'end', id: '1:24-6' });
 
     // Any event id resumes there, also once the job has ended: from byte 8 of stdout and 3 of stderr.
     const mid = await readSse(
@@ -211,7 +211,9 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     expect(joined(mid, 'stderr')).toBe('e2\n');
     // At the end already: only the end event.
     const atEnd = await readSse(
-      await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`, { headers: { 'Last-Event-ID': '24-6' } }),
+      await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`, {
+        headers: { 'Last-Event-ID': '1:24-6' },
+      }),
     );
     expect(atEnd.filter((i) => i.kind === 'event').map((i) => i.event)).toEqual(['end']);
     // Not an id of ours: a 400 that says what it should be.
@@ -220,6 +222,49 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { code: string } }).error.code).toBe('invalid_last_event_id');
+  });
+
+  it('a job that runs again (requeued) starts its followed output anew, after an attempt event', async () => {
+    // A job on a node that is not there (no agent touches it), written to as its agents would.
+    const [row] = await query<{ id: string | number }>(
+      backend.db.db,
+      sql`INSERT INTO jobs (name, script, cpus, state, node, attempt, start_time)
+          VALUES ('requeued', 'true', 1, 'RUNNING', 'ghost-node', 1, now()) RETURNING id`,
+    );
+    const id = Number(row!.id);
+    await backend.db.db.execute(
+      sql`INSERT INTO job_output (job_id, stream, attempt, content, bytes)
+          VALUES (${id}, 'stdout', 1, 'first run, a long line\n', 23)`,
+    );
+    const items: SseItem[] = [];
+    const following = readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`), (item) => {
+      items.push(item);
+    });
+    await eventually(() => joined(items, 'stdout') === 'first run, a long line\n', { what: 'the first run' });
+    // Its node was lost and it runs again: attempt 2 writes from byte 0.
+    await backend.db.db.execute(sql`UPDATE jobs SET attempt = 2 WHERE id = ${id}`);
+    await backend.db.db.execute(
+      sql`UPDATE job_output SET attempt = 2, content = 'again\n', bytes = 6 WHERE job_id = ${id}`,
+    );
+    await backend.db.db.execute(
+      sql`UPDATE jobs SET state = 'COMPLETED', exit_code = '0:0', end_time = now() WHERE id = ${id}`,
+    );
+    await following;
+    expect(joined(items, 'stdout')).toBe('first run, a long line\nagain\n');
+    expect(items.find((i) => i.event === 'attempt')).toMatchObject({ data: '{"attempt":2}', id: '2:0-0' });
+    expect(items.at(-1)).toMatchObject({ event: 'end', id: '2:6-0' });
+    // A follower that had the first run's output, reconnecting, gets the second run from its start.
+    const resumed = await readSse(
+      await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`, {
+        headers: { 'Last-Event-ID': '1:23-0' },
+      }),
+    );
+    expect(resumed.filter((i) => i.kind === 'event').map((i) => i.event)).toEqual([
+      'attempt',
+      'stdout',
+      'end',
+    ]);
+    expect(joined(resumed, 'stdout')).toBe('again\n');
   });
 
   it('encoding=json makes followed output byte-exact: carriage returns survive', async () => {
@@ -235,7 +280,7 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     expect(decoded('stdout')).toBe('a\rb\r\nc\n50%\r100%\n');
     expect(decoded('stderr')).toBe('x\ry\r');
     // Ids count bytes as stored, whatever the encoding: 7 + 9 bytes of stdout, 4 of stderr.
-    expect(items.filter((i) => i.kind === 'event').at(-1)).toMatchObject({ event: 'end', id: '16-4' });
+    expect(items.filter((i) => i.kind === 'event').at(-1)).toMatchObject({ event: 'end', id: '1:16-4' });
     // Plain text (the default) cannot carry them: an SSE parser reads \r and \r\n as line breaks.
     const plain = await readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`));
     expect(joined(plain, 'stdout')).toBe('a\nb\nc\n50%\n100%\n');
