@@ -26,7 +26,7 @@ export const workerEnvSchema = z.object({
     .min(1, 'UPSTASH_REDIS_REST_TOKEN is empty'),
   CONDUCTOR_WORKER_TTL: secondsVar(DEFAULT_CONFIG.workerTtlSeconds),
   CONDUCTOR_HEARTBEAT_INTERVAL: secondsVar(DEFAULT_CONFIG.heartbeatIntervalSeconds),
-  CONDUCTOR_CLAIM_WAIT: secondsVar(10),
+  CONDUCTOR_CLAIM_WAIT: secondsVar(30),
   /** How often a waiting claim looks for work again (ms): isolates cannot wake each other. */
   CONDUCTOR_CLAIM_POLL_MS: z.coerce.number().int().min(50).default(1000),
   /**
