@@ -274,7 +274,7 @@ export const ROUTES: RouteDoc[] = [
       'Captured output (the last 1 MiB per stream; truncated ones begin with a marker line). tail=N: the last N bytes. ' +
       'follow=1: Server-Sent Events `stdout`/`stderr` (the new text) until the job ends, then `end` ({state, exit_code}); ' +
       "encoding=json: each stdout/stderr event's data is a JSON string, byte-exact (plain SSE text cannot carry a " +
-      'carriage return: `\\r` and `\\r\\n` arrive as line breaks); every event has the id `<attempt>:<stdout bytes>-<stderr bytes>` (where the follower then is; a requeued job\'s next run sends `attempt` and starts anew), a reconnect with the ' +
+      "carriage return: `\\r` and `\\r\\n` arrive as line breaks); every event has the id `<attempt>:<stdout bytes>-<stderr bytes>` (where the follower then is; a requeued job's next run sends `attempt` and starts anew), a reconnect with the " +
       'header `Last-Event-ID: <id>` resumes right after it (tail is then ignored), and a silent stream gets a ' +
       '`: keep-alive` comment line every 15 s. Output is kept CONDUCTOR_LOG_RETENTION_DAYS (default 30) days after ' +
       'the job ended; once deleted, 410 `logs_expired`',
