@@ -72,8 +72,6 @@ export interface AgentClientOptions {
   /** Extra time a claim gets beyond its `wait_s`; 10 s by default. */
   claimTimeoutMarginMs?: number;
   userAgent?: string;
-  /** A fetch to use instead of node:http (tests, or a runtime without node:http). */
-  fetch?: typeof fetch;
 }
 
 export interface RequestOptions {
@@ -86,7 +84,6 @@ export class AgentClient {
   private readonly base: string;
   private readonly requestTimeoutMs: number;
   private readonly claimTimeoutMarginMs: number;
-  private readonly fetchImpl: typeof fetch | undefined;
   private transport: Promise<Transport> | undefined;
 
   constructor(private readonly options: AgentClientOptions) {
@@ -94,7 +91,6 @@ export class AgentClient {
     this.base = `${url.origin}${url.pathname.replace(/\/+$/, '')}/api/v1/agents`;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
     this.claimTimeoutMarginMs = options.claimTimeoutMarginMs ?? 10_000;
-    this.fetchImpl = options.fetch;
   }
 
   register(body: RegisterRequest, options?: RequestOptions): Promise<RegisterResponse> {
@@ -143,16 +139,14 @@ export class AgentClient {
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
     let response: { status: number; statusText: string; text: string };
     try {
-      response = this.fetchImpl
-        ? await postWithFetch(this.fetchImpl, this.base + path, headers, body, timeoutMs, options.signal)
-        : await postWithHttp(
-            await this.connection(),
-            this.base + path,
-            headers,
-            JSON.stringify(body),
-            timeoutMs,
-            options.signal,
-          );
+      response = await postWithHttp(
+        await this.connection(),
+        this.base + path,
+        headers,
+        JSON.stringify(body),
+        timeoutMs,
+        options.signal,
+      );
     } catch (err) {
       throw transportError(err, options.signal, path);
     }
@@ -215,11 +209,16 @@ function postWithHttp(
       headers: { ...headers, 'content-length': String(payload.length) },
     };
     let settled = false;
-    const finish = (error: unknown, result?: { status: number; statusText: string; text: string }) => {
-      if (settled) return;
+    /** Marks the request settled (false when it already was) and drops its timer and abort listener. */
+    const settle = () => {
+      if (settled) return false;
       settled = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
+      return true;
+    };
+    const finish = (error: unknown, result?: { status: number; statusText: string; text: string }) => {
+      if (!settle()) return;
       if (error) reject(error);
       else resolve(result!);
     };
@@ -250,9 +249,7 @@ function postWithHttp(
     req.on('error', (err: NodeJS.ErrnoException) => {
       // A kept-alive socket the server closed just as it was reused: the request never reached the server.
       if (!settled && !retried && req.reusedSocket && err.code === 'ECONNRESET') {
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        settle();
         postWithHttp(transport, url, headers, body, timeoutMs, signal, true).then(resolve, reject);
         return;
       }
@@ -268,27 +265,12 @@ function abortError(signal: AbortSignal): Error {
   });
 }
 
-/** The same POST through a fetch (AgentClientOptions.fetch). */
-async function postWithFetch(
-  fetchImpl: typeof fetch,
-  url: string,
-  headers: Record<string, string>,
-  body: unknown,
-  timeoutMs: number,
-  callerSignal: AbortSignal | undefined,
-): Promise<{ status: number; statusText: string; text: string }> {
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = callerSignal ? anySignal(timeout, callerSignal) : timeout;
-  const response = await fetchImpl(url, { method: 'POST', headers, body: JSON.stringify(body), signal });
-  return { status: response.status, statusText: response.statusText, text: await response.text() };
-}
-
 function transportError(err: unknown, callerSignal: AbortSignal | undefined, path: string): AgentApiError {
   if (callerSignal?.aborted) return new AgentApiError(0, 'aborted', `${path}: request aborted`);
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
     return new AgentApiError(0, 'timeout', `${path}: request timed out`, undefined, { cause: err });
   }
-  // fetch wraps the socket's error (`fetch failed`, with the error as its cause); node:http throws it as it is.
+  // node:http throws the socket's error as it is; a wrapped one (an error with the socket's as its cause) too.
   const cause =
     err instanceof Error && err.cause instanceof Error
       ? err.cause
@@ -330,21 +312,4 @@ function httpError(response: { status: number; statusText: string }, text: strin
 function snippet(text: string): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   return flat.length > 120 ? `${flat.slice(0, 120)}…` : flat;
-}
-
-/** AbortSignal.any, which Node 18 lacks: aborts when either signal does. */
-function anySignal(a: AbortSignal, b: AbortSignal): AbortSignal {
-  if (a.aborted) return a;
-  if (b.aborted) return b;
-  const controller = new AbortController();
-  const onA = () => finish(a);
-  const onB = () => finish(b);
-  const finish = (source: AbortSignal) => {
-    a.removeEventListener('abort', onA);
-    b.removeEventListener('abort', onB);
-    controller.abort(source.reason);
-  };
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return controller.signal;
 }
