@@ -453,6 +453,9 @@ function batched<I, O>(
   kind: string,
   write: (ctx: Context, reports: Report<I>[]) => Promise<Map<number, O>>,
 ): (report: Report<I>) => Promise<O | undefined> {
+  let perKind = batchers.get(ctx);
+  const cached = perKind?.get(kind) as ((report: Report<I>) => Promise<O | undefined>) | undefined;
+  if (cached) return cached;
   const run = async (reports: Report<I>[]): Promise<(O | undefined)[]> => {
     const seen = new Set<number>();
     const first: Report<I>[] = [];
@@ -468,17 +471,15 @@ function batched<I, O>(
       return i >= 0 ? laterResults[i] : done.get(r.jobId);
     });
   };
-  if (ctx.config.reportBatchMax <= 1) return async (report) => (await run([report]))[0];
-  let perKind = batchers.get(ctx);
+  const batcher =
+    ctx.config.reportBatchMax <= 1
+      ? async (report: Report<I>) => (await run([report]))[0]
+      : createBatcher(run, ctx.config.reportBatchMax);
   if (!perKind) {
     perKind = new Map();
     batchers.set(ctx, perKind);
   }
-  let batcher = perKind.get(kind) as ((report: Report<I>) => Promise<O | undefined>) | undefined;
-  if (!batcher) {
-    batcher = createBatcher(run, ctx.config.reportBatchMax);
-    perKind.set(kind, batcher as (report: Report<never>) => Promise<unknown>);
-  }
+  perKind.set(kind, batcher as (report: Report<never>) => Promise<unknown>);
   return batcher;
 }
 
