@@ -55,6 +55,11 @@ export function seesAllJobs(principal: Principal): boolean {
   return principal.kind === 'anonymous' || principal.scopes.includes('admin');
 }
 
+/** Whether `viewer` may see a job of `owner` (another owner's job is "not found" to it). */
+export function seesJobOf(viewer: Principal, owner: string | null): boolean {
+  return seesAllJobs(viewer) || (owner !== null && owner === viewer.owner);
+}
+
 export function tokenHash(token: string): Promise<string> {
   return sha256Hex(token);
 }

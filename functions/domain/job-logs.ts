@@ -6,7 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { FINAL_STATES, type JobState } from '../../db/schema.ts';
-import { ANONYMOUS, type Principal, seesAllJobs } from './auth.ts';
+import { ANONYMOUS, type Principal, seesJobOf } from './auth.ts';
 import { ConductorError, notFound } from './errors.ts';
 import type { Database } from './ports.ts';
 import { query } from './sql.ts';
@@ -49,7 +49,7 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
         WHERE j.id = ${id}`,
   );
   const first = rows[0];
-  if (!first || !(seesAllJobs(viewer) || (first.owner !== null && first.owner === viewer.owner))) {
+  if (!first || !seesJobOf(viewer, first.owner)) {
     throw notFound('job_not_found', `Job ${id} does not exist`);
   }
   if (first.past_retention && rows.every((r) => r.stream === null)) {

@@ -1,12 +1,13 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { FINAL_STATES, JOB_STATES, type JobState } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
 import { auditInsert, recordAudit } from './audit.ts';
-import { ANONYMOUS, CONTROL_CHARS, type Principal, seesAllJobs } from './auth.ts';
+import { ANONYMOUS, CONTROL_CHARS, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
 import type { Context } from './context.ts';
 import { ConductorError, conflict, notFound } from './errors.ts';
 import type { Database } from './ports.ts';
+import { WAITING_FOR_NODE } from './scheduler.ts';
 import { pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
@@ -247,6 +248,21 @@ export async function submitJobOnce(
   }
 }
 
+/** The live nodes as a submission sees them: how many, and the largest's CPUs (`live.nodes`, `live.largest`). */
+const liveNodesSql = (ttlSeconds: number) =>
+  sql`SELECT count(*) AS nodes, coalesce(max(w.cpus), 0) AS largest FROM workers w
+      WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds})`;
+
+/**
+ * A job of `cpus` CPUs is held PENDING (never refused) when no live node (`live`, from liveNodesSql) is large
+ * enough: nodes join and leave. Its reason says so (NULL when one is); the scheduler keeps it current and
+ * clears it on placement.
+ */
+const waitReasonSql = (cpus: SQL) =>
+  sql`CASE WHEN live.largest >= ${cpus} THEN NULL
+           WHEN live.nodes = 0 THEN ${WAITING_FOR_NODE}::text || ${cpus} || ' CPUs: no node is live'
+           ELSE ${WAITING_FOR_NODE}::text || ${cpus} || ' CPUs: the largest live node has ' || live.largest END`;
+
 function submitStatement(
   ctx: Context,
   input: SubmitJobInput,
@@ -259,13 +275,7 @@ function submitStatement(
   const owner = options.owner !== undefined ? options.owner : caller.owner;
   const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
   const ttl = ctx.config.workerTtlSeconds;
-  // Held PENDING (never refused) when no live node is large enough: nodes join and leave. The reason says so;
-  // the scheduler keeps it current and clears it on placement.
-  const reason = sql`(SELECT CASE WHEN coalesce(max(w.cpus), 0) >= ${input.cpus}::int THEN NULL
-                      WHEN count(*) = 0 THEN ${`waiting for a node with at least ${input.cpus} CPUs: no node is live`}::text
-                      ELSE ${`waiting for a node with at least ${input.cpus} CPUs: the largest live node has `}::text || max(w.cpus) END
-                     FROM workers w
-                     WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttl}))`;
+  const reason = sql`(SELECT ${waitReasonSql(sql`${input.cpus}::int`)} FROM (${liveNodesSql(ttl)}) live)`;
   const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
                 ${input.partition ?? null}, ${timeLimit}, ${input.work_dir ?? null},
                 ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0}, ${input.requeue ?? false},
@@ -311,7 +321,7 @@ export const MAX_BATCH_JOBS = 1000;
 
 /**
  * A batch body: `{jobs: [...]}`, 1 to MAX_BATCH_JOBS jobs. Each job is checked with `submitJobInput` on its own
- * (see `parseBatchJobs`), so that an error names `jobs[k].field`; this schema checks the envelope.
+ * (routes/jobs.ts), so that an error names `jobs[k].field`; this schema checks the envelope.
  */
 export const submitBatchEnvelope = z.strictObject({
   jobs: z
@@ -324,45 +334,6 @@ export const submitBatchInput = z.strictObject({
   jobs: z.array(submitJobInput).min(1).max(MAX_BATCH_JOBS),
 });
 export type SubmitBatchInput = z.infer<typeof submitBatchInput>;
-
-/** How many issues a refused batch lists (message and details alike). */
-const MAX_BATCH_ISSUES = 20;
-
-/**
- * Checks every job of a batch envelope with `submitJobInput`; throws ONE 400 whose message names each
- * offending `jobs[k].field` (the first MAX_BATCH_ISSUES of them), so that nothing of the batch is stored.
- */
-export function parseBatchJobs(jobs: readonly unknown[]): SubmitJobInput[] {
-  const parsed: SubmitJobInput[] = [];
-  const issues: { path: string; message: string; index: number }[] = [];
-  let total = 0;
-  jobs.forEach((job, index) => {
-    const result = submitJobInput.safeParse(job);
-    if (result.success) {
-      parsed.push(result.data);
-      return;
-    }
-    for (const issue of result.error.issues) {
-      total++;
-      if (issues.length >= MAX_BATCH_ISSUES) continue;
-      const field = issue.path.map(String).join('.');
-      let message = issue.message;
-      if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
-      if (issue.code === 'invalid_key' && issue.issues.length > 0) {
-        message = `invalid name: ${issue.issues.map((i) => i.message).join('; ')}`;
-      }
-      issues.push({ path: field ? `jobs[${index}].${field}` : `jobs[${index}]`, message, index });
-    }
-  });
-  if (total === 0) return parsed;
-  const more = total > issues.length ? `; and ${total - issues.length} more` : '';
-  throw new ConductorError(
-    'invalid',
-    'invalid_request',
-    `Invalid body: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}${more} (nothing of the batch was stored)`,
-    { issues, invalid_jobs: new Set(issues.map((i) => i.index)).size },
-  );
-}
 
 export interface BatchOptions {
   /** Who submits: the jobs' owner and the audit entries. ANONYMOUS by default. */
@@ -515,16 +486,12 @@ function batchStatement(
           ),`
     : sql``;
   const claimed = idem ? sql`WHERE (SELECT count(*) FROM claim) = ${keyRows.length}` : sql``;
-  // Held PENDING (never refused) when no live node is large enough, with the same reason /submit gives.
   return sql`WITH input AS MATERIALIZED (
                SELECT * FROM json_to_recordset(${data}::json) AS x(i int, name text, script text, cpus int,
                  account text, partition text, time_limit_s int, work_dir text, environment jsonb, priority int,
                  requeue boolean)
              ),
-             live AS MATERIALIZED (
-               SELECT count(*) AS nodes, coalesce(max(w.cpus), 0) AS largest FROM workers w
-               WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttl})
-             ),
+             live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
                SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id FROM generate_series(1, ${n}::int)
              ),
@@ -536,9 +503,7 @@ function batchStatement(
                INSERT INTO jobs (id, ${columns})
                SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
                       x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
-                      CASE WHEN live.largest >= x.cpus THEN NULL
-                           WHEN live.nodes = 0 THEN 'waiting for a node with at least ' || x.cpus || ' CPUs: no node is live'
-                           ELSE 'waiting for a node with at least ' || x.cpus || ' CPUs: the largest live node has ' || live.largest END
+                      ${waitReasonSql(sql`x.cpus`)}
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i
@@ -548,15 +513,10 @@ function batchStatement(
              SELECT * FROM job`;
 }
 
-/** Whether `viewer` may see the job of `owner`. */
-function visible(viewer: Principal, owner: string | null): boolean {
-  return seesAllJobs(viewer) || (owner !== null && owner === viewer.owner);
-}
-
 /** One job with its script and environment; another owner's job is "not found" to a non-admin. */
 export async function getJob(db: Database, id: number, viewer: Principal = ANONYMOUS): Promise<JobView> {
   const row = await queryOne<JobRow>(db, sql`SELECT ${JOB_COLUMNS}, script FROM jobs WHERE id = ${id}`);
-  if (!row || !visible(viewer, row.owner)) throw notFound('job_not_found', `Job ${id} does not exist`);
+  if (!row || !seesJobOf(viewer, row.owner)) throw notFound('job_not_found', `Job ${id} does not exist`);
   return jobView(row, { script: true });
 }
 

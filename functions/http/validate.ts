@@ -7,30 +7,13 @@ import { ConductorError } from '../domain/errors.ts';
  * a path, a NUL character or broken Unicode is refused before the schema sees it: no database takes it.
  */
 export function parseInput<S extends z.ZodType>(schema: S, data: unknown, where: string): z.infer<S> {
-  if (where === 'query' || where === 'path') {
-    const bad = findBadText(data);
-    if (bad) {
-      throw new ConductorError(
-        'invalid',
-        'invalid_request',
-        `Invalid ${where}: ${bad.path}: ${bad.problem}`,
-        {
-          issues: [{ path: bad.path, message: bad.problem }],
-        },
-      );
-    }
-  }
+  if (where === 'query' || where === 'path') refuseBadText(data, where);
   const result = schema.safeParse(data);
   if (result.success) return result.data;
-  const issues = result.error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.');
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
-    if (issue.code === 'invalid_key' && issue.issues.length > 0) {
-      message = `invalid name: ${issue.issues.map((i) => i.message).join('; ')}`;
-    }
-    return { path: path || where, message };
-  });
+  const issues = result.error.issues.map((issue) => ({
+    path: issue.path.map(String).join('.') || where,
+    message: issueMessage(issue),
+  }));
   const summary = issues.map((i) => (i.message.startsWith(i.path) ? i.message : `${i.path}: ${i.message}`));
   throw new ConductorError('invalid', 'invalid_request', `Invalid ${where}: ${summary.join('; ')}`, {
     issues,
@@ -91,14 +74,40 @@ export function findBadText(
 export async function parseBody<S extends z.ZodType>(
   c: HonoContext,
   schema: S,
-  options: { allowed?: readonly string[] } = {},
+  options: Parameters<typeof refuseBadText>[2] = {},
 ): Promise<z.infer<S>> {
   const body = await jsonBody(c);
-  const bad = findBadText(body, options.allowed);
-  if (bad) {
-    throw new ConductorError('invalid', 'invalid_request', `Invalid body: ${bad.path}: ${bad.problem}`, {
-      issues: [{ path: bad.path, message: bad.problem }],
-    });
-  }
+  refuseBadText(body, 'body', options);
   return parseInput(schema, body, 'body');
+}
+
+/** A zod issue's message as the API says it: unknown fields and bad names spelled out. */
+export function issueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') return `unknown field(s): ${issue.keys.join(', ')}`;
+  if (issue.code === 'invalid_key' && issue.issues.length > 0) {
+    return `invalid name: ${issue.issues.map((i) => i.message).join('; ')}`;
+  }
+  return issue.message;
+}
+
+/**
+ * Throws a 400 naming the first string in `value` that cannot be stored (findBadText), outside the `allowed`
+ * paths; `path` renames where it is (a batch's `jobs.3` as `jobs[3]`), `note` ends the message.
+ */
+export function refuseBadText(
+  value: unknown,
+  where: string,
+  options: { allowed?: readonly string[]; path?: (path: string) => string; note?: string } = {},
+): void {
+  const bad = findBadText(value, options.allowed);
+  if (!bad) return;
+  const path = options.path ? options.path(bad.path) : bad.path;
+  throw new ConductorError(
+    'invalid',
+    'invalid_request',
+    `Invalid ${where}: ${path}: ${bad.problem}${options.note ?? ''}`,
+    {
+      issues: [{ path, message: bad.problem }],
+    },
+  );
 }

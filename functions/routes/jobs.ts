@@ -12,7 +12,7 @@ import {
   IDEMPOTENCY_TTL_SECONDS,
   listJobs,
   listJobsInput,
-  parseBatchJobs,
+  type SubmitJobInput,
   submitBatchEnvelope,
   submitJobInput,
   submitJobOnce,
@@ -21,7 +21,7 @@ import {
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
-import { findBadText, jsonBody, parseBody, parseInput } from '../http/validate.ts';
+import { issueMessage, parseBody, parseInput } from '../http/validate.ts';
 
 export function jobRoutes(ctx: Context) {
   const jobId = (params: Record<string, string>) => parseInput(jobIdParam, params, 'path').id;
@@ -183,20 +183,45 @@ export function jobRoutes(ctx: Context) {
  * A batch body's envelope (`{jobs: [...]}`). NUL characters and broken Unicode are refused wherever they are,
  * as for /submit, with the job named as `jobs[k]`.
  */
-async function parseBatchBody(c: HonoContext) {
-  const body = await jsonBody(c);
-  const bad = findBadText(body);
-  if (bad) {
-    const path = bad.path.replace(/^jobs\.(\d+)(?=\.|$)/, 'jobs[$1]');
-    throw invalid(
-      'invalid_request',
-      `Invalid body: ${path}: ${bad.problem} (nothing of the batch was stored)`,
-      {
-        issues: [{ path, message: bad.problem }],
-      },
-    );
-  }
-  return parseInput(submitBatchEnvelope, body, 'body');
+const parseBatchBody = (c: HonoContext) =>
+  parseBody(c, submitBatchEnvelope, {
+    path: (path) => path.replace(/^jobs\.(\d+)(?=\.|$)/, 'jobs[$1]'),
+    note: ' (nothing of the batch was stored)',
+  });
+
+/** How many issues a refused batch lists (message and details alike). */
+const MAX_BATCH_ISSUES = 20;
+
+/**
+ * Checks every job of a batch envelope with `submitJobInput`; throws ONE 400 whose message names each
+ * offending `jobs[k].field` (the first MAX_BATCH_ISSUES of them), so that nothing of the batch is stored.
+ */
+function parseBatchJobs(jobs: readonly unknown[]): SubmitJobInput[] {
+  const parsed: SubmitJobInput[] = [];
+  const issues: { path: string; message: string; index: number }[] = [];
+  let total = 0;
+  jobs.forEach((job, index) => {
+    const result = submitJobInput.safeParse(job);
+    if (result.success) {
+      parsed.push(result.data);
+      return;
+    }
+    for (const issue of result.error.issues) {
+      total++;
+      if (issues.length >= MAX_BATCH_ISSUES) continue;
+      const field = issue.path.map(String).join('.');
+      const message = issueMessage(issue);
+      issues.push({ path: field ? `jobs[${index}].${field}` : `jobs[${index}]`, message, index });
+    }
+  });
+  if (total === 0) return parsed;
+  const more = total > issues.length ? `; and ${total - issues.length} more` : '';
+  throw new ConductorError(
+    'invalid',
+    'invalid_request',
+    `Invalid body: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}${more} (nothing of the batch was stored)`,
+    { issues, invalid_jobs: new Set(issues.map((i) => i.index)).size },
+  );
 }
 
 /** The Idempotency-Key header, checked; undefined when absent. */
