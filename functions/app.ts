@@ -4,6 +4,7 @@ import { compress } from 'hono/compress';
 import type { Context } from './domain/context.ts';
 import { type AppEnv, authMiddleware } from './http/auth.ts';
 import { createErrorHandler, errorResponse } from './http/errors.ts';
+import { sameOriginGuard } from './http/same-origin.ts';
 import { tokenRoutes, webhookRoutes } from './routes/admin.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { clusterRoutes } from './routes/cluster.ts';
@@ -23,6 +24,7 @@ export function createApp(ctx: Context) {
     await next();
     c.header('X-Request-Id', c.get('requestId'));
   });
+  app.use(sameOriginGuard(ctx.config));
   app.use(
     '/api/*',
     bodyLimit({

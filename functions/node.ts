@@ -113,6 +113,10 @@ async function main() {
       'Open on loopback only: no API token exists, so the API is open to this machine and closed to others ' +
         '(create one with `npx conductor token create` to require tokens; set HOST to serve agents elsewhere)',
     );
+    logger.warn(
+      'Every user of this machine can use it too, and run jobs as you: on a shared host, create a token ' +
+        '(npx conductor token create --scope admin --name <you>) to close it to them',
+    );
   }
 
   let agent = null;

@@ -106,6 +106,11 @@ export interface ConductorConfig {
    * before (the Node server on loopback). `required`: always (Workers, and Node beyond loopback).
    */
   auth: 'auto' | 'required';
+  /**
+   * The URLs browsers use to reach this server besides its addresses and localhost (CONDUCTOR_PUBLIC_URL):
+   * their names are accepted as Host on loopback, and their origins may write (functions/http/same-origin.ts).
+   */
+  publicOrigins?: readonly string[];
   /** SHA-256 (hex) of the Workers `ADMIN_TOKEN` binding: stored as an admin token the first time it is used. */
   bootstrapAdminTokenHash?: string;
   /** Submissions per second per token (webhook, or the anonymous caller); 0 turns the limit off. */

@@ -77,7 +77,9 @@ export function createErrorHandler(logger: Logger) {
     }
     if (error instanceof HTTPException) {
       const status = error.status as ContentfulStatusCode;
-      return errorResponse(c, status, status === 413 ? 'payload_too_large' : 'http_error', error.message);
+      const code =
+        status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : 'http_error';
+      return errorResponse(c, status, code, error.message);
     }
     if (isDatabaseUnavailable(error) || isConnectionLost(error)) {
       logger.error('Database unavailable', { error: error.message, path: c.req.path });

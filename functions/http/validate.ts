@@ -1,6 +1,8 @@
 import type { Context as HonoContext } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import type { z } from 'zod';
 import { ConductorError } from '../domain/errors.ts';
+import { isJsonContentType } from './same-origin.ts';
 
 /**
  * Parses `data` with `schema`, or throws a 400 whose message names the offending fields. In a query string or
@@ -21,6 +23,12 @@ export function parseInput<S extends z.ZodType>(schema: S, data: unknown, where:
 }
 
 export async function jsonBody(c: HonoContext): Promise<unknown> {
+  const type = c.req.header('content-type');
+  if (!isJsonContentType(type)) {
+    throw new HTTPException(415, {
+      message: `The request body must be JSON, sent with Content-Type: application/json (${type === undefined ? 'none was sent' : `got ${type.slice(0, 100)}`})`,
+    });
+  }
   const text = await c.req.text();
   if (text.trim() === '') {
     throw new ConductorError('invalid', 'invalid_json', 'The request body must be a JSON object');

@@ -42,6 +42,21 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
   /** Days a finished job's output is kept (0: forever). */
   CONDUCTOR_LOG_RETENTION_DAYS: logRetentionDays,
+  /** The URL(s), comma-separated, browsers use for this server when it is not one of its addresses or localhost. */
+  CONDUCTOR_PUBLIC_URL: z
+    .string()
+    .transform((v) =>
+      v
+        .split(',')
+        .map((u) => u.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z.url({ protocol: /^https?$/, error: 'CONDUCTOR_PUBLIC_URL is http(s) URLs, comma-separated' }),
+      ),
+    )
+    .default([]),
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -80,5 +95,12 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     cacheSyncIntervalSeconds: env.CONDUCTOR_CACHE_SYNC_INTERVAL,
     statsIntervalSeconds: env.CONDUCTOR_STATS_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,
+    publicOrigins: [
+      ...env.CONDUCTOR_PUBLIC_URL.map((u) => new URL(u).origin),
+      // HOST given as a name (not an address): that name is the server's own.
+      ...(/^[a-z0-9.-]*[a-z-][a-z0-9.-]*$/i.test(env.HOST) && !isLoopback(env.HOST)
+        ? [`http://${env.HOST}:${env.PORT}`]
+        : []),
+    ],
   };
 }
