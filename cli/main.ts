@@ -6,7 +6,7 @@
  * which loads cli/commands.ts when they run; without it (the package) they say where to run them.
  *
  * Exit codes: 0 ok, 1 an API error or a failed job, 2 a usage error; `submit --wait`/`--follow` exit with
- * the job's own code (a signal N is 128+N).
+ * the job's own code (a signal N is 128+N), even when an --output/--error file cannot be written (a warning).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
@@ -53,7 +53,7 @@ interface Worker {
 
 const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL']);
 
-const GLOBAL = `Global options (every command):
+const GLOBAL = `Global options (every command; before or after it):
   --url <url>       the control plane (else CONDUCTOR_URL, else "url" in ~/.config/conductor/config.json,
                     else http://localhost:8000)
   --token <token>   an API token (else CONDUCTOR_TOKEN, else "token" in the config file)
@@ -102,7 +102,8 @@ over #SBATCH.
       --requeue             put the job back in the queue if its node is lost (--no-requeue: don't)
   -o, --output <file>       -e, --error <file>: passed to the job as CONDUCTOR_OUTPUT / CONDUCTOR_ERROR
                             (%j: job id, %x: job name); with --wait or --follow the command also writes
-                            the job's captured stdout / stderr there when it ends
+                            the job's captured stdout / stderr there when it ends (a file it cannot
+                            write is a warning: the exit code stays the job's)
       --priority <n>
       --wait                wait for the job to end (a spinner on a terminal), exit with its exit code
       --follow              stream its output while it runs, then exit with its exit code
@@ -292,6 +293,42 @@ function table(header: string[], rows: string[][]): string {
     .join('\n')}\n`;
 }
 
+/**
+ * An object as aligned `key  value` lines (values in one column, two spaces after the longest key); an
+ * object value (the environment) as its own heading with its keys indented below it, sorted.
+ */
+function keyValueLines(
+  object: object,
+  c: ReturnType<typeof colours>,
+  indent = '',
+  sortKeys = false,
+): string[] {
+  const entries = Object.entries(object);
+  if (sortKeys) entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const scalars = entries.filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v));
+  const width = Math.max(0, ...scalars.map(([k]) => k.length)) + 2;
+  const lines: string[] = [];
+  for (const [key, value] of entries) {
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+      const nested = keyValueLines(value, c, `${indent}  `, true);
+      lines.push(`${indent}${c.bold(key)}${nested.length === 0 ? `  ${c.dim('-')}` : ''}`, ...nested);
+      continue;
+    }
+    const text =
+      value === null || value === undefined
+        ? c.dim('-')
+        : value === ''
+          ? '""'
+          : key === 'state' && indent === ''
+            ? c.state(String(value))
+            : Array.isArray(value)
+              ? value.map((v) => (typeof v === 'object' ? JSON.stringify(v) : String(v))).join(', ')
+              : String(value);
+    lines.push(`${indent}${c.bold(key.padEnd(width))}${text}`.trimEnd());
+  }
+  return lines;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Polls a job until it ends; on a terminal, a spinner on stderr says where it is. */
@@ -414,7 +451,7 @@ const COMMANDS: Record<string, Command> = {
     else io.out(`Submitted batch job ${job.id}\n`);
     if (!values.wait && !values.follow) return 0;
     const ended = values.follow ? await followJob(api, job.id, io) : await waitForJob(api, job.id, io, env);
-    await writeOutputFiles(api, job, body.environment);
+    await writeOutputFiles(api, job, body.environment, io);
     finishedLine(ended, job.id, io, env);
     return jobExitStatus(ended);
   },
@@ -479,24 +516,17 @@ const COMMANDS: Record<string, Command> = {
       io.out(`${JSON.stringify(job, null, 2)}\n`);
       return 0;
     }
-    const c = colours(io, env);
-    const { script, environment, ...fields } = job;
-    const lines = Object.entries(fields).map(
-      ([k, v]) =>
-        `${c.bold(k.padEnd(16))}${k === 'state' ? c.state(String(v)) : v === null ? c.dim('-') : String(v)}`,
-    );
-    if (environment && Object.keys(environment).length > 0) {
-      lines.push(c.bold('environment'));
-      for (const [k, v] of Object.entries(environment)) lines.push(`  ${k}=${v}`);
-    }
-    if (script !== undefined)
+    const { script, ...fields } = job;
+    const lines = keyValueLines(fields, colours(io, env));
+    if (script !== undefined) {
       lines.push(
-        c.bold('script'),
+        colours(io, env).bold('script'),
         ...script
           .replace(/\n$/, '')
           .split('\n')
           .map((l) => `  ${l}`),
       );
+    }
     io.out(`${lines.join('\n')}\n`);
     return 0;
   },
@@ -590,17 +620,49 @@ async function setDrain(action: 'drain' | 'undrain', args: string[], io: Io, env
   return 0;
 }
 
-/** With --wait/--follow, --output/--error name local files for the job's captured stdout/stderr. */
-async function writeOutputFiles(api: Client, job: Job, environment: Record<string, string> | undefined) {
+/**
+ * With --wait/--follow, --output/--error name local files for the job's captured stdout/stderr. The job has
+ * ended by now and its own exit code is the command's: a file that cannot be written is a warning (the
+ * output stays on the server), never a different exit code.
+ */
+async function writeOutputFiles(
+  api: Client,
+  job: Job,
+  environment: Record<string, string> | undefined,
+  io: Io,
+) {
   const out = environment?.CONDUCTOR_OUTPUT;
   const err = environment?.CONDUCTOR_ERROR;
   if (!out && !err) return;
-  const logs = await api.request<{ stdout: { content: string }; stderr: { content: string } }>(
-    'GET',
-    `/api/v1/jobs/${job.id}/logs`,
-  );
-  if (out) writeFileSync(expandPattern(out, job), logs.stdout.content + (err ? '' : logs.stderr.content));
-  if (err) writeFileSync(expandPattern(err, job), logs.stderr.content);
+  const warn = (what: string) =>
+    io.err(`conductor submit: warning: ${what} (conductor logs ${job.id} prints it)\n`);
+  let logs: { stdout: { content: string }; stderr: { content: string } };
+  try {
+    logs = await api.request('GET', `/api/v1/jobs/${job.id}/logs`);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    warn(
+      `cannot fetch job ${job.id}'s output for ${[out, err].filter(Boolean).join(' and ')}: ${error.message}`,
+    );
+    return;
+  }
+  const files: [string, string, string][] = [];
+  if (out)
+    files.push(['stdout', expandPattern(out, job), logs.stdout.content + (err ? '' : logs.stderr.content)]);
+  if (err) files.push(['stderr', expandPattern(err, job), logs.stderr.content]);
+  for (const [stream, path, content] of files) {
+    try {
+      writeFileSync(path, content);
+    } catch (error) {
+      warn(`cannot write job ${job.id}'s ${stream} to ${path}: ${fileProblem(error)}`);
+    }
+  }
+}
+
+/** A file system error in words: "no such file or directory", not "ENOENT: ..., open '...'". */
+function fileProblem(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return /^[A-Z]+: (.+?), \w+ '.*'$/.exec(message)?.[1] ?? message;
 }
 
 function help(command: string, io: Io): number {
@@ -636,6 +698,34 @@ With an admin token the HTTP API does the same from anywhere, e.g.
 `;
 }
 
+/**
+ * The global options given before the command (`conductor --url X submit ...`): `--url`/`--token` (as
+ * `--url X` or `--url=X`), kept to hand to the command, and `-h`/`--help`, `--version`.
+ */
+function leadingOptions(argv: string[]) {
+  const options: string[] = [];
+  let help = false;
+  let version = false;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '-h' || arg === '--help') help = true;
+    else if (arg === '--version') version = true;
+    else if (/^--(url|token)=/.test(arg)) options.push(arg);
+    else if (arg === '--url' || arg === '--token') {
+      const value = argv[i + 1];
+      if (value === undefined) throw new UsageError(`option ${arg} needs a value`);
+      options.push(arg, value);
+      i++;
+    } else if (arg.startsWith('-')) {
+      throw new UsageError(
+        `unknown global option ${arg} (before the command: --url, --token, --help, --version)`,
+      );
+    } else break;
+  }
+  return { options, help, version, rest: argv.slice(i) };
+}
+
 /** Runs one command; returns the exit code. */
 export async function main(
   argv: string[],
@@ -643,21 +733,37 @@ export async function main(
   io: Io,
   options: MainOptions = {},
 ): Promise<number> {
-  const [command, ...rest] = argv;
+  let leading: ReturnType<typeof leadingOptions>;
+  try {
+    leading = leadingOptions(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.err(`conductor: ${error.message} (see conductor --help)\n`);
+    return 2;
+  }
+  const { options: globals, help: wantsHelp, version } = leading;
+  const [command, ...rest] = leading.rest;
+  if (wantsHelp || command === 'help') {
+    const topic = command === 'help' ? rest[0] : command;
+    return help(topic && HELP[topic] ? topic : '', io);
+  }
+  if (version) {
+    io.out('conductor 0.1.0\n');
+    return 0;
+  }
   if (command === undefined) {
     io.err(HELP['']!);
     return 2;
   }
-  if (command === '--help' || command === '-h' || command === 'help') {
-    return help(rest[0] && HELP[rest[0]] ? rest[0] : '', io);
-  }
-  if (command === '--version') {
-    io.out('conductor 0.1.0\n');
-    return 0;
-  }
   if (command === 'token' || command === 'webhook') {
+    if (globals.length > 0) {
+      io.err(
+        `conductor ${command}: works straight in the database (DATABASE_URL): --url and --token do not apply\n`,
+      );
+      return 2;
+    }
     // The database commands: the only ones that need the control plane's code, loaded only now.
-    if (options.databaseCommands) return options.databaseCommands(argv, env, io);
+    if (options.databaseCommands) return options.databaseCommands(leading.rest, env, io);
     io.err(databaseCommandsUnavailable(command));
     return 2;
   }
@@ -667,7 +773,8 @@ export async function main(
     return 2;
   }
   try {
-    return await run(rest, io, env);
+    // Given before the command, the global options go first: the same ones after the command win.
+    return await run([...globals, ...rest], io, env);
   } catch (error) {
     if (error instanceof UsageError) {
       io.err(`conductor ${command}: ${error.message} (see conductor ${command} --help)\n`);

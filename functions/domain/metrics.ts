@@ -78,9 +78,9 @@ export async function renderMetrics(ctx: Context): Promise<string> {
   for (const [status, n] of Object.entries(byStatus)) out.sample('conductor_workers', n, { status });
   out.sample('conductor_workers', Number(down?.n ?? 0), { status: 'down' });
 
-  out.metric('conductor_cpus_total', 'gauge', 'CPUs of the live workers');
+  out.metric('conductor_cpus_capacity', 'gauge', 'CPUs of the live workers');
   out.sample(
-    'conductor_cpus_total',
+    'conductor_cpus_capacity',
     live.reduce((s, w) => s + w.cpus, 0),
   );
   out.metric('conductor_cpus_allocated', 'gauge', 'CPUs allocated to jobs on the live workers (Postgres)');

@@ -114,6 +114,85 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect(human.stdout).not.toContain('\x1b['); // not a terminal: no colours
   });
 
+  it('--wait: a job that completed exits 0 even when its output file cannot be written; one line says why', async () => {
+    const missing = join(dir, 'no-such-folder');
+    const run = await conductor(['submit', '-', '--wait', '-o', `${missing}/out-%j.txt`], env, {
+      input: 'echo done\n',
+    });
+    const id = Number(/Submitted batch job (\d+)/.exec(run.stderr)?.[1]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toContain(`Job ${id} COMPLETED (exit code 0:0)`);
+    const warning = run.stderr.split('\n').filter((line) => line.includes(missing));
+    expect(warning).toEqual([
+      `conductor submit: warning: cannot write job ${id}'s stdout to ${missing}/out-${id}.txt: no such file or directory (conductor logs ${id} prints it)`,
+    ]);
+    expect(run.stderr).not.toMatch(/ENOENT|\n\s+at /);
+    // A failed job still exits with its own code; --follow (output already on the terminal) warns the same.
+    const failed = await conductor(['submit', '-', '--follow', '-e', `${missing}/err.txt`], env, {
+      input: 'echo oops >&2; exit 3\n',
+    });
+    expect(failed.code, failed.stderr).toBe(3);
+    expect(failed.stderr).toMatch(
+      /warning: cannot write job \d+'s stderr to .*\/err\.txt: no such file or directory/,
+    );
+  }, 60_000);
+
+  it('global options go before the command as well as after it', async () => {
+    // No URL in the environment or a config file: only the flag says where the control plane is.
+    const bare = { HOME: mkdtempSync(join(tmpdir(), 'conductor-global-')) };
+    const before = await conductor(['--url', server.url, 'submit', '-', '--json'], bare, { input: 'true\n' });
+    expect(before.code, before.stderr).toBe(0);
+    const id = String(JSON.parse(before.stdout).id);
+    const equals = await conductor([`--url=${server.url}`, '--token', '', 'show', id, '--json'], bare);
+    expect(equals.code, equals.stderr).toBe(0);
+    const after = await conductor(['show', id, '--json', '--url', server.url], bare);
+    expect(after.code, after.stderr).toBe(0);
+    // After the command wins over before it, as later flags do.
+    const both = await conductor(['--url', 'http://127.0.0.1:9', 'jobs', '--url', server.url], bare);
+    expect(both.code, both.stderr).toBe(0);
+    expect((await conductor(['--url', server.url, 'jobs', '--url', 'http://127.0.0.1:9'], bare)).code).toBe(
+      1,
+    );
+    const help = await conductor(['--url', server.url, 'show', '--help'], bare);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: conductor show/);
+    const noValue = await conductor(['--url'], bare);
+    expect(noValue.code).toBe(2);
+    expect(noValue.stderr).toMatch(/--url/);
+    const unknown = await conductor(['--frobnicate', 'jobs'], bare);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/--frobnicate/);
+  }, 60_000);
+
+  it('show prints every field as an aligned key and value, the environment and script below', async () => {
+    const run = await conductor(
+      ['submit', '-', '--wait', '-J', 'shown', '--env', 'ALPHA=1', '--env', 'B=two words'],
+      env,
+      {
+        input: 'echo shown\n',
+      },
+    );
+    const id = /Submitted batch job (\d+)/.exec(run.stderr)?.[1] as string;
+    const json = JSON.parse((await conductor(['show', id, '--json'], env)).stdout) as Record<string, unknown>;
+    const human = (await conductor(['show', id], env)).stdout;
+    const lines = human.split('\n');
+    const scalars = Object.keys(json).filter((k) => k !== 'script' && k !== 'environment');
+    const column = lines[0]!.search(/\s\S/) + 1;
+    for (const key of scalars) {
+      const line = lines.find((l) => l.startsWith(`${key} `));
+      expect(line, `${key} in:\n${human}`).toBeDefined();
+      // Every value starts in the same column, at least two spaces after the longest key.
+      expect(line!.slice(0, column).trim(), line).toBe(key);
+      expect(line![column], line).not.toBe(' ');
+      const value = json[key];
+      expect(line!.slice(column), key).toBe(value === null ? '-' : String(value));
+    }
+    expect(column).toBeGreaterThanOrEqual(Math.max(...scalars.map((k) => k.length)) + 2);
+    expect(human).toMatch(/^cancel_requested +false$/m);
+    expect(human).toContain('\nenvironment\n  ALPHA  1\n  B      two words\n');
+    expect(human).toMatch(/\nscript\n {2}echo shown\n$/);
+  }, 60_000);
+
   it('command-line flags win over directives; #CONDUCTOR lines are read too', async () => {
     const script = join(dir, 'flags.sh');
     writeFileSync(script, '#SBATCH -J from-sbatch -c 2\n#CONDUCTOR --priority 5\nexit 0\n');

@@ -2,6 +2,7 @@
  * GET /metrics (Prometheus text) against a real server with a real agent, and LOG_FORMAT=json on the Node
  * server as `npm start` runs it.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { syncAllocationCache } from '../../functions/domain/cache.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
 import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
 import { freePort, ServerProcess } from '../support/server-process.ts';
+import { REQUIRE_SERVICES } from '../support/services.ts';
 
 const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
 
@@ -23,6 +25,16 @@ function samples(text: string): Map<string, number> {
     out.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return out;
+}
+
+/** Prometheus's own linter (Debian's `prometheus` package; .ci/run installs it): required in CI. */
+const promtool = spawnSync('promtool', ['--version']).error === undefined;
+if (!promtool) {
+  if (REQUIRE_SERVICES)
+    throw new Error('promtool is required (CONDUCTOR_REQUIRE_SERVICES=1) but not installed');
+  console.warn(
+    '[conductor tests] promtool not installed: the /metrics lint is skipped (apt-get install prometheus)',
+  );
 }
 
 describe.runIf(pglite)('GET /metrics', () => {
@@ -69,7 +81,7 @@ describe.runIf(pglite)('GET /metrics', () => {
     const m = samples(text);
     expect(m.get('conductor_workers{status="ready"}')).toBe(1);
     expect(m.get('conductor_workers{status="draining"}')).toBe(0);
-    expect(m.get('conductor_cpus_total')).toBe(3);
+    expect(m.get('conductor_cpus_capacity')).toBe(3);
     expect(m.get('conductor_cpus_allocated')).toBe(2);
     expect(m.get('conductor_jobs{state="RUNNING"}')).toBe(1);
     expect(m.get('conductor_jobs{state="PENDING"}')).toBe(0);
@@ -89,6 +101,49 @@ describe.runIf(pglite)('GET /metrics', () => {
     for (let i = 1; i < buckets.length; i++)
       expect(buckets[i]![1]).toBeGreaterThanOrEqual(buckets[i - 1]![1]);
   });
+
+  it.runIf(promtool)(
+    'passes promtool check metrics, with jobs in several states and a draining worker',
+    async () => {
+      const submit = async (script: string, cpus = 1) => {
+        const res = await fetch(`${server.url}/api/v1/jobs/submit`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ script, cpus }),
+        });
+        return ((await res.json()) as { id: number }).id;
+      };
+      const state = async (id: number) =>
+        ((await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as { state: string }).state;
+      const done = await submit('echo done');
+      const failed = await submit('exit 3');
+      await eventually(async () => (await state(done)) === 'COMPLETED' && (await state(failed)) === 'FAILED');
+      const waiting = await submit('true', 3); // more CPUs than are free while `sleep 120` runs
+      const cancelled = await submit('true', 3);
+      await fetch(`${server.url}/api/v1/jobs/${cancelled}/cancel`, { method: 'POST' });
+      const second = new AgentProcess('metrics-node-2', server.url, { cpus: 1 });
+      try {
+        await second.registered();
+        const drained = await fetch(`${server.url}/api/v1/workers/metrics-node-2/drain`, { method: 'POST' });
+        expect(drained.status).toBe(200);
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        const m = samples(text);
+        expect(m.get('conductor_jobs{state="PENDING"}'), text).toBe(1);
+        expect(await state(waiting)).toBe('PENDING');
+        for (const s of ['RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED']) {
+          expect(m.get(`conductor_jobs{state="${s}"}`), s).toBeGreaterThan(0);
+        }
+        expect(m.get('conductor_workers{status="draining"}')).toBe(1);
+        const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+        // Problems: a non-zero exit (3 for lint findings, 1 for a page it cannot parse) and a line each.
+        expect(`${lint.stdout}${lint.stderr}`).toBe('');
+        expect(lint.status).toBe(0);
+      } finally {
+        await second.stop();
+      }
+    },
+    90_000,
+  );
 
   it('needs the admin scope once tokens exist', async () => {
     const admin = await createToken(
