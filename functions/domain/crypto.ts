@@ -1,6 +1,6 @@
 /**
  * Hashing, random tokens and HMAC over Web Crypto (`globalThis.crypto`): the same code on Node 20 and on
- * Workers. HMAC checks use `crypto.subtle.verify`, which compares in constant time.
+ * Workers. HMACs are compared in constant time (`crypto.subtle.verify`, or `equalBytes`).
  */
 const encoder = new TextEncoder();
 
@@ -50,6 +50,19 @@ export function hmacKey(secret: string): Promise<HmacKey> {
 
 export async function hmacSha256Hex(secret: string, data: string | Uint8Array): Promise<string> {
   return toHex(await crypto.subtle.sign('HMAC', await hmacKey(secret), toBytes(data)));
+}
+
+/** The HMAC-SHA256 of `data` under `key`. */
+export async function hmacSha256(key: HmacKey, data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign('HMAC', key, toBytes(data)));
+}
+
+/** True when `a` and `b` hold the same bytes; the time taken depends on their length only, not where they differ. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return difference === 0;
 }
 
 /** True when `signatureHex` is the HMAC-SHA256 of `data` under `key`, compared in constant time. */

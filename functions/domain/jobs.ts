@@ -579,8 +579,9 @@ export async function cancelJob(ctx: Context, id: number, caller: Principal = AN
 }
 
 /**
- * Deletes Idempotency-Keys that expired (up to 10,000 per call): housekeeping on the cache-sync cadence.
- * Webhook delivery keys never expire. Returns how many went.
+ * Deletes submission keys that expired (up to 10,000 per call): Idempotency-Keys and webhook delivery and
+ * signature keys (webhooks.ts says how long those hold). Housekeeping on the cache-sync cadence. Returns how
+ * many went.
  */
 export async function pruneSubmissionKeys(db: Database): Promise<number> {
   const rows = await query<{ n: string | number }>(

@@ -8,15 +8,25 @@
  * - `X-Conductor-Signature: t=<unix seconds>,v1=<hex>` (Stripe's scheme), over `<t>.<raw body>`, accepted
  *   within 5 minutes of `t`.
  *
- * A delivery is accepted once: its delivery id (`X-GitHub-Delivery` / `X-Conductor-Delivery`) and, for the
- * timestamped form, its signature are submission keys kept for good, so a replay returns the first job.
+ * A delivery is accepted once: its delivery id (`X-GitHub-Delivery` / `X-Conductor-Delivery`, required with
+ * GitHub's form) and, for the timestamped form, its signature are submission keys (kept DELIVERY_KEY_TTL_SECONDS
+ * and SIGNATURE_KEY_TTL_SECONDS), so a replay returns the first job. An unknown name answers as a bad signature.
  */
 import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { actorName, auditInsert, recordAudit } from './audit.ts';
 import { CONTROL_CHARS, type Principal } from './auth.ts';
 import type { Context } from './context.ts';
-import { concatBytes, hmacKey, hmacVerify, randomSecret, sha256Hex, toBytes } from './crypto.ts';
+import {
+  concatBytes,
+  equalBytes,
+  fromHex,
+  hmacKey,
+  hmacSha256,
+  randomSecret,
+  sha256Hex,
+  toBytes,
+} from './crypto.ts';
 import { ConductorError, conflict, invalid, notFound, unauthorized } from './errors.ts';
 import { type JobView, type SubmissionKey, submitJobInput, submitJobOnce } from './jobs.ts';
 import type { Database } from './ports.ts';
@@ -220,17 +230,50 @@ export type DeliveryResult =
 const HEX64 = /^[0-9a-fA-F]{64}$/;
 const DELIVERY_ID = /^[\x21-\x7e]{1,200}$/;
 
-/** Verifies a delivery's signature; returns the dedupe keys it yields (the timestamped signature). */
-async function verifySignature(
-  secret: string,
-  delivery: Delivery,
-): Promise<{ form: string; signatureKey?: string }> {
-  const key = await hmacKey(secret);
+/** Most `v1=` values one X-Conductor-Signature may carry (a sender rotating its secret signs with two). */
+export const MAX_SIGNATURE_CANDIDATES = 3;
+
+/**
+ * How long a delivery id is remembered: a redelivery within this time returns the first job. It outlasts
+ * GitHub's redelivery window (3 days; a redelivery keeps its `X-GitHub-Delivery`), and bounds submission_keys
+ * to a week of deliveries (pruneSubmissionKeys deletes expired keys).
+ */
+export const DELIVERY_KEY_TTL_SECONDS = 7 * 24 * 3600;
+/**
+ * How long a timestamped signature is remembered: it is accepted only within SIGNATURE_TOLERANCE_SECONDS of its
+ * `t`, so after an hour no replay of it passes anyway.
+ */
+export const SIGNATURE_KEY_TTL_SECONDS = 3600;
+
+/** What a delivery's signature headers claim, read without the secret. */
+interface SignatureClaim {
+  form: 'conductor' | 'github';
+  /** The bytes the signature is over. */
+  signed: Uint8Array;
+  /** The signatures given (hex, lower-case), at most MAX_SIGNATURE_CANDIDATES. */
+  candidates: string[];
+  /** `t` of the timestamped form. */
+  t?: string;
+  /** The answer when no candidate matches. */
+  mismatch: string;
+}
+
+/**
+ * Reads a delivery's signature headers (format, number of candidates, the timestamp's window): no HMAC yet,
+ * and nothing about the webhook, so that these answers are the same for every name.
+ */
+function signatureClaim(delivery: Delivery): SignatureClaim {
   const conductor = delivery.headers('x-conductor-signature');
   if (conductor !== undefined) {
     const parts = conductor.split(',').map((p) => p.trim());
     const t = parts.find((p) => p.startsWith('t='))?.slice(2);
     const v1 = parts.filter((p) => p.startsWith('v1=')).map((p) => p.slice(3));
+    if (v1.length > MAX_SIGNATURE_CANDIDATES) {
+      throw unauthorized(
+        'invalid_signature',
+        `X-Conductor-Signature carries ${v1.length} v1 signatures; at most ${MAX_SIGNATURE_CANDIDATES} are accepted`,
+      );
+    }
     if (!t || !/^\d{1,12}$/.test(t) || v1.length === 0 || v1.some((s) => !HEX64.test(s))) {
       throw unauthorized(
         'invalid_signature',
@@ -245,16 +288,13 @@ async function verifySignature(
         `X-Conductor-Signature timestamp is ${Math.abs(age)} s ${age > 0 ? 'old' : 'in the future'}; at most ${SIGNATURE_TOLERANCE_SECONDS} s are accepted (check the sender's clock)`,
       );
     }
-    const signed = concatBytes(toBytes(`${t}.`), delivery.body);
-    for (const candidate of v1) {
-      if (await hmacVerify(key, candidate, signed)) {
-        return { form: 'conductor', signatureKey: `sig:${t}:${candidate.toLowerCase()}` };
-      }
-    }
-    throw unauthorized(
-      'invalid_signature',
-      'X-Conductor-Signature does not match: wrong secret, or the body was changed',
-    );
+    return {
+      form: 'conductor',
+      signed: concatBytes(toBytes(`${t}.`), delivery.body),
+      candidates: v1.map((c) => c.toLowerCase()),
+      t,
+      mismatch: 'X-Conductor-Signature does not match: wrong secret, or the body was changed',
+    };
   }
   const github = delivery.headers('x-hub-signature-256');
   if (github !== undefined) {
@@ -262,17 +302,39 @@ async function verifySignature(
     if (!HEX64.test(hex)) {
       throw unauthorized('invalid_signature', 'X-Hub-Signature-256 must be sha256=<64 hex digits>');
     }
-    if (await hmacVerify(key, hex, delivery.body)) return { form: 'github' };
-    throw unauthorized(
-      'invalid_signature',
-      'X-Hub-Signature-256 does not match: wrong secret, or the body was changed',
-    );
+    return {
+      form: 'github',
+      signed: delivery.body,
+      candidates: [hex.toLowerCase()],
+      mismatch: 'X-Hub-Signature-256 does not match: wrong secret, or the body was changed',
+    };
   }
   throw unauthorized(
     'missing_signature',
     'Webhook deliveries must be signed: X-Hub-Signature-256 (GitHub) or X-Conductor-Signature (see the README)',
   );
 }
+
+/**
+ * Checks the claimed signatures against `secret` with ONE HMAC, each candidate compared in constant time.
+ * Returns the candidate that matched, or undefined.
+ */
+async function matchingSignature(secret: string, claim: SignatureClaim): Promise<string | undefined> {
+  const expected = await hmacSha256(await hmacKey(secret), claim.signed);
+  let matched: string | undefined;
+  for (const candidate of claim.candidates) {
+    const bytes = fromHex(candidate);
+    if (bytes && equalBytes(bytes, expected)) matched = candidate;
+  }
+  return matched;
+}
+
+/**
+ * Stands in for the secret of a webhook that does not exist, so that its deliveries cost and answer the
+ * same as a bad signature (no 404 telling which names exist). Never accepted: such a delivery is refused
+ * whatever it matches.
+ */
+const NO_WEBHOOK_SECRET = 'conductor: no webhook of this name';
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const isWellFormed = (text: string) => !LONE_SURROGATE.test(text);
@@ -302,8 +364,23 @@ export async function deliverWebhook(ctx: Context, delivery: Delivery): Promise<
     ctx.db,
     sql`SELECT ${COLUMNS} FROM webhooks WHERE name = ${delivery.name}`,
   );
-  if (!row) throw notFound('webhook_not_found', `No webhook named ${delivery.name}`);
-  const { signatureKey } = await verifySignature(row.secret, delivery);
+  const claim = signatureClaim(delivery);
+  const matched = await matchingSignature(row?.secret ?? NO_WEBHOOK_SECRET, claim);
+  if (!row || matched === undefined) throw unauthorized('invalid_signature', claim.mismatch);
+  const signatureKey = claim.t === undefined ? undefined : `sig:${claim.t}:${matched}`;
+
+  // GitHub's signature does not cover a timestamp: the delivery id is what makes a replay of a captured
+  // delivery harmless, and GitHub always sends one.
+  const deliveryId = delivery.headers('x-github-delivery') ?? delivery.headers('x-conductor-delivery');
+  if (deliveryId !== undefined && !DELIVERY_ID.test(deliveryId)) {
+    throw invalid('invalid_delivery_id', 'The delivery id header is 1 to 200 printable ASCII characters');
+  }
+  if (claim.form === 'github' && deliveryId === undefined) {
+    throw invalid(
+      'missing_delivery_id',
+      'A delivery signed with X-Hub-Signature-256 must carry X-GitHub-Delivery (or X-Conductor-Delivery): without a delivery id it could be replayed',
+    );
+  }
 
   const event = delivery.headers('x-github-event') ?? delivery.headers('x-conductor-event') ?? '';
   const events = textArray(row.events);
@@ -313,11 +390,6 @@ export async function deliverWebhook(ctx: Context, delivery: Delivery): Promise<
       event,
       reason: events ? `event ${event || '(none)'} is not one of ${events.join(', ')}` : 'ping',
     };
-  }
-
-  const deliveryId = delivery.headers('x-github-delivery') ?? delivery.headers('x-conductor-delivery');
-  if (deliveryId !== undefined && !DELIVERY_ID.test(deliveryId)) {
-    throw invalid('invalid_delivery_id', 'The delivery id header is 1 to 200 printable ASCII characters');
   }
 
   let payload: unknown;
@@ -366,8 +438,15 @@ export async function deliverWebhook(ctx: Context, delivery: Delivery): Promise<
   const scope = `webhook:${id}`;
   const keys: SubmissionKey[] = [];
   if (deliveryId !== undefined)
-    keys.push({ scope, key: `delivery:${deliveryId}`, ttlSeconds: null, label: 'delivery' });
-  if (signatureKey) keys.push({ scope, key: signatureKey, ttlSeconds: null, label: 'signature' });
+    keys.push({
+      scope,
+      key: `delivery:${deliveryId}`,
+      ttlSeconds: DELIVERY_KEY_TTL_SECONDS,
+      label: 'delivery',
+    });
+  if (signatureKey) {
+    keys.push({ scope, key: signatureKey, ttlSeconds: SIGNATURE_KEY_TTL_SECONDS, label: 'signature' });
+  }
   await limitSubmissions(ctx, scope);
   const { job, duplicate } = await submitJobOnce(ctx, parsed.data, {
     caller: principal,

@@ -504,7 +504,10 @@ describe.each(backends)('fuzzing every route on $name', (factory) => {
       for (const variant of variants) {
         const text = JSON.stringify(variant);
         const signed: Record<string, string> = route.path.startsWith('/api/v1/webhooks/')
-          ? { 'x-hub-signature-256': `sha256=${createHmac('sha256', SECRET).update(text).digest('hex')}` }
+          ? {
+              'x-hub-signature-256': `sha256=${createHmac('sha256', SECRET).update(text).digest('hex')}`,
+              'x-github-delivery': crypto.randomUUID(),
+            }
           : {};
         const res = await s.app.request(path, {
           method: route.method,

@@ -1,8 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { hmacKey, hmacVerify, toBytes } from '../../functions/domain/crypto.ts';
+import { pruneSubmissionKeys } from '../../functions/domain/jobs.ts';
 import { query } from '../../functions/domain/sql.ts';
 import { availableBackends, type Backend } from '../support/cluster.ts';
 import { errorOf, type SecureApp, secureApp } from './support.ts';
@@ -203,6 +204,7 @@ describe.each(backends)('webhook submission on $name', (factory) => {
     const ping = await deliver(body, {
       'x-hub-signature-256': githubSignature(body),
       'x-github-event': 'ping',
+      'x-github-delivery': 'ping-1',
     });
     expect(ping.status).toBe(202);
     expect(await ping.json()).toMatchObject({ ignored: true, event: 'ping' });
@@ -217,13 +219,21 @@ describe.each(backends)('webhook submission on $name', (factory) => {
     });
     const push = await deliver(
       body,
-      { 'x-hub-signature-256': githubSignature(body), 'x-github-event': 'push' },
+      {
+        'x-hub-signature-256': githubSignature(body),
+        'x-github-event': 'push',
+        'x-github-delivery': 'filter-1',
+      },
       'releases-only',
     );
     expect(push.status).toBe(202);
     const release = await deliver(
       body,
-      { 'x-hub-signature-256': githubSignature(body), 'x-github-event': 'release' },
+      {
+        'x-hub-signature-256': githubSignature(body),
+        'x-github-event': 'release',
+        'x-github-delivery': 'filter-2',
+      },
       'releases-only',
     );
     expect(release.status).toBe(201);
@@ -231,16 +241,143 @@ describe.each(backends)('webhook submission on $name', (factory) => {
 
   it('checks the signature before reading the payload, and names payload problems', async () => {
     expect((await deliver('not json', {})).status).toBe(401);
-    const notJson = await deliver('not json', { 'x-hub-signature-256': githubSignature('not json') });
+    const notJson = await deliver('not json', {
+      'x-hub-signature-256': githubSignature('not json'),
+      'x-github-delivery': 'not-json-1',
+    });
     expect(notJson.status).toBe(400);
     expect((await errorOf(notJson)).message).toContain('not JSON');
     const nul = JSON.stringify({ ref: 'a\u0000b' });
-    const withNul = await deliver(nul, { 'x-hub-signature-256': githubSignature(nul) });
+    const withNul = await deliver(nul, {
+      'x-hub-signature-256': githubSignature(nul),
+      'x-github-delivery': 'nul-1',
+    });
     expect(withNul.status).toBe(400);
     expect((await errorOf(withNul)).message).toContain('ref');
+    // An unknown name answers as a bad signature does (see the hardening tests).
     expect(
       (await deliver('{}', { 'x-hub-signature-256': githubSignature('{}') }, 'no-such-hook')).status,
-    ).toBe(404);
+    ).toBe(401);
+  });
+
+  describe('hardening (review M12, L8)', () => {
+    /** Counts HMAC computations and checks (Web Crypto's sign and verify) while a delivery is handled. */
+    const hmacCalls = () => {
+      const sign = vi.spyOn(crypto.subtle, 'sign');
+      const verify = vi.spyOn(crypto.subtle, 'verify');
+      return () => sign.mock.calls.length + verify.mock.calls.length;
+    };
+    afterEach(() => {
+      vi.restoreAllMocks();
+    });
+
+    it('refuses more than 3 v1 candidates before computing any HMAC, and computes one HMAC per delivery', async () => {
+      const body = JSON.stringify({ ref: 'refs/heads/many', padding: 'x'.repeat(512 * 1024) });
+      const t = now();
+      const wrong = createHmac('sha256', 'the-wrong-secret-entirely')
+        .update(`${t}.`)
+        .update(body)
+        .digest('hex');
+      const before = await jobCount();
+      const calls = hmacCalls();
+      const flood = await deliver(body, {
+        'x-conductor-signature': `t=${t},${Array.from({ length: 220 }, () => `v1=${wrong}`).join(',')}`,
+      });
+      expect(flood.status).toBe(401);
+      const error = await errorOf(flood);
+      expect(error.code).toBe('invalid_signature');
+      expect(error.message).toContain('at most 3');
+      expect(calls()).toBe(0);
+
+      // Three candidates, the right one last: one HMAC computed, compared with each.
+      const right = conductorSignature(body, t).replace(/^t=\d+,/, '');
+      const ok = await deliver(body, {
+        'x-conductor-signature': `t=${t},v1=${wrong},v1=${wrong.replace(/^./, 'f')},${right}`,
+        'x-conductor-delivery': 'three-candidates',
+      });
+      expect(ok.status).toBe(201);
+      expect(calls()).toBe(1);
+      expect(await jobCount()).toBe(before + 1);
+    });
+
+    it('answers an unknown webhook exactly as a bad signature (401, same body): no name oracle', async () => {
+      const body = JSON.stringify({ ref: 'refs/heads/probe' });
+      const strip = async (res: Response) => {
+        const { error } = (await res.json()) as { error: Record<string, unknown> };
+        const { request_id: _, ...rest } = error;
+        return { status: res.status, error: rest };
+      };
+      const variants: Record<string, string>[] = [
+        {
+          'x-hub-signature-256': githubSignature(body, 'the-wrong-secret-entirely'),
+          'x-github-delivery': 'p1',
+        },
+        { 'x-conductor-signature': conductorSignature(body, now(), 'the-wrong-secret-entirely') },
+        { 'x-conductor-signature': conductorSignature(body, now() - 3600) },
+        {},
+      ];
+      for (const headers of variants) {
+        const known = await strip(await deliver(body, headers));
+        const unknown = await strip(await deliver(body, headers, 'no-such-hook'));
+        expect(unknown, JSON.stringify(headers)).toEqual(known);
+        expect(known.status).toBe(401);
+      }
+    });
+
+    it('refuses a GitHub-signed delivery without X-GitHub-Delivery: a captured body cannot be replayed by dropping it', async () => {
+      const body = JSON.stringify({ ref: 'refs/heads/captured' });
+      const before = await jobCount();
+      for (let i = 0; i < 3; i++) {
+        const res = await deliver(body, {
+          'x-hub-signature-256': githubSignature(body),
+          'x-github-event': 'push',
+        });
+        expect(res.status).toBe(400);
+        const error = await errorOf(res);
+        expect(error.code).toBe('missing_delivery_id');
+        expect(error.message).toContain('X-GitHub-Delivery');
+      }
+      expect(await jobCount()).toBe(before);
+    });
+
+    it('keeps delivery and signature dedupe keys for a bounded time; the housekeeping prune deletes them after', async () => {
+      const body = JSON.stringify({ ref: 'refs/heads/expiring' });
+      const github = await deliver(body, {
+        'x-hub-signature-256': githubSignature(body),
+        'x-github-delivery': 'expiring-delivery-1',
+      });
+      expect(github.status).toBe(201);
+      const timestamped = await deliver(body, {
+        'x-conductor-signature': conductorSignature(body, now()),
+        'x-conductor-delivery': 'expiring-delivery-2',
+      });
+      expect(timestamped.status).toBe(201);
+      const keys = await query<{ key: string; finite: boolean; hours: string | number }>(
+        backend.db.db,
+        sql`SELECT key, expires_at < 'infinity' AS finite,
+                   extract(epoch FROM expires_at - now()) / 3600 AS hours
+            FROM submission_keys
+            WHERE scope LIKE 'webhook:%' AND key IN ('delivery:expiring-delivery-1', 'delivery:expiring-delivery-2')
+               OR key LIKE ${`sig:%`} AND created_at > now() - interval '1 minute'`,
+      );
+      expect(keys.length).toBeGreaterThanOrEqual(3);
+      for (const key of keys) {
+        expect(key.finite, key.key).toBe(true);
+        expect(Number(key.hours), key.key).toBeLessThanOrEqual(7 * 24);
+      }
+      // Past their time, the prune deletes them, and the same delivery id is a new delivery again.
+      await backend.db.db.execute(
+        sql`UPDATE submission_keys SET expires_at = now() - interval '1 second'
+            WHERE key IN ('delivery:expiring-delivery-1', 'delivery:expiring-delivery-2') OR key LIKE 'sig:%'`,
+      );
+      expect(await pruneSubmissionKeys(backend.db.db)).toBeGreaterThanOrEqual(3);
+      const left = await query<{ n: string }>(
+        backend.db.db,
+        sql`SELECT count(*) AS n FROM submission_keys
+            WHERE key IN ('delivery:expiring-delivery-1', 'delivery:expiring-delivery-2') OR key LIKE 'sig:%'`,
+      );
+      expect(Number(left[0]?.n)).toBe(0);
+    });
   });
 
   it('is managed by admins only, and never lists secrets', async () => {
@@ -273,6 +410,6 @@ describe.each(backends)('webhook submission on $name', (factory) => {
     expect((await s.request('DELETE', '/api/v1/webhooks/generated', { token: admin })).status).toBe(200);
     expect(
       (await deliver('{}', { 'x-hub-signature-256': githubSignature('{}', secret) }, 'generated')).status,
-    ).toBe(404);
+    ).toBe(401);
   });
 });
