@@ -150,7 +150,7 @@ export class JobProcess {
   private leaderExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private termination: Termination | undefined;
   private killSent = false;
-  private limitTimer: NodeJS.Timeout | undefined;
+  private limitTimer: LongTimeout | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private readonly cancelGraceMs: number;
@@ -255,7 +255,7 @@ export class JobProcess {
         writeProcessMarker(this.dir, this.pid);
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
           const limit = assignment.time_limit_s;
-          this.limitTimer = setTimeout(
+          this.limitTimer = setLongTimeout(
             () =>
               this.terminate(
                 { outcome: 'timeout', message: `time limit of ${limit} s exceeded` },
@@ -308,9 +308,29 @@ export class JobProcess {
   }
 
   private clearLimitTimer(): void {
-    if (this.limitTimer) clearTimeout(this.limitTimer);
+    this.limitTimer?.clear();
     this.limitTimer = undefined;
   }
+}
+
+/** The longest delay setTimeout honours; a longer one fires after 1 ms. */
+export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+
+export interface LongTimeout {
+  clear(): void;
+}
+
+/** setTimeout for any delay: waits in steps of at most MAX_TIMER_DELAY_MS until `delayMs` have passed. */
+export function setLongTimeout(callback: () => void, delayMs: number): LongTimeout {
+  let left = delayMs;
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    const step = Math.min(left, MAX_TIMER_DELAY_MS);
+    left -= step;
+    timer = setTimeout(left > 0 ? arm : callback, step);
+  };
+  arm();
+  return { clear: () => clearTimeout(timer) };
 }
 
 /**
