@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Backoff, sleep } from './backoff.ts';
 import { AgentApiError, AgentClient, needsReregistration } from './client.ts';
 import { AGENT_VERSION, type AgentConfig, ensureStateDir } from './config.ts';
+import { detectContainment, removeContainment } from './containment.ts';
 import type { ExecutorOptions } from './executor.ts';
 import { JobRunner, type JobRunnerDeps, jobKey, jobLabel } from './job-runner.ts';
 import { type AgentLogger, createLogger, describeError } from './log.ts';
@@ -140,12 +141,14 @@ export class Agent {
     try {
       ensureStateDir(config.stateDir, { traversable: config.runAs !== undefined });
       this.releaseLock = acquireStateLock(config.stateDir);
+      this.executor.containment = detectContainment(this.executor.jobsDir, config.containment);
       logger.info(
         `conductor-agent ${AGENT_VERSION}: node ${config.nodeName}, ${config.cpus} CPUs, ` +
           `control plane ${config.url}, state dir ${config.stateDir}${config.drain ? ', drain on stop' : ''}, ` +
           `jobs run as ${config.runAs ? `${config.runAs.name} (uid ${config.runAs.uid})` : `this agent's user${process.getuid?.() === 0 ? ' (root: CONDUCTOR_ALLOW_ROOT=1)' : ''}`}` +
           `${config.jobRoot ? `, work_dir inside ${config.jobRoot}` : ''}`,
       );
+      logger.info(`Job containment: ${this.executor.containment.description}`);
       leftovers = scanLeftovers(this.executor.jobsDir);
     } catch (err) {
       this.finishClosed(err);
@@ -525,6 +528,7 @@ export class Agent {
 
   private finishClosed(fatal?: unknown): void {
     this.stateValue = 'stopped';
+    removeContainment(this.executor.containment);
     this.releaseLock?.();
     this.releaseLock = undefined;
     if (fatal) this.rejectClosed(fatal);

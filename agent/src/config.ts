@@ -7,6 +7,7 @@ import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { availableParallelism, homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CONTAINMENT_CHOICES, type ContainmentChoice } from './containment.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -82,6 +83,8 @@ export interface AgentConfig {
    * line defaults it to the job user's home (CONDUCTOR_JOB_ROOT, CONDUCTOR_ALLOW_ANY_WORKDIR).
    */
   jobRoot?: string;
+  /** How jobs' processes are tracked and killed (CONDUCTOR_JOB_CONTAINMENT); `auto` by default. */
+  containment?: ContainmentChoice;
 }
 
 /** An unprivileged user jobs run as (CONDUCTOR_RUN_AS). */
@@ -121,6 +124,7 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     labels: input.labels,
     debug: input.debug ?? false,
     timing: { ...DEFAULT_TIMING, ...input.timing },
+    containment: input.containment ?? 'auto',
     ...(input.runAs ? { runAs: input.runAs } : {}),
     ...(input.jobRoot ? { jobRoot: input.jobRoot } : {}),
   };
@@ -171,6 +175,8 @@ Options (each overrides the environment variable named after it):
   --run-as <user>              run jobs as this unprivileged user          CONDUCTOR_RUN_AS
                                (the agent then runs as root)
   --job-root <dir>             work_dir must be inside it  CONDUCTOR_JOB_ROOT (default: the job user's home)
+  --job-containment <how>      auto, cgroup2, cgroup1 or sweep: how a job's processes are found and
+                               killed                      CONDUCTOR_JOB_CONTAINMENT (default auto)
   --debug                      log more                    CONDUCTOR_DEBUG=1
   -h, --help                   show this help
   -V, --version                show the version
@@ -206,6 +212,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         'state-dir': { type: 'string' },
         'run-as': { type: 'string' },
         'job-root': { type: 'string' },
+        'job-containment': { type: 'string' },
         drain: { type: 'boolean' },
         debug: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -280,6 +287,13 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   if (jobRootIn && !isAbsolute(jobRootIn.value)) {
     errors.push(`${jobRootIn.source} must be an absolute path, got ${JSON.stringify(jobRootIn.value)}`);
   }
+  const containmentIn = pick('job-containment', 'CONDUCTOR_JOB_CONTAINMENT');
+  const containment = (containmentIn?.value ?? 'auto') as ContainmentChoice;
+  if (!CONTAINMENT_CHOICES.includes(containment)) {
+    errors.push(
+      `${containmentIn?.source} must be one of ${CONTAINMENT_CHOICES.join(', ')}, got ${JSON.stringify(containmentIn?.value)}`,
+    );
+  }
   const allowRoot = parseBool(env.CONDUCTOR_ALLOW_ROOT, 'CONDUCTOR_ALLOW_ROOT', errors);
   const allowAnyWorkDir = parseBool(env.CONDUCTOR_ALLOW_ANY_WORKDIR, 'CONDUCTOR_ALLOW_ANY_WORKDIR', errors);
 
@@ -287,7 +301,10 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const token = env.CONDUCTOR_TOKEN?.trim() || undefined;
   return {
     kind: 'run',
-    config: agentConfig({ url, token, nodeName, cpus, heartbeatIntervalS, stateDir, drain, debug }, env),
+    config: agentConfig(
+      { url, token, nodeName, cpus, heartbeatIntervalS, stateDir, drain, debug, containment },
+      env,
+    ),
     safety: {
       ...(runAs !== undefined ? { runAs } : {}),
       allowRoot,

@@ -1,7 +1,8 @@
 /**
- * Runs one assignment as `bash <jobdir>/script.sh` in its own process group, with a clean environment and
- * stdout/stderr written straight to files in the job folder (the agent never pipes job output through
- * itself). Cancels and time limits signal the whole group: SIGTERM, then SIGKILL after a grace period.
+ * Runs one assignment as `bash <jobdir>/script.sh` in its own process group (and cgroup, see
+ * containment.ts), with a clean environment and stdout/stderr written straight to files in the job folder
+ * (the agent never pipes job output through itself). Cancels and time limits signal all the job's
+ * processes: SIGTERM, then SIGKILL after a grace period; whatever is left when the job ends is SIGKILLed.
  */
 import { spawn } from 'node:child_process';
 import {
@@ -16,8 +17,17 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { constants } from 'node:os';
-import { isAbsolute, join, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import type { Writable } from 'node:stream';
 import type { RunAsUser } from './config.ts';
+import {
+  type Containment,
+  JOB_MARKER_VAR,
+  JobCgroup,
+  jobMarker,
+  Supervisor,
+  sweepJobProcesses,
+} from './containment.ts';
 import type { Assignment, ExitCode, JobOutcome, JobRef } from './protocol.ts';
 
 export interface JobResult {
@@ -78,13 +88,14 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
 
 /**
  * The job's environment: PATH, HOME, USER, LOGNAME, LANG, LC_ALL, TZ, TMPDIR and SHELL from the agent (when
- * set), then the assignment's variables, then CONDUCTOR_JOB_ID, CONDUCTOR_JOB_NAME, CONDUCTOR_CPUS and
- * CONDUCTOR_ATTEMPT.
+ * set), then the assignment's variables, then CONDUCTOR_JOB_ID, CONDUCTOR_JOB_NAME, CONDUCTOR_CPUS,
+ * CONDUCTOR_ATTEMPT and (with `marker`) CONDUCTOR_JOB_MARKER, by which the agent finds the job's processes.
  */
 export function buildJobEnv(
   assignment: Assignment,
   agentEnv: NodeJS.ProcessEnv,
   runAs?: RunAsUser,
+  marker?: string,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of PASSTHROUGH_ENV) {
@@ -103,6 +114,7 @@ export function buildJobEnv(
   env.CONDUCTOR_JOB_NAME = assignment.name;
   env.CONDUCTOR_CPUS = String(assignment.cpus);
   env.CONDUCTOR_ATTEMPT = String(assignment.attempt);
+  if (marker !== undefined) env[JOB_MARKER_VAR] = marker;
   return env;
 }
 
@@ -129,9 +141,19 @@ export interface ExecutorOptions {
   runAs?: RunAsUser;
   /** A work_dir must resolve inside this directory (symlinks followed); undefined: anywhere. */
   jobRoot?: string;
+  /** How a job's processes are found and killed (containment.ts); the /proc sweep by default. */
+  containment?: Containment;
+  /** A supervisor kills each job if the agent dies before it (containment.ts); on by default. */
+  supervise?: boolean;
 }
 
 type Termination = { outcome: 'cancelled' | 'timeout'; message: string };
+
+/** How long a result waits for SIGKILLed processes to leave the job's cgroup. */
+const REAP_WAIT_MS = 5_000;
+
+/** Runs the job's script once its first line arrives on fd 4: the agent puts the process in its cgroup first. */
+const GATED_START = 'IFS= read -r go <&4 && [ "$go" = go ] || exit 126; exec 4<&-; exec bash "$1"';
 
 /** One attempt of a job: its folder, its process (if it started) and its result. */
 export class JobProcess {
@@ -141,7 +163,7 @@ export class JobProcess {
   readonly stderrPath: string;
   /** Leader pid (and process group id); undefined if the job failed to start. */
   pid: number | undefined;
-  /** Resolves once the job is over (leader gone, and after a kill the whole group gone or SIGKILLed). */
+  /** Resolves once the job is over (leader gone, and every process of the job gone or SIGKILLed). */
   readonly result: Promise<JobResult>;
   readonly startedAt = new Date();
 
@@ -150,21 +172,31 @@ export class JobProcess {
   private leaderExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private termination: Termination | undefined;
   private killSent = false;
-  private limitTimer: NodeJS.Timeout | undefined;
+  private reapDeadline: number | undefined;
+  private limitTimer: LongTimeout | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private readonly cancelGraceMs: number;
   private readonly timeoutGraceMs: number;
   private readonly groupPollMs: number;
+  private readonly containment: Containment;
+  private readonly supervise: boolean;
+  private cgroup: JobCgroup | undefined;
+  private supervisor: Supervisor | undefined;
+  /** The value of CONDUCTOR_JOB_MARKER in the job's environment. */
+  readonly marker: string;
 
   constructor(ref: JobRef, dir: string, options: ExecutorOptions) {
     this.ref = ref;
+    this.marker = jobMarker(options.jobsDir, ref);
     this.dir = dir;
     this.stdoutPath = join(dir, STDOUT_FILE);
     this.stderrPath = join(dir, STDERR_FILE);
     this.cancelGraceMs = options.cancelGraceMs ?? 1_000;
     this.timeoutGraceMs = options.timeoutGraceMs ?? 5_000;
     this.groupPollMs = options.groupPollMs ?? 50;
+    this.containment = options.containment ?? { kind: 'sweep', description: 'sweep' };
+    this.supervise = options.supervise ?? true;
     this.result = new Promise((resolve) => {
       this.resolveResult = resolve;
     });
@@ -180,32 +212,32 @@ export class JobProcess {
     return this.termination;
   }
 
-  /** Cancels the job: SIGTERM to its group, SIGKILL after the cancel grace; outcome `cancelled`. */
+  /** Cancels the job: SIGTERM to its processes, SIGKILL after the cancel grace; outcome `cancelled`. */
   cancel(message = 'cancelled'): void {
     this.terminate({ outcome: 'cancelled', message }, this.cancelGraceMs);
   }
 
-  /** Kills the whole group at once with SIGKILL (last resort, e.g. the agent exits immediately). */
+  /** Kills every process of the job at once with SIGKILL (last resort, e.g. the agent exits immediately). */
   killNow(): void {
     if (this.pid === undefined || this.settled) return;
     this.termination ??= { outcome: 'cancelled', message: 'agent stopped' };
-    this.signalGroup('SIGKILL');
+    this.signalAll('SIGKILL');
     this.killSent = true;
   }
 
-  /** SIGTERM to the group now, SIGKILL after `graceMs`, whether or not the leader exited. */
+  /** SIGTERM to the job's processes now, SIGKILL after `graceMs`, whether or not the leader exited. */
   terminate(termination: Termination, graceMs: number): void {
     if (this.settled || this.pid === undefined || this.termination) return;
     this.termination = termination;
     this.clearLimitTimer();
-    this.signalGroup('SIGTERM');
+    this.signalAll('SIGTERM');
     this.killTimer = setTimeout(() => {
       this.killTimer = undefined;
-      this.signalGroup('SIGKILL');
+      this.signalAll('SIGKILL');
       this.killSent = true;
       this.maybeSettle();
     }, graceMs);
-    this.pollTimer = setInterval(() => this.maybeSettle(), this.groupPollMs);
+    this.pollTimer ??= setInterval(() => this.maybeSettle(), this.groupPollMs);
   }
 
   /** @internal */
@@ -225,16 +257,26 @@ export class JobProcess {
       // As another user, bash reads its script through fd 3 (opened here): the state dir's parents (root's
       // home, say) need not be passable by that user. cwd is entered before the switch of user.
       if (runAs) scriptFd = openSync(scriptPath, 'r');
-      const child = spawn('bash', [scriptFd === undefined ? scriptPath : '/dev/fd/3'], {
-        cwd,
-        env,
-        detached: true,
-        stdio: scriptFd === undefined ? ['ignore', outFd, errFd] : ['ignore', outFd, errFd, scriptFd],
-        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-      });
+      const script = scriptFd === undefined ? scriptPath : '/dev/fd/3';
+      this.cgroup = JobCgroup.create(this.containment, this.ref);
+      // In a cgroup, the job waits at a gate (a shell reading fd 4) until it has been moved into it: nothing
+      // it starts can be outside.
+      const gated = this.cgroup !== undefined;
+      const child = spawn(
+        gated ? '/bin/sh' : 'bash',
+        gated ? ['-c', GATED_START, 'conductor-job', script] : [script],
+        {
+          cwd,
+          env,
+          detached: true,
+          stdio: ['ignore', outFd, errFd, scriptFd ?? 'ignore', ...(gated ? (['pipe'] as const) : [])],
+          ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+        },
+      );
       child.once('error', (err) => {
         // The process could not be spawned (bash missing, cwd vanished, ...): no exit event follows.
         if (child.pid === undefined) {
+          this.cleanUp();
           this.settle({
             exit_code: '1:0',
             outcome: 'failed_to_start',
@@ -244,18 +286,28 @@ export class JobProcess {
       });
       child.once('exit', (code, signal) => {
         this.leaderExit = { code, signal };
-        if (!this.termination) {
-          // Leftover background processes do not outlive their job.
-          this.signalGroup('SIGKILL');
-        }
         this.maybeSettle();
       });
       this.pid = child.pid;
       if (this.pid !== undefined) {
-        writeProcessMarker(this.dir, this.pid);
+        if (this.cgroup) {
+          const gate = child.stdio[4] as Writable;
+          gate.on('error', () => {});
+          try {
+            this.cgroup.add(this.pid);
+          } catch (err) {
+            gate.destroy();
+            this.cgroup.remove();
+            this.cgroup = undefined;
+            throw new Error(`cannot put the job in its cgroup: ${(err as Error).message}`);
+          }
+          gate.end('go\n');
+        }
+        if (this.supervise) this.supervisor = Supervisor.start(this.marker, this.pid, this.cgroup);
+        writeProcessMarker(this.dir, this.pid, this.cgroup?.path);
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
           const limit = assignment.time_limit_s;
-          this.limitTimer = setTimeout(
+          this.limitTimer = setLongTimeout(
             () =>
               this.terminate(
                 { outcome: 'timeout', message: `time limit of ${limit} s exceeded` },
@@ -266,6 +318,8 @@ export class JobProcess {
         }
       }
     } catch (err) {
+      if (this.pid !== undefined) this.signalGroup('SIGKILL');
+      this.cleanUp();
       this.settle({
         exit_code: '1:0',
         outcome: 'failed_to_start',
@@ -289,13 +343,48 @@ export class JobProcess {
     this.resolveResult(result);
   }
 
+  /**
+   * Settles once the leader exited and, after a cancel or a time limit, its processes left within the grace
+   * or were SIGKILLed. Whatever the job left behind is SIGKILLed, and with a cgroup the result waits (up to
+   * REAP_WAIT_MS) until the cgroup is empty.
+   */
   private maybeSettle(): void {
     if (this.settled || !this.leaderExit) return;
-    if (this.termination && !this.killSent && groupAlive(this.pid!)) return;
+    if (this.termination && !this.killSent && this.anyAlive()) return;
+    if (this.reapDeadline === undefined) {
+      this.reapDeadline = Date.now() + REAP_WAIT_MS;
+      this.signalAll('SIGKILL');
+      this.killSent = true;
+    }
+    if (this.cgroup?.populated() && Date.now() < this.reapDeadline) {
+      this.cgroup.signal('SIGKILL');
+      this.pollTimer ??= setInterval(() => this.maybeSettle(), this.groupPollMs);
+      return;
+    }
+    this.cleanUp();
     const { code, signal } = this.leaderExit;
     const exit_code = exitCodeOf(code, signal);
     if (this.termination) this.settle({ exit_code, ...this.termination });
     else this.settle({ exit_code, outcome: 'exited' });
+  }
+
+  /** Removes the cgroup and lets the supervisor go. */
+  private cleanUp(): void {
+    this.cgroup?.remove();
+    this.supervisor?.release();
+    this.supervisor = undefined;
+  }
+
+  private anyAlive(): boolean {
+    if (this.pid === undefined) return false;
+    return groupAlive(this.pid) || (this.cgroup?.populated() ?? false);
+  }
+
+  /** Signals the process group, and the cgroup or (without one) every process the /proc sweep finds. */
+  private signalAll(signal: NodeJS.Signals): void {
+    this.signalGroup(signal);
+    if (this.cgroup) this.cgroup.signal(signal);
+    else sweepJobProcesses(this.marker, this.pid, signal, this.supervisor?.pid ? [this.supervisor.pid] : []);
   }
 
   private signalGroup(signal: NodeJS.Signals): void {
@@ -308,9 +397,29 @@ export class JobProcess {
   }
 
   private clearLimitTimer(): void {
-    if (this.limitTimer) clearTimeout(this.limitTimer);
+    this.limitTimer?.clear();
     this.limitTimer = undefined;
   }
+}
+
+/** The longest delay setTimeout honours; a longer one fires after 1 ms. */
+export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+
+export interface LongTimeout {
+  clear(): void;
+}
+
+/** setTimeout for any delay: waits in steps of at most MAX_TIMER_DELAY_MS until `delayMs` have passed. */
+export function setLongTimeout(callback: () => void, delayMs: number): LongTimeout {
+  let left = delayMs;
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    const step = Math.min(left, MAX_TIMER_DELAY_MS);
+    left -= step;
+    timer = setTimeout(left > 0 ? arm : callback, step);
+  };
+  arm();
+  return { clear: () => clearTimeout(timer) };
 }
 
 /**
@@ -350,7 +459,7 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
     job.settle({ exit_code: '1:0', outcome: 'failed_to_start', message: problem });
     return job;
   }
-  job.start(assignment, buildJobEnv(assignment, agentEnv, runAs), cwd, scriptPath, runAs);
+  job.start(assignment, buildJobEnv(assignment, agentEnv, runAs, job.marker), cwd, scriptPath, runAs);
   return job;
 }
 
@@ -415,11 +524,11 @@ export function processStartTime(pid: number): string | undefined {
   return processStat(pid)?.startTime;
 }
 
-function writeProcessMarker(dir: string, pid: number): void {
+function writeProcessMarker(dir: string, pid: number, cgroup: string | undefined): void {
   try {
     writeFileSync(
       join(dir, PID_FILE),
-      `${JSON.stringify({ pid, start_time: processStartTime(pid) ?? null })}\n`,
+      `${JSON.stringify({ pid, start_time: processStartTime(pid) ?? null, ...(cgroup ? { cgroup } : {}) })}\n`,
     );
   } catch {
     // Only used to clean up after a crash; the job runs regardless.
@@ -427,27 +536,38 @@ function writeProcessMarker(dir: string, pid: number): void {
 }
 
 /**
- * After an agent crash, kills the process group a job folder's `pid` file names, if it is still ours: the
- * group is signalled unless its leader pid now belongs to a different process (start time differs). Without
- * /proc nothing can be verified and nothing is killed. Returns true when a group was signalled.
+ * After an agent crash, kills what is left of the job a folder's `pid` file names: its cgroup (when it had
+ * one), its process group unless the leader pid now belongs to a different process (start time differs),
+ * and what the /proc sweep finds carrying its marker. Without /proc nothing can be verified and only the
+ * cgroup is killed. Returns true when any process was signalled.
  */
 export function killOrphanGroup(dir: string): boolean {
-  let marker: { pid?: unknown; start_time?: unknown };
+  let marker: { pid?: unknown; start_time?: unknown; cgroup?: unknown };
   try {
     marker = JSON.parse(readFileSync(join(dir, PID_FILE), 'utf8'));
   } catch {
     return false;
   }
+  let killed = false;
+  if (typeof marker.cgroup === 'string' && /\/conductor-[0-9a-f]{12}\/\d+\.\d+$/.test(marker.cgroup)) {
+    const cgroup = new JobCgroup(marker.cgroup);
+    if (cgroup.populated()) killed = cgroup.signal('SIGKILL');
+    for (let tries = 0; tries < 50 && !cgroup.remove(); tries++) Atomics.wait(PAUSE, 0, 0, 20);
+  }
   const pid = marker.pid;
-  if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 1) return false;
-  if (processStartTime(process.pid) === undefined) return false; // no /proc: cannot verify
+  if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 1) return killed;
+  if (processStartTime(process.pid) === undefined) return killed; // no /proc: cannot verify
+  const ref = parseJobDirName(basename(dir));
+  if (ref) killed = sweepJobProcesses(jobMarker(dirname(dir), ref), undefined, 'SIGKILL') > 0 || killed;
   const now = processStartTime(pid);
-  if (now !== undefined && now !== marker.start_time) return false; // pid reused by someone else
-  if (!groupAlive(pid)) return false;
+  if (now !== undefined && now !== marker.start_time) return killed; // pid reused by someone else
+  if (!groupAlive(pid)) return killed;
   try {
     process.kill(-pid, 'SIGKILL');
     return true;
   } catch {
-    return false;
+    return killed;
   }
 }
+
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   buildJobEnv,
   exitCodeOf,
@@ -251,5 +251,28 @@ describe('cancel and time limit', () => {
     expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
     const child = Number(readFileSync(join(job.dir, 'pids'), 'utf8').trim());
     expect(await waitFor(() => !alive(child), 1000)).toBe(true);
+  });
+});
+
+describe('time limits longer than a timer can wait (2^31-1 ms, 24.8 days)', () => {
+  it('a 30-day limit does not fire early and fires at 30 days', async () => {
+    const day = 24 * 3600 * 1000;
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const job = run('sleep 300', { time_limit_s: 30 * 24 * 3600 });
+      expect(job.pid).toBeDefined();
+      vi.advanceTimersByTime(1);
+      expect(job.terminating).toBeUndefined();
+      vi.advanceTimersByTime(25 * day);
+      expect(job.terminating).toBeUndefined();
+      vi.advanceTimersByTime(5 * day - 2);
+      expect(job.terminating).toBeUndefined();
+      vi.advanceTimersByTime(1);
+      expect(job.terminating).toEqual({ outcome: 'timeout', message: 'time limit of 2592000 s exceeded' });
+      vi.useRealTimers();
+      expect(await job.result).toMatchObject({ outcome: 'timeout', exit_code: '0:15' });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

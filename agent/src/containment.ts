@@ -1,0 +1,409 @@
+/**
+ * Finding every process a job started, so that none outlives the job: a process that calls `setsid` leaves
+ * the job's process group and would survive a kill of the group.
+ *
+ * - `cgroup2`: each attempt gets a cgroup v2 `<agent's cgroup>/conductor-<id>/<job>.<attempt>`; the job enters
+ *   it before its script runs, and nothing it starts can leave it. Killed with `cgroup.kill` (Linux 5.14+),
+ *   else by SIGKILLing `cgroup.procs` until it is empty.
+ * - `cgroup1`: the same in a cgroup v1 hierarchy (freezer, else pids), killed through `cgroup.procs`.
+ * - `sweep`: no cgroup the agent may create (not root, no cgroup fs): a /proc scan finds the job's process
+ *   group, processes whose environment carries the job's CONDUCTOR_JOB_MARKER (readable for the same user,
+ *   or by root), the sessions and children of those, and kills them. A process that leaves the session, drops those variables
+ *   (exec with a new environment) and loses its parent escapes it.
+ *
+ * A supervisor per job (`/bin/sh` blocked reading a pipe from the agent) kills the job the same way when the
+ * pipe closes without a word: the agent died (kill -9, OOM). It costs one small shell per running job.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { JobRef } from './protocol.ts';
+
+export type ContainmentKind = 'cgroup2' | 'cgroup1' | 'sweep';
+export type ContainmentChoice = ContainmentKind | 'auto';
+export const CONTAINMENT_CHOICES: readonly ContainmentChoice[] = ['auto', 'cgroup2', 'cgroup1', 'sweep'];
+
+export interface Containment {
+  kind: ContainmentKind;
+  /** What is in use and where, or why no cgroup (for the start-up log line). */
+  description: string;
+  /** The cgroup holding this agent's job cgroups (cgroup kinds). */
+  parent?: string;
+}
+
+interface Mount {
+  point: string;
+  root: string;
+  fstype: string;
+  superOptions: string[];
+}
+
+function readMounts(): Mount[] {
+  const mounts: Mount[] = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!left || !right) continue;
+    const fields = left.split(' ');
+    const [fstype, , superOptions] = right.split(' ');
+    if (!fields[4] || !fields[3] || !fstype) continue;
+    mounts.push({
+      point: unescapeMount(fields[4]),
+      root: unescapeMount(fields[3]),
+      fstype,
+      superOptions: (superOptions ?? '').split(','),
+    });
+  }
+  return mounts;
+}
+
+function unescapeMount(path: string): string {
+  return path.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+}
+
+/** This process's cgroup path in the v2 hierarchy (`0::`) or in the v1 hierarchy with `controller`. */
+function ownCgroup(controller: string | undefined): string | undefined {
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+    const m = /^(\d+):([^:]*):(.*)$/.exec(line);
+    if (!m) continue;
+    if (controller === undefined ? m[1] === '0' && m[2] === '' : m[2]!.split(',').includes(controller)) {
+      return m[3];
+    }
+  }
+  return undefined;
+}
+
+function cgroupDir(mount: Mount, path: string): string {
+  const inside = mount.root !== '/' && path.startsWith(mount.root) ? path.slice(mount.root.length) : path;
+  return join(mount.point, inside);
+}
+
+/** Stable across restarts, distinct for each agent on the machine: its jobs folder, hashed. */
+function agentTag(jobsDir: string): string {
+  return createHash('sha256').update(resolve(jobsDir)).digest('hex').slice(0, 12);
+}
+
+/** One cgroup per agent (state dir) holds its jobs' cgroups. */
+function parentName(jobsDir: string): string {
+  return `conductor-${agentTag(jobsDir)}`;
+}
+
+/** The variable every job gets, which the /proc sweep looks for: set where nothing else is. */
+export const JOB_MARKER_VAR = 'CONDUCTOR_JOB_MARKER';
+
+/** The value of JOB_MARKER_VAR for an attempt: unique to this agent's state dir and the attempt. */
+export function jobMarker(jobsDir: string, ref: JobRef): string {
+  return `${agentTag(jobsDir)}.${ref.job_id}.${ref.attempt}`;
+}
+
+/** A directory for job cgroups in `base`, or why not. */
+function makeParent(base: string, name: string, probeFile: string): string | { problem: string } {
+  const parent = join(base, name);
+  try {
+    accessSync(join(base, 'cgroup.procs'), constants.W_OK);
+    mkdirSync(parent, { recursive: true });
+    accessSync(join(parent, probeFile), constants.W_OK);
+    return parent;
+  } catch (err) {
+    return { problem: `cannot use ${parent}: ${(err as Error).message}` };
+  }
+}
+
+function tryCgroup2(jobsDir: string): Containment | string {
+  const mount = readMounts().find((m) => m.fstype === 'cgroup2');
+  if (!mount) return 'no cgroup2 file system mounted';
+  const own = ownCgroup(undefined);
+  if (own === undefined) return 'this process has no cgroup v2 path';
+  const parent = makeParent(cgroupDir(mount, own), parentName(jobsDir), 'cgroup.procs');
+  if (typeof parent !== 'string') return parent.problem;
+  const how = existsSync(join(parent, 'cgroup.kill')) ? 'cgroup.kill' : 'cgroup.procs (no cgroup.kill)';
+  return { kind: 'cgroup2', parent, description: `a cgroup v2 per job in ${parent}, killed with ${how}` };
+}
+
+function tryCgroup1(jobsDir: string): Containment | string {
+  const problems: string[] = [];
+  for (const controller of ['freezer', 'pids']) {
+    const mount = readMounts().find((m) => m.fstype === 'cgroup' && m.superOptions.includes(controller));
+    if (!mount) {
+      problems.push(`no cgroup v1 ${controller} hierarchy`);
+      continue;
+    }
+    const own = ownCgroup(controller);
+    if (own === undefined) continue;
+    const parent = makeParent(cgroupDir(mount, own), parentName(jobsDir), 'cgroup.procs');
+    if (typeof parent !== 'string') {
+      problems.push(parent.problem);
+      continue;
+    }
+    return {
+      kind: 'cgroup1',
+      parent,
+      description: `a cgroup v1 (${controller}) per job in ${parent}, killed through cgroup.procs`,
+    };
+  }
+  return problems.join('; ') || 'no cgroup v1 hierarchy';
+}
+
+const SWEEP_DESCRIPTION =
+  "a /proc sweep at each job's end (process group, CONDUCTOR_JOB_ID/CONDUCTOR_ATTEMPT in the environment, their sessions and children)";
+
+/**
+ * The way jobs' processes are kept track of: `choice` forces one (falling back to the sweep when it is not
+ * usable), `auto` takes the first of cgroup2, cgroup1, sweep that works. Creates the parent cgroup.
+ */
+export function detectContainment(jobsDir: string, choice: ContainmentChoice = 'auto'): Containment {
+  if (choice === 'sweep') return { kind: 'sweep', description: `${SWEEP_DESCRIPTION} (as configured)` };
+  if (process.platform !== 'linux') {
+    return { kind: 'sweep', description: `process groups only (no /proc on ${process.platform})` };
+  }
+  const problems: string[] = [];
+  for (const attempt of choice === 'auto'
+    ? [tryCgroup2, tryCgroup1]
+    : [choice === 'cgroup2' ? tryCgroup2 : tryCgroup1]) {
+    let found: Containment | string;
+    try {
+      found = attempt(jobsDir);
+    } catch (err) {
+      found = (err as Error).message;
+    }
+    if (typeof found !== 'string') return found;
+    problems.push(found);
+  }
+  return { kind: 'sweep', description: `${SWEEP_DESCRIPTION}: no usable cgroup (${problems.join('; ')})` };
+}
+
+/** Removes the agent's parent cgroup when no job cgroup is left in it (the agent stops). */
+export function removeContainment(containment: Containment | undefined): void {
+  if (!containment?.parent) return;
+  try {
+    rmdirSync(containment.parent);
+  } catch {
+    // a job's cgroup is still there (it could not be emptied), or it is gone already
+  }
+}
+
+/** Sends `signal` to `pid`; false when it is gone (or not ours to signal). */
+function signalPid(pid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The cgroup of one attempt. */
+export class JobCgroup {
+  constructor(readonly path: string) {}
+
+  static create(containment: Containment, ref: JobRef): JobCgroup | undefined {
+    if (!containment.parent) return undefined;
+    const path = join(containment.parent, `${ref.job_id}.${ref.attempt}`);
+    mkdirSync(path, { recursive: true });
+    return new JobCgroup(path);
+  }
+
+  add(pid: number): void {
+    writeFileSync(join(this.path, 'cgroup.procs'), `${pid}\n`);
+  }
+
+  pids(): number[] {
+    try {
+      return readFileSync(join(this.path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  }
+
+  /** True while a live process is in the cgroup (exited processes leave it at once, zombies or not). */
+  populated(): boolean {
+    return this.pids().length > 0;
+  }
+
+  /** Signals every process in the cgroup; SIGKILL goes through cgroup.kill where there is one. */
+  signal(signal: NodeJS.Signals): boolean {
+    if (signal === 'SIGKILL') {
+      try {
+        writeFileSync(join(this.path, 'cgroup.kill'), '1');
+        return true;
+      } catch {
+        // cgroup v1, or a kernel before 5.14: one by one below
+      }
+    }
+    let any = false;
+    for (const pid of this.pids()) any = signalPid(pid, signal) || any;
+    return any;
+  }
+
+  /** Removes the (empty) cgroup; false while processes remain. */
+  remove(): boolean {
+    try {
+      rmdirSync(this.path);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    }
+  }
+}
+
+interface ProcInfo {
+  ppid: number;
+  pgrp: number;
+  session: number;
+}
+
+function readProc(pid: number): (ProcInfo & { state: string }) | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: f[0] ?? '', ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function carriesMarker(pid: number, mark: string): boolean {
+  let environ: string;
+  try {
+    environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
+  } catch {
+    return false; // gone, or another user's (readable only by root)
+  }
+  return `\0${environ}`.includes(`\0${mark}\0`);
+}
+
+/**
+ * The live processes of a job, from one look at /proc: its process group (`pgid`), processes whose
+ * environment carries its marker (jobMarker), and everything in the sessions and below the processes
+ * found. `exclude` (the supervisor) never counts, nor does this process. Empty without /proc.
+ */
+export function findJobProcesses(marker: string, pgid: number | undefined, exclude: number[] = []): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  const skip = new Set([1, process.pid, ...exclude]);
+  const own = readProc(process.pid);
+  const mark = `${JOB_MARKER_VAR}=${marker}`;
+  const procs = new Map<number, ProcInfo>();
+  const found = new Set<number>();
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (skip.has(pid)) continue;
+    const info = readProc(pid);
+    if (!info || info.state === 'Z') continue;
+    procs.set(pid, info);
+    if ((pgid !== undefined && info.pgrp === pgid) || carriesMarker(pid, mark)) found.add(pid);
+  }
+  for (let grew = true; grew; ) {
+    grew = false;
+    const sessions = new Set<number>();
+    for (const pid of found) {
+      const session = procs.get(pid)!.session;
+      if (session !== own?.session && session > 1) sessions.add(session);
+    }
+    for (const [pid, info] of procs) {
+      if (found.has(pid)) continue;
+      if (found.has(info.ppid) || sessions.has(info.session)) {
+        found.add(pid);
+        grew = true;
+      }
+    }
+  }
+  return [...found];
+}
+
+/** Signals every process findJobProcesses finds; returns how many there were. */
+export function sweepJobProcesses(
+  marker: string,
+  pgid: number | undefined,
+  signal: NodeJS.Signals,
+  exclude: number[] = [],
+): number {
+  const pids = findJobProcesses(marker, pgid, exclude);
+  for (const pid of pids) signalPid(pid, signal);
+  return pids.length;
+}
+
+/**
+ * Reads one line from the agent. `done`: the agent cleaned up, exit. End of file: the agent died; kill the
+ * job's group, then its cgroup (until empty) and remove it, or without a cgroup every process carrying the
+ * job's marker. Arguments: pgid, cgroup dir (or empty), the marker variable as NAME=value.
+ */
+const SUPERVISOR_SCRIPT = `IFS= read -r line
+[ "$line" = done ] && exit 0
+pgid=$1 cg=$2 mark=$3
+kill -KILL -- "-$pgid" 2>/dev/null
+if [ -n "$cg" ]; then
+  n=0
+  while [ $n -lt 100 ]; do
+    [ -e "$cg/cgroup.kill" ] && echo 1 > "$cg/cgroup.kill"
+    pids=$(cat "$cg/cgroup.procs" 2>/dev/null)
+    [ -z "$pids" ] && break
+    kill -KILL $pids 2>/dev/null
+    sleep 0.1
+    n=$((n + 1))
+  done
+  rmdir "$cg" 2>/dev/null
+else
+  for e in /proc/[0-9]*/environ; do
+    if tr '\\0' '\\n' < "$e" 2>/dev/null | grep -q -x -F -e "$mark"; then
+      p=\${e#/proc/}
+      kill -KILL "\${p%/environ}" 2>/dev/null
+    fi
+  done
+fi
+`;
+
+/** The shell that kills a job if the agent dies before the job ends. */
+export class Supervisor {
+  private constructor(private readonly child: ChildProcess) {}
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Starts a supervisor for the job whose group is `pgid`; undefined when no shell can be started. */
+  static start(marker: string, pgid: number, cgroup: JobCgroup | undefined): Supervisor | undefined {
+    try {
+      const child = spawn(
+        '/bin/sh',
+        [
+          '-c',
+          SUPERVISOR_SCRIPT,
+          'conductor-job-supervisor',
+          String(pgid),
+          cgroup?.path ?? '',
+          `${JOB_MARKER_VAR}=${marker}`,
+        ],
+        {
+          stdio: ['pipe', 'ignore', 'ignore'],
+          detached: true,
+          env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+        },
+      );
+      child.on('error', () => {});
+      child.stdin?.on('error', () => {});
+      return new Supervisor(child);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The job is over and cleaned up: the supervisor exits without doing anything. */
+  release(): void {
+    this.child.stdin?.end('done\n');
+  }
+}

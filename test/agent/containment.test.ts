@@ -1,0 +1,158 @@
+/**
+ * A job's processes do not outlive it: `setsid` children are found (a cgroup per job where the agent may
+ * create one, else a /proc sweep for the job's marker) and killed when the job ends, is cancelled or runs
+ * over its time limit, and when the agent itself is killed with `kill -9`.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseAgentArgs } from '../../agent/src/config.ts';
+import {
+  type Containment,
+  type ContainmentKind,
+  detectContainment,
+  removeContainment,
+} from '../../agent/src/containment.ts';
+import { type JobProcess, startJob } from '../../agent/src/executor.ts';
+import type { Assignment } from '../../agent/src/protocol.ts';
+import { AgentProcess, eventually } from '../support/agent-process.ts';
+import { agentBackends, processGone, useControlPlane } from './control-plane.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'conductor-containment-'));
+const detected: Containment[] = [];
+afterAll(() => {
+  for (const containment of detected) removeContainment(containment);
+  rmSync(root, { recursive: true, force: true });
+});
+
+function detect(jobsDir: string, choice: ContainmentKind): Containment {
+  const containment = detectContainment(jobsDir, choice);
+  detected.push(containment);
+  return containment;
+}
+
+/** Job ids far from other suites' (escapees are found by name across the machine). */
+let nextId = 700_000 + Math.floor(Math.random() * 200_000);
+
+/** Pids of live (non-zombie) processes whose command line starts with `name`. */
+function processesNamed(name: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv0 = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')[0];
+      if (argv0 === name && !processGone(Number(entry))) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+const ESCAPE = `setsid bash -c 'exec -a escapee-$CONDUCTOR_JOB_ID sleep 300' &`;
+
+/** The mechanisms this machine offers, the /proc sweep always. */
+const probes = (['cgroup2', 'cgroup1', 'sweep'] as const).map((kind) => ({
+  kind,
+  found: detect(join(root, `probe-${kind}`), kind),
+}));
+const kinds = probes.filter((p) => p.found.kind === p.kind).map((p) => p.kind);
+for (const probe of probes.filter((p) => p.found.kind !== p.kind)) {
+  console.warn(`[containment] not testing ${probe.kind}: ${probe.found.description}`);
+}
+
+describe.each(kinds)('job containment: %s', (kind) => {
+  const jobsDir = join(root, `jobs-${kind}`);
+  const containment = detect(jobsDir, kind);
+
+  function run(script: string, extra: Partial<Assignment> = {}): JobProcess {
+    const assignment: Assignment = {
+      job_id: nextId++,
+      attempt: 1,
+      name: 'contained',
+      script,
+      cpus: 1,
+      work_dir: null,
+      environment: {},
+      time_limit_s: null,
+      ...extra,
+    };
+    return startJob(assignment, {
+      jobsDir,
+      containment,
+      cancelGraceMs: 1000,
+      timeoutGraceMs: 500,
+    });
+  }
+
+  const escapee = (job: JobProcess) => `escapee-${job.ref.job_id}`;
+
+  it('kills a setsid child when the job ends', async () => {
+    const job = run(`${ESCAPE} sleep 1`);
+    await eventually(() => processesNamed(escapee(job)).length === 1, { what: 'the escapee to start' });
+    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(processesNamed(escapee(job))).toEqual([]);
+  });
+
+  it('kills a setsid child when the job is cancelled', async () => {
+    const job = run(`${ESCAPE} sleep 300`);
+    await eventually(() => processesNamed(escapee(job)).length === 1, { what: 'the escapee to start' });
+    job.cancel('cancelled by test');
+    expect(await job.result).toMatchObject({ outcome: 'cancelled' });
+    expect(processesNamed(escapee(job))).toEqual([]);
+  });
+
+  it('kills a setsid child when the job runs over its time limit', async () => {
+    const job = run(`${ESCAPE} sleep 300`, { time_limit_s: 2 });
+    await eventually(() => processesNamed(escapee(job)).length === 1, { what: 'the escapee to start' });
+    expect(await job.result).toMatchObject({ outcome: 'timeout' });
+    expect(processesNamed(escapee(job))).toEqual([]);
+  });
+});
+
+describe('CONDUCTOR_JOB_CONTAINMENT', () => {
+  it('takes auto, cgroup2, cgroup1 or sweep and refuses anything else', () => {
+    expect(parseAgentArgs([], {})).toMatchObject({ kind: 'run', config: { containment: 'auto' } });
+    expect(parseAgentArgs([], { CONDUCTOR_JOB_CONTAINMENT: 'sweep' })).toMatchObject({
+      config: { containment: 'sweep' },
+    });
+    expect(parseAgentArgs(['--job-containment', 'cgroup1'], {})).toMatchObject({
+      config: { containment: 'cgroup1' },
+    });
+    expect(parseAgentArgs([], { CONDUCTOR_JOB_CONTAINMENT: 'systemd' })).toEqual({
+      kind: 'error',
+      message: 'CONDUCTOR_JOB_CONTAINMENT must be one of auto, cgroup2, cgroup1, sweep, got "systemd"',
+    });
+  });
+});
+
+const { pglite } = await agentBackends();
+
+describe('a job does not outlive its agent', () => {
+  const { control, track, unique } = useControlPlane(pglite, root);
+
+  it('kill -9 of the agent kills its running job, setsid children included', async () => {
+    const cp = control();
+    const name = unique('victim');
+    const agent = track(new AgentProcess(name, cp.url, { env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' } }));
+    await agent.registered();
+    const tag = `${name}-${process.pid}`;
+    const pidFile = join(root, `${tag}.pid`);
+    const job = await cp.submit({
+      script: `echo $$ > "$PIDFILE"; setsid bash -c 'exec -a escapee-$TAG sleep 300' & sleep 300`,
+      cpus: 1,
+      environment: { TAG: tag, PIDFILE: pidFile },
+    });
+    await cp.started(job.id);
+    await eventually(() => processesNamed(`escapee-${tag}`).length === 1, { what: 'the escapee to start' });
+    const leader = Number(readFileSync(pidFile, 'utf8'));
+    expect(processGone(leader)).toBe(false);
+
+    await agent.kill9();
+    await eventually(() => processGone(leader) && processesNamed(`escapee-${tag}`).length === 0, {
+      timeoutMs: 5000,
+      what: "the job's processes to die with their agent",
+    });
+  });
+});
