@@ -92,6 +92,7 @@ export class Agent {
       agentEnv: deps.jobEnv ?? process.env,
       cancelGraceMs: config.timing.cancelGraceMs,
       timeoutGraceMs: config.timing.timeoutGraceMs,
+      outputLimitBytes: config.outputLimitBytes,
       ...(config.runAs ? { runAs: config.runAs } : {}),
       ...(config.jobRoot ? { jobRoot: config.jobRoot } : {}),
     };

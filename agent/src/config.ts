@@ -57,6 +57,9 @@ export const DEFAULT_TIMING: AgentTiming = {
   unregisterTimeoutMs: 5_000,
 };
 
+/** Bytes of each output stream of a job kept on the agent's disk (CONDUCTOR_OUTPUT_LIMIT). */
+export const DEFAULT_OUTPUT_LIMIT_BYTES = 64 * 1024 * 1024;
+
 export interface AgentConfig {
   /** Control plane base URL. */
   url: string;
@@ -85,6 +88,8 @@ export interface AgentConfig {
   jobRoot?: string;
   /** How jobs' processes are tracked and killed (CONDUCTOR_JOB_CONTAINMENT); `auto` by default. */
   containment?: ContainmentChoice;
+  /** Bytes of each stream of a job kept on disk (the first ones; CONDUCTOR_OUTPUT_LIMIT). */
+  outputLimitBytes: number;
 }
 
 /** An unprivileged user jobs run as (CONDUCTOR_RUN_AS). */
@@ -125,6 +130,7 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     debug: input.debug ?? false,
     timing: { ...DEFAULT_TIMING, ...input.timing },
     containment: input.containment ?? 'auto',
+    outputLimitBytes: input.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
     ...(input.runAs ? { runAs: input.runAs } : {}),
     ...(input.jobRoot ? { jobRoot: input.jobRoot } : {}),
   };
@@ -182,6 +188,8 @@ Options (each overrides the environment variable named after it):
   -V, --version                show the version
 
 CONDUCTOR_TOKEN (environment only) is sent as "Authorization: Bearer <token>".
+CONDUCTOR_OUTPUT_LIMIT (environment only, default 64M): bytes of each output stream of a job kept on
+this node's disk (the first ones; K, M, G suffixes); the rest is dropped and a line says so.
 Jobs run with a clean environment: the agent's variables (the token included) never reach them.
 As root the agent refuses to start unless CONDUCTOR_RUN_AS names the user jobs run as, or
 CONDUCTOR_ALLOW_ROOT=1 lets them run as root. CONDUCTOR_ALLOW_ANY_WORKDIR=1 lets work_dir be anywhere.
@@ -294,6 +302,17 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       `${containmentIn?.source} must be one of ${CONTAINMENT_CHOICES.join(', ')}, got ${JSON.stringify(containmentIn?.value)}`,
     );
   }
+  const limitIn = env.CONDUCTOR_OUTPUT_LIMIT?.trim();
+  let outputLimitBytes = DEFAULT_OUTPUT_LIMIT_BYTES;
+  if (limitIn) {
+    const m = /^(\d+)([KMG]?)$/i.exec(limitIn);
+    const n = m ? Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase()) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < 1024) {
+      errors.push(
+        `CONDUCTOR_OUTPUT_LIMIT must be a number of bytes of at least 1024, optionally with K, M or G (KiB, MiB, GiB), got ${JSON.stringify(env.CONDUCTOR_OUTPUT_LIMIT)}`,
+      );
+    } else outputLimitBytes = n;
+  }
   const allowRoot = parseBool(env.CONDUCTOR_ALLOW_ROOT, 'CONDUCTOR_ALLOW_ROOT', errors);
   const allowAnyWorkDir = parseBool(env.CONDUCTOR_ALLOW_ANY_WORKDIR, 'CONDUCTOR_ALLOW_ANY_WORKDIR', errors);
 
@@ -302,7 +321,18 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   return {
     kind: 'run',
     config: agentConfig(
-      { url, token, nodeName, cpus, heartbeatIntervalS, stateDir, drain, debug, containment },
+      {
+        url,
+        token,
+        nodeName,
+        cpus,
+        heartbeatIntervalS,
+        stateDir,
+        drain,
+        debug,
+        containment,
+        outputLimitBytes,
+      },
       env,
     ),
     safety: {

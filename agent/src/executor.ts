@@ -6,20 +6,23 @@
  */
 import { spawn } from 'node:child_process';
 import {
+  appendFileSync,
   chmodSync,
   chownSync,
   closeSync,
+  constants as fsConstants,
   mkdirSync,
   openSync,
   readFileSync,
   realpathSync,
   statSync,
+  truncateSync,
   writeFileSync,
 } from 'node:fs';
 import { constants } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
-import type { RunAsUser } from './config.ts';
+import { DEFAULT_OUTPUT_LIMIT_BYTES, type RunAsUser } from './config.ts';
 import {
   type Containment,
   JOB_MARKER_VAR,
@@ -145,7 +148,19 @@ export interface ExecutorOptions {
   containment?: Containment;
   /** A supervisor kills each job if the agent dies before it (containment.ts); on by default. */
   supervise?: boolean;
+  /** Bytes of each output stream kept on disk (the first ones); DEFAULT_OUTPUT_LIMIT_BYTES by default. */
+  outputLimitBytes?: number;
+  /** How often the output files are held to the limit; 200 ms by default. */
+  outputCheckMs?: number;
 }
+
+/** The line that ends a stream the agent cut at its limit. */
+export function outputLimitMarker(limit: number, dropped: number): string {
+  return `\n[... output truncated: this agent keeps the first ${limit} bytes of a stream (CONDUCTOR_OUTPUT_LIMIT); at least ${dropped} more bytes were dropped ...]\n`;
+}
+
+/** Output files are opened for appending: cut back to the limit, the job's next write lands at the cut. */
+const OUTPUT_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_APPEND;
 
 type Termination = { outcome: 'cancelled' | 'timeout'; message: string };
 
@@ -183,6 +198,11 @@ export class JobProcess {
   private readonly supervise: boolean;
   private cgroup: JobCgroup | undefined;
   private supervisor: Supervisor | undefined;
+  readonly outputLimit: number;
+  private readonly outputCheckMs: number;
+  private outputTimer: NodeJS.Timeout | undefined;
+  /** Bytes cut off each output file so far (at least: what the job wrote while it was being cut is not counted). */
+  private readonly dropped = new Map<string, number>();
   /** The value of CONDUCTOR_JOB_MARKER in the job's environment. */
   readonly marker: string;
 
@@ -197,6 +217,8 @@ export class JobProcess {
     this.groupPollMs = options.groupPollMs ?? 50;
     this.containment = options.containment ?? { kind: 'sweep', description: 'sweep' };
     this.supervise = options.supervise ?? true;
+    this.outputLimit = options.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES;
+    this.outputCheckMs = options.outputCheckMs ?? 200;
     this.result = new Promise((resolve) => {
       this.resolveResult = resolve;
     });
@@ -252,8 +274,8 @@ export class JobProcess {
     let errFd: number | undefined;
     let scriptFd: number | undefined;
     try {
-      outFd = openSync(this.stdoutPath, 'w', 0o600);
-      errFd = openSync(this.stderrPath, 'w', 0o600);
+      outFd = openSync(this.stdoutPath, OUTPUT_FLAGS, 0o600);
+      errFd = openSync(this.stderrPath, OUTPUT_FLAGS, 0o600);
       // As another user, bash reads its script through fd 3 (opened here): the state dir's parents (root's
       // home, say) need not be passable by that user. cwd is entered before the switch of user.
       if (runAs) scriptFd = openSync(scriptPath, 'r');
@@ -305,6 +327,7 @@ export class JobProcess {
         }
         if (this.supervise) this.supervisor = Supervisor.start(this.marker, this.pid, this.cgroup);
         writeProcessMarker(this.dir, this.pid, this.cgroup?.path);
+        this.outputTimer = setInterval(() => this.holdOutputToLimit(), this.outputCheckMs);
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
           const limit = assignment.time_limit_s;
           this.limitTimer = setLongTimeout(
@@ -336,6 +359,12 @@ export class JobProcess {
   settle(result: JobResult): void {
     if (this.settled) return;
     this.settled = true;
+    if (this.outputTimer) {
+      clearInterval(this.outputTimer);
+      this.outputTimer = undefined;
+      this.holdOutputToLimit();
+      this.markCutOutput();
+    }
     this.clearLimitTimer();
     if (this.killTimer) clearTimeout(this.killTimer);
     if (this.pollTimer) clearInterval(this.pollTimer);
@@ -366,6 +395,31 @@ export class JobProcess {
     const exit_code = exitCodeOf(code, signal);
     if (this.termination) this.settle({ exit_code, ...this.termination });
     else this.settle({ exit_code, outcome: 'exited' });
+  }
+
+  /** Cuts an output file that grew past the limit back to it. */
+  private holdOutputToLimit(): void {
+    for (const path of [this.stdoutPath, this.stderrPath]) {
+      try {
+        const size = statSync(path).size;
+        if (size <= this.outputLimit) continue;
+        truncateSync(path, this.outputLimit);
+        this.dropped.set(path, (this.dropped.get(path) ?? 0) + size - this.outputLimit);
+      } catch {
+        // the folder is gone (stale job removed): nothing to hold
+      }
+    }
+  }
+
+  /** Ends each stream that was cut with a line saying so (the job is over: nothing is appended after it). */
+  private markCutOutput(): void {
+    for (const [path, dropped] of this.dropped) {
+      try {
+        appendFileSync(path, outputLimitMarker(this.outputLimit, dropped));
+      } catch {
+        // as above
+      }
+    }
   }
 
   /** Removes the cgroup and lets the supervisor go. */

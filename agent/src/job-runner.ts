@@ -145,6 +145,8 @@ export class JobRunner {
   /** The server said this attempt is no longer ours. */
   stale = false;
   private streamer: OutputStreamer | undefined;
+  /** Bytes of each stream the executor keeps (launched attempts). */
+  private outputLimit: number | undefined;
 
   private constructor(
     private readonly deps: JobRunnerDeps,
@@ -169,9 +171,10 @@ export class JobRunner {
   /** Starts an assignment and drives it to a delivered result. */
   static launch(assignment: Assignment, deps: JobRunnerDeps, executor: ExecutorOptions): JobRunner {
     const process = startJob(assignment, executor);
-    return new JobRunner(deps, assignment, process.dir, process, assignment.cpus, (self) =>
-      self.runLaunched(assignment, process),
-    );
+    return new JobRunner(deps, assignment, process.dir, process, assignment.cpus, (self) => {
+      self.outputLimit = process.outputLimit;
+      return self.runLaunched(assignment, process);
+    });
   }
 
   /**
@@ -258,6 +261,7 @@ export class JobRunner {
       stderrPath: join(this.dir, STDERR_FILE),
       intervalMs: this.deps.timing.outputIntervalMs,
       pollMs: this.deps.timing.outputPollMs,
+      ...(this.outputLimit !== undefined ? { limitBytes: this.outputLimit } : {}),
       initialOffsets,
       send: (chunk) => this.sendOutput(chunk),
       onError: (err) => this.deps.logger.warn(`Job ${this.label}: output upload: ${describeError(err)}`),

@@ -7,6 +7,8 @@
  * - Chunks end on a UTF-8 character boundary: an incomplete trailing multi-byte sequence waits for the next
  *   chunk (until the final flush). A chunk that starts after a skip drops leading continuation bytes.
  * - A 409 `output_offset_mismatch` carries the server's length: continue from there.
+ * - While the job runs, nothing past `limitBytes` is read: the executor cuts the file back to that length
+ *   (what lies beyond is about to be dropped) and ends it with a marker line once the job is over.
  * Memory use is one chunk buffer at a time, however much the job prints.
  */
 import { type FileHandle, open, stat } from 'node:fs/promises';
@@ -94,8 +96,9 @@ export async function readChunk(
   file: FileHandle,
   sent: number,
   final: boolean,
+  limit = Number.POSITIVE_INFINITY,
 ): Promise<{ offset: number; bytes: number; data: string } | undefined> {
-  const { size } = await file.stat();
+  const size = visibleSize((await file.stat()).size, final, limit);
   const plan = planChunk(sent, size);
   if (plan.length === 0) return undefined;
   const buf = Buffer.alloc(plan.length);
@@ -103,6 +106,11 @@ export async function readChunk(
   if (bytesRead === 0) return undefined;
   const atEnd = plan.start + bytesRead >= size;
   return cutChunk(buf.subarray(0, bytesRead), plan.start, { skipped: plan.skipped, final: final && atEnd });
+}
+
+/** What may be read of a file of `size` bytes: all of it once final, else no more than `limit`. */
+function visibleSize(size: number, final: boolean, limit: number): number {
+  return final ? size : Math.min(size, limit);
 }
 
 class StreamState {
@@ -145,6 +153,8 @@ export interface OutputStreamerOptions {
   intervalMs?: number;
   /** Check file sizes this often (64 KiB waiting triggers an upload); 200 ms. */
   pollMs?: number;
+  /** Bytes of a stream the executor keeps on disk: nothing past them is read before the final flush. */
+  limitBytes?: number;
   /** Offsets the server is believed to hold already (0 for a new attempt). */
   initialOffsets?: Partial<Record<StreamName, number>>;
   onError?: (err: unknown) => void;
@@ -166,6 +176,10 @@ export class OutputStreamer {
       new StreamState('stdout', options.stdoutPath, options.initialOffsets?.stdout ?? 0),
       new StreamState('stderr', options.stderrPath, options.initialOffsets?.stderr ?? 0),
     ];
+  }
+
+  private get limit(): number {
+    return this.options.limitBytes ?? Number.POSITIVE_INFINITY;
   }
 
   /** Bytes the server holds per stream, as far as the streamer knows. */
@@ -209,7 +223,7 @@ export class OutputStreamer {
       const due = Date.now() - this.lastUpload >= (this.options.intervalMs ?? 1000);
       let wanted = false;
       for (const s of this.streams) {
-        const waiting = (await s.size()) - s.sent;
+        const waiting = visibleSize(await s.size(), false, this.limit) - s.sent;
         if (waiting >= EAGER_UPLOAD_BYTES || (due && waiting > 0)) wanted = true;
       }
       if (wanted && !this.busy && !this.done) await this.runFlush(false);
@@ -236,10 +250,10 @@ export class OutputStreamer {
   private async drain(s: StreamState, final: boolean): Promise<void> {
     const file = await s.handle();
     if (!file) return;
-    const target = (await file.stat()).size;
+    const target = visibleSize((await file.stat()).size, final, this.limit);
     let mismatches = 0;
     while (!this.halted && !this.stale && s.sent < target) {
-      const chunk = await readChunk(file, s.sent, final);
+      const chunk = await readChunk(file, s.sent, final, this.limit);
       if (!chunk) return;
       const outcome = await this.options.send({ stream: s.name, ...chunk });
       switch (outcome.kind) {
