@@ -113,7 +113,7 @@ export interface RouteDoc {
   /** Hono's form: `/api/v1/jobs/:id`. */
   path: string;
   summary: string;
-  tag: string;
+  tag: 'meta' | 'jobs' | 'cluster' | 'ui' | 'admin' | 'webhooks' | 'agents';
   /** What the route needs: `public`, a webhook `signature`, `any` token, or a scope. */
   auth: 'public' | 'signature' | 'any' | 'jobs:read' | 'jobs:write' | 'admin' | 'agent';
   params?: z.ZodType;
@@ -137,7 +137,66 @@ const invalid: ResponseDoc = {
   },
 };
 
-export const ROUTES: RouteDoc[] = [
+const refusal = (description: string, code: string, message: string): ResponseDoc => ({
+  description,
+  schema: errorSchema,
+  example: { error: { code, message, request_id: 'd5e6...' } },
+});
+const unauthorized = refusal(
+  'No token (missing_token), an unknown one (invalid_token) or a revoked one (token_revoked), once tokens exist; WWW-Authenticate: Bearer',
+  'invalid_token',
+  'Unknown API token (check CONDUCTOR_TOKEN / the Authorization header)',
+);
+const forbidden = refusal(
+  'The token lacks the scope this needs',
+  'insufficient_scope',
+  'This token (scope jobs:read) cannot submit jobs: that needs scope jobs:write (or admin)',
+);
+const tooLarge = refusal(
+  'The body is larger than 2 MiB',
+  'payload_too_large',
+  'The request body is larger than 2 MiB',
+);
+const rateLimited = refusal(
+  'Over the rate limit: Retry-After says when to retry; nothing stored',
+  'rate_limited',
+  'Too many submissions: at most 50 per second (bursts of 500) per token; retry in 2 s',
+);
+/** The agent's worker is not (or no longer) registered under this session. */
+const registerAgain = {
+  404: refusal(
+    'The worker is not registered (or expired): register again',
+    'unknown_worker',
+    'Worker w is not registered; register again',
+  ),
+  409: refusal(
+    'The worker registered again elsewhere: register anew',
+    'session_superseded',
+    'Worker w registered again elsewhere; register anew',
+  ),
+};
+
+/**
+ * The refusals every route shares, added where a route does not describe them itself: 400 for bad input,
+ * 413 for a body over the limit, 401 and 403 where a token is needed (see functions/http/auth.ts).
+ */
+function withRefusals(route: RouteDoc): RouteDoc {
+  const needsToken = route.auth !== 'public' && route.auth !== 'signature';
+  const takesInput = route.params !== undefined || route.query !== undefined || route.body !== undefined;
+  const shared: [number, ResponseDoc, boolean][] = [
+    [400, invalid, takesInput],
+    [401, unauthorized, needsToken],
+    [403, forbidden, needsToken],
+    [413, tooLarge, route.body !== undefined],
+  ];
+  const responses = { ...route.responses };
+  for (const [status, response, applies] of shared) {
+    if (applies && !responses[status]) responses[status] = response;
+  }
+  return { ...route, responses };
+}
+
+const TABLE: RouteDoc[] = [
   {
     method: 'GET',
     path: '/',
@@ -169,7 +228,7 @@ export const ROUTES: RouteDoc[] = [
       201: { description: 'The job', schema: jobSchema, example: { ...EXAMPLE_JOB, state: 'PENDING' } },
       400: invalid,
       422: { description: 'Idempotency-Key reused with another body', schema: errorSchema },
-      429: { description: 'Over the rate limit (Retry-After)', schema: errorSchema },
+      429: rateLimited,
     },
   },
   {
@@ -214,7 +273,7 @@ export const ROUTES: RouteDoc[] = [
         },
       },
       422: { description: 'Idempotency-Key reused with another body', schema: errorSchema },
-      429: { description: 'Over the rate limit (Retry-After); nothing stored', schema: errorSchema },
+      429: rateLimited,
     },
   },
   {
@@ -369,7 +428,11 @@ export const ROUTES: RouteDoc[] = [
       tag: 'cluster',
       auth: 'admin',
       params: workerIdParam,
-      responses: { 200: { description: 'The worker', schema: objectSchema }, 404: notFound },
+      responses: {
+        200: { description: 'The worker', schema: objectSchema },
+        404: notFound,
+        409: { description: 'The worker is down', schema: errorSchema },
+      },
     }),
   ),
   {
@@ -466,7 +529,11 @@ export const ROUTES: RouteDoc[] = [
       mapping: { ref: 'GIT_REF' },
       events: ['push'],
     },
-    responses: { 201: { description: 'The webhook', schema: objectSchema }, 400: invalid },
+    responses: {
+      201: { description: 'The webhook', schema: objectSchema },
+      400: invalid,
+      409: { description: 'A webhook of that name exists', schema: errorSchema },
+    },
   },
   {
     method: 'GET',
@@ -497,7 +564,12 @@ export const ROUTES: RouteDoc[] = [
       201: { description: 'The job', schema: objectSchema },
       200: { description: 'A replay: the first job', schema: objectSchema },
       202: { description: 'ping or a filtered event: no job', schema: objectSchema },
+      400: { description: 'A bad delivery id header or payload value', schema: errorSchema },
       401: { description: 'Bad signature', schema: errorSchema },
+      404: { description: 'No webhook of that name', schema: errorSchema },
+      413: tooLarge,
+      422: { description: "The webhook's job is not valid with this payload", schema: errorSchema },
+      429: rateLimited,
     },
   },
   ...(
@@ -516,7 +588,19 @@ export const ROUTES: RouteDoc[] = [
       auth: 'agent',
       body,
       bodyExample: example,
-      responses: { 200: { description: 'OK', schema: objectSchema }, 400: invalid },
+      responses: {
+        200: { description: 'OK', schema: objectSchema },
+        400: invalid,
+        ...(name === 'register'
+          ? {
+              409: {
+                description:
+                  'Another live agent uses this name, or the node offers fewer CPUs than are allocated on it',
+                schema: errorSchema,
+              },
+            }
+          : registerAgain),
+      },
     }),
   ),
   ...(
@@ -545,7 +629,8 @@ export const ROUTES: RouteDoc[] = [
       bodyExample: example,
       responses: {
         200: { description: 'OK', schema: objectSchema },
-        409: { description: 'A stale assignment', schema: errorSchema },
+        404: notFound,
+        409: { description: 'A stale assignment (or, for output, another offset)', schema: errorSchema },
       },
     }),
   ),
@@ -574,6 +659,18 @@ export const ROUTES: RouteDoc[] = [
     responses: { 200: { description: 'Metrics', content: 'text/plain; version=0.0.4' } },
   },
 ];
+
+export const ROUTES: RouteDoc[] = TABLE.map(withRefusals);
+
+const TAGS: Record<RouteDoc['tag'], string> = {
+  meta: 'The index, health, this description and metrics',
+  jobs: 'Submit, list, inspect and cancel jobs; read their output',
+  cluster: 'Resources and the workers (drain, undrain)',
+  ui: "The web dashboard's own reads",
+  admin: 'Tokens, webhooks and the audit log',
+  webhooks: 'Signed deliveries that submit jobs',
+  agents: 'The protocol agents speak (agent/src/protocol.ts)',
+};
 
 /** A zod schema as JSON Schema (without `$schema`: the document says which dialect). */
 const json = (schema: z.ZodType, io: 'input' | 'output' = 'input') => {
@@ -660,11 +757,15 @@ export function openApiDocument() {
     info: {
       title: 'Conductor',
       version: '0.1.0',
+      license: { name: 'MIT', identifier: 'MIT' },
       description:
         'A batch-job scheduler: Slurm’s job model, Nomad-style agents. Every error is ' +
         '{"error": {"code", "message", "details"?, "request_id"}}. Job states: PENDING, RUNNING, COMPLETED, FAILED, ' +
         'CANCELLED, TIMEOUT, NODE_FAIL; exit codes are code:signal.',
     },
+    // The control plane serving this document: paths are relative to it.
+    servers: [{ url: '/', description: 'This control plane' }],
+    tags: Object.entries(TAGS).map(([name, description]) => ({ name, description })),
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'An API token (cnd_...)' } },
     },

@@ -1,13 +1,20 @@
 /**
  * The OpenAPI document covers the app: every route registered on the Hono app (walking `app.routes`) is
- * documented, nothing documented is missing from the app, and every example validates against its schema.
+ * documented, nothing documented is missing from the app, every example validates against its schema, and
+ * the document passes Redocly's recommended lint rules (the `@redocly/cli` devDependency, run offline).
  */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../functions/app.ts';
-import { type openApiDocument, ROUTES } from '../../functions/http/openapi.ts';
+import { openApiDocument, ROUTES } from '../../functions/http/openapi.ts';
 import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
 
 const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
+const REDOCLY = fileURLToPath(new URL('../../node_modules/.bin/redocly', import.meta.url));
 
 describe.runIf(pglite)('OpenAPI', () => {
   let backend: Backend;
@@ -59,6 +66,74 @@ describe.runIf(pglite)('OpenAPI', () => {
       }
     }
     expect(checked).toBeGreaterThan(20);
+  });
+
+  it("passes Redocly's recommended lint rules: not one error or warning", () => {
+    expect(existsSync(REDOCLY), `no ${REDOCLY}: npm ci installs it (@redocly/cli, a devDependency)`).toBe(
+      true,
+    );
+    // Its own folder: no redocly.yaml of the checkout's can change the rules.
+    const dir = mkdtempSync(join(tmpdir(), 'conductor-openapi-'));
+    writeFileSync(join(dir, 'openapi.json'), JSON.stringify(openApiDocument(), null, 2));
+    // operation-4xx-response wants a 4XX answer on every operation; these three are public and take no
+    // input, so nothing of the caller's can be refused: a made-up 4XX would describe the API wrongly.
+    const noRefusal = ['/api/v1/health', '/api/v1/openapi.json', '/api/docs'];
+    writeFileSync(
+      join(dir, '.redocly.lint-ignore.yaml'),
+      `openapi.json:\n  operation-4xx-response:\n${noRefusal
+        .map((path) => `    - '#/paths/${path.replaceAll('/', '~1')}/get/responses'\n`)
+        .join('')}`,
+    );
+    const lint = spawnSync(
+      process.execPath,
+      [REDOCLY, 'lint', 'openapi.json', '--extends=recommended', '--format=json'],
+      {
+        cwd: dir,
+        encoding: 'utf8',
+        env: {
+          PATH: process.env.PATH,
+          HOME: dir,
+          REDOCLY_TELEMETRY: 'off',
+          REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true',
+        },
+        timeout: 120_000,
+      },
+    );
+    expect(lint.error).toBeUndefined();
+    const report = JSON.parse(lint.stdout) as {
+      totals: { errors: number; warnings: number };
+      problems: { ruleId: string; message: string; location: { pointer: string }[] }[];
+    };
+    const problems = report.problems.map((p) => `${p.ruleId} at ${p.location[0]?.pointer}: ${p.message}`);
+    expect(problems).toEqual([]);
+    expect(report.totals).toEqual({ errors: 0, warnings: 0, ignored: noRefusal.length });
+    expect(lint.status, lint.stderr).toBe(0);
+  }, 120_000);
+
+  it('documents the refusals: 401 and 403 where a token is needed, 400 for input, 429 where rates apply', () => {
+    const doc = openApiDocument() as unknown as {
+      servers?: { url: string }[];
+      paths: Record<string, Record<string, { responses: Record<string, { description: string }> }>>;
+    };
+    expect(doc.servers ?? []).not.toEqual([]);
+    const missing: string[] = [];
+    for (const route of ROUTES) {
+      const path = route.path.replace(/:([A-Za-z_]+)/g, '{$1}');
+      const statuses = Object.keys(doc.paths[path]?.[route.method.toLowerCase()]?.responses ?? {});
+      const want = [
+        ...(['public', 'signature'].includes(route.auth) ? [] : ['401', '403']),
+        ...(route.params || route.query || route.body ? ['400'] : []),
+        ...(route.body ? ['413'] : []),
+        ...(['/api/v1/jobs/submit', '/api/v1/jobs/batch', '/api/v1/webhooks/:name'].includes(route.path) &&
+        route.method === 'POST'
+          ? ['429']
+          : []),
+      ];
+      for (const status of want) {
+        if (!statuses.includes(status)) missing.push(`${route.method} ${route.path} ${status}`);
+      }
+    }
+    expect(missing).toEqual([]);
   });
 
   it('serves the document and a reference page that needs nothing from the internet', async () => {
