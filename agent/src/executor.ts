@@ -131,7 +131,7 @@ export interface ExecutorOptions {
   jobRoot?: string;
 }
 
-type Termination = { outcome: 'cancelled' | 'timeout'; message: string };
+type Termination = { outcome: 'cancelled' | 'timeout' | 'lost'; message: string };
 
 /** One attempt of a job: its folder, its process (if it started) and its result. */
 export class JobProcess {
