@@ -27,6 +27,7 @@ export const workerEnvSchema = z.object({
   CONDUCTOR_WORKER_TTL: secondsVar(DEFAULT_CONFIG.workerTtlSeconds),
   CONDUCTOR_HEARTBEAT_INTERVAL: secondsVar(DEFAULT_CONFIG.heartbeatIntervalSeconds),
   CONDUCTOR_CLAIM_WAIT: secondsVar(30),
+  CONDUCTOR_START_DEADLINE: secondsVar(DEFAULT_CONFIG.startDeadlineSeconds),
   /** How often a waiting claim looks for work again (ms): isolates cannot wake each other. */
   CONDUCTOR_CLAIM_POLL_MS: z.coerce.number().int().min(50).default(1000),
   /**
@@ -77,6 +78,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,
+    startDeadlineSeconds: env.CONDUCTOR_START_DEADLINE,
     // The backstop is the minute cron: the reaper's notion of "reaping stopped" must allow for it.
     scheduleIntervalSeconds: 60,
     cacheSyncIntervalSeconds: 300,

@@ -36,6 +36,15 @@ export type AgentState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped'
 /** How long a finished attempt's key is remembered to ignore re-deliveries of it. */
 const RECENT_TTL_MS = 10 * 60_000;
 
+/**
+ * A failed heartbeat is retried after 1-2 s, then 2-4 s, 4-8 s, ... (never later than the next regular one),
+ * and each retry within a third of the time left until the server's TTL runs out, so that at least two more
+ * fit before it would declare the node lost. With the defaults (30 s heartbeats, 60 s TTL) one failure leaves
+ * about 30 s and up to five retries; without retries the next heartbeat came just after the TTL.
+ */
+const HEARTBEAT_RETRY = { initialMs: 2_000, maxMs: 30_000 };
+const HEARTBEAT_RETRY_MIN_MS = 100;
+
 export class Agent {
   readonly config: AgentConfig;
   readonly client: AgentClient;
@@ -47,6 +56,12 @@ export class Agent {
   private workerIdValue: string;
   private sessionValue: string | undefined;
   private heartbeatIntervalS = 30;
+  /** The TTL the server announced: it declares the node lost after that long without a heartbeat. */
+  private workerTtlS: number | undefined;
+  /** When the last heartbeat (or registration) that the server accepted was sent. */
+  private lastContactAt = 0;
+  private readonly heartbeatRetry = new Backoff(HEARTBEAT_RETRY);
+  private fenceTimer: NodeJS.Timeout | undefined;
   /** Set while a drain waits for running jobs: heartbeats then say so. */
   private draining = false;
   /** The status the server last reported for this worker. */
@@ -216,6 +231,7 @@ export class Agent {
     for (;;) {
       if (this.lifeAbort.signal.aborted) return;
       let response: RegisterResponse;
+      const sentAt = Date.now();
       try {
         response = await this.client.register(
           {
@@ -258,6 +274,10 @@ export class Agent {
       }
       const wait = config.claimWaitS ?? response.claim_wait_s;
       if (typeof wait === 'number' && wait >= 0) this.claimWaitS = wait;
+      if (typeof response.worker_ttl_s === 'number' && response.worker_ttl_s > 0) {
+        this.workerTtlS = response.worker_ttl_s;
+      }
+      this.markContact(sentAt);
       logger.info(`✓ Worker registered: ${this.workerIdValue} (${config.cpus} CPUs)`);
       // Attempts the server took away while we were gone (reaped, requeued, cancelled): stop them.
       for (const ref of response.cancel ?? []) {
@@ -311,6 +331,7 @@ export class Agent {
 
   private async heartbeat(): Promise<void> {
     const began = Date.now();
+    let failed = false;
     try {
       if (this.reregistering) await this.reregistering;
       if (this.lifeAbort.signal.aborted) return;
@@ -326,6 +347,8 @@ export class Agent {
           { signal: this.lifeAbort.signal },
         );
         this.logger.info(`Heartbeat sent: ${this.workerIdValue}`);
+        this.markContact(began);
+        this.heartbeatRetry.reset();
         if (response?.status && response.status !== this.serverStatus) {
           if (this.serverStatus !== undefined || response.status === 'draining') {
             this.logger.info(`Worker status: ${response.status}`);
@@ -338,14 +361,70 @@ export class Agent {
         this.applyCancels(response?.cancel, 'heartbeat');
       } catch (err) {
         if (this.lifeAbort.signal.aborted) return;
+        failed = true;
         this.logger.warn(`Heartbeat failed: ${describeError(err)}`);
         if (needsReregistration(err))
           void this.reregister(session, `heartbeat answered ${describeError(err)}`);
       }
     } finally {
       const elapsed = Date.now() - began;
-      this.scheduleHeartbeat(Math.max(0, this.heartbeatIntervalS * 1000 - elapsed));
+      this.scheduleHeartbeat(
+        failed ? this.heartbeatRetryDelay() : Math.max(0, this.heartbeatIntervalS * 1000 - elapsed),
+      );
     }
+  }
+
+  /** See HEARTBEAT_RETRY. */
+  private heartbeatRetryDelay(): number {
+    const intervalMs = this.heartbeatIntervalS * 1000;
+    const ttlMs = (this.workerTtlS ?? 2 * this.heartbeatIntervalS) * 1000;
+    const left = this.lastContactAt + ttlMs - Date.now();
+    const backoff = this.heartbeatRetry.next();
+    // Jittered within the bound too, so that agents that failed together do not retry together.
+    const bound = left > 0 ? (left / 3) * (0.5 + Math.random() / 2) : intervalMs;
+    return Math.max(HEARTBEAT_RETRY_MIN_MS, Math.min(backoff, bound, intervalMs));
+  }
+
+  // ---- out of touch: stopping requeue jobs ---------------------------------------------------------------
+
+  /**
+   * How long without contact before the agent stops its `requeue` jobs: CONDUCTOR_STOP_AFTER_DISCONNECT, by
+   * default the server's TTL (after which the server may have declared the node lost and placed those jobs
+   * elsewhere); 0 never.
+   */
+  private stopAfterDisconnectS(): number {
+    return this.config.stopAfterDisconnectS ?? this.workerTtlS ?? 0;
+  }
+
+  private markContact(sentAt: number): void {
+    this.lastContactAt = Math.max(this.lastContactAt, sentAt);
+    this.armFence();
+  }
+
+  private armFence(): void {
+    if (this.fenceTimer) clearTimeout(this.fenceTimer);
+    this.fenceTimer = undefined;
+    const afterS = this.stopAfterDisconnectS();
+    if (!(afterS > 0) || this.lifeAbort.signal.aborted) return;
+    const due = this.lastContactAt + afterS * 1000 - Date.now();
+    this.fenceTimer = setTimeout(() => this.fence(afterS), Math.max(0, due));
+  }
+
+  /**
+   * Out of touch for `afterS`: stops the running `requeue` jobs, which the server may be running elsewhere by
+   * now (Nomad's stop_on_client_after). Other jobs run on: the server never runs them again, and a control
+   * plane that was down itself gives its nodes a TTL of grace when it is back. Checks again every heartbeat
+   * interval until contact returns.
+   */
+  private fence(afterS: number): void {
+    this.fenceTimer = undefined;
+    if (this.lifeAbort.signal.aborted) return;
+    for (const runner of this.runners.values()) {
+      if (runner.requeue && runner.running) {
+        runner.stopLost(`no contact with the control plane for ${afterS} s (it may run the job elsewhere)`);
+      }
+    }
+    this.fenceTimer = setTimeout(() => this.fence(afterS), this.heartbeatIntervalS * 1000);
   }
 
   // ---- claiming -----------------------------------------------------------------------------------------
@@ -420,10 +499,11 @@ export class Agent {
     try {
       runner = JobRunner.launch(assignment, this.runnerDeps, this.executor);
     } catch (err) {
-      // The job folder could not be written (disk full, permissions): the assignment stays unstarted and the
-      // server will hand it out again; remember nothing so a later delivery retries.
-      this.logger.error(`Job ${jobLabel(assignment)}: cannot prepare its folder: ${describeError(err)}`);
-      return false;
+      // The job folder could not be written (disk full, permissions): report it, or the assignment would hold
+      // its CPUs, handed out again and again, and never start.
+      const message = `cannot prepare its folder: ${describeError(err)}`;
+      this.logger.error(`Job ${jobLabel(assignment)}: ${message}`);
+      runner = JobRunner.unstartable(assignment, this.runnerDeps, message);
     }
     this.track(runner);
     return true;
@@ -500,8 +580,14 @@ export class Agent {
     const timeout = new AbortController();
     await Promise.race([all(), sleep(this.config.timing.shutdownReportTimeoutMs, timeout.signal)]);
     timeout.abort();
-    if (this.runners.size > 0) {
-      logger.warn(`${this.runners.size} job result(s) not delivered yet; giving up until the next start`);
+    // Unregistering would make the server end those jobs as lost (NODE_FAIL, or run them again) and refuse
+    // their results at the next start. Staying registered, the next start within the TTL delivers them.
+    const undelivered = this.runners.size;
+    if (undelivered > 0) {
+      logger.warn(
+        `${undelivered} job result(s) not delivered yet; giving up until the next start, and not unregistering ` +
+          `(start the agent again within ${this.workerTtlS ?? 2 * this.heartbeatIntervalS} s to deliver them)`,
+      );
     }
     this.reportsAbort.abort();
     await all();
@@ -509,11 +595,13 @@ export class Agent {
     this.lifeAbort.abort();
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
+    if (this.fenceTimer) clearTimeout(this.fenceTimer);
+    this.fenceTimer = undefined;
     await this.heartbeatInFlight;
     await this.reregistering;
 
     const session = this.sessionValue;
-    if (session && !options.fatal) {
+    if (session && !options.fatal && undelivered === 0) {
       try {
         await this.client.unregister(
           { worker_id: this.workerIdValue, session },

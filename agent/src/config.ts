@@ -76,6 +76,11 @@ export interface AgentConfig {
   heartbeatIntervalS?: number;
   /** Seconds; overrides the server's claim_wait_s (tests). */
   claimWaitS?: number;
+  /**
+   * Seconds without contact with the control plane after which running `requeue` jobs are stopped (reported
+   * `lost`); undefined: the TTL the server announces; 0: never.
+   */
+  stopAfterDisconnectS?: number;
   labels?: Record<string, string>;
   debug: boolean;
   timing: AgentTiming;
@@ -126,6 +131,7 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     drain: input.drain ?? false,
     heartbeatIntervalS: input.heartbeatIntervalS,
     claimWaitS: input.claimWaitS,
+    stopAfterDisconnectS: input.stopAfterDisconnectS,
     labels: input.labels,
     debug: input.debug ?? false,
     timing: { ...DEFAULT_TIMING, ...input.timing },
@@ -174,6 +180,8 @@ Options (each overrides the environment variable named after it):
   --node-name <name>           worker id, unique per node  NODE_NAME (default: the hostname)
   --cpus <n>                   CPUs offered to jobs        TOTAL_CPUS (default: the machine's CPU count)
   --heartbeat-interval <s>     heartbeat every <s> seconds CONDUCTOR_HEARTBEAT_INTERVAL (default: the server's)
+  --stop-after-disconnect <s>  stop requeue jobs after <s> seconds without contact with the control plane
+                               CONDUCTOR_STOP_AFTER_DISCONNECT (default: the server's worker TTL; 0: never)
   --state-dir <dir>            job folders and results     CONDUCTOR_STATE_DIR
                                (default $XDG_STATE_HOME/conductor-agent/<node>,
                                 else ~/.local/state/conductor-agent/<node>)
@@ -217,6 +225,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         'node-name': { type: 'string' },
         cpus: { type: 'string' },
         'heartbeat-interval': { type: 'string' },
+        'stop-after-disconnect': { type: 'string' },
         'state-dir': { type: 'string' },
         'run-as': { type: 'string' },
         'job-root': { type: 'string' },
@@ -281,6 +290,17 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     } else heartbeatIntervalS = n;
   }
 
+  const stopIn = pick('stop-after-disconnect', 'CONDUCTOR_STOP_AFTER_DISCONNECT');
+  let stopAfterDisconnectS: number | undefined;
+  if (stopIn) {
+    const n = /^\d+(\.\d+)?$/.test(stopIn.value) ? Number(stopIn.value) : Number.NaN;
+    if (!Number.isFinite(n)) {
+      errors.push(
+        `${stopIn.source} must be a number of seconds (0: never), got ${JSON.stringify(stopIn.value)}`,
+      );
+    } else stopAfterDisconnectS = n;
+  }
+
   const drain = values.drain === true || parseBool(env.CONDUCTOR_DRAIN, 'CONDUCTOR_DRAIN', errors);
   const debug = values.debug === true || parseBool(env.CONDUCTOR_DEBUG, 'CONDUCTOR_DEBUG', errors);
 
@@ -327,6 +347,7 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         nodeName,
         cpus,
         heartbeatIntervalS,
+        stopAfterDisconnectS,
         stateDir,
         drain,
         debug,

@@ -162,7 +162,7 @@ export function outputLimitMarker(limit: number, dropped: number): string {
 /** Output files are opened for appending: cut back to the limit, the job's next write lands at the cut. */
 const OUTPUT_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_APPEND;
 
-type Termination = { outcome: 'cancelled' | 'timeout'; message: string };
+type Termination = { outcome: 'cancelled' | 'timeout' | 'lost'; message: string };
 
 /** How long a result waits for SIGKILLed processes to leave the job's cgroup. */
 const REAP_WAIT_MS = 5_000;

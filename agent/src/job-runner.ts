@@ -49,7 +49,7 @@ export function writeResultFile(dir: string, result: StoredResult): void {
   renameSync(`${path}.tmp`, path);
 }
 
-const OUTCOMES: readonly JobOutcome[] = ['exited', 'cancelled', 'timeout', 'failed_to_start'];
+const OUTCOMES: readonly JobOutcome[] = ['exited', 'cancelled', 'timeout', 'failed_to_start', 'lost'];
 
 /** The stored result of a job folder, or undefined when there is none (or it is unreadable). */
 export function readResultFile(dir: string, ref: JobRef): StoredResult | undefined {
@@ -142,6 +142,8 @@ export class JobRunner {
   readonly done: Promise<void>;
   /** CPUs the attempt was given (0 for a recovered result). */
   readonly cpus: number;
+  /** The job may be run elsewhere if this node is lost (the assignment's `requeue`). */
+  readonly requeue: boolean;
   /** The server said this attempt is no longer ours. */
   stale = false;
   private streamer: OutputStreamer | undefined;
@@ -150,7 +152,7 @@ export class JobRunner {
 
   private constructor(
     private readonly deps: JobRunnerDeps,
-    ref: JobRef,
+    ref: JobRef | Assignment,
     dir: string,
     process: JobProcess | undefined,
     cpus: number,
@@ -158,6 +160,7 @@ export class JobRunner {
   ) {
     this.ref = { job_id: ref.job_id, attempt: ref.attempt };
     this.cpus = cpus;
+    this.requeue = 'requeue' in ref && ref.requeue === true;
     this.key = jobKey(ref);
     this.label = jobLabel(ref);
     this.dir = dir;
@@ -174,6 +177,17 @@ export class JobRunner {
     return new JobRunner(deps, assignment, process.dir, process, assignment.cpus, (self) => {
       self.outputLimit = process.outputLimit;
       return self.runLaunched(assignment, process);
+    });
+  }
+
+  /**
+   * An assignment that could not even be given a folder (disk full, a broken state dir): reports it
+   * `failed_to_start` with `message`, so that the control plane ends it and frees its CPUs. Nothing is kept
+   * on disk: should the report not get through before the agent stops, the server's start deadline ends it.
+   */
+  static unstartable(assignment: Assignment, deps: JobRunnerDeps, message: string): JobRunner {
+    return new JobRunner(deps, assignment, '', undefined, 0, async (self) => {
+      await self.reportFinish({ exit_code: '1:0', outcome: 'failed_to_start', message });
     });
   }
 
@@ -339,6 +353,16 @@ export class JobRunner {
     }
   }
 
+  /**
+   * Stops a running job on the agent's own account (out of touch with the control plane for too long):
+   * SIGTERM, SIGKILL after the cancel grace; reported as `lost`.
+   */
+  stopLost(message: string): void {
+    if (!this.process?.running || this.process.terminating) return;
+    this.deps.logger.warn(`Stopping job ${this.label}: ${message}`);
+    this.process.terminate({ outcome: 'lost', message }, this.deps.timing.cancelGraceMs);
+  }
+
   /** The attempt was taken away: kill the group if it still runs, stop all reports. */
   private markStale(): void {
     if (this.stale) return;
@@ -365,6 +389,10 @@ export class JobRunner {
   }
 
   private keepOnDisk(): void {
+    if (!this.dir) {
+      this.deps.logger.warn(`Job ${this.label}: result not delivered (it has no folder to be kept in)`);
+      return;
+    }
     this.deps.logger.warn(`Job ${this.label}: result not delivered; kept in ${this.dir} for the next start`);
   }
 
@@ -378,6 +406,7 @@ export class JobRunner {
 
   /** Off the event loop: a synchronous rm of each finished job's folder stalls job starts in a burst. */
   private removeDir(): void {
+    if (!this.dir) return;
     rm(this.dir, { recursive: true, force: true }).catch((err) => {
       this.deps.logger.warn(`Job ${this.label}: cannot remove ${this.dir}: ${describeError(err)}`);
     });

@@ -90,6 +90,11 @@ export interface Assignment extends JobRef {
   environment: Record<string, string>;
   /** Seconds, or null for no limit. */
   time_limit_s: number | null;
+  /**
+   * The job goes back to the queue if its node is lost, so it may run elsewhere: the agent stops it when it
+   * has been out of touch with the control plane for too long (see `lost`). Absent from older servers.
+   */
+  requeue?: boolean;
 }
 
 /** Reports: POST /api/v1/agents/jobs/:job_id/{started,output,finish}. A report for an attempt that is no longer current gets 409 `stale_assignment`: drop it and kill the process. */
@@ -125,7 +130,13 @@ export interface OutputResponse {
   bytes: number;
 }
 
-export type JobOutcome = 'exited' | 'cancelled' | 'timeout' | 'failed_to_start';
+/**
+ * `failed_to_start`: the job never ran (its folder could not be made, bash could not start, a bad work_dir);
+ * it ends FAILED. `lost`: the agent stopped a `requeue` job itself after it had no contact with the control
+ * plane for a TTL (the node may have been declared lost and the job placed elsewhere); the control plane
+ * treats it as a lost node's job: back to the queue (or NODE_FAIL), unless that already happened.
+ */
+export type JobOutcome = 'exited' | 'cancelled' | 'timeout' | 'failed_to_start' | 'lost';
 
 export interface FinishRequest extends ReportBase {
   exit_code: ExitCode;

@@ -2,17 +2,18 @@ import type { Context } from './context.ts';
 import { recordUtilizationSample } from './dashboard.ts';
 import { compactJobCountsIfDue } from './job-counts.ts';
 import { pruneJobOutput } from './job-logs.ts';
-import { endOverdueJobs, reapLostWorkers } from './reaper.ts';
+import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
 
 /**
  * The periodic backstop (a timer on Node, the minute cron on Workers): reap lost workers, end jobs far past
- * their time limit, then schedule, then record the dashboard's utilization sample (at most one a minute),
+ * their time limit and assignments never started, then schedule, then record the dashboard's utilization sample (at most one a minute),
  * then expire old job output (see pruneExpiredOutput), then compact the jobs-per-state deltas (job-counts.ts).
  * Scheduling also runs on every submit and every release; this catches whatever those missed.
  */
 export async function runBackstop(ctx: Context): Promise<void> {
   await reapLostWorkers(ctx);
   await endOverdueJobs(ctx);
+  await endUnstartedJobs(ctx);
   await ctx.requestSchedule();
   try {
     await recordUtilizationSample(ctx);

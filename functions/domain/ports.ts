@@ -97,6 +97,12 @@ export interface ConductorConfig {
    * report is on the way. Later claims hand it out again, so a lost claim answer costs this long, no more.
    */
   claimRedeliverySeconds: number;
+  /**
+   * An assignment still not started this long after its placement (its agent never reported it started:
+   * an agent that cannot start it and does not say so) ends FAILED and frees its CPUs. The backstop checks;
+   * the clock starts again when reaping resumes after the control plane was away.
+   */
+  startDeadlineSeconds: number;
   /** Most agent reports (started, finish) written in one statement when they arrive together; 1: no batching. */
   reportBatchMax: number;
   /** Most pending jobs one scheduling pass considers. */
@@ -134,6 +140,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   statsIntervalSeconds: 60,
   claimWaitSeconds: 30,
   claimRedeliverySeconds: 5,
+  startDeadlineSeconds: 120,
   reportBatchMax: 500,
   scheduleBatchSize: 1000,
   auth: 'auto',

@@ -90,3 +90,33 @@ export async function endOverdueJobs(ctx: Context): Promise<number> {
   }
   return ended.length;
 }
+
+/**
+ * Assignments still RUNNING without a start `startDeadlineSeconds` after their placement: their agent never
+ * reported them started (one that cannot start a job reports `failed_to_start`; this catches agents that do
+ * not). They end FAILED (CANCELLED if a cancel was asked) and free their CPUs; a late `started` report is
+ * then refused as stale, which makes an agent that did start one kill it. Placements made before reaping
+ * last resumed (the control plane or its database was away, and a `started` report with it) wait for the
+ * deadline counted from then.
+ */
+export async function endUnstartedJobs(ctx: Context): Promise<number> {
+  const deadline = ctx.config.startDeadlineSeconds;
+  const ended = await endJobsAndRelease(
+    ctx,
+    sql`UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'FAILED' END,
+          end_time = now(), exit_code = '0:0',
+          reason = 'never started: its agent did not report it started within ' || ${deadline}::text || ' s of its placement'
+        WHERE state = 'RUNNING' AND start_time IS NULL
+          AND EXISTS (SELECT 1 FROM resource_allocations a WHERE a.job_id = jobs.id AND NOT a.released
+                        AND a.allocation_time < now() - make_interval(secs => ${deadline}))
+          AND EXISTS (SELECT 1 FROM maintenance_state m WHERE m.id = 1
+                        AND m.reaper_resumed_at < now() - make_interval(secs => ${deadline}))
+        RETURNING id, state, node, attempt, exit_code`,
+  );
+  for (const job of ended) {
+    ctx.logger.warn(
+      `Job ${job.id} ended as ${job.state} by the server: its agent (${job.node}) never started it`,
+    );
+  }
+  return ended.length;
+}

@@ -273,6 +273,7 @@ interface AssignmentRow {
   work_dir: string | null;
   environment: Record<string, string> | string;
   time_limit_s: number | null;
+  requeue: boolean;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -295,7 +296,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                  OR (claimed_session = ${input.session}
                      AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
-          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s
+          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s, requeue
         )
         SELECT EXISTS (SELECT 1 FROM me) AS known,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
@@ -348,6 +349,7 @@ function assignmentView(row: AssignmentRow): Assignment {
     work_dir: row.work_dir,
     environment: parseJson(row.environment),
     time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
+    requeue: row.requeue === true,
   };
 }
 
@@ -483,14 +485,21 @@ function batched<I, O>(
   return batcher;
 }
 
-/** Ends an assignment as its agent reports it, releasing its CPUs. Repeating the same report is harmless. */
+/**
+ * Ends an assignment as its agent reports it, releasing its CPUs. Repeating the same report is harmless.
+ * `failed_to_start` ends it FAILED with the agent's reason. `lost` (the agent stopped a `requeue` job after
+ * losing contact for a TTL) ends it as a lost node's job: back to the queue, or NODE_FAIL.
+ */
 export async function finishAssignment(
   ctx: Context,
   jobId: number,
   input: FinishRequest,
   caller: Principal = ANONYMOUS,
 ) {
-  const job = await batched(ctx, 'finish', endReportedJobs)({ jobId, input, caller });
+  const job =
+    input.outcome === 'lost'
+      ? await endLostReport(ctx, jobId, input, caller)
+      : await batched(ctx, 'finish', endReportedJobs)({ jobId, input, caller });
   if (job) return { state: job.state };
   const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   // The same report again (a retry whose first answer was lost): harmless. Any other report about an
@@ -498,6 +507,26 @@ export async function finishAssignment(
   const repeated = current.state !== 'NODE_FAIL' && current.exit_code === input.exit_code;
   if (current.state !== 'RUNNING' && current.state !== 'PENDING' && repeated) return { state: current.state };
   throw staleAssignment(jobId, input.attempt);
+}
+
+/** Rare (a partition that outlasted the TTL): its own statement, the same one a lost node's jobs get. */
+async function endLostReport(
+  ctx: Context,
+  jobId: number,
+  input: FinishRequest,
+  caller: Principal,
+): Promise<EndedJob | undefined> {
+  const reason = `node lost: ${input.message || 'its agent stopped the job, out of touch with the control plane'}`;
+  const [ended] = await endJobsAndRelease(
+    ctx,
+    loseJobs(
+      sql`id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt}
+          AND ${reporterIsCaller(input.worker_id, caller)}`,
+      reason,
+    ),
+  );
+  if (ended) ctx.logger.warn(`Job ${jobId} ended by its agent as lost: ${reason}`, { state: ended.state });
+  return ended;
 }
 
 async function endReportedJobs(

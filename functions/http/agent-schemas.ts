@@ -80,7 +80,7 @@ export const finishRequest = z.strictObject({
       EXIT_CODE_PATTERN,
       'exit_code is code:signal, e.g. 0:0',
     ) as unknown as z.ZodType<`${number}:${number}`>,
-  outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start']),
+  outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start', 'lost']),
   message: z.string().max(4096).optional(),
 });
 

@@ -36,6 +36,7 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_CACHE_SYNC_INTERVAL: seconds(DEFAULT_CONFIG.cacheSyncIntervalSeconds),
   CONDUCTOR_STATS_INTERVAL: seconds(DEFAULT_CONFIG.statsIntervalSeconds),
   CONDUCTOR_CLAIM_WAIT: seconds(DEFAULT_CONFIG.claimWaitSeconds),
+  CONDUCTOR_START_DEADLINE: seconds(DEFAULT_CONFIG.startDeadlineSeconds),
   LOG_FORMAT: z.enum(['text', 'json']).default('text'),
   /** Submissions per second per token (0: no limit), and the burst allowed at once. */
   CONDUCTOR_SUBMIT_RATE: z.coerce.number().min(0).default(DEFAULT_CONFIG.submitRatePerSecond),
@@ -102,5 +103,6 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
         ? [`http://${env.HOST}:${env.PORT}`]
         : []),
     ],
+    startDeadlineSeconds: env.CONDUCTOR_START_DEADLINE,
   };
 }

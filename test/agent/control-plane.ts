@@ -295,13 +295,13 @@ export function processGone(pid: number): boolean {
  * A control plane for a describe block (started once), and in-process agents for its tests: each test's
  * agents and agent processes are stopped after it, and the cluster is reset (invariants checked).
  */
-export function useControlPlane(factory: BackendFactory, root: string) {
+export function useControlPlane(factory: BackendFactory, root: string, config = agentTestConfig()) {
   let cp: ControlPlane | undefined;
   let agents: Agent[] = [];
   let processes: AgentProcess[] = [];
   let n = 0;
   beforeAll(async () => {
-    cp = await ControlPlane.start(factory);
+    cp = await ControlPlane.start(factory, config);
   });
   afterAll(async () => {
     await cp?.close();

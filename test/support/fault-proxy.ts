@@ -1,8 +1,9 @@
 /**
  * A fault injector between agents and a real control plane (in the spirit of toxiproxy, at the HTTP level):
- * every request is forwarded unchanged to the real server and the real answer goes back. It never makes up
- * an answer: it can only reset connections (`cut()`, `drop()`, `loseAnswers()`), delay requests (`hold()`),
- * and record what went through, as a packet capture would, so that tests can check what an agent sent.
+ * every request is forwarded unchanged to the real server and the real answer goes back. It can reset
+ * connections (`cut()`, `drop()`, `loseAnswers()`), delay requests (`hold()`), answer a few requests with an
+ * error status itself, as a load balancer without a healthy backend does (`refuse()`), and record what went
+ * through, as a packet capture would, so that tests can check what an agent sent.
  */
 import {
   createServer,
@@ -30,7 +31,7 @@ export interface ProxiedRequest {
    * Why no answer reached the client: reset by `cut()` or `drop()`, the server's answer lost on purpose
    * (`loseAnswers()`: status and response then hold what the server said), or the server unreachable.
    */
-  fault?: 'cut' | 'dropped' | 'answer_lost' | 'upstream_unreachable' | 'client_gone';
+  fault?: 'cut' | 'dropped' | 'answer_lost' | 'upstream_unreachable' | 'client_gone' | 'refused';
 }
 
 type Pattern = RegExp | string;
@@ -50,6 +51,7 @@ export class FaultProxy {
   /** Requests forwarded and not answered yet, with the socket they came on. */
   private readonly inFlight = new Map<ProxiedRequest, Socket>();
   private readonly holds: { pattern: Pattern; waiters: (() => void)[] }[] = [];
+  private readonly refusals: { pattern: Pattern; status: number; left: number }[] = [];
 
   /** `target` is the real server's base URL, e.g. `http://127.0.0.1:41234`. */
   constructor(private readonly target: string) {}
@@ -107,10 +109,19 @@ export class FaultProxy {
     this.losses.push(pattern);
   }
 
-  /** Ends `drop()` and `loseAnswers()`. */
+  /** Ends `drop()`, `loseAnswers()` and `refuse()`. */
   undrop(): void {
     this.drops.length = 0;
     this.losses.length = 0;
+    this.refusals.length = 0;
+  }
+
+  /**
+   * Answers the next `times` requests whose path matches with `status` and an empty body, without
+   * forwarding them (the server never sees them).
+   */
+  refuse(pattern: Pattern, times = 1, status = 503): void {
+    this.refusals.push({ pattern, status, left: times });
   }
 
   /** Holds requests whose path matches (they reach the server only after `release()`). */
@@ -155,6 +166,16 @@ export class FaultProxy {
     if (hold) await new Promise<void>((resolve) => hold.waiters.push(resolve));
     if (this.isCut) return reset('cut');
     if (this.drops.some((p) => matches(p, path))) return reset('dropped');
+    const refusal = this.refusals.find((r) => r.left > 0 && matches(r.pattern, path));
+    if (refusal) {
+      refusal.left--;
+      record.fault = 'refused';
+      record.status = refusal.status;
+      record.answeredAt = Date.now();
+      res.writeHead(refusal.status, { 'content-length': '0' });
+      res.end();
+      return;
+    }
     if (req.socket.destroyed) {
       record.fault = 'client_gone';
       return;
