@@ -159,6 +159,10 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     const noValue = await conductor(['--url'], bare);
     expect(noValue.code).toBe(2);
     expect(noValue.stderr).toMatch(/--url/);
+    // token/webhook work in the database: a URL or token for the API would be silently ignored.
+    const database = await conductor(['--url', server.url, 'token', 'list'], bare);
+    expect(database.code).toBe(2);
+    expect(database.stderr).toContain('--url and --token do not apply');
     const unknown = await conductor(['--frobnicate', 'jobs'], bare);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/--frobnicate/);
