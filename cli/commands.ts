@@ -14,9 +14,11 @@ import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import {
+  apiTokensExist,
   createToken,
   createTokenInput,
   listTokens,
+  OPEN_ACCESS_ENDED,
   type Principal,
   revokeToken,
   TOKEN_SCOPES,
@@ -178,7 +180,9 @@ function command(
       ...(values.owner !== undefined ? { owner: values.owner } : {}),
     });
     return async (db, by) => {
+      const first = !(await apiTokensExist(db));
       const created = await createToken(db, input, by);
+      if (first) io.err(`${OPEN_ACCESS_ENDED}\n`);
       if (values.json) {
         io.out(`${JSON.stringify(created, null, 2)}\n`);
         return;

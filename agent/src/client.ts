@@ -85,16 +85,21 @@ export class AgentClient {
   private readonly requestTimeoutMs: number;
   private readonly claimTimeoutMarginMs: number;
   private transport: Promise<Transport> | undefined;
+  private token: string | undefined;
 
   constructor(private readonly options: AgentClientOptions) {
+    this.token = options.token;
     const url = new URL(options.url);
     this.base = `${url.origin}${url.pathname.replace(/\/+$/, '')}/api/v1/agents`;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
     this.claimTimeoutMarginMs = options.claimTimeoutMarginMs ?? 10_000;
   }
 
-  register(body: RegisterRequest, options?: RequestOptions): Promise<RegisterResponse> {
-    return this.post('/register', body, options);
+  /** On the open local cluster, the answer carries this agent's own token: every later call sends it. */
+  async register(body: RegisterRequest, options?: RequestOptions): Promise<RegisterResponse> {
+    const { token, ...response } = await this.post<RegisterResponse>('/register', body, options);
+    if (typeof token === 'string' && token !== '') this.token = token;
+    return response;
   }
 
   heartbeat(body: HeartbeatRequest, options?: RequestOptions): Promise<HeartbeatResponse> {
@@ -134,7 +139,7 @@ export class AgentClient {
       'content-type': 'application/json',
       accept: 'application/json',
     };
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (this.options.userAgent) headers['user-agent'] = this.options.userAgent;
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
     let response: { status: number; statusText: string; text: string };

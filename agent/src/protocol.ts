@@ -46,6 +46,11 @@ export interface RegisterResponse {
    * kill their processes; their results will be refused.
    */
   cancel: JobRef[];
+  /**
+   * Only on the open local cluster (no API token yet) to an agent that sent none: its own agent token, to
+   * send from then on, so that it keeps working once the cluster requires tokens.
+   */
+  token?: string;
 }
 
 export interface HeartbeatRequest {

@@ -73,6 +73,12 @@ export async function apiTokensExist(db: Database): Promise<boolean> {
   return Boolean(row?.exists);
 }
 
+/** What creating the first API token on the open loopback cluster changes (the API's and the CLI's answer). */
+export const OPEN_ACCESS_ENDED =
+  'This is the first API token: the control plane now requires a token on every request but ' +
+  'GET /api/v1/health, and open access on loopback has ended. Agents that registered while it was open keep working on the agent tokens ' +
+  'they were given; one started by hand needs CONDUCTOR_TOKEN (an agent token) from its next restart on.';
+
 interface TokenRow {
   id: string | number;
   name: string;

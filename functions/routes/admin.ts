@@ -4,6 +4,7 @@ import {
   createTokenInput,
   listTokens,
   listTokensInput,
+  OPEN_ACCESS_ENDED,
   revokeToken,
   tokenIdParam,
 } from '../domain/auth.ts';
@@ -22,9 +23,13 @@ import { parseBody, parseInput } from '../http/validate.ts';
 /** Tokens (admin): create (the token is in the answer, once), list, revoke. */
 export function tokenRoutes(ctx: Context) {
   return new Hono<AppEnv>()
-    .post('/', async (c) =>
-      c.json(await createToken(ctx.db, await parseBody(c, createTokenInput), c.get('principal')), 201),
-    )
+    .post('/', async (c) => {
+      const principal = c.get('principal');
+      const created = await createToken(ctx.db, await parseBody(c, createTokenInput), principal);
+      // Only the open cluster has an anonymous caller: this token is its first, and closes it.
+      if (principal.kind !== 'anonymous') return c.json(created, 201);
+      return c.json({ ...created, notice: OPEN_ACCESS_ENDED }, 201);
+    })
     .get('/', async (c) =>
       c.json(await listTokens(ctx.db, parseInput(listTokensInput, c.req.query(), 'query'))),
     )

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import type { Context } from '../domain/context.ts';
+import { registerOpenClusterAgent } from '../domain/open-cluster.ts';
 import {
   appendOutput,
   claimAssignments,
@@ -29,9 +30,13 @@ import { parseBody, parseInput } from '../http/validate.ts';
 export function agentRoutes(ctx: Context) {
   const jobId = (params: Record<string, string>) => parseInput(jobIdParam, params, 'path').id;
   return new Hono<AppEnv>()
-    .post('/register', async (c) =>
-      c.json(await registerWorker(ctx, await parseBody(c, registerRequest), c.get('principal'))),
-    )
+    .post('/register', async (c) => {
+      const input = await parseBody(c, registerRequest);
+      const principal = c.get('principal');
+      if (principal.kind === 'anonymous')
+        return c.json(await registerOpenClusterAgent(ctx, input, principal));
+      return c.json(await registerWorker(ctx, input, principal));
+    })
     .post('/heartbeat', async (c) =>
       c.json(await heartbeatWorker(ctx, await parseBody(c, heartbeatRequest), c.get('principal'))),
     )

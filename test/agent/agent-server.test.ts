@@ -12,6 +12,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FatalAgentError } from '../../agent/src/agent.ts';
 import type { RegisterResponse } from '../../agent/src/protocol.ts';
+import type { Principal } from '../../functions/domain/auth.ts';
 import { registerWorker } from '../../functions/domain/workers.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
 import { agentBackends, makeGate, processGone, sentBy, useControlPlane } from './control-plane.ts';
@@ -91,15 +92,29 @@ describe.each(all)('Agent against the real control plane on $name: what the serv
     const job = await cp.submit({ script: `${gate.wait}; echo done`, cpus: 1, environment: gate.env });
     await cp.started(job.id);
 
-    // Another registration takes the name over (presenting the session, as only a restart of this agent
-    // could) and claims the job as its own.
-    const other: RegisterResponse = await registerWorker(cp.otherReplica(), {
-      worker_id: agent.workerId,
-      hostname: 'elsewhere',
-      cpus: 4,
-      running: [{ job_id: job.id, attempt: 1 }],
-      previous_session: first,
-    });
+    // Another registration takes the name over (presenting the session and the agent token the open cluster
+    // gave this agent, as only a restart of this agent could) and claims the job as its own.
+    const [bound] = await cp.rows<{ token_id: string }>(
+      sql`SELECT token_id FROM workers WHERE id = ${agent.workerId}`,
+    );
+    const sameToken: Principal = {
+      kind: 'system',
+      tokenId: Number(bound!.token_id),
+      name: `agent:${agent.workerId}`,
+      owner: 'system',
+      scopes: ['agent'],
+    };
+    const other: RegisterResponse = await registerWorker(
+      cp.otherReplica(),
+      {
+        worker_id: agent.workerId,
+        hostname: 'elsewhere',
+        cpus: 4,
+        running: [{ job_id: job.id, attempt: 1 }],
+        previous_session: first,
+      },
+      sameToken,
+    );
     await eventually(
       () => logger.lines.some((l) => /^warn Registering again: \w+ answered 409 session_superseded/.test(l)),
       { what: 'session_superseded' },

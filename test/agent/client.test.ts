@@ -74,6 +74,24 @@ describe('AgentClient over node:http', () => {
     expect(connections).toBe(1);
   });
 
+  it("sends the token the open cluster's register answer gave it, and keeps it out of the answer", async () => {
+    const auth: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        auth.push(req.headers.authorization);
+        res.setHeader('content-type', 'application/json');
+        const registered = req.url?.endsWith('/register');
+        res.end(JSON.stringify(registered ? { session: 's', token: 'cnd_issued' } : { cancel: [] }));
+      });
+    });
+    const client = new AgentClient({ url: await listen(server) });
+    const answer = await client.register({ worker_id: 'n1', hostname: 'h', cpus: 1 });
+    expect(answer).toEqual({ session: 's' });
+    await client.heartbeat({ worker_id: 'n1', session: 's' });
+    expect(auth).toEqual([undefined, 'Bearer cnd_issued']);
+  });
+
   it("turns the server's error body into status and code", async () => {
     const url = await listen(
       createServer((_req, res) => {

@@ -164,3 +164,86 @@ describe.each(backends)('agent tokens on $name', (factory) => {
     expect((await register(b.token, 'node-a')).status).toBe(403);
   });
 });
+
+/**
+ * Agents of the open loopback cluster (no token yet): each gets an agent token of its own at registration,
+ * which keeps working once the first API token closes the cluster.
+ */
+describe.each(backends)('agents registered on the open cluster, on $name', (factory) => {
+  let backend: Backend;
+  let s: SecureApp;
+  beforeAll(async () => {
+    backend = await factory.create();
+    s = secureApp(backend);
+  });
+  afterAll(async () => {
+    await s?.harness.settle();
+    await backend?.close();
+  });
+
+  const register = (worker: string, options: { token?: string; previous?: string } = {}) =>
+    s.request('POST', '/api/v1/agents/register', {
+      token: options.token,
+      body: {
+        worker_id: worker,
+        hostname: worker,
+        cpus: 2,
+        ...(options.previous ? { previous_session: options.previous } : {}),
+      },
+    });
+  const answer = async (res: Response) => {
+    expect(res.status).toBe(200);
+    return (await res.json()) as { session: string; token?: string };
+  };
+  const heartbeat = (token: string | undefined, worker: string, session: string) =>
+    s.request('POST', '/api/v1/agents/heartbeat', { token, body: { worker_id: worker, session } });
+
+  it('gives an agent that sent no token one of its own; it does not close the cluster', async () => {
+    const first = await answer(await register('open-1'));
+    expect(first.token).toMatch(/^cnd_/);
+    expect((await heartbeat(first.token, 'open-1', first.session)).status).toBe(200);
+    // Registering again with it: the same token, none new.
+    const again = await answer(await register('open-1', { token: first.token!, previous: first.session }));
+    expect(again.token).toBeUndefined();
+    expect((await s.request('GET', '/api/v1/dashboard')).status).toBe(200);
+  });
+
+  it('a second agent under a live name gets 409 and the first keeps its token; a restart takes the name over', async () => {
+    const first = await answer(await register('open-2'));
+    const rival = await register('open-2');
+    expect(rival.status).toBe(409);
+    expect((await errorOf(rival)).code).toBe('worker_name_in_use');
+    expect((await heartbeat(first.token, 'open-2', first.session)).status).toBe(200);
+    // The same node restarted (its saved session, no token in memory): a new token, the old one revoked.
+    const restarted = await answer(await register('open-2', { previous: first.session }));
+    expect(restarted.token).toMatch(/^cnd_/);
+    expect(restarted.token).not.toBe(first.token);
+    expect((await heartbeat(restarted.token, 'open-2', restarted.session)).status).toBe(200);
+    const tokens = (await (await s.request('GET', '/api/v1/tokens')).json()) as {
+      tokens: { name: string; internal: boolean; revoked_at: string | null; scopes: string[] }[];
+    };
+    const mine = tokens.tokens.filter((t) => t.name === 'agent:open-2');
+    expect(mine.map((t) => [t.internal, t.scopes, t.revoked_at === null])).toEqual([
+      [true, ['agent'], true],
+      [true, ['agent'], false],
+    ]);
+  });
+
+  it('after the first API token, the agent goes on with its own token; anonymous agents are refused', async () => {
+    const agent = await answer(await register('open-3'));
+    const created = await s.request('POST', '/api/v1/tokens', { body: { name: 'owner', scopes: ['admin'] } });
+    expect(created.status).toBe(201);
+    const admin = (await created.json()) as { token: string; notice: string };
+    expect(admin.notice).toContain('open access on loopback has ended');
+    expect((await heartbeat(agent.token, 'open-3', agent.session)).status).toBe(200);
+    expect((await heartbeat(undefined, 'open-3', agent.session)).status).toBe(401);
+    expect((await register('open-4')).status).toBe(401);
+    // A token created once the cluster is closed says nothing of the kind.
+    const second = await s.request('POST', '/api/v1/tokens', {
+      token: admin.token,
+      body: { name: 'second', scopes: ['jobs:read'] },
+    });
+    expect(second.status).toBe(201);
+    expect(await second.json()).not.toHaveProperty('notice');
+  });
+});
