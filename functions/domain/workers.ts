@@ -273,6 +273,7 @@ interface AssignmentRow {
   work_dir: string | null;
   environment: Record<string, string> | string;
   time_limit_s: number | null;
+  owner: string | null;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -295,7 +296,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                  OR (claimed_session = ${input.session}
                      AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
-          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s
+          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s, owner
         )
         SELECT EXISTS (SELECT 1 FROM me) AS known,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
@@ -348,6 +349,7 @@ function assignmentView(row: AssignmentRow): Assignment {
     work_dir: row.work_dir,
     environment: parseJson(row.environment),
     time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
+    owner: row.owner ?? null,
   };
 }
 
