@@ -31,6 +31,17 @@ export interface AgentDeps {
   jobEnv?: NodeJS.ProcessEnv;
 }
 
+function describeRunAs(config: AgentConfig): string {
+  if (config.runAsByOwner) {
+    const pairs = Object.entries(config.runAsByOwner).map(
+      ([owner, u]) => `${owner} → ${u.name} (uid ${u.uid})`,
+    );
+    return `their owner's user: ${pairs.join(', ')}`;
+  }
+  if (config.runAs) return `${config.runAs.name} (uid ${config.runAs.uid})`;
+  return `this agent's user${process.getuid?.() === 0 ? ' (root: CONDUCTOR_ALLOW_ROOT=1)' : ''}`;
+}
+
 export type AgentState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 /** How long a finished attempt's key is remembered to ignore re-deliveries of it. */
@@ -109,7 +120,9 @@ export class Agent {
       timeoutGraceMs: config.timing.timeoutGraceMs,
       outputLimitBytes: config.outputLimitBytes,
       ...(config.runAs ? { runAs: config.runAs } : {}),
+      ...(config.runAsByOwner ? { runAsByOwner: config.runAsByOwner } : {}),
       ...(config.jobRoot ? { jobRoot: config.jobRoot } : {}),
+      ...(config.jobRootIsHome ? { jobRootIsHome: true } : {}),
     };
     this.runnerDeps = {
       client: this.client,
@@ -155,14 +168,16 @@ export class Agent {
     const { config, logger } = this;
     let leftovers: ReturnType<typeof scanLeftovers>;
     try {
-      ensureStateDir(config.stateDir, { traversable: config.runAs !== undefined });
+      ensureStateDir(config.stateDir, {
+        traversable: config.runAs !== undefined || config.runAsByOwner !== undefined,
+      });
       this.releaseLock = acquireStateLock(config.stateDir);
       this.executor.containment = detectContainment(this.executor.jobsDir, config.containment);
       logger.info(
         `conductor-agent ${AGENT_VERSION}: node ${config.nodeName}, ${config.cpus} CPUs, ` +
           `control plane ${config.url}, state dir ${config.stateDir}${config.drain ? ', drain on stop' : ''}, ` +
-          `jobs run as ${config.runAs ? `${config.runAs.name} (uid ${config.runAs.uid})` : `this agent's user${process.getuid?.() === 0 ? ' (root: CONDUCTOR_ALLOW_ROOT=1)' : ''}`}` +
-          `${config.jobRoot ? `, work_dir inside ${config.jobRoot}` : ''}`,
+          `jobs run as ${describeRunAs(config)}` +
+          `${config.jobRoot ? `, work_dir inside ${config.jobRoot}` : config.jobRootIsHome ? ", work_dir inside the user's home" : ''}`,
       );
       logger.info(`Job containment: ${this.executor.containment.description}`);
       leftovers = scanLeftovers(this.executor.jobsDir);

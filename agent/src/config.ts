@@ -87,6 +87,13 @@ export interface AgentConfig {
   /** Jobs run as this user (the agent runs as root and switches for each job). */
   runAs?: RunAsUser;
   /**
+   * Jobs run as their owner's user (`CONDUCTOR_RUN_AS=alice:alice,*:nobody`): keyed by owner, `*` for every
+   * other owner and for jobs without one. Instead of runAs.
+   */
+  runAsByOwner?: Record<string, RunAsUser>;
+  /** With runAsByOwner: each job's work_dir must be inside its user's home (no CONDUCTOR_JOB_ROOT given). */
+  jobRootIsHome?: boolean;
+  /**
    * Jobs' work_dir must resolve (symlinks followed) inside this directory; undefined: anywhere. The command
    * line defaults it to the job user's home (CONDUCTOR_JOB_ROOT, CONDUCTOR_ALLOW_ANY_WORKDIR).
    */
@@ -107,7 +114,7 @@ export interface RunAsUser {
 
 /** What the command line read about whom jobs run as and where; resolved by resolveSafety (safety.ts). */
 export interface SafetySettings {
-  /** CONDUCTOR_RUN_AS: a user name or uid. */
+  /** CONDUCTOR_RUN_AS: a user name or uid, or an owner → user map (parseRunAsMap). */
   runAs?: string;
   /** CONDUCTOR_ALLOW_ROOT=1: jobs may run as root. */
   allowRoot: boolean;
@@ -138,6 +145,8 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     containment: input.containment ?? 'auto',
     outputLimitBytes: input.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
     ...(input.runAs ? { runAs: input.runAs } : {}),
+    ...(input.runAsByOwner ? { runAsByOwner: input.runAsByOwner } : {}),
+    ...(input.jobRootIsHome ? { jobRootIsHome: true } : {}),
     ...(input.jobRoot ? { jobRoot: input.jobRoot } : {}),
   };
 }
@@ -187,7 +196,8 @@ Options (each overrides the environment variable named after it):
                                 else ~/.local/state/conductor-agent/<node>)
   --drain                      on SIGTERM/SIGINT let running jobs finish   CONDUCTOR_DRAIN=1
   --run-as <user>              run jobs as this unprivileged user          CONDUCTOR_RUN_AS
-                               (the agent then runs as root)
+                               (the agent then runs as root); or per owner:
+                               alice:alice,bob:bob-jobs,*:nobody
   --job-root <dir>             work_dir must be inside it  CONDUCTOR_JOB_ROOT (default: the job user's home)
   --job-containment <how>      auto, cgroup2, cgroup1 or sweep: how a job's processes are found and
                                killed                      CONDUCTOR_JOB_CONTAINMENT (default auto)
@@ -308,7 +318,10 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const stateDir = stateIn ? resolve(stateIn.value) : defaultStateDir(nodeName, env);
 
   const runAs = pick('run-as', 'CONDUCTOR_RUN_AS')?.value;
-  if (runAs !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}\$?$/.test(runAs)) {
+  if (runAs !== undefined && isRunAsMap(runAs)) {
+    const map = parseRunAsMap(runAs);
+    if ('error' in map) errors.push(map.error);
+  } else if (runAs !== undefined && !USER_RE.test(runAs)) {
     errors.push(`CONDUCTOR_RUN_AS must be a user name or uid, got ${JSON.stringify(runAs)}`);
   }
   const jobRootIn = pick('job-root', 'CONDUCTOR_JOB_ROOT');
@@ -363,6 +376,38 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       allowAnyWorkDir,
     },
   };
+}
+
+const USER_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}\$?$/;
+
+/** CONDUCTOR_RUN_AS in its map form: `<owner>:<user>` pairs separated by commas. */
+export function isRunAsMap(value: string): boolean {
+  return value.includes(':') || value.includes(',');
+}
+
+/**
+ * `alice:alice, bob:bob-jobs, *:nobody` → owner and user pairs (an owner may contain `:`, the user after the
+ * last one may not; `*` stands for every other owner and for jobs without one), or why not.
+ */
+export function parseRunAsMap(value: string): { owner: string; user: string }[] | { error: string } {
+  const entries: { owner: string; user: string }[] = [];
+  for (const part of value.split(',')) {
+    const colon = part.lastIndexOf(':');
+    const owner = colon < 0 ? '' : part.slice(0, colon).trim();
+    const user = colon < 0 ? '' : part.slice(colon + 1).trim();
+    if (!owner || !USER_RE.test(user)) {
+      return {
+        error:
+          'CONDUCTOR_RUN_AS must be a user name or uid, or <owner>:<user> pairs separated by commas ' +
+          `(* for any other owner), got ${JSON.stringify(part.trim())} in ${JSON.stringify(value)}`,
+      };
+    }
+    if (entries.some((e) => e.owner === owner)) {
+      return { error: `CONDUCTOR_RUN_AS maps owner ${JSON.stringify(owner)} twice` };
+    }
+    entries.push({ owner, user });
+  }
+  return entries;
 }
 
 function parseBool(value: string | undefined, name: string, errors: string[]): boolean {

@@ -142,8 +142,12 @@ export interface ExecutorOptions {
   groupPollMs?: number;
   /** Jobs run as this user (spawned with its uid/gid; the agent must be root). */
   runAs?: RunAsUser;
+  /** Instead of runAs: each job runs as its owner's user (`*`: any other owner, and jobs without one). */
+  runAsByOwner?: Record<string, RunAsUser>;
   /** A work_dir must resolve inside this directory (symlinks followed); undefined: anywhere. */
   jobRoot?: string;
+  /** Without jobRoot: a work_dir must resolve inside the home of the user the job runs as. */
+  jobRootIsHome?: boolean;
   /** How a job's processes are found and killed (containment.ts); the /proc sweep by default. */
   containment?: Containment;
   /** A supervisor kills each job if the agent dies before it (containment.ts); on by default. */
@@ -481,7 +485,8 @@ export function setLongTimeout(callback: () => void, delayMs: number): LongTimeo
  * problems: a missing work_dir or a spawn failure gives a JobProcess whose result is `failed_to_start`.
  */
 export function startJob(assignment: Assignment, options: ExecutorOptions): JobProcess {
-  const { runAs } = options;
+  const user = runAsOf(assignment, options);
+  const runAs = typeof user === 'string' ? undefined : user;
   const dir = join(options.jobsDir, jobDirName(assignment));
   // Run as another user: the folder stays the agent's (the job cannot swap its output files for links to
   // something only the agent may read), passable but not listable; the user owns its script and `work/`.
@@ -500,9 +505,10 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
   const agentEnv = options.agentEnv ?? process.env;
   const home = runAs ? runAs.home : agentEnv.HOME;
   let cwd = resolveWorkDir(assignment.work_dir, ownFolder, home);
-  let problem = workDirProblem(cwd);
-  if (!problem && assignment.work_dir && options.jobRoot) {
-    const inside = insideRoot(cwd, options.jobRoot);
+  let problem = typeof user === 'string' ? user : workDirProblem(cwd);
+  const jobRoot = options.jobRoot ?? (options.jobRootIsHome ? runAs?.home : undefined);
+  if (!problem && assignment.work_dir && jobRoot) {
+    const inside = insideRoot(cwd, jobRoot);
     if (typeof inside === 'string') cwd = inside;
     else problem = inside.problem;
   }
@@ -515,6 +521,20 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
   }
   job.start(assignment, buildJobEnv(assignment, agentEnv, runAs, job.marker), cwd, scriptPath, runAs);
   return job;
+}
+
+/** The user a job runs as (undefined: the agent's own), or why it has none. */
+function runAsOf(assignment: Assignment, options: ExecutorOptions): RunAsUser | undefined | string {
+  const map = options.runAsByOwner;
+  if (!map) return options.runAs;
+  const owner = assignment.owner ?? null;
+  const user = (owner !== null ? map[owner] : undefined) ?? map['*'];
+  if (user) return user;
+  const mapped = Object.keys(map).filter((o) => o !== '*');
+  return (
+    `no run-as user for ${owner === null ? 'jobs without an owner' : `owner ${JSON.stringify(owner)}`} on this ` +
+    `node (CONDUCTOR_RUN_AS maps ${mapped.join(', ')})`
+  );
 }
 
 /**

@@ -100,6 +100,11 @@ export interface Assignment extends JobRef {
    * has been out of touch with the control plane for too long (see `lost`). Absent from older servers.
    */
   requeue?: boolean;
+  /**
+   * The job's owner (its submitting token's owner), which picks the user it runs as under an owner map
+   * (CONDUCTOR_RUN_AS=alice:alice,...); null when it has none (the open local cluster). Older servers omit it.
+   */
+  owner?: string | null;
 }
 
 /** Reports: POST /api/v1/agents/jobs/:job_id/{started,output,finish}. A report for an attempt that is no longer current gets 409 `stale_assignment`: drop it and kill the process. */

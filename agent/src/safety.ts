@@ -9,7 +9,13 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AgentConfig, RunAsUser, SafetySettings } from './config.ts';
+import {
+  type AgentConfig,
+  isRunAsMap,
+  parseRunAsMap,
+  type RunAsUser,
+  type SafetySettings,
+} from './config.ts';
 
 /** A passwd entry by name or uid: `getent passwd` (NSS: LDAP, sssd, ...), else /etc/passwd. */
 export function lookupUser(nameOrUid: string): RunAsUser | undefined {
@@ -54,6 +60,9 @@ export function resolveSafety(
   uid: number | undefined,
   lookup: (nameOrUid: string) => RunAsUser | undefined = lookupUser,
 ): { config: AgentConfig } | { error: string } {
+  if (safety.runAs !== undefined && isRunAsMap(safety.runAs)) {
+    return resolveRunAsMap(config, safety, safety.runAs, uid, lookup);
+  }
   let runAs: RunAsUser | undefined;
   if (safety.runAs !== undefined) {
     runAs = lookup(safety.runAs);
@@ -76,6 +85,42 @@ export function resolveSafety(
       ...config,
       ...(runAs ? { runAs } : {}),
       ...(jobRoot ? { jobRoot } : {}),
+    },
+  };
+}
+
+/** resolveSafety for CONDUCTOR_RUN_AS=<owner>:<user>,...: every user must exist and not be root. */
+function resolveRunAsMap(
+  config: AgentConfig,
+  safety: SafetySettings,
+  text: string,
+  uid: number | undefined,
+  lookup: (nameOrUid: string) => RunAsUser | undefined,
+): { config: AgentConfig } | { error: string } {
+  const entries = parseRunAsMap(text);
+  if ('error' in entries) return entries;
+  const runAsByOwner: Record<string, RunAsUser> = {};
+  for (const { owner, user } of entries) {
+    const found = lookup(user);
+    if (!found)
+      return {
+        error: `CONDUCTOR_RUN_AS: no user ${JSON.stringify(user)} on this machine (for owner ${owner})`,
+      };
+    if (found.uid === 0 && !safety.allowRoot) return { error: ROOT_REFUSAL };
+    if (uid !== undefined && uid !== 0 && uid !== found.uid) {
+      return {
+        error: `CONDUCTOR_RUN_AS=${text} needs the agent to run as root (it switches to each owner's user for their jobs)`,
+      };
+    }
+    runAsByOwner[owner] = found;
+  }
+  const jobRoot = safety.allowAnyWorkDir ? undefined : safety.jobRoot;
+  return {
+    config: {
+      ...config,
+      runAsByOwner,
+      ...(jobRoot ? { jobRoot } : {}),
+      ...(!safety.allowAnyWorkDir && !jobRoot ? { jobRootIsHome: true } : {}),
     },
   };
 }

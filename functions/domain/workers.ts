@@ -274,6 +274,7 @@ interface AssignmentRow {
   environment: Record<string, string> | string;
   time_limit_s: number | null;
   requeue: boolean;
+  owner: string | null;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -296,7 +297,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                  OR (claimed_session = ${input.session}
                      AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
-          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s, requeue
+          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s, requeue, owner
         )
         SELECT EXISTS (SELECT 1 FROM me) AS known,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
@@ -350,6 +351,7 @@ function assignmentView(row: AssignmentRow): Assignment {
     environment: parseJson(row.environment),
     time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
     requeue: row.requeue === true,
+    owner: row.owner ?? null,
   };
 }
 
