@@ -41,6 +41,11 @@ export const workers = pgTable(
     cpus: integer('cpus').notNull(),
     allocatedCpus: integer('allocated_cpus').notNull().default(0),
     status: text('status', { enum: WORKER_STATUSES }).notNull().default('ready'),
+    /**
+     * An operator's drain (set by drain, cleared only by undrain), kept apart from liveness so that a restart
+     * or a reap does not lose it. A drained worker that is up has the status 'draining'.
+     */
+    drained: boolean('drained').notNull().default(false),
     /** Changes on every registration: identifies one run of one agent. */
     session: text('session').notNull(),
     registeredAt: tstz('registered_at').notNull().defaultNow(),
@@ -57,6 +62,7 @@ export const workers = pgTable(
   },
   (t) => [
     check('workers_allocation_fits', sql`${t.allocatedCpus} >= 0 AND ${t.allocatedCpus} <= ${t.cpus}`),
+    check('workers_drained_not_ready', sql`NOT (${t.drained} AND ${t.status} = 'ready')`),
     index('workers_status_heartbeat_idx').on(t.status, t.lastHeartbeat),
   ],
 );
@@ -83,6 +89,8 @@ export const jobs = pgTable(
     requeue: boolean('requeue').notNull().default(false),
     /** Incremented on every placement; reports must name the attempt they belong to (fencing). */
     attempt: integer('attempt').notNull().default(0),
+    /** Times the job went back to the queue because its node was lost; capped by `maxRequeues`. */
+    requeues: integer('requeues').notNull().default(0),
     /** Set when the assigned agent picked the job up (the session that did). */
     claimedSession: text('claimed_session'),
     claimedAt: tstz('claimed_at'),
@@ -155,6 +163,11 @@ export const clusterState = pgTable(
     id: smallint('id').primaryKey().default(1),
     allocatedCpus: bigint('allocated_cpus', { mode: 'number' }).notNull().default(0),
     allocationVersion: bigint('allocation_version', { mode: 'number' }).notNull().default(0),
+    /**
+     * Random, set when the row is made: names this database's allocation history, so that the cache resets
+     * on a snapshot from another database (a new one behind the same Redis) instead of keeping the old count.
+     */
+    allocationEpoch: text('allocation_epoch').notNull().default(sql`gen_random_uuid()::text`),
   },
   (t) => [check('cluster_state_singleton', sql`${t.id} = 1`)],
 );

@@ -47,6 +47,13 @@ export const workerEnvSchema = z.object({
     .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
     .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
     .default(DEFAULT_CONFIG.logRetentionDays),
+  /** Times a `requeue` job is requeued after losing its node before it ends NODE_FAIL. */
+  CONDUCTOR_MAX_REQUEUES: z.coerce
+    .number({ error: 'CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)' })
+    .int('CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)')
+    .min(0, 'CONDUCTOR_MAX_REQUEUES is at least 0 (0: never requeue)')
+    .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
+    .default(DEFAULT_CONFIG.maxRequeues),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),
@@ -75,6 +82,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
+    maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,

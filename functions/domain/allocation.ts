@@ -1,7 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm';
 import { applyAllocationDelta } from './cache.ts';
 import type { Context } from './context.ts';
-import type { Database } from './ports.ts';
+import type { ConductorConfig, Database } from './ports.ts';
 import { query, withRetry } from './sql.ts';
 
 export interface EndedJob {
@@ -27,23 +27,65 @@ export async function endJobsAndRelease(
   // (READ COMMITTED) re-check the row it waited for, now RUNNING, while its other parts still read the
   // snapshot from before the pass: the allocation the pass inserted would not be released. In REPEATABLE
   // READ the wait ends in a serialization failure instead, and the retry sees the pass's allocation.
-  const rows = await withRetry(() =>
-    options.racesPlacement
-      ? ctx.db.transaction((tx) => runEndJobs(tx, jobUpdate), { isolationLevel: 'repeatable read' })
-      : runEndJobs(ctx.db, jobUpdate),
-  );
-  const first = rows[0];
-  if (first && first.version !== null) {
-    await applyAllocationDelta(ctx, -Number(first.released_cpus), Number(first.version));
-    ctx.defer(ctx.requestSchedule());
+  if (options.racesPlacement) {
+    return inReleasingTransaction(ctx, (_tx, endJobs) => endJobs(jobUpdate), 'repeatable read');
   }
-  return rows.map((r) => ({
+  const rows = await withRetry(() => runEndJobs(ctx.db, jobUpdate));
+  await reportReleases(ctx, [rows]);
+  return rows.map(endedJob);
+}
+
+/** Ends jobs inside a transaction (`endJobsAndRelease`'s statement on the transaction). */
+export type EndJobs = (jobUpdate: SQL) => Promise<EndedJob[]>;
+
+/**
+ * Runs `work` in one transaction, retried as a whole on conflicts; `work` ends jobs with `endJobs`, so that
+ * its other writes (a worker's row, say) commit together with the jobs' ends and releases. The cache hears
+ * of the releases after the commit.
+ */
+export async function inReleasingTransaction<T>(
+  ctx: Context,
+  work: (tx: Database, endJobs: EndJobs) => Promise<T>,
+  isolationLevel?: 'repeatable read',
+): Promise<T> {
+  let released: EndRow[][] = [];
+  const result = await withRetry(() => {
+    released = [];
+    return ctx.db.transaction(
+      (tx) =>
+        work(tx, async (jobUpdate) => {
+          const rows = await runEndJobs(tx, jobUpdate);
+          released.push(rows);
+          return rows.map(endedJob);
+        }),
+      isolationLevel ? { isolationLevel } : undefined,
+    );
+  });
+  await reportReleases(ctx, released);
+  return result;
+}
+
+/** After the commit: each statement that released CPUs is one allocation version, told to the cache. */
+async function reportReleases(ctx: Context, statements: EndRow[][]): Promise<void> {
+  let any = false;
+  for (const rows of statements) {
+    const first = rows[0];
+    if (first && first.version !== null) {
+      await applyAllocationDelta(ctx, -Number(first.released_cpus), Number(first.version));
+      any = true;
+    }
+  }
+  if (any) ctx.defer(ctx.requestSchedule());
+}
+
+function endedJob(r: EndRow): EndedJob {
+  return {
     id: Number(r.id),
     state: r.state,
     node: r.node,
     attempt: Number(r.attempt),
     exit_code: r.exit_code,
-  }));
+  };
 }
 
 interface EndRow {
@@ -90,17 +132,21 @@ function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
 
 /**
  * The job update for jobs whose worker is gone: NODE_FAIL, or back to PENDING for jobs submitted with
- * `requeue` (they run again elsewhere, with the next attempt number).
+ * `requeue` (they run again elsewhere, with the next attempt number) until they were requeued
+ * `maxRequeues` times: a job that takes its node down each time it runs must not go round the cluster forever.
  */
-export function loseJobs(where: SQL, reason: string): SQL {
-  // A job someone cancelled is not run again: it ends CANCELLED.
+export function loseJobs(where: SQL, reason: string, limits: Pick<ConductorConfig, 'maxRequeues'>): SQL {
+  // A job someone cancelled is not run again: it ends CANCELLED. (SET expressions see the row as it was.)
+  const again = sql`(requeue AND NOT cancel_requested AND requeues < ${limits.maxRequeues}::int)`;
+  const capped = `; not requeued: it was requeued ${limits.maxRequeues} times already (max requeues)`;
   return sql`UPDATE jobs SET
-      state = CASE WHEN cancel_requested THEN 'CANCELLED' WHEN requeue THEN 'PENDING' ELSE 'NODE_FAIL' END,
-      end_time = CASE WHEN requeue AND NOT cancel_requested THEN NULL ELSE now() END,
-      exit_code = CASE WHEN requeue AND NOT cancel_requested THEN NULL ELSE '0:0' END,
-      node = CASE WHEN requeue AND NOT cancel_requested THEN NULL ELSE node END,
+      state = CASE WHEN cancel_requested THEN 'CANCELLED' WHEN ${again} THEN 'PENDING' ELSE 'NODE_FAIL' END,
+      end_time = CASE WHEN ${again} THEN NULL ELSE now() END,
+      exit_code = CASE WHEN ${again} THEN NULL ELSE '0:0' END,
+      node = CASE WHEN ${again} THEN NULL ELSE node END,
+      requeues = requeues + CASE WHEN ${again} THEN 1 ELSE 0 END,
       claimed_session = NULL, claimed_at = NULL,
-      reason = ${reason}
+      reason = ${reason}::text || CASE WHEN requeue AND NOT cancel_requested AND NOT ${again} THEN ${capped}::text ELSE '' END
     WHERE state = 'RUNNING' AND ${where}
     RETURNING id, state, node, attempt, exit_code`;
 }

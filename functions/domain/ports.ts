@@ -38,8 +38,11 @@ export interface RegistryStore {
   touchWorker(id: string, lastHeartbeat: string, ttlSeconds: number, status?: WorkerStatus): Promise<boolean>;
   /** Sets the status field of a live worker; false when the key is gone. */
   setWorkerStatus(id: string, status: WorkerStatus): Promise<boolean>;
-  /** Deletes the key and the index entry. */
-  removeWorker(id: string): Promise<void>;
+  /**
+   * Deletes the key and the index entry. With `registeredAt`, only if the key is that registration's (or
+   * gone): a newer registration's key stays. Returns whether it removed them.
+   */
+  removeWorker(id: string, registeredAt?: string): Promise<boolean>;
   /** Ids of workers whose key has not expired, from the index (never KEYS/SCAN). */
   liveWorkerIds(): Promise<string[]>;
   /**
@@ -58,15 +61,35 @@ export interface RegistryStore {
   applyAllocationDelta(delta: number, version: number): Promise<void>;
   /**
    * Sets `resource:allocated_cpus` from a Postgres snapshot taken at `version`, keeping the deltas newer than
-   * `version` that were applied meanwhile. Ignored (applied=false) when a newer snapshot is already in.
-   * Returns the value the cache held before, for drift reports, and the value it holds now (the snapshot's
-   * own figure when the snapshot was stale and the key is missing).
+   * `version` that were applied meanwhile. Ignored (applied=false) when a newer snapshot is already in,
+   * unless `replacing` names that newer snapshot's version (Postgres went back: restore, failover). A
+   * snapshot of another `epoch` (another database's history) replaces whatever is there. Either reset drops
+   * the recorded deltas. Returns the value the cache held before, for drift reports, and the value it holds
+   * now (the snapshot's own figure when the snapshot was stale and the key is missing).
    */
   setAllocationSnapshot(
     allocated: number,
     version: number,
-  ): Promise<{ applied: boolean; previous: number | null; value: number }>;
+    options?: SnapshotOptions,
+  ): Promise<SnapshotResult>;
   ping(): Promise<void>;
+}
+
+export interface SnapshotOptions {
+  /** The Postgres history the snapshot belongs to (cluster_state.allocation_epoch). */
+  epoch?: string;
+  /** Replace the cache's snapshot at this (newer) version: Postgres's history went back. */
+  replacing?: number;
+}
+
+export interface SnapshotResult {
+  applied: boolean;
+  previous: number | null;
+  value: number;
+  /** The version of the snapshot the cache holds now (a newer one than given when this one was stale). */
+  version: number;
+  /** Why the cache started over: another epoch, or a replaced newer version; null when it did not. */
+  reset: 'epoch' | 'version' | null;
 }
 
 /** Wakes long-polling claims when a worker gets work or a cancel. Per process; claims also re-check on a timer. */
@@ -130,6 +153,11 @@ export interface ConductorConfig {
   logRetentionDays: number;
   /** A followed log stream (SSE) sends a `: keep-alive` comment after this long without any other line. */
   logKeepAliveMs: number;
+  /**
+   * How many times a `requeue` job goes back to the queue because its node was lost; the next loss ends it
+   * NODE_FAIL (a job that takes its node down must not go round the cluster forever). 0: never requeued.
+   */
+  maxRequeues: number;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -148,6 +176,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   submitBurst: 500,
   logRetentionDays: 30,
   logKeepAliveMs: 15_000,
+  maxRequeues: 3,
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */

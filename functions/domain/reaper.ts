@@ -1,8 +1,9 @@
 import { sql } from 'drizzle-orm';
-import { endJobsAndRelease, loseJobs } from './allocation.ts';
+import { endJobsAndRelease, inReleasingTransaction, loseJobs } from './allocation.ts';
 import type { Context } from './context.ts';
 import { warnRegistryDown } from './liveness.ts';
 import { pgArray, query, queryOne } from './sql.ts';
+import { registryTime } from './workers.ts';
 
 export interface ReapResult {
   lostWorkers: string[];
@@ -41,25 +42,38 @@ export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
   }
   if (clock?.in_grace) return { lostWorkers: [], lostJobs: 0, inGrace: true };
 
-  const lost = await query<{ id: string; silent_s: number }>(
-    ctx.db,
-    sql`UPDATE workers SET status = 'down', down_at = now(),
-          down_reason = 'heartbeat lapsed: silent for ' || floor(extract(epoch FROM now() - last_heartbeat)) || ' s'
-        WHERE status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
-        RETURNING id`,
-  );
+  // One transaction: the workers go down and their jobs are lost together, the workers' rows locked from
+  // the first statement to the commit. A registration locks its worker's row first too, so it either comes
+  // before (the worker is then fresh and not reaped) or after (it finds the jobs lost and tells its agent to
+  // kill them): never between, where it would be told to keep a job that the reaper then ends.
+  const { lost, jobs } = await inReleasingTransaction(ctx, async (tx, endJobs) => {
+    const lost = await query<{ id: string; registered_at: Date | string }>(
+      tx,
+      sql`UPDATE workers SET status = 'down', down_at = now(),
+            down_reason = 'heartbeat lapsed: silent for ' || floor(extract(epoch FROM now() - last_heartbeat)) || ' s'
+          WHERE id IN (SELECT id FROM workers
+                       WHERE status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
+                       ORDER BY id FOR UPDATE)
+            AND status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
+          RETURNING id, registered_at`,
+    );
+    if (lost.length === 0) return { lost, jobs: [] };
+    const ids = pgArray(lost.map((w) => w.id));
+    const jobs = await endJobs(
+      loseJobs(sql`node = ANY(${ids}::text[])`, 'node lost: its heartbeat lapsed', ctx.config),
+    );
+    return { lost, jobs };
+  });
   if (lost.length === 0) return { lostWorkers: [], lostJobs: 0, inGrace: false };
   const ids = lost.map((w) => w.id);
-  const jobs = await endJobsAndRelease(
-    ctx,
-    loseJobs(sql`node = ANY(${pgArray(ids)}::text[])`, 'node lost: its heartbeat lapsed'),
-  );
-  for (const id of ids) {
+  for (const worker of lost) {
+    const id = worker.id;
     ctx.logger.warn(`Worker lost: ${id} (no heartbeat for ${ttl} s)`, {
       jobs: jobs.filter((j) => j.node === id).map((j) => j.id),
     });
     try {
-      await ctx.registry.removeWorker(id);
+      // Only the lost registration's key: an agent that registered again since keeps its new one.
+      await ctx.registry.removeWorker(id, registryTime(worker.registered_at));
     } catch (error) {
       warnRegistryDown(ctx, error);
     }

@@ -34,7 +34,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       const workers = await query<{ id: string; cpus: number; allocated_cpus: number }>(
         tx,
         sql`SELECT id, cpus, allocated_cpus FROM workers
-            WHERE status = 'ready' AND ${liveFilter}
+            WHERE status = 'ready' AND NOT drained AND ${liveFilter}
             ORDER BY id FOR UPDATE`,
       );
       if (workers.length === 0) return { placed: 0, workers: 0, version: null, total: 0, touched: [] };

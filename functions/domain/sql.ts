@@ -1,4 +1,5 @@
 import type { SQL } from 'drizzle-orm';
+import { ConductorError } from './errors.ts';
 import type { Database } from './ports.ts';
 
 /** Runs raw SQL and returns its rows, whatever the driver's result shape. */
@@ -25,15 +26,36 @@ export function pgErrorCode(error: unknown): string | undefined {
   return undefined;
 }
 
-export async function withRetry<T>(work: () => Promise<T>, attempts = 5): Promise<T> {
+/** How many times a transaction is run in all when it keeps losing conflicts (deadlock, serialization failure). */
+export const CONFLICT_ATTEMPTS = 10;
+
+/**
+ * Runs `work` (one statement or transaction) again when Postgres aborted it for a conflict, with exponential
+ * backoff and full jitter (up to about 1.3 s in all). A conflict that outlasts every attempt is a 503
+ * `database_busy` with Retry-After: the request did nothing and may be sent again.
+ */
+export async function withRetry<T>(work: () => Promise<T>, attempts = CONFLICT_ATTEMPTS): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await work();
     } catch (error) {
-      if (attempt >= attempts || !isRetryableConflict(error)) throw error;
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * attempt));
+      if (!isRetryableConflict(error)) throw error;
+      if (attempt >= attempts) throw databaseBusy(error);
+      const backoffMs = Math.min(250, 5 * 2 ** attempt);
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * backoffMs));
     }
   }
+}
+
+function databaseBusy(cause: unknown): ConductorError {
+  const busy = new ConductorError(
+    'unavailable',
+    'database_busy',
+    'The database is busy with conflicting changes; nothing was done, retry shortly',
+  );
+  busy.retryAfterSeconds = 1;
+  busy.cause = cause;
+  return busy;
 }
 
 /** Postgres arrays as one text parameter (`{a,b}`): driver-neutral, unlike JS arrays. */

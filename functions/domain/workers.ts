@@ -10,7 +10,7 @@ import type {
   RegisterResponse,
 } from '../../agent/src/protocol.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
-import { type EndedJob, endJobsAndRelease, loseJobs } from './allocation.ts';
+import { type EndedJob, endJobsAndRelease, inReleasingTransaction, loseJobs } from './allocation.ts';
 import { recordAudit } from './audit.ts';
 import { ANONYMOUS, type Principal } from './auth.ts';
 import { createBatcher } from './batcher.ts';
@@ -58,7 +58,8 @@ function refsSql(refs: readonly JobRef[]) {
 
 /**
  * Registers (or re-registers) a worker. Claimed assignments of this worker that the agent does not list in
- * `running` have lost their process: they end as NODE_FAIL (or go back to the queue with `requeue`).
+ * `running` have lost their process: they end as NODE_FAIL (or go back to the queue with `requeue`), and
+ * those it never started go back to the queue.
  */
 export async function registerWorker(
   ctx: Context,
@@ -72,65 +73,85 @@ export async function registerWorker(
   // The name is free, or bound to the caller's token, or to a token that was revoked (handed over).
   const takeable = sql`(workers.token_id IS NULL OR workers.token_id = ${caller.tokenId}::bigint
     OR NOT EXISTS (SELECT 1 FROM api_tokens t WHERE t.id = workers.token_id AND t.revoked_at IS NULL))`;
-  const holder = await queryOne<{ session: string; live: boolean; takeable: boolean }>(
-    ctx.db,
-    sql`SELECT session, (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})) AS live,
-               ${takeable} AS takeable
-        FROM workers WHERE id = ${id}`,
-  );
-  if (holder && !holder.takeable) throw workerNotYours(id);
-  if (holder?.live && holder.session !== input.previous_session) {
-    throw conflict(
-      'worker_name_in_use',
-      `Another agent is registered as ${id} and heartbeating; give this node a unique NODE_NAME, or stop the other agent and retry after ${config.workerTtlSeconds} s`,
-    );
-  }
-
   const running = input.running ?? [];
   const keep = running.length > 0 ? refsSql(running) : sql`false`;
-  await endJobsAndRelease(
-    ctx,
-    loseJobs(
-      sql`node = ${id} AND claimed_session IS NOT NULL AND NOT ${keep}`,
-      'agent restarted: process lost',
-    ),
-  );
-  let stale: JobRef[] = [];
-  if (running.length > 0) {
-    const kept = await query<{ id: string | number; attempt: number }>(
-      ctx.db,
-      sql`UPDATE jobs SET claimed_session = ${session}
-          WHERE node = ${id} AND state = 'RUNNING' AND ${keep}
-          RETURNING id, attempt`,
-    );
-    const current = new Set(kept.map((k) => `${Number(k.id)}:${Number(k.attempt)}`));
-    stale = running.filter((r) => !current.has(`${r.job_id}:${r.attempt}`));
-  }
 
-  const row = await queryOne<{
-    status: WorkerStatus;
-    registered_at: Date | string;
-    last_heartbeat: Date | string;
-  }>(
-    ctx.db,
-    sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version, token_id)
-        VALUES (${id}, ${input.hostname}, ${input.cpus}, 'ready', ${session}, ${JSON.stringify(input.labels ?? {})}::jsonb,
-                ${input.agent_version ?? null}, ${caller.tokenId}::bigint)
-        ON CONFLICT (id) DO UPDATE SET
-          hostname = excluded.hostname, cpus = excluded.cpus, session = excluded.session,
-          status = CASE WHEN workers.status = 'draining' THEN 'draining' ELSE 'ready' END,
-          registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL,
-          labels = excluded.labels, agent_version = excluded.agent_version, token_id = excluded.token_id
-        WHERE workers.allocated_cpus <= excluded.cpus AND ${takeable}
-        RETURNING status, registered_at, last_heartbeat`,
-  );
-  if (!row) {
-    await assertWorkerIsCallers(ctx, id, caller);
-    throw conflict(
-      'cpus_below_allocation',
-      `Worker ${id} has more CPUs allocated to running jobs than the ${input.cpus} it now offers; let them finish first`,
+  // One transaction that locks the worker's row first, as the reaper does: a registration comes wholly
+  // before or after a reap of this worker, never between its steps.
+  const { row, stale } = await inReleasingTransaction(ctx, async (tx, endJobs) => {
+    const holder = await queryOne<{ session: string; live: boolean; takeable: boolean }>(
+      tx,
+      sql`SELECT session, (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})) AS live,
+                 ${takeable} AS takeable
+          FROM workers WHERE id = ${id} FOR UPDATE`,
     );
-  }
+    if (holder && !holder.takeable) throw workerNotYours(id);
+    if (holder?.live && holder.session !== input.previous_session) {
+      throw conflict(
+        'worker_name_in_use',
+        `Another agent is registered as ${id} and heartbeating; give this node a unique NODE_NAME, or stop the other agent and retry after ${config.workerTtlSeconds} s`,
+      );
+    }
+
+    // Claimed but never started, and not running on the agent: it never ran, so it goes back to the queue
+    // (as on unregister). Claimed, started and not listed: its process is lost.
+    await endJobs(
+      sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
+            reason = 'requeued: its agent restarted before starting it'
+          WHERE node = ${id} AND state = 'RUNNING' AND claimed_session IS NOT NULL AND start_time IS NULL
+            AND NOT cancel_requested AND NOT ${keep}
+          RETURNING id, state, node, attempt, exit_code`,
+    );
+    await endJobs(
+      loseJobs(
+        sql`node = ${id} AND claimed_session IS NOT NULL AND NOT ${keep}`,
+        'agent restarted: process lost',
+        config,
+      ),
+    );
+    let stale: JobRef[] = [];
+    if (running.length > 0) {
+      const kept = await query<{ id: string | number; attempt: number }>(
+        tx,
+        sql`UPDATE jobs SET claimed_session = ${session}
+            WHERE node = ${id} AND state = 'RUNNING' AND ${keep}
+            RETURNING id, attempt`,
+      );
+      const current = new Set(kept.map((k) => `${Number(k.id)}:${Number(k.attempt)}`));
+      stale = running.filter((r) => !current.has(`${r.job_id}:${r.attempt}`));
+    }
+
+    // An operator's drain outlasts restarts and reaps; the agent's own (it was stopping) only a re-registration.
+    const row = await queryOne<{
+      status: WorkerStatus;
+      registered_at: Date | string;
+      last_heartbeat: Date | string;
+    }>(
+      tx,
+      sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version, token_id)
+          VALUES (${id}, ${input.hostname}, ${input.cpus}, 'ready', ${session}, ${JSON.stringify(input.labels ?? {})}::jsonb,
+                  ${input.agent_version ?? null}, ${caller.tokenId}::bigint)
+          ON CONFLICT (id) DO UPDATE SET
+            hostname = excluded.hostname, cpus = excluded.cpus, session = excluded.session,
+            status = CASE WHEN workers.drained OR workers.status = 'draining' THEN 'draining' ELSE 'ready' END,
+            registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL,
+            labels = excluded.labels, agent_version = excluded.agent_version, token_id = excluded.token_id
+          WHERE workers.allocated_cpus <= excluded.cpus AND ${takeable}
+          RETURNING status, registered_at, last_heartbeat`,
+    );
+    if (!row) {
+      const bound = await queryOne<{ mine: boolean }>(
+        tx,
+        sql`SELECT ${boundTo(caller)} AS mine FROM workers WHERE id = ${id}`,
+      );
+      if (bound && !bound.mine) throw workerNotYours(id);
+      throw conflict(
+        'cpus_below_allocation',
+        `Worker ${id} has more CPUs allocated to running jobs than the ${input.cpus} it now offers; let them finish first`,
+      );
+    }
+    return { row, stale };
+  });
 
   const entry: WorkerEntry = {
     worker_id: id,
@@ -229,6 +250,7 @@ export async function heartbeatWorker(
 /**
  * Drains a worker (it takes no new jobs and finishes the ones it runs) or puts it back in service. The
  * status shows in Postgres, in the `worker:<id>` hash and in the API; drained capacity is not available.
+ * The drain lasts until undrained, also across the agent's restarts and reaps (`drained`).
  */
 export async function setWorkerDraining(
   ctx: Context,
@@ -239,7 +261,8 @@ export async function setWorkerDraining(
   const status: WorkerStatus = draining ? 'draining' : 'ready';
   const row = await queryOne<{ id: string }>(
     ctx.db,
-    sql`UPDATE workers SET status = ${status} WHERE id = ${workerId} AND status <> 'down' RETURNING id`,
+    sql`UPDATE workers SET status = ${status}, drained = ${draining}
+        WHERE id = ${workerId} AND status <> 'down' RETURNING id`,
   );
   if (!row) {
     const known = await queryOne<{ status: string }>(
@@ -615,31 +638,31 @@ export async function unregisterWorker(
   input: SessionCheck,
   caller: Principal = ANONYMOUS,
 ): Promise<void> {
-  const row = await queryOne<{ id: string }>(
-    ctx.db,
-    sql`SELECT id FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
-          AND ${boundTo(caller)}`,
-  );
-  if (!row) throw await sessionError(ctx, input, caller);
   const id = input.worker_id;
-  // Down first: the passes that the requeue below asks for must not place the jobs here again.
-  await query(
-    ctx.db,
-    sql`UPDATE workers SET status = 'down', down_at = now(), down_reason = 'unregistered'
-        WHERE id = ${id} AND session = ${input.session}`,
-  );
+  // One transaction: down first (the passes that the requeue asks for must not place the jobs here again),
+  // then the jobs, committed together.
+  const left = await inReleasingTransaction(ctx, async (tx, endJobs) => {
+    const row = await queryOne<{ registered_at: Date | string }>(
+      tx,
+      sql`UPDATE workers SET status = 'down', down_at = now(), down_reason = 'unregistered'
+          WHERE id = ${id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
+          RETURNING registered_at`,
+    );
+    if (!row) return null;
+    await endJobs(
+      sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
+            reason = 'requeued: its worker left before starting it'
+          WHERE node = ${id} AND state = 'RUNNING' AND start_time IS NULL AND NOT cancel_requested
+          RETURNING id, state, node, attempt, exit_code`,
+    );
+    await endJobs(loseJobs(sql`node = ${id}`, 'worker unregistered while the job ran', ctx.config));
+    return row;
+  });
+  if (!left) throw await sessionError(ctx, input, caller);
   try {
-    await ctx.registry.removeWorker(id);
+    await ctx.registry.removeWorker(id, registryTime(left.registered_at));
   } catch (error) {
     warnRegistryDown(ctx, error);
   }
-  await endJobsAndRelease(
-    ctx,
-    sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
-          reason = 'requeued: its worker left before starting it'
-        WHERE node = ${id} AND state = 'RUNNING' AND start_time IS NULL AND NOT cancel_requested
-        RETURNING id, state, node, attempt, exit_code`,
-  );
-  await endJobsAndRelease(ctx, loseJobs(sql`node = ${id}`, 'worker unregistered while the job ran'));
   ctx.logger.info(`Worker unregistered: ${id}`);
 }

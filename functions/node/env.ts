@@ -15,6 +15,12 @@ const logRetentionDays = z.coerce
   .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
   .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
   .default(DEFAULT_CONFIG.logRetentionDays);
+const maxRequeues = z.coerce
+  .number({ error: 'CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)' })
+  .int('CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)')
+  .min(0, 'CONDUCTOR_MAX_REQUEUES is at least 0 (0: never requeue)')
+  .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
+  .default(DEFAULT_CONFIG.maxRequeues);
 
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
@@ -58,6 +64,8 @@ export const nodeEnvSchema = z.object({
       ),
     )
     .default([]),
+  /** Times a `requeue` job is requeued after losing its node before it ends NODE_FAIL. */
+  CONDUCTOR_MAX_REQUEUES: maxRequeues,
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -90,6 +98,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
+    maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,

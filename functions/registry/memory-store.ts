@@ -4,7 +4,7 @@
  * lazily, as Redis does on access: a key whose expiry time has passed no longer exists.
  */
 import type { WorkerStatus } from '../../db/schema.ts';
-import type { RegistryStore, WorkerEntry } from '../domain/ports.ts';
+import type { RegistryStore, SnapshotOptions, SnapshotResult, WorkerEntry } from '../domain/ports.ts';
 import { checkCap, checkEntry, checkId, checkInteger, checkTtl, checkVersion } from './redis-store.ts';
 
 export interface MemoryRegistryStoreOptions {
@@ -32,6 +32,8 @@ export class MemoryRegistryStore implements RegistryStore {
   private allocated: number | null = null;
   /** `resource:allocated_cpus:version`. */
   private snapshotVersion: number | null = null;
+  /** `resource:allocated_cpus:epoch`. */
+  private epoch: string | null = null;
   /** `resource:allocated_cpus:deltas`, sorted by version ascending, versions unique. */
   private deltas: { version: number; delta: number }[] = [];
 
@@ -73,10 +75,13 @@ export class MemoryRegistryStore implements RegistryStore {
     return true;
   }
 
-  async removeWorker(id: string): Promise<void> {
+  async removeWorker(id: string, registeredAt?: string): Promise<boolean> {
     checkId(id);
+    const worker = this.liveKey(id);
+    if (registeredAt !== undefined && worker && worker.fields.registered_at !== registeredAt) return false;
     this.workers.delete(id);
     this.index.delete(id);
+    return true;
   }
 
   async liveWorkerIds(): Promise<string[]> {
@@ -118,18 +123,33 @@ export class MemoryRegistryStore implements RegistryStore {
   async setAllocationSnapshot(
     allocated: number,
     version: number,
-  ): Promise<{ applied: boolean; previous: number | null; value: number }> {
+    options: SnapshotOptions = {},
+  ): Promise<SnapshotResult> {
     checkInteger('allocated', allocated);
     checkVersion(version);
+    if (options.replacing !== undefined) checkVersion(options.replacing);
     const previous = this.allocated;
-    if (this.snapshotVersion !== null && version < this.snapshotVersion) {
-      return { applied: false, previous, value: previous ?? allocated };
+    let reset: SnapshotResult['reset'] = null;
+    if (options.epoch !== undefined && this.epoch !== null && this.epoch !== options.epoch) {
+      reset = 'epoch';
+    } else if (this.snapshotVersion !== null && version < this.snapshotVersion) {
+      if (options.replacing !== this.snapshotVersion) {
+        return {
+          applied: false,
+          previous,
+          value: previous ?? allocated,
+          version: this.snapshotVersion,
+          reset: null,
+        };
+      }
+      reset = 'version';
     }
-    this.deltas = this.deltas.filter((d) => d.version > version);
+    this.deltas = reset ? [] : this.deltas.filter((d) => d.version > version);
     const value = this.deltas.reduce((sum, d) => sum + d.delta, allocated);
     this.allocated = value;
     this.snapshotVersion = version;
-    return { applied: true, previous, value };
+    if (options.epoch !== undefined) this.epoch = options.epoch;
+    return { applied: true, previous, value, version, reset };
   }
 
   async ping(): Promise<void> {}
@@ -159,6 +179,11 @@ export class MemoryRegistryStore implements RegistryStore {
       case 'resource:allocated_cpus:version': {
         const existed = this.snapshotVersion !== null;
         this.snapshotVersion = null;
+        return existed;
+      }
+      case 'resource:allocated_cpus:epoch': {
+        const existed = this.epoch !== null;
+        this.epoch = null;
         return existed;
       }
       case 'resource:allocated_cpus:deltas': {

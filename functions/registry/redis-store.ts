@@ -5,10 +5,11 @@
  * Layout (contract): `worker:<id>` hash {worker_id, cpus, status, hostname, registered_at, last_heartbeat}
  * with a TTL; `resource:allocated_cpus` string integer. Ours: `registry:workers` sorted set (member = id,
  * score = expiry in ms by Redis's clock), `resource:allocated_cpus:version` (version of the last snapshot
- * applied), `resource:allocated_cpus:deltas` sorted set (score = version, member = `<version>:<delta>`).
+ * applied), `resource:allocated_cpus:epoch` (the Postgres history that version belongs to),
+ * `resource:allocated_cpus:deltas` sorted set (score = version, member = `<version>:<delta>`).
  */
 import type { WorkerStatus } from '../../db/schema.ts';
-import type { RegistryStore, WorkerEntry } from '../domain/ports.ts';
+import type { RegistryStore, SnapshotOptions, SnapshotResult, WorkerEntry } from '../domain/ports.ts';
 
 /** A Lua script with its SHA-1 (hex), so that it is sent by EVALSHA and only sent whole on NOSCRIPT. */
 export interface LuaScript {
@@ -67,8 +68,13 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1])
 return 1
 `;
 
-// KEYS: worker key, index. ARGV: id.
-const REMOVE_WORKER = `redis.call('DEL', KEYS[1])
+// KEYS: worker key, index. ARGV: id, registered_at ('' = whatever registration wrote the key).
+// Returns 0, removing nothing, when the key holds another registration than the one named.
+const REMOVE_WORKER = `if ARGV[2] ~= '' then
+  local at = redis.call('HGET', KEYS[1], 'registered_at')
+  if at and at ~= ARGV[2] then return 0 end
+end
+redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `;
@@ -113,21 +119,37 @@ redis.call('INCRBY', KEYS[1], ARGV[1])
 return 1
 `;
 
-// KEYS: value, snapshot version, deltas. ARGV: allocated, version.
-// Returns {applied 0/1, previous value or nil, value now or nil}.
+// KEYS: value, snapshot version, deltas, snapshot epoch. ARGV: allocated, version, epoch ('' = not given),
+// replacing ('' = no: the version of a newer snapshot that this one replaces all the same).
+// Returns {applied 0/1, previous value or nil, value now or nil, snapshot version now, reset}: reset 1 when the
+// epoch differed (another database's history), 2 when a newer snapshot was replaced (Postgres went back);
+// a reset drops every recorded delta, which belonged to the other history.
 const SET_SNAPSHOT = `local raw = redis.call('GET', KEYS[1])
 local previous = false
 if raw then previous = tonumber(raw) or false end
-local snap = redis.call('GET', KEYS[2])
-if snap and tonumber(ARGV[2]) < tonumber(snap) then return {0, previous, previous} end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+local snap = tonumber(redis.call('GET', KEYS[2]) or '')
+local epoch = redis.call('GET', KEYS[4])
+local version = tonumber(ARGV[2])
+local reset = 0
+if ARGV[3] ~= '' and epoch and epoch ~= ARGV[3] then
+  reset = 1
+elseif snap and version < snap then
+  if ARGV[4] == '' or tonumber(ARGV[4]) ~= snap then return {0, previous, previous, snap, 0} end
+  reset = 2
+end
+if reset > 0 then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+end
 local value = tonumber(ARGV[1])
 for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   value = value + tonumber(string.match(member, ':(%-?%d+)$'))
 end
 redis.call('SET', KEYS[1], string.format('%.0f', value))
 redis.call('SET', KEYS[2], ARGV[2])
-return {1, previous, value}
+if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3]) end
+return {1, previous, value, version, reset}
 `;
 
 function script(name: string, source: string, sha: string): LuaScript {
@@ -142,7 +164,7 @@ export const SCRIPTS = Object.freeze({
   putWorker: script('putWorker', PUT_WORKER, '8ba08d86108b24cd38f8c2346a6fd3fc0f8295ea'),
   touchWorker: script('touchWorker', TOUCH_WORKER, '2fdc842800d36024f419f1e0292240be0b81f187'),
   setWorkerStatus: script('setWorkerStatus', SET_WORKER_STATUS, 'a529e794d6a96cf8efe1ec405b8db203ce10fe09'),
-  removeWorker: script('removeWorker', REMOVE_WORKER, 'feb1b5ebb0f18d7d1c42bf64ba6ab38c7b7a974a'),
+  removeWorker: script('removeWorker', REMOVE_WORKER, '072ca64f4fe3af87e3e1d210b23b98d39349fbc5'),
   liveWorkerIds: script('liveWorkerIds', LIVE_WORKERS, '057e51c58aca7379102fbdf8110b217c208a464b'),
   takeExpiredWorkerIds: script(
     'takeExpiredWorkerIds',
@@ -158,7 +180,7 @@ export const SCRIPTS = Object.freeze({
   setAllocationSnapshot: script(
     'setAllocationSnapshot',
     SET_SNAPSHOT,
-    '7c87c9d4c3fccca36a1b2fcb9e7538cedb94de87',
+    'ad1c30b20260d1679e7236bcb6e97bad38510eca',
   ),
 });
 
@@ -178,6 +200,7 @@ export function registryKeys(keyPrefix = '') {
     allocated: `${keyPrefix}resource:allocated_cpus`,
     allocatedVersion: `${keyPrefix}resource:allocated_cpus:version`,
     allocatedDeltas: `${keyPrefix}resource:allocated_cpus:deltas`,
+    allocatedEpoch: `${keyPrefix}resource:allocated_cpus:epoch`,
   };
 }
 
@@ -233,9 +256,14 @@ export class RedisRegistryStore implements RegistryStore {
     return toInteger(reply) === 1;
   }
 
-  async removeWorker(id: string): Promise<void> {
+  async removeWorker(id: string, registeredAt?: string): Promise<boolean> {
     checkId(id);
-    await this.redis.run(SCRIPTS.removeWorker, [this.keys.worker(id), this.keys.index], [id]);
+    const reply = await this.redis.run(
+      SCRIPTS.removeWorker,
+      [this.keys.worker(id), this.keys.index],
+      [id, registeredAt ?? ''],
+    );
+    return toInteger(reply) === 1;
   }
 
   async liveWorkerIds(): Promise<string[]> {
@@ -269,15 +297,17 @@ export class RedisRegistryStore implements RegistryStore {
   async setAllocationSnapshot(
     allocated: number,
     version: number,
-  ): Promise<{ applied: boolean; previous: number | null; value: number }> {
+    options: SnapshotOptions = {},
+  ): Promise<SnapshotResult> {
     checkInteger('allocated', allocated);
     checkVersion(version);
+    if (options.replacing !== undefined) checkVersion(options.replacing);
     const reply = await this.redis.run(
       SCRIPTS.setAllocationSnapshot,
-      [this.keys.allocated, this.keys.allocatedVersion, this.keys.allocatedDeltas],
-      [String(allocated), String(version)],
+      [this.keys.allocated, this.keys.allocatedVersion, this.keys.allocatedDeltas, this.keys.allocatedEpoch],
+      [String(allocated), String(version), options.epoch ?? '', options.replacing ?? ''],
     );
-    if (!Array.isArray(reply) || reply.length < 3) {
+    if (!Array.isArray(reply) || reply.length < 5) {
       throw new TypeError(`unexpected reply to setAllocationSnapshot: ${JSON.stringify(reply)}`);
     }
     const applied = toInteger(reply[0]) === 1;
@@ -285,7 +315,14 @@ export class RedisRegistryStore implements RegistryStore {
     // A stale snapshot while the value key is missing leaves the cache empty: the snapshot's own figure is
     // then the best answer for a caller that is refilling after a miss.
     const value = toInteger(reply[2]) ?? allocated;
-    return { applied, previous, value };
+    const reset = toInteger(reply[4]);
+    return {
+      applied,
+      previous,
+      value,
+      version: toInteger(reply[3]) ?? version,
+      reset: reset === 1 ? 'epoch' : reset === 2 ? 'version' : null,
+    };
   }
 
   async ping(): Promise<void> {

@@ -76,7 +76,7 @@ describe.each(backends)('allocation cache on $name', (factory) => {
       await redis.set(`${backend.keyPrefix}resource:allocated_cpus`, String(truth.allocated + 500));
       await redis.quit();
       const result = await syncAllocationCache(ctx);
-      expect(result).toEqual({ allocated: truth.allocated, drift: 500 });
+      expect(result).toEqual({ allocated: truth.allocated, drift: 500, reset: null });
       expect(logger.has(`Resource cache synced: ${truth.allocated} CPUs allocated`)).toBe(true);
       expect(logger.has(/WARN|warn Resource cache drifted by 500/)).toBe(true);
     } else {
@@ -84,6 +84,58 @@ describe.each(backends)('allocation cache on $name', (factory) => {
       expect(result.allocated).toBe(truth.allocated);
     }
     expect(await backend.registry.getAllocatedCpus()).toBe(truth.allocated);
+  });
+  it('a database whose allocation history went back (restore, failover, a new database) resets the cache at the next sync', async () => {
+    const { ctx, logger, settle } = testContext(backend);
+    await backend.db.db.execute(sql`UPDATE workers SET status = 'down' WHERE status <> 'down'`);
+    await registerWorker(ctx, { worker_id: 'regress', hostname: 'regress', cpus: 64 });
+    for (let i = 0; i < 8; i++) {
+      await submitJob(ctx, { script: 'true', cpus: 1 });
+      await settle();
+      await runSchedulingPass(ctx);
+    }
+    await syncAllocationCache(ctx);
+    const before = await readAllocationSnapshot(backend.db.db);
+    expect(before.version).toBeGreaterThan(5);
+    expect(await backend.registry.getAllocatedCpus()).toBe(before.allocated);
+
+    // Restored from an older backup behind the same Redis: the allocation and its version are back at 0.
+    await backend.db.db.execute(sql`TRUNCATE jobs, resource_allocations, workers CASCADE`);
+    await backend.db.db.execute(sql`UPDATE cluster_state SET allocated_cpus = 0, allocation_version = 0`);
+    await registerWorker(ctx, { worker_id: 'regress', hostname: 'regress', cpus: 64 });
+    for (let i = 0; i < 5; i++) {
+      await submitJob(ctx, { script: 'true', cpus: 1 });
+      await settle();
+      await runSchedulingPass(ctx);
+    }
+    await settle();
+    const restored = await readAllocationSnapshot(backend.db.db);
+    expect(restored).toMatchObject({ allocated: 5, version: 5 });
+    const cachedBefore = await backend.registry.getAllocatedCpus();
+    const sync = await syncAllocationCache(ctx);
+    expect(sync).toMatchObject({ allocated: 5, reset: 'version' });
+    if (cachedBefore !== null) expect(sync.drift).toBe(cachedBefore - 5);
+    expect(logger.has(/warn Resource cache reset/)).toBe(true);
+    expect(logger.has('Resource cache synced: 5 CPUs allocated')).toBe(true);
+    expect(await readAllocatedCpus(ctx)).toMatchObject({ allocated: 5 });
+    expect((await getDashboard(ctx)).resources).toMatchObject({ allocated_cpus: 5 });
+    // From then on deltas count again.
+    await submitJob(ctx, { script: 'true', cpus: 2 });
+    await settle();
+    await runSchedulingPass(ctx);
+    expect(await backend.registry.getAllocatedCpus()).toBe(7);
+
+    // Another database behind the same Redis, whose version is already past the cache's: its own epoch resets.
+    await backend.db.db.execute(
+      sql`UPDATE cluster_state SET allocation_epoch = gen_random_uuid()::text, allocation_version = allocation_version + 1000`,
+    );
+    await backend.registry.applyAllocationDelta(40, 1003); // the old database's, never to be counted
+    const other = await syncAllocationCache(ctx);
+    expect(other).toMatchObject({ allocated: 7, reset: 'epoch' });
+    expect(await backend.registry.getAllocatedCpus()).toBe(7);
+    const quiet = await syncAllocationCache(ctx);
+    expect(quiet).toMatchObject({ allocated: 7, drift: 0, reset: null });
+    await checkInvariants(backend.db.db, backend.registry);
   });
 });
 

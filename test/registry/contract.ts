@@ -156,6 +156,23 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         expect(await store.takeExpiredWorkerIds()).toEqual([]);
       });
 
+      it('removeWorker naming a registration leaves a newer registration of the same worker alone', async () => {
+        await store.putWorker(workerEntry('w1', { registered_at: '2025-11-11T10:00:00' }), 60);
+        // The reaper judged the 10:00 registration lost, but the agent registered again at 10:02.
+        await store.putWorker(workerEntry('w1', { registered_at: '2025-11-11T10:02:00' }), 60);
+        expect(await store.removeWorker('w1', '2025-11-11T10:00:00')).toBe(false);
+        expect((await h.inspectWorker('w1'))?.fields.registered_at).toBe('2025-11-11T10:02:00');
+        expect(await store.liveWorkerIds()).toEqual(['w1']);
+        expect(await store.removeWorker('w1', '2025-11-11T10:02:00')).toBe(true);
+        expect(await h.inspectWorker('w1')).toBeNull();
+        expect(await store.liveWorkerIds()).toEqual([]);
+        // A key that is gone already: its index entry goes.
+        await store.putWorker(workerEntry('w2'), 60);
+        await h.deleteKey('worker:w2');
+        expect(await store.removeWorker('w2', '2025-11-11T09:00:00')).toBe(true);
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
       it('a worker whose TTL runs out is not live and is handed out once by takeExpiredWorkerIds', async () => {
         await store.putWorker(workerEntry('dies'), 1);
         await store.putWorker(workerEntry('lives'), 60);
@@ -203,7 +220,7 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
     describe('allocation cache', () => {
       it('is null until a snapshot fills it', async () => {
         expect(await store.getAllocatedCpus()).toBeNull();
-        expect(await store.setAllocationSnapshot(48, 5)).toEqual({
+        expect(await store.setAllocationSnapshot(48, 5)).toMatchObject({
           applied: true,
           previous: null,
           value: 48,
@@ -219,7 +236,11 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         await store.applyAllocationDelta(100, 5); // counted by the snapshot
         await store.applyAllocationDelta(100, 2);
         expect(await store.getAllocatedCpus()).toBe(44);
-        expect(await store.setAllocationSnapshot(44, 7)).toEqual({ applied: true, previous: 44, value: 44 });
+        expect(await store.setAllocationSnapshot(44, 7)).toMatchObject({
+          applied: true,
+          previous: 44,
+          value: 44,
+        });
       });
 
       it('a snapshot keeps the deltas newer than it that were applied meanwhile (the sync race)', async () => {
@@ -231,7 +252,11 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         await store.applyAllocationDelta(8, 4);
         await store.applyAllocationDelta(-2, 5);
         expect(await store.getAllocatedCpus()).toBe(22);
-        expect(await store.setAllocationSnapshot(16, 3)).toEqual({ applied: true, previous: 22, value: 22 });
+        expect(await store.setAllocationSnapshot(16, 3)).toMatchObject({
+          applied: true,
+          previous: 22,
+          value: 22,
+        });
         expect(await store.getAllocatedCpus()).toBe(22);
       });
 
@@ -239,7 +264,11 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         await store.setAllocationSnapshot(10, 1);
         await store.applyAllocationDelta(4, 2);
         // The delta for version 3 (+6) was lost (Redis blip): the cache says 14, Postgres says 20.
-        expect(await store.setAllocationSnapshot(20, 3)).toEqual({ applied: true, previous: 14, value: 20 });
+        expect(await store.setAllocationSnapshot(20, 3)).toMatchObject({
+          applied: true,
+          previous: 14,
+          value: 20,
+        });
       });
 
       it('deltas that arrive out of order are each counted once', async () => {
@@ -259,7 +288,7 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         await store.applyAllocationDelta(4, 11); // no INCRBY on a missing key
         expect(await store.getAllocatedCpus()).toBeNull();
         // The refill read Postgres at version 10, before commit 11: the store adds 11's delta.
-        expect(await store.setAllocationSnapshot(48, 10)).toEqual({
+        expect(await store.setAllocationSnapshot(48, 10)).toMatchObject({
           applied: true,
           previous: null,
           value: 52,
@@ -267,7 +296,7 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         expect(await store.getAllocatedCpus()).toBe(52);
         // A refill that already saw commit 11 does not count it twice.
         await h.deleteKey('resource:allocated_cpus');
-        expect(await store.setAllocationSnapshot(52, 11)).toEqual({
+        expect(await store.setAllocationSnapshot(52, 11)).toMatchObject({
           applied: true,
           previous: null,
           value: 52,
@@ -277,7 +306,7 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
       it('a delta before any snapshot is recorded, not applied, and counted by an older snapshot', async () => {
         await store.applyAllocationDelta(4, 3);
         expect(await store.getAllocatedCpus()).toBeNull();
-        expect(await store.setAllocationSnapshot(10, 2)).toEqual({
+        expect(await store.setAllocationSnapshot(10, 2)).toMatchObject({
           applied: true,
           previous: null,
           value: 14,
@@ -286,7 +315,11 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
 
       it('a stale snapshot is ignored', async () => {
         await store.setAllocationSnapshot(20, 10);
-        expect(await store.setAllocationSnapshot(15, 9)).toEqual({ applied: false, previous: 20, value: 20 });
+        expect(await store.setAllocationSnapshot(15, 9)).toMatchObject({
+          applied: false,
+          previous: 20,
+          value: 20,
+        });
         expect(await store.getAllocatedCpus()).toBe(20);
         // A delta at 10 is already in the snapshot at 10, even though the stale one came later.
         await store.applyAllocationDelta(5, 10);
@@ -298,7 +331,7 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
       it('a stale snapshot on an empty cache leaves it empty and reports its own figure as the value', async () => {
         await store.setAllocationSnapshot(20, 10);
         await h.deleteKey('resource:allocated_cpus');
-        expect(await store.setAllocationSnapshot(15, 9)).toEqual({
+        expect(await store.setAllocationSnapshot(15, 9)).toMatchObject({
           applied: false,
           previous: null,
           value: 15,
@@ -306,11 +339,80 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         expect(await store.getAllocatedCpus()).toBeNull();
       });
 
+      it('a stale snapshot reports the newer version the cache holds', async () => {
+        await store.setAllocationSnapshot(20, 10, { epoch: 'db-1' });
+        expect(await store.setAllocationSnapshot(15, 9, { epoch: 'db-1' })).toEqual({
+          applied: false,
+          previous: 20,
+          value: 20,
+          version: 10,
+          reset: null,
+        });
+      });
+
+      it('Postgres went back (restore, failover): a snapshot replaces the newer one it names, and only that one', async () => {
+        await store.setAllocationSnapshot(60, 60, { epoch: 'db-1' });
+        await store.applyAllocationDelta(1, 61); // recorded from the history that is gone
+        expect(await store.getAllocatedCpus()).toBe(61);
+        // Naming another version than the cache's is refused: another sync got there first.
+        expect(await store.setAllocationSnapshot(5, 5, { epoch: 'db-1', replacing: 59 })).toMatchObject({
+          applied: false,
+          version: 60,
+        });
+        expect(await store.setAllocationSnapshot(5, 5, { epoch: 'db-1', replacing: 60 })).toEqual({
+          applied: true,
+          previous: 61,
+          value: 5,
+          version: 5,
+          reset: 'version',
+        });
+        expect(await store.getAllocatedCpus()).toBe(5);
+        // Deltas of the new history count from there on.
+        await store.applyAllocationDelta(2, 6);
+        expect(await store.getAllocatedCpus()).toBe(7);
+        expect(await store.setAllocationSnapshot(7, 6, { epoch: 'db-1' })).toMatchObject({
+          applied: true,
+          value: 7,
+          reset: null,
+        });
+      });
+
+      it("a snapshot of another epoch (another database) starts over: the old history's deltas are dropped", async () => {
+        await store.setAllocationSnapshot(40, 100, { epoch: 'db-1' });
+        await store.applyAllocationDelta(4, 103);
+        expect(await store.getAllocatedCpus()).toBe(44);
+        // The new database is at version 101 already: without the epoch its snapshot would replay 103's +4.
+        expect(await store.setAllocationSnapshot(3, 101, { epoch: 'db-2' })).toEqual({
+          applied: true,
+          previous: 44,
+          value: 3,
+          version: 101,
+          reset: 'epoch',
+        });
+        // Also a lower version: another epoch's versions do not compare.
+        expect(await store.setAllocationSnapshot(1, 2, { epoch: 'db-3' })).toMatchObject({
+          applied: true,
+          value: 1,
+          reset: 'epoch',
+        });
+        expect(await store.setAllocationSnapshot(1, 2, { epoch: 'db-3' })).toMatchObject({ reset: null });
+        // A snapshot that names no epoch (older callers) keeps the epoch and compares versions.
+        expect(await store.setAllocationSnapshot(9, 1)).toMatchObject({ applied: false });
+      });
+
       it('a snapshot at the same version again is idempotent', async () => {
         await store.setAllocationSnapshot(20, 10);
         await store.applyAllocationDelta(3, 12);
-        expect(await store.setAllocationSnapshot(20, 10)).toEqual({ applied: true, previous: 23, value: 23 });
-        expect(await store.setAllocationSnapshot(20, 10)).toEqual({ applied: true, previous: 23, value: 23 });
+        expect(await store.setAllocationSnapshot(20, 10)).toMatchObject({
+          applied: true,
+          previous: 23,
+          value: 23,
+        });
+        expect(await store.setAllocationSnapshot(20, 10)).toMatchObject({
+          applied: true,
+          previous: 23,
+          value: 23,
+        });
       });
 
       it('a duplicate delta (same version twice) is applied once, even with another figure', async () => {

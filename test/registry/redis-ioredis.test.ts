@@ -143,7 +143,11 @@ describeWithRedis('RedisRegistryStore over ioredis', up, () => {
     it('reads a value that is not an integer as a miss, and the next snapshot repairs it', async () => {
       await admin.set(keys().allocated, 'garbage');
       expect(await store.getAllocatedCpus()).toBeNull();
-      expect(await store.setAllocationSnapshot(12, 1)).toEqual({ applied: true, previous: null, value: 12 });
+      expect(await store.setAllocationSnapshot(12, 1)).toMatchObject({
+        applied: true,
+        previous: null,
+        value: 12,
+      });
       expect(await store.getAllocatedCpus()).toBe(12);
     });
 
