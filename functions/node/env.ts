@@ -16,6 +16,14 @@ const logRetentionDays = z.coerce
   .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
   .default(DEFAULT_CONFIG.logRetentionDays);
 
+/** The highest priority a non-admin may give a job. */
+const priorityCeiling = z.coerce
+  .number({ error: 'CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000' })
+  .int('CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000')
+  .min(0, 'CONDUCTOR_PRIORITY_CEILING is at least 0')
+  .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
+  .default(DEFAULT_CONFIG.priorityCeiling);
+
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
@@ -42,6 +50,8 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
   /** Days a finished job's output is kept (0: forever). */
   CONDUCTOR_LOG_RETENTION_DAYS: logRetentionDays,
+  /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
+  CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -74,6 +84,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
+    priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,
