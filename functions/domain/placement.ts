@@ -69,6 +69,7 @@ export interface Planner {
 export function createPlanner(workers: readonly FreeWorker[], held: readonly PendingJob[] = []): Planner {
   const free = new Map(workers.map((w) => [w.id, w.cpus - w.allocatedCpus]));
   const byId = new Map(workers.map((w) => [w.id, w]));
+  const schedules = new Map(workers.map((w) => [w.id, freeingSchedule(w)]));
   const reservations = new Map<string, number>();
   const newReservations = new Map<string, number>();
   const holding = new Map<number, string>();
@@ -118,7 +119,7 @@ export function createPlanner(workers: readonly FreeWorker[], held: readonly Pen
     for (const [id, available] of free) {
       const worker = byId.get(id);
       if (!worker || reservations.has(id) || worker.cpus < job.cpus) continue;
-      const start = startsIn(worker, available, job.cpus);
+      const start = startsIn(schedules.get(id), available, job.cpus);
       if (
         hold === undefined ||
         start < holdStart ||
@@ -168,22 +169,36 @@ export function createPlanner(workers: readonly FreeWorker[], held: readonly Pen
 }
 
 /**
- * Seconds until `cpus` CPUs are free on a worker with `available` free now, if nothing new lands on it: its
- * running jobs end at their time limits at the latest. Infinity when that depends on a job without a time
- * limit, or when the running jobs are unknown.
+ * For each worker, when its running jobs free their CPUs at the latest: their time limits in order, with the
+ * CPUs freed by then. Stops at the first job without a time limit (what follows it is never sure). Null
+ * when the running jobs are unknown.
  */
-function startsIn(worker: FreeWorker, available: number, cpus: number): number {
-  if (available >= cpus) return 0;
-  if (!worker.running) return Number.POSITIVE_INFINITY;
+function freeingSchedule(worker: FreeWorker): { at: number; freed: number }[] | null {
+  if (!worker.running) return null;
   const ends = [...worker.running].sort(
     (a, b) => (a.endsInSeconds ?? Number.POSITIVE_INFINITY) - (b.endsInSeconds ?? Number.POSITIVE_INFINITY),
   );
-  let freed = available;
+  const schedule: { at: number; freed: number }[] = [];
+  let freed = 0;
   for (const job of ends) {
-    if (job.endsInSeconds === null) return Number.POSITIVE_INFINITY;
+    if (job.endsInSeconds === null) break;
     freed += job.cpus;
-    if (freed >= cpus) return Math.max(0, job.endsInSeconds);
+    schedule.push({ at: Math.max(0, job.endsInSeconds), freed });
   }
+  return schedule;
+}
+
+/**
+ * Seconds until `cpus` CPUs are free on a worker with `available` free now, if nothing new lands on it.
+ * Infinity when that depends on a job without a time limit, or when the running jobs are unknown.
+ */
+function startsIn(
+  schedule: { at: number; freed: number }[] | null | undefined,
+  available: number,
+  cpus: number,
+): number {
+  if (available >= cpus) return 0;
+  for (const step of schedule ?? []) if (available + step.freed >= cpus) return step.at;
   return Number.POSITIVE_INFINITY;
 }
 
