@@ -104,6 +104,11 @@ export const jobs = pgTable(
     owner: text('owner'),
     /** The token that submitted it (null: anonymous on the open local cluster, or a webhook). */
     submittedBy: bigint('submitted_by', { mode: 'number' }),
+    /**
+     * PENDING: the worker this blocked job holds until it starts (nothing else is placed there). The scheduler
+     * sets and clears it; a worker that is no longer ready and live frees it at the next pass.
+     */
+    reservedWorker: text('reserved_worker'),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -112,6 +117,9 @@ export const jobs = pgTable(
       .on(t.priority.desc(), t.submitTime, t.id)
       .where(sql`${t.state} = 'PENDING'`),
     index('jobs_node_active_idx').on(t.node).where(sql`${t.state} = 'RUNNING'`),
+    index('jobs_reserved_worker_idx')
+      .on(t.reservedWorker)
+      .where(sql`${t.state} = 'PENDING' AND ${t.reservedWorker} IS NOT NULL`),
     index('jobs_state_id_idx').on(t.state, t.id.desc()),
     index('jobs_owner_id_idx').on(t.owner, t.id.desc()),
     // The jobs that started recently (GET /metrics' queue wait histogram), without reading the history.

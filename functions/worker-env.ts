@@ -54,6 +54,13 @@ export const workerEnvSchema = z.object({
     .min(0, 'CONDUCTOR_MAX_REQUEUES is at least 0 (0: never requeue)')
     .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
     .default(DEFAULT_CONFIG.maxRequeues),
+  /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
+  CONDUCTOR_PRIORITY_CEILING: z.coerce
+    .number({ error: 'CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000' })
+    .int('CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000')
+    .min(0, 'CONDUCTOR_PRIORITY_CEILING is at least 0')
+    .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
+    .default(DEFAULT_CONFIG.priorityCeiling),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),
@@ -83,6 +90,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
+    priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,

@@ -3,9 +3,9 @@ import { z } from 'zod';
 import { FINAL_STATES, JOB_STATES, type JobState } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
 import { auditInsert, recordAudit } from './audit.ts';
-import { ANONYMOUS, CONTROL_CHARS, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
+import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
 import type { Context } from './context.ts';
-import { ConductorError, conflict, notFound } from './errors.ts';
+import { ConductorError, conflict, forbidden, notFound } from './errors.ts';
 import type { Database } from './ports.ts';
 import { WAITING_FOR_NODE } from './scheduler.ts';
 import { pgArray, pgErrorCode, query, queryOne } from './sql.ts';
@@ -44,6 +44,9 @@ export const submitJobInput = z.strictObject({
     .optional()
     .refine((v) => v === undefined || parseTimeLimit(v) !== null, {
       message: 'time_limit is minutes, or a Slurm time such as "30", "1:30:00" or "1-00:00:00"',
+    })
+    .refine((v) => v === undefined || (parseTimeLimit(v) ?? 1) >= 1, {
+      message: 'time_limit must be at least 1 second (0.0167 minutes or "0:01"); it would round to 0 s',
     })
     .refine((v) => v === undefined || (parseTimeLimit(v) ?? 0) <= MAX_TIME_LIMIT_S, {
       message: 'time_limit is at most 365 days',
@@ -181,6 +184,27 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/**
+ * Raising a job's priority above `priorityCeiling` puts it ahead of other owners' jobs: an admin's right (a
+ * webhook's job template is an admin's too). Throws 403 naming the first job that asks for more.
+ */
+function checkPriorities(
+  ctx: Context,
+  caller: Principal,
+  inputs: readonly SubmitJobInput[],
+  field: (index: number) => string,
+): void {
+  if (hasScope(caller, 'admin') || caller.kind === 'webhook') return;
+  const ceiling = ctx.config.priorityCeiling;
+  const index = inputs.findIndex((input) => (input.priority ?? 0) > ceiling);
+  if (index < 0) return;
+  throw forbidden(
+    'priority_not_allowed',
+    `${field(index)}: priority ${inputs[index]?.priority} is above ${ceiling}, the most a token without the admin scope may set; lower it, or ask an admin`,
+    { ceiling },
+  );
+}
+
 /** Submits a job (see submitJobOnce); returns the job, or the first one for a repeated key. */
 export async function submitJob(
   ctx: Context,
@@ -202,6 +226,7 @@ export async function submitJobOnce(
   options: SubmitOptions = {},
 ): Promise<{ job: JobView; duplicate: boolean }> {
   const caller = options.caller ?? ANONYMOUS;
+  checkPriorities(ctx, caller, [input], () => 'priority');
   const keys = [...(options.keys ?? [])].sort((a, b) =>
     `${a.scope}\u0000${a.key}` < `${b.scope}\u0000${b.key}` ? -1 : 1,
   );
@@ -365,6 +390,7 @@ export async function submitJobsBatch(
     );
   }
   const caller = options.caller ?? ANONYMOUS;
+  checkPriorities(ctx, caller, inputs, (k) => `jobs[${k}].priority`);
   const idem = options.idempotency;
   for (let attempt = 1; ; attempt++) {
     let rows: JobRow[] | undefined;

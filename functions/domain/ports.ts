@@ -128,8 +128,16 @@ export interface ConductorConfig {
   startDeadlineSeconds: number;
   /** Most agent reports (started, finish) written in one statement when they arrive together; 1: no batching. */
   reportBatchMax: number;
-  /** Most pending jobs one scheduling pass considers. */
+  /**
+   * Most jobs one scheduling pass places, and the page in which it reads the pending queue: it reads on past
+   * jobs that can neither start nor reserve a worker, up to 10 pages.
+   */
   scheduleBatchSize: number;
+  /**
+   * The highest job priority a caller without the admin scope may set (lowering is always allowed): raising
+   * a job ahead of others' is an operator's right, as in Slurm.
+   */
+  priorityCeiling: number;
   /**
    * `auto`: every route but health needs a token once a (non-internal) token exists, and none is needed
    * before (the Node server on loopback). `required`: always (Workers, and Node beyond loopback).
@@ -171,6 +179,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   startDeadlineSeconds: 120,
   reportBatchMax: 500,
   scheduleBatchSize: 1000,
+  priorityCeiling: 0,
   auth: 'auto',
   submitRatePerSecond: 50,
   submitBurst: 500,

@@ -22,6 +22,14 @@ const maxRequeues = z.coerce
   .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
   .default(DEFAULT_CONFIG.maxRequeues);
 
+/** The highest priority a non-admin may give a job. */
+const priorityCeiling = z.coerce
+  .number({ error: 'CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000' })
+  .int('CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000')
+  .min(0, 'CONDUCTOR_PRIORITY_CEILING is at least 0')
+  .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
+  .default(DEFAULT_CONFIG.priorityCeiling);
+
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
@@ -66,6 +74,8 @@ export const nodeEnvSchema = z.object({
     .default([]),
   /** Times a `requeue` job is requeued after losing its node before it ends NODE_FAIL. */
   CONDUCTOR_MAX_REQUEUES: maxRequeues,
+  /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
+  CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -99,6 +109,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
+    priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,

@@ -1,13 +1,49 @@
 import { sql } from 'drizzle-orm';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { submitJob } from '../../functions/domain/jobs.ts';
+import { submitJob, submitJobsBatch } from '../../functions/domain/jobs.ts';
+import type { Database } from '../../functions/domain/ports.ts';
 import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
 import { query } from '../../functions/domain/sql.ts';
 import { registerWorker } from '../../functions/domain/workers.ts';
 import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
 import { checkInvariants } from '../support/invariants.ts';
+import { REDIS_URL } from '../support/services.ts';
 
 const backends = await availableBackends();
+
+/**
+ * WAL written for this database while `work` runs, from pg_walinspect: the server's other databases (other
+ * test files) write WAL meanwhile, which pg_current_wal_lsn() alone would count.
+ */
+async function walOfThisDatabase(db: Database, work: () => Promise<unknown>): Promise<number> {
+  const lsn = async () =>
+    (await query<{ l: string }>(db, sql`SELECT pg_current_wal_flush_lsn()::text AS l`))[0]?.l;
+  const from = await lsn();
+  await work();
+  const to = await lsn();
+  const [row] = await query<{ bytes: string }>(
+    db,
+    sql`WITH r AS (SELECT * FROM pg_get_wal_records_info(${from}::pg_lsn, ${to}::pg_lsn)),
+             here AS (SELECT '%/' || oid || '/%' AS pattern FROM pg_database WHERE datname = current_database()),
+             ours AS (SELECT DISTINCT xid FROM r, here WHERE r.block_ref LIKE here.pattern AND r.xid <> 0)
+        SELECT coalesce(sum(record_length), 0) AS bytes FROM r, here
+        WHERE r.xid IN (SELECT xid FROM ours) OR r.block_ref LIKE here.pattern`,
+  );
+  return Number(row?.bytes);
+}
+
+const jobsOf = (db: Database) =>
+  query<{
+    id: string;
+    state: string;
+    reason: string | null;
+    node: string | null;
+    reserved_worker: string | null;
+  }>(
+    db,
+    sql`SELECT id, state, reason, node, to_jsonb(jobs) ->> 'reserved_worker' AS reserved_worker FROM jobs ORDER BY id`,
+  );
 
 describe.each(backends)('scheduler on $name', (factory) => {
   let backend: Backend;
@@ -101,4 +137,166 @@ describe.each(backends)('scheduler on $name', (factory) => {
     await submitJob(ctx, { script: 'true', cpus: 1 });
     expect(await runSchedulingPass(ctx)).toMatchObject({ placed: 0, skipped: 'no_workers' });
   });
+
+  it('a 1-CPU job behind 1,000 jobs larger than every node runs, and every waiting job has a reason', {
+    timeout: 120_000,
+  }, async () => {
+    await reset();
+    const { ctx, settle } = testContext(backend);
+    await registerWorker(ctx, { worker_id: 'four', hostname: 'four', cpus: 4 });
+    for (let b = 0; b < 2; b++) {
+      await submitJobsBatch(
+        ctx,
+        Array.from({ length: 500 }, () => ({ script: 'true', cpus: 8 })),
+      );
+    }
+    const small = await submitJob(ctx, { script: 'true', cpus: 1 });
+    await settle();
+    await runSchedulingPass(ctx);
+    const jobs = await jobsOf(backend.db.db);
+    expect(jobs.find((j) => Number(j.id) === small.id)).toMatchObject({ state: 'RUNNING', node: 'four' });
+    expect(
+      jobs.filter((j) => j.state === 'PENDING' && !j.reason?.includes('largest live node has 4')),
+    ).toEqual([]);
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  it('looks past jobs that fit a node but can neither start nor reserve one; those behind get a reason', {
+    timeout: 120_000,
+  }, async () => {
+    await reset();
+    const { ctx, settle } = testContext(backend, {
+      ...testContext(backend).ctx.config,
+      scheduleBatchSize: 20,
+    });
+    await registerWorker(ctx, { worker_id: 'big', hostname: 'big', cpus: 96 });
+    await registerWorker(ctx, { worker_id: 'small', hostname: 'small', cpus: 4 });
+    await submitJob(ctx, { script: 'true', cpus: 90 });
+    await settle();
+    await runSchedulingPass(ctx);
+    // 100 jobs of 64 CPUs: the first reserves 'big', the others wait for it; 'small' is too small for them.
+    await submitJobsBatch(
+      ctx,
+      Array.from({ length: 100 }, () => ({ script: 'true', cpus: 64 })),
+    );
+    const one = await submitJob(ctx, { script: 'true', cpus: 1 });
+    await settle();
+    await runSchedulingPass(ctx);
+    const jobs = await jobsOf(backend.db.db);
+    expect(jobs.find((j) => Number(j.id) === one.id)).toMatchObject({ state: 'RUNNING', node: 'small' });
+    const waiting = jobs.filter((j) => j.state === 'PENDING');
+    expect(waiting).toHaveLength(100);
+    expect(waiting[0]).toMatchObject({ reserved_worker: 'big', reason: expect.stringContaining('big') });
+    expect(waiting.filter((j) => j.reason === null)).toEqual([]);
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  it('keeps a reservation on its job across passes: a later job never takes the reserved worker', {
+    timeout: 60_000,
+  }, async () => {
+    await reset();
+    const { ctx, settle } = testContext(backend);
+    await registerWorker(ctx, { worker_id: 'r', hostname: 'r', cpus: 8 });
+    await registerWorker(ctx, { worker_id: 'x', hostname: 'x', cpus: 8 });
+    await settle();
+    const setStatus = (id: string, status: string) =>
+      query(backend.db.db, sql`UPDATE workers SET status = ${status} WHERE id = ${id}`);
+    // r runs a 3-CPU job, x a 4-CPU job (each placed while the other worker is set aside).
+    await setStatus('x', 'draining');
+    await submitJob(ctx, { script: 'true', cpus: 3 });
+    await settle();
+    await runSchedulingPass(ctx);
+    await setStatus('x', 'ready');
+    await setStatus('r', 'draining');
+    const xJob = await submitJob(ctx, { script: 'true', cpus: 4 });
+    await settle();
+    await runSchedulingPass(ctx);
+    await setStatus('r', 'ready');
+    // The whole-node job reserves r (5 free against 4); a 2-CPU job goes to x.
+    const whole = await submitJob(ctx, { script: 'true', cpus: 8 });
+    await submitJob(ctx, { script: 'true', cpus: 2 });
+    await settle();
+    await runSchedulingPass(ctx);
+    let jobs = await jobsOf(backend.db.db);
+    expect(jobs.find((j) => Number(j.id) === whole.id)).toMatchObject({
+      state: 'PENDING',
+      reserved_worker: 'r',
+    });
+    // x's 4-CPU job ends: x has 6 free, r still 5. A 5-CPU job must not take r.
+    await query(
+      backend.db.db,
+      sql`WITH j AS (UPDATE jobs SET state = 'COMPLETED', end_time = now() WHERE id = ${xJob.id} RETURNING node, cpus),
+               a AS (UPDATE resource_allocations SET released = true, released_time = now() WHERE job_id = ${xJob.id}),
+               w AS (UPDATE workers SET allocated_cpus = allocated_cpus - j.cpus FROM j WHERE workers.id = j.node)
+          UPDATE cluster_state SET allocated_cpus = allocated_cpus - (SELECT cpus FROM j), allocation_version = allocation_version + 1`,
+    );
+    const five = await submitJob(ctx, { script: 'true', cpus: 5 });
+    await settle();
+    await runSchedulingPass(ctx);
+    jobs = await jobsOf(backend.db.db);
+    expect(jobs.find((j) => Number(j.id) === five.id)).toMatchObject({ state: 'RUNNING', node: 'x' });
+    expect(jobs.find((j) => Number(j.id) === whole.id)).toMatchObject({
+      state: 'PENDING',
+      reserved_worker: 'r',
+    });
+    await checkInvariants(backend.db.db);
+  });
+
+  it.runIf(factory.name !== 'pglite+memory')(
+    'still places after the registry lost every key (a Redis flush): Postgres judges liveness',
+    { timeout: 60_000 },
+    async () => {
+      await reset();
+      const { ctx, settle, logger } = testContext(backend);
+      await registerWorker(ctx, { worker_id: 'flushed', hostname: 'flushed', cpus: 4 });
+      await settle();
+      const redis = new Redis(REDIS_URL);
+      try {
+        const keys = await redis.keys(`${backend.keyPrefix}*`);
+        if (keys.length > 0) await redis.del(...keys);
+      } finally {
+        redis.disconnect();
+      }
+      expect(await backend.registry.liveWorkerIds()).toEqual([]);
+      const job = await submitJob(ctx, { script: 'true', cpus: 1 });
+      await settle();
+      expect(await runSchedulingPass(ctx)).toMatchObject({ workers: 1 });
+      expect((await jobsOf(backend.db.db)).find((j) => Number(j.id) === job.id)).toMatchObject({
+        state: 'RUNNING',
+        node: 'flushed',
+      });
+      expect(logger.has('No active workers')).toBe(false);
+    },
+  );
+
+  it.runIf(factory.name === 'postgres+redis')(
+    'a pass over a stuck queue of 10,000 jobs writes less than 8 KiB of WAL, and a small job still runs',
+    { timeout: 300_000 },
+    async () => {
+      await reset();
+      const { ctx, settle } = testContext(backend);
+      await query(backend.db.db, sql`CREATE EXTENSION IF NOT EXISTS pg_walinspect`);
+      for (let i = 0; i < 50; i++) {
+        await registerWorker(ctx, { worker_id: `n${i}`, hostname: `n${i}`, cpus: 32 });
+      }
+      for (let b = 0; b < 10; b++) {
+        await submitJobsBatch(
+          ctx,
+          Array.from({ length: 1000 }, () => ({ script: 'true', cpus: 64 })),
+        );
+      }
+      await settle();
+      await runSchedulingPass(ctx);
+      // The least of three passes: autovacuum of this database may write meanwhile.
+      const idle: number[] = [];
+      for (let i = 0; i < 3; i++)
+        idle.push(await walOfThisDatabase(backend.db.db, () => runSchedulingPass(ctx)));
+      console.log(`WAL of an idle pass over 10,000 stuck jobs: ${idle.join(', ')} bytes`);
+      expect(Math.min(...idle)).toBeLessThan(8 * 1024);
+      const one = await submitJob(ctx, { script: 'true', cpus: 1 });
+      await settle();
+      await runSchedulingPass(ctx);
+      expect((await jobsOf(backend.db.db)).find((j) => Number(j.id) === one.id)?.state).toBe('RUNNING');
+    },
+  );
 });

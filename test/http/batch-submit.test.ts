@@ -172,7 +172,7 @@ describe.each(backends)('batch submission on $name', (factory) => {
         time_limit: '1:30:00',
         work_dir: '/srv/work',
         environment: { EPOCHS: '10' },
-        priority: 7,
+        priority: -7,
         requeue: true,
       },
     ];

@@ -75,9 +75,12 @@ describe.each(backends)('hostile input on $name', (factory) => {
     await s.harness.settle();
     await runSchedulingPass(s.harness.ctx);
     // The 8-CPU job is served first (queue order) and runs on the new node; the 64-CPU one now fits a node,
-    // waits for its CPUs, and no longer claims that no node is large enough.
+    // holds it while its CPUs free up, and no longer claims that no node is large enough.
     expect(await job(none.id)).toMatchObject({ state: 'RUNNING', reason: null });
-    expect(await job(big.id)).toMatchObject({ state: 'PENDING', reason: null });
+    expect(await job(big.id)).toMatchObject({
+      state: 'PENDING',
+      reason: 'waiting for CPUs on large, reserved for this job',
+    });
   });
 
   it('keeps the size limits: script 1 MiB, body 2 MiB, 256 variables, names 255', async () => {
