@@ -548,6 +548,7 @@ async function endLostReport(
       sql`id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt}
           AND ${reporterIsCaller(input.worker_id, caller)}`,
       reason,
+      ctx.config,
     ),
   );
   if (ended) ctx.logger.warn(`Job ${jobId} ended by its agent as lost: ${reason}`, { state: ended.state });
