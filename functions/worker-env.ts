@@ -46,6 +46,13 @@ export const workerEnvSchema = z.object({
     .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
     .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
     .default(DEFAULT_CONFIG.logRetentionDays),
+  /** Live-log followers (SSE) at once per job and per token, in one isolate (0: no limit). */
+  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: z.coerce.number().int().min(0).default(DEFAULT_CONFIG.logFollowersPerJob),
+  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(DEFAULT_CONFIG.logFollowersPerToken),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),
@@ -74,6 +81,8 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
+    logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
+    logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,

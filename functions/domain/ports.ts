@@ -119,6 +119,10 @@ export interface ConductorConfig {
   logRetentionDays: number;
   /** A followed log stream (SSE) sends a `: keep-alive` comment after this long without any other line. */
   logKeepAliveMs: number;
+  /** Most live-log followers (SSE streams) of one job at once, per process (isolate); 0: no limit. */
+  logFollowersPerJob: number;
+  /** Most live-log followers of one token (or of all anonymous callers) at once, per process; 0: no limit. */
+  logFollowersPerToken: number;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -136,6 +140,8 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   submitBurst: 500,
   logRetentionDays: 30,
   logKeepAliveMs: 15_000,
+  logFollowersPerJob: 10,
+  logFollowersPerToken: 20,
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */

@@ -16,6 +16,9 @@ const logRetentionDays = z.coerce
   .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
   .default(DEFAULT_CONFIG.logRetentionDays);
 
+/** A number of live-log followers: a whole number, 0 (no limit) or more. */
+const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
@@ -42,6 +45,9 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
   /** Days a finished job's output is kept (0: forever). */
   CONDUCTOR_LOG_RETENTION_DAYS: logRetentionDays,
+  /** Live-log followers (SSE) at once per job and per token, in this process (0: no limit). */
+  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: followers(DEFAULT_CONFIG.logFollowersPerJob),
+  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: followers(DEFAULT_CONFIG.logFollowersPerToken),
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -74,6 +80,8 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     submitRatePerSecond: env.CONDUCTOR_SUBMIT_RATE,
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
+    logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
+    logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,
