@@ -529,10 +529,17 @@ async function endReportedJobs(
   return new Map(ended.map((e) => [e.id, e]));
 }
 
+/**
+ * An upload joins the stream's newest chunk when both together stay this small (rewriting at most this much),
+ * so that a job printing a line a second does not leave a row per line.
+ */
+const SMALL_CHUNK_BYTES = 8192;
+
 const gapMarker = (skipped: SQL) => sql`'\n[... ' || (${skipped})::text || ' bytes of output skipped ...]\n'`;
 
 /**
- * Appends a chunk of a running job's output (one job_output_chunks row: only the new text is written), and
+ * Appends a chunk of a running job's output (a new job_output_chunks row, or the newest one when both are
+ * small: only the new text, or at most SMALL_CHUNK_BYTES, is written), and
  * deletes the stream's chunks that no longer hold any of its last 1 MiB, or belong to an earlier attempt.
  * Idempotent by byte offset: an upload behind the stream's byte count changes nothing.
  */
@@ -584,9 +591,21 @@ export async function appendOutput(
           DELETE FROM job_output_chunks c USING head
           WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt <> ${input.attempt}
         ),
+        last AS (
+          SELECT seq FROM job_output_chunks c, sized
+          WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt = ${input.attempt}
+            AND c.seq = (SELECT max(seq) FROM newer) AND c.size + sized.size <= ${SMALL_CHUNK_BYTES}
+        ),
+        merged AS (
+          UPDATE job_output_chunks c
+          SET data = c.data || sized.data, chars = c.chars + sized.chars, size = c.size + sized.size
+          FROM sized, last
+          WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt = ${input.attempt}
+            AND c.seq = last.seq AND sized.size > 0
+        ),
         added AS (
           INSERT INTO job_output_chunks (job_id, stream, attempt, chars, size, data)
-          SELECT ${stream}, chars, size, data FROM sized WHERE size > 0
+          SELECT ${stream}, chars, size, data FROM sized WHERE size > 0 AND NOT EXISTS (SELECT 1 FROM last)
         )
         SELECT bytes FROM head`,
   );

@@ -193,6 +193,34 @@ describe.runIf(pglite)('stored job output (review M6)', { timeout: 180_000 }, ()
     expect(Number(old[0]!.n)).toBe(0);
   });
 
+  it('appends small uploads to the newest small chunk: a quiet job does not pile up rows', async () => {
+    const id = await runningJob();
+    const model = new KeptOutputModel();
+    let offset = 0;
+    for (let i = 0; i < 300; i++) {
+      // Lines of a job that prints a little every second, and now and then a skip.
+      if (i % 97 === 96) offset += 10;
+      const line = `line ${i}: ${'é'.repeat(i % 40)}\n`;
+      model.append(1, offset, line, Buffer.byteLength(line));
+      await upload(id, 'stdout', 1, offset, line);
+      offset += Buffer.byteLength(line);
+    }
+    const [kept] = await query<{ chunks: string | number; largest: string | number }>(
+      backend.db.db,
+      sql`SELECT count(*) AS chunks, max(size) AS largest FROM job_output_chunks WHERE job_id = ${id}`,
+    );
+    const stored = model.content.length * 2;
+    expect(Number(kept!.chunks)).toBeLessThanOrEqual(Math.ceil(stored / 4096) + 1);
+    expect(Number(kept!.largest)).toBeLessThanOrEqual(8192);
+    const output = await readOutput(backend.db.db, id);
+    expect(output.streams.stdout.content === model.content).toBe(true);
+    expect(output.streams.stdout.bytes).toBe(model.bytes);
+    for (const back of [1, 100, 5000, 20_000]) {
+      const since = await readOutputSince(backend.db.db, id, 1, 'stdout', model.bytes - back);
+      expect(newSince(since!, model.bytes - back) === newSince(model, model.bytes - back)).toBe(true);
+    }
+  });
+
   it('keeps whole chunks only while they hold part of the last 1 MiB', async () => {
     const id = await runningJob();
     let offset = 0;
