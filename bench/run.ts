@@ -1337,6 +1337,9 @@ async function scenarioIdleAndFootprint() {
         const seconds = SMALL ? 5 : 10;
         const script = `for i in $(seq ${seconds * 10}); do head -c 1048576 /dev/zero | tr '\\0' 'x'; echo; sleep 0.1; done`;
         proxy.counts.clear();
+        const walLsn = async () =>
+          (await query<{ lsn: string }>(db, sql`SELECT pg_current_wal_lsn()::text AS lsn`))[0]?.lsn;
+        const wal0 = await walLsn().catch(() => undefined);
         const a0 = procSample(pid);
         const t0 = performance.now();
         const { id } = await submit(url, { script, cpus: 1, name: 'stream' });
@@ -1361,15 +1364,41 @@ async function scenarioIdleAndFootprint() {
           db,
           sql`SELECT coalesce(sum(bytes), 0) AS bytes FROM job_output WHERE job_id = ${id}`,
         ).catch(() => [{ bytes: '?' }]);
+        // Postgres WAL written meanwhile (the whole server's, so also the agent's other reports): the cost of
+        // storing output. This output (x's) compresses well; incompressible output costs more per byte.
+        const wal1 = await walLsn().catch(() => undefined);
+        const [walRow] =
+          wal0 && wal1
+            ? await query<{ bytes: string }>(
+                db,
+                sql`SELECT pg_wal_lsn_diff(${wal1}::pg_lsn, ${wal0}::pg_lsn) AS bytes`,
+              )
+            : [];
+        const walBytes = walRow ? Number(walRow.bytes) : null;
+        const outputBytes = Number(outRow?.bytes);
+        const walPerOutputByte = walBytes !== null && outputBytes > 0 ? walBytes / outputBytes : null;
         results.streaming_agent = {
           seconds: wall,
           bytes_reported: outRow?.bytes,
+          wal_bytes: walBytes,
+          wal_per_output_byte: walPerOutputByte,
           agent_cpu_percent: stats(cpuS),
           agent_rss_mib: stats(rssS),
           http_requests: Object.fromEntries(proxy.counts),
         };
         row('7 footprint', `agent while one job streams ~10 MB/s for ${seconds} s: CPU %`, stats(cpuS), '%');
         row('7 footprint', '  RSS', stats(rssS), 'MiB');
+        if (walPerOutputByte !== null) {
+          row(
+            '7 footprint',
+            '  Postgres WAL per output byte stored',
+            null,
+            '',
+            '',
+            '',
+            `${round(walPerOutputByte, 3)}`,
+          );
+        }
       });
     } finally {
       await proxy.close();

@@ -4,9 +4,11 @@ import {
   bigserial,
   boolean,
   check,
+  foreignKey,
   index,
   integer,
   jsonb,
+  pgSequence,
   pgTable,
   primaryKey,
   smallint,
@@ -197,7 +199,7 @@ export const maintenanceState = pgTable(
   (t) => [check('maintenance_state_singleton', sql`${t.id} = 1`)],
 );
 
-/** The last 1 MiB of each output stream, and how many bytes the stream had in all. */
+/** Each output stream of a job's current attempt: how many bytes it had in all (its text is in job_output_chunks). */
 export const jobOutput = pgTable(
   'job_output',
   {
@@ -206,10 +208,37 @@ export const jobOutput = pgTable(
       .references(() => jobs.id, { onDelete: 'cascade' }),
     stream: text('stream', { enum: ['stdout', 'stderr'] }).notNull(),
     attempt: integer('attempt').notNull(),
-    content: text('content').notNull().default(''),
     bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
   },
   (t) => [primaryKey({ columns: [t.jobId, t.stream] })],
+);
+
+export const jobOutputChunksSeq = pgSequence('job_output_chunks_seq');
+
+/**
+ * A stream's text, one row per upload (append-only, so an upload writes only itself): the stream shows the
+ * concatenation in `seq` order, cut to its last 1 MiB of characters. Whole chunks before that are deleted.
+ */
+export const jobOutputChunks = pgTable(
+  'job_output_chunks',
+  {
+    jobId: bigint('job_id', { mode: 'number' }).notNull(),
+    stream: text('stream', { enum: ['stdout', 'stderr'] }).notNull(),
+    attempt: integer('attempt').notNull(),
+    seq: bigint('seq', { mode: 'number' }).notNull().default(sql`nextval('job_output_chunks_seq')`),
+    /** char_length(data) and octet_length(data): what is kept is counted without reading the text. */
+    chars: integer('chars').notNull(),
+    size: integer('size').notNull(),
+    data: text('data').notNull(),
+  },
+  (t) => [
+    primaryKey({ name: 'job_output_chunks_pk', columns: [t.jobId, t.stream, t.attempt, t.seq] }),
+    foreignKey({
+      name: 'job_output_chunks_stream_fk',
+      columns: [t.jobId, t.stream],
+      foreignColumns: [jobOutput.jobId, jobOutput.stream],
+    }).onDelete('cascade'),
+  ],
 );
 
 /** What a token may do. `agent` tokens can do nothing else (they are never combined with another scope). */

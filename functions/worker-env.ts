@@ -61,6 +61,13 @@ export const workerEnvSchema = z.object({
     .min(0, 'CONDUCTOR_PRIORITY_CEILING is at least 0')
     .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
     .default(DEFAULT_CONFIG.priorityCeiling),
+  /** Live-log followers (SSE) at once per job and per token, in one isolate (0: no limit). */
+  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: z.coerce.number().int().min(0).default(DEFAULT_CONFIG.logFollowersPerJob),
+  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(DEFAULT_CONFIG.logFollowersPerToken),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),
@@ -91,6 +98,8 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
+    logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
+    logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     claimWaitSeconds: env.CONDUCTOR_CLAIM_WAIT,

@@ -1,15 +1,16 @@
 /**
  * Reading a job's output for people: whole (with a marker line when the head was cut), its tail, or what
- * arrived since a byte offset (live logs). job_output keeps the last 1 MiB of each stream and the total byte
- * count (`bytes`), which is the offset a follower keeps.
+ * arrived since a byte offset (live logs). job_output keeps each stream's total byte count (`bytes`, the
+ * offset a follower keeps); job_output_chunks its text, of which the last 1 MiB is shown.
  */
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { FINAL_STATES, type JobState } from '../../db/schema.ts';
 import { ANONYMOUS, type Principal, seesJobOf } from './auth.ts';
 import { ConductorError, notFound } from './errors.ts';
+import { OUTPUT_KEEP_CHARS } from './jobs.ts';
 import type { Database } from './ports.ts';
-import { query } from './sql.ts';
+import { query, queryOne } from './sql.ts';
 
 export type StreamName = 'stdout' | 'stderr';
 const STREAMS: readonly StreamName[] = ['stdout', 'stderr'];
@@ -23,15 +24,30 @@ export interface OutputSnapshot {
   streams: Record<StreamName, { content: string; bytes: number }>;
 }
 
+/** A stream's kept text: its chunks in order, cut to the last OUTPUT_KEEP_CHARS characters. */
+const keptText = (where: SQL) =>
+  sql`(SELECT right(string_agg(c.data, '' ORDER BY c.seq), ${OUTPUT_KEEP_CHARS}::int)
+       FROM job_output_chunks c WHERE ${where})`;
+
 /**
- * The job's state and its stored output (current attempt); another owner's job is "not found". With
- * `retentionDays` > 0, a job that ended longer ago than that and whose output is gone (the backstop deleted
- * it) is a 410 `logs_expired`, so that expired output never reads as "the job printed nothing".
+ * The job's state and its output streams' byte counts (current attempt), with their stored text when
+ * `withContent`; another owner's job is "not found". With `retentionDays` > 0, a job that ended longer ago
+ * than that and whose output is gone (the backstop deleted it) is a 410 `logs_expired`, so that expired
+ * output never reads as "the job printed nothing".
  */
-export async function readOutput(db: Database, id: number, viewer: Principal = ANONYMOUS, retentionDays = 0) {
+async function readStreams(
+  db: Database,
+  id: number,
+  viewer: Principal,
+  retentionDays: number,
+  withContent: boolean,
+) {
+  const content = withContent
+    ? sql`${keptText(sql`c.job_id = o.job_id AND c.stream = o.stream AND c.attempt = o.attempt`)} AS content,`
+    : sql``;
   const rows = await query<{
     stream: StreamName | null;
-    content: string | null;
+    content?: string | null;
     bytes: string | number | null;
     state: JobState;
     attempt: string | number;
@@ -41,7 +57,7 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
     past_retention: boolean | null;
   }>(
     db,
-    sql`SELECT o.stream, o.content, o.bytes, j.state, j.attempt, j.exit_code, j.owner, j.end_time,
+    sql`SELECT o.stream, ${content} o.bytes, j.state, j.attempt, j.exit_code, j.owner, j.end_time,
                (${retentionDays}::int > 0
                 AND j.end_time < now() - make_interval(days => ${retentionDays}::int)) AS past_retention
         FROM jobs j
@@ -73,6 +89,55 @@ export async function readOutput(db: Database, id: number, viewer: Principal = A
     finished: FINAL_STATES.includes(first.state),
     streams,
   } satisfies OutputSnapshot;
+}
+
+/** The job's state and its stored output (current attempt); see readStreams for the 404 and 410. */
+export function readOutput(db: Database, id: number, viewer: Principal = ANONYMOUS, retentionDays = 0) {
+  return readStreams(db, id, viewer, retentionDays, true);
+}
+
+/**
+ * The job's state and its streams' byte counts, without their text (`content` is empty): what a live-log
+ * follower polls, so that a follower who has everything reads no output at all.
+ */
+export function readOutputProgress(
+  db: Database,
+  id: number,
+  viewer: Principal = ANONYMOUS,
+  retentionDays = 0,
+) {
+  return readStreams(db, id, viewer, retentionDays, false);
+}
+
+/**
+ * What a follower at byte `offset` of a stream needs to see the rest: the stream's byte count and as much of
+ * its kept text (from the end) as holds the bytes after `offset`, read from the newest chunks only; give it
+ * to `newSince` with that byte count. Undefined when the stream is not (or no longer) of `attempt`.
+ */
+export async function readOutputSince(
+  db: Database,
+  id: number,
+  attempt: number,
+  stream: StreamName,
+  offset: number,
+): Promise<{ content: string; bytes: number } | undefined> {
+  // The newest chunks whose bytes cover `bytes - offset` (all, when they do not), cut to the kept 1 MiB: a
+  // suffix of the kept text that holds at least the wanted bytes, or all of it (see newSince).
+  const row = await queryOne<{ bytes: string | number; content: string | null }>(
+    db,
+    sql`SELECT o.bytes,
+               (SELECT right(string_agg(n.data, '' ORDER BY n.seq), ${OUTPUT_KEEP_CHARS}::int)
+                FROM (SELECT c.seq, c.data,
+                             sum(c.size) OVER (ORDER BY c.seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                               AS newer_size
+                      FROM job_output_chunks c
+                      WHERE c.job_id = o.job_id AND c.stream = o.stream AND c.attempt = o.attempt) n
+                WHERE coalesce(n.newer_size, 0) < o.bytes - ${offset}::bigint) AS content
+        FROM job_output o
+        WHERE o.job_id = ${id} AND o.stream = ${stream} AND o.attempt = ${attempt}`,
+  );
+  if (!row) return undefined;
+  return { content: row.content ?? '', bytes: Number(row.bytes) };
 }
 
 /** Most job_output rows one retention pass deletes (one statement, so one bounded transaction). */

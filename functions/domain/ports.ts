@@ -166,6 +166,10 @@ export interface ConductorConfig {
    * NODE_FAIL (a job that takes its node down must not go round the cluster forever). 0: never requeued.
    */
   maxRequeues: number;
+  /** Most live-log followers (SSE streams) of one job at once, per process (isolate); 0: no limit. */
+  logFollowersPerJob: number;
+  /** Most live-log followers of one token (or of all anonymous callers) at once, per process; 0: no limit. */
+  logFollowersPerToken: number;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -186,6 +190,8 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   logRetentionDays: 30,
   logKeepAliveMs: 15_000,
   maxRequeues: 3,
+  logFollowersPerJob: 10,
+  logFollowersPerToken: 20,
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import type {
   Assignment,
   ClaimResponse,
@@ -16,6 +16,7 @@ import { ANONYMOUS, type Principal } from './auth.ts';
 import { createBatcher } from './batcher.ts';
 import type { Context } from './context.ts';
 import { type ConductorError, conflict, forbidden, notFound } from './errors.ts';
+import { OUTPUT_KEEP_CHARS } from './jobs.ts';
 import { warnRegistryDown } from './liveness.ts';
 import type { WorkerEntry } from './ports.ts';
 import { pgArray, query, queryOne } from './sql.ts';
@@ -583,36 +584,85 @@ async function endReportedJobs(
   return new Map(ended.map((e) => [e.id, e]));
 }
 
-const GAP_MARKER = (skipped: number) => `\n[... ${skipped} bytes of output skipped ...]\n`;
-const KEEP_CHARS = 1024 * 1024;
+/**
+ * An upload joins the stream's newest chunk when both together stay this small (rewriting at most this much),
+ * so that a job printing a line a second does not leave a row per line.
+ */
+const SMALL_CHUNK_BYTES = 8192;
 
-/** Appends a chunk of a running job's output, keeping the last 1 MiB. Idempotent by byte offset. */
+const gapMarker = (skipped: SQL) => sql`'\n[... ' || (${skipped})::text || ' bytes of output skipped ...]\n'`;
+
+/**
+ * Appends a chunk of a running job's output (a new job_output_chunks row, or the newest one when both are
+ * small: only the new text, or at most SMALL_CHUNK_BYTES, is written), and
+ * deletes the stream's chunks that no longer hold any of its last 1 MiB, or belong to an earlier attempt.
+ * Idempotent by byte offset: an upload behind the stream's byte count changes nothing.
+ */
 export async function appendOutput(
   ctx: Context,
   jobId: number,
   input: OutputRequest,
   caller: Principal = ANONYMOUS,
 ) {
+  const stream = sql`${jobId}::bigint, ${input.stream}::text, ${input.attempt}::int`;
+  const offset = sql`${input.offset}::bigint`;
+  // The stored text's skip marker comes from the byte count before this upload (the statement's snapshot: an
+  // agent sends one upload per stream at a time, and a re-sent one is refused by head's condition).
   const row = await queryOne<{ bytes: string | number }>(
     ctx.db,
     sql`WITH j AS (
           SELECT 1 FROM jobs WHERE id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt}
             AND state = 'RUNNING' AND ${reporterIsCaller(input.worker_id, caller)}
+        ),
+        before AS (
+          SELECT attempt, bytes FROM job_output WHERE job_id = ${jobId} AND stream = ${input.stream}
+        ),
+        head AS (
+          INSERT INTO job_output AS o (job_id, stream, attempt, bytes)
+          SELECT ${stream}, ${input.offset + input.bytes}::bigint FROM j
+          ON CONFLICT (job_id, stream) DO UPDATE SET bytes = excluded.bytes, attempt = excluded.attempt
+          WHERE o.attempt <> excluded.attempt OR ${offset} >= o.bytes
+          RETURNING bytes
+        ),
+        piece AS (
+          SELECT CASE WHEN b.attempt IS DISTINCT FROM ${input.attempt}::int
+                        THEN CASE WHEN ${offset} > 0 THEN ${gapMarker(offset)} ELSE '' END
+                      WHEN ${offset} > b.bytes THEN ${gapMarker(sql`${offset} - b.bytes`)}
+                      ELSE '' END || ${input.data}::text AS data
+          FROM head LEFT JOIN before b ON true
+        ),
+        sized AS (SELECT data, char_length(data) AS chars, octet_length(data) AS size FROM piece),
+        newer AS (
+          SELECT seq, sum(chars) OVER (ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS chars
+          FROM job_output_chunks
+          WHERE job_id = ${jobId} AND stream = ${input.stream} AND attempt = ${input.attempt}
+        ),
+        outdated AS (
+          DELETE FROM job_output_chunks c USING sized, newer n
+          WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt = ${input.attempt}
+            AND c.seq = n.seq AND coalesce(n.chars, 0) + sized.chars >= ${OUTPUT_KEEP_CHARS}
+        ),
+        earlier_attempts AS (
+          DELETE FROM job_output_chunks c USING head
+          WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt <> ${input.attempt}
+        ),
+        last AS (
+          SELECT seq FROM job_output_chunks c, sized
+          WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt = ${input.attempt}
+            AND c.seq = (SELECT max(seq) FROM newer) AND c.size + sized.size <= ${SMALL_CHUNK_BYTES}
+        ),
+        merged AS (
+          UPDATE job_output_chunks c
+          SET data = c.data || sized.data, chars = c.chars + sized.chars, size = c.size + sized.size
+          FROM sized, last
+          WHERE c.job_id = ${jobId} AND c.stream = ${input.stream} AND c.attempt = ${input.attempt}
+            AND c.seq = last.seq AND sized.size > 0
+        ),
+        added AS (
+          INSERT INTO job_output_chunks (job_id, stream, attempt, chars, size, data)
+          SELECT ${stream}, chars, size, data FROM sized WHERE size > 0 AND NOT EXISTS (SELECT 1 FROM last)
         )
-        INSERT INTO job_output AS o (job_id, stream, attempt, content, bytes)
-        SELECT ${jobId}::bigint, ${input.stream}::text, ${input.attempt}::int,
-               right(${input.offset > 0 ? GAP_MARKER(input.offset) : ''}::text || ${input.data}::text, ${KEEP_CHARS}::int),
-               ${input.offset + input.bytes}::bigint
-        FROM j
-        ON CONFLICT (job_id, stream) DO UPDATE SET
-          content = CASE WHEN o.attempt <> excluded.attempt THEN excluded.content
-                         ELSE right(o.content || CASE WHEN ${input.offset}::bigint > o.bytes
-                                    THEN '\n[... ' || (${input.offset}::bigint - o.bytes)::text || ' bytes of output skipped ...]\n'
-                                    ELSE '' END || ${input.data}::text, ${KEEP_CHARS}::int) END,
-          bytes = excluded.bytes,
-          attempt = excluded.attempt
-        WHERE o.attempt <> excluded.attempt OR ${input.offset}::bigint >= o.bytes
-        RETURNING bytes`,
+        SELECT bytes FROM head`,
   );
   if (row) return { bytes: Number(row.bytes) };
   const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);

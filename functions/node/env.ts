@@ -30,6 +30,9 @@ const priorityCeiling = z.coerce
   .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
   .default(DEFAULT_CONFIG.priorityCeiling);
 
+/** A number of live-log followers: a whole number, 0 (no limit) or more. */
+const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
@@ -76,6 +79,9 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_MAX_REQUEUES: maxRequeues,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
+  /** Live-log followers (SSE) at once per job and per token, in this process (0: no limit). */
+  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: followers(DEFAULT_CONFIG.logFollowersPerJob),
+  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: followers(DEFAULT_CONFIG.logFollowersPerToken),
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -110,6 +116,8 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
+    logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
+    logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
     heartbeatIntervalSeconds: env.CONDUCTOR_HEARTBEAT_INTERVAL,
     scheduleIntervalSeconds: env.CONDUCTOR_SCHEDULE_INTERVAL,

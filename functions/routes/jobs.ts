@@ -3,7 +3,15 @@ import { type SSEStreamingApi, streamSSE } from 'hono/streaming';
 import type { Context } from '../domain/context.ts';
 import { sha256Hex } from '../domain/crypto.ts';
 import { ConductorError, invalid } from '../domain/errors.ts';
-import { logsQuery, newSince, readOutput, type StreamName, streamView } from '../domain/job-logs.ts';
+import {
+  logsQuery,
+  newSince,
+  readOutput,
+  readOutputProgress,
+  readOutputSince,
+  type StreamName,
+  streamView,
+} from '../domain/job-logs.ts';
 import {
   cancelJob,
   canonicalJson,
@@ -92,7 +100,8 @@ export function jobRoutes(ctx: Context) {
       // A reconnecting client (EventSource does it by itself) says where it got to: the id of the last event.
       const resumeFrom = parseLastEventId(c.req.header('last-event-id'));
       // Checked before the stream starts, so that a missing job is a plain 404 (and expired output a 410).
-      const first = await readOutput(ctx.db, id, principal, retentionDays);
+      const first = await readOutputProgress(ctx.db, id, principal, retentionDays);
+      const releaseFollower = followers.enter(id, principal.tokenId, ctx.config);
       // The stream outlives the handler: as deferred work, so that the Workers entry keeps its database
       // connection open until the stream ends (and the Node server's close waits for it).
       let streamDone = () => {};
@@ -105,11 +114,15 @@ export function jobRoutes(ctx: Context) {
         try {
           await followOutput(stream, first);
         } finally {
+          releaseFollower();
           streamDone();
         }
       });
 
-      async function followOutput(stream: SSEStreamingApi, first: Awaited<ReturnType<typeof readOutput>>) {
+      async function followOutput(
+        stream: SSEStreamingApi,
+        first: Awaited<ReturnType<typeof readOutputProgress>>,
+      ) {
         let aborted = false;
         stream.onAbort(() => {
           aborted = true;
@@ -146,8 +159,12 @@ export function jobRoutes(ctx: Context) {
             lastSent = Date.now();
           }
           for (const name of ['stdout', 'stderr'] as const) {
-            const text = newSince(snapshot.streams[name], offsets[name]);
-            offsets[name] = Math.max(offsets[name], snapshot.streams[name].bytes);
+            // Only a stream that grew is read, and only its newest chunks.
+            if (snapshot.streams[name].bytes <= offsets[name]) continue;
+            const since = await readOutputSince(ctx.db, id, attempt, name, offsets[name]);
+            if (!since) continue;
+            const text = newSince(since, offsets[name]);
+            offsets[name] = Math.max(offsets[name], since.bytes);
             if (text !== '') {
               const data = options.encoding === 'json' ? JSON.stringify(text) : text;
               await stream.writeSSE({ event: name, data, id: eventId() });
@@ -173,7 +190,7 @@ export function jobRoutes(ctx: Context) {
               lastSent = Date.now();
             }
           }
-          snapshot = await readOutput(ctx.db, id, principal);
+          snapshot = await readOutputProgress(ctx.db, id, principal);
         }
       }
     });
@@ -264,3 +281,57 @@ function parseLastEventId(
 
 /** How often a followed job's stored output is looked at. */
 const LOG_POLL_MS = 500;
+
+/**
+ * Live-log followers (open SSE streams) per job and per token, counted in this process (on Workers: in this
+ * isolate, so the limits hold per isolate). Over a limit, a new follower is refused with a 429.
+ */
+class FollowerLimits {
+  private readonly perJob = new Map<number, number>();
+  private readonly perToken = new Map<string, number>();
+
+  /** Counts a follower in, or throws a 429; the function returned counts it out (once). */
+  enter(
+    jobId: number,
+    tokenId: number | null,
+    limits: { logFollowersPerJob: number; logFollowersPerToken: number },
+  ): () => void {
+    const token = tokenId === null ? 'anonymous' : `token:${tokenId}`;
+    const onJob = this.perJob.get(jobId) ?? 0;
+    const ofToken = this.perToken.get(token) ?? 0;
+    if (limits.logFollowersPerJob > 0 && onJob >= limits.logFollowersPerJob) {
+      throw tooManyFollowers(
+        `Job ${jobId} already has ${onJob} live-log followers, the most allowed (CONDUCTOR_LOG_FOLLOWERS_PER_JOB); read the logs without follow=1, or try again later`,
+      );
+    }
+    if (limits.logFollowersPerToken > 0 && ofToken >= limits.logFollowersPerToken) {
+      throw tooManyFollowers(
+        `This token already follows ${ofToken} live logs, the most allowed (CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN); close one, or try again later`,
+      );
+    }
+    this.perJob.set(jobId, onJob + 1);
+    this.perToken.set(token, ofToken + 1);
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      this.decrement(this.perJob, jobId);
+      this.decrement(this.perToken, token);
+    };
+  }
+
+  private decrement<K>(counts: Map<K, number>, key: K) {
+    const n = (counts.get(key) ?? 1) - 1;
+    if (n <= 0) counts.delete(key);
+    else counts.set(key, n);
+  }
+}
+
+function tooManyFollowers(message: string): ConductorError {
+  const error = new ConductorError('rate_limited', 'too_many_followers', message);
+  error.retryAfterSeconds = 5;
+  return error;
+}
+
+/** One count for the whole process (isolate), whatever app instance serves the stream. */
+const followers = new FollowerLimits();

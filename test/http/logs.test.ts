@@ -5,7 +5,8 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
+import { PgDialect } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '../../cli/api.ts';
 import { pruneJobOutput } from '../../functions/domain/job-logs.ts';
@@ -73,6 +74,22 @@ async function readEvents(res: Response, onEvent: (e: { event: string; data: str
     if (item.kind === 'event') onEvent({ event: item.event, data: item.data });
   });
   return items.filter((i) => i.kind === 'event').map(({ event, data }) => ({ event, data }));
+}
+
+/** Stores a stream's whole output as the agents' uploads would (replacing what it had), in one statement. */
+async function storeOutput(backend: Backend, id: number, stream: string, attempt: number, text: string) {
+  await backend.db.db.execute(
+    sql`WITH head AS (
+          INSERT INTO job_output AS o (job_id, stream, attempt, bytes)
+          VALUES (${id}, ${stream}, ${attempt}, ${Buffer.byteLength(text)})
+          ON CONFLICT (job_id, stream) DO UPDATE SET attempt = excluded.attempt, bytes = excluded.bytes
+          RETURNING job_id
+        ),
+        old AS (DELETE FROM job_output_chunks WHERE job_id = ${id} AND stream = ${stream})
+        INSERT INTO job_output_chunks (job_id, stream, attempt, chars, size, data)
+        SELECT ${id}, ${stream}, ${attempt}, char_length(${text}::text), octet_length(${text}::text), ${text}::text
+        FROM head`,
+  );
 }
 
 const joined = (items: SseItem[], event: string) =>
@@ -232,10 +249,7 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
           VALUES ('requeued', 'true', 1, 'RUNNING', 'ghost-node', 1, now()) RETURNING id`,
     );
     const id = Number(row!.id);
-    await backend.db.db.execute(
-      sql`INSERT INTO job_output (job_id, stream, attempt, content, bytes)
-          VALUES (${id}, 'stdout', 1, 'first run, a long line\n', 23)`,
-    );
+    await storeOutput(backend, id, 'stdout', 1, 'first run, a long line\n');
     const items: SseItem[] = [];
     const following = readSse(await fetch(`${server.url}/api/v1/jobs/${id}/logs?follow=1`), (item) => {
       items.push(item);
@@ -243,9 +257,7 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
     await eventually(() => joined(items, 'stdout') === 'first run, a long line\n', { what: 'the first run' });
     // Its node was lost and it runs again: attempt 2 writes from byte 0.
     await backend.db.db.execute(sql`UPDATE jobs SET attempt = 2 WHERE id = ${id}`);
-    await backend.db.db.execute(
-      sql`UPDATE job_output SET attempt = 2, content = 'again\n', bytes = 6 WHERE job_id = ${id}`,
-    );
+    await storeOutput(backend, id, 'stdout', 2, 'again\n');
     await backend.db.db.execute(
       sql`UPDATE jobs SET state = 'COMPLETED', exit_code = '0:0', end_time = now() WHERE id = ${id}`,
     );
@@ -312,6 +324,110 @@ describe.runIf(pglite)('job logs: tail, truncation, live follow', () => {
   });
 });
 
+describe.runIf(pglite)(
+  'live-log followers: polling cost and limits (review M7)',
+  { timeout: 120_000 },
+  () => {
+    let backend: Backend;
+    /** The SQL text of every statement the app's database ran. */
+    const statements: string[] = [];
+    let s: ReturnType<typeof secureApp>;
+    beforeAll(async () => {
+      backend = await pglite!.create();
+      const dialect = new PgDialect();
+      const recorded = new Proxy(backend.db.db, {
+        get(target, property, receiver) {
+          if (property !== 'execute') return Reflect.get(target, property, receiver);
+          return (statement: SQL) => {
+            statements.push(dialect.sqlToQuery(statement).sql);
+            return target.execute(statement);
+          };
+        },
+      });
+      s = secureApp(
+        { ...backend, db: { ...backend.db, db: recorded } },
+        { logKeepAliveMs: 100, logFollowersPerJob: 2, logFollowersPerToken: 3 },
+      );
+    });
+    afterAll(async () => {
+      await s?.harness.settle();
+      await backend?.close();
+    });
+
+    const runningJob = async () => {
+      const [row] = await query<{ id: string | number }>(
+        backend.db.db,
+        sql`INSERT INTO jobs (name, script, cpus, state, node, attempt, start_time, owner)
+          VALUES ('followed', 'true', 1, 'RUNNING', 'ghost-node', 1, now(), 'team') RETURNING id`,
+      );
+      return Number(row!.id);
+    };
+
+    it('a caught-up follower polls byte counts only: no poll reads the output text', async () => {
+      const id = await runningJob();
+      const text = `${'x'.repeat(300_000)}\n`;
+      await storeOutput(backend, id, 'stdout', 1, text);
+      await storeOutput(backend, id, 'stderr', 1, 'err\n');
+      const from = statements.length;
+      const polls = () => statements.slice(from).filter((q) => q.includes('job_output'));
+      const res = await s.request('GET', `/api/v1/jobs/${id}/logs?follow=1`, {
+        headers: { 'Last-Event-ID': `1:${text.length}-4` },
+      });
+      expect(res.status).toBe(200);
+      // Keep-alive comments come every 100 ms: stop once the stream has polled a few times.
+      const items = await readSse(res, () => polls().length >= 4);
+      expect(items.filter((i) => i.kind === 'event')).toEqual([]);
+      const reads = polls().filter((q) => /content|job_output_chunks|\bdata\b/.test(q));
+      expect(reads).toEqual([]);
+    });
+
+    it('refuses followers over the per-job and per-token limits with a 429 that says why', async () => {
+      const reader = (await s.token(['jobs:read'], 'follower', 'team')).token;
+      const other = (await s.token(['jobs:read'], 'other-follower', 'team')).token;
+      const [a, b, c] = [await runningJob(), await runningJob(), await runningJob()];
+      const follow = (id: number, token: string) =>
+        s.request('GET', `/api/v1/jobs/${id}/logs?follow=1`, { token });
+      const open: Response[] = [];
+      for (const [id, token] of [
+        [a, reader],
+        [a, other],
+      ] as const) {
+        const res = await follow(id, token);
+        expect(res.status).toBe(200);
+        open.push(res);
+      }
+      // A third follower of job a, whoever it is: refused.
+      const third = await follow(a, other);
+      expect(third.status).toBe(429);
+      expect(third.headers.get('retry-after')).toBe('5');
+      const perJob = await errorOf(third);
+      expect(perJob.code).toBe('too_many_followers');
+      expect(perJob.message).toContain(`Job ${a} already has 2 live-log followers`);
+      // The reader follows two more jobs (3 in all), then a fourth is refused.
+      for (const id of [b, c]) {
+        const res = await follow(id, reader);
+        expect(res.status).toBe(200);
+        open.push(res);
+      }
+      const fourth = await follow(b, reader);
+      expect(fourth.status).toBe(429);
+      expect((await errorOf(fourth)).message).toContain('This token already follows 3 live logs');
+      // Plain reads are not limited.
+      expect((await s.request('GET', `/api/v1/jobs/${a}/logs`, { token: reader })).status).toBe(200);
+      // Followers that leave free their places.
+      await Promise.all(open.map((res) => res.body?.cancel()));
+      await eventually(
+        async () => {
+          const res = await follow(a, reader);
+          await res.body?.cancel();
+          return res.status === 200;
+        },
+        { what: 'a follower after the others left' },
+      );
+    });
+  },
+);
+
 describe.each(backends)('job output retention on $name', (factory) => {
   let backend: Backend;
   beforeAll(async () => {
@@ -334,10 +450,8 @@ describe.each(backends)('job output retention on $name', (factory) => {
                       now() - make_interval(days => ${daysAgo}::int)) RETURNING id`,
     );
     const id = Number(row!.id);
-    await backend.db.db.execute(
-      sql`INSERT INTO job_output (job_id, stream, attempt, content, bytes)
-          VALUES (${id}, 'stdout', 0, ${text}, ${Buffer.byteLength(text)}), (${id}, 'stderr', 0, 'err\n', 4)`,
-    );
+    await storeOutput(backend, id, 'stdout', 0, text);
+    await storeOutput(backend, id, 'stderr', 0, 'err\n');
     return id;
   };
   const storedStreams = async (id: number) =>
