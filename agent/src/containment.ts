@@ -358,11 +358,11 @@ if [ -n "$cg" ]; then
   done
   rmdir "$cg" 2>/dev/null
 else
-  for e in /proc/[0-9]*/environ; do
-    if tr '\\0' '\\n' < "$e" 2>/dev/null | grep -q -x -F -e "$mark"; then
+  for round in 1 2; do
+    for e in $(grep -l -z -x -F -e "$mark" /proc/[0-9]*/environ 2>/dev/null); do
       p=\${e#/proc/}
       kill -KILL "\${p%/environ}" 2>/dev/null
-    fi
+    done
   done
 fi
 `;

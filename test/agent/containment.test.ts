@@ -132,27 +132,35 @@ const { pglite } = await agentBackends();
 describe('a job does not outlive its agent', () => {
   const { control, track, unique } = useControlPlane(pglite, root);
 
-  it('kill -9 of the agent kills its running job, setsid children included', async () => {
-    const cp = control();
-    const name = unique('victim');
-    const agent = track(new AgentProcess(name, cp.url, { env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' } }));
-    await agent.registered();
-    const tag = `${name}-${process.pid}`;
-    const pidFile = join(root, `${tag}.pid`);
-    const job = await cp.submit({
-      script: `echo $$ > "$PIDFILE"; setsid bash -c 'exec -a escapee-$TAG sleep 300' & sleep 300`,
-      cpus: 1,
-      environment: { TAG: tag, PIDFILE: pidFile },
-    });
-    await cp.started(job.id);
-    await eventually(() => processesNamed(`escapee-${tag}`).length === 1, { what: 'the escapee to start' });
-    const leader = Number(readFileSync(pidFile, 'utf8'));
-    expect(processGone(leader)).toBe(false);
+  it.each(['auto', 'sweep'])(
+    'kill -9 of the agent kills its running job, setsid children included (containment %s)',
+    async (containment) => {
+      const cp = control();
+      const name = unique('victim');
+      const agent = track(
+        new AgentProcess(name, cp.url, {
+          env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1', CONDUCTOR_JOB_CONTAINMENT: containment },
+        }),
+      );
+      await agent.registered();
+      await agent.waitForLine(/Job containment: /);
+      const tag = `${name}-${process.pid}`;
+      const pidFile = join(root, `${tag}.pid`);
+      const job = await cp.submit({
+        script: `echo $$ > "$PIDFILE"; setsid bash -c 'exec -a escapee-$TAG sleep 300' & sleep 300`,
+        cpus: 1,
+        environment: { TAG: tag, PIDFILE: pidFile },
+      });
+      await cp.started(job.id);
+      await eventually(() => processesNamed(`escapee-${tag}`).length === 1, { what: 'the escapee to start' });
+      const leader = Number(readFileSync(pidFile, 'utf8'));
+      expect(processGone(leader)).toBe(false);
 
-    await agent.kill9();
-    await eventually(() => processGone(leader) && processesNamed(`escapee-${tag}`).length === 0, {
-      timeoutMs: 5000,
-      what: "the job's processes to die with their agent",
-    });
-  });
+      await agent.kill9();
+      await eventually(() => processGone(leader) && processesNamed(`escapee-${tag}`).length === 0, {
+        timeoutMs: 5000,
+        what: "the job's processes to die with their agent",
+      });
+    },
+  );
 });
