@@ -339,8 +339,8 @@ export function sweepJobProcesses(
 
 /**
  * Reads one line from the agent. `done`: the agent cleaned up, exit. End of file: the agent died; kill the
- * job's group, then its cgroup (until empty) and remove it, or without a cgroup every process carrying the
- * job's marker. Arguments: pgid, cgroup dir (or empty), the marker variable as NAME=value.
+ * job's group, then its cgroup (until empty) and remove it (and the agent's, once no job is left in it), or
+ * without a cgroup every process carrying the job's marker. Arguments: pgid, cgroup dir (or empty), the marker variable as NAME=value.
  */
 const SUPERVISOR_SCRIPT = `IFS= read -r line
 [ "$line" = done ] && exit 0
@@ -357,12 +357,13 @@ if [ -n "$cg" ]; then
     n=$((n + 1))
   done
   rmdir "$cg" 2>/dev/null
+  rmdir "\${cg%/*}" 2>/dev/null
 else
-  for e in /proc/[0-9]*/environ; do
-    if tr '\\0' '\\n' < "$e" 2>/dev/null | grep -q -x -F -e "$mark"; then
+  for round in 1 2; do
+    for e in $(grep -l -z -x -F -e "$mark" /proc/[0-9]*/environ 2>/dev/null); do
       p=\${e#/proc/}
       kill -KILL "\${p%/environ}" 2>/dev/null
-    fi
+    done
   done
 fi
 `;

@@ -30,6 +30,8 @@ const AGENT_SETTINGS = [
   'CONDUCTOR_ALLOW_ROOT',
   'CONDUCTOR_JOB_ROOT',
   'CONDUCTOR_ALLOW_ANY_WORKDIR',
+  'CONDUCTOR_OUTPUT_LIMIT',
+  'CONDUCTOR_JOB_CONTAINMENT',
   // One log format for the whole local cluster: LOG_FORMAT=json makes the agent's lines JSON too.
   'LOG_FORMAT',
 ];

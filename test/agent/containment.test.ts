@@ -3,7 +3,16 @@
  * create one, else a /proc sweep for the job's marker) and killed when the job ends, is cancelled or runs
  * over its time limit, and when the agent itself is killed with `kill -9`.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,9 +21,10 @@ import {
   type Containment,
   type ContainmentKind,
   detectContainment,
+  JobCgroup,
   removeContainment,
 } from '../../agent/src/containment.ts';
-import { type JobProcess, startJob } from '../../agent/src/executor.ts';
+import { type JobProcess, killOrphanGroup, startJob } from '../../agent/src/executor.ts';
 import type { Assignment } from '../../agent/src/protocol.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
 import { agentBackends, processGone, useControlPlane } from './control-plane.ts';
@@ -111,6 +121,24 @@ describe.each(kinds)('job containment: %s', (kind) => {
   });
 });
 
+describe.runIf(kinds.includes('cgroup2'))('after an agent crash', () => {
+  it("kills what is left in a job's cgroup and removes it (the pid file names it)", async () => {
+    const jobsDir = join(root, 'crashed-jobs');
+    const containment = detect(jobsDir, 'cgroup2');
+    const ref = { job_id: nextId++, attempt: 1 };
+    const dir = join(jobsDir, `${ref.job_id}.${ref.attempt}`);
+    mkdirSync(dir, { recursive: true });
+    const cgroup = JobCgroup.create(containment, ref)!;
+    // A leftover the previous agent did not get to kill: its own session, no marker, in the cgroup.
+    const leftover = spawn('sleep', ['300'], { stdio: 'ignore', detached: true });
+    cgroup.add(leftover.pid!);
+    writeFileSync(join(dir, 'pid'), JSON.stringify({ pid: 999_999, start_time: null, cgroup: cgroup.path }));
+    expect(killOrphanGroup(dir)).toBe(true);
+    await eventually(() => processGone(leftover.pid!), { timeoutMs: 5000, what: 'the leftover to die' });
+    expect(existsSync(cgroup.path)).toBe(false);
+  });
+});
+
 describe('CONDUCTOR_JOB_CONTAINMENT', () => {
   it('takes auto, cgroup2, cgroup1 or sweep and refuses anything else', () => {
     expect(parseAgentArgs([], {})).toMatchObject({ kind: 'run', config: { containment: 'auto' } });
@@ -132,27 +160,35 @@ const { pglite } = await agentBackends();
 describe('a job does not outlive its agent', () => {
   const { control, track, unique } = useControlPlane(pglite, root);
 
-  it('kill -9 of the agent kills its running job, setsid children included', async () => {
-    const cp = control();
-    const name = unique('victim');
-    const agent = track(new AgentProcess(name, cp.url, { env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' } }));
-    await agent.registered();
-    const tag = `${name}-${process.pid}`;
-    const pidFile = join(root, `${tag}.pid`);
-    const job = await cp.submit({
-      script: `echo $$ > "$PIDFILE"; setsid bash -c 'exec -a escapee-$TAG sleep 300' & sleep 300`,
-      cpus: 1,
-      environment: { TAG: tag, PIDFILE: pidFile },
-    });
-    await cp.started(job.id);
-    await eventually(() => processesNamed(`escapee-${tag}`).length === 1, { what: 'the escapee to start' });
-    const leader = Number(readFileSync(pidFile, 'utf8'));
-    expect(processGone(leader)).toBe(false);
+  it.each(['auto', 'sweep'])(
+    'kill -9 of the agent kills its running job, setsid children included (containment %s)',
+    async (containment) => {
+      const cp = control();
+      const name = unique('victim');
+      const agent = track(
+        new AgentProcess(name, cp.url, {
+          env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1', CONDUCTOR_JOB_CONTAINMENT: containment },
+        }),
+      );
+      await agent.registered();
+      await agent.waitForLine(/Job containment: /);
+      const tag = `${name}-${process.pid}`;
+      const pidFile = join(root, `${tag}.pid`);
+      const job = await cp.submit({
+        script: `echo $$ > "$PIDFILE"; setsid bash -c 'exec -a escapee-$TAG sleep 300' & sleep 300`,
+        cpus: 1,
+        environment: { TAG: tag, PIDFILE: pidFile },
+      });
+      await cp.started(job.id);
+      await eventually(() => processesNamed(`escapee-${tag}`).length === 1, { what: 'the escapee to start' });
+      const leader = Number(readFileSync(pidFile, 'utf8'));
+      expect(processGone(leader)).toBe(false);
 
-    await agent.kill9();
-    await eventually(() => processGone(leader) && processesNamed(`escapee-${tag}`).length === 0, {
-      timeoutMs: 5000,
-      what: "the job's processes to die with their agent",
-    });
-  });
+      await agent.kill9();
+      await eventually(() => processGone(leader) && processesNamed(`escapee-${tag}`).length === 0, {
+        timeoutMs: 5000,
+        what: "the job's processes to die with their agent",
+      });
+    },
+  );
 });
