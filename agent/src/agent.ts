@@ -410,13 +410,17 @@ export class Agent {
    * Out of touch for `afterS`: stops the running `requeue` jobs, which the server may be running elsewhere by
    * now (Nomad's stop_on_client_after). Other jobs run on: the server never runs them again, and a control
    * plane that was down itself gives its nodes a TTL of grace when it is back. Checks again every heartbeat
-   * interval until contact returns.
+   * interval until a heartbeat gets through.
    */
   private fence(afterS: number): void {
     this.fenceTimer = undefined;
     if (this.lifeAbort.signal.aborted) return;
+    const now = Date.now();
     for (const runner of this.runners.values()) {
-      if (runner.requeue && runner.running) {
+      // An attempt handed out after the last heartbeat came from a server that still counted this node in:
+      // its own hand-out is its last contact.
+      const contact = Math.max(this.lastContactAt, runner.acceptedAt);
+      if (runner.requeue && runner.running && now - contact >= afterS * 1000) {
         runner.stopLost(`no contact with the control plane for ${afterS} s (it may run the job elsewhere)`);
       }
     }

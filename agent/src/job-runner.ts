@@ -144,6 +144,8 @@ export class JobRunner {
   readonly cpus: number;
   /** The job may be run elsewhere if this node is lost (the assignment's `requeue`). */
   readonly requeue: boolean;
+  /** When this agent took the attempt on (Date.now()). */
+  readonly acceptedAt = Date.now();
   /** The server said this attempt is no longer ours. */
   stale = false;
   private streamer: OutputStreamer | undefined;
