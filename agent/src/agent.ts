@@ -39,7 +39,7 @@ const RECENT_TTL_MS = 10 * 60_000;
  * A failed heartbeat is retried after 1-2 s, then 2-4 s, 4-8 s, ... (never later than the next regular one),
  * and each retry within a third of the time left until the server's TTL runs out, so that at least two more
  * fit before it would declare the node lost. With the defaults (30 s heartbeats, 60 s TTL) one failure leaves
- * about 30 s and up to five retries; without retries the next heartbeat came just after the TTL.
+ * about 30 s for several retries; without retries the next heartbeat came just after the TTL.
  */
 const HEARTBEAT_RETRY = { initialMs: 2_000, maxMs: 30_000 };
 const HEARTBEAT_RETRY_MIN_MS = 100;
