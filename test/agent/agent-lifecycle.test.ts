@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseAgentArgs } from '../../agent/src/config.ts';
 import { main } from '../../cli/main.ts';
 import { eventually } from '../support/agent-process.ts';
 import {
@@ -33,6 +34,26 @@ async function allocatedCpus(cp: ControlPlane, workerId: string): Promise<{ work
   );
   return { worker: Number(row?.worker), live: Number(row?.live ?? 0) };
 }
+
+describe('CONDUCTOR_STOP_AFTER_DISCONNECT', () => {
+  it("is the server's TTL unless set; 0 never stops; anything but seconds is refused", () => {
+    const stop = (value?: string, argv: string[] = []) => {
+      const parsed = parseAgentArgs(
+        argv,
+        value === undefined ? {} : { CONDUCTOR_STOP_AFTER_DISCONNECT: value },
+      );
+      return parsed.kind === 'run' ? parsed.config.stopAfterDisconnectS : parsed;
+    };
+    expect(stop()).toBeUndefined();
+    expect(stop('0')).toBe(0);
+    expect(stop('90')).toBe(90);
+    expect(stop('90', ['--stop-after-disconnect', '5'])).toBe(5);
+    expect(stop('soon')).toMatchObject({
+      kind: 'error',
+      message: expect.stringContaining('CONDUCTOR_STOP_AFTER_DISCONNECT must be a number of seconds'),
+    });
+  });
+});
 
 // The review's hbproxy experiment: heartbeats every 2 s, a TTL of 2 × that (the contract's ratio), and a
 // reaper pass every 50 ms so that any moment the worker looks silent for a TTL is caught.
