@@ -421,7 +421,7 @@ export class Agent {
       // its own hand-out is its last contact.
       const contact = Math.max(this.lastContactAt, runner.acceptedAt);
       if (runner.requeue && runner.running && now - contact >= afterS * 1000) {
-        runner.stopLost(`no contact with the control plane for ${afterS} s (it may run the job elsewhere)`);
+        runner.stopLost(`no contact with the control plane for ${afterS} s`);
       }
     }
     this.fenceTimer = setTimeout(() => this.fence(afterS), this.heartbeatIntervalS * 1000);

@@ -357,7 +357,7 @@ export class JobRunner {
    */
   stopLost(message: string): void {
     if (!this.process?.running || this.process.terminating) return;
-    this.deps.logger.warn(`Stopping job ${this.label}: ${message}`);
+    this.deps.logger.warn(`Stopping job ${this.label}: ${message} (it may have been requeued elsewhere)`);
     this.process.terminate({ outcome: 'lost', message }, this.deps.timing.cancelGraceMs);
   }
 
