@@ -51,7 +51,7 @@ const RECENT_TTL_MS = 10 * 60_000;
  * A failed heartbeat is retried after 1-2 s, then 2-4 s, 4-8 s, ... (never later than the next regular one),
  * and each retry within a third of the time left until the server's TTL runs out, so that at least two more
  * fit before it would declare the node lost. With the defaults (30 s heartbeats, 60 s TTL) one failure leaves
- * about 30 s and up to five retries; without retries the next heartbeat came just after the TTL.
+ * about 30 s for several retries; without retries the next heartbeat came just after the TTL.
  */
 const HEARTBEAT_RETRY = { initialMs: 2_000, maxMs: 30_000 };
 const HEARTBEAT_RETRY_MIN_MS = 100;
@@ -429,14 +429,18 @@ export class Agent {
    * Out of touch for `afterS`: stops the running `requeue` jobs, which the server may be running elsewhere by
    * now (Nomad's stop_on_client_after). Other jobs run on: the server never runs them again, and a control
    * plane that was down itself gives its nodes a TTL of grace when it is back. Checks again every heartbeat
-   * interval until contact returns.
+   * interval until a heartbeat gets through.
    */
   private fence(afterS: number): void {
     this.fenceTimer = undefined;
     if (this.lifeAbort.signal.aborted) return;
+    const now = Date.now();
     for (const runner of this.runners.values()) {
-      if (runner.requeue && runner.running) {
-        runner.stopLost(`no contact with the control plane for ${afterS} s (it may run the job elsewhere)`);
+      // An attempt handed out after the last heartbeat came from a server that still counted this node in:
+      // its own hand-out is its last contact.
+      const contact = Math.max(this.lastContactAt, runner.acceptedAt);
+      if (runner.requeue && runner.running && now - contact >= afterS * 1000) {
+        runner.stopLost(`no contact with the control plane for ${afterS} s`);
       }
     }
     this.fenceTimer = setTimeout(() => this.fence(afterS), this.heartbeatIntervalS * 1000);

@@ -144,6 +144,8 @@ export class JobRunner {
   readonly cpus: number;
   /** The job may be run elsewhere if this node is lost (the assignment's `requeue`). */
   readonly requeue: boolean;
+  /** When this agent took the attempt on (Date.now()). */
+  readonly acceptedAt = Date.now();
   /** The server said this attempt is no longer ours. */
   stale = false;
   private streamer: OutputStreamer | undefined;
@@ -359,7 +361,7 @@ export class JobRunner {
    */
   stopLost(message: string): void {
     if (!this.process?.running || this.process.terminating) return;
-    this.deps.logger.warn(`Stopping job ${this.label}: ${message}`);
+    this.deps.logger.warn(`Stopping job ${this.label}: ${message} (it may have been requeued elsewhere)`);
     this.process.terminate({ outcome: 'lost', message }, this.deps.timing.cancelGraceMs);
   }
 

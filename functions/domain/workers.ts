@@ -542,7 +542,7 @@ async function endLostReport(
   input: FinishRequest,
   caller: Principal,
 ): Promise<EndedJob | undefined> {
-  const reason = `node lost: ${input.message || 'its agent stopped the job, out of touch with the control plane'}`;
+  const reason = `node lost: its agent stopped the job${input.message ? `: ${input.message}` : ''}`;
   const [ended] = await endJobsAndRelease(
     ctx,
     loseJobs(

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseAgentArgs } from '../../agent/src/config.ts';
 import { main } from '../../cli/main.ts';
 import { eventually } from '../support/agent-process.ts';
 import {
@@ -33,6 +34,26 @@ async function allocatedCpus(cp: ControlPlane, workerId: string): Promise<{ work
   );
   return { worker: Number(row?.worker), live: Number(row?.live ?? 0) };
 }
+
+describe('CONDUCTOR_STOP_AFTER_DISCONNECT', () => {
+  it("is the server's TTL unless set; 0 never stops; anything but seconds is refused", () => {
+    const stop = (value?: string, argv: string[] = []) => {
+      const parsed = parseAgentArgs(
+        argv,
+        value === undefined ? {} : { CONDUCTOR_STOP_AFTER_DISCONNECT: value },
+      );
+      return parsed.kind === 'run' ? parsed.config.stopAfterDisconnectS : parsed;
+    };
+    expect(stop()).toBeUndefined();
+    expect(stop('0')).toBe(0);
+    expect(stop('90')).toBe(90);
+    expect(stop('90', ['--stop-after-disconnect', '5'])).toBe(5);
+    expect(stop('soon')).toMatchObject({
+      kind: 'error',
+      message: expect.stringContaining('CONDUCTOR_STOP_AFTER_DISCONNECT must be a number of seconds'),
+    });
+  });
+});
 
 // The review's hbproxy experiment: heartbeats every 2 s, a TTL of 2 × that (the contract's ratio), and a
 // reaper pass every 50 ms so that any moment the worker looks silent for a TTL is caught.
@@ -89,7 +110,7 @@ describe.runIf(postgres)('heartbeats on postgres+redis, the reaper running every
 });
 
 describe('the agent and its jobs on pglite+memory', () => {
-  const { control, makeAgent } = useControlPlane(pglite, root, agentTestConfig({ workerTtlSeconds: 3 }));
+  const { control, makeAgent } = useControlPlane(pglite, root);
 
   it('an assignment whose job folder cannot be made ends FAILED with the reason (conductor show prints it), and its CPUs are released', async () => {
     const cp = control();
@@ -170,9 +191,10 @@ describe('the agent and its jobs on pglite+memory', () => {
     await cp.started(job.id);
     const pid = Number(readFileSync(join(pids, '1'), 'utf8'));
 
+    expect(logger.lines.filter((l) => l.includes('Stopping job'))).toEqual([]);
     cp.proxy.cut();
-    // No contact for the TTL the server announced (3 s): the job is stopped, though nobody told the agent.
-    await eventually(() => processGone(pid), { timeoutMs: 15_000, what: `job ${job.id}.1 to be stopped` });
+    // No contact for the TTL the server announced (10 s): the job is stopped, though nobody told the agent.
+    await eventually(() => processGone(pid), { timeoutMs: 30_000, what: `job ${job.id}.1 to be stopped` });
     expect(logger.lines.some((l) => /no contact with the control plane/.test(l))).toBe(true);
     // Meanwhile the server declared the node lost and put the job back in the queue.
     await cp.reapLostWorkersNow([agent.workerId]);
@@ -187,5 +209,59 @@ describe('the agent and its jobs on pglite+memory', () => {
     gate.open();
     expect(await cp.finished(job.id)).toMatchObject({ state: 'COMPLETED', attempt: 2, node: agent.workerId });
     expect((await cp.logs(job.id)).stdout.content).toBe('attempt 2 done\n');
+  }, 60_000);
+
+  it('when the server did not declare the node lost (it reaped nothing), the lost report puts the requeue job back in the queue; other jobs run on', async () => {
+    const cp = control();
+    const { agent, logger } = makeAgent();
+    await agent.start();
+    const gate = makeGate();
+    const pids = mkdtempSync(join(root, 'pids-'));
+    const requeued = await cp.submit({
+      script: `echo $$ > "$PIDS/$CONDUCTOR_ATTEMPT"; ${gate.wait}; echo "attempt $CONDUCTOR_ATTEMPT done"`,
+      cpus: 1,
+      requeue: true,
+      environment: { ...gate.env, PIDS: pids },
+    });
+    const plain = await cp.submit({
+      script: `${gate.wait}; echo plain done`,
+      cpus: 1,
+      environment: gate.env,
+    });
+    await cp.started(requeued.id);
+    await cp.started(plain.id);
+    const pid = Number(readFileSync(join(pids, '1'), 'utf8'));
+
+    expect(logger.lines.filter((l) => l.includes('Stopping job'))).toEqual([]);
+    cp.proxy.cut();
+    await eventually(() => processGone(pid), {
+      timeoutMs: 30_000,
+      what: `job ${requeued.id}.1 to be stopped`,
+    });
+    await eventually(() => agent.runningJobs().length === 1, { what: 'the stopped job to settle' });
+    expect(agent.runningJobs()).toEqual([{ job_id: plain.id, attempt: 1 }]);
+    cp.proxy.restore();
+
+    // The server kept both jobs (no reaper ran): it takes the report and requeues the stopped one.
+    await eventually(async () => (await cp.job(requeued.id)).attempt === 2, {
+      timeoutMs: 20_000,
+      what: 'attempt 2 to be placed',
+    });
+    expect(
+      sentBy(cp, `/jobs/${requeued.id}/finish`, agent.workerId).map((r) => [
+        (r.body as { outcome: string }).outcome,
+        r.status,
+      ]),
+    ).toContainEqual(['lost', 200]);
+    expect(logger.lines.some((l) => l.includes(`Job ${requeued.id}.1 reported: PENDING`))).toBe(true);
+    gate.open();
+    // Attempt 2, or 3 when its claim answer crossed the agent's registration (review L2: that registration
+    // takes the claimed, unstarted attempt for lost).
+    const done = await cp.finished(requeued.id);
+    expect(done).toMatchObject({ state: 'COMPLETED' });
+    expect(done.attempt).toBeGreaterThanOrEqual(2);
+    expect((await cp.logs(requeued.id)).stdout.content).toBe(`attempt ${done.attempt} done\n`);
+    expect(await cp.finished(plain.id)).toMatchObject({ state: 'COMPLETED', attempt: 1 });
+    expect((await cp.logs(plain.id)).stdout.content).toBe('plain done\n');
   }, 60_000);
 });

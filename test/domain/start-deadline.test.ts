@@ -15,10 +15,30 @@ import {
   registerWorker,
   reportStarted,
 } from '../../functions/domain/workers.ts';
+import { configFromEnv, parseNodeEnv } from '../../functions/node/env.ts';
+import { configFromWorkerEnv, parseWorkerEnv } from '../../functions/worker-env.ts';
 import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
 import { checkInvariants } from '../support/invariants.ts';
 
 const backends = await availableBackends();
+
+describe('CONDUCTOR_START_DEADLINE', () => {
+  const workerBindings = {
+    DATABASE_URL: 'postgres://db.example/conductor',
+    UPSTASH_REDIS_REST_URL: 'https://redis.example',
+    UPSTASH_REDIS_REST_TOKEN: 'token',
+  };
+  it('is 120 s by default on Node and Workers, and takes positive seconds', () => {
+    expect(configFromEnv(parseNodeEnv({})).startDeadlineSeconds).toBe(120);
+    expect(configFromEnv(parseNodeEnv({ CONDUCTOR_START_DEADLINE: '300' })).startDeadlineSeconds).toBe(300);
+    expect(() => parseNodeEnv({ CONDUCTOR_START_DEADLINE: '0' })).toThrow(/CONDUCTOR_START_DEADLINE/);
+    expect(configFromWorkerEnv(parseWorkerEnv(workerBindings)).startDeadlineSeconds).toBe(120);
+    expect(
+      configFromWorkerEnv(parseWorkerEnv({ ...workerBindings, CONDUCTOR_START_DEADLINE: '600' }))
+        .startDeadlineSeconds,
+    ).toBe(600);
+  });
+});
 
 describe.each(backends)('start deadline on $name', (factory) => {
   let backend: Backend;
