@@ -59,9 +59,9 @@ function hookedDb(
   return wrap(db);
 }
 
-/** A Postgres serialization failure, as node-postgres reports one. */
-function serializationFailure(): Error {
-  return Object.assign(new Error('could not serialize access due to concurrent update'), { code: '40001' });
+/** A Postgres serialization failure (40001) or deadlock (40P01), as node-postgres reports one. */
+function conflictError(code = '40001'): Error {
+  return Object.assign(new Error(`conflict ${code}`), { code });
 }
 
 describe.each(backends)('worker liveness on $name', (factory) => {
@@ -276,11 +276,12 @@ describe.each(backends)('worker liveness on $name', (factory) => {
   }, async () => {
     const harness = testContext(backend);
     let failuresLeft = 0;
+    let failure = '40001';
     const flakyDb = hookedDb(backend.db.db, {
       before(text) {
         if (failuresLeft > 0 && /update "?jobs"? set "?state"? = 'CANCELLED'/i.test(text)) {
           failuresLeft--;
-          throw serializationFailure();
+          throw conflictError(failure);
         }
       },
     });
@@ -293,6 +294,13 @@ describe.each(backends)('worker liveness on $name', (factory) => {
     const ok = await cancel(first.id);
     expect(ok.status).toBe(200);
     expect((await getJob(backend.db.db, first.id)).state).toBe('CANCELLED');
+
+    // A deadlock (two releases locking workers in another order) is retried the same way.
+    const third = await submitJob(harness.ctx, { script: 'true', cpus: 1_000 });
+    failure = '40P01';
+    failuresLeft = 3;
+    expect((await cancel(third.id)).status).toBe(200);
+    failure = '40001';
 
     // Failures without end: a 503 the client may retry, and nothing changed.
     const second = await submitJob(harness.ctx, { script: 'true', cpus: 1_000 });
