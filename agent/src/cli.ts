@@ -39,7 +39,7 @@ export async function main(
     return 2;
   }
   const config = safe.config;
-  if (check) return checkConnection(config, env);
+  if (check) return checkConnection(config);
   const logger = createLogger({ debug: config.debug, format: env.LOG_FORMAT === 'json' ? 'json' : 'text' });
   logger.info(
     `conductor-agent ${AGENT_VERSION}: server ${config.url}, node ${config.nodeName}, ${config.cpus} CPUs, ` +
@@ -99,7 +99,7 @@ const SYSTEMD_UNIT = fileURLToPath(new URL('../systemd/conductor-agent.service',
  * `--check`: can this node reach the control plane, and does it accept our token? A heartbeat for a
  * session that does not exist answers 404/409 to an authenticated agent and 401/403 otherwise.
  */
-async function checkConnection(config: AgentConfig, env: NodeJS.ProcessEnv): Promise<number> {
+async function checkConnection(config: AgentConfig): Promise<number> {
   const say = (ok: boolean, text: string) => {
     (ok ? process.stdout : process.stderr).write(`${ok ? '✓' : '✗'} ${text}\n`);
     return ok ? 0 : 1;
@@ -113,7 +113,7 @@ async function checkConnection(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     return say(false, `cannot reach ${config.url}: ${describeError(err)}`);
   }
   const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (env.CONDUCTOR_TOKEN) headers.authorization = `Bearer ${env.CONDUCTOR_TOKEN}`;
+  if (config.token) headers.authorization = `Bearer ${config.token}`;
   const res = await fetch(new URL('/api/v1/agents/heartbeat', config.url), {
     method: 'POST',
     headers,

@@ -3,7 +3,7 @@
  * in, a config or an error out) so it can be tested and so an embedding (tests, other tools) can build an
  * AgentConfig directly with `agentConfig({...})`.
  */
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { availableParallelism, homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -205,7 +205,9 @@ Options (each overrides the environment variable named after it):
   -h, --help                   show this help
   -V, --version                show the version
 
-CONDUCTOR_TOKEN (environment only) is sent as "Authorization: Bearer <token>".
+CONDUCTOR_TOKEN (environment only) is sent as "Authorization: Bearer <token>"; or CONDUCTOR_TOKEN_FILE
+names a file holding it (/dev/stdin: standard input), read once at start: the token then stays out of
+the agent's environment.
 CONDUCTOR_OUTPUT_LIMIT (environment only, default 64M): bytes of each output stream of a job kept on
 this node's disk (the first ones; K, M, G suffixes); the rest is dropped and a line says so.
 Jobs run with a clean environment: the agent's variables (the token included) never reach them.
@@ -349,8 +351,8 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const allowRoot = parseBool(env.CONDUCTOR_ALLOW_ROOT, 'CONDUCTOR_ALLOW_ROOT', errors);
   const allowAnyWorkDir = parseBool(env.CONDUCTOR_ALLOW_ANY_WORKDIR, 'CONDUCTOR_ALLOW_ANY_WORKDIR', errors);
 
+  const token = readToken(env, errors);
   if (errors.length > 0) return { kind: 'error', message: errors.join('\n') };
-  const token = env.CONDUCTOR_TOKEN?.trim() || undefined;
   return {
     kind: 'run',
     config: agentConfig(
@@ -408,6 +410,28 @@ export function parseRunAsMap(value: string): { owner: string; user: string }[] 
     entries.push({ owner, user });
   }
   return entries;
+}
+
+/**
+ * CONDUCTOR_TOKEN, or the file CONDUCTOR_TOKEN_FILE names, read once here: the token then lives in the
+ * agent's memory only, not in its environment, which its jobs (as the same user) could read in /proc.
+ */
+function readToken(env: NodeJS.ProcessEnv, errors: string[]): string | undefined {
+  const file = env.CONDUCTOR_TOKEN_FILE?.trim();
+  if (!file) return env.CONDUCTOR_TOKEN?.trim() || undefined;
+  if (env.CONDUCTOR_TOKEN?.trim()) {
+    errors.push('Set CONDUCTOR_TOKEN or CONDUCTOR_TOKEN_FILE, not both');
+    return undefined;
+  }
+  try {
+    // /dev/stdin read as fd 0: opening it by name fails when stdin is a socket (a Node parent's pipe).
+    const token = readFileSync(file === '/dev/stdin' ? 0 : file, 'utf8').trim();
+    if (token === '') errors.push(`CONDUCTOR_TOKEN_FILE ${file} is empty`);
+    return token || undefined;
+  } catch (error) {
+    errors.push(`cannot read CONDUCTOR_TOKEN_FILE ${file}: ${(error as Error).message}`);
+    return undefined;
+  }
 }
 
 function parseBool(value: string | undefined, name: string, errors: string[]): boolean {

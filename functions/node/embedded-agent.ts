@@ -57,15 +57,19 @@ export function startEmbeddedAgent(
   token?: string,
 ): ChildProcess {
   const childEnv: NodeJS.ProcessEnv = { CONDUCTOR_URL: url, CONDUCTOR_STATE_DIR: stateDir };
-  if (token) childEnv.CONDUCTOR_TOKEN = token;
+  // On a pipe, not in the environment: jobs running as the same user could read that in /proc.
+  if (token) childEnv.CONDUCTOR_TOKEN_FILE = '/dev/stdin';
   for (const name of [...PASSED, ...AGENT_SETTINGS]) {
     if (env[name] !== undefined && env[name] !== '') childEnv[name] = env[name];
   }
   if (embeddedAgentRunsJobsAsRoot(env)) childEnv.CONDUCTOR_ALLOW_ROOT = '1';
-  return spawn(process.execPath, ['--import', 'tsx', AGENT_CLI], {
+  const child = spawn(process.execPath, ['--import', 'tsx', AGENT_CLI], {
     env: childEnv,
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: [token ? 'pipe' : 'ignore', 'inherit', 'inherit'],
   });
+  child.stdin?.on('error', () => {});
+  child.stdin?.end(token);
+  return child;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -66,6 +66,23 @@ describe('parseAgentArgs', () => {
   it('defaults the state dir to ~/.local/state/conductor-agent/<node>', () => {
     const parsed = parseAgentArgs([], { NODE_NAME: 'n1', HOME: '/home/x' });
     expect(parsed.kind === 'run' && parsed.config.stateDir).toBe('/home/x/.local/state/conductor-agent/n1');
+  });
+
+  it('reads the token from CONDUCTOR_TOKEN_FILE once (kept in memory, out of the environment)', () => {
+    const file = join(root, 'token');
+    writeFileSync(file, 'cnd_from_file\n', { mode: 0o600 });
+    const parsed = parseAgentArgs([], { NODE_NAME: 'n1', CONDUCTOR_TOKEN_FILE: file });
+    expect(parsed.kind === 'run' && parsed.config.token).toBe('cnd_from_file');
+    for (const [env, text] of [
+      [{ CONDUCTOR_TOKEN_FILE: join(root, 'missing') }, 'cannot read CONDUCTOR_TOKEN_FILE'],
+      [
+        { CONDUCTOR_TOKEN_FILE: file, CONDUCTOR_TOKEN: 'cnd_x' },
+        'CONDUCTOR_TOKEN or CONDUCTOR_TOKEN_FILE, not both',
+      ],
+    ] as const) {
+      const refused = parseAgentArgs([], env);
+      expect(refused.kind === 'error' && refused.message).toContain(text);
+    }
   });
 
   it('rejects bad values with a clear message', () => {

@@ -154,8 +154,13 @@ describe('Node entry and CLI', () => {
     const submitted = await fetch(`${server.url}/api/v1/jobs/submit`, {
       method: 'POST',
       headers: auth,
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax, not a template
-      body: JSON.stringify({ script: 'echo "token=${CONDUCTOR_TOKEN:-none}"', cpus: 1 }),
+      // Nor in the agent's environment (its parent, here as the same user): the agent got it on a pipe.
+      body: JSON.stringify({
+        script:
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax, not a template
+          'echo "token=${CONDUCTOR_TOKEN:-none}"; echo "agent=$(tr \'\\0\' \'\\n\' < /proc/$PPID/environ | grep -c ^CONDUCTOR_TOKEN=)"',
+        cpus: 1,
+      }),
     });
     const { id } = (await submitted.json()) as { id: number };
     await eventually(
@@ -170,7 +175,7 @@ describe('Node entry and CLI', () => {
     const logs = (await (await fetch(`${server.url}/api/v1/jobs/${id}/logs`, { headers: auth })).json()) as {
       stdout: { content: string };
     };
-    expect(logs.stdout.content).toBe('token=none\n');
+    expect(logs.stdout.content).toBe('token=none\nagent=0\n');
   });
 
   it('the open local cluster refuses what a web page can send; curl, the CLI and its own pages still work', {
