@@ -140,20 +140,21 @@ describe.runIf(available)('time limits and drains', () => {
     const { api, redis } = cluster;
     const agent = track(startAgent('drain-c', cluster.server.url, { cpus: 4, args: ['--drain'] }));
     await agent.registered();
-    const job = await api.submit({ script: 'echo start; sleep 4; echo end', cpus: 1 });
+    const job = await api.submit({ script: 'echo start; sleep 8; echo end', cpus: 1 });
     await api.waitJob(job.id, (j) => j.start_time !== null, 15_000, 'job start');
 
     const exit = agent.waitForExit();
     const termAt = Date.now();
     agent.child.kill('SIGTERM');
     await eventually(() => redis.cli('HGET', 'worker:drain-c', 'status') === 'draining', {
-      timeoutMs: 3_000,
+      timeoutMs: 8_000,
       intervalMs: 20,
       what: 'the draining heartbeat',
     });
     const drainingAfter = Date.now() - termAt;
     console.log(`[measure] agent --drain: SIGTERM → "draining" in Redis after ${drainingAfter} ms`);
-    expect(drainingAfter).toBeLessThan(1_500);
+    // At once, not at the next heartbeat: while the job still runs (no timing bound on a loaded machine).
+    expect((await api.job(job.id)).state).toBe('RUNNING');
     expect(await agent.waitForLine(/Draining: waiting for 1 running job/)).toBeTruthy();
     expect((await liveWorkers()).find((w) => w.worker_id === 'drain-c')?.status).toBe('draining');
 
