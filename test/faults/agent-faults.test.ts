@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createToken } from '../../functions/domain/auth.ts';
 import {
   type AgentProcess,
   allocationSum,
@@ -163,7 +164,25 @@ describe.runIf(available)('agent faults (kill -9, SIGSTOP, one name twice)', () 
   it('SIGSTOP past the TTL: the frozen node is refused (stale), kills its orphan, registers again, starts clean', async () => {
     const { api } = cluster;
     const marks = join(dir, 'frozen.marks');
-    const a = track(startAgent('frozen-a', url(), { cpus: 2 }));
+    // Its own agent token (internal, like the local cluster's agent's: the cluster stays open), so that the
+    // test can speak as the frozen agent below.
+    const token = (
+      await createToken(
+        cluster.db.db,
+        { name: 'agent:frozen-a', scopes: ['agent'], owner: 'system' },
+        { kind: 'system', tokenId: null, name: 'test', owner: null, scopes: [] },
+        { internal: true },
+      )
+    ).token;
+    const asFrozenAgent = async (path: string, body: unknown) => {
+      const res = await fetch(`${url()}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as { error: { code: string } } };
+    };
+    const a = track(startAgent('frozen-a', url(), { cpus: 2, env: { CONDUCTOR_TOKEN: token } }));
     await a.registered();
     const job = await api.submit({
       name: 'ticker',
@@ -202,13 +221,13 @@ describe.runIf(available)('agent faults (kill -9, SIGSTOP, one name twice)', () 
     expect(moved.attempt).toBe(2);
 
     // What the frozen agent will say when it wakes up is refused: its session is gone, its attempt is stale.
-    const heartbeat = await api.post<{ error: { code: string } }>('/api/v1/agents/heartbeat', {
+    const heartbeat = await asFrozenAgent('/api/v1/agents/heartbeat', {
       worker_id: 'frozen-a',
       session,
     });
     expect(heartbeat.status).toBe(404);
     expect(heartbeat.body.error.code).toBe('unknown_worker');
-    const finish = await api.post<{ error: { code: string } }>(`/api/v1/agents/jobs/${job.id}/finish`, {
+    const finish = await asFrozenAgent(`/api/v1/agents/jobs/${job.id}/finish`, {
       worker_id: 'frozen-a',
       attempt: 1,
       exit_code: '0:0',
