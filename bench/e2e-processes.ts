@@ -67,9 +67,9 @@ for (let run = 0; run < RUNS; run++) {
       REDIS_URL,
       CONDUCTOR_EMBEDDED_AGENT: '0',
       ...(RATE !== undefined ? { CONDUCTOR_SUBMIT_RATE: RATE } : {}),
-      ...(PROFILE ? { NODE_OPTIONS: profile(`server-${run}`).join(' ') } : {}),
     },
-    { npmStart: true },
+    // Node refuses --cpu-prof in NODE_OPTIONS: profiled, the server runs as `npm start` execs it.
+    PROFILE ? { nodeArgs: [...profile(`server-${run}`), 'dist/server.mjs'] } : { npmStart: true },
   );
   await server.ready(180_000);
   const agent = new AgentProcess(`e2e-agent-${run}`, server.url, {

@@ -28,11 +28,15 @@ export class ServerProcess {
   readonly url: string;
   private readonly exited: Promise<number | null>;
 
-  constructor(port: number, env: Record<string, string>, options: { npmStart?: boolean } = {}) {
+  constructor(
+    port: number,
+    env: Record<string, string>,
+    options: { npmStart?: boolean; nodeArgs?: string[] } = {},
+  ) {
     this.url = `http://127.0.0.1:${port}`;
     const [command, args] = options.npmStart
       ? ['npm', ['start']]
-      : [process.execPath, ['--import', 'tsx', ENTRY]];
+      : [process.execPath, options.nodeArgs ?? ['--import', 'tsx', ENTRY]];
     this.child = spawn(command, args, {
       cwd: ROOT,
       // CONDUCTOR_ALLOW_ROOT: tests run as root here, and the embedded agent refuses root without it.
