@@ -43,6 +43,7 @@ import {
   stats,
   timeMany,
 } from './lib.ts';
+import { measureStartup } from './startup.ts';
 
 const SMALL = process.env.BENCH_SCALE === 'small';
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/conductor_bench';
@@ -1406,6 +1407,36 @@ async function scenarioIdleAndFootprint() {
   });
 }
 
+// ---------------------------------------------------------------- 8. start-up of `npm start`
+async function scenarioStartup() {
+  log('8. start-up: the real `npm start` (zero-setup), first and second start (bench/startup.ts)');
+  const startup = await measureStartup(SMALL ? 1 : 3, (line) => log(`  ${line}`));
+  results.startup = startup;
+  for (const [name, s] of [
+    ['first start (empty data directory)', startup.first_start],
+    ['second start (same directory)', startup.second_start],
+  ] as const) {
+    row(
+      '8 start-up',
+      `npm start, ${name}: spawn → first 200 on /api/v1/health`,
+      null,
+      '',
+      '< 3 s',
+      s.health_ms < 3000 ? 'met' : 'not met',
+      `${s.health_ms} ms (${s.cpu_seconds_to_health} CPU-s); agent registered ${s.agent_registered_ms} ms`,
+    );
+    row(
+      '8 start-up',
+      `  RSS settled: server / its agent / all npm start runs`,
+      null,
+      '',
+      '',
+      '',
+      `${s.server_rss_mb} / ${s.agent_rss_mb} / ${s.tree_rss_mb} MB`,
+    );
+  }
+}
+
 // ---------------------------------------------------------------- run
 const scenarios: [string, () => Promise<void>][] = [
   ['1', scenarioResources],
@@ -1413,6 +1444,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ['4', scenarioHeartbeats],
   ['3', scenarioLatencyAndE2E],
   ['6', scenarioIdleAndFootprint],
+  ['8', scenarioStartup],
 ];
 const failures: Record<string, string> = {};
 for (const [name, scenario] of scenarios) {

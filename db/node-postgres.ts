@@ -23,8 +23,11 @@ export function connectNodePg(url: string, options: { max?: number } = {}): Node
     query_timeout: 5_000,
     keepAlive: true,
   });
-  // An idle client losing its connection (Postgres restarted) must not crash the process.
+  // A client losing its connection (Postgres restarted, the network cut) must not crash the process:
+  // the pool reports idle ones here; one that a request holds between two queries emits 'error' on itself
+  // with no listener of the pool's (its holder's next query fails, and the pool drops it on release).
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = drizzle(pool, { schema }) as unknown as Database;
   return { db, pool, close: () => pool.end() };
 }

@@ -6,6 +6,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { findLauncher, watchLauncher } from '../agent/src/launcher.ts';
 import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgres.ts';
 import { connectPglite, migratePglite } from '../db/pglite.ts';
 import { apiTokensExist } from './domain/auth.ts';
@@ -130,12 +131,11 @@ async function main() {
     agent = startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'), token);
   }
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) process.exit(130);
-    stopping = true;
-    logger.info(`${signal} received, shutting down`);
-    if (agent && agent.exitCode === null) {
+  let stopRequestedAt = 0;
+  const stop = async (why: string) => {
+    stopRequestedAt = Date.now();
+    logger.info(`${why}, shutting down`);
+    if (agent && agent.exitCode === null && agent.signalCode === null) {
       const exited = new Promise((done) => agent.once('exit', done));
       agent.kill('SIGTERM');
       await Promise.race([exited, new Promise((done) => setTimeout(done, 10_000))]);
@@ -144,9 +144,25 @@ async function main() {
     for (const close of closers.reverse()) await close().catch(() => {});
     process.exit(0);
   };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!stopRequestedAt) return void stop(`${signal} received`);
+    // Ctrl-C under npm arrives twice: from the terminal and forwarded by npm.
+    if (signal === 'SIGINT' && Date.now() - stopRequestedAt < SAME_CTRL_C_MS) return;
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  // Started by npm (`npm start`) and npm is gone (SIGKILLed): nobody is left to stop us.
+  const launcher = findLauncher(process.env);
+  if (launcher) {
+    watchLauncher(launcher.pid, () => {
+      if (!stopRequestedAt) void stop(`${launcher.what} (pid ${launcher.pid}) is gone`);
+    });
+  }
 }
+
+const SAME_CTRL_C_MS = 1000;
 
 main().catch((error: unknown) => {
   console.error(error instanceof Error ? error.message : String(error));

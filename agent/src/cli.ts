@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 /**
  * `conductor-agent`: a thin shell over Agent. Sets process.exitCode: 0 after a clean stop, 1 on a fatal
- * error, 2 on bad configuration; a second SIGINT/SIGTERM kills the jobs and exits at once with 130.
+ * error, 2 on bad configuration; a second SIGINT/SIGTERM kills the jobs and exits at once with 130. Stops as
+ * on SIGTERM when its launcher is gone (see launcher.ts).
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Agent, FatalAgentError } from './agent.ts';
 import { AGENT_VERSION, type AgentConfig, ConfigError, parseAgentArgs } from './config.ts';
+import { findLauncher, watchLauncher } from './launcher.ts';
 import { createLogger, describeError } from './log.ts';
 import { resolveSafety } from './safety.ts';
 
@@ -48,22 +50,32 @@ export async function main(
   );
   const agent = new Agent(config, { logger });
 
-  let signals = 0;
+  let stopRequestedAt = 0;
+  const stop = (why: string) => {
+    stopRequestedAt = Date.now();
+    logger.info(
+      `${why}: stopping${config.drain ? ' (draining running jobs)' : ''}; send SIGINT or SIGTERM again to exit at once`,
+    );
+    void agent.stop({ drain: config.drain });
+  };
   const onSignal = (signal: NodeJS.Signals) => {
-    signals++;
-    if (signals === 1) {
-      logger.info(
-        `${signal} received: stopping${config.drain ? ' (draining running jobs)' : ''}; send it again to exit at once`,
-      );
-      void agent.stop({ drain: config.drain });
-      return;
-    }
+    if (!stopRequestedAt) return stop(`${signal} received`);
+    // Ctrl-C under npm arrives twice: from the terminal and forwarded by npm.
+    if (signal === 'SIGINT' && Date.now() - stopRequestedAt < SAME_CTRL_C_MS) return;
     logger.warn(`${signal} received again: killing running jobs and exiting`);
     agent.killAllNow();
     process.exit(130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Whoever launched us is gone (npm killed, or the zero-setup server that started us as its local agent
+  // died): nobody is left to stop us, so stop as on SIGTERM.
+  const launcher = findLauncher(env);
+  const unwatch = launcher
+    ? watchLauncher(launcher.pid, () => {
+        if (!stopRequestedAt) stop(`${launcher.what} (pid ${launcher.pid}) is gone`);
+      })
+    : () => {};
   // A bug must not leave jobs running unsupervised (the next start would kill them anyway).
   process.on('uncaughtException', (err) => {
     logger.error(`Fatal: ${err.stack ?? err.message}`);
@@ -90,8 +102,11 @@ export async function main(
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    unwatch();
   }
 }
+
+const SAME_CTRL_C_MS = 1000;
 
 const SYSTEMD_UNIT = fileURLToPath(new URL('../systemd/conductor-agent.service', import.meta.url));
 

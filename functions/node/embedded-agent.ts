@@ -5,7 +5,13 @@ import { createToken } from '../domain/auth.ts';
 import type { Database } from '../domain/ports.ts';
 import { query } from '../domain/sql.ts';
 
-const AGENT_CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
+/**
+ * The agent's CLI: its bundle beside ours when this runs from the build (dist/server.mjs, what `npm start`
+ * runs), its TypeScript through tsx when this runs from the sources (tests).
+ */
+const AGENT_COMMAND = import.meta.url.endsWith('.ts')
+  ? ['--import', 'tsx', fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url))]
+  : [fileURLToPath(new URL('./agent.mjs', import.meta.url))];
 
 /** Variables the embedded agent may see: its own settings and the basics, never the server's secrets. */
 const PASSED = [
@@ -56,16 +62,24 @@ export function startEmbeddedAgent(
   stateDir: string,
   token?: string,
 ): ChildProcess {
-  const childEnv: NodeJS.ProcessEnv = { CONDUCTOR_URL: url, CONDUCTOR_STATE_DIR: stateDir };
+  // The agent stops by itself if this server dies without stopping it (agent/src/launcher.ts).
+  const childEnv: NodeJS.ProcessEnv = {
+    CONDUCTOR_URL: url,
+    CONDUCTOR_STATE_DIR: stateDir,
+    CONDUCTOR_LAUNCHER_PID: String(process.pid),
+  };
   // On a pipe, not in the environment: jobs running as the same user could read that in /proc.
   if (token) childEnv.CONDUCTOR_TOKEN_FILE = '/dev/stdin';
   for (const name of [...PASSED, ...AGENT_SETTINGS]) {
     if (env[name] !== undefined && env[name] !== '') childEnv[name] = env[name];
   }
   if (embeddedAgentRunsJobsAsRoot(env)) childEnv.CONDUCTOR_ALLOW_ROOT = '1';
-  const child = spawn(process.execPath, ['--import', 'tsx', AGENT_CLI], {
+  const child = spawn(process.execPath, AGENT_COMMAND, {
     env: childEnv,
     stdio: [token ? 'pipe' : 'ignore', 'inherit', 'inherit'],
+    // Its own process group: Ctrl-C in the terminal reaches the server only, which stops the agent once
+    // (a second signal would make the agent kill its jobs and exit at once).
+    detached: true,
   });
   child.stdin?.on('error', () => {});
   child.stdin?.end(token);

@@ -6,8 +6,9 @@ import { eventually } from '../support/agent-process.ts';
 import { freePort, ServerProcess } from '../support/server-process.ts';
 
 /**
- * `npm start` with nothing configured: embedded PGlite, in-process registry, one local agent. The contract's
- * curl submit runs to COMPLETED with its output readable; the data survives a restart.
+ * `npm start` with nothing configured, run as a user runs it (npm from the repository's root, stopped with
+ * SIGTERM to npm): embedded PGlite, in-process registry, one local agent. The contract's curl submit runs to
+ * COMPLETED with its output readable; the data survives a restart.
  */
 describe('zero-setup local cluster (npm start)', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'conductor-local-'));
@@ -17,7 +18,7 @@ describe('zero-setup local cluster (npm start)', () => {
   });
 
   it('runs the contract submit to COMPLETED and keeps it across a restart', {
-    timeout: 120_000,
+    timeout: 300_000, // a loaded 2-core machine
   }, async () => {
     const port = await freePort();
     // Nothing set but where and as what: as root (this machine) the local agent runs jobs anyway, with a warning.
@@ -27,8 +28,8 @@ describe('zero-setup local cluster (npm start)', () => {
       TOTAL_CPUS: '2',
       CONDUCTOR_ALLOW_ROOT: '',
     };
-    server = new ServerProcess(port, env);
-    await server.ready(90_000);
+    server = new ServerProcess(port, env, { npmStart: true });
+    await server.ready(120_000);
     await eventually(
       async () => {
         const dash = (await (await fetch(`${server!.url}/api/v1/dashboard`)).json()) as {
@@ -61,8 +62,8 @@ describe('zero-setup local cluster (npm start)', () => {
 
     expect(await server.stop()).toBe(0);
     expect(server.has('Worker unregistered: local-node')).toBe(true);
-    server = new ServerProcess(port, { ...env, CONDUCTOR_EMBEDDED_AGENT: '0' });
-    await server.ready(90_000);
+    server = new ServerProcess(port, { ...env, CONDUCTOR_EMBEDDED_AGENT: '0' }, { npmStart: true });
+    await server.ready(120_000);
     const again = (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as {
       state: string;
       exit_code: string;
