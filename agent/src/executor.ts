@@ -25,6 +25,7 @@ import type { Writable } from 'node:stream';
 import { DEFAULT_OUTPUT_LIMIT_BYTES, type RunAsUser } from './config.ts';
 import {
   type Containment,
+  findJobProcesses,
   JOB_MARKER_VAR,
   JobCgroup,
   jobMarker,
@@ -378,8 +379,8 @@ export class JobProcess {
 
   /**
    * Settles once the leader exited and, after a cancel or a time limit, its processes left within the grace
-   * or were SIGKILLed. Whatever the job left behind is SIGKILLed, and with a cgroup the result waits (up to
-   * REAP_WAIT_MS) until the cgroup is empty.
+   * or were SIGKILLed. Whatever the job left behind is SIGKILLed, and the result waits (up to REAP_WAIT_MS)
+   * until it is gone: the cgroup is empty, or without one the /proc sweep finds nothing.
    */
   private maybeSettle(): void {
     if (this.settled || !this.leaderExit) return;
@@ -389,8 +390,8 @@ export class JobProcess {
       this.signalAll('SIGKILL');
       this.killSent = true;
     }
-    if (this.cgroup?.populated() && Date.now() < this.reapDeadline) {
-      this.cgroup.signal('SIGKILL');
+    if (this.leftBehind() && Date.now() < this.reapDeadline) {
+      this.signalAll('SIGKILL');
       this.pollTimer ??= setInterval(() => this.maybeSettle(), this.groupPollMs);
       return;
     }
@@ -431,6 +432,17 @@ export class JobProcess {
     this.cgroup?.remove();
     this.supervisor?.release();
     this.supervisor = undefined;
+  }
+
+  /**
+   * Whether a SIGKILLed process of the job has not exited yet (a loaded machine may take a moment to run
+   * it to its end): the cgroup is still populated, or without one the /proc sweep still finds one.
+   */
+  private leftBehind(): boolean {
+    if (this.cgroup) return this.cgroup.populated();
+    return (
+      findJobProcesses(this.marker, this.pid, this.supervisor?.pid ? [this.supervisor.pid] : []).length > 0
+    );
   }
 
   private anyAlive(): boolean {

@@ -81,7 +81,10 @@ describe.each(backends)('reaper grace after an outage on $name', (factory) => {
       backend.db.db,
       sql`UPDATE maintenance_state SET reaper_seen_at = now() - interval '1 second', reaper_resumed_at = now() - interval '1 hour' WHERE id = 1`,
     );
-    await query(backend.db.db, sql`UPDATE workers SET last_heartbeat = now() - interval '5 seconds'`);
+    await query(
+      backend.db.db,
+      sql`UPDATE workers SET last_heartbeat = now() - interval '5 seconds' WHERE id = 'silent'`,
+    );
     const result = await reapLostWorkers(ctx);
     expect(result.inGrace).toBe(false);
     expect(result.lostWorkers).toContain('silent');
