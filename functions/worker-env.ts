@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { followers, logRetentionDays, maxRequeues, priorityCeiling } from './config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from './domain/ports.ts';
 
 /**
@@ -41,33 +42,14 @@ export const workerEnvSchema = z.object({
   CONDUCTOR_SUBMIT_RATE: z.coerce.number().min(0).default(DEFAULT_CONFIG.submitRatePerSecond),
   CONDUCTOR_SUBMIT_BURST: z.coerce.number().int().min(1).default(DEFAULT_CONFIG.submitBurst),
   /** Days a finished job's output is kept (0: forever); the minute cron deletes what is older. */
-  CONDUCTOR_LOG_RETENTION_DAYS: z.coerce
-    .number({ error: 'CONDUCTOR_LOG_RETENTION_DAYS is a number of days (0: keep forever)' })
-    .int('CONDUCTOR_LOG_RETENTION_DAYS is whole days (0: keep forever)')
-    .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
-    .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
-    .default(DEFAULT_CONFIG.logRetentionDays),
+  CONDUCTOR_LOG_RETENTION_DAYS: logRetentionDays,
   /** Times a `requeue` job is requeued after losing its node before it ends NODE_FAIL. */
-  CONDUCTOR_MAX_REQUEUES: z.coerce
-    .number({ error: 'CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)' })
-    .int('CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)')
-    .min(0, 'CONDUCTOR_MAX_REQUEUES is at least 0 (0: never requeue)')
-    .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
-    .default(DEFAULT_CONFIG.maxRequeues),
+  CONDUCTOR_MAX_REQUEUES: maxRequeues,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
-  CONDUCTOR_PRIORITY_CEILING: z.coerce
-    .number({ error: 'CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000' })
-    .int('CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000')
-    .min(0, 'CONDUCTOR_PRIORITY_CEILING is at least 0')
-    .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
-    .default(DEFAULT_CONFIG.priorityCeiling),
+  CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
   /** Live-log followers (SSE) at once per job and per token, in one isolate (0: no limit). */
-  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: z.coerce.number().int().min(0).default(DEFAULT_CONFIG.logFollowersPerJob),
-  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .default(DEFAULT_CONFIG.logFollowersPerToken),
+  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: followers(DEFAULT_CONFIG.logFollowersPerJob),
+  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: followers(DEFAULT_CONFIG.logFollowersPerToken),
   /** Local development only: route the Neon driver to the local proxy and SQL bridge. */
   NEON_WS_PROXY: z.string().optional(),
   NEON_FETCH_ENDPOINT: z.url().optional(),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { followers, logRetentionDays, maxRequeues, priorityCeiling } from '../config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from '../domain/ports.ts';
 
 const seconds = (fallback: number) => z.coerce.number().positive().default(fallback);
@@ -7,31 +8,6 @@ const flag = (fallback: boolean) =>
     .enum(['0', '1', 'true', 'false', 'yes', 'no'])
     .default(fallback ? '1' : '0')
     .transform((v) => v === '1' || v === 'true' || v === 'yes');
-
-/** Days of job output to keep: a whole number, 0 (keep forever) to 100 years. */
-const logRetentionDays = z.coerce
-  .number({ error: 'CONDUCTOR_LOG_RETENTION_DAYS is a number of days (0: keep forever)' })
-  .int('CONDUCTOR_LOG_RETENTION_DAYS is whole days (0: keep forever)')
-  .min(0, 'CONDUCTOR_LOG_RETENTION_DAYS is at least 0 (0: keep forever)')
-  .max(36_500, 'CONDUCTOR_LOG_RETENTION_DAYS is at most 36500')
-  .default(DEFAULT_CONFIG.logRetentionDays);
-const maxRequeues = z.coerce
-  .number({ error: 'CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)' })
-  .int('CONDUCTOR_MAX_REQUEUES is a whole number (0: never requeue)')
-  .min(0, 'CONDUCTOR_MAX_REQUEUES is at least 0 (0: never requeue)')
-  .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
-  .default(DEFAULT_CONFIG.maxRequeues);
-
-/** The highest priority a non-admin may give a job. */
-const priorityCeiling = z.coerce
-  .number({ error: 'CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000' })
-  .int('CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000')
-  .min(0, 'CONDUCTOR_PRIORITY_CEILING is at least 0')
-  .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
-  .default(DEFAULT_CONFIG.priorityCeiling);
-
-/** A number of live-log followers: a whole number, 0 (no limit) or more. */
-const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
 
 /** Every environment variable the Node server reads, validated in one place. */
 export const nodeEnvSchema = z.object({
