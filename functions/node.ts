@@ -2,12 +2,14 @@
  * The Node entry: `npm start`. Reads the environment, connects the database and the registry, and serves
  * the app. With no DATABASE_URL and no Redis it is the zero-setup local cluster: embedded Postgres (PGlite)
  * under CONDUCTOR_DATA_DIR, an in-process registry, and one local agent.
+ *
+ * The Postgres, Redis and Upstash clients are imported only when configured (dynamic imports: the build
+ * splits them out of dist/server.mjs), so the zero-setup start does not load them.
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { findLauncher, watchLauncher } from '../agent/src/launcher.ts';
-import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgres.ts';
 import { connectPglite, migratePglite } from '../db/pglite.ts';
 import { apiTokensExist } from './domain/auth.ts';
 import { createLocalNotifier } from './domain/notifier.ts';
@@ -19,12 +21,8 @@ import {
   startEmbeddedAgent,
 } from './node/embedded-agent.ts';
 import { configFromEnv, isLoopback, parseNodeEnv } from './node/env.ts';
-import { createIoredisScripts } from './node/ioredis.ts';
 import { startServer } from './node/server.ts';
 import { MemoryRegistryStore } from './registry/memory-store.ts';
-import { RedisRateLimiter } from './registry/rate-limiter.ts';
-import { RedisRegistryStore } from './registry/redis-store.ts';
-import { createUpstashScripts } from './registry/upstash.ts';
 
 async function main() {
   const env = parseNodeEnv(process.env);
@@ -35,6 +33,7 @@ async function main() {
 
   let db: Database;
   if (env.DATABASE_URL) {
+    const { connectNodePg, ensureDatabase, migrateNodePg } = await import('../db/node-postgres.ts');
     await ensureDatabase(env.DATABASE_URL).catch(() => {});
     await migrateNodePg(env.DATABASE_URL);
     const pg = connectNodePg(env.DATABASE_URL);
@@ -73,6 +72,11 @@ async function main() {
   let registry: RegistryStore;
   let rateLimiter: RateLimiter | undefined;
   if (env.REDIS_URL) {
+    const [{ createIoredisScripts }, { RedisRegistryStore }, { RedisRateLimiter }] = await Promise.all([
+      import('./node/ioredis.ts'),
+      import('./registry/redis-store.ts'),
+      import('./registry/rate-limiter.ts'),
+    ]);
     const redis = createIoredisScripts(env.REDIS_URL, {
       onError: (error) => logger.warn('Redis unavailable; serving from Postgres', { error: error.message }),
     });
@@ -81,6 +85,11 @@ async function main() {
     closers.push(redis.close);
     logger.info(`Registry: Redis at ${new URL(env.REDIS_URL).host}`);
   } else if (env.UPSTASH_REDIS_REST_URL && env.UPSTASH_REDIS_REST_TOKEN) {
+    const [{ createUpstashScripts }, { RedisRegistryStore }, { RedisRateLimiter }] = await Promise.all([
+      import('./registry/upstash.ts'),
+      import('./registry/redis-store.ts'),
+      import('./registry/rate-limiter.ts'),
+    ]);
     const upstash = createUpstashScripts({
       url: env.UPSTASH_REDIS_REST_URL,
       token: env.UPSTASH_REDIS_REST_TOKEN,

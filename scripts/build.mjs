@@ -3,9 +3,13 @@
  * Builds what `npm start` and `npm run agent` run, so that they start plain JavaScript on `node` (no
  * TypeScript transpiled at start, no tsx wrapper process between npm and the server):
  *   dist/server.mjs, dist/agent.mjs   the Node server (functions/node.ts) and the agent's CLI, bundled
- *                                     (node_modules stay outside the bundle)
- *   dist/pglite-pgdata.tar.gz         a migrated PGlite data directory: a new local cluster starts from it
- *                                     instead of running initdb (the slow part of a first start)
+ *                                     (node_modules stay outside the bundle). The server's modules that
+ *                                     only Postgres or Redis use (pg, ioredis, @upstash/redis) are split
+ *                                     into chunks beside it (dist/*-<hash>.mjs), loaded only when
+ *                                     configured: the zero-setup server does not load them
+ *   dist/pglite-pgdata/               a migrated PGlite data directory, shut down cleanly: a new local
+ *                                     cluster starts as a copy of it instead of running initdb (the slow
+ *                                     part of a first start)
  * `npm ci` / `npm install` run it (prepare). `--if-stale` (what `npm start` runs first) rebuilds the bundles
  * only when a source file is newer than them, and leaves the data directory alone.
  */
@@ -17,8 +21,10 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist');
 const BUNDLES = { server: 'functions/node.ts', agent: 'agent/src/cli.ts' };
+/** The server's chunks (esbuild's default `[name]-[hash]`), in dist/ itself: paths from import.meta.url hold. */
+const CHUNK = /-[A-Z0-9]{8}\.mjs(\.map)?$/;
 const SOURCES = ['functions', 'db', 'agent/src', 'package.json', 'package-lock.json'];
-const PGDATA_SNAPSHOT = join(DIST, 'pglite-pgdata.tar.gz');
+const PGDATA_TEMPLATE = join(DIST, 'pglite-pgdata');
 
 function newestMtime(path) {
   const stat = statSync(path);
@@ -35,13 +41,16 @@ function bundlesAreStale() {
   return SOURCES.some((source) => newestMtime(join(ROOT, source)) > oldestBuilt);
 }
 
-/** Written beside and renamed into place: a server starting meanwhile never reads half a file. */
+/**
+ * Written beside and renamed into place, chunks before the entries that import them: a server starting
+ * meanwhile never reads half a file. The server is split (its dynamic imports become chunks that load only
+ * when called); the agent is one file, as before.
+ */
 async function buildBundles() {
   const { build } = await import('esbuild');
-  const built = await build({
+  const options = {
     write: false,
     absWorkingDir: ROOT,
-    entryPoints: Object.fromEntries(Object.entries(BUNDLES).map(([name, entry]) => [name, entry])),
     outdir: DIST,
     outExtension: { '.js': '.mjs' },
     bundle: true,
@@ -51,23 +60,35 @@ async function buildBundles() {
     packages: 'external',
     sourcemap: 'linked',
     logLevel: 'warning',
-  });
+  };
+  const [server, agent] = await Promise.all([
+    build({ ...options, entryPoints: { server: BUNDLES.server }, splitting: true }),
+    build({ ...options, entryPoints: { agent: BUNDLES.agent } }),
+  ]);
+  const files = [...server.outputFiles, ...agent.outputFiles].sort(
+    (a, b) => Number(CHUNK.test(b.path)) - Number(CHUNK.test(a.path)),
+  );
   mkdirSync(DIST, { recursive: true });
-  for (const file of built.outputFiles) {
+  for (const file of files) {
     const partial = `${file.path}.${process.pid}.partial`;
     writeFileSync(partial, file.contents);
     renameSync(partial, file.path);
   }
+  // Chunks of earlier builds that this one no longer has.
+  const current = new Set(files.map((file) => file.path));
+  for (const name of readdirSync(DIST)) {
+    if (CHUNK.test(name) && !current.has(join(DIST, name))) rmSync(join(DIST, name), { force: true });
+  }
 }
 
 /** initdb and the migrations, once, in a process of its own (PGlite holds its memory until exit). */
-async function buildSnapshot() {
+async function buildPgdataTemplate() {
   const { build } = await import('esbuild');
-  const maker = join(DIST, 'make-pglite-snapshot.mjs');
+  const maker = join(DIST, 'make-pglite-pgdata.mjs');
   await build({
     absWorkingDir: ROOT,
     stdin: {
-      contents: `import { writePgliteSnapshot } from './db/pglite.ts';\nawait writePgliteSnapshot(process.argv[2]);\n`,
+      contents: `import { writePgliteTemplate } from './db/pglite.ts';\nawait writePgliteTemplate(process.argv[2]);\n`,
       resolveDir: ROOT,
       loader: 'ts',
     },
@@ -79,11 +100,13 @@ async function buildSnapshot() {
     packages: 'external',
     logLevel: 'warning',
   });
-  const made = spawnSync(process.execPath, [maker, PGDATA_SNAPSHOT], { stdio: 'inherit' });
+  const made = spawnSync(process.execPath, [maker, PGDATA_TEMPLATE], { stdio: 'inherit' });
   rmSync(maker, { force: true });
-  if (made.status !== 0) throw new Error('building the PGlite snapshot failed');
+  if (made.status !== 0) throw new Error('building the PGlite data directory failed');
+  // What builds before this one made instead (a tarball loaded through PGlite's loadDataDir).
+  rmSync(join(DIST, 'pglite-pgdata.tar.gz'), { force: true });
 }
 
 const ifStale = process.argv.includes('--if-stale');
 if (!ifStale || bundlesAreStale()) await buildBundles();
-if (!ifStale) await buildSnapshot();
+if (!ifStale) await buildPgdataTemplate();
