@@ -2,10 +2,12 @@
 /**
  * Builds what `npm start` and `npm run agent` run, so that they start plain JavaScript on `node` (no
  * TypeScript transpiled at start, no tsx wrapper process between npm and the server):
- *   dist/server.mjs, dist/agent.mjs   the Node server (functions/node.ts) and the agent's CLI, bundled
- *                                     (node_modules stay outside the bundle). The server's modules that
- *                                     only Postgres or Redis use (pg, ioredis, @upstash/redis) are split
- *                                     into chunks beside it (dist/*-<hash>.mjs), loaded only when
+ *   dist/server.mjs, dist/agent.mjs   the Node server (functions/node.ts) and the agent's CLI, bundled.
+ *                                     The agent's bundle leaves node_modules outside. The server's takes in
+ *                                     the packages it loads at every start (hono, zod, drizzle-orm: one
+ *                                     file loads faster than their hundreds), but not SERVER_EXTERNAL; its
+ *                                     modules that only Postgres or Redis use (pg, ioredis, @upstash/redis)
+ *                                     are split into chunks beside it (dist/*-<hash>.mjs), loaded only when
  *                                     configured: the zero-setup server does not load them
  *   dist/pglite-pgdata/               a migrated PGlite data directory, shut down cleanly: a new local
  *                                     cluster starts as a copy of it instead of running initdb (the slow
@@ -24,6 +26,19 @@ const BUNDLES = { server: 'functions/node.ts', agent: 'agent/src/cli.ts' };
 /** The server's chunks (esbuild's default `[name]-[hash]`), in dist/ itself: paths from import.meta.url hold. */
 const CHUNK = /-[A-Z0-9]{8}\.mjs(\.map)?$/;
 const SOURCES = ['functions', 'db', 'agent/src', 'package.json', 'package-lock.json'];
+/**
+ * Packages the server's bundle leaves in node_modules: PGlite (it reads its .wasm and data files beside its
+ * own module), and the clients loaded only when configured (nothing to gain at start; pg has an optional
+ * native part).
+ */
+const SERVER_EXTERNAL = [
+  '@electric-sql/pglite',
+  'pg',
+  'pg-native',
+  'ioredis',
+  '@upstash/redis',
+  '@neondatabase/serverless',
+];
 const PGDATA_TEMPLATE = join(DIST, 'pglite-pgdata');
 
 function newestMtime(path) {
@@ -62,9 +77,20 @@ async function buildBundles() {
     logLevel: 'warning',
   };
   const [server, agent] = await Promise.all([
-    build({ ...options, entryPoints: { server: BUNDLES.server }, splitting: true }),
+    build({
+      ...options,
+      entryPoints: { server: BUNDLES.server },
+      splitting: true,
+      packages: undefined,
+      external: SERVER_EXTERNAL,
+    }),
     build({ ...options, entryPoints: { agent: BUNDLES.agent } }),
   ]);
+  // esbuild's ESM output cannot require(): a CommonJS package bundled would throw at run time.
+  const requiring = server.outputFiles.find(
+    (file) => file.path.endsWith('.mjs') && file.text.includes('__require('),
+  );
+  if (requiring) throw new Error(`${requiring.path} calls require(): add its package to SERVER_EXTERNAL`);
   const files = [...server.outputFiles, ...agent.outputFiles].sort(
     (a, b) => Number(CHUNK.test(b.path)) - Number(CHUNK.test(a.path)),
   );
