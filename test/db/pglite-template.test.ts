@@ -14,6 +14,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -21,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS_FOLDER } from '../../db/migrations.ts';
 import {
   connectPglite,
@@ -64,6 +65,7 @@ describe('a new PGlite data directory from the build’s template', () => {
     await lite.client.exec('CREATE TABLE copied_from_template ()');
     await lite.close();
   }, 180_000);
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('is the complete migrated database: every migration, the latest last; a restart keeps its data', {
     timeout: 60_000,
