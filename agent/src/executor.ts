@@ -24,12 +24,13 @@ import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_OUTPUT_LIMIT_BYTES, type RunAsUser } from './config.ts';
 import {
+  type AgentSupervisor,
+  agentSupervisor,
   type Containment,
   findJobProcesses,
   JOB_MARKER_VAR,
   JobCgroup,
   jobMarker,
-  Supervisor,
   sweepJobProcesses,
 } from './containment.ts';
 import type { Assignment, ExitCode, JobOutcome, JobRef } from './protocol.ts';
@@ -151,7 +152,7 @@ export interface ExecutorOptions {
   jobRootIsHome?: boolean;
   /** How a job's processes are found and killed (containment.ts); the /proc sweep by default. */
   containment?: Containment;
-  /** A supervisor kills each job if the agent dies before it (containment.ts); on by default. */
+  /** The agent's supervisor kills its jobs if the agent dies before them (containment.ts); on by default. */
   supervise?: boolean;
   /** Bytes of each output stream kept on disk (the first ones); DEFAULT_OUTPUT_LIMIT_BYTES by default. */
   outputLimitBytes?: number;
@@ -202,7 +203,7 @@ export class JobProcess {
   private readonly containment: Containment;
   private readonly supervise: boolean;
   private cgroup: JobCgroup | undefined;
-  private supervisor: Supervisor | undefined;
+  private supervisor: AgentSupervisor | undefined;
   readonly outputLimit: number;
   private readonly outputCheckMs: number;
   private outputTimer: NodeJS.Timeout | undefined;
@@ -210,10 +211,12 @@ export class JobProcess {
   private readonly dropped = new Map<string, number>();
   /** The value of CONDUCTOR_JOB_MARKER in the job's environment. */
   readonly marker: string;
+  private readonly jobsDir: string;
 
   constructor(ref: JobRef, dir: string, options: ExecutorOptions) {
     this.ref = ref;
     this.marker = jobMarker(options.jobsDir, ref);
+    this.jobsDir = options.jobsDir;
     this.dir = dir;
     this.stdoutPath = join(dir, STDOUT_FILE);
     this.stderrPath = join(dir, STDERR_FILE);
@@ -330,7 +333,10 @@ export class JobProcess {
           }
           gate.end('go\n');
         }
-        if (this.supervise) this.supervisor = Supervisor.start(this.marker, this.pid, this.cgroup);
+        if (this.supervise) {
+          this.supervisor = agentSupervisor(this.jobsDir, this.containment);
+          this.supervisor.watch(this.pid);
+        }
         writeProcessMarker(this.dir, this.pid, this.cgroup?.path);
         this.outputTimer = setInterval(() => this.holdOutputToLimit(), this.outputCheckMs);
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
@@ -427,10 +433,10 @@ export class JobProcess {
     }
   }
 
-  /** Removes the cgroup and lets the supervisor go. */
+  /** Removes the cgroup; the supervisor no longer needs to watch the job. */
   private cleanUp(): void {
     this.cgroup?.remove();
-    this.supervisor?.release();
+    if (this.pid !== undefined) this.supervisor?.release(this.pid);
     this.supervisor = undefined;
   }
 
