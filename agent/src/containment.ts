@@ -26,6 +26,7 @@ import {
   rmdirSync,
   writeFileSync,
 } from 'node:fs';
+import { writeFile as writeFileAsync } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { JobRef } from './protocol.ts';
 
@@ -214,6 +215,11 @@ export class JobCgroup {
 
   add(pid: number): void {
     writeFileSync(join(this.path, 'cgroup.procs'), `${pid}\n`);
+  }
+
+  /** add() in libuv's thread pool. */
+  addAsync(pid: number): Promise<void> {
+    return writeFileAsync(join(this.path, 'cgroup.procs'), `${pid}\n`);
   }
 
   pids(): number[] {

@@ -17,6 +17,7 @@ import {
   realpathSync,
   statSync,
   truncateSync,
+  writeFile,
   writeFileSync,
 } from 'node:fs';
 import { constants } from 'node:os';
@@ -320,19 +321,7 @@ export class JobProcess {
       });
       this.pid = child.pid;
       if (this.pid !== undefined) {
-        if (this.cgroup) {
-          const gate = child.stdio[4] as Writable;
-          gate.on('error', () => {});
-          try {
-            this.cgroup.add(this.pid);
-          } catch (err) {
-            gate.destroy();
-            this.cgroup.remove();
-            this.cgroup = undefined;
-            throw new Error(`cannot put the job in its cgroup: ${(err as Error).message}`);
-          }
-          gate.end('go\n');
-        }
+        if (this.cgroup) this.openGate(this.cgroup, this.pid, child.stdio[4] as Writable);
         if (this.supervise) {
           this.supervisor = agentSupervisor(this.jobsDir, this.containment);
           this.supervisor.watch(this.pid);
@@ -364,6 +353,29 @@ export class JobProcess {
       if (errFd !== undefined) closeSync(errFd);
       if (scriptFd !== undefined) closeSync(scriptFd);
     }
+  }
+
+  /**
+   * Puts the gated job in its cgroup, then lets it run. Moving a process between cgroups can sleep for
+   * milliseconds in the kernel (cgroup v1 waits for an RCU grace period): done off the agent's event loop.
+   */
+  private openGate(cgroup: JobCgroup, pid: number, gate: Writable): void {
+    gate.on('error', () => {});
+    cgroup.addAsync(pid).then(
+      () => gate.end('go\n'),
+      (err: Error) => {
+        gate.destroy();
+        this.signalGroup('SIGKILL');
+        cgroup.remove();
+        if (this.cgroup === cgroup) this.cgroup = undefined;
+        if (this.pid !== undefined) this.supervisor?.release(this.pid);
+        this.settle({
+          exit_code: '1:0',
+          outcome: 'failed_to_start',
+          message: `cannot start job: cannot put the job in its cgroup: ${err.message}`,
+        });
+      },
+    );
   }
 
   /** @internal */
@@ -617,14 +629,12 @@ export function processStartTime(pid: number): string | undefined {
 }
 
 function writeProcessMarker(dir: string, pid: number, cgroup: string | undefined): void {
-  try {
-    writeFileSync(
-      join(dir, PID_FILE),
-      `${JSON.stringify({ pid, start_time: processStartTime(pid) ?? null, ...(cgroup ? { cgroup } : {}) })}\n`,
-    );
-  } catch {
-    // Only used to clean up after a crash; the job runs regardless.
-  }
+  // Only used to clean up after a crash (the job runs regardless): written off the event loop.
+  writeFile(
+    join(dir, PID_FILE),
+    `${JSON.stringify({ pid, start_time: processStartTime(pid) ?? null, ...(cgroup ? { cgroup } : {}) })}\n`,
+    () => {},
+  );
 }
 
 /**
