@@ -90,8 +90,16 @@ function cgroupDir(mount: Mount, path: string): string {
 
 /** Stable across restarts, distinct for each agent on the machine: its jobs folder, hashed. */
 function agentTag(jobsDir: string): string {
-  return createHash('sha256').update(resolve(jobsDir)).digest('hex').slice(0, 12);
+  let tag = agentTags.get(jobsDir);
+  if (tag === undefined) {
+    tag = createHash('sha256').update(resolve(jobsDir)).digest('hex').slice(0, 12);
+    agentTags.set(jobsDir, tag);
+  }
+  return tag;
 }
+
+/** Every job's marker starts with its agent's tag: hashed once per jobs folder, not once per job. */
+const agentTags = new Map<string, string>();
 
 /** One cgroup per agent (state dir) holds its jobs' cgroups. */
 function parentName(jobsDir: string): string {
