@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Backoff, sleep } from './backoff.ts';
 import { AgentApiError, AgentClient, needsReregistration } from './client.ts';
 import { AGENT_VERSION, type AgentConfig, ensureStateDir } from './config.ts';
-import { detectContainment, removeContainment } from './containment.ts';
+import { closeAgentSupervisor, detectContainment, removeContainment } from './containment.ts';
 import type { ExecutorOptions } from './executor.ts';
 import { JobRunner, type JobRunnerDeps, jobKey, jobLabel } from './job-runner.ts';
 import { type AgentLogger, createLogger, describeError } from './log.ts';
@@ -636,6 +636,7 @@ export class Agent {
 
   private finishClosed(fatal?: unknown): void {
     this.stateValue = 'stopped';
+    closeAgentSupervisor(this.executor.jobsDir);
     removeContainment(this.executor.containment);
     this.releaseLock?.();
     this.releaseLock = undefined;

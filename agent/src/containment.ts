@@ -11,8 +11,8 @@
  *   or by root), the sessions and children of those, and kills them. A process that leaves the session, drops those variables
  *   (exec with a new environment) and loses its parent escapes it.
  *
- * A supervisor per job (`/bin/sh` blocked reading a pipe from the agent) kills the job the same way when the
- * pipe closes without a word: the agent died (kill -9, OOM). It costs one small shell per running job.
+ * A supervisor per agent (`/bin/sh` blocked reading a pipe from the agent, told of each job's process group)
+ * kills the agent's jobs the same way when the pipe closes without a word: the agent died (kill -9, OOM).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -26,6 +26,7 @@ import {
   rmdirSync,
   writeFileSync,
 } from 'node:fs';
+import { writeFile as writeFileAsync } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { JobRef } from './protocol.ts';
 
@@ -89,8 +90,16 @@ function cgroupDir(mount: Mount, path: string): string {
 
 /** Stable across restarts, distinct for each agent on the machine: its jobs folder, hashed. */
 function agentTag(jobsDir: string): string {
-  return createHash('sha256').update(resolve(jobsDir)).digest('hex').slice(0, 12);
+  let tag = agentTags.get(jobsDir);
+  if (tag === undefined) {
+    tag = createHash('sha256').update(resolve(jobsDir)).digest('hex').slice(0, 12);
+    agentTags.set(jobsDir, tag);
+  }
+  return tag;
 }
+
+/** Every job's marker starts with its agent's tag: hashed once per jobs folder, not once per job. */
+const agentTags = new Map<string, string>();
 
 /** One cgroup per agent (state dir) holds its jobs' cgroups. */
 function parentName(jobsDir: string): string {
@@ -216,6 +225,11 @@ export class JobCgroup {
     writeFileSync(join(this.path, 'cgroup.procs'), `${pid}\n`);
   }
 
+  /** add() in libuv's thread pool. */
+  addAsync(pid: number): Promise<void> {
+    return writeFileAsync(join(this.path, 'cgroup.procs'), `${pid}\n`);
+  }
+
   pids(): number[] {
     try {
       return readFileSync(join(this.path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
@@ -338,29 +352,46 @@ export function sweepJobProcesses(
 }
 
 /**
- * Reads one line from the agent. `done`: the agent cleaned up, exit. End of file: the agent died; kill the
- * job's group, then its cgroup (until empty) and remove it (and the agent's, once no job is left in it), or
- * without a cgroup every process carrying the job's marker. Arguments: pgid, cgroup dir (or empty), the marker variable as NAME=value.
+ * Reads lines from the agent: `+ <pgid>` a job started in that process group, `- <pgid>` it is over and
+ * cleaned up, `done` the agent stops with nothing left to watch: exit. End of file without `done`: the agent
+ * died; kill every group still watched, then every job cgroup in the agent's parent (until empty) and remove
+ * them, or without cgroups every process carrying a marker of this agent's jobs. Arguments: the agent's tag
+ * (jobMarker's prefix), its parent cgroup (or empty). No command is started until the end: a fork is the
+ * dearest step of starting a job, and it would be paid here for every one.
  */
-const SUPERVISOR_SCRIPT = `IFS= read -r line
-[ "$line" = done ] && exit 0
-pgid=$1 cg=$2 mark=$3
-kill -KILL -- "-$pgid" 2>/dev/null
-if [ -n "$cg" ]; then
+const SUPERVISOR_SCRIPT = `groups=' '
+while IFS=' ' read -r op pgid; do
+  case $op in
+  +) groups="$groups$pgid " ;;
+  -) case $groups in *" $pgid "*) groups="\${groups%% $pgid *} \${groups#* $pgid }" ;; esac ;;
+  done) exit 0 ;;
+  esac
+done
+tag=$1 parent=$2
+for pgid in $groups; do kill -KILL -- "-$pgid" 2>/dev/null; done
+if [ -n "$parent" ]; then
   n=0
   while [ $n -lt 100 ]; do
-    [ -e "$cg/cgroup.kill" ] && echo 1 > "$cg/cgroup.kill"
-    pids=$(cat "$cg/cgroup.procs" 2>/dev/null)
-    [ -z "$pids" ] && break
-    kill -KILL $pids 2>/dev/null
+    left=
+    for cg in "$parent"/*/; do
+      [ -d "$cg" ] || continue
+      [ -e "\${cg}cgroup.kill" ] && echo 1 > "\${cg}cgroup.kill"
+      pids=$(cat "\${cg}cgroup.procs" 2>/dev/null)
+      if [ -n "$pids" ]; then
+        kill -KILL $pids 2>/dev/null
+        left=1
+      else
+        rmdir "$cg" 2>/dev/null
+      fi
+    done
+    [ -z "$left" ] && break
     sleep 0.1
     n=$((n + 1))
   done
-  rmdir "$cg" 2>/dev/null
-  rmdir "\${cg%/*}" 2>/dev/null
+  rmdir "$parent" 2>/dev/null
 else
   for round in 1 2; do
-    for e in $(grep -l -z -x -F -e "$mark" /proc/[0-9]*/environ 2>/dev/null); do
+    for e in $(grep -l -z -e "^${JOB_MARKER_VAR}=$tag\\." /proc/[0-9]*/environ 2>/dev/null); do
       p=\${e#/proc/}
       kill -KILL "\${p%/environ}" 2>/dev/null
     done
@@ -368,43 +399,99 @@ else
 fi
 `;
 
-/** The shell that kills a job if the agent dies before the job ends. */
-export class Supervisor {
-  private constructor(private readonly child: ChildProcess) {}
+/**
+ * The shell that kills an agent's jobs if the agent dies before them: one per agent (jobs folder), started
+ * with its first job and replaced (told every group still watched) if it dies itself.
+ */
+export class AgentSupervisor {
+  private child: ChildProcess | undefined;
+  private readonly groups = new Set<number>();
+
+  constructor(
+    private readonly tag: string,
+    private readonly parentCgroup: string | undefined,
+  ) {}
 
   get pid(): number | undefined {
-    return this.child.pid;
+    return this.child?.pid;
   }
 
-  /** Starts a supervisor for the job whose group is `pgid`; undefined when no shell can be started. */
-  static start(marker: string, pgid: number, cgroup: JobCgroup | undefined): Supervisor | undefined {
+  /** The job whose process group is `pgid` started: kill it if the agent dies. */
+  watch(pgid: number): void {
+    this.groups.add(pgid);
+    this.send(`+ ${pgid}\n`);
+  }
+
+  /** The job of group `pgid` is over and cleaned up. */
+  release(pgid: number): void {
+    if (this.groups.delete(pgid)) this.send(`- ${pgid}\n`);
+  }
+
+  /**
+   * Lets the supervisor exit without doing anything when no job is left to watch; otherwise it stays, and
+   * kills what is left when the agent's process ends.
+   */
+  close(): void {
+    if (this.groups.size > 0) return;
+    this.child?.stdin?.end('done\n');
+    this.child = undefined;
+  }
+
+  private send(line: string): void {
+    if (this.child) {
+      this.child.stdin?.write(line);
+      return;
+    }
+    const child = this.start();
+    if (!child) return;
+    // A new supervisor (the first, or one replacing a dead one) learns every group still watched.
+    child.stdin?.write([...this.groups].map((pgid) => `+ ${pgid}\n`).join(''));
+  }
+
+  private start(): ChildProcess | undefined {
     try {
       const child = spawn(
         '/bin/sh',
-        [
-          '-c',
-          SUPERVISOR_SCRIPT,
-          'conductor-job-supervisor',
-          String(pgid),
-          cgroup?.path ?? '',
-          `${JOB_MARKER_VAR}=${marker}`,
-        ],
+        ['-c', SUPERVISOR_SCRIPT, 'conductor-agent-supervisor', this.tag, this.parentCgroup ?? ''],
         {
           stdio: ['pipe', 'ignore', 'ignore'],
           detached: true,
           env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
         },
       );
+      if (child.pid === undefined) return undefined;
       child.on('error', () => {});
       child.stdin?.on('error', () => {});
-      return new Supervisor(child);
+      child.once('exit', () => {
+        if (this.child === child) this.child = undefined;
+      });
+      // Neither the shell nor its pipe keeps the agent's process alive.
+      child.unref();
+      (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+      this.child = child;
+      return child;
     } catch {
       return undefined;
     }
   }
+}
 
-  /** The job is over and cleaned up: the supervisor exits without doing anything. */
-  release(): void {
-    this.child.stdin?.end('done\n');
+const supervisors = new Map<string, AgentSupervisor>();
+
+/** The supervisor of the agent whose jobs folder is `jobsDir`. */
+export function agentSupervisor(jobsDir: string, containment: Containment): AgentSupervisor {
+  const key = resolve(jobsDir);
+  let supervisor = supervisors.get(key);
+  if (!supervisor) {
+    supervisor = new AgentSupervisor(agentTag(jobsDir), containment.parent);
+    supervisors.set(key, supervisor);
   }
+  return supervisor;
+}
+
+/** Lets the supervisor of `jobsDir` go (the agent stopped, its jobs are over). */
+export function closeAgentSupervisor(jobsDir: string): void {
+  const key = resolve(jobsDir);
+  supervisors.get(key)?.close();
+  supervisors.delete(key);
 }

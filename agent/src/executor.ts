@@ -17,6 +17,7 @@ import {
   realpathSync,
   statSync,
   truncateSync,
+  writeFile,
   writeFileSync,
 } from 'node:fs';
 import { constants } from 'node:os';
@@ -24,12 +25,13 @@ import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_OUTPUT_LIMIT_BYTES, type RunAsUser } from './config.ts';
 import {
+  type AgentSupervisor,
+  agentSupervisor,
   type Containment,
   findJobProcesses,
   JOB_MARKER_VAR,
   JobCgroup,
   jobMarker,
-  Supervisor,
   sweepJobProcesses,
 } from './containment.ts';
 import type { Assignment, ExitCode, JobOutcome, JobRef } from './protocol.ts';
@@ -151,7 +153,7 @@ export interface ExecutorOptions {
   jobRootIsHome?: boolean;
   /** How a job's processes are found and killed (containment.ts); the /proc sweep by default. */
   containment?: Containment;
-  /** A supervisor kills each job if the agent dies before it (containment.ts); on by default. */
+  /** The agent's supervisor kills its jobs if the agent dies before them (containment.ts); on by default. */
   supervise?: boolean;
   /** Bytes of each output stream kept on disk (the first ones); DEFAULT_OUTPUT_LIMIT_BYTES by default. */
   outputLimitBytes?: number;
@@ -202,7 +204,7 @@ export class JobProcess {
   private readonly containment: Containment;
   private readonly supervise: boolean;
   private cgroup: JobCgroup | undefined;
-  private supervisor: Supervisor | undefined;
+  private supervisor: AgentSupervisor | undefined;
   readonly outputLimit: number;
   private readonly outputCheckMs: number;
   private outputTimer: NodeJS.Timeout | undefined;
@@ -210,10 +212,12 @@ export class JobProcess {
   private readonly dropped = new Map<string, number>();
   /** The value of CONDUCTOR_JOB_MARKER in the job's environment. */
   readonly marker: string;
+  private readonly jobsDir: string;
 
   constructor(ref: JobRef, dir: string, options: ExecutorOptions) {
     this.ref = ref;
     this.marker = jobMarker(options.jobsDir, ref);
+    this.jobsDir = options.jobsDir;
     this.dir = dir;
     this.stdoutPath = join(dir, STDOUT_FILE);
     this.stderrPath = join(dir, STDERR_FILE);
@@ -317,20 +321,11 @@ export class JobProcess {
       });
       this.pid = child.pid;
       if (this.pid !== undefined) {
-        if (this.cgroup) {
-          const gate = child.stdio[4] as Writable;
-          gate.on('error', () => {});
-          try {
-            this.cgroup.add(this.pid);
-          } catch (err) {
-            gate.destroy();
-            this.cgroup.remove();
-            this.cgroup = undefined;
-            throw new Error(`cannot put the job in its cgroup: ${(err as Error).message}`);
-          }
-          gate.end('go\n');
+        if (this.cgroup) this.openGate(this.cgroup, this.pid, child.stdio[4] as Writable);
+        if (this.supervise) {
+          this.supervisor = agentSupervisor(this.jobsDir, this.containment);
+          this.supervisor.watch(this.pid);
         }
-        if (this.supervise) this.supervisor = Supervisor.start(this.marker, this.pid, this.cgroup);
         writeProcessMarker(this.dir, this.pid, this.cgroup?.path);
         this.outputTimer = setInterval(() => this.holdOutputToLimit(), this.outputCheckMs);
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
@@ -358,6 +353,29 @@ export class JobProcess {
       if (errFd !== undefined) closeSync(errFd);
       if (scriptFd !== undefined) closeSync(scriptFd);
     }
+  }
+
+  /**
+   * Puts the gated job in its cgroup, then lets it run. Moving a process between cgroups can sleep for
+   * milliseconds in the kernel (cgroup v1 waits for an RCU grace period): done off the agent's event loop.
+   */
+  private openGate(cgroup: JobCgroup, pid: number, gate: Writable): void {
+    gate.on('error', () => {});
+    cgroup.addAsync(pid).then(
+      () => gate.end('go\n'),
+      (err: Error) => {
+        gate.destroy();
+        this.signalGroup('SIGKILL');
+        cgroup.remove();
+        if (this.cgroup === cgroup) this.cgroup = undefined;
+        if (this.pid !== undefined) this.supervisor?.release(this.pid);
+        this.settle({
+          exit_code: '1:0',
+          outcome: 'failed_to_start',
+          message: `cannot start job: cannot put the job in its cgroup: ${err.message}`,
+        });
+      },
+    );
   }
 
   /** @internal */
@@ -427,10 +445,10 @@ export class JobProcess {
     }
   }
 
-  /** Removes the cgroup and lets the supervisor go. */
+  /** Removes the cgroup; the supervisor no longer needs to watch the job. */
   private cleanUp(): void {
     this.cgroup?.remove();
-    this.supervisor?.release();
+    if (this.pid !== undefined) this.supervisor?.release(this.pid);
     this.supervisor = undefined;
   }
 
@@ -611,14 +629,12 @@ export function processStartTime(pid: number): string | undefined {
 }
 
 function writeProcessMarker(dir: string, pid: number, cgroup: string | undefined): void {
-  try {
-    writeFileSync(
-      join(dir, PID_FILE),
-      `${JSON.stringify({ pid, start_time: processStartTime(pid) ?? null, ...(cgroup ? { cgroup } : {}) })}\n`,
-    );
-  } catch {
-    // Only used to clean up after a crash; the job runs regardless.
-  }
+  // Only used to clean up after a crash (the job runs regardless): written off the event loop.
+  writeFile(
+    join(dir, PID_FILE),
+    `${JSON.stringify({ pid, start_time: processStartTime(pid) ?? null, ...(cgroup ? { cgroup } : {}) })}\n`,
+    () => {},
+  );
 }
 
 /**

@@ -191,4 +191,61 @@ describe('a job does not outlive its agent', () => {
       });
     },
   );
+
+  it('one supervisor per agent, not one per job: it kills all its jobs on kill -9 and is replaced if killed itself', async () => {
+    const cp = control();
+    const name = unique('supervised');
+    const agent = track(new AgentProcess(name, cp.url, { env: { CONDUCTOR_HEARTBEAT_INTERVAL: '1' } }));
+    await agent.registered();
+    const agentPid = agent.child.pid!;
+    const tag = `${name}-${process.pid}`;
+    const leaderOf = async (k: number) => {
+      const pidFile = join(root, `${tag}-${k}.pid`);
+      const job = await cp.submit({ script: `echo $$ > "${pidFile}"; sleep 300`, cpus: 1 });
+      await cp.started(job.id);
+      await eventually(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '', {
+        what: `job ${k} to write its pid`,
+      });
+      return Number(readFileSync(pidFile, 'utf8'));
+    };
+    const leaders = [await leaderOf(1), await leaderOf(2), await leaderOf(3)];
+    const first = supervisorsOf(agentPid);
+    expect(first).toHaveLength(1);
+
+    // Killed itself (by a stray kill, say): the next job starts a new one, which watches every job.
+    process.kill(first[0]!, 'SIGKILL');
+    await eventually(() => processGone(first[0]!), { what: 'the supervisor to die' });
+    leaders.push(await leaderOf(4));
+    const second = supervisorsOf(agentPid);
+    expect(second).toHaveLength(1);
+    expect(second[0]).not.toBe(first[0]);
+
+    await agent.kill9();
+    await eventually(() => leaders.every(processGone), {
+      timeoutMs: 5000,
+      what: 'all four jobs to die with their agent',
+    });
+  });
 });
+
+/** Supervisor shells the agent `agentPid` started (their $0 names them). */
+function supervisorsOf(agentPid: number): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (
+        ppid === agentPid &&
+        argv.some((arg) => /^conductor-.*supervisor$/.test(arg)) &&
+        !processGone(Number(entry))
+      )
+        found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
