@@ -13,7 +13,7 @@
  *                                     cluster starts as a copy of it instead of running initdb (the slow
  *                                     part of a first start)
  * `npm ci` / `npm install` run it (prepare). `--if-stale` (what `npm start` runs first) rebuilds the bundles
- * only when a source file is newer than them, and leaves the data directory alone.
+ * only when a source file is newer than them, and builds the data directory only when there is none.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -135,4 +135,5 @@ async function buildPgdataTemplate() {
 
 const ifStale = process.argv.includes('--if-stale');
 if (!ifStale || bundlesAreStale()) await buildBundles();
-if (!ifStale) await buildPgdataTemplate();
+// A checkout built before the template existed gets it once, rather than an initdb at every new data dir.
+if (!ifStale || !existsSync(join(PGDATA_TEMPLATE, 'PG_VERSION'))) await buildPgdataTemplate();
