@@ -15,6 +15,7 @@ import {
   openSync,
   readFileSync,
   realpathSync,
+  renameSync,
   statSync,
   truncateSync,
   writeFile,
@@ -177,6 +178,35 @@ const REAP_WAIT_MS = 5_000;
 /** Runs the job's script once its first line arrives on fd 4: the agent puts the process in its cgroup first. */
 const GATED_START = 'IFS= read -r go <&4 && [ "$go" = go ] || exit 126; exec 4<&-; exec bash "$1"';
 
+/**
+ * The same gate inside the job's own bash: its startup file (BASH_ENV, read by a non-interactive bash before
+ * the script) waits for the line, then leaves no trace in the script's environment. It spares every job the
+ * start of a shell before bash (≈ 4 ms of CPU each on a small VM). Used when the job runs as the agent's own
+ * user (the file is the agent's) and its environment sets no BASH_ENV of its own.
+ */
+const BASH_GATE = `IFS= read -r CONDUCTOR_GATE <&4 && [ "$CONDUCTOR_GATE" = go ] || exit 126
+exec 4<&-
+unset CONDUCTOR_GATE BASH_ENV
+`;
+
+/** `<jobsDir>/.gate.bash` holding BASH_GATE (written when missing), or undefined if it cannot be written. */
+function bashGateFile(jobsDir: string): string | undefined {
+  const path = join(jobsDir, '.gate.bash');
+  try {
+    if (readFileSync(path, 'utf8') === BASH_GATE) return path;
+  } catch {
+    // not there yet
+  }
+  try {
+    const partial = `${path}.${process.pid}.partial`;
+    writeFileSync(partial, BASH_GATE, { mode: 0o600 });
+    renameSync(partial, path);
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
 /** One attempt of a job: its folder, its process (if it started) and its result. */
 export class JobProcess {
   readonly ref: JobRef;
@@ -290,15 +320,16 @@ export class JobProcess {
       if (runAs) scriptFd = openSync(scriptPath, 'r');
       const script = scriptFd === undefined ? scriptPath : '/dev/fd/3';
       this.cgroup = JobCgroup.create(this.containment, this.ref);
-      // In a cgroup, the job waits at a gate (a shell reading fd 4) until it has been moved into it: nothing
-      // it starts can be outside.
+      // In a cgroup, the job waits at a gate (reading fd 4) until it has been moved into it: nothing it
+      // starts can be outside.
       const gated = this.cgroup !== undefined;
+      const gateFile = gated && !runAs && env.BASH_ENV === undefined ? bashGateFile(this.jobsDir) : undefined;
       const child = spawn(
-        gated ? '/bin/sh' : 'bash',
-        gated ? ['-c', GATED_START, 'conductor-job', script] : [script],
+        gated && !gateFile ? '/bin/sh' : 'bash',
+        gated && !gateFile ? ['-c', GATED_START, 'conductor-job', script] : [script],
         {
           cwd,
-          env,
+          env: gateFile ? { ...env, BASH_ENV: gateFile } : env,
           detached: true,
           stdio: ['ignore', outFd, errFd, scriptFd ?? 'ignore', ...(gated ? (['pipe'] as const) : [])],
           ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),

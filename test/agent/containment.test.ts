@@ -119,6 +119,34 @@ describe.each(kinds)('job containment: %s', (kind) => {
     expect(await job.result).toMatchObject({ outcome: 'timeout' });
     expect(processesNamed(escapee(job))).toEqual([]);
   });
+
+  it('the script runs as `bash script.sh` does, in its cgroup from its first line, the gate leaving no trace', async () => {
+    const job = run(
+      [
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: bash parameter expansions, not a template
+        'echo "0=$0 BASH_ENV=${BASH_ENV-unset} GATE=${CONDUCTOR_GATE-unset} source=${BASH_SOURCE[*]} funcs=${FUNCNAME[*]-none}"',
+        'if [ -e /proc/self/fd/4 ]; then echo fd4=open; else echo fd4=closed; fi',
+        'grep -c "/conductor-[0-9a-f]*/$CONDUCTOR_JOB_ID.1$" /proc/self/cgroup || true',
+        'return 3 2>/dev/null; echo "after return: $?"',
+      ].join('\n'),
+    );
+    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    const [first, fd4, inCgroup, after] = readFileSync(job.stdoutPath, 'utf8').trim().split('\n');
+    const scriptPath = join(job.dir, 'script.sh');
+    expect(first).toBe(`0=${scriptPath} BASH_ENV=unset GATE=unset source=${scriptPath} funcs=none`);
+    expect(fd4).toBe('fd4=closed');
+    expect(Number(inCgroup)).toBe(kind === 'sweep' ? 0 : 1);
+    expect(after).toBe('after return: 2');
+  });
+
+  it("a job's own BASH_ENV is still read before its script", async () => {
+    const rc = join(root, `bash-env-${kind}.sh`);
+    writeFileSync(rc, 'FROM_BASH_ENV=yes\n');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash parameter expansion, not a template
+    const job = run('echo "from=${FROM_BASH_ENV-no} BASH_ENV=$BASH_ENV"', { environment: { BASH_ENV: rc } });
+    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(readFileSync(job.stdoutPath, 'utf8')).toBe(`from=yes BASH_ENV=${rc}\n`);
+  });
 });
 
 describe.runIf(kinds.includes('cgroup2'))('after an agent crash', () => {
