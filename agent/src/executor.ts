@@ -189,9 +189,12 @@ exec 4<&-
 unset CONDUCTOR_GATE BASH_ENV
 `;
 
-/** `<jobsDir>/.gate.bash` holding BASH_GATE (written when missing), or undefined if it cannot be written. */
+/**
+ * `job-gate.bash` beside the jobs folder (in the agent's state dir: the jobs folder holds attempts only),
+ * holding BASH_GATE (written when missing or changed), or undefined if it cannot be written.
+ */
 function bashGateFile(jobsDir: string): string | undefined {
-  const path = join(jobsDir, '.gate.bash');
+  const path = join(dirname(resolve(jobsDir)), 'job-gate.bash');
   try {
     if (readFileSync(path, 'utf8') === BASH_GATE) return path;
   } catch {
