@@ -59,7 +59,15 @@ describe.each(all)('races on $name', (factory) => {
     const job = await cp.submit({ script: gate.wait, cpus: 1, environment: gate.env });
     await cp.started(job.id);
     const first = agent.session;
+    // A heartbeat landing between the test's aging of the worker and the reap would keep it alive. The agent
+    // sends them one at a time: once one is held at the proxy, none is in flight.
+    const heldFrom = Date.now();
+    cp.proxy.hold('/agents/heartbeat');
+    await eventually(() =>
+      cp.proxy.calls('/agents/heartbeat').some((c) => c.at >= heldFrom && c.status === undefined),
+    );
     await cp.reapLostWorkersNow([agent.workerId]);
+    cp.proxy.release();
     expect((await cp.job(job.id)).state).toBe('NODE_FAIL');
     await eventually(() => agent.session !== first, { what: 're-registration' });
     await eventually(() => agent.runningJobs().length === 0, { timeoutMs: 5000, what: 'the orphan to stop' });
