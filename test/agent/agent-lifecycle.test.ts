@@ -253,7 +253,10 @@ describe('the agent and its jobs on pglite+memory', () => {
         r.status,
       ]),
     ).toContainEqual(['lost', 200]);
-    expect(logger.lines.some((l) => l.includes(`Job ${requeued.id}.1 reported: PENDING`))).toBe(true);
+    // The proxy records the answer before the agent has read it and logged what it said.
+    await eventually(() => logger.lines.some((l) => l.includes(`Job ${requeued.id}.1 reported: PENDING`)), {
+      what: 'the agent to log the report',
+    });
     gate.open();
     // Attempt 2, or 3 when its claim answer crossed the agent's registration (review L2: that registration
     // takes the claimed, unstarted attempt for lost).
