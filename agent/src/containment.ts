@@ -221,12 +221,8 @@ export class JobCgroup {
     return new JobCgroup(path);
   }
 
-  add(pid: number): void {
-    writeFileSync(join(this.path, 'cgroup.procs'), `${pid}\n`);
-  }
-
-  /** add() in libuv's thread pool. */
-  addAsync(pid: number): Promise<void> {
+  /** Moves `pid` into the cgroup, in libuv's thread pool (a move can sleep in the kernel). */
+  add(pid: number): Promise<void> {
     return writeFileAsync(join(this.path, 'cgroup.procs'), `${pid}\n`);
   }
 

@@ -395,7 +395,7 @@ export class JobProcess {
    */
   private openGate(cgroup: JobCgroup, pid: number, gate: Writable): void {
     gate.on('error', () => {});
-    cgroup.addAsync(pid).then(
+    cgroup.add(pid).then(
       () => gate.end('go\n'),
       (err: Error) => {
         gate.destroy();

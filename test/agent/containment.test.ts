@@ -159,7 +159,7 @@ describe.runIf(kinds.includes('cgroup2'))('after an agent crash', () => {
     const cgroup = JobCgroup.create(containment, ref)!;
     // A leftover the previous agent did not get to kill: its own session, no marker, in the cgroup.
     const leftover = spawn('sleep', ['300'], { stdio: 'ignore', detached: true });
-    cgroup.add(leftover.pid!);
+    await cgroup.add(leftover.pid!);
     writeFileSync(join(dir, 'pid'), JSON.stringify({ pid: 999_999, start_time: null, cgroup: cgroup.path }));
     expect(killOrphanGroup(dir)).toBe(true);
     await eventually(() => processGone(leftover.pid!), { timeoutMs: 5000, what: 'the leftover to die' });
