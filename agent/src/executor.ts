@@ -400,9 +400,8 @@ export class JobProcess {
       (err: Error) => {
         gate.destroy();
         this.signalGroup('SIGKILL');
-        cgroup.remove();
-        if (this.cgroup === cgroup) this.cgroup = undefined;
-        if (this.pid !== undefined) this.supervisor?.release(this.pid);
+        this.cleanUp();
+        this.cgroup = undefined;
         this.settle({
           exit_code: '1:0',
           outcome: 'failed_to_start',
