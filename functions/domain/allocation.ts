@@ -1,4 +1,4 @@
-import { type SQL, sql } from 'drizzle-orm';
+import { SQL, sql } from 'drizzle-orm';
 import { applyAllocationDelta } from './cache.ts';
 import type { Context } from './context.ts';
 import type { ConductorConfig, Database } from './ports.ts';
@@ -13,14 +13,27 @@ export interface EndedJob {
 }
 
 /**
- * Runs `jobUpdate` (an UPDATE of jobs ... RETURNING id, state, node, attempt, exit_code that moves jobs
- * out of RUNNING) and releases those jobs' allocations, all in ONE statement: the jobs' new state, the
+ * Jobs to end: `update` is an UPDATE of jobs ... RETURNING id, state, node, attempt, exit_code that moves
+ * jobs out of RUNNING; `workers` a query of the ids of the workers whose jobs it may end.
+ *
+ * Every write path locks rows in one order: workers (by id), jobs, resource_allocations, cluster_state. A
+ * scheduling pass, the reaper and a registration take their workers' rows first by nature; a statement that
+ * ends jobs takes the `workers` rows before it touches a job. Locking the jobs first (and their workers
+ * when releasing) waited in a cycle with those paths, a deadlock Postgres breaks only after a second.
+ */
+export interface JobEnd {
+  update: SQL;
+  workers: SQL;
+}
+
+/**
+ * Runs `end.update` and releases those jobs' allocations, all in ONE statement: the jobs' new state, the
  * released allocation rows, the workers' allocated counts and the cluster allocation version commit
  * together or not at all. Then tells the cache (after the commit) and asks for a scheduling pass.
  */
 export async function endJobsAndRelease(
   ctx: Context,
-  jobUpdate: SQL,
+  end: JobEnd,
   options: { racesPlacement?: boolean } = {},
 ): Promise<EndedJob[]> {
   // A statement that may end a PENDING job can wait on a scheduling pass that holds the job's row, then
@@ -28,15 +41,18 @@ export async function endJobsAndRelease(
   // snapshot from before the pass: the allocation the pass inserted would not be released. In REPEATABLE
   // READ the wait ends in a serialization failure instead, and the retry sees the pass's allocation.
   if (options.racesPlacement) {
-    return inReleasingTransaction(ctx, (_tx, endJobs) => endJobs(jobUpdate), 'repeatable read');
+    return inReleasingTransaction(ctx, (_tx, endJobs) => endJobs(end), 'repeatable read');
   }
-  const rows = await withRetry(() => runEndJobs(ctx.db, jobUpdate));
+  const rows = await withRetry(() => runEndJobs(ctx.db, end));
   await reportReleases(ctx, [rows]);
   return rows.map(endedJob);
 }
 
-/** Ends jobs inside a transaction (`endJobsAndRelease`'s statement on the transaction). */
-export type EndJobs = (jobUpdate: SQL) => Promise<EndedJob[]>;
+/**
+ * Ends jobs inside a transaction (`endJobsAndRelease`'s statement on the transaction). A bare UPDATE is for
+ * a transaction that locked the rows of the workers concerned already.
+ */
+export type EndJobs = (end: JobEnd | SQL) => Promise<EndedJob[]>;
 
 /**
  * Runs `work` in one transaction, retried as a whole on conflicts; `work` ends jobs with `endJobs`, so that
@@ -53,8 +69,8 @@ export async function inReleasingTransaction<T>(
     released = [];
     return ctx.db.transaction(
       (tx) =>
-        work(tx, async (jobUpdate) => {
-          const rows = await runEndJobs(tx, jobUpdate);
+        work(tx, async (end) => {
+          const rows = await runEndJobs(tx, end);
           released.push(rows);
           return rows.map(endedJob);
         }),
@@ -98,10 +114,17 @@ interface EndRow {
   released_cpus: string | number;
 }
 
-function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
+function runEndJobs(db: Database, end: JobEnd | SQL): Promise<EndRow[]> {
+  const { update, workers } = end instanceof SQL ? { update: end, workers: undefined } : end;
+  // The main query's one-time filter reads `locked` before it reads the first ended job: the workers' rows
+  // are locked (in id order) before the jobs update locks any job.
+  const lockWorkersFirst = workers
+    ? sql`locked AS (SELECT id FROM workers WHERE id IN (${workers}) ORDER BY id FOR NO KEY UPDATE),`
+    : sql``;
+  const afterLocking = workers ? sql`WHERE (SELECT count(*) FROM locked) >= 0` : sql``;
   return query<EndRow>(
     db,
-    sql`WITH ended AS (${jobUpdate}),
+    sql`WITH ${lockWorkersFirst} ended AS (${update}),
         r AS (
           UPDATE resource_allocations SET released = true, released_time = now()
           WHERE job_id IN (SELECT id FROM ended) AND released = false
@@ -114,9 +137,7 @@ function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
           RETURNING 1
         ),
         c AS (
-          -- Referencing w makes the workers' rows lock before this row: the lock order of every write path
-          -- is jobs, resource_allocations, workers, cluster_state (a scheduling pass takes workers first and
-          -- cluster_state last, so the two never wait on each other in a cycle).
+          -- Referencing w makes the workers' rows lock before this row (see JobEnd for the lock order).
           UPDATE cluster_state
           SET allocated_cpus = allocated_cpus - (SELECT coalesce(sum(n), 0) FROM per_worker),
               allocation_version = allocation_version + 1
@@ -126,7 +147,7 @@ function runEndJobs(db: Database, jobUpdate: SQL): Promise<EndRow[]> {
         SELECT ended.id, ended.state, ended.node, ended.attempt, ended.exit_code,
                (SELECT allocation_version FROM c) AS version,
                (SELECT coalesce(sum(n), 0) FROM per_worker) AS released_cpus
-        FROM ended`,
+        FROM ended ${afterLocking}`,
   );
 }
 

@@ -571,10 +571,13 @@ export async function cancelJob(ctx: Context, id: number, caller: Principal = AN
   if (!seesAllJobs(caller)) await getJob(ctx.db, id, caller); // 404 for another owner's job
   const ended = await endJobsAndRelease(
     ctx,
-    sql`UPDATE jobs SET state = 'CANCELLED', end_time = now(), reason = 'cancelled by user',
+    {
+      update: sql`UPDATE jobs SET state = 'CANCELLED', end_time = now(), reason = 'cancelled by user',
           exit_code = CASE WHEN state = 'RUNNING' THEN '0:15' ELSE NULL END
         WHERE id = ${id} AND ${mine} AND (state = 'PENDING' OR (state = 'RUNNING' AND start_time IS NULL))
         RETURNING id, state, node, attempt, exit_code`,
+      workers: sql`SELECT node FROM jobs WHERE id = ${id}`,
+    },
     { racesPlacement: true },
   );
   if (ended.length === 0) {

@@ -88,14 +88,15 @@ export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
  */
 export async function endOverdueJobs(ctx: Context): Promise<number> {
   const grace = Math.max(60, 2 * ctx.config.workerTtlSeconds);
-  const ended = await endJobsAndRelease(
-    ctx,
-    sql`UPDATE jobs SET state = 'TIMEOUT', end_time = now(), exit_code = '0:0', cancel_requested = true,
+  const overdue = sql`state = 'RUNNING' AND time_limit_s IS NOT NULL AND start_time IS NOT NULL
+    AND start_time < now() - make_interval(secs => time_limit_s + ${grace})`;
+  const ended = await endJobsAndRelease(ctx, {
+    update: sql`UPDATE jobs SET state = 'TIMEOUT', end_time = now(), exit_code = '0:0', cancel_requested = true,
           reason = 'time limit exceeded and its agent did not end the job'
-        WHERE state = 'RUNNING' AND time_limit_s IS NOT NULL AND start_time IS NOT NULL
-          AND start_time < now() - make_interval(secs => time_limit_s + ${grace})
+        WHERE ${overdue}
         RETURNING id, state, node, attempt, exit_code`,
-  );
+    workers: sql`SELECT node FROM jobs WHERE ${overdue}`,
+  });
   for (const job of ended) {
     ctx.logger.warn(
       `Job ${job.id} ended as TIMEOUT by the server: its agent (${job.node}) did not report it`,
@@ -115,18 +116,19 @@ export async function endOverdueJobs(ctx: Context): Promise<number> {
  */
 export async function endUnstartedJobs(ctx: Context): Promise<number> {
   const deadline = ctx.config.startDeadlineSeconds;
-  const ended = await endJobsAndRelease(
-    ctx,
-    sql`UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'FAILED' END,
+  const unstarted = sql`state = 'RUNNING' AND start_time IS NULL
+    AND EXISTS (SELECT 1 FROM resource_allocations a WHERE a.job_id = jobs.id AND NOT a.released
+                  AND a.allocation_time < now() - make_interval(secs => ${deadline}))
+    AND EXISTS (SELECT 1 FROM maintenance_state m WHERE m.id = 1
+                  AND m.reaper_resumed_at < now() - make_interval(secs => ${deadline}))`;
+  const ended = await endJobsAndRelease(ctx, {
+    update: sql`UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'FAILED' END,
           end_time = now(), exit_code = '0:0',
           reason = 'never started: its agent did not report it started within ' || ${deadline}::text || ' s of its placement'
-        WHERE state = 'RUNNING' AND start_time IS NULL
-          AND EXISTS (SELECT 1 FROM resource_allocations a WHERE a.job_id = jobs.id AND NOT a.released
-                        AND a.allocation_time < now() - make_interval(secs => ${deadline}))
-          AND EXISTS (SELECT 1 FROM maintenance_state m WHERE m.id = 1
-                        AND m.reaper_resumed_at < now() - make_interval(secs => ${deadline}))
+        WHERE ${unstarted}
         RETURNING id, state, node, attempt, exit_code`,
-  );
+    workers: sql`SELECT node FROM jobs WHERE ${unstarted}`,
+  });
   for (const job of ended) {
     ctx.logger.warn(
       `Job ${job.id} ended as ${job.state} by the server: its agent (${job.node}) never started it`,

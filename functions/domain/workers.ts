@@ -19,7 +19,7 @@ import { type ConductorError, conflict, forbidden, notFound } from './errors.ts'
 import { OUTPUT_KEEP_CHARS } from './jobs.ts';
 import { warnRegistryDown } from './liveness.ts';
 import type { WorkerEntry } from './ports.ts';
-import { pgArray, query, queryOne } from './sql.ts';
+import { pgArray, query, queryOne, withRetry } from './sql.ts';
 
 /** `2025-11-11T10:00:00`: the registry's timestamp form (UTC). */
 export function registryTime(value: Date | string): string {
@@ -214,16 +214,16 @@ export async function heartbeatWorker(
 ): Promise<HeartbeatResponse> {
   // An agent may start draining itself; only an operator undrains (POST /api/v1/workers/:id/undrain).
   const draining = input.status === 'draining';
-  const row = await queryOne<{
-    last_heartbeat: Date | string;
-    status: WorkerStatus;
-    cancel: JobRef[] | string;
-  }>(
-    ctx.db,
-    sql`UPDATE workers SET last_heartbeat = now(),
-          status = CASE WHEN ${draining}::boolean THEN 'draining' ELSE status END
-        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
-        RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
+  // One row, yet it can be the victim of another pair's deadlock: the first in line for a row holds its
+  // tuple lock while it waits, and the next waiter waits on it.
+  const row = await withRetry(() =>
+    queryOne<{ last_heartbeat: Date | string; status: WorkerStatus; cancel: JobRef[] | string }>(
+      ctx.db,
+      sql`UPDATE workers SET last_heartbeat = now(),
+            status = CASE WHEN ${draining}::boolean THEN 'draining' ELSE status END
+          WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
+          RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
+    ),
   );
   if (!row) throw await sessionError(ctx, input, caller);
   ctx.metrics.heartbeats++;
@@ -543,15 +543,15 @@ async function endLostReport(
   caller: Principal,
 ): Promise<EndedJob | undefined> {
   const reason = `node lost: its agent stopped the job${input.message ? `: ${input.message}` : ''}`;
-  const [ended] = await endJobsAndRelease(
-    ctx,
-    loseJobs(
+  const [ended] = await endJobsAndRelease(ctx, {
+    update: loseJobs(
       sql`id = ${jobId} AND node = ${input.worker_id} AND attempt = ${input.attempt}
           AND ${reporterIsCaller(input.worker_id, caller)}`,
       reason,
       ctx.config,
     ),
-  );
+    workers: sql`SELECT ${input.worker_id}::text`,
+  });
   if (ended) ctx.logger.warn(`Job ${jobId} ended by its agent as lost: ${reason}`, { state: ended.state });
   return ended;
 }
@@ -562,9 +562,9 @@ async function endReportedJobs(
 ): Promise<Map<number, EndedJob>> {
   const column = <T extends string | number>(pick: (r: Report<FinishRequest>) => T) =>
     pgArray(reports.map(pick));
-  const ended = await endJobsAndRelease(
-    ctx,
-    sql`UPDATE jobs SET
+  const ended = await endJobsAndRelease(ctx, {
+    workers: sql`SELECT unnest(${column((r) => r.input.worker_id)}::text[])`,
+    update: sql`UPDATE jobs SET
           state = CASE
             WHEN r.outcome = 'cancelled' THEN 'CANCELLED'
             WHEN r.outcome = 'timeout' THEN 'TIMEOUT'
@@ -580,7 +580,7 @@ async function endReportedJobs(
         WHERE jobs.id = r.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt AND jobs.state = 'RUNNING'
           AND ${reporterMatches}
         RETURNING jobs.id, jobs.state, jobs.node, jobs.attempt, jobs.exit_code`,
-  );
+  });
   return new Map(ended.map((e) => [e.id, e]));
 }
 

@@ -1,14 +1,14 @@
 import { sql } from 'drizzle-orm';
-import { PgDialect } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../functions/app.ts';
+import { ConductorError } from '../../functions/domain/errors.ts';
 import { getJob, submitJob } from '../../functions/domain/jobs.ts';
-import type { Database } from '../../functions/domain/ports.ts';
 import { reapLostWorkers } from '../../functions/domain/reaper.ts';
 import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
-import { queryOne } from '../../functions/domain/sql.ts';
+import { pgErrorCode, queryOne } from '../../functions/domain/sql.ts';
 import {
   claimAssignments,
+  finishAssignment,
   heartbeatWorker,
   registerWorker,
   reportStarted,
@@ -16,49 +16,10 @@ import {
   unregisterWorker,
 } from '../../functions/domain/workers.ts';
 import { availableBackends, type Backend, testConfig, testContext } from '../support/cluster.ts';
+import { hookedDb } from '../support/hooked-db.ts';
 import { checkInvariants } from '../support/invariants.ts';
 
 const backends = await availableBackends();
-const dialect = new PgDialect();
-
-/** The text of a drizzle statement, to recognise it. */
-const statementText = (statement: unknown) =>
-  dialect.sqlToQuery(statement as Parameters<PgDialect['sqlToQuery']>[0]).sql;
-
-/**
- * `db`, also inside its transactions, with a hook around every statement: `before` may throw (a failure
- * injected before the statement runs) and `after` may wait (the caller pauses right after that statement).
- */
-function hookedDb(
-  db: Database,
-  hooks: { before?: (text: string) => void; after?: (text: string) => Promise<void> },
-): Database {
-  const wrap = (target: Database): Database =>
-    new Proxy(target, {
-      get(t, property) {
-        if (property === 'execute') {
-          return async (statement: unknown) => {
-            const text = statementText(statement);
-            hooks.before?.(text);
-            const result = await (t.execute as (s: unknown) => Promise<unknown>)(statement);
-            await hooks.after?.(text);
-            return result;
-          };
-        }
-        if (property === 'transaction') {
-          return (work: (tx: Database) => Promise<unknown>, config?: unknown) =>
-            (t.transaction as (w: unknown, c?: unknown) => Promise<unknown>)(
-              (tx: Database) => work(wrap(tx)),
-              config,
-            );
-        }
-        const value = Reflect.get(t, property);
-        return typeof value === 'function' ? value.bind(t) : value;
-      },
-    });
-  return wrap(db);
-}
-
 /** A Postgres serialization failure (40001) or deadlock (40P01), as node-postgres reports one. */
 function conflictError(code = '40001'): Error {
   return Object.assign(new Error(`conflict ${code}`), { code });
@@ -212,6 +173,90 @@ describe.each(backends)('worker liveness on $name', (factory) => {
     expect(beat.cancel).toEqual([]);
     await checkInvariants(backend.db.db, backend.registry);
   });
+
+  it.runIf(factory.name !== 'pglite+memory')(
+    'a report ending a job waits for its worker behind the reaper holding it, without a deadlock (lock order: workers, then jobs)',
+    { timeout: 60_000 },
+    async () => {
+      await retireWorkers();
+      const { ctx, settle } = testContext(backend);
+      const reg = await registerWorker(ctx, { worker_id: 'order-w', hostname: 'h', cpus: 4, running: [] });
+      const job = await submitJob(ctx, { script: 'sleep 600', cpus: 2 });
+      await settle();
+      await runSchedulingPass(ctx);
+      const claim = await claimAssignments(ctx, { worker_id: 'order-w', session: reg.session, wait_s: 0 });
+      const assignment = claim.jobs.find((j) => j.job_id === job.id)!;
+      await reportStarted(ctx, job.id, { worker_id: 'order-w', attempt: assignment.attempt });
+      await silence('order-w');
+
+      const deadlocks: string[] = [];
+      const failed = (text: string, error: unknown) => {
+        if (pgErrorCode(error) === '40P01') deadlocks.push(text.slice(0, 60));
+      };
+      // The reaper pauses holding the worker's row, before it ends the worker's jobs.
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let paused!: () => void;
+      const atGate = new Promise<void>((resolve) => {
+        paused = resolve;
+      });
+      let passedGate = false;
+      const reaper = testContext(backend);
+      const reaperDb = hookedDb(backend.db.db, {
+        failed,
+        async after(text) {
+          if (!passedGate && /update "?workers"? set "?status"? = 'down'/i.test(text)) {
+            passedGate = true;
+            paused();
+            await gate;
+          }
+        },
+      });
+      const reaping = reapLostWorkers({ ...reaper.ctx, db: reaperDb });
+      await atGate;
+      // Meanwhile the agent reports the job ended: the report waits for the worker's row.
+      const reporter = testContext(backend);
+      const reporting = finishAssignment(
+        { ...reporter.ctx, db: hookedDb(backend.db.db, { failed }) },
+        job.id,
+        {
+          worker_id: 'order-w',
+          attempt: assignment.attempt,
+          exit_code: '0:0',
+          outcome: 'exited',
+        },
+      ).then(
+        () => 'accepted',
+        (error: unknown) => (error instanceof ConductorError ? error.code : String(error)),
+      );
+      for (let waited = 0; ; waited += 20) {
+        const waiting = await queryOne<{ n: number }>(
+          backend.db.db,
+          sql`SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        );
+        if (Number(waiting?.n) > 0) break;
+        expect(waited, 'the report waits for a lock the paused reaper holds').toBeLessThan(10_000);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // The reaper goes on to end the worker's job: it must not find that job's row held by the report.
+      release();
+      const reaped = await reaping;
+      const answer = await reporting;
+      await reaper.settle();
+      await reporter.settle();
+      await settle();
+
+      expect(deadlocks, 'statements Postgres aborted as deadlocked').toEqual([]);
+      expect(reaped.lostWorkers).toEqual(['order-w']);
+      // The reaper came first: the job is the lost node's, and the late report is stale.
+      expect((await jobRow(job.id))?.state).toBe('NODE_FAIL');
+      expect(answer).toBe('stale_assignment');
+      await checkInvariants(backend.db.db, backend.registry);
+    },
+  );
 
   it('re-registration requeues an assignment that was claimed but never started (it never ran)', async () => {
     await retireWorkers();

@@ -13,9 +13,10 @@ import { syncAllocationCache } from '../../functions/domain/cache.ts';
 import type { Context } from '../../functions/domain/context.ts';
 import { ConductorError } from '../../functions/domain/errors.ts';
 import { cancelJob, submitJobsBatch } from '../../functions/domain/jobs.ts';
+import type { Database } from '../../functions/domain/ports.ts';
 import { endOverdueJobs, reapLostWorkers } from '../../functions/domain/reaper.ts';
 import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
-import { query } from '../../functions/domain/sql.ts';
+import { pgErrorCode, query } from '../../functions/domain/sql.ts';
 import {
   claimAssignments,
   finishAssignment,
@@ -26,6 +27,7 @@ import {
 } from '../../functions/domain/workers.ts';
 import { prng } from '../registry/contract.ts';
 import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
+import { hookedDb } from '../support/hooked-db.ts';
 import { checkInvariants } from '../support/invariants.ts';
 
 const backends = await availableBackends();
@@ -58,7 +60,16 @@ describe.each(backends)('stress on $name', (factory) => {
   }, async () => {
     const random = prng(20261206);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-    const a = testContext(backend);
+    // Every statement either control plane runs is watched for deadlocks: the lock order (workers, jobs,
+    // allocations, cluster_state) allows none, retried or not.
+    const deadlocks: string[] = [];
+    const watched = (db: Database) =>
+      hookedDb(db, {
+        failed(text, error) {
+          if (pgErrorCode(error) === '40P01') deadlocks.push(text.replace(/\s+/g, ' ').slice(0, 120));
+        },
+      });
+    const a = testContext({ ...backend, db: { ...backend.db, db: watched(backend.db.db) } });
     // The second control plane has its own connections where the backend can (PGlite is one connection).
     let bDb = backend.db.db;
     if (backend.db.kind === 'postgres' && backend.db.url) {
@@ -66,7 +77,7 @@ describe.each(backends)('stress on $name', (factory) => {
       secondPool = pool;
       bDb = pool.db;
     }
-    const b = testContext({ ...backend, db: { ...backend.db, db: bDb } });
+    const b = testContext({ ...backend, db: { ...backend.db, db: watched(bDb) } });
     const either = (): Context => (random() < 0.5 ? a.ctx : b.ctx);
     await backend.db.db.execute(
       sql`UPDATE maintenance_state SET reaper_seen_at = now(), reaper_resumed_at = now() - interval '1 hour'`,
@@ -235,6 +246,7 @@ describe.each(backends)('stress on $name', (factory) => {
     await b.settle();
 
     expect(unexpected, 'errors other than the answers racing work is given on purpose').toEqual([]);
+    expect(deadlocks, 'statements Postgres aborted as deadlocked').toEqual([]);
     expect(stats.passes).toBe(60);
     expect(stats.finished + stats.cancelled).toBeGreaterThan(0);
     const elsewhere = await query<{ id: string | number }>(
