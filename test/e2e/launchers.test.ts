@@ -102,7 +102,7 @@ describe('npm start', () => {
     await allGone(tree, 'the server and its agent');
     await expect(fetch(`${url}/api/v1/health`)).rejects.toThrow();
     expect(launched.output()).toMatch(/npm \(pid \d+\) is gone, shutting down/);
-    expect(launched.has('Worker unregistered: kill-node')).toBe(true);
+    expect(launched.has('Worker unregistered: kill-node'), launched.output()).toBe(true);
   });
 });
 
@@ -167,7 +167,7 @@ describe('the agent launched by npm', () => {
       process.kill(launched.pid, signal);
       await launched.exited;
       await allGone(tree, 'the agent');
-      expect(launched.has(`Worker unregistered: ${name}`)).toBe(true);
+      expect(launched.has(`Worker unregistered: ${name}`), launched.output()).toBe(true);
     });
   }
 });
