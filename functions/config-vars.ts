@@ -32,3 +32,93 @@ export const priorityCeiling = z.coerce
 
 /** A number of live-log followers: a whole number, 0 (no limit) or more. */
 export const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+
+/**
+ * What each variable of nodeEnvSchema (functions/node/env.ts) and workerEnvSchema (functions/worker-env.ts)
+ * means, for docs/configuration.md: scripts/docs-config.ts writes the table from these schemas and this map,
+ * and test/docs fails when a variable of either schema is missing here. `default` replaces the default the
+ * schema gives, where a word says more than the value.
+ */
+export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: string }> = {
+  PORT: { description: 'HTTP port' },
+  HOST: {
+    description:
+      'listen address; beyond loopback (anything but 127.0.0.0/8, `::1`, `localhost`) every route but health needs a token, and the server refuses to start before a token exists',
+  },
+  DATABASE_URL: {
+    description:
+      'Postgres, e.g. `postgres://127.0.0.1:5432/conductor` (on Node the database is created if missing and migrations apply at start; on Workers the Neon connection string, a secret)',
+    default: 'Node: none, embedded PGlite; Workers: required',
+  },
+  REDIS_URL: {
+    description:
+      'TCP Redis for the registry and cache (with neither it nor Upstash: an in-process registry, one server only)',
+  },
+  UPSTASH_REDIS_REST_URL: {
+    description:
+      'Upstash REST Redis instead of `REDIS_URL` (set both Upstash variables or neither; on Workers a required secret)',
+  },
+  UPSTASH_REDIS_REST_TOKEN: { description: 'the Upstash REST token that goes with `UPSTASH_REDIS_REST_URL`' },
+  CONDUCTOR_DATA_DIR: { description: "PGlite data and the embedded agent's state" },
+  CONDUCTOR_EMBEDDED_AGENT: { description: '`0` starts the control plane alone, without the local agent' },
+  CONDUCTOR_WORKER_TTL: { description: 'seconds: `worker:<id>` TTL, and how long a silent worker lives' },
+  CONDUCTOR_HEARTBEAT_INTERVAL: { description: 'seconds, told to agents at registration' },
+  CONDUCTOR_SCHEDULE_INTERVAL: {
+    description: 'seconds: scheduling and reaping backstop (on Workers the minute cron instead)',
+  },
+  CONDUCTOR_CACHE_SYNC_INTERVAL: {
+    description: 'seconds: cache sync from Postgres (on Workers the 5-minute cron)',
+  },
+  CONDUCTOR_STATS_INTERVAL: { description: 'seconds: the `Active workers: 2, Total CPUs: 192` log line' },
+  CONDUCTOR_CLAIM_WAIT: { description: "seconds an agent's claim long-poll may wait" },
+  CONDUCTOR_CLAIM_POLL_MS: {
+    description:
+      'milliseconds: how often a waiting claim looks in Postgres for work again (isolates cannot wake each other)',
+  },
+  CONDUCTOR_START_DEADLINE: {
+    description:
+      'seconds: a placed job its agent never reports started ends FAILED (counted from its placement, and from when reaping resumed after an outage)',
+  },
+  LOG_FORMAT: { description: "`json` for one JSON object per line (the embedded agent's lines included)" },
+  CONDUCTOR_SUBMIT_RATE: {
+    description:
+      'submissions per second per token (per webhook; `0`: no limit); in Redis when there is one, else per process',
+  },
+  CONDUCTOR_SUBMIT_BURST: {
+    description:
+      'submissions a token may make at once before the rate applies (a batch of N jobs counts N, so it is also the largest batch)',
+  },
+  CONDUCTOR_LOG_RETENTION_DAYS: {
+    description:
+      "days a finished job's stored output is kept after it ended (`0`: forever); then its logs are a 410 `logs_expired`",
+  },
+  CONDUCTOR_PUBLIC_URL: {
+    description:
+      'the URL(s), comma-separated, browsers use for this server when it is not an IP address or `localhost` (a name in `/etc/hosts`, a proxy in front): on loopback their names are accepted as Host, and their origins may write (see [Security](security.md))',
+  },
+  CONDUCTOR_MAX_REQUEUES: {
+    description:
+      'times a `requeue` job goes back to the queue after losing its node; the next loss ends it NODE_FAIL (`0`: never requeued)',
+  },
+  CONDUCTOR_PRIORITY_CEILING: {
+    description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',
+  },
+  CONDUCTOR_LOG_FOLLOWERS_PER_JOB: {
+    description:
+      'live-log followers (`follow=1`) at once per job, per process (per isolate on Workers); `0`: no limit',
+  },
+  CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: {
+    description: 'live-log followers at once per token, per process (per isolate on Workers); `0`: no limit',
+  },
+  ADMIN_TOKEN: {
+    description:
+      'a secret (at least 32 characters) stored (hashed) as an admin token on first use; revoking it through the API sticks',
+  },
+  NEON_WS_PROXY: {
+    description:
+      'local development only (`npm run dev:edge`): the WebSocket proxy the Neon driver goes through',
+  },
+  NEON_FETCH_ENDPOINT: {
+    description: 'local development only: the SQL-over-HTTP endpoint of the Neon driver',
+  },
+};

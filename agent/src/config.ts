@@ -441,3 +441,103 @@ function parseBool(value: string | undefined, name: string, errors: string[]): b
   errors.push(`${name} must be 1 or 0, got ${JSON.stringify(value)}`);
   return false;
 }
+
+/**
+ * Every environment variable and flag parseAgentArgs reads, for docs/configuration.md (scripts/docs-config.ts
+ * writes the table from it; test/docs fails when config.ts or cli.ts reads a variable or flag missing here).
+ */
+export const AGENT_OPTION_DOCS: readonly {
+  env: string;
+  flag?: string;
+  default: string;
+  description: string;
+}[] = [
+  {
+    env: 'CONDUCTOR_URL',
+    flag: '--url',
+    default: '`http://localhost:8000`',
+    description: 'the control plane',
+  },
+  {
+    env: 'CONDUCTOR_TOKEN',
+    default: 'none',
+    description: 'an agent token, sent as `Authorization: Bearer`; never passed to jobs (environment only)',
+  },
+  {
+    env: 'CONDUCTOR_TOKEN_FILE',
+    default: 'none',
+    description:
+      "instead of `CONDUCTOR_TOKEN`: a file holding it (`/dev/stdin`: standard input), read once at start, so the token is not in the agent's environment (`/proc/<pid>/environ`, which jobs running as the agent's user can read); the local cluster hands its agent the token this way, on a pipe",
+  },
+  {
+    env: 'NODE_NAME',
+    flag: '--node-name',
+    default: 'the hostname',
+    description: 'the worker id, unique per node',
+  },
+  {
+    env: 'TOTAL_CPUS',
+    flag: '--cpus',
+    default: "the machine's CPU count",
+    description: 'CPUs this node offers',
+  },
+  {
+    env: 'CONDUCTOR_HEARTBEAT_INTERVAL',
+    flag: '--heartbeat-interval',
+    default: 'what the server says (30 s)',
+    description: 'seconds between heartbeats',
+  },
+  {
+    env: 'CONDUCTOR_STOP_AFTER_DISCONNECT',
+    flag: '--stop-after-disconnect',
+    default: "the server's TTL (60 s)",
+    description: 'seconds without contact after which running `requeue` jobs are stopped; `0`: never',
+  },
+  {
+    env: 'CONDUCTOR_STATE_DIR',
+    flag: '--state-dir',
+    default: '`$XDG_STATE_HOME/conductor-agent/<NODE_NAME>` (else `~/.local/state/...`)',
+    description: 'job folders, output files, undelivered results (created with mode 0700)',
+  },
+  {
+    env: 'CONDUCTOR_DRAIN',
+    flag: '--drain',
+    default: 'off',
+    description: 'on stop, let running jobs finish first',
+  },
+  {
+    env: 'CONDUCTOR_RUN_AS',
+    flag: '--run-as',
+    default: 'none',
+    description:
+      "run jobs as this user (name or uid), or each owner's jobs as its user (`alice:alice,*:nobody`); the agent must be root",
+  },
+  {
+    env: 'CONDUCTOR_ALLOW_ROOT',
+    default: '`0`',
+    description:
+      '`1`: jobs may run as root (without it an agent running as root refuses to start, unless `CONDUCTOR_RUN_AS` is set)',
+  },
+  {
+    env: 'CONDUCTOR_JOB_ROOT',
+    flag: '--job-root',
+    default: "the job user's home",
+    description: "a job's `work_dir` must be inside it",
+  },
+  { env: 'CONDUCTOR_ALLOW_ANY_WORKDIR', default: '`0`', description: '`1`: `work_dir` may be anywhere' },
+  {
+    env: 'CONDUCTOR_OUTPUT_LIMIT',
+    default: '`64M`',
+    description:
+      "bytes of each output stream of a job kept on the node's disk (the first ones; `K`, `M`, `G` suffixes, at least 1024)",
+  },
+  {
+    env: 'CONDUCTOR_JOB_CONTAINMENT',
+    flag: '--job-containment',
+    default: '`auto`',
+    description:
+      "`cgroup2`, `cgroup1` or `sweep`: how a job's processes are found and killed (`auto`: the first that works)",
+  },
+  { env: 'CONDUCTOR_DEBUG', flag: '--debug', default: 'off', description: 'log more' },
+  { env: 'LOG_FORMAT', default: '`text`', description: '`json`: one JSON object per line' },
+];

@@ -1,9 +1,10 @@
 /**
  * The process a user starts is the one that stops everything: `npm start`, `npm run agent` and
- * `npx conductor-agent`, run exactly as the README says (real npm, from the repository's root). A SIGTERM to
- * npm stops the server, its local agent and whatever else it started; when npm is SIGKILLed (it forwards
- * nothing then), the server and the agents notice that it is gone and stop by themselves. /proc tells what
- * is left running.
+ * `npx conductor-agent`, run exactly as the docs say (real npm, from the repository's root: `npm start` read
+ * from the set-up block of README.md and docs/getting-started.md, `npx conductor-agent` as in
+ * docs/agents.md). A SIGTERM to npm stops the server, its local agent and whatever else it started; when npm
+ * is SIGKILLed (it forwards nothing then), the server and the agents notice that it is gone and stop by
+ * themselves. /proc tells what is left running.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../functions/node/server.ts';
+import { commandsOf } from '../docs/runnable.ts';
 import { eventually } from '../support/agent-process.ts';
 import { availableBackends, type Backend, startTestServer, testConfig } from '../support/cluster.ts';
 import {
@@ -23,6 +25,8 @@ import {
 } from '../support/server-process.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The command that starts the local cluster: the last line of the README's set-up block (`npm start`). */
+const START = commandsOf('readme-setup').at(-1)!.split(' ');
 const root = mkdtempSync(join(tmpdir(), 'conductor-launchers-'));
 const seen: ProcessEntry[] = [];
 
@@ -64,10 +68,17 @@ async function allGone(tree: ProcessEntry[], what: string): Promise<void> {
 }
 
 describe('npm start', () => {
+  it('is what README.md and docs/getting-started.md say to run', () => {
+    expect(START).toEqual(['npm', 'start']);
+    expect(commandsOf('quick-start')).toEqual(commandsOf('readme-setup'));
+    // The installed agent is started as docs/agents.md says (the tests below).
+    expect(commandsOf('agent-install')).toContain('npx conductor-agent');
+  });
+
   async function npmStart(name: string) {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const launched = new LaunchedCommand('npm', ['start'], {
+    const launched = new LaunchedCommand(START[0]!, START.slice(1), {
       CONDUCTOR_DATA_DIR: join(root, name),
       PORT: String(port),
       NODE_NAME: name,

@@ -2,17 +2,18 @@
  * `npx conductor-agent` on a bare node: the agent is packed (`npm pack`), installed from the tarball alone into
  * an empty folder outside the repository (`npm install --offline`: it has no dependencies to fetch), and that
  * installed binary completes a job against a running control plane, on this machine's Node and on the oldest
- * Node it claims (18, a Node binary from the npm registry). These are the README's "Run agents on your nodes"
- * commands.
+ * Node it claims (18, a Node binary from the npm registry). These are the commands of docs/agents.md's
+ * `agent-pack` and `agent-install` blocks (the first test checks that the blocks still say what this file does).
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../functions/node/server.ts';
+import { commandsOf } from '../docs/runnable.ts';
 import { eventually } from '../support/agent-process.ts';
 import { availableBackends, type Backend, startTestServer, testConfig } from '../support/cluster.ts';
 import { installOldestNode, OLDEST_NODE } from '../support/oldest-node.ts';
@@ -64,6 +65,21 @@ describe('conductor-agent from its packed tarball', () => {
   afterAll(async () => {
     await server?.close();
     await backend?.close();
+  });
+
+  it('is built, packed, installed and started as docs/agents.md says', () => {
+    expect(commandsOf('agent-pack')).toEqual(['npm run build:agent', '(cd agent && npm pack)']);
+    const install = commandsOf('agent-install');
+    // The tarball the docs install is the one `npm pack` made (its name carries the version).
+    expect(install[0]).toBe(`npm install --offline ./${basename(tarball)}`);
+    expect(install.filter((l) => l.startsWith('export ')).map((l) => l.split('=')[0])).toEqual([
+      'export CONDUCTOR_URL',
+      'export CONDUCTOR_TOKEN',
+      'export CONDUCTOR_RUN_AS',
+      'export NODE_NAME',
+      'export TOTAL_CPUS',
+    ]);
+    expect(install.slice(-2)).toEqual(['npx conductor-agent --check', 'npx conductor-agent']);
   });
 
   it('is small and has no dependencies', () => {

@@ -4,16 +4,18 @@
  * has no dependencies to fetch, and nothing of the repository's node_modules is on its path), and that
  * installed binary submits a real `#SBATCH` script with --wait against a running control plane (with a real
  * agent) and exits with the job's code, on this machine's Node and on the oldest Node it claims (18, a Node
- * binary from the npm registry). `conductor token` there says where to run it instead.
+ * binary from the npm registry). `conductor token` there says where to run it instead. These are the steps
+ * of docs/submitting-jobs.md's `cli-install` block (the first test checks that it still says so).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../functions/node/server.ts';
+import { commandsOf } from '../docs/runnable.ts';
 import { AgentProcess } from '../support/agent-process.ts';
 import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
 import { installOldestNode, OLDEST_NODE } from '../support/oldest-node.ts';
@@ -35,6 +37,7 @@ interface Run {
 
 describe('conductor-cli from its packed tarball', () => {
   const work = mkdtempSync(join(tmpdir(), 'cli-package-'));
+  let tarballName = '';
   const site = join(work, 'user-site');
   let script = '';
   let backend: Backend;
@@ -65,6 +68,7 @@ describe('conductor-cli from its packed tarball', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const tarball = join(work, (JSON.parse(packed) as { filename: string }[])[0]!.filename);
+    tarballName = basename(tarball);
     sizes.tarball = statSync(tarball).size;
     execFileSync('mkdir', ['-p', site]);
     writeFileSync(join(site, 'package.json'), JSON.stringify({ name: 'user-site', private: true }));
@@ -102,6 +106,14 @@ describe('conductor-cli from its packed tarball', () => {
     await agent?.stop();
     await server?.close();
     await backend?.close();
+  });
+
+  it('is packed, installed and used as docs/submitting-jobs.md says', () => {
+    const steps = commandsOf('cli-install');
+    expect(steps[0]).toBe('(cd cli && npm pack)');
+    // The tarball the docs install is the one `npm pack` made (its name carries the version).
+    expect(steps[1]).toBe(`npm install -g ./${tarballName}`);
+    expect(steps.at(-1)).toBe('conductor submit job.sh --wait');
   });
 
   it('is small, plain JavaScript, and has no dependencies', () => {

@@ -284,7 +284,7 @@ describe('Node entry and CLI', () => {
     });
     await server.ready(90_000);
     const url = server.url;
-    // Started as the README's local walk-through does: no CONDUCTOR_TOKEN, the cluster is open.
+    // Started as docs/getting-started.md's walk-through does: no CONDUCTOR_TOKEN, the cluster is open.
     agent = new AgentProcess('open-node', url, { cpus: 2, env: { CONDUCTOR_HEARTBEAT_INTERVAL: '2' } });
     await agent.waitForLine(/Worker registered: open-node/, 60_000);
     const json = { 'content-type': 'application/json' };
