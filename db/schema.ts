@@ -262,7 +262,7 @@ export const apiTokens = pgTable(
     prefix: text('prefix').notNull(),
     /**
      * Minted by the Node entry for its own embedded agent: does not by itself close the local API (see
-     * README, Security), and is revoked when the next embedded agent gets its own.
+     * docs/security.md), and is revoked when the next embedded agent gets its own.
      */
     internal: boolean('internal').notNull().default(false),
     createdBy: text('created_by').notNull(),

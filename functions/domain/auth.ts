@@ -126,7 +126,7 @@ export async function authenticate({
     if (!required && !(await apiTokensExist(ctx.db))) return ANONYMOUS;
     throw unauthorized(
       'missing_token',
-      'This API needs a token: send "Authorization: Bearer <token>" (create one with `conductor token create`, see the README\'s Security section)',
+      'This API needs a token: send "Authorization: Bearer <token>" (create one with `conductor token create`, see docs/operating.md, Tokens)',
     );
   }
   const hash = await tokenHash(token);

@@ -311,7 +311,7 @@ function signatureClaim(delivery: Delivery): SignatureClaim {
   }
   throw unauthorized(
     'missing_signature',
-    'Webhook deliveries must be signed: X-Hub-Signature-256 (GitHub) or X-Conductor-Signature (see the README)',
+    'Webhook deliveries must be signed: X-Hub-Signature-256 (GitHub) or X-Conductor-Signature (see docs/operating.md, Webhooks)',
   );
 }
 
