@@ -50,11 +50,12 @@ const PAGE = `<!doctype html>
 `;
 
 /**
- * Scripts and styles from this server only; Swagger UI sets inline styles and shows data: images; it fetches
- * the document (and "Try it out" requests) from this server.
+ * Scripts and styles from this server only (no inline ones: test/http/api-docs-browser.test.ts renders the page
+ * under it in Chromium); Swagger UI's stylesheet holds data: images; it fetches the document, and the
+ * requests of "Try it out", from this server.
  */
 const PAGE_CSP =
-  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
   "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const TYPES: Record<string, string> = {
