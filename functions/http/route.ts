@@ -188,6 +188,9 @@ export function declare<
   });
 }
 
+/** Declarations are module constants, and Workers build the app per request: each is turned into a route config once. */
+const declarations = new WeakMap<object, ReturnType<typeof declare>>();
+
 /** Declares the route on `app` (its OpenAPI registry) and registers `handler` behind the input checks. */
 export function mount<
   P extends Schema | undefined,
@@ -198,7 +201,12 @@ export function mount<
   spec: RouteSpec<P, Q, B>,
   handler: (c: HonoContext<AppEnv>, input: Input<P, Q, B>) => Response | Promise<Response>,
 ): void {
-  app.openAPIRegistry.registerPath(declare(spec));
+  let declared = declarations.get(spec);
+  if (!declared) {
+    declared = declare(spec);
+    declarations.set(spec, declared);
+  }
+  app.openAPIRegistry.registerPath(declared);
   const path = spec.path.replaceAll(/\{([^}]+)\}/g, ':$1');
   app.on(spec.method.toUpperCase(), path, (c) => {
     // Path before query, as the handlers always checked them; the body when the handler asks.
