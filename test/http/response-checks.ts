@@ -1,11 +1,12 @@
 /**
  * Every answer an HTTP test gets is checked against what its route declares (functions/routes/*, through the
  * app's OpenAPI registry): the status must be one the route declares, and a JSON body must parse with the
- * zod schema declared for that status. A mismatch throws from `app.request()`/`app.fetch()`, failing the
- * test that made the request. Answers of routes outside the API description (the dashboard's HTML and its
- * /api/v1/ui/* reads, the reference page's files) are not checked; a path no route has must give the error
- * envelope.
+ * zod schema declared for that status, naming no field the schema does not. A mismatch throws from
+ * `app.request()`/`app.fetch()`, failing the test that made the request. Answers of routes outside the API
+ * description (the dashboard's HTML and its /api/v1/ui/* reads, the reference page's files) are not checked;
+ * a path no route has must give the error envelope.
  */
+import { isDeepStrictEqual } from 'node:util';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { z } from 'zod';
 import type { AppEnv } from '../../functions/http/auth.ts';
@@ -99,6 +100,12 @@ async function checkResponse(
   if (!result.success) {
     throw new Error(
       `${where}: the body does not match the declared schema: ${result.error.message}\n${JSON.stringify(body).slice(0, 2000)}`,
+    );
+  }
+  // zod drops fields an object schema does not name: what is left out was answered but not declared.
+  if (!isDeepStrictEqual(result.data, body)) {
+    throw new Error(
+      `${where}: fields not declared by the schema: ${JSON.stringify(body).slice(0, 1000)}\nparsed as ${JSON.stringify(result.data).slice(0, 1000)}`,
     );
   }
   stats.checked++;
