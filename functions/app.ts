@@ -1,7 +1,9 @@
-import { Hono } from 'hono';
+import { OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { compress } from 'hono/compress';
 import type { Context } from './domain/context.ts';
+import { apiDocsRoutes, type SwaggerUiAssets } from './http/api-docs.ts';
+import { mountApiDocument } from './http/api-document.ts';
 import { type AppEnv, authMiddleware } from './http/auth.ts';
 import { createErrorHandler, errorResponse } from './http/errors.ts';
 import { sameOriginGuard } from './http/same-origin.ts';
@@ -15,9 +17,12 @@ import { DASHBOARD_HTML } from './ui/page.ts';
 
 export type { AppEnv };
 
-/** The control plane's HTTP surface: the same app on Node, on Workers and in tests (`app.request()`). */
-export function createApp(ctx: Context) {
-  const app = new Hono<AppEnv>();
+/**
+ * The control plane's HTTP surface: the same app on Node, on Workers and in tests (`app.request()`). The entry
+ * gives it Swagger UI's files for /api/docs (without them the page's script and stylesheet are 404s).
+ */
+export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets } = {}) {
+  const app = new OpenAPIHono<AppEnv>();
   app.use(async (c, next) => {
     const given = c.req.header('x-request-id');
     c.set('requestId', given && /^[\x21-\x7e]{1,200}$/.test(given) ? given : crypto.randomUUID());
@@ -52,9 +57,8 @@ export function createApp(ctx: Context) {
   app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
   app.route('/', opsRoutes(ctx));
-  app.get('/', (c) =>
-    c.json({ name: 'conductor', api: '/api/v1', dashboard: '/api/v1/dashboard', health: '/api/v1/health' }),
-  );
+  app.route('/', apiDocsRoutes(options.swaggerUi));
+  mountApiDocument(app);
   app.notFound((c) => errorResponse(c, 404, 'not_found', `No route for ${c.req.method} ${c.req.path}`));
   app.onError(createErrorHandler(ctx.logger));
   return app;

@@ -14,6 +14,7 @@ import { pruneSubmissionKeys } from './domain/jobs.ts';
 import { runBackstop } from './domain/maintenance.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
 import type { ConductorConfig, RateLimiter, RegistryStore, WorkNotifier } from './domain/ports.ts';
+import { workerSwaggerUiAssets } from './http/api-docs-worker.ts';
 import { createConsoleLogger } from './logger.ts';
 import { RedisRateLimiter } from './registry/rate-limiter.ts';
 import { RedisRegistryStore } from './registry/redis-store.ts';
@@ -121,7 +122,11 @@ export default {
       throw error;
     }
     try {
-      return await createApp(invocation.ctx).fetch(request, bindings, execution);
+      return await createApp(invocation.ctx, { swaggerUi: workerSwaggerUiAssets }).fetch(
+        request,
+        bindings,
+        execution,
+      );
     } finally {
       execution.waitUntil(invocation.finish());
     }

@@ -83,6 +83,9 @@ async function buildBundles() {
       splitting: true,
       packages: undefined,
       external: SERVER_EXTERNAL,
+      // It has no `exports`, and Node's resolution takes its `main` (CommonJS, which requires zod): its ESM
+      // build instead, which imports the zod the rest of the bundle has.
+      alias: { '@asteasolutions/zod-to-openapi': '@asteasolutions/zod-to-openapi/dist/index.mjs' },
     }),
     build({ ...options, entryPoints: { agent: BUNDLES.agent } }),
   ]);

@@ -18,6 +18,7 @@ const RULES: [method: string, path: RegExp, need: Need, what: string][] = [
   ['GET', /^\/api\/v1\/health$/, 'public', 'read health'],
   ['GET', /^\/api\/v1\/openapi\.json$/, 'public', 'read the API description'],
   ['GET', /^\/api\/docs$/, 'public', 'read the API reference'],
+  ['GET', /^\/api\/docs\/assets\/[^/]+$/, 'public', 'read the API reference'],
   ['GET', /^\/metrics$/, 'admin', 'read metrics'],
   ['POST', /^\/api\/v1\/webhooks\/[^/]+$/, 'signed', 'deliver a webhook'],
   ['*', /^\/api\/v1\/agents(\/|$)/, 'agent', 'make agent calls'],

@@ -7,6 +7,7 @@ import { logClusterStats } from '../domain/dashboard.ts';
 import { pruneSubmissionKeys } from '../domain/jobs.ts';
 import { runBackstop } from '../domain/maintenance.ts';
 import type { Ports } from '../domain/ports.ts';
+import { nodeSwaggerUiAssets } from '../http/api-docs-node.ts';
 
 export interface RunningServer {
   url: string;
@@ -37,7 +38,7 @@ export async function startServer(
       pending.add(tracked);
     },
   });
-  const app = createApp(ctx);
+  const app = createApp(ctx, { swaggerUi: nodeSwaggerUiAssets });
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, () => resolve(s));

@@ -1,4 +1,5 @@
-import { Hono, type Context as HonoContext } from 'hono';
+import { OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context as HonoContext } from 'hono';
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming';
 import type { Context } from '../domain/context.ts';
 import { sha256Hex } from '../domain/crypto.ts';
@@ -22,6 +23,7 @@ import {
   listJobsInput,
   type SubmitJobInput,
   submitBatchEnvelope,
+  submitBatchInput,
   submitJobInput,
   submitJobOnce,
   submitJobsBatch,
@@ -29,172 +31,351 @@ import {
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
-import { issueMessage, parseBody, parseInput } from '../http/validate.ts';
+import { jobBatchSchema, jobListSchema, jobSchema, logsSchema } from '../http/responses.ts';
+import { mount, type RouteSpec } from '../http/route.ts';
+import { issueMessage, parseBody } from '../http/validate.ts';
 
 export function jobRoutes(ctx: Context) {
-  const jobId = (params: Record<string, string>) => parseInput(jobIdParam, params, 'path').id;
-  return new Hono<AppEnv>()
-    .post('/submit', async (c) => {
-      const caller = c.get('principal');
-      const idempotencyKey = idempotencyKeyHeader(c.req.header('idempotency-key'));
-      const scope = submitterScope(caller);
-      await limitSubmissions(ctx, scope);
-      const input = await parseBody(c, submitJobInput);
-      const { job, duplicate } = await submitJobOnce(ctx, input, {
-        caller,
-        ...(idempotencyKey === undefined
-          ? {}
-          : {
-              keys: [
-                { scope, key: idempotencyKey, ttlSeconds: IDEMPOTENCY_TTL_SECONDS, label: 'Idempotency-Key' },
-              ],
-              requestHash: await sha256Hex(canonicalJson(input)),
-              audit: { idempotency_key: idempotencyKey },
-            }),
+  const app = new OpenAPIHono<AppEnv>();
+  mount(app, submitJob, async (c, { body }) => {
+    const caller = c.get('principal');
+    const idempotencyKey = idempotencyKeyHeader(c.req.header('idempotency-key'));
+    const scope = submitterScope(caller);
+    await limitSubmissions(ctx, scope);
+    const input = await body();
+    const { job, duplicate } = await submitJobOnce(ctx, input, {
+      caller,
+      ...(idempotencyKey === undefined
+        ? {}
+        : {
+            keys: [
+              { scope, key: idempotencyKey, ttlSeconds: IDEMPOTENCY_TTL_SECONDS, label: 'Idempotency-Key' },
+            ],
+            requestHash: await sha256Hex(canonicalJson(input)),
+            audit: { idempotency_key: idempotencyKey },
+          }),
+    });
+    if (duplicate) c.header('Idempotent-Replayed', 'true');
+    return c.json(job, 201);
+  });
+  mount(app, submitBatch, async (c) => {
+    const caller = c.get('principal');
+    const idempotencyKey = idempotencyKeyHeader(c.req.header('idempotency-key'));
+    // The whole batch is checked before anything is counted or stored: one bad job refuses all of them.
+    const envelope = await parseBatchBody(c);
+    const inputs = parseBatchJobs(envelope.jobs);
+    const scope = submitterScope(caller);
+    await limitSubmissions(ctx, scope, inputs.length);
+    const { jobs, duplicate } = await submitJobsBatch(ctx, inputs, {
+      caller,
+      ...(idempotencyKey === undefined
+        ? {}
+        : {
+            idempotency: {
+              scope,
+              key: idempotencyKey,
+              requestHash: await sha256Hex(canonicalJson({ batch: inputs })),
+            },
+          }),
+    });
+    if (duplicate) c.header('Idempotent-Replayed', 'true');
+    return c.json({ jobs }, 201);
+  });
+  mount(app, listJobsRoute, async (c, { query }) =>
+    c.json(await listJobs(ctx.db, query, c.get('principal'))),
+  );
+  mount(app, getJobRoute, async (c, { params }) =>
+    c.json(await getJob(ctx.db, params.id, c.get('principal'))),
+  );
+  mount(app, cancelJobRoute, async (c, { params }) =>
+    c.json(await cancelJob(ctx, params.id, c.get('principal'))),
+  );
+  mount(app, jobLogs, async (c, { params, query: options }) => {
+    const { id } = params;
+    const principal = c.get('principal');
+    const retentionDays = ctx.config.logRetentionDays;
+    if (!options.follow) {
+      const output = await readOutput(ctx.db, id, principal, retentionDays);
+      return c.json({
+        job_id: id,
+        state: output.state,
+        stdout: streamView(output.streams.stdout, options.tail),
+        stderr: streamView(output.streams.stderr, options.tail),
       });
-      if (duplicate) c.header('Idempotent-Replayed', 'true');
-      return c.json(job, 201);
-    })
-    .post('/batch', async (c) => {
-      const caller = c.get('principal');
-      const idempotencyKey = idempotencyKeyHeader(c.req.header('idempotency-key'));
-      // The whole batch is checked before anything is counted or stored: one bad job refuses all of them.
-      const envelope = await parseBatchBody(c);
-      const inputs = parseBatchJobs(envelope.jobs);
-      const scope = submitterScope(caller);
-      await limitSubmissions(ctx, scope, inputs.length);
-      const { jobs, duplicate } = await submitJobsBatch(ctx, inputs, {
-        caller,
-        ...(idempotencyKey === undefined
-          ? {}
-          : {
-              idempotency: {
-                scope,
-                key: idempotencyKey,
-                requestHash: await sha256Hex(canonicalJson({ batch: inputs })),
-              },
-            }),
-      });
-      if (duplicate) c.header('Idempotent-Replayed', 'true');
-      return c.json({ jobs }, 201);
-    })
-    .get('/', async (c) =>
-      c.json(await listJobs(ctx.db, parseInput(listJobsInput, c.req.query(), 'query'), c.get('principal'))),
-    )
-    .get('/:id', async (c) => c.json(await getJob(ctx.db, jobId(c.req.param()), c.get('principal'))))
-    .post('/:id/cancel', async (c) => c.json(await cancelJob(ctx, jobId(c.req.param()), c.get('principal'))))
-    .get('/:id/logs', async (c) => {
-      const id = jobId(c.req.param());
-      const options = parseInput(logsQuery, c.req.query(), 'query');
-      const principal = c.get('principal');
-      const retentionDays = ctx.config.logRetentionDays;
-      if (!options.follow) {
-        const output = await readOutput(ctx.db, id, principal, retentionDays);
-        return c.json({
-          job_id: id,
-          state: output.state,
-          stdout: streamView(output.streams.stdout, options.tail),
-          stderr: streamView(output.streams.stderr, options.tail),
-        });
-      }
-      // A reconnecting client (EventSource does it by itself) says where it got to: the id of the last event.
-      const resumeFrom = parseLastEventId(c.req.header('last-event-id'));
-      // Checked before the stream starts, so that a missing job is a plain 404 (and expired output a 410).
-      const first = await readOutputProgress(ctx.db, id, principal, retentionDays);
-      const releaseFollower = followers.enter(id, principal.tokenId, ctx.config);
-      // The stream outlives the handler: as deferred work, so that the Workers entry keeps its database
-      // connection open until the stream ends (and the Node server's close waits for it).
-      let streamDone = () => {};
-      ctx.defer(
-        new Promise<void>((resolve) => {
-          streamDone = resolve;
-        }),
-      );
-      return streamSSE(c, async (stream) => {
-        try {
-          await followOutput(stream, first);
-        } finally {
-          releaseFollower();
-          streamDone();
-        }
-      });
-
-      async function followOutput(
-        stream: SSEStreamingApi,
-        first: Awaited<ReturnType<typeof readOutputProgress>>,
-      ) {
-        let aborted = false;
-        stream.onAbort(() => {
-          aborted = true;
-        });
-        const gone = () => aborted || c.req.raw.signal.aborted;
-        const keepAliveMs =
-          ctx.config.logKeepAliveMs > 0 ? ctx.config.logKeepAliveMs : Number.POSITIVE_INFINITY;
-        let lastSent = Date.now();
-        const offsets: Record<StreamName, number> = { stdout: 0, stderr: 0 };
-        // Output belongs to an attempt: a job run again (requeued) starts its streams from zero.
-        let attempt = first.attempt;
-        if (resumeFrom) {
-          if (resumeFrom.attempt === undefined || resumeFrom.attempt === attempt) {
-            offsets.stdout = resumeFrom.stdout;
-            offsets.stderr = resumeFrom.stderr;
-          } else {
-            await stream.writeSSE({ event: 'attempt', data: JSON.stringify({ attempt }) });
-          }
-        } else if (options.tail !== undefined) {
-          // With tail=N a follower starts N bytes before the end of what is stored.
-          for (const name of ['stdout', 'stderr'] as const) {
-            offsets[name] = Math.max(0, first.streams[name].bytes - options.tail);
-          }
-        }
-        // Every event's id is where the follower then is: `<attempt>:<stdout bytes>-<stderr bytes>`.
-        const eventId = () => `${attempt}:${offsets.stdout}-${offsets.stderr}`;
-        let snapshot = first;
-        for (;;) {
-          if (snapshot.attempt !== attempt) {
-            attempt = snapshot.attempt;
-            offsets.stdout = 0;
-            offsets.stderr = 0;
-            await stream.writeSSE({ event: 'attempt', data: JSON.stringify({ attempt }), id: eventId() });
-            lastSent = Date.now();
-          }
-          for (const name of ['stdout', 'stderr'] as const) {
-            // Only a stream that grew is read, and only its newest chunks.
-            if (snapshot.streams[name].bytes <= offsets[name]) continue;
-            const since = await readOutputSince(ctx.db, id, attempt, name, offsets[name]);
-            if (!since) continue;
-            const text = newSince(since, offsets[name]);
-            offsets[name] = Math.max(offsets[name], since.bytes);
-            if (text !== '') {
-              const data = options.encoding === 'json' ? JSON.stringify(text) : text;
-              await stream.writeSSE({ event: name, data, id: eventId() });
-              lastSent = Date.now();
-            }
-          }
-          if (snapshot.finished) {
-            await stream.writeSSE({
-              event: 'end',
-              data: JSON.stringify({ state: snapshot.state, exit_code: snapshot.exit_code }),
-              id: eventId(),
-            });
-            return;
-          }
-          // Wait for the next poll; a silent stream gets a comment line now and then, so that proxies and
-          // clients do not take it for a dead connection.
-          const pollAt = Date.now() + LOG_POLL_MS;
-          while (Date.now() < pollAt) {
-            await stream.sleep(Math.max(1, Math.min(pollAt, lastSent + keepAliveMs) - Date.now()));
-            if (gone()) return;
-            if (Date.now() - lastSent >= keepAliveMs) {
-              await stream.write(': keep-alive\n\n');
-              lastSent = Date.now();
-            }
-          }
-          snapshot = await readOutputProgress(ctx.db, id, principal);
-        }
+    }
+    // A reconnecting client (EventSource does it by itself) says where it got to: the id of the last event.
+    const resumeFrom = parseLastEventId(c.req.header('last-event-id'));
+    // Checked before the stream starts, so that a missing job is a plain 404 (and expired output a 410).
+    const first = await readOutputProgress(ctx.db, id, principal, retentionDays);
+    const releaseFollower = followers.enter(id, principal.tokenId, ctx.config);
+    // The stream outlives the handler: as deferred work, so that the Workers entry keeps its database
+    // connection open until the stream ends (and the Node server's close waits for it).
+    let streamDone = () => {};
+    ctx.defer(
+      new Promise<void>((resolve) => {
+        streamDone = resolve;
+      }),
+    );
+    return streamSSE(c, async (stream) => {
+      try {
+        await followOutput(stream, first);
+      } finally {
+        releaseFollower();
+        streamDone();
       }
     });
+
+    async function followOutput(
+      stream: SSEStreamingApi,
+      first: Awaited<ReturnType<typeof readOutputProgress>>,
+    ) {
+      let aborted = false;
+      stream.onAbort(() => {
+        aborted = true;
+      });
+      const gone = () => aborted || c.req.raw.signal.aborted;
+      const keepAliveMs =
+        ctx.config.logKeepAliveMs > 0 ? ctx.config.logKeepAliveMs : Number.POSITIVE_INFINITY;
+      let lastSent = Date.now();
+      const offsets: Record<StreamName, number> = { stdout: 0, stderr: 0 };
+      // Output belongs to an attempt: a job run again (requeued) starts its streams from zero.
+      let attempt = first.attempt;
+      if (resumeFrom) {
+        if (resumeFrom.attempt === undefined || resumeFrom.attempt === attempt) {
+          offsets.stdout = resumeFrom.stdout;
+          offsets.stderr = resumeFrom.stderr;
+        } else {
+          await stream.writeSSE({ event: 'attempt', data: JSON.stringify({ attempt }) });
+        }
+      } else if (options.tail !== undefined) {
+        // With tail=N a follower starts N bytes before the end of what is stored.
+        for (const name of ['stdout', 'stderr'] as const) {
+          offsets[name] = Math.max(0, first.streams[name].bytes - options.tail);
+        }
+      }
+      // Every event's id is where the follower then is: `<attempt>:<stdout bytes>-<stderr bytes>`.
+      const eventId = () => `${attempt}:${offsets.stdout}-${offsets.stderr}`;
+      let snapshot = first;
+      for (;;) {
+        if (snapshot.attempt !== attempt) {
+          attempt = snapshot.attempt;
+          offsets.stdout = 0;
+          offsets.stderr = 0;
+          await stream.writeSSE({ event: 'attempt', data: JSON.stringify({ attempt }), id: eventId() });
+          lastSent = Date.now();
+        }
+        for (const name of ['stdout', 'stderr'] as const) {
+          // Only a stream that grew is read, and only its newest chunks.
+          if (snapshot.streams[name].bytes <= offsets[name]) continue;
+          const since = await readOutputSince(ctx.db, id, attempt, name, offsets[name]);
+          if (!since) continue;
+          const text = newSince(since, offsets[name]);
+          offsets[name] = Math.max(offsets[name], since.bytes);
+          if (text !== '') {
+            const data = options.encoding === 'json' ? JSON.stringify(text) : text;
+            await stream.writeSSE({ event: name, data, id: eventId() });
+            lastSent = Date.now();
+          }
+        }
+        if (snapshot.finished) {
+          await stream.writeSSE({
+            event: 'end',
+            data: JSON.stringify({ state: snapshot.state, exit_code: snapshot.exit_code }),
+            id: eventId(),
+          });
+          return;
+        }
+        // Wait for the next poll; a silent stream gets a comment line now and then, so that proxies and
+        // clients do not take it for a dead connection.
+        const pollAt = Date.now() + LOG_POLL_MS;
+        while (Date.now() < pollAt) {
+          await stream.sleep(Math.max(1, Math.min(pollAt, lastSent + keepAliveMs) - Date.now()));
+          if (gone()) return;
+          if (Date.now() - lastSent >= keepAliveMs) {
+            await stream.write(': keep-alive\n\n');
+            lastSent = Date.now();
+          }
+        }
+        snapshot = await readOutputProgress(ctx.db, id, principal);
+      }
+    }
+  });
+  return app;
 }
+
+const idempotencyKeyHeaderSchema = z.object({
+  'idempotency-key': z.string().optional().openapi({
+    description:
+      '1 to 255 printable ASCII characters (a UUID, say): a retry with the same key returns the first answer (Idempotent-Replayed: true)',
+  }),
+});
+const replayed = { 'Idempotent-Replayed': '`true` when this answers a retry with the same Idempotency-Key' };
+const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
+  id: 42,
+  name: 'train',
+  state: 'PENDING',
+  cpus: 8,
+  exit_code: null,
+  node: null,
+  account: 'ml',
+  partition: 'batch',
+  time_limit: 120,
+  work_dir: null,
+  priority: 0,
+  requeue: true,
+  attempt: 0,
+  reason: null,
+  cancel_requested: false,
+  owner: 'team-a',
+  submit_time: '2025-11-11T10:00:00.000Z',
+  start_time: null,
+  end_time: null,
+};
+const rateLimited =
+  'Over the submission rate limit (rate_limited): Retry-After says when to retry; nothing stored';
+const idempotencyConflict = 'Idempotency-Key reused with another body (idempotency_key_reused)';
+
+const submitJob = {
+  method: 'post',
+  path: '/submit',
+  operationId: 'submitJob',
+  summary: 'Submit a job',
+  description:
+    'The minimal body is a script and a CPU count. An Idempotency-Key header makes retries return the first job.',
+  tag: 'jobs',
+  access: 'jobs:write',
+  headers: idempotencyKeyHeaderSchema,
+  body: submitJobInput,
+  bodyExample: {
+    script: 'python3 train.py',
+    cpus: 8,
+    name: 'train',
+    account: 'ml',
+    partition: 'batch',
+    time_limit: '2:00:00',
+    environment: { EPOCHS: '10' },
+    requeue: true,
+  },
+  responses: {
+    201: { description: 'The job', schema: jobSchema, example: EXAMPLE_JOB, headers: replayed },
+  },
+  refusals: { 422: idempotencyConflict, 429: rateLimited },
+} satisfies RouteSpec<undefined, undefined, typeof submitJobInput>;
+
+const submitBatch = {
+  method: 'post',
+  path: '/batch',
+  operationId: 'submitJobBatch',
+  summary: 'Submit 1 to 1000 jobs at once: all or none',
+  description:
+    'Each job is like a /submit body. All are stored, in request order (ascending ids), in one atomic statement, or none: ' +
+    'a bad job refuses the batch with a 400 naming jobs[k].field. Counts as N submissions against the rate limit ' +
+    '(a batch larger than CONDUCTOR_SUBMIT_BURST is a 400 `batch_exceeds_burst`). With an Idempotency-Key, a retry of ' +
+    'the same batch returns the first one; the same key with another body is a 422.',
+  tag: 'jobs',
+  access: 'jobs:write',
+  headers: idempotencyKeyHeaderSchema,
+  body: submitBatchInput,
+  bodyExample: {
+    jobs: [
+      { script: 'python3 train.py --fold 1', cpus: 8, name: 'fold-1' },
+      { script: 'python3 train.py --fold 2', cpus: 8, name: 'fold-2', time_limit: '2:00:00' },
+    ],
+  },
+  responses: {
+    201: {
+      description: 'The jobs, in request order',
+      schema: jobBatchSchema,
+      example: {
+        jobs: [
+          { ...EXAMPLE_JOB, name: 'fold-1' },
+          { ...EXAMPLE_JOB, id: 43, name: 'fold-2' },
+        ],
+      },
+      headers: replayed,
+    },
+  },
+  refusals: {
+    400: 'Invalid request, nothing stored: the message names each offending jobs[k].field',
+    422: idempotencyConflict,
+    429: rateLimited,
+  },
+} satisfies RouteSpec<undefined, undefined, typeof submitBatchInput>;
+
+const listJobsRoute = {
+  method: 'get',
+  path: '/',
+  operationId: 'listJobs',
+  summary: 'List jobs, newest first',
+  tag: 'jobs',
+  access: 'jobs:read',
+  query: listJobsInput,
+  responses: { 200: { description: 'A page of jobs', schema: jobListSchema } },
+} satisfies RouteSpec<undefined, typeof listJobsInput, undefined>;
+
+const getJobRoute = {
+  method: 'get',
+  path: '/{id}',
+  operationId: 'getJob',
+  summary: 'One job, with its script and environment',
+  tag: 'jobs',
+  access: 'jobs:read',
+  params: jobIdParam,
+  responses: { 200: { description: 'The job', schema: jobSchema } },
+  refusals: { 404: 'No such job, or not this token’s owner’s (job_not_found)' },
+} satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
+
+const cancelJobRoute = {
+  method: 'post',
+  path: '/{id}/cancel',
+  operationId: 'cancelJob',
+  summary: 'Cancel a job',
+  tag: 'jobs',
+  access: 'jobs:write',
+  params: jobIdParam,
+  responses: { 200: { description: 'The job after the cancel', schema: jobSchema } },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    409: 'The job already ended (job_finished)',
+  },
+} satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
+
+const jobLogs = {
+  method: 'get',
+  path: '/{id}/logs',
+  operationId: 'getJobLogs',
+  summary: 'A job’s captured output, or a live stream of it (follow=1)',
+  description:
+    'The last 1 MiB per stream (truncated ones begin with a marker line); tail=N: the last N bytes. ' +
+    'follow=1: Server-Sent Events `stdout`/`stderr` (the new text) until the job ends, then `end` ({state, exit_code}); ' +
+    "encoding=json: each stdout/stderr event's data is a JSON string, byte-exact (plain SSE text cannot carry a " +
+    'carriage return: `\\r` and `\\r\\n` arrive as line breaks); every event has the id `<attempt>:<stdout bytes>-<stderr bytes>` ' +
+    "(where the follower then is; a requeued job's next run sends `attempt` and starts anew), a reconnect with the " +
+    'header `Last-Event-ID: <id>` resumes right after it (tail is then ignored), and a silent stream gets a ' +
+    '`: keep-alive` comment line every 15 s. Output is kept CONDUCTOR_LOG_RETENTION_DAYS (default 30) days after ' +
+    'the job ended; once deleted, 410 `logs_expired`.',
+  tag: 'jobs',
+  access: 'jobs:read',
+  params: jobIdParam,
+  query: logsQuery,
+  headers: z.object({
+    'last-event-id': z.string().optional().openapi({
+      description:
+        'With follow=1: the id of the last event received (`<attempt>:<stdout bytes>-<stderr bytes>`)',
+    }),
+  }),
+  responses: {
+    200: {
+      description: 'The output (JSON), or with follow=1 an event stream (text/event-stream)',
+      schema: logsSchema,
+    },
+  },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    410: 'The job ended more than CONDUCTOR_LOG_RETENTION_DAYS days ago and its output was deleted (logs_expired)',
+    429: 'Too many live-log followers of this job or of this token (too_many_followers); Retry-After: 5',
+  },
+} satisfies RouteSpec<typeof jobIdParam, typeof logsQuery, undefined>;
 
 /**
  * A batch body's envelope (`{jobs: [...]}`). NUL characters and broken Unicode are refused wherever they are,

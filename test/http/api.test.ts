@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../functions/app.ts';
 import { query } from '../../functions/domain/sql.ts';
 import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
+import { checkResponses } from './response-checks.ts';
 
 const backends = await availableBackends();
 
@@ -14,6 +15,7 @@ describe.each(backends)('HTTP API on $name', (factory) => {
     backend = await factory.create();
     harness = testContext(backend);
     app = createApp(harness.ctx);
+    checkResponses(app);
   });
   afterAll(async () => {
     await harness?.settle();

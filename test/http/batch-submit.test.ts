@@ -16,6 +16,7 @@ import { RedisRateLimiter } from '../../functions/registry/rate-limiter.ts';
 import { CLI_PRINCIPAL, errorOf } from '../security/support.ts';
 import { availableBackends, type Backend, testConfig, testContext } from '../support/cluster.ts';
 import { REDIS_URL, serviceAvailable } from '../support/services.ts';
+import { checkResponses } from './response-checks.ts';
 
 const backends = await availableBackends();
 const redisUp = await serviceAvailable('redis');
@@ -54,6 +55,7 @@ describe.each(backends)('batch submission on $name', (factory) => {
       },
     };
     const app = createApp(ctx);
+    checkResponses(app);
     closers.push(() => harness.settle());
     const token = async (scopes: TokenScope[], owner?: string) =>
       (

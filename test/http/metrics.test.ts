@@ -180,6 +180,7 @@ describe.runIf(pglite)('GET /metrics', () => {
     // The API description stays public.
     expect((await fetch(`${server.url}/api/v1/openapi.json`)).status).toBe(200);
     expect((await fetch(`${server.url}/api/docs`)).status).toBe(200);
+    expect((await fetch(`${server.url}/api/docs/assets/swagger-ui.css`)).status).toBe(200);
   });
 });
 
@@ -204,6 +205,11 @@ describe('LOG_FORMAT=json (npm start)', () => {
     });
     const res = await fetch(`${server.url}/api/v1/jobs/nope`);
     expect(res.status).toBe(400);
+    // The bundle npm start runs (dist/server.mjs) finds Swagger UI's files in node_modules.
+    const script = await fetch(`${server.url}/api/docs/assets/swagger-ui-bundle.js`);
+    expect(script.status).toBe(200);
+    expect(script.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect((await script.text()).length).toBeGreaterThan(1_000_000);
     expect(await server.stop()).toBe(0);
     expect(server.lines.length).toBeGreaterThan(3);
     for (const line of server.lines) {

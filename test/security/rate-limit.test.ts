@@ -6,6 +6,7 @@ import { createIoredisScripts } from '../../functions/node/ioredis.ts';
 import { RATE_LIMIT_SCRIPT, RedisRateLimiter } from '../../functions/registry/rate-limiter.ts';
 import type { LuaScript, RedisScripts } from '../../functions/registry/redis-store.ts';
 import { createUpstashScripts } from '../../functions/registry/upstash.ts';
+import { checkResponses } from '../http/response-checks.ts';
 import { availableBackends, testConfig, testContext } from '../support/cluster.ts';
 import { REDIS_URL, serviceAvailable } from '../support/services.ts';
 import { startUpstashBridge } from '../support/upstash-bridge.ts';
@@ -117,6 +118,7 @@ describe.runIf(pglite)('submit rate limits over HTTP', () => {
       };
       const harness = testContext(backend, testConfig({ submitRatePerSecond: 0.1, submitBurst: 1 }));
       const app = createApp({ ...harness.ctx, rateLimiter: failing });
+      checkResponses(app);
       const submit = () =>
         app.request('/api/v1/jobs/submit', {
           method: 'POST',

@@ -2,6 +2,7 @@
 import { createApp } from '../../functions/app.ts';
 import { createToken, type Principal, type TokenScope } from '../../functions/domain/auth.ts';
 import type { ConductorConfig } from '../../functions/domain/ports.ts';
+import { checkResponses } from '../http/response-checks.ts';
 import { type Backend, testConfig, testContext } from '../support/cluster.ts';
 
 export const CLI_PRINCIPAL: Principal = {
@@ -29,6 +30,8 @@ let counter = 0;
 export function secureApp(backend: Backend, overrides: Partial<ConductorConfig> = {}): SecureApp {
   const harness = testContext(backend, testConfig({ submitRatePerSecond: 0, ...overrides }));
   const app = createApp(harness.ctx);
+  // Every answer is checked against its route's declared schema (a mismatch fails the request's test).
+  checkResponses(app);
   return {
     app,
     harness,

@@ -48,6 +48,8 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
       modules: true,
       scriptPath: script,
       modulesRoot: bundle.dir,
+      // wrangler's text modules (wrangler.toml [[rules]]: Swagger UI for /api/docs), <sha1>-<file> beside the script.
+      modulesRules: [{ type: 'Text', include: ['**/*-swagger-ui.css', '**/*-swagger-ui-bundle.js'] }],
       compatibilityDate: '2026-04-20',
       host: '127.0.0.1',
       port: 0,
@@ -122,6 +124,8 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
       modules: true,
       scriptPath: bundle.script,
       modulesRoot: bundle.dir,
+      // wrangler's text modules (wrangler.toml [[rules]]: Swagger UI for /api/docs), <sha1>-<file> beside the script.
+      modulesRules: [{ type: 'Text', include: ['**/*-swagger-ui.css', '**/*-swagger-ui-bundle.js'] }],
       compatibilityDate: '2026-04-20',
     });
     try {

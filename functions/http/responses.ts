@@ -1,0 +1,234 @@
+/**
+ * What the routes answer, as zod schemas: the route declarations (functions/routes/*) put them in the OpenAPI
+ * document, and the HTTP tests check every JSON answer against them (test/http/response-checks.ts).
+ */
+import { z } from '@hono/zod-openapi';
+import { JOB_STATES } from '../../db/schema.ts';
+import { TOKEN_SCOPES } from '../domain/auth.ts';
+
+/** The one error envelope (functions/http/errors.ts). */
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string(),
+      message: z.string(),
+      details: z.record(z.string(), z.unknown()).optional(),
+      request_id: z.string().optional(),
+    }),
+  })
+  .openapi('Error');
+
+const isoTime = z.string().openapi({ format: 'date-time' });
+
+export const jobSchema = z
+  .object({
+    id: z.number().int(),
+    name: z.string(),
+    state: z.enum(JOB_STATES),
+    cpus: z.number().int(),
+    exit_code: z.string().nullable(),
+    node: z.string().nullable(),
+    account: z.string().nullable(),
+    partition: z.string().nullable(),
+    time_limit: z.number().nullable(),
+    work_dir: z.string().nullable(),
+    priority: z.number().int(),
+    requeue: z.boolean(),
+    attempt: z.number().int(),
+    reason: z.string().nullable(),
+    cancel_requested: z.boolean(),
+    owner: z.string().nullable(),
+    submit_time: isoTime.nullable(),
+    start_time: isoTime.nullable(),
+    end_time: isoTime.nullable(),
+    script: z.string().optional(),
+    environment: z.record(z.string(), z.string()).optional(),
+  })
+  .openapi('Job');
+
+export const jobBatchSchema = z.object({ jobs: z.array(jobSchema) });
+export const jobListSchema = z.object({ jobs: z.array(jobSchema), next_before: z.number().int().nullable() });
+
+const streamSchema = z.object({ content: z.string(), bytes: z.number().int(), truncated: z.boolean() });
+export const logsSchema = z.object({
+  job_id: z.number().int(),
+  state: z.enum(JOB_STATES),
+  stdout: streamSchema,
+  stderr: streamSchema,
+});
+
+const workerStatus = z.enum(['ready', 'draining', 'down']);
+export const liveWorkerSchema = z
+  .object({
+    worker_id: z.string(),
+    hostname: z.string(),
+    cpus: z.number().int(),
+    allocated_cpus: z.number().int(),
+    available_cpus: z.number().int(),
+    status: workerStatus,
+    running_jobs: z.number().int(),
+    registered_at: isoTime,
+    last_heartbeat: isoTime,
+  })
+  .openapi('LiveWorker');
+/** GET /api/v1/workers?all=true: every worker ever seen, live or down. */
+const anyWorkerSchema = z
+  .object({
+    worker_id: z.string(),
+    hostname: z.string(),
+    cpus: z.number().int(),
+    allocated_cpus: z.number().int(),
+    status: workerStatus,
+    live: z.boolean(),
+    registered_at: isoTime,
+    last_heartbeat: isoTime,
+    down_at: isoTime.nullable(),
+    down_reason: z.string().nullable(),
+  })
+  .openapi('Worker');
+export const workerListSchema = z.object({ workers: z.array(z.union([liveWorkerSchema, anyWorkerSchema])) });
+export const workerStatusSchema = z.object({ worker_id: z.string(), status: workerStatus });
+
+/**
+ * GET /api/v1/dashboard (functions/domain/dashboard.ts `getDashboard`): the one place its answer is
+ * declared. `resources` is the contract's (CONTRACT.md); loose, so that more fields may be added.
+ */
+export const dashboardSchema = z
+  .looseObject({
+    resources: z.object({
+      total_cpus: z.number(),
+      allocated_cpus: z.number(),
+      available_cpus: z.number(),
+      utilization: z.number(),
+    }),
+    workers: z.array(liveWorkerSchema),
+    jobs: z.record(z.enum(JOB_STATES), z.number().int()),
+  })
+  .openapi('Dashboard');
+
+const probe = z.union([
+  z.object({ status: z.literal('ok'), latency_ms: z.number() }),
+  z.object({ status: z.literal('down'), error: z.string() }),
+]);
+export const healthSchema = z
+  .object({
+    status: z.enum(['ok', 'degraded', 'down']),
+    database: probe,
+    cache: z.intersection(
+      probe,
+      z.object({
+        kind: z.string(),
+        last_sync: z.object({ at: isoTime, drift: z.number().nullable() }).nullable(),
+      }),
+    ),
+  })
+  .openapi('Health');
+
+export const auditListSchema = z.object({
+  entries: z.array(
+    z.object({
+      id: z.number().int(),
+      at: isoTime,
+      actor: z.string().nullable(),
+      token_id: z.number().int().nullable(),
+      action: z.string(),
+      target: z.string().nullable(),
+      details: z.record(z.string(), z.unknown()).nullable(),
+      request_id: z.string().nullable(),
+    }),
+  ),
+  next_before: z.number().int().nullable(),
+});
+
+export const tokenSchema = z
+  .object({
+    id: z.number().int(),
+    name: z.string(),
+    owner: z.string().nullable(),
+    scopes: z.array(z.enum(TOKEN_SCOPES)),
+    prefix: z.string(),
+    internal: z.boolean(),
+    created_by: z.string().nullable(),
+    created_at: isoTime.nullable(),
+    last_used_at: isoTime.nullable(),
+    revoked_at: isoTime.nullable(),
+  })
+  .openapi('Token');
+export const createdTokenSchema = tokenSchema.extend({
+  token: z.string().openapi({ description: 'The token itself: shown this once' }),
+  notice: z.string().optional().openapi({ description: 'Set when this first token closed the open cluster' }),
+});
+export const tokenListSchema = z.object({
+  tokens: z.array(tokenSchema),
+  next_before: z.number().int().nullable(),
+});
+
+export const webhookSchema = z
+  .object({
+    id: z.number().int(),
+    name: z.string(),
+    url_path: z.string(),
+    template: z.record(z.string(), z.unknown()),
+    mapping: z.record(z.string(), z.string()),
+    events: z
+      .array(z.string())
+      .nullable()
+      .openapi({ description: 'The events that make a job; null: every event but ping' }),
+    owner: z.string().nullable(),
+    created_by: z.string().nullable(),
+    created_at: isoTime,
+  })
+  .openapi('Webhook');
+export const createdWebhookSchema = webhookSchema.extend({
+  secret: z.string().openapi({ description: 'The signing secret: shown this once' }),
+});
+export const webhookListSchema = z.object({ webhooks: z.array(webhookSchema) });
+export const deliverySchema = z.object({ webhook: z.string(), duplicate: z.boolean(), job: jobSchema });
+export const ignoredDeliverySchema = z.object({
+  webhook: z.string(),
+  ignored: z.literal(true),
+  event: z.string().nullable(),
+  reason: z.string(),
+});
+
+/** The agent protocol's answers (agent/src/protocol.ts). */
+const jobRef = z.object({ job_id: z.number().int(), attempt: z.number().int() });
+export const registerResponse = z.object({
+  worker_id: z.string(),
+  session: z.string(),
+  heartbeat_interval_s: z.number(),
+  worker_ttl_s: z.number(),
+  claim_wait_s: z.number(),
+  cancel: z.array(jobRef),
+  token: z.string().optional(),
+});
+export const heartbeatResponse = z.object({
+  heartbeat_interval_s: z.number(),
+  status: z.enum(['ready', 'draining']),
+  cancel: z.array(jobRef),
+});
+export const claimResponse = z.object({
+  jobs: z.array(
+    jobRef.extend({
+      name: z.string(),
+      script: z.string(),
+      cpus: z.number().int(),
+      work_dir: z.string().nullable(),
+      environment: z.record(z.string(), z.string()),
+      time_limit_s: z.number().nullable(),
+      requeue: z.boolean().optional(),
+      owner: z.string().nullable().optional(),
+    }),
+  ),
+  cancel: z.array(jobRef),
+});
+export const okResponse = z.object({ ok: z.literal(true) });
+export const stateResponse = z.object({ state: z.string() });
+export const outputResponse = z.object({ bytes: z.number().int() });
+
+export const indexSchema = z.object({
+  name: z.literal('conductor'),
+  api: z.string(),
+  dashboard: z.string(),
+  health: z.string(),
+});
