@@ -50,11 +50,8 @@ function localizeTimes(root: ParentNode) {
     const at = new Date(t.dateTime);
     if (Number.isNaN(at.getTime())) continue;
     t.title = t.dateTime;
-    t.textContent = at.toLocaleString(undefined, {
-      dateStyle: 'medium',
-      timeStyle: 'medium',
-      timeZoneName: 'short',
-    });
+    // timeStyle long: with the time zone.
+    t.textContent = at.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'long' });
   }
 }
 
@@ -203,7 +200,8 @@ async function refreshChart() {
   if (caption) {
     caption.textContent =
       `Utilization over the last ${what}: ${samples.length} samples` +
-      (last === undefined ? '' : `, latest ${last}%`);
+      (last === undefined ? '' : `, latest ${last}%`) +
+      ` (times in ${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
   }
   chartBox.dataset.samples = String(samples.length);
   const width = Math.max(240, chartBox.clientWidth);
