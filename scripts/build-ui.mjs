@@ -3,7 +3,7 @@
  * Bundles the dashboard's browser side (functions/ui/client/dashboard.ts with uPlot, and its CSS) into
  * functions/ui/assets.generated.ts: plain strings the server imports and serves itself, so that Node, the
  * Workers bundle (wrangler) and the tests all get the same files with no loader of their own and no CDN.
- * `node scripts/build-ui.mjs` rewrites it (scripts/build.mjs does too); a test fails while it is stale.
+ * `node scripts/build-ui.mjs` rewrites it (scripts/build.mjs does too); `--check` fails while it is stale.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -53,6 +53,13 @@ export async function writeUiAssetsModule() {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  if (process.argv.includes('--check')) {
+    const fresh = (await renderUiAssetsModule()) === readFileSync(UI_ASSETS_MODULE, 'utf8');
+    console.log(
+      fresh ? 'UI assets up to date' : 'functions/ui/assets.generated.ts is stale: run npm run build',
+    );
+    process.exit(fresh ? 0 : 1);
+  }
   console.log(
     (await writeUiAssetsModule()) ? 'wrote functions/ui/assets.generated.ts' : 'UI assets up to date',
   );
