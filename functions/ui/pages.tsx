@@ -1,5 +1,6 @@
 /** @jsxImportSource hono/jsx */
 import { Hono, type MiddlewareHandler } from 'hono';
+import { getRuntimeKey } from 'hono/adapter';
 import { compress } from 'hono/compress';
 import type { AppEnv } from '../http/auth.ts';
 import { ASSETS } from './assets.ts';
@@ -27,10 +28,12 @@ export function dashboardPages() {
     }
     c.header('X-Content-Type-Options', 'nosniff');
   };
+  // On Workers, Cloudflare compresses at its edge, and workerd would gzip a gzipped body again.
+  const compression: MiddlewareHandler = getRuntimeKey() === 'workerd' ? (_c, next) => next() : compress();
   // Only these paths: a sub-app's `*` would reach every route of the app it is mounted in.
   return new Hono<AppEnv>()
-    .use('/', compress(), headers)
-    .use('/ui/*', compress(), headers)
+    .use('/', compression, headers)
+    .use('/ui/*', compression, headers)
     .get('/', async (c, next) => {
       if (!/\btext\/html\b/.test(c.req.header('accept') ?? '')) return next();
       return c.html(<OverviewPage query={new URL(c.req.url).searchParams} />);
