@@ -129,7 +129,7 @@ async function liveFilter(ctx: Context): Promise<SQL | null> {
  * The live workers' capacity, summed by Postgres in one aggregate: what the overview needs, whatever the
  * cluster's size (no row per worker leaves the database).
  */
-export async function liveCapacity(ctx: Context, live: SQL | null) {
+async function liveCapacity(ctx: Context, live: SQL | null) {
   if (live === null) return { workers: 0, ready: 0, draining: 0, total_cpus: 0, drained_free_cpus: 0 };
   const row = await queryOne<Record<string, string | number | null>>(
     ctx.db,
@@ -138,6 +138,10 @@ export async function liveCapacity(ctx: Context, live: SQL | null) {
                coalesce(sum(greatest(0, w.cpus - w.allocated_cpus)) FILTER (WHERE w.status <> 'ready'), 0) AS drained
         FROM workers w WHERE ${live}`,
   );
+  return capacityOf(row);
+}
+
+function capacityOf(row: Record<string, string | number | null> | undefined) {
   return {
     workers: Number(row?.workers ?? 0),
     ready: Number(row?.ready ?? 0),
@@ -382,27 +386,34 @@ export async function listUiWorkers(ctx: Context, input: z.infer<typeof uiWorker
   });
 }
 
-/** The overview: capacity, how many workers are in each state, the job counts. No row per worker or job. */
+/**
+ * The overview: capacity, how many workers are in each state, the job counts. One pass over the workers'
+ * rows inside Postgres (no row per worker or job leaves it).
+ */
 export async function getOverview(ctx: Context) {
-  const live = await liveFilter(ctx);
-  const [capacity, recentlyDown, allocation, jobs] = await Promise.all([
-    liveCapacity(ctx, live),
-    queryOne<{ n: string | number }>(
+  const live = (await liveFilter(ctx)) ?? sql`false`;
+  const [row, allocation, jobs] = await Promise.all([
+    queryOne<Record<string, string | number | null>>(
       ctx.db,
-      sql`SELECT count(*) AS n FROM workers w
-          WHERE NOT coalesce(${live ?? sql`false`}, false)
-            AND (w.down_at > now() - interval '1 hour' OR w.last_heartbeat > now() - interval '1 hour')`,
+      sql`SELECT count(*) FILTER (WHERE live) AS workers, count(*) FILTER (WHERE live AND status = 'ready') AS ready,
+                 count(*) FILTER (WHERE live AND status = 'draining') AS draining,
+                 coalesce(sum(cpus) FILTER (WHERE live), 0) AS total,
+                 coalesce(sum(greatest(0, cpus - allocated_cpus)) FILTER (WHERE live AND status <> 'ready'), 0) AS drained,
+                 count(*) FILTER (WHERE NOT live AND (down_at > now() - interval '1 hour'
+                                                      OR last_heartbeat > now() - interval '1 hour')) AS down_last_hour
+          FROM (SELECT w.*, coalesce(${live}, false) AS live FROM workers w) w`,
     ),
     readAllocatedCpus(ctx),
     readJobCounts(ctx),
   ]);
+  const capacity = capacityOf(row);
   return {
     resources: resourcesOf(capacity, allocation.allocated),
     workers: {
       live: capacity.workers,
       ready: capacity.ready,
       draining: capacity.draining,
-      down_last_hour: Number(recentlyDown?.n ?? 0),
+      down_last_hour: Number(row?.down_last_hour ?? 0),
     },
     jobs,
   };
