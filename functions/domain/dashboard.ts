@@ -371,7 +371,11 @@ export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput
 
 export const uiWorkersInput = z.strictObject({
   /** Keyset: the workers whose id sorts after this one. */
-  after: z.string().min(1).max(255, 'after is a worker id (at most 255 characters)').optional(),
+  after: z
+    .string()
+    .max(255, 'after is a worker id (at most 255 characters)')
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'after is a worker id: letters, digits, ".", "_" and "-"')
+    .optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   /** true: live workers only; false (default): also those down within the last hour. */
   live: z.enum(['true', 'false'], { error: 'live is true or false' }).default('false'),

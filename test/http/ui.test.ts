@@ -84,6 +84,8 @@ describe.each(backends)('dashboard server side on $name', (factory) => {
       'limit=501',
       'live=maybe',
       'after=',
+      'after=%00',
+      'after=a%2Fb',
       `after=${'x'.repeat(256)}`,
       'nope=1',
     ]) {
