@@ -111,7 +111,7 @@ export async function listWorkers(ctx: Context) {
 }
 
 /** How many live workers `GET /api/v1/dashboard` lists (by id); the rest: `/api/v1/ui/workers?after=`. */
-export const DASHBOARD_WORKERS_LIMIT = 100;
+export const DASHBOARD_WORKERS_LIMIT = 50;
 
 /**
  * Which workers are live, as SQL: the registry's ids, or (registry down) a recent durable heartbeat. Null
@@ -200,7 +200,7 @@ async function workersPage(
     ctx.db,
     sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
                (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs,
-               coalesce(${isLive}, false) AS live
+               ${options.recent ? sql`coalesce(${isLive}, false)` : sql`true`} AS live
         FROM workers w WHERE ${sql.join(filters, sql` AND `)} ORDER BY w.id LIMIT ${options.limit + 1}`,
   );
   const page = rows.slice(0, options.limit).map(uiWorkerView);

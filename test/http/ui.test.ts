@@ -93,6 +93,56 @@ describe.each(backends)('dashboard server side on $name', (factory) => {
     }
   });
 
+  it('bounds /api/v1/dashboard to the first 50 live workers and says where the rest are', async () => {
+    const now = new Date().toISOString();
+    await backend.db.db.execute(
+      sql`INSERT INTO workers (id, hostname, cpus, allocated_cpus, session, status)
+          SELECT 'dash-' || lpad(g::text, 3, '0'), 'h', 2, 0, 's', CASE WHEN g = 1 THEN 'draining' ELSE 'ready' END
+          FROM generate_series(1, 52) g`,
+    );
+    for (let g = 1; g <= 52; g++) {
+      await s.harness.ctx.registry.putWorker(
+        {
+          worker_id: `dash-${String(g).padStart(3, '0')}`,
+          cpus: 2,
+          status: g === 1 ? 'draining' : 'ready',
+          hostname: 'h',
+          registered_at: now,
+          last_heartbeat: now,
+        },
+        60,
+      );
+    }
+    const dash = (await (await s.request('GET', '/api/v1/dashboard')).json()) as {
+      resources: { total_cpus: number; available_cpus: number };
+      workers: { worker_id: string }[];
+      workers_page: { live_workers: number; limit: number; next: string | null };
+    };
+    // Capacity counts every live worker; the list holds the first 50.
+    expect(dash.resources.total_cpus).toBe(104);
+    expect(dash.resources.available_cpus).toBe(102); // the draining worker's 2 CPUs are not available
+    expect(dash.workers).toHaveLength(50);
+    expect(dash.workers.at(-1)?.worker_id).toBe('dash-050');
+    expect(dash.workers_page).toEqual({
+      live_workers: 52,
+      limit: 50,
+      next: '/api/v1/ui/workers?after=dash-050&live=true',
+    });
+    const rest = (await (await s.request('GET', dash.workers_page.next!)).json()) as {
+      workers: { worker_id: string; status: string }[];
+      next_after: string | null;
+    };
+    expect(rest.workers.map((w) => w.worker_id)).toEqual(['dash-051', 'dash-052']);
+    expect(rest.next_after).toBeNull();
+    const overview = await (await s.request('GET', '/api/v1/ui/fragments/overview')).text();
+    expect(overview).toContain('<dd id="workers-live">52</dd>');
+    expect(overview).toContain('<dd id="workers-draining">1</dd>');
+    expect(overview).toContain('<dd id="total">104</dd>');
+    for (let g = 1; g <= 52; g++)
+      await s.harness.ctx.registry.removeWorker(`dash-${String(g).padStart(3, '0')}`);
+    await backend.db.db.execute(sql`DELETE FROM workers WHERE id LIKE 'dash-%'`);
+  });
+
   it('serves utilization for the last hour and 24 h', async () => {
     await backend.db.db.execute(
       sql`INSERT INTO utilization_samples VALUES (date_trunc('minute', now()) - interval '30 minutes', 10, 5, 1),
