@@ -103,6 +103,7 @@ describe('web dashboard in headless Chromium', () => {
     expect(await empty.textContent()).toContain(`export CONDUCTOR_URL=${server.url}`);
     expect(await empty.textContent()).toContain('export TOTAL_CPUS=96');
     expect(await text('#total')).toBe('0');
+    expect(await page.evaluate<string>('document.compatMode')).toBe('CSS1Compat'); // <!doctype html>
     expect(await page.getByRole('banner').count()).toBe(1);
     expect(await page.getByRole('navigation', { name: 'Main' }).count()).toBe(1);
     expect(await page.getByRole('main').count()).toBe(1);

@@ -192,6 +192,7 @@ describe.each(backends)('dashboard server side on $name', (factory) => {
     expect(page.status).toBe(200);
     const html = await page.text();
     expect(html).toContain('<title>Conductor</title>');
+    expect(html.startsWith('<!doctype html>')).toBe(true); // standards mode, not quirks
     expect(html).not.toContain('ui-live'); // the page holds no data: its script reads the API
     // No inline script or style: the page loads its own, from this server.
     const csp = page.headers.get('content-security-policy') ?? '';
