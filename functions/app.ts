@@ -1,6 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
-import { compress } from 'hono/compress';
 import type { Context } from './domain/context.ts';
 import { apiDocsRoutes, type SwaggerUiAssets } from './http/api-docs.ts';
 import { mountApiDocument } from './http/api-document.ts';
@@ -13,7 +12,7 @@ import { clusterRoutes } from './routes/cluster.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { uiRoutes } from './routes/ui.ts';
-import { DASHBOARD_HTML } from './ui/page.ts';
+import { dashboardPages } from './ui/pages.tsx';
 
 export type { AppEnv };
 
@@ -37,18 +36,8 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
       onError: (c) => errorResponse(c, 413, 'payload_too_large', 'The request body is larger than 2 MiB'),
     }),
   );
-  // The web dashboard: public HTML for browsers (it asks for a token itself when the API wants one). Any other
-  // client keeps getting the JSON index below, behind the token like every other route.
-  app.get('/', compress(), async (c, next) => {
-    if (!/\btext\/html\b/.test(c.req.header('accept') ?? '')) return next();
-    c.header('Cache-Control', 'no-cache');
-    c.header('X-Content-Type-Options', 'nosniff');
-    c.header(
-      'Content-Security-Policy',
-      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
-    );
-    return c.html(DASHBOARD_HTML);
-  });
+  // The web dashboard: public pages for browsers (they ask for a token themselves when the API wants one).
+  app.route('/', dashboardPages());
   app.use(authMiddleware(ctx));
   app.route('/api/v1/jobs', jobRoutes(ctx));
   app.route('/api/v1/agents', agentRoutes(ctx));

@@ -9,6 +9,8 @@
  *                                     modules that only Postgres or Redis use (pg, ioredis, @upstash/redis)
  *                                     are split into chunks beside it (dist/*-<hash>.mjs), loaded only when
  *                                     configured: the zero-setup server does not load them
+ *   functions/ui/assets.generated.ts  the dashboard's browser script and CSS (scripts/build-ui.mjs), which
+ *                                     the server imports; rewritten only when they change
  *   dist/pglite-pgdata/               a migrated PGlite data directory, shut down cleanly: a new local
  *                                     cluster starts as a copy of it instead of running initdb (the slow
  *                                     part of a first start)
@@ -19,6 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeUiAssetsModule } from './build-ui.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist');
@@ -137,6 +140,8 @@ async function buildPgdataTemplate() {
 }
 
 const ifStale = process.argv.includes('--if-stale');
+// The dashboard's browser bundle first: the server imports it (scripts/build-ui.mjs).
+await writeUiAssetsModule();
 if (!ifStale || bundlesAreStale()) await buildBundles();
 // A checkout built before the template existed gets it once, rather than an initdb at every new data dir.
 if (!ifStale || !existsSync(join(PGDATA_TEMPLATE, 'PG_VERSION'))) await buildPgdataTemplate();

@@ -4,6 +4,7 @@ import { JOB_STATES, type WorkerStatus } from '../../db/schema.ts';
 import { type Principal, seesAllJobs } from './auth.ts';
 import { readAllocatedCpus } from './cache.ts';
 import type { Context } from './context.ts';
+import { notFound } from './errors.ts';
 import { readJobCounts } from './job-counts.ts';
 import { type JobRow, jobView } from './jobs.ts';
 import { liveWorkerIds } from './liveness.ts';
@@ -109,32 +110,134 @@ export async function listWorkers(ctx: Context) {
   }));
 }
 
+/** How many live workers `GET /api/v1/dashboard` lists (by id); the rest: `/api/v1/ui/workers?after=`. */
+export const DASHBOARD_WORKERS_LIMIT = 50;
+
+/**
+ * Which workers are live, as SQL: the registry's ids, or (registry down) a recent durable heartbeat. Null
+ * when the registry says none is.
+ */
+async function liveFilter(ctx: Context): Promise<SQL | null> {
+  const live = await liveWorkerIds(ctx);
+  if (live === null) {
+    return sql`(w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds}))`;
+  }
+  return live.length === 0 ? null : sql`w.id = ANY(${pgArray(live)}::text[])`;
+}
+
+/**
+ * The live workers' capacity, summed by Postgres in one aggregate: what the overview needs, whatever the
+ * cluster's size (no row per worker leaves the database).
+ */
+async function liveCapacity(ctx: Context, live: SQL | null) {
+  if (live === null) return { workers: 0, ready: 0, draining: 0, total_cpus: 0, drained_free_cpus: 0 };
+  const row = await queryOne<Record<string, string | number | null>>(
+    ctx.db,
+    sql`SELECT count(*) AS workers, count(*) FILTER (WHERE w.status = 'ready') AS ready,
+               count(*) FILTER (WHERE w.status = 'draining') AS draining, coalesce(sum(w.cpus), 0) AS total,
+               coalesce(sum(greatest(0, w.cpus - w.allocated_cpus)) FILTER (WHERE w.status <> 'ready'), 0) AS drained
+        FROM workers w WHERE ${live}`,
+  );
+  return capacityOf(row);
+}
+
+function capacityOf(row: Record<string, string | number | null> | undefined) {
+  return {
+    workers: Number(row?.workers ?? 0),
+    ready: Number(row?.ready ?? 0),
+    draining: Number(row?.draining ?? 0),
+    total_cpus: Number(row?.total ?? 0),
+    // A draining worker's free CPUs are not available to new jobs.
+    drained_free_cpus: Number(row?.drained ?? 0),
+  };
+}
+
+function resourcesOf(capacity: Awaited<ReturnType<typeof liveCapacity>>, allocated: number) {
+  const total = capacity.total_cpus;
+  return {
+    total_cpus: total,
+    allocated_cpus: allocated,
+    available_cpus: Math.max(0, total - allocated - capacity.drained_free_cpus),
+    utilization: total === 0 ? 0 : Math.round((allocated / total) * 1000) / 10,
+  };
+}
+
+/** Workers as the dashboard lists them: `live` says whether `status` comes from a live agent. */
+function uiWorkerView(w: LiveWorkerRow & { live: boolean | string }) {
+  const live = w.live === true || w.live === 't';
+  return {
+    worker_id: w.id,
+    hostname: w.hostname,
+    cpus: Number(w.cpus),
+    allocated_cpus: Number(w.allocated_cpus),
+    available_cpus: live ? Math.max(0, Number(w.cpus) - Number(w.allocated_cpus)) : 0,
+    status: live ? w.status : ('down' as WorkerStatus),
+    running_jobs: Number(w.running_jobs),
+    registered_at: new Date(w.registered_at).toISOString(),
+    last_heartbeat: new Date(w.last_heartbeat).toISOString(),
+  };
+}
+export type UiWorker = ReturnType<typeof uiWorkerView>;
+
+/**
+ * One page of workers in id order after `after`: the live ones, and with `recent` also those down (or
+ * silent) within the last hour, reported `down`. Keyset-paged over the primary key; running jobs are counted
+ * per listed worker on the partial index `jobs_node_active_idx`.
+ */
+async function workersPage(
+  ctx: Context,
+  live: SQL | null,
+  options: { after?: string; limit: number; recent: boolean },
+) {
+  const isLive = live ?? sql`false`;
+  const filters = [
+    options.recent
+      ? sql`(${isLive} OR w.down_at > now() - interval '1 hour' OR w.last_heartbeat > now() - interval '1 hour')`
+      : isLive,
+  ];
+  if (options.after !== undefined) filters.push(sql`w.id > ${options.after}`);
+  const rows = await query<LiveWorkerRow & { live: boolean | string }>(
+    ctx.db,
+    sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
+               (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs,
+               ${options.recent ? sql`coalesce(${isLive}, false)` : sql`true`} AS live
+        FROM workers w WHERE ${sql.join(filters, sql` AND `)} ORDER BY w.id LIMIT ${options.limit + 1}`,
+  );
+  const page = rows.slice(0, options.limit).map(uiWorkerView);
+  return { workers: page, next_after: rows.length > options.limit ? (page.at(-1)?.worker_id ?? null) : null };
+}
+
+/**
+ * `GET /api/v1/dashboard`: the live capacity (summed in Postgres), the job counts, and the first
+ * DASHBOARD_WORKERS_LIMIT live workers by id; `workers_page.next` is where the rest are.
+ */
 export async function getDashboard(ctx: Context) {
-  const [workers, allocation, jobs] = await Promise.all([
-    listLiveWorkers(ctx),
+  const live = await liveFilter(ctx);
+  const [capacity, page, allocation, jobs] = await Promise.all([
+    liveCapacity(ctx, live),
+    workersPage(ctx, live, { limit: DASHBOARD_WORKERS_LIMIT, recent: false }),
     readAllocatedCpus(ctx),
     readJobCounts(ctx),
   ]);
-  const total = workers.reduce((sum, w) => sum + w.cpus, 0);
-  // A draining worker's free CPUs are not available to new jobs.
-  const drained = workers.filter((w) => w.status !== 'ready').reduce((sum, w) => sum + w.available_cpus, 0);
   return {
-    resources: {
-      total_cpus: total,
-      allocated_cpus: allocation.allocated,
-      available_cpus: Math.max(0, total - allocation.allocated - drained),
-      utilization: total === 0 ? 0 : Math.round((allocation.allocated / total) * 1000) / 10,
+    resources: resourcesOf(capacity, allocation.allocated),
+    workers: page.workers,
+    workers_page: {
+      live_workers: capacity.workers,
+      limit: DASHBOARD_WORKERS_LIMIT,
+      next:
+        page.next_after === null
+          ? null
+          : `/api/v1/ui/workers?after=${encodeURIComponent(page.next_after)}&live=true`,
     },
-    workers,
     jobs,
   };
 }
 
 /** The contract's statistics line: `Active workers: 2, Total CPUs: 192`. */
 export async function logClusterStats(ctx: Context): Promise<void> {
-  const workers = await listLiveWorkers(ctx);
-  const total = workers.reduce((sum, w) => sum + w.cpus, 0);
-  ctx.logger.info(`Active workers: ${workers.length}, Total CPUs: ${total}`);
+  const capacity = await liveCapacity(ctx, await liveFilter(ctx));
+  ctx.logger.info(`Active workers: ${capacity.workers}, Total CPUs: ${capacity.total_cpus}`);
 }
 
 export async function getHealth(ctx: Context) {
@@ -266,32 +369,111 @@ export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput
   return { jobs: page, next_before: more ? (page.at(-1)?.id ?? null) : null };
 }
 
-/**
- * The dashboard's workers: the live ones, then those that went down (or stopped heartbeating) within the last
- * hour, reported `down`. Capacity counts only the live ones (getDashboard).
- */
-export async function listUiWorkers(ctx: Context) {
-  const live = await listLiveWorkers(ctx);
-  const liveIds = live.map((w) => w.worker_id);
-  const rows = await query<LiveWorkerRow>(
-    ctx.db,
-    sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
-               (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs
-        FROM workers w
-        WHERE NOT (w.id = ANY(${pgArray(liveIds)}::text[]))
-          AND (w.down_at > now() - interval '1 hour' OR w.last_heartbeat > now() - interval '1 hour')
-        ORDER BY w.id LIMIT 200`,
-  );
-  const recent = rows.map((w) => ({
-    worker_id: w.id,
-    hostname: w.hostname,
-    cpus: Number(w.cpus),
-    allocated_cpus: Number(w.allocated_cpus),
-    available_cpus: 0,
-    status: 'down' as WorkerStatus,
-    running_jobs: Number(w.running_jobs),
-    registered_at: new Date(w.registered_at).toISOString(),
-    last_heartbeat: new Date(w.last_heartbeat).toISOString(),
-  }));
-  return { workers: [...live, ...recent] };
+export const uiWorkersInput = z.strictObject({
+  /** Keyset: the workers whose id sorts after this one. */
+  after: z
+    .string()
+    .max(255, 'after is a worker id (at most 255 characters)')
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'after is a worker id: letters, digits, ".", "_" and "-"')
+    .optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  /** true: live workers only; false (default): also those down within the last hour. */
+  live: z.enum(['true', 'false'], { error: 'live is true or false' }).default('false'),
+});
+
+/** The dashboard's workers, a page at a time in id order (see workersPage). */
+export async function listUiWorkers(ctx: Context, input: z.infer<typeof uiWorkersInput>) {
+  return workersPage(ctx, await liveFilter(ctx), {
+    after: input.after,
+    limit: input.limit,
+    recent: input.live === 'false',
+  });
 }
+
+/**
+ * The overview: capacity, how many workers are in each state, the job counts. One pass over the workers'
+ * rows inside Postgres (no row per worker or job leaves it).
+ */
+export async function getOverview(ctx: Context) {
+  const live = (await liveFilter(ctx)) ?? sql`false`;
+  const [row, allocation, jobs] = await Promise.all([
+    queryOne<Record<string, string | number | null>>(
+      ctx.db,
+      sql`SELECT count(*) FILTER (WHERE live) AS workers, count(*) FILTER (WHERE live AND status = 'ready') AS ready,
+                 count(*) FILTER (WHERE live AND status = 'draining') AS draining,
+                 coalesce(sum(cpus) FILTER (WHERE live), 0) AS total,
+                 coalesce(sum(greatest(0, cpus - allocated_cpus)) FILTER (WHERE live AND status <> 'ready'), 0) AS drained,
+                 count(*) FILTER (WHERE NOT live AND (down_at > now() - interval '1 hour'
+                                                      OR last_heartbeat > now() - interval '1 hour')) AS down_last_hour
+          FROM (SELECT w.*, coalesce(${live}, false) AS live FROM workers w) w`,
+    ),
+    readAllocatedCpus(ctx),
+    readJobCounts(ctx),
+  ]);
+  const capacity = capacityOf(row);
+  return {
+    resources: resourcesOf(capacity, allocation.allocated),
+    workers: {
+      live: capacity.workers,
+      ready: capacity.ready,
+      draining: capacity.draining,
+      down_last_hour: Number(row?.down_last_hour ?? 0),
+    },
+    jobs,
+  };
+}
+export type Overview = Awaited<ReturnType<typeof getOverview>>;
+
+/** How far back a node page looks for the node's finished jobs (no index has jobs by node and time). */
+export const NODE_HISTORY_SCAN = 10_000;
+
+/**
+ * One node: its row, whether it is live, its running jobs (partial index `jobs_node_active_idx`) and its
+ * last 20 jobs among the cluster's NODE_HISTORY_SCAN latest ids (a bounded range of the primary key).
+ */
+export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
+  const live = await liveFilter(ctx);
+  const mine = seesAllJobs(viewer) ? sql`true` : sql`owner = ${viewer.owner ?? ''}`;
+  const [worker, running, recent] = await Promise.all([
+    queryOne<
+      LiveWorkerRow & {
+        live: boolean | string;
+        down_at: Date | string | null;
+        down_reason: string | null;
+        agent_version: string | null;
+        labels: Record<string, string>;
+      }
+    >(
+      ctx.db,
+      sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
+                 w.down_at, w.down_reason, w.agent_version, w.labels,
+                 (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs,
+                 coalesce(${live ?? sql`false`}, false) AS live
+          FROM workers w WHERE w.id = ${id}`,
+    ),
+    query<JobRow>(
+      ctx.db,
+      sql`SELECT ${UI_JOB_COLUMNS} FROM jobs WHERE node = ${id} AND state = 'RUNNING' AND ${mine}
+          ORDER BY id DESC LIMIT 100`,
+    ),
+    query<JobRow>(
+      ctx.db,
+      sql`SELECT ${UI_JOB_COLUMNS} FROM jobs
+          WHERE id > (SELECT coalesce(max(id), 0) - ${NODE_HISTORY_SCAN} FROM jobs)
+            AND node = ${id} AND state <> 'RUNNING' AND ${mine} ORDER BY id DESC LIMIT 20`,
+    ),
+  ]);
+  if (!worker) throw notFound('worker_not_found', `Worker ${id} does not exist`);
+  return {
+    worker: {
+      ...uiWorkerView(worker),
+      down_at: worker.down_at === null ? null : new Date(worker.down_at).toISOString(),
+      down_reason: worker.down_reason,
+      agent_version: worker.agent_version,
+      labels: worker.labels ?? {},
+    },
+    running: running.map((r) => jobView(r)),
+    recent: recent.map((r) => jobView(r)),
+  };
+}
+export type UiWorkerDetail = Awaited<ReturnType<typeof getUiWorker>>;

@@ -1,22 +1,48 @@
 import { Hono } from 'hono';
-import { hasScope } from '../domain/auth.ts';
+import { z } from 'zod';
+import { FINAL_STATES } from '../../db/schema.ts';
+import { hasScope, type Principal } from '../domain/auth.ts';
 import type { Context } from '../domain/context.ts';
 import {
+  getOverview,
+  getUiWorker,
   listUiJobs,
   listUiWorkers,
   uiJobsInput,
+  uiWorkersInput,
   utilizationInput,
   utilizationSeries,
 } from '../domain/dashboard.ts';
 import { forbidden } from '../domain/errors.ts';
+import { getJob } from '../domain/jobs.ts';
+import { workerIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
 import { parseInput } from '../http/validate.ts';
+import {
+  jobFragment,
+  jobsFragment,
+  nodeFragment,
+  nodesFragment,
+  overviewFragment,
+} from '../ui/fragments.tsx';
+
+const jobIdParam = (id: string | undefined) => parseInput(uiJobIdInput, { id }, 'path').id;
+const uiJobIdInput = z.strictObject({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
+
+/** The query of a job list, without its page: what the link to older jobs keeps. */
+function jobFilters(query: Record<string, string>) {
+  const filters = new URLSearchParams();
+  for (const key of ['state', 'q'] as const) if (query[key]) filters.set(key, query[key]);
+  return filters;
+}
 
 /**
- * Read-only JSON for the web dashboard (`/api/v1/ui/...`), scope `jobs:read` (or admin). The auth middleware
- * has already refused requests without a (non-agent) token where tokens are required; this checks the scope.
+ * The web dashboard's reads (`/api/v1/ui/...`), scope `jobs:read` (or admin): JSON, and the views as HTML
+ * fragments (`/fragments/...`) that the page's script swaps in. The auth middleware has already refused
+ * requests without a (non-agent) token where tokens are required; this checks the scope.
  */
 export function uiRoutes(ctx: Context) {
+  const canDrain = (p: Principal) => hasScope(p, 'admin');
   return new Hono<AppEnv>()
     .use(async (c, next) => {
       const principal = c.get('principal');
@@ -32,8 +58,33 @@ export function uiRoutes(ctx: Context) {
     .get('/jobs', async (c) =>
       c.json(await listUiJobs(ctx, parseInput(uiJobsInput, c.req.query(), 'query'), c.get('principal'))),
     )
-    .get('/workers', async (c) => c.json(await listUiWorkers(ctx)))
+    .get('/workers', async (c) =>
+      c.json(await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'))),
+    )
     .get('/utilization', async (c) =>
       c.json(await utilizationSeries(ctx, parseInput(utilizationInput, c.req.query(), 'query'))),
-    );
+    )
+    .get('/fragments/overview', async (c) =>
+      c.html(overviewFragment(await getOverview(ctx), new URL(c.req.url).origin)),
+    )
+    .get('/fragments/jobs', async (c) => {
+      const query = c.req.query();
+      const page = await listUiJobs(ctx, parseInput(uiJobsInput, query, 'query'), c.get('principal'));
+      return c.html(jobsFragment(page, jobFilters(query)));
+    })
+    .get('/fragments/jobs/:id', async (c) => {
+      const principal = c.get('principal');
+      const job = await getJob(ctx.db, jobIdParam(c.req.param('id')), principal);
+      const canCancel = hasScope(principal, 'jobs:write') && !FINAL_STATES.includes(job.state);
+      return c.html(jobFragment(job, canCancel));
+    })
+    .get('/fragments/nodes', async (c) => {
+      const page = await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'));
+      return c.html(nodesFragment(page, canDrain(c.get('principal'))));
+    })
+    .get('/fragments/nodes/:id', async (c) => {
+      const { id } = parseInput(workerIdParam, c.req.param(), 'path');
+      const principal = c.get('principal');
+      return c.html(nodeFragment(await getUiWorker(ctx, id, principal), canDrain(principal)));
+    });
 }

@@ -54,13 +54,93 @@ describe.each(backends)('dashboard server side on $name', (factory) => {
   it('lists live workers, then those down (or silent) within the hour as down', async () => {
     const res = await s.request('GET', '/api/v1/ui/workers');
     expect(res.status).toBe(200);
-    const { workers } = (await res.json()) as { workers: { worker_id: string; status: string }[] };
+    const { workers, next_after } = (await res.json()) as {
+      workers: { worker_id: string; status: string }[];
+      next_after: string | null;
+    };
     // None of these registered with the registry: the registry says none is live.
     expect(workers.map((w) => [w.worker_id, w.status])).toEqual([
       ['ui-down', 'down'],
       ['ui-live', 'down'],
       ['ui-live2', 'down'],
     ]);
+    expect(next_after).toBeNull();
+    // Keyset pages: two, then the rest after the last id shown.
+    const first = (await (await s.request('GET', '/api/v1/ui/workers?limit=2')).json()) as {
+      workers: { worker_id: string }[];
+      next_after: string | null;
+    };
+    expect(first.workers.map((w) => w.worker_id)).toEqual(['ui-down', 'ui-live']);
+    expect(first.next_after).toBe('ui-live');
+    const rest = (await (await s.request('GET', '/api/v1/ui/workers?limit=2&after=ui-live')).json()) as {
+      workers: { worker_id: string }[];
+      next_after: string | null;
+    };
+    expect(rest.workers.map((w) => w.worker_id)).toEqual(['ui-live2']);
+    expect(rest.next_after).toBeNull();
+    expect((await s.request('GET', '/api/v1/ui/workers?live=true')).status).toBe(200);
+    for (const bad of [
+      'limit=0',
+      'limit=501',
+      'live=maybe',
+      'after=',
+      'after=%00',
+      'after=a%2Fb',
+      `after=${'x'.repeat(256)}`,
+      'nope=1',
+    ]) {
+      expect((await s.request('GET', `/api/v1/ui/workers?${bad}`)).status, bad).toBe(400);
+    }
+  });
+
+  it('bounds /api/v1/dashboard to the first 50 live workers and says where the rest are', async () => {
+    const now = new Date().toISOString();
+    await backend.db.db.execute(
+      sql`INSERT INTO workers (id, hostname, cpus, allocated_cpus, session, status)
+          SELECT 'dash-' || lpad(g::text, 3, '0'), 'h', 2, 0, 's', CASE WHEN g = 1 THEN 'draining' ELSE 'ready' END
+          FROM generate_series(1, 52) g`,
+    );
+    for (let g = 1; g <= 52; g++) {
+      await s.harness.ctx.registry.putWorker(
+        {
+          worker_id: `dash-${String(g).padStart(3, '0')}`,
+          cpus: 2,
+          status: g === 1 ? 'draining' : 'ready',
+          hostname: 'h',
+          registered_at: now,
+          last_heartbeat: now,
+        },
+        60,
+      );
+    }
+    const dash = (await (await s.request('GET', '/api/v1/dashboard')).json()) as {
+      resources: { total_cpus: number; available_cpus: number };
+      workers: { worker_id: string }[];
+      workers_page: { live_workers: number; limit: number; next: string | null };
+    };
+    // Capacity counts every live worker; the list holds the first 50.
+    expect(dash.resources.total_cpus).toBe(104);
+    expect(dash.resources.available_cpus).toBe(102); // the draining worker's 2 CPUs are not available
+    expect(dash.workers).toHaveLength(50);
+    expect(dash.workers.at(-1)?.worker_id).toBe('dash-050');
+    expect(dash.workers_page).toEqual({
+      live_workers: 52,
+      limit: 50,
+      next: '/api/v1/ui/workers?after=dash-050&live=true',
+    });
+    const rest = (await (await s.request('GET', dash.workers_page.next!)).json()) as {
+      workers: { worker_id: string; status: string }[];
+      next_after: string | null;
+    };
+    expect(rest.workers.map((w) => w.worker_id)).toEqual(['dash-051', 'dash-052']);
+    expect(rest.next_after).toBeNull();
+    const overview = await (await s.request('GET', '/api/v1/ui/fragments/overview')).text();
+    expect(overview).toContain('<dd id="workers-live">52</dd>');
+    expect(overview).toContain('<dd id="workers-draining">1</dd>');
+    expect(overview).toContain('<dd id="total">104</dd>');
+    for (let g = 1; g <= 52; g++)
+      await s.harness.ctx.registry.removeWorker(`dash-${String(g).padStart(3, '0')}`);
+    await backend.db.db.execute(sql`DELETE FROM workers WHERE id LIKE 'dash-%'`);
   });
 
   it('serves utilization for the last hour and 24 h', async () => {
@@ -110,8 +190,31 @@ describe.each(backends)('dashboard server side on $name', (factory) => {
     const agent = await s.token(['agent']);
     const page = await s.request('GET', '/', { headers: { accept: 'text/html,application/xhtml+xml' } });
     expect(page.status).toBe(200);
-    expect(await page.text()).toContain('No active workers: start one with npx conductor-agent');
+    const html = await page.text();
+    expect(html).toContain('<title>Conductor</title>');
+    expect(html.startsWith('<!doctype html>')).toBe(true); // standards mode, not quirks
+    expect(html).not.toContain('ui-live'); // the page holds no data: its script reads the API
+    // No inline script or style: the page loads its own, from this server.
+    const csp = page.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).not.toContain('unsafe-inline');
+    const script = /<script src="(\/ui\/assets\/dashboard-[0-9a-f]{12}\.js)"/.exec(html)?.[1];
+    expect(script).toBeDefined();
+    const asset = await s.request('GET', script!);
+    expect(asset.status).toBe(200);
+    expect(asset.headers.get('content-type')).toContain('text/javascript');
+    expect(asset.headers.get('cache-control')).toContain('immutable');
+    expect(await asset.text()).toContain('uplot');
+    expect((await s.request('GET', '/ui/assets/dashboard-000000000000.js')).status).toBe(404);
+    for (const path of ['/ui/nodes', '/ui/nodes/ui-live', '/ui/jobs/1']) {
+      const shell = await s.request('GET', path, { headers: { accept: 'text/html' } });
+      expect(shell.status, path).toBe(200);
+      expect(shell.headers.get('content-security-policy'), path).toBe(csp);
+    }
     expect((await s.request('GET', '/')).status).toBe(401); // the JSON index needs a token, as before
+    for (const path of ['overview', 'jobs', 'jobs/1', 'nodes', 'nodes/ui-live']) {
+      expect((await s.request('GET', `/api/v1/ui/fragments/${path}`)).status, path).toBe(401);
+    }
     expect((await s.request('GET', '/api/v1/ui/jobs')).status).toBe(401);
     expect((await s.request('GET', '/api/v1/ui/utilization')).status).toBe(401);
     expect((await s.request('GET', '/api/v1/ui/workers')).status).toBe(401);
@@ -130,6 +233,52 @@ describe.each(backends)('dashboard server side on $name', (factory) => {
       jobs: { id: number }[];
     };
     expect(seen.jobs.map((j) => j.id)).toEqual([mineId]);
+    // The views, as HTML fragments, with the same rules.
+    const overview = await s.request('GET', '/api/v1/ui/fragments/overview', { token: owner.token });
+    expect(overview.headers.get('content-type')).toContain('text/html');
+    expect(await overview.text()).toContain('No active workers: start one with npx conductor-agent');
+    const jobsHtml = await (
+      await s.request('GET', '/api/v1/ui/fragments/jobs', { token: owner.token })
+    ).text();
+    expect(jobsHtml).toContain(`data-job="${mineId}"`);
+    expect(jobsHtml).not.toContain('Train-Model'); // another owner's
+    const jobHtml = await (
+      await s.request('GET', `/api/v1/ui/fragments/jobs/${mineId}`, { token: owner.token })
+    ).text();
+    expect(jobHtml).toContain(`Job #${mineId} alices`);
+    expect(jobHtml).toContain('Cancel job'); // jobs:write, and the job has not ended
+    expect(jobHtml).not.toContain('Drain');
+    const reader = await s.token(['jobs:read'], undefined, 'alice');
+    const readOnly = await (
+      await s.request('GET', `/api/v1/ui/fragments/jobs/${mineId}`, { token: reader.token })
+    ).text();
+    expect(readOnly).not.toContain('Cancel job');
+    const others = await s.request('GET', `/api/v1/ui/fragments/jobs/1`, { token: owner.token });
+    expect(others.status).toBe(404);
+    const node = await s.request('GET', '/api/v1/ui/fragments/nodes/ui-live', { token: owner.token });
+    expect(node.status).toBe(200);
+    expect(await node.text()).toContain('Node ui-live');
+    expect(
+      await (await s.request('GET', '/api/v1/ui/fragments/nodes', { token: owner.token })).text(),
+    ).not.toContain('>Actions<'); // drains need admin
+    const admin = await s.token(['admin']);
+    expect(
+      await (await s.request('GET', '/api/v1/ui/fragments/nodes', { token: admin.token })).text(),
+    ).toContain('>Actions<');
+    for (const [path, status] of [
+      ['nodes/no-such-node', 404],
+      ['nodes/bad%20id', 400],
+      ['jobs/0', 400],
+      ['jobs/abc', 400],
+      ['jobs/99999999999999999999', 400],
+      ['jobs?state=NOPE', 400],
+      ['nodes?limit=x', 400],
+    ] as const) {
+      expect(
+        (await s.request('GET', `/api/v1/ui/fragments/${path}`, { token: admin.token })).status,
+        path,
+      ).toBe(status);
+    }
   });
 
   it('keeps the page small: under 12 KiB gzipped', async () => {

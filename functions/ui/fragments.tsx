@@ -1,0 +1,42 @@
+/** @jsxImportSource hono/jsx */
+/**
+ * The views' HTML, rendered on the server from the API's own data (the domain functions' return types) and
+ * fetched by the client script with the browser's token: `/api/v1/ui/fragments/...` (routes/ui.ts).
+ */
+import type { listUiJobs, listUiWorkers, Overview, UiWorkerDetail } from '../domain/dashboard.ts';
+import type { JobView } from '../domain/jobs.ts';
+import { JobDetail } from './components/job-detail.tsx';
+import { JobsTable } from './components/jobs-table.tsx';
+import { NodeDetail } from './components/node-detail.tsx';
+import { OverviewPanel } from './components/overview.tsx';
+import { WorkersTable } from './components/workers-table.tsx';
+
+export const overviewFragment = (overview: Overview, origin: string) => (
+  <OverviewPanel overview={overview} origin={origin} />
+);
+
+/** `filters`: the list's query (state, q), kept in the link to older jobs. */
+export function jobsFragment(page: Awaited<ReturnType<typeof listUiJobs>>, filters: URLSearchParams) {
+  let older: string | undefined;
+  if (page.next_before !== null) {
+    const next = new URLSearchParams(filters);
+    next.set('before', String(page.next_before));
+    older = `/?${next}`;
+  }
+  return <JobsTable jobs={page.jobs} caption="Jobs, newest first" older={older} />;
+}
+
+export function nodesFragment(page: Awaited<ReturnType<typeof listUiWorkers>>, canDrain: boolean) {
+  if (page.workers.length === 0) return <p class="empty">No workers (live or down within the hour).</p>;
+  const next =
+    page.next_after === null ? undefined : `/ui/nodes?after=${encodeURIComponent(page.next_after)}`;
+  return <WorkersTable workers={page.workers} canDrain={canDrain} next={next} />;
+}
+
+export const nodeFragment = (detail: UiWorkerDetail, canDrain: boolean) => (
+  <NodeDetail detail={detail} canDrain={canDrain} />
+);
+
+export const jobFragment = (job: JobView, canCancel: boolean) => (
+  <JobDetail job={job} canCancel={canCancel} />
+);
