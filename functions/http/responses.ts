@@ -101,7 +101,15 @@ export const dashboardSchema = z
       available_cpus: z.number(),
       utilization: z.number(),
     }),
-    workers: z.array(liveWorkerSchema),
+    workers: z.array(liveWorkerSchema).describe('The first `workers_page.limit` live workers, by id'),
+    workers_page: z.object({
+      live_workers: z.number().int().describe('How many workers are live in all'),
+      limit: z.number().int(),
+      next: z
+        .string()
+        .nullable()
+        .describe('Where the next live workers are (the dashboard’s paged read, scope jobs:read), or null'),
+    }),
     jobs: z.record(z.enum(JOB_STATES), z.number().int()),
   })
   .openapi('Dashboard');

@@ -23,7 +23,8 @@ const REDOCLY = fileURLToPath(new URL('../../node_modules/.bin/redocly', import.
 
 /**
  * Routes registered on the app that the document leaves out, on purpose:
- * - the dashboard's private JSON reads (functions/routes/ui.ts): its page's own API, free to change with it;
+ * - the dashboard's private reads (functions/routes/ui.ts: JSON and HTML fragments): its pages' own API, free
+ *   to change with them; its HTML pages and their assets (functions/ui/pages.tsx);
  * - the reference page's script and stylesheet.
  * The dashboard's HTML (GET / for a browser) shares its path with the JSON index, which is documented.
  */
@@ -31,6 +32,16 @@ const UNDOCUMENTED = new Set([
   'GET /api/v1/ui/jobs',
   'GET /api/v1/ui/workers',
   'GET /api/v1/ui/utilization',
+  'GET /api/v1/ui/fragments/overview',
+  'GET /api/v1/ui/fragments/jobs',
+  'GET /api/v1/ui/fragments/jobs/:id',
+  'GET /api/v1/ui/fragments/nodes',
+  'GET /api/v1/ui/fragments/nodes/:id',
+  // The dashboard's HTML pages and their script and stylesheet.
+  'GET /ui/nodes',
+  'GET /ui/nodes/:id{[A-Za-z0-9][A-Za-z0-9._-]{0,254}}',
+  'GET /ui/jobs/:id{[0-9]{1,15}}',
+  'GET /ui/assets/:file',
   'GET /api/docs/assets/:file',
 ]);
 

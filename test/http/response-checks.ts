@@ -40,7 +40,7 @@ export function declaredRoutes(app: OpenAPIHono<AppEnv>): DeclaredRoute[] {
 }
 
 /** Paths outside the API description (see test/http/openapi.test.ts). */
-const UNDESCRIBED = [/^\/api\/v1\/ui\//, /^\/api\/docs\/assets\//];
+const UNDESCRIBED = [/^\/api\/v1\/ui\//, /^\/ui\//, /^\/api\/docs\/assets\//];
 
 export interface ResponseChecks {
   /** How many answers were checked against a declared schema. */
