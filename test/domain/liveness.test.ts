@@ -53,6 +53,32 @@ describe.each(backends)('worker liveness on $name', (factory) => {
       sql`UPDATE maintenance_state SET reaper_seen_at = now(), reaper_resumed_at = now() - interval '1 hour'`,
     );
   }
+  /**
+   * The database as the reaper sees it, pausing right after the reaper marked workers down (holding their rows,
+   * before it deals with their jobs) until `release()`; `atGate` resolves once it is there.
+   */
+  function reaperPausedAfterMarkingDown(failed?: (text: string, error: unknown) => void) {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let paused!: () => void;
+    const atGate = new Promise<void>((resolve) => {
+      paused = resolve;
+    });
+    let passedGate = false;
+    const db = hookedDb(backend.db.db, {
+      failed,
+      async after(text) {
+        if (!passedGate && /update "?workers"? set "?status"? = 'down'/i.test(text)) {
+          passedGate = true;
+          paused();
+          await gate;
+        }
+      },
+    });
+    return { db, atGate, release };
+  }
   /** Earlier tests' workers take no part in the next one. */
   const retireWorkers = () =>
     backend.db.db.execute(sql`UPDATE workers SET status = 'down' WHERE status <> 'down'`);
@@ -120,24 +146,7 @@ describe.each(backends)('worker liveness on $name', (factory) => {
     await silence('race-w');
 
     // The reaper pauses right after it marked the worker down, before it deals with the worker's jobs.
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let paused!: () => void;
-    const atGate = new Promise<void>((resolve) => {
-      paused = resolve;
-    });
-    let passedGate = false;
-    const reaperDb = hookedDb(backend.db.db, {
-      async after(text) {
-        if (!passedGate && /update "?workers"? set "?status"? = 'down'/i.test(text)) {
-          passedGate = true;
-          paused();
-          await gate;
-        }
-      },
-    });
+    const { db: reaperDb, atGate, release } = reaperPausedAfterMarkingDown();
     const reaper = testContext(backend);
     const reaping = reapLostWorkers({ ...reaper.ctx, db: reaperDb });
     await atGate;
@@ -194,26 +203,8 @@ describe.each(backends)('worker liveness on $name', (factory) => {
         if (pgErrorCode(error) === '40P01') deadlocks.push(text.slice(0, 60));
       };
       // The reaper pauses holding the worker's row, before it ends the worker's jobs.
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      let paused!: () => void;
-      const atGate = new Promise<void>((resolve) => {
-        paused = resolve;
-      });
-      let passedGate = false;
+      const { db: reaperDb, atGate, release } = reaperPausedAfterMarkingDown(failed);
       const reaper = testContext(backend);
-      const reaperDb = hookedDb(backend.db.db, {
-        failed,
-        async after(text) {
-          if (!passedGate && /update "?workers"? set "?status"? = 'down'/i.test(text)) {
-            passedGate = true;
-            paused();
-            await gate;
-          }
-        },
-      });
       const reaping = reapLostWorkers({ ...reaper.ctx, db: reaperDb });
       await atGate;
       // Meanwhile the agent reports the job ended: the report waits for the worker's row.
