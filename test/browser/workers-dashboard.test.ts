@@ -11,7 +11,7 @@ import { createPostgresDatabase, type TestDatabase } from '../support/databases.
 import { startNeonProxy } from '../support/neon-proxy.ts';
 import { serviceAvailable } from '../support/services.ts';
 import { startUpstashBridge, type UpstashBridge } from '../support/upstash-bridge.ts';
-import { bundleWorker } from '../support/worker-bundle.ts';
+import { bundleWorker, workerModules } from '../support/worker-bundle.ts';
 
 const available = (await serviceAvailable('postgres')) && (await serviceAvailable('redis'));
 const REDIS_DB_URL = 'redis://127.0.0.1:6379/11';
@@ -31,10 +31,7 @@ describe.runIf(available)('dashboard on the Worker, in headless Chromium', () =>
     bridge = await startUpstashBridge({ redisUrl: REDIS_DB_URL });
     proxy = await startNeonProxy();
     mf = new Miniflare({
-      modules: true,
-      scriptPath: bundle.script,
-      modulesRoot: bundle.dir,
-      compatibilityDate: '2026-04-20',
+      ...workerModules(bundle),
       host: '127.0.0.1',
       port: 0,
       bindings: {

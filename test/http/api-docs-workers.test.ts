@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bundleWorker } from '../support/worker-bundle.ts';
+import { bundleWorker, workerModules } from '../support/worker-bundle.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -17,12 +17,7 @@ describe('/api/docs on Workers (workerd)', () => {
   beforeAll(async () => {
     const bundle = bundleWorker();
     mf = new Miniflare({
-      modules: true,
-      scriptPath: bundle.script,
-      modulesRoot: bundle.dir,
-      // wrangler's text modules (wrangler.toml [[rules]]), named <sha1>-<file> in the bundle's folder.
-      modulesRules: [{ type: 'Text', include: ['**/*-swagger-ui.css', '**/*-swagger-ui-bundle.js'] }],
-      compatibilityDate: '2026-04-20',
+      ...workerModules(bundle),
       host: '127.0.0.1',
       port: 0,
       bindings: {

@@ -29,3 +29,18 @@ export function bundleWorker(): { dir: string; script: string; output: string } 
   );
   return { dir, script: join(dir, 'worker.js'), output };
 }
+
+/**
+ * Miniflare's options for running a `bundleWorker()` output as wrangler would: the script with the modules
+ * beside it, wrangler's text modules (wrangler.toml [[rules]]: Swagger UI for /api/docs, named <sha1>-<file>)
+ * and the compatibility date the Worker is built for.
+ */
+export function workerModules(bundle: { dir: string; script: string }) {
+  return {
+    modules: true,
+    scriptPath: bundle.script,
+    modulesRoot: bundle.dir,
+    modulesRules: [{ type: 'Text' as const, include: ['**/*-swagger-ui.css', '**/*-swagger-ui-bundle.js'] }],
+    compatibilityDate: '2026-04-20',
+  };
+}

@@ -12,7 +12,7 @@ import { checkInvariants } from '../support/invariants.ts';
 import { startNeonProxy } from '../support/neon-proxy.ts';
 import { serviceAvailable } from '../support/services.ts';
 import { startUpstashBridge, type UpstashBridge } from '../support/upstash-bridge.ts';
-import { bundleWorker } from '../support/worker-bundle.ts';
+import { bundleWorker, workerModules } from '../support/worker-bundle.ts';
 
 /**
  * The control plane in the real Workers runtime (workerd, through Miniflare), bundled by wrangler, against
@@ -43,14 +43,8 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
   let bundleSize = 0;
 
   async function startIsolate(): Promise<Miniflare> {
-    const { script } = bundle;
     const mf = new Miniflare({
-      modules: true,
-      scriptPath: script,
-      modulesRoot: bundle.dir,
-      // wrangler's text modules (wrangler.toml [[rules]]: Swagger UI for /api/docs), <sha1>-<file> beside the script.
-      modulesRules: [{ type: 'Text', include: ['**/*-swagger-ui.css', '**/*-swagger-ui-bundle.js'] }],
-      compatibilityDate: '2026-04-20',
+      ...workerModules(bundle),
       host: '127.0.0.1',
       port: 0,
       bindings: {
@@ -120,14 +114,7 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
   });
 
   it('answers a missing binding with a clear error naming it', async () => {
-    const bare = new Miniflare({
-      modules: true,
-      scriptPath: bundle.script,
-      modulesRoot: bundle.dir,
-      // wrangler's text modules (wrangler.toml [[rules]]: Swagger UI for /api/docs), <sha1>-<file> beside the script.
-      modulesRules: [{ type: 'Text', include: ['**/*-swagger-ui.css', '**/*-swagger-ui-bundle.js'] }],
-      compatibilityDate: '2026-04-20',
-    });
+    const bare = new Miniflare(workerModules(bundle));
     try {
       const res = await bare.dispatchFetch('http://localhost/api/v1/health');
       expect(res.status).toBe(500);
