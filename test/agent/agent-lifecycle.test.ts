@@ -189,7 +189,10 @@ describe('the agent and its jobs on pglite+memory', () => {
       environment: { ...gate.env, PIDS: pids },
     });
     await cp.started(job.id);
-    const pid = Number(readFileSync(join(pids, '1'), 'utf8'));
+    // Reported started once spawned: the script may not have written its pid yet on a busy machine.
+    const pid = await eventually(() => Number(readFileSync(join(pids, '1'), 'utf8')), {
+      what: 'the job to write its pid',
+    });
 
     expect(logger.lines.filter((l) => l.includes('Stopping job'))).toEqual([]);
     cp.proxy.cut();
@@ -230,7 +233,10 @@ describe('the agent and its jobs on pglite+memory', () => {
     });
     await cp.started(requeued.id);
     await cp.started(plain.id);
-    const pid = Number(readFileSync(join(pids, '1'), 'utf8'));
+    // Reported started once spawned: the script may not have written its pid yet on a busy machine.
+    const pid = await eventually(() => Number(readFileSync(join(pids, '1'), 'utf8')), {
+      what: 'the job to write its pid',
+    });
 
     expect(logger.lines.filter((l) => l.includes('Stopping job'))).toEqual([]);
     cp.proxy.cut();
