@@ -114,23 +114,21 @@ export async function listWorkers(ctx: Context) {
 export const DASHBOARD_WORKERS_LIMIT = 50;
 
 /**
- * Which workers are live, as SQL: the registry's ids, or (registry down) a recent durable heartbeat. Null
- * when the registry says none is.
+ * Which workers are live, as SQL over `workers w`: not down, and heartbeating within the TTL. Every
+ * heartbeat refreshes this row and the registry key with the same TTL, so both say the same; reading the
+ * registry's ids instead cost the dashboard a Redis script over every live key and a 1,000-id array sent to
+ * Postgres on each refresh (p99 11.5 ms against 7.1 ms at 1,000 workers), and counted no worker at all after
+ * a Redis flush. The scheduler still asks the registry (liveness.ts).
  */
-async function liveFilter(ctx: Context): Promise<SQL | null> {
-  const live = await liveWorkerIds(ctx);
-  if (live === null) {
-    return sql`(w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds}))`;
-  }
-  return live.length === 0 ? null : sql`w.id = ANY(${pgArray(live)}::text[])`;
+function liveFilter(ctx: Context): SQL {
+  return sql`(w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds}))`;
 }
 
 /**
  * The live workers' capacity, summed by Postgres in one aggregate: what the overview needs, whatever the
  * cluster's size (no row per worker leaves the database).
  */
-async function liveCapacity(ctx: Context, live: SQL | null) {
-  if (live === null) return { workers: 0, ready: 0, draining: 0, total_cpus: 0, drained_free_cpus: 0 };
+async function liveCapacity(ctx: Context, live: SQL) {
   const row = await queryOne<Record<string, string | number | null>>(
     ctx.db,
     sql`SELECT count(*) AS workers, count(*) FILTER (WHERE w.status = 'ready') AS ready,
@@ -186,10 +184,9 @@ export type UiWorker = ReturnType<typeof uiWorkerView>;
  */
 async function workersPage(
   ctx: Context,
-  live: SQL | null,
+  isLive: SQL,
   options: { after?: string; limit: number; recent: boolean },
 ) {
-  const isLive = live ?? sql`false`;
   const filters = [
     options.recent
       ? sql`(${isLive} OR w.down_at > now() - interval '1 hour' OR w.last_heartbeat > now() - interval '1 hour')`
@@ -212,7 +209,7 @@ async function workersPage(
  * DASHBOARD_WORKERS_LIMIT live workers by id; `workers_page.next` is where the rest are.
  */
 export async function getDashboard(ctx: Context) {
-  const live = await liveFilter(ctx);
+  const live = liveFilter(ctx);
   const [capacity, page, allocation, jobs] = await Promise.all([
     liveCapacity(ctx, live),
     workersPage(ctx, live, { limit: DASHBOARD_WORKERS_LIMIT, recent: false }),
@@ -236,7 +233,7 @@ export async function getDashboard(ctx: Context) {
 
 /** The contract's statistics line: `Active workers: 2, Total CPUs: 192`. */
 export async function logClusterStats(ctx: Context): Promise<void> {
-  const capacity = await liveCapacity(ctx, await liveFilter(ctx));
+  const capacity = await liveCapacity(ctx, liveFilter(ctx));
   ctx.logger.info(`Active workers: ${capacity.workers}, Total CPUs: ${capacity.total_cpus}`);
 }
 
@@ -383,7 +380,7 @@ export const uiWorkersInput = z.strictObject({
 
 /** The dashboard's workers, a page at a time in id order (see workersPage). */
 export async function listUiWorkers(ctx: Context, input: z.infer<typeof uiWorkersInput>) {
-  return workersPage(ctx, await liveFilter(ctx), {
+  return workersPage(ctx, liveFilter(ctx), {
     after: input.after,
     limit: input.limit,
     recent: input.live === 'false',
@@ -395,7 +392,7 @@ export async function listUiWorkers(ctx: Context, input: z.infer<typeof uiWorker
  * rows inside Postgres (no row per worker or job leaves it).
  */
 export async function getOverview(ctx: Context) {
-  const live = (await liveFilter(ctx)) ?? sql`false`;
+  const live = liveFilter(ctx);
   const [row, allocation, jobs] = await Promise.all([
     queryOne<Record<string, string | number | null>>(
       ctx.db,
@@ -432,7 +429,7 @@ export const NODE_HISTORY_SCAN = 10_000;
  * last 20 jobs among the cluster's NODE_HISTORY_SCAN latest ids (a bounded range of the primary key).
  */
 export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
-  const live = await liveFilter(ctx);
+  const live = liveFilter(ctx);
   const mine = seesAllJobs(viewer) ? sql`true` : sql`owner = ${viewer.owner ?? ''}`;
   const [worker, running, recent] = await Promise.all([
     queryOne<
@@ -448,7 +445,7 @@ export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
       sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
                  w.down_at, w.down_reason, w.agent_version, w.labels,
                  (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs,
-                 coalesce(${live ?? sql`false`}, false) AS live
+                 coalesce(${live}, false) AS live
           FROM workers w WHERE w.id = ${id}`,
     ),
     query<JobRow>(
