@@ -23,13 +23,20 @@ interface LiveWorkerRow {
 }
 
 /**
+ * A worker row `w` whose heartbeat is live: not down, and heartbeating within the TTL. Every heartbeat
+ * refreshes this row and the registry key with the same TTL, so both say the same.
+ */
+const heartbeatLive = (ttlSeconds: number) =>
+  sql`(w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds}))`;
+
+/**
  * The live workers' rows with their running jobs, counted in one grouped pass over the partial index
  * `jobs_node_active_idx` (RUNNING jobs only, never the history), not one correlated count per worker.
  */
 const liveWorkersSql = (filter: SQL, ttlSeconds: number) =>
   sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
              coalesce(r.n, 0) AS running_jobs,
-             (w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds})) AS recent
+             ${heartbeatLive(ttlSeconds)} AS recent
       FROM workers w
       LEFT JOIN (SELECT node, count(*) AS n FROM jobs WHERE state = 'RUNNING' GROUP BY node) r ON r.node = w.id
       WHERE ${filter} ORDER BY w.id`;
@@ -93,8 +100,8 @@ export async function listWorkers(ctx: Context) {
   }>(
     ctx.db,
     sql`SELECT id, hostname, cpus, allocated_cpus, status, last_heartbeat, registered_at, down_at, down_reason,
-               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS recent
-        FROM workers ORDER BY id LIMIT 10000`,
+               ${heartbeatLive(ctx.config.workerTtlSeconds)} AS recent
+        FROM workers w ORDER BY id LIMIT 10000`,
   );
   return rows.map((w) => ({
     worker_id: w.id,
@@ -114,14 +121,13 @@ export async function listWorkers(ctx: Context) {
 export const DASHBOARD_WORKERS_LIMIT = 50;
 
 /**
- * Which workers are live, as SQL over `workers w`: not down, and heartbeating within the TTL. Every
- * heartbeat refreshes this row and the registry key with the same TTL, so both say the same; reading the
- * registry's ids instead cost the dashboard a Redis script over every live key and a 1,000-id array sent to
- * Postgres on each refresh (p99 11.5 ms against 7.1 ms at 1,000 workers), and counted no worker at all after
+ * Which workers the dashboard counts live, as SQL over `workers w`: `heartbeatLive`. Reading the registry's
+ * ids instead cost the dashboard a Redis script over every live key and a 1,000-id array sent to
+ * Postgres on each refresh (p99 11.5 ms against 7.4 ms at 1,000 workers), and counted no worker at all after
  * a Redis flush. The scheduler still asks the registry (liveness.ts).
  */
 function liveFilter(ctx: Context): SQL {
-  return sql`(w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds}))`;
+  return heartbeatLive(ctx.config.workerTtlSeconds);
 }
 
 /**
@@ -280,8 +286,8 @@ export async function recordUtilizationSample(ctx: Context): Promise<void> {
     sql`WITH sample AS (
           INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers)
           SELECT date_trunc('minute', now()), coalesce(sum(cpus), 0), coalesce(sum(allocated_cpus), 0), count(*)
-          FROM workers
-          WHERE status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})
+          FROM workers w
+          WHERE ${heartbeatLive(ctx.config.workerTtlSeconds)}
           ON CONFLICT (at) DO NOTHING
           RETURNING at)
         DELETE FROM utilization_samples
