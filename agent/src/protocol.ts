@@ -14,10 +14,36 @@
 /** Slurm's exit code form `code:signal`, e.g. `0:0`, `3:0`, `0:9`. */
 export type ExitCode = `${number}:${number}`;
 
+/** A GPU of a node, as `nvidia-smi` numbers it (`index`, 0-based) and names it (`model`, e.g. `a100`). */
+export interface GpuDevice {
+  index: number;
+  model: string;
+}
+
+/**
+ * How the agent holds a job to its memory: `cgroup` (cgroup v2 `memory.max`), `rss` (sampling the job's
+ * processes and killing them past the limit), `none` (jobs ask no memory of this node, or nothing works).
+ */
+export type MemoryEnforcement = 'cgroup' | 'rss' | 'none';
+
 export interface RegisterRequest {
   worker_id: string;
   hostname: string;
   cpus: number;
+  /**
+   * MB of memory jobs may use: the machine's total minus the reserve for the system (`TOTAL_MEMORY`
+   * overrides). Absent (older agents): 0, and jobs that ask for memory are not placed there.
+   */
+  memory_mb?: number;
+  /** The node's GPUs (detected with `nvidia-smi`, or `GPUS=a100:4` / `GPUS=4`). Absent: none. */
+  gpus?: GpuDevice[];
+  /** Generic resources other than GPUs and their counts (`GRES=nvme:1,license_matlab:2`). */
+  gres?: Record<string, number>;
+  /** Node features for `--constraint` (`FEATURES=avx512,ssd`). */
+  features?: string[];
+  /** The partitions this node serves (`PARTITIONS=gpu,batch`); absent or empty: the default partition. */
+  partitions?: string[];
+  memory_enforcement?: MemoryEnforcement;
   labels?: Record<string, string>;
   agent_version?: string;
   /**
@@ -96,6 +122,18 @@ export interface Assignment extends JobRef {
   /** Seconds, or null for no limit. */
   time_limit_s: number | null;
   /**
+   * MB of memory the job may use on this node; past it the job ends OUT_OF_MEMORY (outcome
+   * `out_of_memory`). Null or absent: no limit (the job asked none and its partition sets no default).
+   */
+  memory_mb?: number | null;
+  /**
+   * The indexes of the GPUs assigned to the job (`GpuDevice.index`): the agent sets CUDA_VISIBLE_DEVICES,
+   * SLURM_JOB_GPUS and GPU_DEVICE_ORDINAL to them (comma-separated). Absent or empty: no GPUs.
+   */
+  gpus?: number[];
+  /** Generic resources assigned (name -> count), set as SLURM_JOB_GRES-style `name:count,...`. */
+  gres?: Record<string, number>;
+  /**
    * The job goes back to the queue if its node is lost, so it may run elsewhere: the agent stops it when it
    * has been out of touch with the control plane for too long (see `lost`). Absent from older servers.
    */
@@ -145,8 +183,10 @@ export interface OutputResponse {
  * it ends FAILED. `lost`: the agent stopped a `requeue` job itself after it had no contact with the control
  * plane for a TTL (the node may have been declared lost and the job placed elsewhere); the control plane
  * treats it as a lost node's job: back to the queue (or NODE_FAIL), unless that already happened.
+ * `out_of_memory`: the job went past its `memory_mb` and was killed (cgroup OOM kill, or the agent's RSS
+ * check); it ends OUT_OF_MEMORY with its output kept.
  */
-export type JobOutcome = 'exited' | 'cancelled' | 'timeout' | 'failed_to_start' | 'lost';
+export type JobOutcome = 'exited' | 'cancelled' | 'timeout' | 'failed_to_start' | 'lost' | 'out_of_memory';
 
 export interface FinishRequest extends ReportBase {
   exit_code: ExitCode;

@@ -17,6 +17,9 @@ const workerId = z
   .max(255)
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'worker_id is letters, digits, ".", "_" and "-"');
 const session = z.string().min(1).max(100);
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+/** GPUs are tracked as bits of a bigint per node: indexes 0 to 62. */
+export const MAX_GPU_INDEX = 62;
 const jobRef = z.strictObject({
   job_id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   attempt: z.number().int().min(1).max(2_147_483_647),
@@ -33,6 +36,41 @@ export const registerRequest = z.strictObject({
   worker_id: workerId,
   hostname: text('hostname', 255).pipe(z.string().min(1, 'hostname must not be empty')),
   cpus: z.number().int().min(1, 'cpus must be at least 1').max(65_536),
+  memory_mb: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .optional(),
+  gpus: z
+    .array(
+      z.strictObject({
+        index: z.number().int().min(0).max(MAX_GPU_INDEX, `GPU indexes are 0 to ${MAX_GPU_INDEX}`),
+        model: text('GPU model', 100).pipe(
+          z.string().regex(NAME, 'GPU models are letters, digits, ".", "_" and "-"'),
+        ),
+      }),
+    )
+    .max(MAX_GPU_INDEX + 1)
+    .refine((gpus) => new Set(gpus.map((g) => g.index)).size === gpus.length, 'GPU indexes must differ')
+    .optional(),
+  gres: z
+    .record(
+      z.string().regex(NAME, 'gres names are letters, digits, ".", "_" and "-"').max(100),
+      z.number().int().min(0).max(1_000_000),
+    )
+    .refine((g) => Object.keys(g).length <= 64, 'at most 64 generic resources')
+    .refine((g) => !('gpu' in g), 'GPUs are reported in gpus, not gres')
+    .optional(),
+  features: z
+    .array(z.string().regex(NAME, 'features are letters, digits, ".", "_" and "-"').max(100))
+    .max(256)
+    .optional(),
+  partitions: z
+    .array(z.string().regex(NAME, 'partition names are letters, digits, ".", "_" and "-"').max(100))
+    .max(64)
+    .optional(),
+  memory_enforcement: z.enum(['cgroup', 'rss', 'none']).optional(),
   labels: z.record(text('label names', 255), text('label values', 1024)).optional(),
   agent_version: text('agent_version', 100).optional(),
   running: z.array(jobRef).max(10_000).optional(),
@@ -80,7 +118,7 @@ export const finishRequest = z.strictObject({
       EXIT_CODE_PATTERN,
       'exit_code is code:signal, e.g. 0:0',
     ) as unknown as z.ZodType<`${number}:${number}`>,
-  outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start', 'lost']),
+  outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start', 'lost', 'out_of_memory']),
   message: z.string().max(4096).optional(),
 });
 
