@@ -12,7 +12,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ApiError, Client, resolveConfig } from './api.ts';
-import { buildSubmitBody, expandPattern, SUBMIT_OPTIONS, type SubmitValues, UsageError } from './sbatch.ts';
+import {
+  buildSubmitBody,
+  expandPattern,
+  plainExclusive,
+  SUBMIT_OPTIONS,
+  type SubmitValues,
+  UsageError,
+} from './sbatch.ts';
 
 export interface Io {
   out(text: string): void;
@@ -39,6 +46,16 @@ interface Job {
   end_time: string | null;
   script?: string;
   environment?: Record<string, string>;
+  memory_mb?: number | null;
+  gpus?: number;
+  gpu_type?: string | null;
+  gres?: Record<string, number>;
+  constraint?: string | null;
+  exclusive?: boolean;
+  nodelist?: string[] | null;
+  exclude?: string[];
+  allocated_gpus?: number[];
+  reason_detail?: string | null;
 }
 
 interface Worker {
@@ -51,7 +68,34 @@ interface Worker {
   last_heartbeat: string;
 }
 
-const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL']);
+const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY']);
+
+/** What a job asked for beyond CPUs, and why it waits: `show` prints these only when they say something. */
+export const SHOWN_WHEN_SET = new Set([
+  'memory_mb',
+  'gpus',
+  'gpu_type',
+  'gres',
+  'constraint',
+  'exclusive',
+  'nodelist',
+  'exclude',
+  'allocated_gpus',
+  'reason_detail',
+]);
+
+function isSet(value: unknown): boolean {
+  if (value === null || value === undefined || value === false || value === 0 || value === '') return false;
+  if (Array.isArray(value)) return value.length > 0;
+  if (typeof value === 'object') return Object.keys(value).length > 0;
+  return true;
+}
+
+/** squeue's NODELIST(REASON): the node, or for a pending job its reason code in parentheses. */
+function nodeOrReason(job: { state: string; node: string | null; reason: string | null }): string {
+  if (job.state === 'PENDING') return `(${job.reason || 'None'})`;
+  return job.node ?? '';
+}
 
 const GLOBAL = `Global options (every command; before or after it):
   --url <url>       the control plane (else CONDUCTOR_URL, else "url" in ~/.config/conductor/config.json,
@@ -94,7 +138,7 @@ over #SBATCH.
       --cpus <n>            CPUs, directly
   -J, --job-name <name>
   -t, --time <time>         time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, UNLIMITED
-  -p, --partition <name>
+  -p, --partition <name>    a partition, or a comma list (the first that can run the job)
   -A, --account <name>
   -D, --chdir <dir>         the job's working directory (absolute)
       --export <list>       ALL, NONE, or [ALL,]VAR=value,VAR2,... (a bare VAR takes this shell's value)
@@ -105,6 +149,15 @@ over #SBATCH.
                             the job's captured stdout / stderr there when it ends (a file it cannot
                             write is a warning: the exit code stays the job's)
       --priority <n>
+      --mem <size>          memory for the job (per node): MB, or with a unit K, M, G, T (4G, 512M)
+      --mem-per-cpu <size>  memory per CPU instead (not with --mem, as in Slurm)
+  -G, --gpus <[type:]n>     GPUs, any or of one type (2, a100:2); --gpus-per-node is the same here
+      --gres <list>         generic resources: name[:type][:count],... (gpu:a100:2,nvme:1,license_matlab)
+  -C, --constraint <expr>   node features: a&b (and), a|b (or), [a|b] (one of), parentheses
+      --exclusive           the whole node to itself (--exclusive=user or =mcs: the same here)
+  -w, --nodelist <hosts>    the node to run on (a hostlist: node[01-03],gpu01)
+  -x, --exclude <hosts>     nodes not to run on
+  -N, --nodes <n>           1 (or 1-1): each job runs on one node; more is refused
       --wait                wait for the job to end (a spinner on a terminal), exit with its exit code
       --follow              stream its output while it runs, then exit with its exit code
       --json                print the job as JSON
@@ -114,12 +167,15 @@ ${GLOBAL}
 Examples:
   conductor submit train.sh                      # prints: Submitted batch job 42
   conductor submit -c 8 -J train -t 2:00:00 train.sh --wait
+  conductor submit -c 8 --mem 32G -G a100:1 -p gpu train.sh
   echo 'echo hi' | conductor submit - --follow
 `,
   jobs: `Usage: conductor jobs [--state S1,S2] [--me] [--limit N] [--json]
 
-Lists jobs, newest first: JOBID NAME STATE CPUS NODE TIME.
-  --state <list>   PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL (comma list)
+Lists jobs, newest first: JOBID NAME STATE CPUS TIME NODELIST(REASON). A pending job shows why it waits,
+as squeue does: (Resources), (Priority), (PartitionDown)... (conductor show <id>: the reason in words).
+  --state <list>   PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY
+                   (comma list)
   --me             only the jobs owned by your token's owner (CONDUCTOR_OWNER, else your user name)
   --limit <n>      at most n jobs (default 100)
   --json           the API's JSON
@@ -132,7 +188,9 @@ Examples:
 `,
   show: `Usage: conductor show <id> [--json]
 
-One job, with its script and environment.
+One job, with its script and environment. What it asked for beyond CPUs (memory_mb, gpus, gpu_type, gres,
+constraint, exclusive, nodelist, exclude), its allocated_gpus and reason_detail (why it waits, in words)
+are shown when set; --json has every field.
 
 ${GLOBAL}
 
@@ -421,7 +479,7 @@ const client = (values: Record<string, unknown>, env: NodeJS.ProcessEnv) =>
 const COMMANDS: Record<string, Command> = {
   async submit(args, io, env) {
     const { values, positionals } = parse(
-      args,
+      plainExclusive(args),
       {
         ...SUBMIT_OPTIONS,
         wait: { type: 'boolean' },
@@ -491,14 +549,14 @@ const COMMANDS: Record<string, Command> = {
     const now = Date.now();
     io.out(
       table(
-        ['JOBID', 'NAME', 'STATE', 'CPUS', 'NODE', 'TIME'],
+        ['JOBID', 'NAME', 'STATE', 'CPUS', 'TIME', 'NODELIST(REASON)'],
         result.jobs.map((j) => [
           String(j.id),
           j.name,
           c.state(j.state),
           String(j.cpus),
-          j.node ?? (j.state === 'PENDING' ? '(pending)' : ''),
           jobTime(j, now),
+          nodeOrReason(j),
         ]),
       ),
     );
@@ -516,7 +574,10 @@ const COMMANDS: Record<string, Command> = {
       io.out(`${JSON.stringify(job, null, 2)}\n`);
       return 0;
     }
-    const { script, ...fields } = job;
+    const { script, ...all } = job;
+    const fields = Object.fromEntries(
+      Object.entries(all).filter(([key, value]) => !SHOWN_WHEN_SET.has(key) || isSet(value)),
+    );
     const lines = keyValueLines(fields, colours(io, env));
     if (script !== undefined) {
       lines.push(

@@ -5,6 +5,9 @@
  * As in Slurm, directives are read from the comment block at the top of the script: the first line that is
  * neither blank nor a comment ends them. Command-line options win over `#CONDUCTOR` lines, which win over
  * `#SBATCH` lines.
+ *
+ * Resource requests are checked for form only (a memory size, a GPU count, a node count); the control plane
+ * decides whether they can be met. Sizes are passed as written: the server parses them.
  */
 import { parseArgs } from 'node:util';
 
@@ -27,6 +30,16 @@ export const SUBMIT_OPTIONS = {
   output: { type: 'string', short: 'o' },
   error: { type: 'string', short: 'e' },
   priority: { type: 'string' },
+  mem: { type: 'string' },
+  'mem-per-cpu': { type: 'string' },
+  gres: { type: 'string' },
+  gpus: { type: 'string', short: 'G' },
+  'gpus-per-node': { type: 'string' },
+  constraint: { type: 'string', short: 'C' },
+  exclusive: { type: 'boolean' },
+  nodelist: { type: 'string', short: 'w' },
+  exclude: { type: 'string', short: 'x' },
+  nodes: { type: 'string', short: 'N' },
 } as const;
 export type SubmitOptionName = keyof typeof SUBMIT_OPTIONS;
 export type SubmitValues = Partial<Record<SubmitOptionName, string | boolean | string[]>>;
@@ -42,6 +55,16 @@ export interface SubmitBody {
   environment?: Record<string, string>;
   priority?: number;
   requeue?: boolean;
+  /** `--mem`, as written: MB, or with a unit K, M, G, T. */
+  memory_per_node?: string;
+  memory_per_cpu?: string;
+  /** A bare count as a number, `type:count` as a string. */
+  gpus?: number | string;
+  gres?: string;
+  constraint?: string;
+  exclusive?: boolean;
+  nodelist?: string;
+  exclude?: string;
 }
 
 /** Splits a directive's arguments like a shell would, for the simple cases (quotes, no expansion). */
@@ -52,10 +75,32 @@ function words(text: string): string[] {
   return out;
 }
 
+/**
+ * Slurm's `--exclusive[=user|mcs]` has an optional value, which parseArgs cannot express: the valued forms
+ * become the bare flag before parsing. `user` and `mcs` (share the node only with the same user's, or the
+ * same MCS label's, jobs) are taken as the whole node: stricter than asked, never looser.
+ */
+export function plainExclusive(args: string[]): string[] {
+  const end = args.indexOf('--');
+  return args.map((arg, i) => {
+    if ((end >= 0 && i > end) || !arg.startsWith('--exclusive=')) return arg;
+    const mode = arg.slice('--exclusive='.length);
+    if (/^(user|mcs)$/i.test(mode)) return '--exclusive';
+    throw new UsageError(
+      `--exclusive takes no value, or =user or =mcs (both mean the whole node here), got ${JSON.stringify(mode)}`,
+    );
+  });
+}
+
 /** Parses options (command-line or directive words) into values; unknown options are usage errors. */
 export function parseSubmitOptions(args: string[], where: string): SubmitValues {
   try {
-    const { values } = parseArgs({ args, options: SUBMIT_OPTIONS, strict: true, allowPositionals: false });
+    const { values } = parseArgs({
+      args: plainExclusive(args),
+      options: SUBMIT_OPTIONS,
+      strict: true,
+      allowPositionals: false,
+    });
     return values as SubmitValues;
   } catch (error) {
     throw new UsageError(`${where}: ${(error as Error).message}`);
@@ -110,6 +155,122 @@ export function parseExport(spec: string, env: NodeJS.ProcessEnv): Record<string
   return out;
 }
 
+/** Slurm's memory sizes (str_to_mbytes): a whole number, an optional unit K, M, G or T (and B), MB by default. */
+const MEMORY_SIZE = /^\d+(?:[KMGT]B?)?$/i;
+/** `--gpus`: `[type:]count`. */
+const GPU_REQUEST = /^(?:([A-Za-z0-9_.-]+):)?(\d+)$/;
+/** `--gres`: a comma list of `name[:type][:count]`. */
+const GRES_LIST = /^[^\s,:]+(?::[^\s,:]+){0,2}(?:,[^\s,:]+(?::[^\s,:]+){0,2})*$/;
+const NODE_COUNT = /^(\d+)(?:-(\d+))?$/;
+
+function memorySize(value: string, option: string): string {
+  const size = value.trim();
+  if (!MEMORY_SIZE.test(size)) {
+    throw new UsageError(
+      `${option} ${JSON.stringify(value)} is not a memory size: a whole number with an optional unit K, M, G or T (default M), e.g. 4G or 512`,
+    );
+  }
+  return size;
+}
+
+function gpuRequest(value: string, option: string): number | string {
+  const request = value.trim();
+  const match = GPU_REQUEST.exec(request);
+  if (!match || !Number.isSafeInteger(Number(match[2]))) {
+    throw new UsageError(
+      `${option} ${JSON.stringify(value)} is not a GPU request: [type:]count, e.g. 2 or a100:2`,
+    );
+  }
+  return match[1] === undefined ? Number(match[2]) : request;
+}
+
+function nonEmpty(value: string, option: string): string {
+  const text = value.trim();
+  if (text === '') throw new UsageError(`${option} needs a value`);
+  return text;
+}
+
+/** `-w`/`-x`: a hostlist. Slurm reads a value with a `/` as a file of names, which is not supported here. */
+function hostlist(value: string, option: string): string {
+  const list = nonEmpty(value, option);
+  if (list.includes('/')) {
+    throw new UsageError(
+      `${option} ${JSON.stringify(value)}: a file of node names is not supported; list the nodes (node[01-03],gpu01)`,
+    );
+  }
+  return list;
+}
+
+/** Only one-node jobs exist: `-N 1` and `-N 1-1` are accepted and need nothing sent. */
+function checkOneNode(value: string): void {
+  const match = NODE_COUNT.exec(value.trim());
+  if (!match) {
+    throw new UsageError(`--nodes ${JSON.stringify(value)} is not a node count: N or MIN-MAX, e.g. 1`);
+  }
+  if (Number(match[1]) === 1 && (match[2] === undefined || Number(match[2]) === 1)) return;
+  throw new UsageError(
+    `conductor runs each job on one node: --nodes ${value.trim()} is not supported yet (use --nodes=1)`,
+  );
+}
+
+type Source = readonly [where: string, values: SubmitValues];
+
+/**
+ * `--gpus` and `--gpus-per-node` mean the same for a one-node job: one request under two names, the
+ * highest-precedence source that gives either wins; one source giving both with different counts is an error.
+ */
+function gpusOption(sources: Source[]): { option: string; value: string } | undefined {
+  let chosen: { option: string; value: string } | undefined;
+  for (const [where, values] of sources) {
+    const gpus = values.gpus;
+    const perNode = values['gpus-per-node'];
+    if (typeof gpus === 'string' && typeof perNode === 'string' && gpus.trim() !== perNode.trim()) {
+      throw new UsageError(
+        `${where}: --gpus ${gpus} and --gpus-per-node ${perNode} differ; a job runs on one node, where both mean the same`,
+      );
+    }
+    if (typeof gpus === 'string') chosen = { option: '--gpus', value: gpus };
+    else if (typeof perNode === 'string') chosen = { option: '--gpus-per-node', value: perNode };
+  }
+  return chosen;
+}
+
+/** The resource requests of the body: memory, GPUs, generic resources, features, exclusivity, nodes. */
+function resourceRequest(sources: Source[], v: SubmitValues): Partial<SubmitBody> {
+  const request: Partial<SubmitBody> = {};
+  // As in Slurm's sbatch, --mem and --mem-per-cpu exclude each other wherever each was given.
+  const givenIn = (option: SubmitOptionName) =>
+    sources.filter(([, values]) => values[option] !== undefined).map(([where]) => where);
+  const mem = givenIn('mem');
+  const memPerCpu = givenIn('mem-per-cpu');
+  if (mem.length > 0 && memPerCpu.length > 0) {
+    throw new UsageError(
+      `--mem (${mem.join(', ')}) and --mem-per-cpu (${memPerCpu.join(', ')}) are mutually exclusive, as in Slurm: give one`,
+    );
+  }
+  if (typeof v.mem === 'string') request.memory_per_node = memorySize(v.mem, '--mem');
+  if (typeof v['mem-per-cpu'] === 'string') {
+    request.memory_per_cpu = memorySize(v['mem-per-cpu'], '--mem-per-cpu');
+  }
+  const gpus = gpusOption(sources);
+  if (gpus) request.gpus = gpuRequest(gpus.value, gpus.option);
+  if (typeof v.gres === 'string') {
+    const gres = nonEmpty(v.gres, '--gres');
+    if (!GRES_LIST.test(gres)) {
+      throw new UsageError(
+        `--gres ${JSON.stringify(v.gres)} is not a list of name[:type][:count], e.g. gpu:a100:2,nvme:1`,
+      );
+    }
+    request.gres = gres;
+  }
+  if (typeof v.constraint === 'string') request.constraint = nonEmpty(v.constraint, '--constraint');
+  if (v.exclusive === true) request.exclusive = true;
+  if (typeof v.nodelist === 'string') request.nodelist = hostlist(v.nodelist, '--nodelist');
+  if (typeof v.exclude === 'string') request.exclude = hostlist(v.exclude, '--exclude');
+  if (typeof v.nodes === 'string') checkOneNode(v.nodes);
+  return request;
+}
+
 /**
  * The submit body for `script`: its directives, then the command line on top. `--output`/`--error` (with
  * `%j` for the job id, `%x` for the job name) are passed to the job as CONDUCTOR_OUTPUT / CONDUCTOR_ERROR:
@@ -158,7 +319,12 @@ export function buildSubmitBody(script: string, flags: SubmitValues, env: NodeJS
   if (typeof v.output === 'string') environment.CONDUCTOR_OUTPUT = v.output;
   if (typeof v.error === 'string') environment.CONDUCTOR_ERROR = v.error;
   if (Object.keys(environment).length > 0) body.environment = environment;
-  return body;
+  const sources: Source[] = [
+    ['#SBATCH', sbatch],
+    ['#CONDUCTOR', conductor],
+    ['the command line', flags],
+  ];
+  return { ...body, ...resourceRequest(sources, v) };
 }
 
 /** `%j` → the job id, `%x` → the job name, `%%` → `%` (Slurm's filename patterns). */

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SHOWN_WHEN_SET } from '../../cli/main.ts';
 import { AgentProcess } from '../support/agent-process.ts';
 import { availableBackends, type Backend, startTestServer } from '../support/cluster.ts';
 
@@ -180,7 +181,11 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     const json = JSON.parse((await conductor(['show', id, '--json'], env)).stdout) as Record<string, unknown>;
     const human = (await conductor(['show', id], env)).stdout;
     const lines = human.split('\n');
-    const scalars = Object.keys(json).filter((k) => k !== 'script' && k !== 'environment');
+    // The resource requests (memory, GPUs...) are shown only when set: this job asks for none.
+    const scalars = Object.keys(json).filter(
+      (k) => k !== 'script' && k !== 'environment' && !SHOWN_WHEN_SET.has(k),
+    );
+    for (const key of SHOWN_WHEN_SET) expect(human).not.toMatch(new RegExp(`^${key}\\b`, 'm'));
     const column = lines[0]!.search(/\s\S/) + 1;
     for (const key of scalars) {
       const line = lines.find((l) => l.startsWith(`${key} `));
@@ -204,6 +209,12 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ name: 'from-flag', cpus: 2, priority: 5 });
   });
+
+  it.todo(
+    'submits memory, GPUs, gres, constraint, exclusive, nodelist and exclude and the stored job shows them ' +
+      '(once the control plane accepts these fields: its submit schema refuses unknown fields today; ' +
+      'the stand-in test below checks the body the binary sends)',
+  );
 
   it('--wait exits with the job exit code', async () => {
     const run = await conductor(['submit', '-', '--wait'], env, { input: 'echo failing; exit 3\n' });
@@ -240,8 +251,8 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
   it('lists jobs (table and --json) and filters by state', async () => {
     const table = await conductor(['jobs'], env);
     expect(table.code).toBe(0);
-    expect(table.stdout.split('\n')[0]).toMatch(/^JOBID\s+NAME\s+STATE\s+CPUS\s+NODE\s+TIME$/);
-    expect(table.stdout).toMatch(/hello\s+COMPLETED\s+2\s+cli-node-1/);
+    expect(table.stdout.split('\n')[0]).toMatch(/^JOBID\s+NAME\s+STATE\s+CPUS\s+TIME\s+NODELIST\(REASON\)$/);
+    expect(table.stdout).toMatch(/hello\s+COMPLETED\s+2\s+\d+:\d\d\s+cli-node-1/);
     const json = JSON.parse((await conductor(['jobs', '--json', '--state', 'failed'], env)).stdout);
     expect(json.jobs.length).toBeGreaterThan(0);
     expect(json.jobs.every((j: { state: string }) => j.state === 'FAILED')).toBe(true);
@@ -335,4 +346,192 @@ describe('conductor logs -f over a stream that is cut', () => {
       server.close();
     }
   }, 30_000);
+});
+
+describe('conductor against a stand-in control plane: the resource requests and the new job fields', () => {
+  // The control plane does not take memory, GPUs, gres... yet (its submit schema is strict): a stand-in
+  // records what the binary sends and answers with jobs as the shared design describes them.
+  const received: unknown[] = [];
+  const pending = {
+    id: 12,
+    name: 'train',
+    state: 'PENDING',
+    cpus: 8,
+    exit_code: null,
+    node: null,
+    owner: null,
+    account: null,
+    partition: 'gpu',
+    time_limit: null,
+    reason: 'Resources',
+    reason_detail: 'waiting for 2 a100 GPUs: gpu01 has 1 free',
+    submit_time: '2026-12-06T18:00:00Z',
+    start_time: null,
+    end_time: null,
+    memory_mb: 32768,
+    gpus: 2,
+    gpu_type: 'a100',
+    gres: { nvme: 1 },
+    constraint: 'avx512&ssd',
+    exclusive: true,
+    nodelist: null,
+    exclude: ['node01', 'node02'],
+    allocated_gpus: [],
+    script: 'python3 train.py\n',
+    environment: {},
+  };
+  const plain = {
+    ...pending,
+    id: 11,
+    name: 'plain',
+    state: 'COMPLETED',
+    node: 'node07',
+    reason: null,
+    reason_detail: null,
+    partition: null,
+    memory_mb: null,
+    gpus: 0,
+    gpu_type: null,
+    gres: {},
+    constraint: null,
+    exclusive: false,
+    exclude: [],
+    start_time: '2026-12-06T18:00:00Z',
+    end_time: '2026-12-06T18:00:05Z',
+    exit_code: '0:0',
+  };
+  const queued = { ...pending, id: 13, name: 'waits', reason: 'Priority' };
+  let url = '';
+  let close = () => {};
+  let home = '';
+
+  beforeAll(async () => {
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      let text = '';
+      req.on('data', (d: Buffer) => {
+        text += d.toString();
+      });
+      req.on('end', () => {
+        const json = (status: number, body: unknown) =>
+          res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        if (req.method === 'POST' && req.url === '/api/v1/jobs/submit') {
+          received.push(JSON.parse(text));
+          json(201, pending);
+        } else if (req.url?.startsWith('/api/v1/jobs?'))
+          json(200, { jobs: [queued, pending, plain], next_before: null });
+        else if (req.url === '/api/v1/jobs/12') json(200, pending);
+        else if (req.url === '/api/v1/jobs/11') json(200, plain);
+        else json(404, { error: { code: 'not_found', message: 'no such route' } });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    close = () => server.close();
+    home = mkdtempSync(join(tmpdir(), 'conductor-cli-stand-in-'));
+  });
+  afterAll(() => close());
+
+  it('submit sends the requests of #SBATCH lines and the command line as the API fields', async () => {
+    const script = join(home, 'train.sh');
+    writeFileSync(
+      script,
+      [
+        '#!/bin/bash',
+        '#SBATCH --mem=16G',
+        '#SBATCH --gres=nvme:1',
+        '#SBATCH --gpus-per-node=1',
+        '#SBATCH -C avx512&ssd',
+        '#SBATCH --exclusive=user',
+        '#SBATCH -N 1',
+        'python3 train.py',
+        '',
+      ].join('\n'),
+    );
+    received.length = 0;
+    const run = await conductor(
+      [
+        'submit',
+        script,
+        '-c',
+        '8',
+        '--mem',
+        '32G',
+        '-G',
+        'a100:2',
+        '-p',
+        'gpu',
+        '-x',
+        'node[01-02]',
+        '-w',
+        'gpu01',
+      ],
+      { CONDUCTOR_URL: url, HOME: home },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe('Submitted batch job 12\n');
+    expect(received).toEqual([
+      {
+        script: readFileSync(script, 'utf8'),
+        cpus: 8,
+        partition: 'gpu',
+        memory_per_node: '32G',
+        gres: 'nvme:1',
+        gpus: 'a100:2',
+        constraint: 'avx512&ssd',
+        exclusive: true,
+        nodelist: 'gpu01',
+        exclude: 'node[01-02]',
+      },
+    ]);
+    const refused = await conductor(['submit', script, '--mem-per-cpu', '2G'], {
+      CONDUCTOR_URL: url,
+      HOME: home,
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(
+      '--mem (#SBATCH) and --mem-per-cpu (the command line) are mutually exclusive',
+    );
+    const multi = await conductor(
+      ['submit', '-', '-N', '2'],
+      { CONDUCTOR_URL: url, HOME: home },
+      { input: 'true\n' },
+    );
+    expect(multi.code).toBe(2);
+    expect(multi.stderr).toContain(
+      'conductor runs each job on one node: --nodes 2 is not supported yet (use --nodes=1)',
+    );
+    expect(received).toHaveLength(1);
+  });
+
+  it("jobs shows NODELIST(REASON): the node, or a pending job's reason code", async () => {
+    const run = await conductor(['jobs'], { CONDUCTOR_URL: url, HOME: home });
+    expect(run.code, run.stderr).toBe(0);
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^JOBID\s+NAME\s+STATE\s+CPUS\s+TIME\s+NODELIST\(REASON\)$/);
+    expect(lines[1]).toMatch(/^13\s+waits\s+PENDING\s+8\s+0:00\s+\(Priority\)$/);
+    expect(lines[2]).toMatch(/^12\s+train\s+PENDING\s+8\s+0:00\s+\(Resources\)$/);
+    expect(lines[3]).toMatch(/^11\s+plain\s+COMPLETED\s+8\s+0:05\s+node07$/);
+  });
+
+  it('show prints the requests and reason_detail when set, and leaves out the ones not set', async () => {
+    const shown = (await conductor(['show', '12'], { CONDUCTOR_URL: url, HOME: home })).stdout;
+    expect(shown).toMatch(/^reason +Resources$/m);
+    expect(shown).toMatch(/^reason_detail +waiting for 2 a100 GPUs: gpu01 has 1 free$/m);
+    expect(shown).toMatch(/^memory_mb +32768$/m);
+    expect(shown).toMatch(/^gpus +2$/m);
+    expect(shown).toMatch(/^gpu_type +a100$/m);
+    expect(shown).toMatch(/^constraint +avx512&ssd$/m);
+    expect(shown).toMatch(/^exclusive +true$/m);
+    expect(shown).toMatch(/^partition +gpu$/m);
+    expect(shown).toMatch(/^exclude +node01, node02$/m);
+    expect(shown).toContain('\ngres\n  nvme  1\n');
+    expect(shown).not.toMatch(/^(nodelist|allocated_gpus)\b/m);
+    const bare = (await conductor(['show', '11'], { CONDUCTOR_URL: url, HOME: home })).stdout;
+    expect(bare).not.toMatch(
+      /^(memory_mb|gpus|gpu_type|gres|constraint|exclusive|nodelist|exclude|allocated_gpus|reason_detail)\b/m,
+    );
+    expect(bare).toMatch(/^node +node07$/m);
+    expect(bare).toMatch(/^partition +-$/m);
+  });
 });
