@@ -207,8 +207,11 @@ function controllersIn(file: string): string[] {
 
 /**
  * Enables the memory controller for the job cgroups: in the agent's own cgroup's `cgroup.subtree_control`
- * (when it is not there already, and the kernel lets us: a cgroup other than the root that holds processes
- * may not hand controllers down) and in the agent's parent cgroup's. True when job cgroups get `memory.max`.
+ * (when it is not there already) and in the agent's parent cgroup's. True when job cgroups get `memory.max`.
+ *
+ * A cgroup other than the root that holds processes may not hand the memory controller down (EBUSY): a
+ * systemd service with Delegate=yes starts the agent in the service's cgroup. When the agent is alone there,
+ * it moves itself into a leaf beside its parent cgroup (`conductor-<id>-agent`) and tries again.
  */
 function enableMemoryController(parent: string): true | string {
   const own = dirname(parent);
@@ -221,10 +224,31 @@ function enableMemoryController(parent: string): true | string {
     try {
       writeFileSync(control, '+memory');
     } catch (err) {
-      return `cannot enable the memory controller in ${control}: ${(err as Error).message}`;
+      const busy = (err as NodeJS.ErrnoException).code === 'EBUSY';
+      if (!(busy && dir === own && moveSelfToLeaf(own, `${parent}-agent`))) {
+        return `cannot enable the memory controller in ${control}: ${(err as Error).message}`;
+      }
+      try {
+        writeFileSync(control, '+memory');
+      } catch (again) {
+        return `cannot enable the memory controller in ${control}: ${(again as Error).message}`;
+      }
     }
   }
   return true;
+}
+
+/** Moves this process from `own` into the cgroup `leaf` when it is the only process in `own`. */
+function moveSelfToLeaf(own: string, leaf: string): boolean {
+  try {
+    const procs = readFileSync(join(own, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    if (procs.length !== 1 || procs[0] !== String(process.pid)) return false;
+    mkdirSync(leaf, { recursive: true });
+    writeFileSync(join(leaf, 'cgroup.procs'), String(process.pid));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAgentArgs } from '../../agent/src/config.ts';
 import { detectMemoryEnforcement, JobCgroup } from '../../agent/src/containment.ts';
+import { startJob } from '../../agent/src/executor.ts';
 import type { Assignment, RegisterRequest } from '../../agent/src/protocol.ts';
 import {
   defaultMemoryReserveMb,
@@ -140,6 +141,44 @@ describe('memory enforcement mechanisms', () => {
     expect(readFileSync(join(dir, 'memory.swap.max'), 'utf8')).toBe('0');
     writeFileSync(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n');
     expect(cgroup.oomKills()).toBe(1);
+  });
+
+  it('a job whose cgroup recorded an OOM kill ends out_of_memory with its exit code as observed', async () => {
+    // The executor's side of `cgroup` with the kernel's played by the job: its "cgroup" is a plain folder,
+    // where the job finds the memory.max written before it ran, records an OOM kill in memory.events and
+    // empties cgroup.procs (which the agent wrote its pid to) as the kernel would once it is gone.
+    const parent = mkdtempSync(join(root, 'fake-cgroup-parent-'));
+    const ref = { job_id: 9001, attempt: 1 };
+    const job = startJob(
+      {
+        ...ref,
+        name: 'oom',
+        script: [
+          'cg="$FAKE_CGROUPS/9001.1"',
+          'echo "memory.max $(cat "$cg/memory.max")"',
+          'printf "oom 1\\noom_kill 1\\n" > "$cg/memory.events"',
+          ': > "$cg/cgroup.procs"',
+          'exit 137',
+        ].join('\n'),
+        cpus: 1,
+        work_dir: null,
+        environment: { FAKE_CGROUPS: parent },
+        time_limit_s: null,
+        memory_mb: 100,
+      },
+      {
+        jobsDir: join(root, 'fake-cgroup-jobs'),
+        containment: { kind: 'cgroup2', description: 'fake', parent },
+        memoryEnforcement: 'cgroup',
+        supervise: false,
+      },
+    );
+    expect(await job.result).toEqual({
+      exit_code: '137:0',
+      outcome: 'out_of_memory',
+      message: 'exceeded its memory limit of 100 MB (the kernel killed 1 of its processes)',
+    });
+    expect(readFileSync(job.stdoutPath, 'utf8')).toBe(`memory.max ${100 * 1024 * 1024}\n`);
   });
 
   it('without a cgroup the agent samples RSS; with cgroup v1 too', () => {
