@@ -12,11 +12,17 @@ import { join } from 'node:path';
 import { Backoff, sleep } from './backoff.ts';
 import { AgentApiError, AgentClient, needsReregistration } from './client.ts';
 import { AGENT_VERSION, type AgentConfig, ensureStateDir } from './config.ts';
-import { closeAgentSupervisor, detectContainment, removeContainment } from './containment.ts';
+import {
+  closeAgentSupervisor,
+  detectContainment,
+  detectMemoryEnforcement,
+  removeContainment,
+} from './containment.ts';
 import type { ExecutorOptions } from './executor.ts';
 import { JobRunner, type JobRunnerDeps, jobKey, jobLabel } from './job-runner.ts';
 import { type AgentLogger, createLogger, describeError } from './log.ts';
-import type { Assignment, JobRef, RegisterResponse } from './protocol.ts';
+import type { Assignment, JobRef, MemoryEnforcement, RegisterRequest, RegisterResponse } from './protocol.ts';
+import { describeGpus, detectGpus, formatGres, jobMemoryMb } from './resources.ts';
 import { acquireStateLock, readSavedSession, saveSession, scanLeftovers } from './state.ts';
 
 /** The agent cannot go on (e.g. its registration is refused): exit code 1. */
@@ -43,6 +49,23 @@ function describeRunAs(config: AgentConfig): string {
 }
 
 export type AgentState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+/** What the node offers jobs, as registered. */
+export type NodeResources = Required<
+  Pick<RegisterRequest, 'cpus' | 'memory_mb' | 'gpus' | 'gres' | 'features' | 'partitions'>
+> & { memory_enforcement: MemoryEnforcement };
+
+/** `Resources: 96 CPUs, 191000 MB memory, 2 GPUs (a100:0,1), gres nvme:1, features avx512,ssd, partitions gpu`. */
+export function describeResources(r: NodeResources): string {
+  return [
+    `${r.cpus} CPUs`,
+    `${r.memory_mb} MB memory`,
+    describeGpus(r.gpus),
+    ...(Object.keys(r.gres).length > 0 ? [`gres ${formatGres(r.gres)}`] : []),
+    ...(r.features.length > 0 ? [`features ${r.features.join(',')}`] : []),
+    `partitions ${r.partitions.length > 0 ? r.partitions.join(',') : '(the default)'}`,
+  ].join(', ');
+}
 
 /** How long a finished attempt's key is remembered to ignore re-deliveries of it. */
 const RECENT_TTL_MS = 10 * 60_000;
@@ -94,6 +117,7 @@ export class Agent {
   private rejectClosed!: (err: unknown) => void;
   private readonly executor: ExecutorOptions;
   private readonly runnerDeps: JobRunnerDeps;
+  private resourcesValue: NodeResources | undefined;
 
   constructor(config: AgentConfig, deps: AgentDeps = {}) {
     this.config = config;
@@ -138,6 +162,11 @@ export class Agent {
     return this.stateValue;
   }
 
+  /** What the node offers jobs (known once start() has begun). */
+  get resources(): NodeResources | undefined {
+    return this.resourcesValue;
+  }
+
   get workerId(): string {
     return this.workerIdValue;
   }
@@ -180,6 +209,7 @@ export class Agent {
           `${config.jobRoot ? `, work_dir inside ${config.jobRoot}` : config.jobRootIsHome ? ", work_dir inside the user's home" : ''}`,
       );
       logger.info(`Job containment: ${this.executor.containment.description}`);
+      this.detectResources();
       leftovers = scanLeftovers(this.executor.jobsDir);
     } catch (err) {
       this.finishClosed(err);
@@ -253,6 +283,7 @@ export class Agent {
             worker_id: config.nodeName,
             hostname: hostname(),
             cpus: config.cpus,
+            ...this.resourcesValue,
             ...(config.labels ? { labels: config.labels } : {}),
             agent_version: AGENT_VERSION,
             running: running ?? this.activeJobs(),
@@ -308,6 +339,35 @@ export class Agent {
       );
       return;
     }
+  }
+
+  /**
+   * Memory (the machine's less the reserve, or TOTAL_MEMORY), GPUs (GPUS, else nvidia-smi), the configured
+   * gres, features and partitions, and how memory limits are enforced; logged once each.
+   */
+  private detectResources(): void {
+    const { config, logger } = this;
+    let gpus = config.gpus;
+    if (!gpus) {
+      const found = detectGpus(process.env.PATH);
+      if (found.warning) logger.warn(found.warning);
+      gpus = found.gpus;
+    }
+    const memory = detectMemoryEnforcement(this.executor.containment!, config.timing.memorySampleMs);
+    this.resourcesValue = {
+      cpus: config.cpus,
+      memory_mb: jobMemoryMb(config.memoryMb, config.memoryReserveMb),
+      gpus,
+      gres: config.gres ?? {},
+      features: config.features ?? [],
+      partitions: config.partitions ?? [],
+      memory_enforcement: memory.kind,
+    };
+    this.executor.memoryEnforcement = memory.kind;
+    this.executor.memorySampleMs = config.timing.memorySampleMs;
+    this.executor.nodeHasGpus = gpus.length > 0;
+    logger.info(`Resources: ${describeResources(this.resourcesValue)}`);
+    logger.info(`Memory enforcement: ${memory.description}`);
   }
 
   /**

@@ -8,6 +8,8 @@ import { availableParallelism, homedir, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CONTAINMENT_CHOICES, type ContainmentChoice } from './containment.ts';
+import type { GpuDevice } from './protocol.ts';
+import { parseGpus, parseGres, parseMemoryMb, parseNameList } from './resources.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -41,6 +43,8 @@ export interface AgentTiming {
   /** On shutdown, how long reports of ended jobs may still be retried before they are left on disk. */
   shutdownReportTimeoutMs: number;
   unregisterTimeoutMs: number;
+  /** How often the RSS of a job with a memory limit is summed, when no cgroup holds it to the limit. */
+  memorySampleMs: number;
 }
 
 export const DEFAULT_TIMING: AgentTiming = {
@@ -55,6 +59,7 @@ export const DEFAULT_TIMING: AgentTiming = {
   reportBackoff: { initialMs: 500, maxMs: 30_000 },
   shutdownReportTimeoutMs: 30_000,
   unregisterTimeoutMs: 5_000,
+  memorySampleMs: 500,
 };
 
 /** Bytes of each output stream of a job kept on the agent's disk (CONDUCTOR_OUTPUT_LIMIT). */
@@ -68,6 +73,18 @@ export interface AgentConfig {
   /** Worker id, unique per node. */
   nodeName: string;
   cpus: number;
+  /** MB of memory offered to jobs (TOTAL_MEMORY); undefined: the machine's, less the reserve. */
+  memoryMb?: number;
+  /** MB kept for the system (MEMORY_RESERVE); undefined: the smaller of 1 GiB and 10 % of the machine. */
+  memoryReserveMb?: number;
+  /** The node's GPUs (GPUS); undefined: what `nvidia-smi` lists. */
+  gpus?: GpuDevice[];
+  /** Generic resources other than GPUs (GRES). */
+  gres?: Record<string, number>;
+  /** Node features (FEATURES). */
+  features?: string[];
+  /** Partitions served (PARTITIONS); none: the default one. */
+  partitions?: string[];
   /** Holds job folders (scripts, output, undelivered results). */
   stateDir: string;
   /** On SIGTERM/SIGINT, let running jobs finish instead of cancelling them. */
@@ -144,6 +161,12 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     timing: { ...DEFAULT_TIMING, ...input.timing },
     containment: input.containment ?? 'auto',
     outputLimitBytes: input.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
+    ...(input.memoryMb !== undefined ? { memoryMb: input.memoryMb } : {}),
+    ...(input.memoryReserveMb !== undefined ? { memoryReserveMb: input.memoryReserveMb } : {}),
+    ...(input.gpus ? { gpus: input.gpus } : {}),
+    ...(input.gres ? { gres: input.gres } : {}),
+    ...(input.features ? { features: input.features } : {}),
+    ...(input.partitions ? { partitions: input.partitions } : {}),
     ...(input.runAs ? { runAs: input.runAs } : {}),
     ...(input.runAsByOwner ? { runAsByOwner: input.runAsByOwner } : {}),
     ...(input.jobRootIsHome ? { jobRootIsHome: true } : {}),
@@ -188,6 +211,16 @@ Options (each overrides the environment variable named after it):
   --url <url>                  control plane URL           CONDUCTOR_URL (default http://localhost:8000)
   --node-name <name>           worker id, unique per node  NODE_NAME (default: the hostname)
   --cpus <n>                   CPUs offered to jobs        TOTAL_CPUS (default: the machine's CPU count)
+  --memory <size>              memory offered to jobs (MB, or 64G, 512M, 1T)   TOTAL_MEMORY
+                               (default: the machine's, less the reserve)
+  --memory-reserve <size>      memory kept for the system  MEMORY_RESERVE
+                               (default: the smaller of 1G and 10 % of the machine)
+  --gpus <[model:]n>           GPUs offered (a100:4, 4, 0 for none)            GPUS
+                               (default: what nvidia-smi lists)
+  --gres <list>                generic resources, e.g. nvme:1,license_matlab:2 GRES
+  --features <list>            node features for --constraint, e.g. avx512,ssd FEATURES
+  --partitions <list>          partitions this node serves, e.g. gpu,batch     PARTITIONS
+                               (default: the default partition)
   --heartbeat-interval <s>     heartbeat every <s> seconds CONDUCTOR_HEARTBEAT_INTERVAL (default: the server's)
   --stop-after-disconnect <s>  stop requeue jobs after <s> seconds without contact with the control plane
                                CONDUCTOR_STOP_AFTER_DISCONNECT (default: the server's worker TTL; 0: never)
@@ -236,6 +269,12 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         url: { type: 'string' },
         'node-name': { type: 'string' },
         cpus: { type: 'string' },
+        memory: { type: 'string' },
+        'memory-reserve': { type: 'string' },
+        gpus: { type: 'string' },
+        gres: { type: 'string' },
+        features: { type: 'string' },
+        partitions: { type: 'string' },
         'heartbeat-interval': { type: 'string' },
         'stop-after-disconnect': { type: 'string' },
         'state-dir': { type: 'string' },
@@ -292,6 +331,33 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       errors.push(`${cpusIn.source} must be a positive integer, got ${JSON.stringify(cpusIn.value)}`);
     } else cpus = n;
   }
+
+  const memoryIn = pick('memory', 'TOTAL_MEMORY');
+  const reserveIn = pick('memory-reserve', 'MEMORY_RESERVE');
+  const memoryMb = memoryIn ? parseMemoryMb(memoryIn.value) : undefined;
+  const memoryReserveMb = reserveIn ? parseMemoryMb(reserveIn.value) : undefined;
+  for (const [given, mb] of [
+    [memoryIn, memoryMb],
+    [reserveIn, memoryReserveMb],
+  ] as const) {
+    if (given && mb === undefined) {
+      errors.push(
+        `${given.source} must be MB, or a size with K, M, G or T (KiB to TiB) such as 64G, got ${JSON.stringify(given.value)}`,
+      );
+    }
+  }
+  const gpusIn = pick('gpus', 'GPUS');
+  const gpus = gpusIn ? parseGpus(gpusIn.value) : undefined;
+  if (gpus && 'error' in gpus) errors.push(`${gpusIn?.source} ${gpus.error}`);
+  const gresIn = pick('gres', 'GRES');
+  const gres = gresIn ? parseGres(gresIn.value) : undefined;
+  if (gres && 'error' in gres) errors.push(`${gresIn?.source} ${gres.error}`);
+  const featuresIn = pick('features', 'FEATURES');
+  const features = featuresIn ? parseNameList(featuresIn.value) : undefined;
+  if (features && 'error' in features) errors.push(`${featuresIn?.source} ${features.error}`);
+  const partitionsIn = pick('partitions', 'PARTITIONS');
+  const partitions = partitionsIn ? parseNameList(partitionsIn.value) : undefined;
+  if (partitions && 'error' in partitions) errors.push(`${partitionsIn?.source} ${partitions.error}`);
 
   const hbIn = pick('heartbeat-interval', 'CONDUCTOR_HEARTBEAT_INTERVAL');
   let heartbeatIntervalS: number | undefined;
@@ -361,6 +427,12 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         token,
         nodeName,
         cpus,
+        ...(memoryMb !== undefined ? { memoryMb } : {}),
+        ...(memoryReserveMb !== undefined ? { memoryReserveMb } : {}),
+        ...(gpus && !('error' in gpus) ? { gpus } : {}),
+        ...(gres && !('error' in gres) ? { gres } : {}),
+        ...(features && !('error' in features) ? { features } : {}),
+        ...(partitions && !('error' in partitions) ? { partitions } : {}),
         heartbeatIntervalS,
         stopAfterDisconnectS,
         stateDir,
@@ -480,6 +552,45 @@ export const AGENT_OPTION_DOCS: readonly {
     flag: '--cpus',
     default: "the machine's CPU count",
     description: 'CPUs this node offers',
+  },
+  {
+    env: 'TOTAL_MEMORY',
+    flag: '--memory',
+    default: "the machine's memory less the reserve",
+    description:
+      'memory jobs may use on this node: MB, or a size with `K`, `M`, `G`, `T` (`64G`); taken as given (the reserve is subtracted only when `MEMORY_RESERVE` is set too)',
+  },
+  {
+    env: 'MEMORY_RESERVE',
+    flag: '--memory-reserve',
+    default: 'the smaller of 1 GiB and 10 % of the machine',
+    description: 'memory kept for the system and the agent, not offered to jobs (MB or a size: `2G`)',
+  },
+  {
+    env: 'GPUS',
+    flag: '--gpus',
+    default: 'what `nvidia-smi` lists (none without it)',
+    description:
+      "the node's GPUs: `a100:4` (indexes 0-3, model `a100`), `4` (model `gpu`), `0` (none); overrides detection",
+  },
+  {
+    env: 'GRES',
+    flag: '--gres',
+    default: 'none',
+    description:
+      'generic resources other than GPUs, `name[:count]` separated by commas: `nvme:1,license_matlab:2`',
+  },
+  {
+    env: 'FEATURES',
+    flag: '--features',
+    default: 'none',
+    description: "node features jobs' `--constraint` picks by: `avx512,ssd,arm64`",
+  },
+  {
+    env: 'PARTITIONS',
+    flag: '--partitions',
+    default: 'the default partition',
+    description: 'the partitions this node serves: `gpu,batch`',
   },
   {
     env: 'CONDUCTOR_HEARTBEAT_INTERVAL',

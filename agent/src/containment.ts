@@ -27,8 +27,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { writeFile as writeFileAsync } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import type { JobRef } from './protocol.ts';
+import { dirname, join, resolve } from 'node:path';
+import type { JobRef, MemoryEnforcement } from './protocol.ts';
 
 export type ContainmentKind = 'cgroup2' | 'cgroup1' | 'sweep';
 export type ContainmentChoice = ContainmentKind | 'auto';
@@ -190,6 +190,95 @@ export function detectContainment(jobsDir: string, choice: ContainmentChoice = '
   return { kind: 'sweep', description: `${SWEEP_DESCRIPTION}: no usable cgroup (${problems.join('; ')})` };
 }
 
+/** How jobs with a memory limit are held to it (what the agent reports as `memory_enforcement`). */
+export interface MemoryEnforcementMode {
+  kind: MemoryEnforcement;
+  /** For the start-up log line: the mechanism, and why not a cgroup when it is not one. */
+  description: string;
+}
+
+function controllersIn(file: string): string[] {
+  try {
+    return readFileSync(file, 'utf8').trim().split(/\s+/);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Enables the memory controller for the job cgroups: in the agent's own cgroup's `cgroup.subtree_control`
+ * (when it is not there already) and in the agent's parent cgroup's. True when job cgroups get `memory.max`.
+ *
+ * A cgroup other than the root that holds processes may not hand the memory controller down (EBUSY): a
+ * systemd service with Delegate=yes starts the agent in the service's cgroup. When the agent is alone there,
+ * it moves itself into a leaf beside its parent cgroup (`conductor-<id>-agent`) and tries again.
+ */
+function enableMemoryController(parent: string): true | string {
+  const own = dirname(parent);
+  if (!controllersIn(join(own, 'cgroup.controllers')).includes('memory')) {
+    return `the memory controller is not available in ${own} (cgroup v1 may hold it)`;
+  }
+  for (const dir of [own, parent]) {
+    const control = join(dir, 'cgroup.subtree_control');
+    if (controllersIn(control).includes('memory')) continue;
+    try {
+      writeFileSync(control, '+memory');
+    } catch (err) {
+      const busy = (err as NodeJS.ErrnoException).code === 'EBUSY';
+      if (!(busy && dir === own && moveSelfToLeaf(own, `${parent}-agent`))) {
+        return `cannot enable the memory controller in ${control}: ${(err as Error).message}`;
+      }
+      try {
+        writeFileSync(control, '+memory');
+      } catch (again) {
+        return `cannot enable the memory controller in ${control}: ${(again as Error).message}`;
+      }
+    }
+  }
+  return true;
+}
+
+/** Moves this process from `own` into the cgroup `leaf` when it is the only process in `own`. */
+function moveSelfToLeaf(own: string, leaf: string): boolean {
+  try {
+    const procs = readFileSync(join(own, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    if (procs.length !== 1 || procs[0] !== String(process.pid)) return false;
+    mkdirSync(leaf, { recursive: true });
+    writeFileSync(join(leaf, 'cgroup.procs'), String(process.pid));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `cgroup` when job cgroups are cgroup v2 ones with the memory controller (enabled here if need be), else
+ * `rss` (the agent sums the resident memory of each limited job's processes every `sampleMs`), or `none`
+ * without /proc.
+ */
+export function detectMemoryEnforcement(containment: Containment, sampleMs: number): MemoryEnforcementMode {
+  let why: string;
+  if (containment.kind === 'cgroup2' && containment.parent) {
+    const enabled = enableMemoryController(containment.parent);
+    if (enabled === true) {
+      return {
+        kind: 'cgroup',
+        description: `cgroup (memory.max in each job's cgroup v2, no swap; OOM kills read from memory.events)`,
+      };
+    }
+    why = enabled;
+  } else {
+    why = `job containment is ${containment.kind === 'sweep' ? 'the /proc sweep' : 'cgroup v1'}`;
+  }
+  if (process.platform !== 'linux' || !existsSync('/proc/self/status')) {
+    return { kind: 'none', description: `none (no /proc to read memory use from; ${why})` };
+  }
+  return {
+    kind: 'rss',
+    description: `rss (sampling every ${sampleMs} ms, killing a job past its limit; ${why})`,
+  };
+}
+
 /** Removes the agent's parent cgroup when no job cgroup is left in it (the agent stops). */
 export function removeContainment(containment: Containment | undefined): void {
   if (!containment?.parent) return;
@@ -252,6 +341,27 @@ export class JobCgroup {
     let any = false;
     for (const pid of this.pids()) any = signalPid(pid, signal) || any;
     return any;
+  }
+
+  /**
+   * Holds the cgroup to `mb` MB (memory.max) with no swap (memory.swap.max, when the kernel has swap
+   * accounting): past it the kernel reclaims, then OOM-kills a process of the job.
+   */
+  limitMemory(mb: number): void {
+    writeFileSync(join(this.path, 'memory.max'), String(mb * 1024 * 1024));
+    if (existsSync(join(this.path, 'memory.swap.max'))) {
+      writeFileSync(join(this.path, 'memory.swap.max'), '0');
+    }
+  }
+
+  /** How many processes of the cgroup the kernel OOM-killed (memory.events `oom_kill`); 0 without. */
+  oomKills(): number {
+    try {
+      const m = /^oom_kill (\d+)$/m.exec(readFileSync(join(this.path, 'memory.events'), 'utf8'));
+      return m ? Number(m[1]) : 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** Removes the (empty) cgroup; false while processes remain. */

@@ -35,7 +35,8 @@ import {
   jobMarker,
   sweepJobProcesses,
 } from './containment.ts';
-import type { Assignment, ExitCode, JobOutcome, JobRef } from './protocol.ts';
+import type { Assignment, ExitCode, JobOutcome, JobRef, MemoryEnforcement } from './protocol.ts';
+import { processRssKb } from './resources.ts';
 
 export interface JobResult {
   exit_code: ExitCode;
@@ -93,16 +94,26 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
   return `${code ?? 0}:0`;
 }
 
+/** The variables that tell a job which GPUs it has (CUDA and ROCm read the first, Slurm sets all three). */
+export const GPU_ENV = ['CUDA_VISIBLE_DEVICES', 'SLURM_JOB_GPUS', 'GPU_DEVICE_ORDINAL'] as const;
+
 /**
  * The job's environment: PATH, HOME, USER, LOGNAME, LANG, LC_ALL, TZ, TMPDIR and SHELL from the agent (when
  * set), then the assignment's variables, then CONDUCTOR_JOB_ID, CONDUCTOR_JOB_NAME, CONDUCTOR_CPUS,
  * CONDUCTOR_ATTEMPT and (with `marker`) CONDUCTOR_JOB_MARKER, by which the agent finds the job's processes.
+ *
+ * Resources: GPU_ENV = the assigned GPU indexes (`0,1`), SLURM_GPUS_ON_NODE their count; SLURM_MEM_PER_NODE
+ * = memory_mb; SLURM_JOB_GRES = `gpu:<n>,<name>:<count>,...`. Each is unset when the job has none of it,
+ * whatever the submitted environment said (it came from another machine). One exception: a job without
+ * GPUs on a node that has some gets CUDA_VISIBLE_DEVICES empty, which hides every GPU from CUDA; unset, it
+ * would see them all, including those assigned to other jobs.
  */
 export function buildJobEnv(
   assignment: Assignment,
   agentEnv: NodeJS.ProcessEnv,
   runAs?: RunAsUser,
   marker?: string,
+  node: { hasGpus?: boolean } = {},
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of PASSTHROUGH_ENV) {
@@ -121,6 +132,24 @@ export function buildJobEnv(
   env.CONDUCTOR_JOB_NAME = assignment.name;
   env.CONDUCTOR_CPUS = String(assignment.cpus);
   env.CONDUCTOR_ATTEMPT = String(assignment.attempt);
+  for (const name of [...GPU_ENV, 'SLURM_GPUS_ON_NODE', 'SLURM_MEM_PER_NODE', 'SLURM_JOB_GRES']) {
+    delete env[name];
+  }
+  const gpus = assignment.gpus ?? [];
+  if (gpus.length > 0) {
+    for (const name of GPU_ENV) env[name] = gpus.join(',');
+    env.SLURM_GPUS_ON_NODE = String(gpus.length);
+  } else if (node.hasGpus) {
+    env.CUDA_VISIBLE_DEVICES = '';
+  }
+  if (typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0) {
+    env.SLURM_MEM_PER_NODE = String(assignment.memory_mb);
+  }
+  const gres = [
+    ...(gpus.length > 0 ? [`gpu:${gpus.length}`] : []),
+    ...Object.entries(assignment.gres ?? {}).map(([name, count]) => `${name}:${count}`),
+  ];
+  if (gres.length > 0) env.SLURM_JOB_GRES = gres.join(',');
   if (marker !== undefined) env[JOB_MARKER_VAR] = marker;
   return env;
 }
@@ -160,6 +189,15 @@ export interface ExecutorOptions {
   outputLimitBytes?: number;
   /** How often the output files are held to the limit; 200 ms by default. */
   outputCheckMs?: number;
+  /**
+   * How a job's memory_mb is enforced (detectMemoryEnforcement): `cgroup` writes memory.max in its cgroup
+   * (falling back to `rss` should that fail), `rss` samples its processes' resident memory; `none` by default.
+   */
+  memoryEnforcement?: MemoryEnforcement;
+  /** How often `rss` sums a limited job's memory; 500 ms by default. */
+  memorySampleMs?: number;
+  /** The node has GPUs: jobs assigned none get them hidden (see buildJobEnv). */
+  nodeHasGpus?: boolean;
 }
 
 /** The line that ends a stream the agent cut at its limit. */
@@ -170,7 +208,7 @@ export function outputLimitMarker(limit: number, dropped: number): string {
 /** Output files are opened for appending: cut back to the limit, the job's next write lands at the cut. */
 const OUTPUT_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_APPEND;
 
-type Termination = { outcome: 'cancelled' | 'timeout' | 'lost'; message: string };
+type Termination = { outcome: 'cancelled' | 'timeout' | 'lost' | 'out_of_memory'; message: string };
 
 /** How long a result waits for SIGKILLed processes to leave the job's cgroup. */
 const REAP_WAIT_MS = 5_000;
@@ -241,6 +279,11 @@ export class JobProcess {
   readonly outputLimit: number;
   private readonly outputCheckMs: number;
   private outputTimer: NodeJS.Timeout | undefined;
+  private memoryTimer: NodeJS.Timeout | undefined;
+  private readonly memoryEnforcement: MemoryEnforcement;
+  private readonly memorySampleMs: number;
+  /** The MB memory.max holds the job's cgroup to (the kernel then OOM-kills in it). */
+  private cgroupMemoryLimitMb: number | undefined;
   /** Bytes cut off each output file so far (at least: what the job wrote while it was being cut is not counted). */
   private readonly dropped = new Map<string, number>();
   /** The value of CONDUCTOR_JOB_MARKER in the job's environment. */
@@ -261,6 +304,8 @@ export class JobProcess {
     this.supervise = options.supervise ?? true;
     this.outputLimit = options.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES;
     this.outputCheckMs = options.outputCheckMs ?? 200;
+    this.memoryEnforcement = options.memoryEnforcement ?? 'none';
+    this.memorySampleMs = options.memorySampleMs ?? 500;
     this.result = new Promise((resolve) => {
       this.resolveResult = resolve;
     });
@@ -323,6 +368,20 @@ export class JobProcess {
       if (runAs) scriptFd = openSync(scriptPath, 'r');
       const script = scriptFd === undefined ? scriptPath : '/dev/fd/3';
       this.cgroup = JobCgroup.create(this.containment, this.ref);
+      const memoryMb =
+        typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0
+          ? assignment.memory_mb
+          : undefined;
+      let sampleMemory = memoryMb !== undefined && this.memoryEnforcement !== 'none';
+      if (memoryMb !== undefined && this.cgroup && this.memoryEnforcement === 'cgroup') {
+        try {
+          this.cgroup.limitMemory(memoryMb);
+          this.cgroupMemoryLimitMb = memoryMb;
+          sampleMemory = false;
+        } catch {
+          // memory.max refused (the controller went away): the sampling below still holds the job to it
+        }
+      }
       // In a cgroup, the job waits at a gate (reading fd 4) until it has been moved into it: nothing it
       // starts can be outside.
       const gated = this.cgroup !== undefined;
@@ -362,6 +421,9 @@ export class JobProcess {
         }
         writeProcessMarker(this.dir, this.pid, this.cgroup?.path);
         this.outputTimer = setInterval(() => this.holdOutputToLimit(), this.outputCheckMs);
+        if (sampleMemory && memoryMb !== undefined) {
+          this.memoryTimer = setInterval(() => this.checkMemory(memoryMb), this.memorySampleMs);
+        }
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
           const limit = assignment.time_limit_s;
           this.limitTimer = setLongTimeout(
@@ -411,10 +473,33 @@ export class JobProcess {
     );
   }
 
+  /**
+   * Sums the resident memory of the job's processes (its cgroup's, else what the /proc sweep finds) and
+   * SIGKILLs them all once it is past `limitMb`: outcome `out_of_memory`.
+   */
+  private checkMemory(limitMb: number): void {
+    if (this.settled || this.termination || this.pid === undefined) return;
+    const pids = this.cgroup
+      ? this.cgroup.pids()
+      : findJobProcesses(this.marker, this.pid, this.supervisor?.pid ? [this.supervisor.pid] : []);
+    const rssKb = pids.reduce((sum, pid) => sum + processRssKb(pid), 0);
+    if (rssKb <= limitMb * 1024) return;
+    this.termination = {
+      outcome: 'out_of_memory',
+      message: `exceeded its memory limit of ${limitMb} MB (resident memory ${Math.round(rssKb / 1024)} MB)`,
+    };
+    this.clearLimitTimer();
+    this.signalAll('SIGKILL');
+    this.killSent = true;
+    this.pollTimer ??= setInterval(() => this.maybeSettle(), this.groupPollMs);
+  }
+
   /** @internal */
   settle(result: JobResult): void {
     if (this.settled) return;
     this.settled = true;
+    if (this.memoryTimer) clearInterval(this.memoryTimer);
+    this.memoryTimer = undefined;
     if (this.outputTimer) {
       clearInterval(this.outputTimer);
       this.outputTimer = undefined;
@@ -445,6 +530,15 @@ export class JobProcess {
       this.signalAll('SIGKILL');
       this.pollTimer ??= setInterval(() => this.maybeSettle(), this.groupPollMs);
       return;
+    }
+    // The kernel killed a process of the job at its memory.max: the job ran out of memory, however its
+    // script went on (Slurm's OUT_OF_MEMORY). Read before cleanUp removes the cgroup.
+    const oomKills = this.cgroupMemoryLimitMb !== undefined ? (this.cgroup?.oomKills() ?? 0) : 0;
+    if (oomKills > 0 && !this.termination) {
+      this.termination = {
+        outcome: 'out_of_memory',
+        message: `exceeded its memory limit of ${this.cgroupMemoryLimitMb} MB (the kernel killed ${oomKills} of its processes)`,
+      };
     }
     this.cleanUp();
     const { code, signal } = this.leaderExit;
@@ -582,7 +676,8 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
     job.settle({ exit_code: '1:0', outcome: 'failed_to_start', message: problem });
     return job;
   }
-  job.start(assignment, buildJobEnv(assignment, agentEnv, runAs, job.marker), cwd, scriptPath, runAs);
+  const env = buildJobEnv(assignment, agentEnv, runAs, job.marker, { hasGpus: options.nodeHasGpus ?? false });
+  job.start(assignment, env, cwd, scriptPath, runAs);
   return job;
 }
 

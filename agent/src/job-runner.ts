@@ -49,7 +49,14 @@ export function writeResultFile(dir: string, result: StoredResult): void {
   renameSync(`${path}.tmp`, path);
 }
 
-const OUTCOMES: readonly JobOutcome[] = ['exited', 'cancelled', 'timeout', 'failed_to_start', 'lost'];
+const OUTCOMES: readonly JobOutcome[] = [
+  'exited',
+  'cancelled',
+  'timeout',
+  'failed_to_start',
+  'lost',
+  'out_of_memory',
+];
 
 /** The stored result of a job folder, or undefined when there is none (or it is unreadable). */
 export function readResultFile(dir: string, ref: JobRef): StoredResult | undefined {
