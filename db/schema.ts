@@ -25,9 +25,33 @@ export const JOB_STATES = [
   'CANCELLED',
   'TIMEOUT',
   'NODE_FAIL',
+  'OUT_OF_MEMORY',
 ] as const;
 export type JobState = (typeof JOB_STATES)[number];
-export const FINAL_STATES: readonly JobState[] = ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL'];
+export const FINAL_STATES: readonly JobState[] = [
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'TIMEOUT',
+  'NODE_FAIL',
+  'OUT_OF_MEMORY',
+];
+
+/** Slurm's partition states: UP takes and starts jobs, DRAIN starts queued ones but takes no new ones, DOWN takes
+ * jobs but starts none, INACTIVE does neither. */
+export const PARTITION_STATES = ['UP', 'DOWN', 'DRAIN', 'INACTIVE'] as const;
+export type PartitionState = (typeof PARTITION_STATES)[number];
+export const PLACEMENT_POLICIES = ['pack', 'spread'] as const;
+export type PlacementPolicy = (typeof PLACEMENT_POLICIES)[number];
+
+/** Who held a pending job (Slurm's JobHeldUser / JobHeldAdmin): only an admin releases an admin's hold. */
+export const HOLD_KINDS = ['user', 'admin'] as const;
+export type HoldKind = (typeof HOLD_KINDS)[number];
+
+export interface GpuDevice {
+  index: number;
+  model: string;
+}
 
 export const WORKER_STATUSES = ['ready', 'draining', 'down'] as const;
 export type WorkerStatus = (typeof WORKER_STATUSES)[number];
@@ -61,11 +85,84 @@ export const workers = pgTable(
      * may heartbeat, claim and report as this worker, until it is revoked.
      */
     tokenId: bigint('token_id', { mode: 'number' }),
+    /** MB jobs may use (0: the agent reports none, and jobs asking for memory do not go there). */
+    memoryMb: integer('memory_mb').notNull().default(0),
+    allocatedMemoryMb: integer('allocated_memory_mb').notNull().default(0),
+    gpus: jsonb('gpus').$type<GpuDevice[]>().notNull().default([]),
+    /** One bit per GPU index the node has; `gpus_used` has the bits of the GPUs assigned to running jobs. */
+    gpuMask: bigint('gpu_mask', { mode: 'number' }).notNull().default(0),
+    gpusUsed: bigint('gpus_used', { mode: 'number' }).notNull().default(0),
+    allocatedGpus: integer('allocated_gpus').notNull().default(0),
+    features: text('features').array().notNull().default(sql`'{}'::text[]`),
+    /** The partitions the agent declared (none: the default partition, unless an admin's node list names it). */
+    partitions: text('partitions').array().notNull().default(sql`'{}'::text[]`),
+    memoryEnforcement: text('memory_enforcement'),
   },
   (t) => [
     check('workers_allocation_fits', sql`${t.allocatedCpus} >= 0 AND ${t.allocatedCpus} <= ${t.cpus}`),
+    check(
+      'workers_memory_fits',
+      sql`${t.allocatedMemoryMb} >= 0 AND ${t.allocatedMemoryMb} <= ${t.memoryMb}`,
+    ),
+    // A GPU is used by one job at most: assignments are OR-ed in, so two jobs given the same index would leave
+    // fewer bits set than GPUs counted, and no job can hold an index the node does not have.
+    check(
+      'workers_gpus_fit',
+      sql`${t.gpusUsed} & ~${t.gpuMask} = 0 AND ${t.gpusUsed} >= 0 AND ${t.allocatedGpus} = bit_count(${t.gpusUsed}::bit(64))`,
+    ),
     check('workers_drained_not_ready', sql`NOT (${t.drained} AND ${t.status} = 'ready')`),
     index('workers_status_heartbeat_idx').on(t.status, t.lastHeartbeat),
+  ],
+);
+
+/** Generic resources of a node (`GRES=nvme:1,license_matlab:2`), each with what running jobs hold of it. */
+export const workerGres = pgTable(
+  'worker_gres',
+  {
+    workerId: text('worker_id')
+      .notNull()
+      .references(() => workers.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    total: integer('total').notNull(),
+    allocated: integer('allocated').notNull().default(0),
+  },
+  (t) => [
+    primaryKey({ columns: [t.workerId, t.name] }),
+    check('worker_gres_fits', sql`${t.allocated} >= 0 AND ${t.allocated} <= ${t.total}`),
+  ],
+);
+
+/**
+ * Slurm's partitions: a named set of nodes with limits and defaults. Agents create the ones they name
+ * (`created_by = 'agent'`); an admin creates and changes them. Exactly one is the default.
+ */
+export const partitions = pgTable(
+  'partitions',
+  {
+    name: text('name').primaryKey(),
+    isDefault: boolean('is_default').notNull().default(false),
+    state: text('state', { enum: PARTITION_STATES }).notNull().default('UP'),
+    /** A hostlist (`node[01-16],gpu01`) of the nodes in it besides those whose agents declare it. */
+    nodes: text('nodes'),
+    maxTimeS: integer('max_time_s'),
+    defaultTimeS: integer('default_time_s'),
+    maxCpusPerNode: integer('max_cpus_per_node'),
+    defMemPerCpu: integer('def_mem_per_cpu'),
+    maxMemPerCpu: integer('max_mem_per_cpu'),
+    allowAccounts: text('allow_accounts').array(),
+    priorityTier: integer('priority_tier').notNull().default(1),
+    policy: text('policy', { enum: PLACEMENT_POLICIES }).notNull().default('pack'),
+    createdBy: text('created_by', { enum: ['admin', 'agent'] })
+      .notNull()
+      .default('admin'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('partitions_one_default').on(t.isDefault).where(sql`${t.isDefault}`),
+    check(
+      'partitions_state_known',
+      sql`${t.state} IN ('UP', 'DOWN', 'DRAIN', 'INACTIVE') AND ${t.policy} IN ('pack', 'spread')`,
+    ),
   ],
 );
 
@@ -111,9 +208,28 @@ export const jobs = pgTable(
      * sets and clears it; a worker that is no longer ready and live frees it at the next pass.
      */
     reservedWorker: text('reserved_worker'),
+    /** MB on its node (per CPU requests are multiplied out at submit); null: none asked, no limit. */
+    memoryMb: integer('memory_mb'),
+    gpus: integer('gpus').notNull().default(0),
+    /** The GPU model asked for (`a100`); null: any. */
+    gpuType: text('gpu_type'),
+    /** Generic resources other than GPUs: name -> count. */
+    gres: jsonb('gres').$type<Record<string, number>>().notNull().default({}),
+    featureConstraint: text('feature_constraint'),
+    exclusive: boolean('exclusive').notNull().default(false),
+    /** `-w`: the node it must run on; `-x`: nodes it must not. */
+    nodelist: text('nodelist').array(),
+    excludeNodes: text('exclude_nodes').array().notNull().default(sql`'{}'::text[]`),
+    /** A user's or an admin's hold: the job stays PENDING and is not placed until released. */
+    held: text('held', { enum: HOLD_KINDS }),
+    /** A line for people: why the job waits (its `reason` is Slurm's code). */
+    reasonDetail: text('reason_detail'),
+    /** GPU indexes assigned on `node` (set at placement). */
+    allocatedGpus: integer('allocated_gpus').array(),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
+    check('jobs_resources_valid', sql`${t.gpus} >= 0 AND (${t.memoryMb} IS NULL OR ${t.memoryMb} >= 0)`),
     // The scheduler's queue: only pending rows, in the order they are served.
     index('jobs_pending_queue_idx')
       .on(t.priority.desc(), t.submitTime, t.id)
@@ -141,6 +257,10 @@ export const resourceAllocations = pgTable(
     released: boolean('released').notNull().default(false),
     allocationTime: tstz('allocation_time').notNull().defaultNow(),
     releasedTime: tstz('released_time'),
+    memoryMb: integer('memory_mb').notNull().default(0),
+    /** The GPUs held, as bits of their indexes (see workers.gpus_used). */
+    gpuMask: bigint('gpu_mask', { mode: 'number' }).notNull().default(0),
+    gres: jsonb('gres').$type<Record<string, number>>().notNull().default({}),
   },
   (t) => [
     uniqueIndex('resource_allocations_job_id_key').on(t.jobId),
@@ -173,6 +293,8 @@ export const clusterState = pgTable(
     id: smallint('id').primaryKey().default(1),
     allocatedCpus: bigint('allocated_cpus', { mode: 'number' }).notNull().default(0),
     allocationVersion: bigint('allocation_version', { mode: 'number' }).notNull().default(0),
+    allocatedMemoryMb: bigint('allocated_memory_mb', { mode: 'number' }).notNull().default(0),
+    allocatedGpus: bigint('allocated_gpus', { mode: 'number' }).notNull().default(0),
     /**
      * Random, set when the row is made: names this database's allocation history, so that the cache resets
      * on a snapshot from another database (a new one behind the same Redis) instead of keeping the old count.
