@@ -11,6 +11,7 @@ import { agentRoutes } from './routes/agents.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
+import { partitionRoutes } from './routes/partitions.ts';
 import { uiRoutes } from './routes/ui.ts';
 import { dashboardPages } from './ui/pages.tsx';
 
@@ -43,6 +44,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   app.route('/api/v1/agents', agentRoutes(ctx));
   app.route('/api/v1/tokens', tokenRoutes(ctx));
   app.route('/api/v1/webhooks', webhookRoutes(ctx));
+  app.route('/api/v1/partitions', partitionRoutes(ctx));
   app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
   app.route('/', opsRoutes(ctx));

@@ -128,20 +128,37 @@ function runEndJobs(db: Database, end: JobEnd | SQL): Promise<EndRow[]> {
         r AS (
           UPDATE resource_allocations SET released = true, released_time = now()
           WHERE job_id IN (SELECT id FROM ended) AND released = false
-          RETURNING node_name, allocated_cpus
+          RETURNING node_name, allocated_cpus, memory_mb, gpu_mask, gres
         ),
-        per_worker AS (SELECT node_name, sum(allocated_cpus)::int AS n FROM r GROUP BY node_name),
+        per_worker AS (
+          SELECT node_name, sum(allocated_cpus)::int AS n, sum(memory_mb)::int AS mem, bit_or(gpu_mask) AS mask,
+                 sum(bit_count(gpu_mask::bit(64)))::int AS gpus
+          FROM r GROUP BY node_name
+        ),
         w AS (
-          UPDATE workers SET allocated_cpus = workers.allocated_cpus - per_worker.n
+          UPDATE workers SET allocated_cpus = workers.allocated_cpus - per_worker.n,
+            allocated_memory_mb = workers.allocated_memory_mb - per_worker.mem,
+            gpus_used = workers.gpus_used & ~per_worker.mask,
+            allocated_gpus = workers.allocated_gpus - per_worker.gpus
           FROM per_worker WHERE workers.id = per_worker.node_name
+          RETURNING 1
+        ),
+        g AS (
+          UPDATE worker_gres SET allocated = worker_gres.allocated - x.n
+          FROM (SELECT r.node_name, e.key AS name, sum(e.value::int)::int AS n
+                FROM r, jsonb_each_text(r.gres) e GROUP BY 1, 2) x
+          WHERE worker_gres.worker_id = x.node_name AND worker_gres.name = x.name AND (SELECT count(*) FROM w) >= 0
           RETURNING 1
         ),
         c AS (
           -- Referencing w makes the workers' rows lock before this row (see JobEnd for the lock order).
           UPDATE cluster_state
           SET allocated_cpus = allocated_cpus - (SELECT coalesce(sum(n), 0) FROM per_worker),
+              allocated_memory_mb = allocated_memory_mb - (SELECT coalesce(sum(mem), 0) FROM per_worker),
+              allocated_gpus = allocated_gpus - (SELECT coalesce(sum(gpus), 0) FROM per_worker),
               allocation_version = allocation_version + 1
           WHERE id = 1 AND EXISTS (SELECT 1 FROM r) AND (SELECT count(*) FROM w) >= 0
+            AND (SELECT count(*) FROM g) >= 0
           RETURNING allocation_version
         )
         SELECT ended.id, ended.state, ended.node, ended.attempt, ended.exit_code,

@@ -1,4 +1,4 @@
-import { type SQL, sql } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { FINAL_STATES, JOB_STATES, type JobState } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
@@ -6,8 +6,20 @@ import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
 import type { Context } from './context.ts';
 import { ConductorError, conflict, forbidden, notFound } from './errors.ts';
+import { admitJobs, type JobResources, resourceFields } from './job-resources.ts';
+import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
-import { WAITING_FOR_NODE } from './scheduler.ts';
+import {
+  jobReader,
+  PARTITION_COLUMNS,
+  type PartitionRow,
+  partitionsOf,
+  QUEUE_COLUMNS,
+  type QueueRow,
+  toWorker,
+  WORKER_COLUMNS,
+  type WorkerRow,
+} from './scheduler.ts';
 import { pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
@@ -72,6 +84,7 @@ export const submitJobInput = z.strictObject({
     .optional(),
   priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
   requeue: z.boolean().optional(),
+  ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
 
@@ -103,7 +116,18 @@ export interface JobRow {
   requeue: boolean;
   attempt: number;
   reason: string | null;
+  reason_detail: string | null;
   cancel_requested: boolean;
+  memory_mb: number | null;
+  gpus: number;
+  gpu_type: string | null;
+  gres: Record<string, number> | string;
+  feature_constraint: string | null;
+  exclusive: boolean;
+  nodelist: string[] | null;
+  exclude_nodes: string[];
+  held: 'user' | 'admin' | null;
+  allocated_gpus: number[] | null;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -130,7 +154,18 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     requeue: row.requeue,
     attempt: Number(row.attempt),
     reason: row.reason,
+    reason_detail: row.reason_detail,
     cancel_requested: row.cancel_requested,
+    memory_mb: row.memory_mb === null ? null : Number(row.memory_mb),
+    gpus: Number(row.gpus),
+    gpu_type: row.gpu_type,
+    gres: typeof row.gres === 'string' ? (JSON.parse(row.gres) as Record<string, number>) : row.gres,
+    constraint: row.feature_constraint,
+    exclusive: row.exclusive,
+    nodelist: row.nodelist,
+    exclude: row.exclude_nodes,
+    held: row.held,
+    allocated_gpus: row.allocated_gpus,
     owner: row.owner,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
@@ -141,7 +176,9 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
 export type JobView = ReturnType<typeof jobView>;
 
 const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
-  environment, priority, requeue, attempt, reason, cancel_requested, owner, submit_time, start_time, end_time`;
+  environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
+  end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
+  allocated_gpus`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -227,6 +264,7 @@ export async function submitJobOnce(
 ): Promise<{ job: JobView; duplicate: boolean }> {
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, [input], () => 'priority');
+  const [resources] = await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name);
   const keys = [...(options.keys ?? [])].sort((a, b) =>
     `${a.scope}\u0000${a.key}` < `${b.scope}\u0000${b.key}` ? -1 : 1,
   );
@@ -234,7 +272,10 @@ export async function submitJobOnce(
   for (let attempt = 1; ; attempt++) {
     let row: JobRow | undefined;
     try {
-      row = await queryOne<JobRow>(ctx.db, submitStatement(ctx, input, caller, options, keys, requestHash));
+      row = await queryOne<JobRow>(
+        ctx.db,
+        submitStatement(ctx, input, resources as JobResources, caller, options, keys, requestHash),
+      );
     } catch (error) {
       // A key held by another submission while another key was free: the free one was claimed for a job
       // id that was not inserted, which the foreign key refuses, rolling the whole statement back.
@@ -273,40 +314,51 @@ export async function submitJobOnce(
   }
 }
 
-/** The live nodes as a submission sees them: how many, and the largest's CPUs (`live.nodes`, `live.largest`). */
+/** The live nodes as a submission sees them: how many (`live.nodes`). */
 const liveNodesSql = (ttlSeconds: number) =>
-  sql`SELECT count(*) AS nodes, coalesce(max(w.cpus), 0) AS largest FROM workers w
+  sql`SELECT count(*) AS nodes FROM workers w
       WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds})`;
 
 /**
- * A job of `cpus` CPUs is held PENDING (never refused) when no live node (`live`, from liveNodesSql) is large
- * enough: nodes join and leave. Its reason says so (NULL when one is); the scheduler keeps it current and
- * clears it on placement.
+ * A new job's reason until the scheduler's first look at it: None (Slurm's), or Resources when no node is live
+ * (no pass runs then, so this is what it shows until one joins).
  */
-const waitReasonSql = (cpus: SQL) =>
-  sql`CASE WHEN live.largest >= ${cpus} THEN NULL
-           WHEN live.nodes = 0 THEN ${WAITING_FOR_NODE}::text || ${cpus} || ' CPUs: no node is live'
-           ELSE ${WAITING_FOR_NODE}::text || ${cpus} || ' CPUs: the largest live node has ' || live.largest END`;
+const NEW_REASON = sql`CASE WHEN live.nodes = 0 THEN 'Resources' ELSE 'None' END`;
+const NEW_REASON_DETAIL = sql`CASE WHEN live.nodes = 0 THEN 'waiting for a node: no node is live' END`;
+
+const withTimeLimit = (input: SubmitJobInput) => ({
+  ...input,
+  time_limit_s: input.time_limit === undefined ? null : parseTimeLimit(input.time_limit),
+});
+
+/** The resource columns of a job, in the order of RESOURCE_COLUMNS. */
+const resourceValues = (r: JobResources) =>
+  sql`${r.partition}, ${r.timeLimitS}, ${r.memoryMb}, ${r.gpus}, ${r.gpuType}, ${JSON.stringify(r.gres)}::jsonb,
+      ${r.constraint}, ${r.exclusive}, ${r.nodelist === null ? null : pgArray(r.nodelist)}::text[],
+      ${pgArray(r.exclude)}::text[]`;
+const RESOURCE_COLUMNS = sql`partition, time_limit_s, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive,
+  nodelist, exclude_nodes`;
 
 function submitStatement(
   ctx: Context,
   input: SubmitJobInput,
+  resources: JobResources,
   caller: Principal,
   options: SubmitOptions,
   keys: readonly SubmissionKey[],
   requestHash: string,
 ) {
-  const timeLimit = input.time_limit === undefined ? null : parseTimeLimit(input.time_limit);
   const owner = options.owner !== undefined ? options.owner : caller.owner;
   const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
   const ttl = ctx.config.workerTtlSeconds;
-  const reason = sql`(SELECT ${waitReasonSql(sql`${input.cpus}::int`)} FROM (${liveNodesSql(ttl)}) live)`;
+  const live = sql`(${liveNodesSql(ttl)}) live`;
   const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
-                ${input.partition ?? null}, ${timeLimit}, ${input.work_dir ?? null},
-                ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0}, ${input.requeue ?? false},
-                ${owner}::text, ${submittedBy}::bigint, ${reason}`;
-  const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
-                      owner, submitted_by, reason`;
+                ${input.work_dir ?? null}, ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0},
+                ${input.requeue ?? false}, ${owner}::text, ${submittedBy}::bigint,
+                (SELECT ${NEW_REASON} FROM ${live}), (SELECT ${NEW_REASON_DETAIL} FROM ${live}),
+                ${resourceValues(resources)}`;
+  const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
+                      owner, submitted_by, reason, reason_detail, ${RESOURCE_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
@@ -391,11 +443,12 @@ export async function submitJobsBatch(
   }
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, inputs, (k) => `jobs[${k}].priority`);
+  const resources = await admitJobs(ctx, inputs.map(withTimeLimit), (k, name) => `jobs[${k}].${name}`);
   const idem = options.idempotency;
   for (let attempt = 1; ; attempt++) {
     let rows: JobRow[] | undefined;
     try {
-      rows = await query<JobRow>(ctx.db, batchStatement(ctx, inputs, caller, idem));
+      rows = await query<JobRow>(ctx.db, batchStatement(ctx, inputs, resources, caller, idem));
     } catch (error) {
       // Some keys of the batch were free and others held: the free ones were claimed for job ids that were
       // not inserted, which the foreign key refuses, rolling the whole statement back. Look the holder up.
@@ -461,6 +514,7 @@ async function findBatch(
 function batchStatement(
   ctx: Context,
   inputs: readonly SubmitJobInput[],
+  resources: readonly JobResources[],
   caller: Principal,
   idem: BatchOptions['idempotency'],
 ) {
@@ -470,22 +524,34 @@ function batchStatement(
   const n = inputs.length;
   // One JSON parameter for the whole batch; `i` is the job's place in the request.
   const data = JSON.stringify(
-    inputs.map((input, i) => ({
-      i,
-      name: input.name ?? 'job',
-      script: input.script,
-      cpus: input.cpus,
-      account: input.account ?? null,
-      partition: input.partition ?? null,
-      time_limit_s: input.time_limit === undefined ? null : parseTimeLimit(input.time_limit),
-      work_dir: input.work_dir ?? null,
-      environment: input.environment ?? {},
-      priority: input.priority ?? 0,
-      requeue: input.requeue ?? false,
-    })),
+    inputs.map((input, i) => {
+      const r = resources[i] as JobResources;
+      return {
+        i,
+        name: input.name ?? 'job',
+        script: input.script,
+        cpus: input.cpus,
+        account: input.account ?? null,
+        partition: r.partition,
+        time_limit_s: r.timeLimitS,
+        work_dir: input.work_dir ?? null,
+        environment: input.environment ?? {},
+        priority: input.priority ?? 0,
+        requeue: input.requeue ?? false,
+        memory_mb: r.memoryMb,
+        gpus: r.gpus,
+        gpu_type: r.gpuType,
+        gres: r.gres,
+        feature_constraint: r.constraint,
+        exclusive: r.exclusive,
+        nodelist: r.nodelist,
+        exclude_nodes: r.exclude,
+      };
+    }),
   );
   const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
-                      owner, submitted_by, reason`;
+                      owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
+                      exclusive, nodelist, exclude_nodes`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner,
@@ -515,7 +581,8 @@ function batchStatement(
   return sql`WITH input AS MATERIALIZED (
                SELECT * FROM json_to_recordset(${data}::json) AS x(i int, name text, script text, cpus int,
                  account text, partition text, time_limit_s int, work_dir text, environment jsonb, priority int,
-                 requeue boolean)
+                 requeue boolean, memory_mb int, gpus int, gpu_type text, gres jsonb, feature_constraint text,
+                 exclusive boolean, nodelist text[], exclude_nodes text[])
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -529,7 +596,8 @@ function batchStatement(
                INSERT INTO jobs (id, ${columns})
                SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
                       x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
-                      ${waitReasonSql(sql`x.cpus`)}
+                      ${NEW_REASON}, ${NEW_REASON_DETAIL}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
+                      x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i
@@ -622,4 +690,106 @@ export async function pruneSubmissionKeys(db: Database): Promise<number> {
         SELECT count(*) AS n FROM gone`,
   );
   return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Holds a pending job (Slurm's `scontrol hold`): it stays PENDING and is not placed until released. An admin's
+ * hold (JobHeldAdmin) can only be released by an admin; the owner's (JobHeldUser) by the owner or an admin.
+ */
+export async function holdJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  await getJob(ctx.db, id, caller); // 404 for another owner's job
+  // The person at the keyboard of the open local cluster holds as a user, though they may do everything.
+  const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
+  const kind = admin ? 'admin' : 'user';
+  const row = await queryOne<{ id: number }>(
+    ctx.db,
+    sql`UPDATE jobs SET held = ${kind}, reason = ${admin ? 'JobHeldAdmin' : 'JobHeldUser'},
+          reason_detail = ${`held by ${caller.owner ?? (admin ? 'an admin' : 'its owner')}: release it to let it run`},
+          reserved_worker = NULL
+        WHERE id = ${id} AND state = 'PENDING' AND (held IS NULL OR held = 'user' OR ${admin})
+        RETURNING id`,
+  );
+  if (!row) await refuseHoldChange(ctx, id, caller, 'hold');
+  await recordAudit(ctx.db, caller, 'job.hold', `job:${id}`, { kind });
+  return getJob(ctx.db, id, caller);
+}
+
+/** Releases a held job (Slurm's `scontrol release`): it waits in the queue again, in its old place. */
+export async function releaseJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  await getJob(ctx.db, id, caller);
+  const admin = hasScope(caller, 'admin');
+  const row = await queryOne<{ id: number }>(
+    ctx.db,
+    sql`UPDATE jobs SET held = NULL, reason = 'None', reason_detail = NULL
+        WHERE id = ${id} AND state = 'PENDING' AND (held = 'user' OR (held = 'admin' AND ${admin}))
+        RETURNING id`,
+  );
+  if (!row) await refuseHoldChange(ctx, id, caller, 'release');
+  await recordAudit(ctx.db, caller, 'job.release', `job:${id}`, {});
+  ctx.defer(ctx.requestSchedule());
+  return getJob(ctx.db, id, caller);
+}
+
+async function refuseHoldChange(ctx: Context, id: number, caller: Principal, what: 'hold' | 'release') {
+  const job = await getJob(ctx.db, id, caller);
+  if (job.state !== 'PENDING') {
+    throw conflict(
+      'job_not_pending',
+      `Job ${id} is ${job.state}: only a pending job can be held or released`,
+      {
+        state: job.state,
+      },
+    );
+  }
+  if (job.held === 'admin') {
+    throw forbidden(
+      'held_by_admin',
+      `Job ${id} is held by an admin (JobHeldAdmin): only an admin can ${what} it`,
+    );
+  }
+  throw conflict('job_not_held', `Job ${id} is not held`);
+}
+
+/**
+ * Why a job waits, node by node (HyperQueue's `hq task explain`): for each known node, live or not, whether
+ * the job could start there now, and what stops it.
+ */
+export async function explainJob(ctx: Context, id: number, caller: Principal = ANONYMOUS) {
+  const job = await getJob(ctx.db, id, caller);
+  const [row] = await query<QueueRow>(ctx.db, sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE id = ${id}`);
+  const partitionRows = await query<PartitionRow>(ctx.db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
+  const workers = await query<WorkerRow & { live: boolean; status: string }>(
+    ctx.db,
+    sql`SELECT ${WORKER_COLUMNS}, status, drained,
+               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS live
+        FROM workers ORDER BY id`,
+  );
+  const reservations = await query<{ id: number | string; reserved_worker: string }>(
+    ctx.db,
+    sql`SELECT id, reserved_worker FROM jobs WHERE state = 'PENDING' AND reserved_worker IS NOT NULL`,
+  );
+  const partitions = partitionsOf(partitionRows);
+  const pending = jobReader(partitions)(row as QueueRow);
+  const verdicts = explainPlacement(
+    pending,
+    workers.map((w) => toWorker(w, partitions)),
+    partitions.rules,
+    new Map(reservations.map((r) => [r.reserved_worker, Number(r.id)])),
+  );
+  return {
+    job_id: id,
+    state: job.state,
+    reason: job.reason,
+    reason_detail: job.reason_detail,
+    nodes: verdicts.map((v, i) => {
+      const w = workers[i] as (typeof workers)[number];
+      const down = !w.live
+        ? ['down: not heartbeating']
+        : w.status !== 'ready'
+          ? [`${w.status}: takes no new jobs`]
+          : [];
+      const why = [...down, ...v.why];
+      return { node: v.node, fits: why.length === 0, why };
+    }),
+  };
 }

@@ -4,18 +4,62 @@
  *
  * The rule:
  * - Jobs are taken in queue order (priority, then submit time, then id).
- * - A job runs on ONE worker with enough free CPUs: best fit (the worker left with the fewest free CPUs),
- *   so large holes stay open for large jobs. Free CPUs summed across workers mean nothing.
- * - A job that fits on no worker now, but would fit on an empty one, reserves a worker: the one where it
- *   can start first by the time limits of the jobs running there (a job without a time limit may run
- *   forever), then the one with the most free CPUs. The reservation is kept (on the job) until the job
- *   starts or the worker leaves: nothing else lands on a reserved worker, whose CPUs only free up, so later
- *   jobs cannot delay it.
- * - A job larger than every live worker reserves nothing: it waits for a bigger node to join.
+ * - A job runs on ONE worker of one of its partitions (in the order it named them) that has every resource it
+ *   asks for free at once: CPUs, memory, GPUs (of its type), generic resources; its constraint holds on the
+ *   worker's features, the worker is the one it named (`-w`) and not one it excluded (`-x`). An exclusive job
+ *   takes a worker with nothing running and all of it. Free resources summed across workers mean nothing.
+ * - Among the workers it fits, `pack` (the default) takes the one left with the fewest free CPUs, then the
+ *   least memory, so that large holes stay open for large jobs; `spread` the one with the most free CPUs.
+ *   Either way a job that asks no GPU goes to a worker without free GPUs when it can, so GPU nodes are kept
+ *   for GPU jobs.
+ * - A job that fits on no worker now, but would fit on one of its workers when empty, reserves a worker: the
+ *   one where it can start first by the time limits of the jobs running there (a job without a time limit
+ *   may run forever), then the one with the most free CPUs. The reservation is kept (on the job) until the job
+ *   starts or the worker leaves: nothing else lands on a reserved worker, whose resources only free up, so
+ *   later jobs cannot delay it.
+ * - A job that fits no live worker even when empty reserves nothing: it waits for a node that can take it.
+ * - Every job left waiting gets Slurm's reason and a line that says what it waits for.
  */
+import type { GpuDevice, PartitionState, PlacementPolicy } from '../../db/schema.ts';
+
+/** How the detail of a job that no live node could take, even when empty, begins. */
+export const TOO_LARGE_PREFIX = 'waiting for a node that can take it: ';
+
+/** Slurm's reasons for a pending job. */
+export const REASON_CODES = [
+  'None',
+  'Resources',
+  'Priority',
+  'ReqNodeNotAvail',
+  'PartitionDown',
+  'PartitionInactive',
+  'PartitionTimeLimit',
+  'PartitionNodeLimit',
+  'BadConstraints',
+  'JobHeldUser',
+  'JobHeldAdmin',
+] as const;
+export type ReasonCode = (typeof REASON_CODES)[number];
+
 export interface PendingJob {
   id: number;
   cpus: number;
+  /** MB; 0 or absent: none asked. */
+  memoryMb?: number;
+  gpus?: number;
+  gpuType?: string | null;
+  gres?: Readonly<Record<string, number>>;
+  exclusive?: boolean;
+  /** The partitions it may run in, in order of preference; absent: every worker (no partitions in play). */
+  partitions?: readonly string[];
+  /** Its constraint, compiled: true when a worker's features satisfy it. */
+  featuresMatch?: ((features: ReadonlySet<string>) => boolean) | null;
+  /** The constraint as written, for reasons. */
+  constraint?: string | null;
+  /** The worker it must run on (`-w`). */
+  nodelist?: readonly string[] | null;
+  exclude?: readonly string[];
+  timeLimitS?: number | null;
   /** The worker this job holds from an earlier pass (null: none). */
   reservedWorker?: string | null;
 }
@@ -23,6 +67,9 @@ export interface PendingJob {
 /** A job running on a worker, as far as its reservation matters. */
 export interface RunningJob {
   cpus: number;
+  memoryMb?: number;
+  gpus?: readonly number[];
+  gres?: Readonly<Record<string, number>>;
   /** Seconds until its time limit ends it; null: it has no time limit. */
   endsInSeconds: number | null;
 }
@@ -31,14 +78,41 @@ export interface FreeWorker {
   id: string;
   cpus: number;
   allocatedCpus: number;
+  memoryMb?: number;
+  allocatedMemoryMb?: number;
+  gpus?: readonly GpuDevice[];
+  /** Indexes of the GPUs held by running jobs. */
+  gpusUsed?: ReadonlySet<number>;
+  gres?: Readonly<Record<string, { total: number; allocated: number }>>;
+  features?: ReadonlySet<string>;
+  /** The partitions it serves (resolved: declared, named by a partition's node list, or the default). */
+  partitions?: ReadonlySet<string>;
   /** Its running jobs; unknown (undefined) when the choice of a reservation does not need them. */
   running?: readonly RunningJob[];
+}
+
+export interface PartitionRules {
+  state: PartitionState;
+  policy: PlacementPolicy;
+  maxTimeS: number | null;
+  maxCpusPerNode: number | null;
 }
 
 export interface Placement {
   jobId: number;
   workerId: string;
   cpus: number;
+  memoryMb: number;
+  /** GPU indexes on the worker. */
+  gpus: number[];
+  gres: Record<string, number>;
+  /** The partition it runs in (null: no partitions in play). */
+  partition: string | null;
+}
+
+export interface Wait {
+  reason: ReasonCode;
+  detail: string;
 }
 
 export interface PlacementResult {
@@ -49,6 +123,8 @@ export interface PlacementResult {
   tooLarge: number[];
   /** Reservations made by this plan (not held from an earlier pass), with their job. */
   newReservations: Map<string, number>;
+  /** Why each job considered and not placed waits. */
+  waits: Map<number, Wait>;
 }
 
 /** Placement decisions over a queue read in pages: `consider` each job in queue order. */
@@ -56,32 +132,194 @@ export interface Planner {
   consider(job: PendingJob): void;
   /** Nothing later in the queue can be placed or reserve anything: every worker is held. */
   readonly exhausted: boolean;
-  /** The largest job a later job may be and still be placed or reserve a worker. */
+  /** The most CPUs a later job may ask and still be placed or reserve a worker. */
   readonly largestUseful: number;
   readonly placed: number;
   result(): PlacementResult;
 }
 
+/** What is free on a worker while a plan is made. */
+interface Free {
+  worker: FreeWorker;
+  cpus: number;
+  memoryMb: number;
+  gpus: Set<number>;
+  gres: Map<string, number>;
+  /** Nothing at all is allocated (an exclusive job may go there). */
+  idle: boolean;
+}
+
+interface Need {
+  cpus: number;
+  memoryMb: number;
+  gpus: number;
+  gpuType: string | null;
+  gres: Readonly<Record<string, number>>;
+  exclusive: boolean;
+}
+
+const needOf = (job: PendingJob): Need => ({
+  cpus: job.cpus,
+  memoryMb: job.memoryMb ?? 0,
+  gpus: job.gpus ?? 0,
+  gpuType: job.gpuType ?? null,
+  gres: job.gres ?? {},
+  exclusive: job.exclusive ?? false,
+});
+
+const typedGpus = (worker: FreeWorker, type: string | null): GpuDevice[] =>
+  (worker.gpus ?? []).filter((g) => type === null || g.model === type);
+
+function freeOf(worker: FreeWorker): Free {
+  const used = worker.gpusUsed ?? new Set<number>();
+  const gres = new Map<string, number>();
+  let gresBusy = false;
+  for (const [name, g] of Object.entries(worker.gres ?? {})) {
+    gres.set(name, g.total - g.allocated);
+    if (g.allocated > 0) gresBusy = true;
+  }
+  return {
+    worker,
+    cpus: worker.cpus - worker.allocatedCpus,
+    memoryMb: (worker.memoryMb ?? 0) - (worker.allocatedMemoryMb ?? 0),
+    gpus: new Set((worker.gpus ?? []).map((g) => g.index).filter((i) => !used.has(i))),
+    gres,
+    idle: worker.allocatedCpus === 0 && (worker.allocatedMemoryMb ?? 0) === 0 && used.size === 0 && !gresBusy,
+  };
+}
+
+/**
+ * What stops `need` from ever running on `worker` (empty: nothing; it fits when the worker is empty), in
+ * words for reasons and `explain`. Partition, node list and constraint are checked by the caller.
+ */
+export function capacityShortfalls(need: Need, worker: FreeWorker): string[] {
+  const why: string[] = [];
+  if (need.cpus > worker.cpus) why.push(`needs ${need.cpus} CPUs, has ${worker.cpus}`);
+  const memory = worker.memoryMb ?? 0;
+  if (need.memoryMb > memory) why.push(`needs ${need.memoryMb} MB of memory, has ${memory}`);
+  if (need.gpus > 0) {
+    const gpus = typedGpus(worker, need.gpuType).length;
+    if (need.gpus > gpus) why.push(`needs ${need.gpus} ${gpuWords(need.gpuType)}, has ${gpus}`);
+  }
+  for (const [name, count] of Object.entries(need.gres)) {
+    const total = worker.gres?.[name]?.total ?? 0;
+    if (count > total) why.push(`needs ${count} ${name}, has ${total}`);
+  }
+  return why;
+}
+
+const gpuWords = (type: string | null) => (type === null ? 'GPUs' : `${type} GPUs`);
+
+/** What is short on `free` for `need` right now (empty: it fits now). */
+function freeShortfalls(need: Need, free: Free): string[] {
+  if (need.exclusive && !free.idle) return ['exclusive: jobs are running there'];
+  const why: string[] = [];
+  if (need.cpus > free.cpus) why.push(`${free.cpus} of ${need.cpus} CPUs free`);
+  if (need.memoryMb > free.memoryMb) why.push(`${free.memoryMb} of ${need.memoryMb} MB free`);
+  if (need.gpus > 0) {
+    const n = freeGpus(free, need.gpuType).length;
+    if (need.gpus > n) why.push(`${n} of ${need.gpus} ${gpuWords(need.gpuType)} free`);
+  }
+  for (const [name, count] of Object.entries(need.gres)) {
+    const left = free.gres.get(name) ?? 0;
+    if (count > left) why.push(`${left} of ${count} ${name} free`);
+  }
+  return why;
+}
+
+const freeGpus = (free: Free, type: string | null): number[] =>
+  typedGpus(free.worker, type)
+    .map((g) => g.index)
+    .filter((i) => free.gpus.has(i))
+    .sort((a, b) => a - b);
+
+const fitsNow = (need: Need, free: Free): boolean => {
+  if (need.exclusive) return free.idle;
+  if (need.cpus > free.cpus || need.memoryMb > free.memoryMb) return false;
+  if (need.gpus > 0 && freeGpus(free, need.gpuType).length < need.gpus) return false;
+  for (const name in need.gres) if ((need.gres[name] ?? 0) > (free.gres.get(name) ?? 0)) return false;
+  return true;
+};
+
+/**
+ * Whether the job may run on the worker at all, apart from sizes: it serves `partition`, is the node the job
+ * named, is not excluded, and has the features. Returns why not, or null.
+ */
+export function placementBar(job: PendingJob, worker: FreeWorker, partition: string | null): string | null {
+  if (partition !== null && worker.partitions && !worker.partitions.has(partition)) {
+    return `not in partition ${partition}`;
+  }
+  if (job.nodelist && job.nodelist.length > 0 && !job.nodelist.includes(worker.id))
+    return 'not in its node list';
+  if (job.exclude?.includes(worker.id)) return 'excluded by the job';
+  if (job.featuresMatch && !job.featuresMatch(worker.features ?? new Set())) {
+    return `features ${[...(worker.features ?? [])].join(',') || '(none)'} do not satisfy ${job.constraint ?? 'the constraint'}`;
+  }
+  return null;
+}
+
 /**
  * `held` are the jobs holding a reservation from an earlier pass (in queue order): each keeps its worker
- * while that worker is live and large enough, and starts there as soon as it fits.
+ * while that worker is live and large enough, and starts there as soon as it fits. `partitions` are the
+ * rules of the partitions the jobs name (absent: none in play).
  */
-export function createPlanner(workers: readonly FreeWorker[], held: readonly PendingJob[] = []): Planner {
-  const free = new Map(workers.map((w) => [w.id, w.cpus - w.allocatedCpus]));
-  const byId = new Map(workers.map((w) => [w.id, w]));
-  const schedules = new Map(workers.map((w) => [w.id, freeingSchedule(w)]));
+export function createPlanner(
+  workers: readonly FreeWorker[],
+  held: readonly PendingJob[] = [],
+  partitions: ReadonlyMap<string, PartitionRules> = new Map(),
+): Planner {
+  const free = new Map(workers.map((w) => [w.id, freeOf(w)]));
   const reservations = new Map<string, number>();
   const newReservations = new Map<string, number>();
   const holding = new Map<number, string>();
   const placements: Placement[] = [];
   const placedJobs = new Set<number>();
   const tooLarge: number[] = [];
-  const largest = Math.max(0, ...workers.map((w) => w.cpus));
+  const waits = new Map<number, Wait>();
+  // Workers per partition, and whether a job shape may use a worker: computed once per pass.
+  const members = new Map<string | null, Free[]>();
+  const membersOf = (partition: string | null): Free[] => {
+    let list = members.get(partition);
+    if (!list) {
+      list = [...free.values()].filter(
+        (f) => partition === null || !f.worker.partitions || f.worker.partitions.has(partition),
+      );
+      members.set(partition, list);
+    }
+    return list;
+  };
 
-  const place = (job: PendingJob, workerId: string) => {
-    free.set(workerId, (free.get(workerId) ?? 0) - job.cpus);
-    placements.push({ jobId: job.id, workerId, cpus: job.cpus });
+  const take = (job: PendingJob, need: Need, target: Free, partition: string | null) => {
+    const worker = target.worker;
+    const placement: Placement = need.exclusive
+      ? {
+          jobId: job.id,
+          workerId: worker.id,
+          cpus: worker.cpus,
+          memoryMb: worker.memoryMb ?? 0,
+          gpus: (worker.gpus ?? []).map((g) => g.index).sort((a, b) => a - b),
+          gres: Object.fromEntries(Object.entries(worker.gres ?? {}).map(([n, g]) => [n, g.total])),
+          partition,
+        }
+      : {
+          jobId: job.id,
+          workerId: worker.id,
+          cpus: need.cpus,
+          memoryMb: need.memoryMb,
+          gpus: freeGpus(target, need.gpuType).slice(0, need.gpus),
+          gres: { ...need.gres },
+          partition,
+        };
+    target.cpus -= placement.cpus;
+    target.memoryMb -= placement.memoryMb;
+    for (const i of placement.gpus) target.gpus.delete(i);
+    for (const [name, count] of Object.entries(placement.gres)) {
+      target.gres.set(name, (target.gres.get(name) ?? 0) - count);
+    }
+    target.idle = false;
+    placements.push(placement);
     placedJobs.add(job.id);
+    waits.delete(job.id);
     const own = holding.get(job.id);
     if (own !== undefined) {
       reservations.delete(own);
@@ -90,67 +328,203 @@ export function createPlanner(workers: readonly FreeWorker[], held: readonly Pen
     }
   };
 
-  for (const job of held) {
-    const worker = job.reservedWorker ? byId.get(job.reservedWorker) : undefined;
-    if (!worker || worker.cpus < job.cpus || reservations.has(worker.id) || holding.has(job.id)) continue;
-    reservations.set(worker.id, job.id);
-    holding.set(job.id, worker.id);
-    if ((free.get(worker.id) ?? 0) >= job.cpus) place(job, worker.id);
-  }
-
-  const bestFit = (cpus: number, own: string | undefined): string | undefined => {
-    let best: string | undefined;
-    let bestLeft = Number.POSITIVE_INFINITY;
-    for (const [id, available] of free) {
-      if ((reservations.has(id) && id !== own) || available < cpus) continue;
-      const left = available - cpus;
-      if (left < bestLeft || (left === bestLeft && best !== undefined && id < best)) {
-        best = id;
-        bestLeft = left;
+  /** The job's partitions that can start jobs, with the reasons of those that cannot. */
+  const usablePartitions = (job: PendingJob): { usable: (string | null)[]; wait: Wait | null } => {
+    if (!job.partitions) return { usable: [null], wait: null };
+    const usable: string[] = [];
+    let wait: Wait | null = null;
+    for (const name of job.partitions) {
+      const rules = partitions.get(name);
+      if (!rules) {
+        wait ??= { reason: 'PartitionDown', detail: `partition ${name} no longer exists` };
+        continue;
       }
+      if (rules.state === 'DOWN' || rules.state === 'INACTIVE') {
+        wait ??= {
+          reason: rules.state === 'DOWN' ? 'PartitionDown' : 'PartitionInactive',
+          detail: `partition ${name} is ${rules.state}`,
+        };
+        continue;
+      }
+      if (rules.maxTimeS !== null && job.timeLimitS != null && job.timeLimitS > rules.maxTimeS) {
+        wait ??= {
+          reason: 'PartitionTimeLimit',
+          detail: `time limit ${job.timeLimitS / 60} min is over partition ${name}'s MaxTime of ${rules.maxTimeS / 60} min`,
+        };
+        continue;
+      }
+      if (rules.maxCpusPerNode !== null && job.cpus > rules.maxCpusPerNode) {
+        wait ??= {
+          reason: 'PartitionNodeLimit',
+          detail: `${job.cpus} CPUs is over partition ${name}'s MaxCPUsPerNode of ${rules.maxCpusPerNode}`,
+        };
+        continue;
+      }
+      usable.push(name);
     }
-    return best;
+    return { usable, wait };
   };
 
-  const reserve = (job: PendingJob) => {
-    let hold: string | undefined;
+  const better = (policy: PlacementPolicy, need: Need, a: Free, b: Free): boolean => {
+    if (need.gpus === 0) {
+      const aGpus = a.gpus.size > 0 ? 1 : 0;
+      const bGpus = b.gpus.size > 0 ? 1 : 0;
+      if (aGpus !== bGpus) return aGpus < bGpus;
+    }
+    if (a.cpus !== b.cpus) return policy === 'spread' ? a.cpus > b.cpus : a.cpus < b.cpus;
+    if (a.memoryMb !== b.memoryMb)
+      return policy === 'spread' ? a.memoryMb > b.memoryMb : a.memoryMb < b.memoryMb;
+    return a.worker.id < b.worker.id;
+  };
+
+  const consider = (job: PendingJob): void => {
+    if (placedJobs.has(job.id)) return;
+    const need = needOf(job);
+    const own = holding.get(job.id);
+    const { usable, wait: partitionWait } = usablePartitions(job);
+    if (usable.length === 0) {
+      waits.set(job.id, partitionWait ?? { reason: 'PartitionDown', detail: 'no partition can run it' });
+      return;
+    }
+    // Workers it may ever use, per partition in its order; and the first fit.
+    const eligible: { partition: string | null; free: Free }[] = [];
+    const barred = new Map<string, string>();
+    let sizeless = 0;
+    for (const partition of usable) {
+      const policy = partition === null ? 'pack' : (partitions.get(partition)?.policy ?? 'pack');
+      let best: Free | undefined;
+      for (const f of membersOf(partition)) {
+        const bar = placementBar(job, f.worker, null);
+        if (bar !== null) {
+          barred.set(f.worker.id, bar);
+          continue;
+        }
+        sizeless++;
+        if (capacityShortfalls(need, f.worker).length > 0) continue;
+        eligible.push({ partition, free: f });
+        if (reservations.has(f.worker.id) && f.worker.id !== own) continue;
+        if (!fitsNow(need, f)) continue;
+        if (best === undefined || better(policy, need, f, best)) best = f;
+      }
+      if (best !== undefined) {
+        take(job, need, best, partition);
+        return;
+      }
+    }
+    if (eligible.length === 0) {
+      tooLarge.push(job.id);
+      waits.set(job.id, neverFits(job, need, usable, barred, sizeless));
+      return;
+    }
+    if (own === undefined) reserve(job, need, eligible);
+    const holds = holding.get(job.id);
+    waits.set(job.id, waitingFor(job, need, eligible, holds));
+  };
+
+  const neverFits = (
+    job: PendingJob,
+    need: Need,
+    usable: (string | null)[],
+    barred: Map<string, string>,
+    sizeless: number,
+  ): Wait => {
+    const where = usable.filter((p) => p !== null).join(',');
+    const inWhere = where ? ` in partition ${where}` : '';
+    if (job.nodelist && job.nodelist.length > 0 && !job.nodelist.some((n) => free.has(n))) {
+      return { reason: 'ReqNodeNotAvail', detail: `node ${job.nodelist.join(',')} is not up${inWhere}` };
+    }
+    if (sizeless === 0) {
+      if (barred.size === 0) return { reason: 'Resources', detail: `no live node${inWhere}` };
+      if (job.featuresMatch && [...barred.values()].every((b) => b.startsWith('features'))) {
+        return { reason: 'BadConstraints', detail: `no live node${inWhere} has features ${job.constraint}` };
+      }
+      return { reason: 'ReqNodeNotAvail', detail: `no live node${inWhere} it may use` };
+    }
+    let largest: FreeWorker | undefined;
+    for (const p of usable)
+      for (const f of membersOf(p)) {
+        if (placementBar(job, f.worker, null) !== null) continue;
+        if (!largest || f.worker.cpus > largest.cpus) largest = f.worker;
+      }
+    const short = largest ? capacityShortfalls(need, largest) : [];
+    return {
+      reason: 'Resources',
+      detail: `${TOO_LARGE_PREFIX}${short[0] ?? 'none fits'}${largest ? ` (largest live node${inWhere}: ${largest.id})` : ''}`,
+    };
+  };
+
+  const waitingFor = (
+    job: PendingJob,
+    need: Need,
+    eligible: { free: Free }[],
+    holds: string | undefined,
+  ): Wait => {
+    if (holds !== undefined) {
+      const f = free.get(holds);
+      const short = f ? freeShortfalls(need, f) : [];
+      return {
+        reason: 'Resources',
+        detail: `reserved ${holds} for this job; ${short.join(', ') || 'freeing'}`,
+      };
+    }
+    const parts: string[] = [];
+    let reservedOnly = true;
+    for (const { free: f } of eligible.slice(0, 3)) {
+      const holder = reservations.get(f.worker.id);
+      if (holder !== undefined && holder !== job.id) parts.push(`${f.worker.id} reserved for job ${holder}`);
+      else {
+        reservedOnly = false;
+        parts.push(`${f.worker.id} has ${freeShortfalls(need, f).join(', ')}`);
+      }
+    }
+    if (eligible.length > 3) parts.push(`${eligible.length - 3} more`);
+    return {
+      reason:
+        reservedOnly && eligible.every((e) => reservations.has(e.free.worker.id)) ? 'Priority' : 'Resources',
+      detail: `${describeNeed(need)}; ${parts.join('; ')}`,
+    };
+  };
+
+  const reserve = (job: PendingJob, need: Need, eligible: { free: Free }[]) => {
+    let hold: Free | undefined;
     let holdStart = Number.POSITIVE_INFINITY;
-    let holdFree = -1;
-    for (const [id, available] of free) {
-      const worker = byId.get(id);
-      if (!worker || reservations.has(id) || worker.cpus < job.cpus) continue;
-      const start = startsIn(schedules.get(id), available, job.cpus);
+    for (const { free: f } of eligible) {
+      if (reservations.has(f.worker.id)) continue;
+      const start = startsIn(need, f);
       if (
         hold === undefined ||
         start < holdStart ||
-        (start === holdStart && (available > holdFree || (available === holdFree && id < hold)))
+        (start === holdStart &&
+          (f.cpus > hold.cpus || (f.cpus === hold.cpus && f.worker.id < hold.worker.id)))
       ) {
-        hold = id;
+        hold = f;
         holdStart = start;
-        holdFree = available;
       }
     }
     if (hold === undefined) return;
-    reservations.set(hold, job.id);
-    newReservations.set(hold, job.id);
-    holding.set(job.id, hold);
+    reservations.set(hold.worker.id, job.id);
+    newReservations.set(hold.worker.id, job.id);
+    holding.set(job.id, hold.worker.id);
   };
 
+  for (const job of held) {
+    const worker = job.reservedWorker ? free.get(job.reservedWorker) : undefined;
+    if (!worker || reservations.has(worker.worker.id) || holding.has(job.id)) continue;
+    if (capacityShortfalls(needOf(job), worker.worker).length > 0) continue;
+    if (placementBar(job, worker.worker, null) !== null) continue;
+    const { usable } = usablePartitions(job);
+    const partition = usable.find(
+      (p) => p === null || !worker.worker.partitions || worker.worker.partitions.has(p),
+    );
+    if (partition === undefined) continue;
+    reservations.set(worker.worker.id, job.id);
+    holding.set(job.id, worker.worker.id);
+    if (fitsNow(needOf(job), worker)) take(job, needOf(job), worker, partition);
+    else waits.set(job.id, waitingFor(job, needOf(job), [], worker.worker.id));
+  }
+
   return {
-    consider(job) {
-      if (placedJobs.has(job.id)) return;
-      if (job.cpus > largest) {
-        tooLarge.push(job.id);
-        return;
-      }
-      const own = holding.get(job.id);
-      const target = bestFit(job.cpus, own);
-      if (target !== undefined) {
-        place(job, target);
-        return;
-      }
-      if (own === undefined) reserve(job);
-    },
+    consider,
     get exhausted() {
       return reservations.size >= free.size;
     },
@@ -163,52 +537,106 @@ export function createPlanner(workers: readonly FreeWorker[], held: readonly Pen
       return placements.length;
     },
     result() {
-      return { placements, reservations, tooLarge, newReservations };
+      return { placements, reservations, tooLarge, newReservations, waits };
     },
   };
 }
 
-/**
- * For each worker, when its running jobs free their CPUs at the latest: their time limits in order, with the
- * CPUs freed by then. Stops at the first job without a time limit (what follows it is never sure). Null
- * when the running jobs are unknown.
- */
-function freeingSchedule(worker: FreeWorker): { at: number; freed: number }[] | null {
-  if (!worker.running) return null;
-  const ends = [...worker.running].sort(
-    (a, b) => (a.endsInSeconds ?? Number.POSITIVE_INFINITY) - (b.endsInSeconds ?? Number.POSITIVE_INFINITY),
-  );
-  const schedule: { at: number; freed: number }[] = [];
-  let freed = 0;
-  for (const job of ends) {
-    if (job.endsInSeconds === null) break;
-    freed += job.cpus;
-    schedule.push({ at: Math.max(0, job.endsInSeconds), freed });
-  }
-  return schedule;
+export interface NodeVerdict {
+  node: string;
+  fits: boolean;
+  why: string[];
 }
 
 /**
- * Seconds until `cpus` CPUs are free on a worker with `available` free now, if nothing new lands on it.
+ * Per worker, whether `job` could start there now and why not (HyperQueue's `explain`, Nomad's placement
+ * failures): partition, node list, features, sizes, what is free, and reservations held by other jobs.
+ */
+export function explainPlacement(
+  job: PendingJob,
+  workers: readonly FreeWorker[],
+  partitions: ReadonlyMap<string, PartitionRules>,
+  reservations: ReadonlyMap<string, number>,
+): NodeVerdict[] {
+  const need = needOf(job);
+  return workers.map((worker) => {
+    const why: string[] = [];
+    const named = job.partitions ?? null;
+    if (named && worker.partitions && !named.some((p) => worker.partitions?.has(p))) {
+      why.push(`not in partition ${named.join(',')} (in ${[...worker.partitions].join(',') || 'none'})`);
+    }
+    for (const p of named ?? []) {
+      const rules = partitions.get(p);
+      if (rules && (rules.state === 'DOWN' || rules.state === 'INACTIVE') && worker.partitions?.has(p)) {
+        why.push(`partition ${p} is ${rules.state}`);
+      }
+    }
+    const bar = placementBar(job, worker, null);
+    if (bar !== null) why.push(bar);
+    const never = capacityShortfalls(need, worker);
+    for (const short of never) why.push(`never fits: ${short}`);
+    if (why.length === 0) {
+      const holder = reservations.get(worker.id);
+      if (holder !== undefined && holder !== job.id) why.push(`reserved for job ${holder}`);
+      why.push(...freeShortfalls(need, freeOf(worker)));
+    }
+    return { node: worker.id, fits: why.length === 0, why };
+  });
+}
+
+export function describeNeed(need: Need): string {
+  if (need.exclusive) return 'needs a whole node';
+  const parts = [`${need.cpus} CPU${need.cpus === 1 ? '' : 's'}`];
+  if (need.memoryMb > 0) parts.push(`${need.memoryMb} MB`);
+  if (need.gpus > 0) parts.push(`${need.gpus} ${gpuWords(need.gpuType)}`);
+  for (const [name, count] of Object.entries(need.gres)) parts.push(`${count} ${name}`);
+  return `needs ${parts.join(', ')}`;
+}
+
+/**
+ * Seconds until `need` fits on a worker if nothing new lands on it, by the time limits of its running jobs.
  * Infinity when that depends on a job without a time limit, or when the running jobs are unknown.
  */
-function startsIn(
-  schedule: { at: number; freed: number }[] | null | undefined,
-  available: number,
-  cpus: number,
-): number {
-  if (available >= cpus) return 0;
-  for (const step of schedule ?? []) if (available + step.freed >= cpus) return step.at;
+function startsIn(need: Need, f: Free): number {
+  if (fitsNow(need, f)) return 0;
+  const running = f.worker.running;
+  if (!running) return Number.POSITIVE_INFINITY;
+  const ends = [...running].sort(
+    (a, b) => (a.endsInSeconds ?? Number.POSITIVE_INFINITY) - (b.endsInSeconds ?? Number.POSITIVE_INFINITY),
+  );
+  const later: Free = { ...f, gpus: new Set(f.gpus), gres: new Map(f.gres) };
+  let left = running.length;
+  for (const job of ends) {
+    if (job.endsInSeconds === null) break;
+    later.cpus += job.cpus;
+    later.memoryMb += job.memoryMb ?? 0;
+    for (const i of job.gpus ?? []) later.gpus.add(i);
+    for (const [name, count] of Object.entries(job.gres ?? {}))
+      later.gres.set(name, (later.gres.get(name) ?? 0) + count);
+    later.idle = --left === 0;
+    if (fitsNow(need, later)) return Math.max(0, job.endsInSeconds);
+  }
   return Number.POSITIVE_INFINITY;
 }
+
+/** GPUs as bits of a bigint (workers.gpus_used, resource_allocations.gpu_mask): the indexes of the bits set. */
+export function maskIndexes(mask: string | number | bigint): Set<number> {
+  const out = new Set<number>();
+  let bits = BigInt(mask);
+  for (let i = 0; bits > 0n; i++, bits >>= 1n) if (bits & 1n) out.add(i);
+  return out;
+}
+export const indexesMask = (indexes: readonly number[]): string =>
+  indexes.reduce((mask, i) => mask | (1n << BigInt(i)), 0n).toString();
 
 /** One plan over a whole queue (see createPlanner). */
 export function placeJobs(
   queue: readonly PendingJob[],
   workers: readonly FreeWorker[],
   held: readonly PendingJob[] = queue.filter((j) => j.reservedWorker),
+  partitions: ReadonlyMap<string, PartitionRules> = new Map(),
 ): PlacementResult {
-  const planner = createPlanner(workers, held);
+  const planner = createPlanner(workers, held, partitions);
   for (const job of queue) {
     if (planner.exhausted) break;
     planner.consider(job);

@@ -1,12 +1,21 @@
 import { sql } from 'drizzle-orm';
+import type { GpuDevice } from '../../db/schema.ts';
 import { applyAllocationDelta } from './cache.ts';
+import { evaluateConstraint, parseConstraint } from './constraint.ts';
+import { hostlistMatcher } from './hostlist.ts';
 import { liveWorkerIds } from './liveness.ts';
 import {
   createPlanner,
   type FreeWorker,
+  indexesMask,
+  maskIndexes,
+  type PartitionRules,
   type PendingJob,
   type Placement,
+  type ReasonCode,
   type RunningJob,
+  TOO_LARGE_PREFIX,
+  type Wait,
 } from './placement.ts';
 import type { Ports } from './ports.ts';
 import { pgArray, query, queryOne, withRetry } from './sql.ts';
@@ -21,34 +30,146 @@ export interface PassResult {
 /** Pages of `scheduleBatchSize` pending jobs one pass reads at most. */
 const MAX_PAGES = 10;
 
-/** The reason a job waits for a bigger node; the scheduler keeps it current. */
-export const WAITING_FOR_NODE = 'waiting for a node with at least ';
-/** The reason of a job that fits a live node but waits for its CPUs (Slurm's Resources or Priority). */
-export const WAITING_FOR_CPUS = 'waiting for free CPUs';
-/** The reason of a job that holds a worker until its CPUs free up. */
-export const reservedReason = (workerId: string) => `waiting for CPUs on ${workerId}, reserved for this job`;
+/** Slurm's reason for jobs the pass did not read, behind the ones it did. */
+export const BEHIND_QUEUE: Wait = { reason: 'Priority', detail: 'behind jobs ahead of it in the queue' };
 
-interface QueueRow {
+export interface QueueRow {
   id: number | string;
   cpus: number;
   reason: string | null;
+  reason_detail: string | null;
   reserved_worker: string | null;
   priority: number;
   /** submit_time as Postgres text: the keyset cursor hands it back unchanged (no driver's Date rounding). */
   submitted: string;
+  memory_mb: number | null;
+  gpus: number;
+  gpu_type: string | null;
+  gres: Record<string, number> | string;
+  feature_constraint: string | null;
+  exclusive: boolean;
+  nodelist: string[] | null;
+  exclude_nodes: string[];
+  partition: string | null;
+  time_limit_s: number | null;
 }
 
-const QUEUE_COLUMNS = sql`id, cpus, reason, reserved_worker, priority, submit_time::text AS submitted`;
+export const QUEUE_COLUMNS = sql`id, cpus, reason, reason_detail, reserved_worker, priority, submit_time::text AS submitted,
+  memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, partition, time_limit_s`;
 const QUEUE_ORDER = sql`priority DESC, submit_time, id`;
 
 /** The workers a pass may place on: ready and live (`live`: the registry's ids, or Postgres's heartbeats). */
 const placeableWorkers = (live: ReturnType<typeof sql>) => sql`status = 'ready' AND NOT drained AND ${live}`;
 
-const toJob = (row: QueueRow): PendingJob => ({
-  id: Number(row.id),
-  cpus: Number(row.cpus),
-  reservedWorker: row.reserved_worker,
+export interface WorkerRow {
+  id: string;
+  cpus: number;
+  allocated_cpus: number;
+  memory_mb: number;
+  allocated_memory_mb: number;
+  gpus: GpuDevice[] | string;
+  gpus_used: string;
+  features: string[];
+  partitions: string[];
+  gres: Record<string, [number, number]> | string | null;
+}
+
+/** A worker's resources as the planner reads them (toWorker). */
+export const WORKER_COLUMNS = sql`id, cpus, allocated_cpus, memory_mb, allocated_memory_mb, gpus,
+  gpus_used::text AS gpus_used, features, partitions,
+  (SELECT json_object_agg(g.name, json_build_array(g.total, g.allocated))
+   FROM worker_gres g WHERE g.worker_id = workers.id) AS gres`;
+export const PARTITION_COLUMNS = sql`name, is_default, state, nodes, max_time_s, max_cpus_per_node, policy`;
+
+export interface PartitionRow {
+  name: string;
+  is_default: boolean;
+  state: PartitionRules['state'];
+  nodes: string | null;
+  max_time_s: number | null;
+  max_cpus_per_node: number | null;
+  policy: PartitionRules['policy'];
+}
+
+const json = <T>(value: T | string): T => (typeof value === 'string' ? (JSON.parse(value) as T) : value);
+
+/** The partitions, and each worker's: those it declares and those whose node list names it, else the default. */
+export function partitionsOf(rows: readonly PartitionRow[]) {
+  const rules = new Map<string, PartitionRules>(
+    rows.map((p) => [
+      p.name,
+      {
+        state: p.state,
+        policy: p.policy,
+        maxTimeS: p.max_time_s === null ? null : Number(p.max_time_s),
+        maxCpusPerNode: p.max_cpus_per_node === null ? null : Number(p.max_cpus_per_node),
+      },
+    ]),
+  );
+  const defaultName = rows.find((p) => p.is_default)?.name ?? null;
+  const lists = rows
+    .filter((p) => p.nodes)
+    .map((p) => ({ name: p.name, matches: hostlistMatcher(p.nodes ?? '') }));
+  const workerPartitions = (id: string, declared: readonly string[]): Set<string> => {
+    const set = new Set(declared.filter((d) => rules.has(d)));
+    for (const list of lists) if (list.matches(id)) set.add(list.name);
+    if (set.size === 0 && declared.length === 0 && defaultName !== null) set.add(defaultName);
+    return set;
+  };
+  const jobPartitions = (partition: string | null): string[] =>
+    partition ? partition.split(',').map((p) => p.trim()) : defaultName === null ? [] : [defaultName];
+  return { rules, defaultName, workerPartitions, jobPartitions };
+}
+
+export const toWorker = (w: WorkerRow, partitions: ReturnType<typeof partitionsOf>): FreeWorker => ({
+  id: w.id,
+  cpus: Number(w.cpus),
+  allocatedCpus: Number(w.allocated_cpus),
+  memoryMb: Number(w.memory_mb),
+  allocatedMemoryMb: Number(w.allocated_memory_mb),
+  gpus: json(w.gpus),
+  gpusUsed: maskIndexes(w.gpus_used),
+  gres: Object.fromEntries(
+    Object.entries(json(w.gres ?? {}) ?? {}).map(([name, [total, allocated]]) => [
+      name,
+      { total: Number(total), allocated: Number(allocated) },
+    ]),
+  ),
+  features: new Set(w.features),
+  partitions: partitions.workerPartitions(w.id, w.partitions),
 });
+
+/** A queue row as the planner sees it; constraints are compiled once per pass and text. */
+export function jobReader(partitions: ReturnType<typeof partitionsOf>) {
+  const compiled = new Map<string, ((features: ReadonlySet<string>) => boolean) | null>();
+  const matcher = (constraint: string) => {
+    if (!compiled.has(constraint)) {
+      try {
+        const parsed = parseConstraint(constraint);
+        compiled.set(constraint, (features) => evaluateConstraint(parsed, features));
+      } catch {
+        compiled.set(constraint, () => false); // refused at submit; never matches if it slipped through
+      }
+    }
+    return compiled.get(constraint) ?? null;
+  };
+  return (row: QueueRow): PendingJob => ({
+    id: Number(row.id),
+    cpus: Number(row.cpus),
+    memoryMb: row.memory_mb === null ? 0 : Number(row.memory_mb),
+    gpus: Number(row.gpus),
+    gpuType: row.gpu_type,
+    gres: json(row.gres),
+    exclusive: row.exclusive,
+    partitions: partitions.jobPartitions(row.partition),
+    featuresMatch: row.feature_constraint ? matcher(row.feature_constraint) : null,
+    constraint: row.feature_constraint,
+    nodelist: row.nodelist,
+    exclude: row.exclude_nodes,
+    timeLimitS: row.time_limit_s === null ? null : Number(row.time_limit_s),
+    reservedWorker: row.reserved_worker,
+  });
+}
 
 /**
  * One scheduling pass: places pending jobs on live workers, all of it committed at once.
@@ -77,38 +198,38 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         live && live.length > 0
           ? sql`id = ANY(${pgArray(live)}::text[])`
           : sql`last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})`;
-      const workers = await query<{ id: string; cpus: number; allocated_cpus: number }>(
+      const workers = await query<WorkerRow>(
         tx,
-        sql`SELECT id, cpus, allocated_cpus FROM workers WHERE ${placeableWorkers(liveFilter)}
-            ORDER BY id FOR UPDATE`,
+        sql`SELECT ${WORKER_COLUMNS} FROM workers WHERE ${placeableWorkers(liveFilter)} ORDER BY id FOR UPDATE OF workers`,
       );
       const nothing = {
         placed: 0,
         workers: workers.length,
         version: null,
-        total: 0,
+        totals: null,
         touched: [] as string[],
       };
       if (workers.length === 0) return nothing;
-      const candidates: FreeWorker[] = workers.map((w) => ({
-        id: w.id,
-        cpus: Number(w.cpus),
-        allocatedCpus: Number(w.allocated_cpus),
-      }));
+      const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
+      const partitions = partitionsOf(partitionRows);
+      const toJob = jobReader(partitions);
+      const candidates = workers.map((w) => toWorker(w, partitions));
       const largest = Math.max(...candidates.map((w) => w.cpus));
-      if (candidates.every((w) => w.allocatedCpus >= w.cpus)) {
+      const fullyAllocated = (w: FreeWorker) =>
+        w.allocatedCpus >= w.cpus && (w.allocatedMemoryMb ?? 0) >= (w.memoryMb ?? 0);
+      if (candidates.every(fullyAllocated)) {
         await explainQueue(tx, { largest, explained: [], seen: [] });
         return nothing;
       }
 
       const holders = await query<QueueRow>(
         tx,
-        sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE state = 'PENDING' AND reserved_worker IS NOT NULL
+        sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL
             ORDER BY ${QUEUE_ORDER}`,
       );
       const batch = config.scheduleBatchSize;
       const considered: QueueRow[] = [];
-      let planner = createPlanner(candidates, holders.map(toJob));
+      let planner = createPlanner(candidates, holders.map(toJob), partitions.rules);
       let cursor: QueueRow | undefined;
       for (let page = 0; page < MAX_PAGES && !planner.exhausted && planner.placed < batch; page++) {
         const after = cursor
@@ -118,7 +239,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         const rows = await query<QueueRow>(
           tx,
           sql`SELECT ${QUEUE_COLUMNS} FROM jobs
-              WHERE state = 'PENDING' AND cpus <= ${planner.largestUseful} ${after}
+              WHERE state = 'PENDING' AND held IS NULL AND cpus <= ${planner.largestUseful} ${after}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
         for (const row of rows) {
@@ -134,11 +255,12 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         // Choosing a new reservation well needs the time limits of the jobs running there: plan again with them.
         const running = await runningJobs(
           tx,
-          candidates.filter((w) => w.allocatedCpus > 0).map((w) => w.id),
+          candidates.filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0).map((w) => w.id),
         );
         planner = createPlanner(
           candidates.map((w) => ({ ...w, running: running.get(w.id) ?? [] })),
           holders.map(toJob),
+          partitions.rules,
         );
         for (const row of considered) {
           if (planner.exhausted || planner.placed >= batch) break;
@@ -146,7 +268,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         }
       }
 
-      const { placements, reservations } = planner.result();
+      const { placements, reservations, waits } = planner.result();
       const committed = placements.length > 0 ? await commitPlacements(tx, placements) : null;
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
@@ -156,14 +278,14 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       for (const [id, row] of seen) {
         if (placed.has(id)) continue;
         const worker = holding.get(id) ?? null;
-        const cpus = Number(row.cpus);
-        const reason =
-          worker !== null
-            ? reservedReason(worker)
-            : cpus > largest
-              ? tooLargeReason(cpus, largest)
-              : WAITING_FOR_CPUS;
-        if (reason !== row.reason || worker !== row.reserved_worker) explained.push({ id, reason, worker });
+        const wait = waits.get(id) ?? BEHIND_QUEUE;
+        if (
+          wait.reason !== row.reason ||
+          wait.detail !== row.reason_detail ||
+          worker !== row.reserved_worker
+        ) {
+          explained.push({ id, reason: wait.reason, detail: wait.detail, worker });
+        }
       }
       // With a full batch placed the queue is not settled: the next pass reads on, so leave the rest to it.
       if (placements.length < batch || explained.length > 0) {
@@ -177,14 +299,14 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         placed: committed?.placed ?? 0,
         workers: workers.length,
         version: committed?.version ?? null,
-        total: committed?.total ?? 0,
+        totals: committed,
         touched: [...new Set(placements.map((p) => p.workerId))],
       };
     }),
   );
 
-  if (outcome.version !== null) {
-    await applyAllocationDelta(ports, outcome.total, outcome.version);
+  if (outcome.version !== null && outcome.totals) {
+    await applyAllocationDelta(ports, outcome.totals.total, outcome.version);
     for (const workerId of outcome.touched) ports.notifier.notify(workerId);
   }
   if (outcome.workers === 0) return { placed: 0, workers: 0, skipped: 'no_workers' };
@@ -197,79 +319,134 @@ type Tx = Parameters<typeof query>[0];
 async function runningJobs(tx: Tx, workerIds: string[]): Promise<Map<string, RunningJob[]>> {
   const byWorker = new Map<string, RunningJob[]>();
   if (workerIds.length === 0) return byWorker;
-  const rows = await query<{ node: string; cpus: number; ends_in: number | string | null }>(
+  const rows = await query<{
+    node: string;
+    cpus: number;
+    memory_mb: number | null;
+    gres: Record<string, number> | string | null;
+    gpu_mask: string | null;
+    ends_in: number | string | null;
+  }>(
     tx,
-    sql`SELECT node, cpus,
-               extract(epoch FROM coalesce(start_time, now()) + make_interval(secs => time_limit_s) - now()) AS ends_in
-        FROM jobs WHERE state = 'RUNNING' AND node = ANY(${pgArray(workerIds)}::text[])`,
+    sql`SELECT j.node, coalesce(a.allocated_cpus, j.cpus) AS cpus, a.memory_mb, a.gres, a.gpu_mask::text AS gpu_mask,
+               extract(epoch FROM coalesce(j.start_time, now()) + make_interval(secs => j.time_limit_s) - now()) AS ends_in
+        FROM jobs j LEFT JOIN resource_allocations a ON a.job_id = j.id AND NOT a.released
+        WHERE j.state = 'RUNNING' AND j.node = ANY(${pgArray(workerIds)}::text[])`,
   );
   for (const row of rows) {
     const list = byWorker.get(row.node) ?? [];
-    list.push({ cpus: Number(row.cpus), endsInSeconds: row.ends_in === null ? null : Number(row.ends_in) });
+    list.push({
+      cpus: Number(row.cpus),
+      memoryMb: Number(row.memory_mb ?? 0),
+      gpus: [...maskIndexes(row.gpu_mask ?? 0)],
+      gres: json(row.gres ?? {}) ?? {},
+      endsInSeconds: row.ends_in === null ? null : Number(row.ends_in),
+    });
     byWorker.set(row.node, list);
   }
   return byWorker;
 }
 
+interface Committed {
+  placed: number;
+  version: number | null;
+  /** CPUs, MB and GPUs the placements allocated. */
+  total: number;
+  memoryMb: number;
+  gpus: number;
+}
+
 /**
- * Moves the planned jobs that are still PENDING to RUNNING, and from exactly those rows adds the workers'
- * allocated CPUs, inserts the allocations and bumps the cluster counter: one statement.
+ * Moves the planned jobs that are still PENDING to RUNNING, and from exactly those rows adds to the workers'
+ * allocated CPUs, memory, GPUs and generic resources, inserts the allocations and bumps the cluster counter:
+ * one statement. The workers are locked by the pass; their CHECK constraints refuse any resource going over
+ * its capacity or a GPU given twice, which rolls the whole pass back.
  */
-async function commitPlacements(
-  tx: Tx,
-  placements: readonly Placement[],
-): Promise<{ placed: number; version: number | null; total: number }> {
-  const jobIds = pgArray(placements.map((p) => p.jobId));
-  const nodes = pgArray(placements.map((p) => p.workerId));
-  const cpus = pgArray(placements.map((p) => p.cpus));
+async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promise<Committed> {
   const row = await queryOne<{
     version: string | number | null;
     jobs: string | number;
     total: string | number;
+    memory: string | number;
+    gpus: string | number;
   }>(
     tx,
     sql`WITH p AS (
-          SELECT * FROM unnest(${jobIds}::bigint[], ${nodes}::text[], ${cpus}::int[]) AS p(job_id, node, cpus)
+          SELECT * FROM unnest(${pgArray(placements.map((p) => p.jobId))}::bigint[],
+                               ${pgArray(placements.map((p) => p.workerId))}::text[],
+                               ${pgArray(placements.map((p) => p.cpus))}::int[],
+                               ${pgArray(placements.map((p) => p.memoryMb))}::int[],
+                               ${pgArray(placements.map((p) => indexesMask(p.gpus)))}::bigint[],
+                               ${pgArray(placements.map((p) => `{${p.gpus.join(',')}}`))}::text[],
+                               ${pgArray(placements.map((p) => JSON.stringify(p.gres)))}::jsonb[],
+                               ${pgArray(placements.map((p) => p.partition ?? ''))}::text[])
+            AS p(job_id, node, cpus, memory_mb, gpu_mask, gpu_list, gres, part)
         ),
         j AS (
           UPDATE jobs SET state = 'RUNNING', node = p.node, attempt = jobs.attempt + 1, reason = NULL,
-            reserved_worker = NULL, claimed_session = NULL, claimed_at = NULL, start_time = NULL, end_time = NULL,
-            exit_code = NULL, cancel_requested = false
-          FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING'
-          RETURNING jobs.id AS job_id, p.node, p.cpus
+            reason_detail = NULL, reserved_worker = NULL, claimed_session = NULL, claimed_at = NULL,
+            start_time = NULL, end_time = NULL, exit_code = NULL, cancel_requested = false,
+            allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
+            partition = coalesce(nullif(p.part, ''), jobs.partition)
+          FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
+          RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),
-        per_worker AS (SELECT node, sum(cpus)::int AS n FROM j GROUP BY node),
+        per_worker AS (
+          SELECT node, sum(cpus)::int AS n, sum(memory_mb)::int AS mem, bit_or(gpu_mask) AS mask,
+                 sum(bit_count(gpu_mask::bit(64)))::int AS gpus
+          FROM j GROUP BY node
+        ),
         w AS (
-          UPDATE workers SET allocated_cpus = workers.allocated_cpus + per_worker.n
+          UPDATE workers SET allocated_cpus = workers.allocated_cpus + per_worker.n,
+            allocated_memory_mb = workers.allocated_memory_mb + per_worker.mem,
+            gpus_used = workers.gpus_used | per_worker.mask,
+            allocated_gpus = workers.allocated_gpus + per_worker.gpus
           FROM per_worker WHERE workers.id = per_worker.node
           RETURNING workers.id
         ),
+        g AS (
+          UPDATE worker_gres SET allocated = worker_gres.allocated + x.n
+          FROM (SELECT j.node, e.key AS name, sum(e.value::int)::int AS n
+                FROM j, jsonb_each_text(j.gres) e GROUP BY 1, 2) x
+          WHERE worker_gres.worker_id = x.node AND worker_gres.name = x.name
+          RETURNING 1
+        ),
         a AS (
-          INSERT INTO resource_allocations (job_id, allocated_cpus, node_name)
-          SELECT job_id, cpus, node FROM j
+          INSERT INTO resource_allocations (job_id, allocated_cpus, node_name, memory_mb, gpu_mask, gres)
+          SELECT job_id, cpus, node, memory_mb, gpu_mask, gres FROM j
           ON CONFLICT (job_id) DO UPDATE SET allocated_cpus = excluded.allocated_cpus,
-            node_name = excluded.node_name, released = false, allocation_time = now(), released_time = NULL
+            node_name = excluded.node_name, released = false, allocation_time = now(), released_time = NULL,
+            memory_mb = excluded.memory_mb, gpu_mask = excluded.gpu_mask, gres = excluded.gres
           RETURNING 1
         ),
         c AS (
           UPDATE cluster_state SET allocated_cpus = allocated_cpus + (SELECT sum(cpus) FROM j),
+            allocated_memory_mb = allocated_memory_mb + (SELECT sum(memory_mb) FROM j),
+            allocated_gpus = allocated_gpus + (SELECT coalesce(sum(gpus), 0) FROM per_worker),
             allocation_version = allocation_version + 1
-          WHERE id = 1 AND EXISTS (SELECT 1 FROM j)
+          WHERE id = 1 AND EXISTS (SELECT 1 FROM j) AND (SELECT count(*) FROM w) >= 0
+            AND (SELECT count(*) FROM g) >= 0
           RETURNING allocation_version
         )
         SELECT (SELECT allocation_version FROM c) AS version, (SELECT count(*) FROM j) AS jobs,
-               (SELECT coalesce(sum(cpus), 0) FROM j) AS total`,
+               (SELECT coalesce(sum(cpus), 0) FROM j) AS total,
+               (SELECT coalesce(sum(memory_mb), 0) FROM j) AS memory,
+               (SELECT coalesce(sum(gpus), 0) FROM per_worker) AS gpus`,
   );
   const placed = Number(row?.jobs ?? 0);
-  return { placed, version: placed > 0 ? Number(row?.version) : null, total: Number(row?.total ?? 0) };
+  return {
+    placed,
+    version: placed > 0 ? Number(row?.version) : null,
+    total: Number(row?.total ?? 0),
+    memoryMb: Number(row?.memory ?? 0),
+    gpus: Number(row?.gpus ?? 0),
+  };
 }
-
-const tooLargeReason = (cpus: number, largest: number) =>
-  `${WAITING_FOR_NODE}${cpus} CPUs: the largest live node has ${largest}`;
 
 interface Explanation {
   id: number;
-  reason: string;
+  reason: ReasonCode;
+  detail: string;
   /** The worker it holds, or null. */
   worker: string | null;
 }
@@ -277,7 +454,8 @@ interface Explanation {
 /**
  * Writes why jobs wait, only where it changed (no write, no WAL, when nothing did): the jobs the pass read
  * (`explained`, with their reservations), and, when the queue is settled (`seen` is the list of jobs the pass
- * read), every other pending job: too large for every live node, or waiting for CPUs behind the jobs read.
+ * read), every other pending job that is not held: too large for every live node (Resources), or behind the
+ * jobs read (Priority).
  */
 async function explainQueue(
   tx: Tx,
@@ -285,22 +463,27 @@ async function explainQueue(
 ): Promise<void> {
   const ids = pgArray(explained.map((e) => e.id));
   const reasons = pgArray(explained.map((e) => e.reason));
+  const details = pgArray(explained.map((e) => e.detail));
   const workers = pgArray(explained.map((e) => e.worker ?? ''));
-  const explain = sql`UPDATE jobs SET reason = r.reason, reserved_worker = nullif(r.worker, '')
-      FROM unnest(${ids}::bigint[], ${reasons}::text[], ${workers}::text[]) AS r(id, reason, worker)
-      WHERE jobs.id = r.id AND jobs.state = 'PENDING'`;
+  const explain = sql`UPDATE jobs SET reason = r.reason, reason_detail = r.detail, reserved_worker = nullif(r.worker, '')
+      FROM unnest(${ids}::bigint[], ${reasons}::text[], ${details}::text[], ${workers}::text[]) AS r(id, reason, detail, worker)
+      WHERE jobs.id = r.id AND jobs.state = 'PENDING' AND jobs.held IS NULL`;
   if (seen === null) {
     if (explained.length > 0) await query(tx, explain);
     return;
   }
-  const tooLarge = sql`${WAITING_FOR_NODE}::text || cpus || ' CPUs: the largest live node has ' || ${largest}::int`;
+  const tooLarge = sql`${TOO_LARGE_PREFIX}::text || 'needs ' || cpus || ' CPUs, the largest live node has ' || ${largest}::int`;
+  const detail = sql`CASE WHEN cpus > ${largest}::int THEN ${tooLarge} ELSE ${BEHIND_QUEUE.detail}::text END`;
+  const reason = sql`CASE WHEN cpus > ${largest}::int THEN 'Resources' ELSE ${BEHIND_QUEUE.reason}::text END`;
   await query(
     tx,
     sql`WITH explained AS (${explain} RETURNING 1)
-        UPDATE jobs SET reason = CASE WHEN cpus > ${largest}::int THEN ${tooLarge} ELSE ${WAITING_FOR_CPUS} END
-        WHERE state = 'PENDING' AND reserved_worker IS NULL AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
-          AND CASE WHEN cpus > ${largest}::int THEN reason IS DISTINCT FROM ${tooLarge}
-                   ELSE reason IS NULL OR starts_with(reason, ${WAITING_FOR_NODE}) END`,
+        UPDATE jobs SET reason = ${reason}, reason_detail = ${detail}
+        WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL
+          AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
+          AND CASE WHEN cpus > ${largest}::int
+                   THEN reason IS DISTINCT FROM 'Resources' OR reason_detail IS DISTINCT FROM ${tooLarge}
+                   ELSE reason IS NULL OR reason = 'None' OR starts_with(reason_detail, ${TOO_LARGE_PREFIX}) END`,
   );
 }
 

@@ -448,12 +448,22 @@ export async function deliverWebhook(ctx: Context, delivery: Delivery): Promise<
     keys.push({ scope, key: signatureKey, ttlSeconds: SIGNATURE_KEY_TTL_SECONDS, label: 'signature' });
   }
   await limitSubmissions(ctx, scope);
-  const { job, duplicate } = await submitJobOnce(ctx, parsed.data, {
+  const submitted = await submitJobOnce(ctx, parsed.data, {
     caller: principal,
     owner: row.owner,
     keys,
     requestHash: await sha256Hex(delivery.body),
     audit: { via: `webhook:${row.name}`, event, delivery: deliveryId ?? null },
+  }).catch((error: unknown) => {
+    // The template names a partition or resources the cluster does not have (now): the sender did nothing wrong.
+    if (error instanceof ConductorError && error.kind === 'invalid') {
+      throw new ConductorError(
+        'unprocessable',
+        'invalid_job',
+        `The webhook's job is not valid: ${error.message}`,
+      );
+    }
+    throw error;
   });
-  return { kind: 'job', job, duplicate };
+  return { kind: 'job', job: submitted.job, duplicate: submitted.duplicate };
 }

@@ -18,6 +18,7 @@ import type { Context } from './context.ts';
 import { type ConductorError, conflict, forbidden, notFound } from './errors.ts';
 import { OUTPUT_KEEP_CHARS } from './jobs.ts';
 import { warnRegistryDown } from './liveness.ts';
+import { indexesMask } from './placement.ts';
 import type { WorkerEntry } from './ports.ts';
 import { pgArray, query, queryOne, withRetry } from './sql.ts';
 
@@ -75,6 +76,7 @@ export async function registerWorker(
   const takeable = sql`(workers.token_id IS NULL OR workers.token_id = ${caller.tokenId}::bigint
     OR NOT EXISTS (SELECT 1 FROM api_tokens t WHERE t.id = workers.token_id AND t.revoked_at IS NULL))`;
   const running = input.running ?? [];
+  const gpus = input.gpus ?? [];
   const keep = running.length > 0 ? refsSql(running) : sql`false`;
 
   // One transaction that locks the worker's row first, as the reaper does: a registration comes wholly
@@ -129,15 +131,23 @@ export async function registerWorker(
       last_heartbeat: Date | string;
     }>(
       tx,
-      sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version, token_id)
+      sql`INSERT INTO workers (id, hostname, cpus, status, session, labels, agent_version, token_id, memory_mb, gpus,
+                           gpu_mask, features, partitions, memory_enforcement)
           VALUES (${id}, ${input.hostname}, ${input.cpus}, 'ready', ${session}, ${JSON.stringify(input.labels ?? {})}::jsonb,
-                  ${input.agent_version ?? null}, ${caller.tokenId}::bigint)
+                  ${input.agent_version ?? null}, ${caller.tokenId}::bigint, ${input.memory_mb ?? 0},
+                  ${JSON.stringify(gpus)}::jsonb, ${indexesMask(gpus.map((g) => g.index))}::bigint,
+                  ${pgArray(input.features ?? [])}::text[], ${pgArray(input.partitions ?? [])}::text[],
+                  ${input.memory_enforcement ?? null})
           ON CONFLICT (id) DO UPDATE SET
             hostname = excluded.hostname, cpus = excluded.cpus, session = excluded.session,
             status = CASE WHEN workers.drained OR workers.status = 'draining' THEN 'draining' ELSE 'ready' END,
             registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL,
-            labels = excluded.labels, agent_version = excluded.agent_version, token_id = excluded.token_id
-          WHERE workers.allocated_cpus <= excluded.cpus AND ${takeable}
+            labels = excluded.labels, agent_version = excluded.agent_version, token_id = excluded.token_id,
+            memory_mb = excluded.memory_mb, gpus = excluded.gpus, gpu_mask = excluded.gpu_mask,
+            features = excluded.features, partitions = excluded.partitions,
+            memory_enforcement = excluded.memory_enforcement
+          WHERE workers.allocated_cpus <= excluded.cpus AND workers.allocated_memory_mb <= excluded.memory_mb
+            AND workers.gpus_used & ~excluded.gpu_mask = 0 AND ${takeable}
           RETURNING status, registered_at, last_heartbeat`,
     );
     if (!row) {
@@ -148,9 +158,34 @@ export async function registerWorker(
       if (bound && !bound.mine) throw workerNotYours(id);
       throw conflict(
         'cpus_below_allocation',
-        `Worker ${id} has more CPUs allocated to running jobs than the ${input.cpus} it now offers; let them finish first`,
+        `Worker ${id} has more CPUs, memory or GPUs allocated to running jobs than it now offers (${input.cpus} CPUs, ${input.memory_mb ?? 0} MB, GPUs ${gpus.map((g) => g.index).join(',') || 'none'}); let them finish first`,
       );
     }
+    const gres = Object.entries(input.gres ?? {});
+    const short = await queryOne<{ name: string; allocated: number }>(
+      tx,
+      sql`SELECT g.name, g.allocated FROM worker_gres g
+          LEFT JOIN unnest(${pgArray(gres.map(([n]) => n))}::text[], ${pgArray(gres.map(([, c]) => c))}::int[]) AS x(name, total)
+            ON x.name = g.name
+          WHERE g.worker_id = ${id} AND g.allocated > coalesce(x.total, 0) LIMIT 1`,
+    );
+    if (short) {
+      throw conflict(
+        'cpus_below_allocation',
+        `Worker ${id} has ${short.allocated} ${short.name} allocated to running jobs, more than it now offers; let them finish first`,
+      );
+    }
+    await query(
+      tx,
+      sql`WITH x AS (SELECT * FROM unnest(${pgArray(gres.map(([n]) => n))}::text[], ${pgArray(gres.map(([, c]) => c))}::int[]) AS x(name, total)),
+          gone AS (DELETE FROM worker_gres g WHERE g.worker_id = ${id} AND g.name NOT IN (SELECT name FROM x)),
+          declared AS (
+            INSERT INTO partitions (name, created_by)
+            SELECT unnest(${pgArray(input.partitions ?? [])}::text[]), 'agent' ON CONFLICT (name) DO NOTHING
+          )
+          INSERT INTO worker_gres (worker_id, name, total) SELECT ${id}, name, total FROM x
+          ON CONFLICT (worker_id, name) DO UPDATE SET total = excluded.total`,
+    );
     return { row, stale };
   });
 
@@ -299,6 +334,9 @@ interface AssignmentRow {
   time_limit_s: number | null;
   requeue: boolean;
   owner: string | null;
+  memory_mb: number | null;
+  allocated_gpus: number[] | null;
+  gres: Record<string, number> | string;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -321,7 +359,10 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                  OR (claimed_session = ${input.session}
                      AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
-          RETURNING id, attempt, name, script, cpus, work_dir, environment, time_limit_s, requeue, owner
+          RETURNING id, attempt, name, script, work_dir, environment, time_limit_s, requeue, owner, memory_mb,
+            allocated_gpus, gres,
+            -- An exclusive job holds all of its node's CPUs.
+            coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus
         )
         SELECT EXISTS (SELECT 1 FROM me) AS known,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
@@ -376,6 +417,9 @@ function assignmentView(row: AssignmentRow): Assignment {
     time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
     requeue: row.requeue === true,
     owner: row.owner ?? null,
+    memory_mb: row.memory_mb === null ? null : Number(row.memory_mb),
+    gpus: row.allocated_gpus ?? [],
+    gres: parseJson(row.gres),
   };
 }
 
@@ -513,7 +557,7 @@ function batched<I, O>(
 
 /**
  * Ends an assignment as its agent reports it, releasing its CPUs. Repeating the same report is harmless.
- * `failed_to_start` ends it FAILED with the agent's reason. `lost` (the agent stopped a `requeue` job after
+ * `failed_to_start` ends it FAILED with the agent's reason, `out_of_memory` OUT_OF_MEMORY. `lost` (the agent stopped a `requeue` job after
  * losing contact for a TTL) ends it as a lost node's job: back to the queue, or NODE_FAIL.
  */
 export async function finishAssignment(
@@ -568,6 +612,7 @@ async function endReportedJobs(
           state = CASE
             WHEN r.outcome = 'cancelled' THEN 'CANCELLED'
             WHEN r.outcome = 'timeout' THEN 'TIMEOUT'
+            WHEN r.outcome = 'out_of_memory' THEN 'OUT_OF_MEMORY'
             WHEN r.outcome = 'exited' AND r.exit_code = '0:0' THEN 'COMPLETED'
             ELSE 'FAILED' END,
           exit_code = r.exit_code, end_time = now(), start_time = coalesce(start_time, now()),

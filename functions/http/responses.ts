@@ -35,9 +35,23 @@ export const jobSchema = z
     priority: z.number().int(),
     requeue: z.boolean(),
     attempt: z.number().int(),
-    reason: z.string().nullable(),
+    reason: z.string().nullable().openapi({
+      description:
+        "PENDING: Slurm's reason code (None, Resources, Priority, ReqNodeNotAvail, PartitionDown, PartitionInactive, PartitionTimeLimit, PartitionNodeLimit, BadConstraints, JobHeldUser, JobHeldAdmin); ended: why it ended so",
+    }),
+    reason_detail: z.string().nullable().openapi({ description: 'Why a pending job waits, in words' }),
     cancel_requested: z.boolean(),
     owner: z.string().nullable(),
+    memory_mb: z.number().int().nullable().openapi({ description: 'MB on its node; null: none asked' }),
+    gpus: z.number().int(),
+    gpu_type: z.string().nullable(),
+    gres: z.record(z.string(), z.number().int()),
+    constraint: z.string().nullable(),
+    exclusive: z.boolean(),
+    nodelist: z.array(z.string()).nullable(),
+    exclude: z.array(z.string()),
+    held: z.enum(['user', 'admin']).nullable(),
+    allocated_gpus: z.array(z.number().int()).nullable().openapi({ description: 'GPU indexes on its node' }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),
@@ -47,6 +61,39 @@ export const jobSchema = z
   .openapi('Job');
 
 export const jobBatchSchema = z.object({ jobs: z.array(jobSchema) });
+export const jobExplanationSchema = z
+  .object({
+    job_id: z.number().int(),
+    state: z.enum(JOB_STATES),
+    reason: z.string().nullable(),
+    reason_detail: z.string().nullable(),
+    nodes: z.array(z.object({ node: z.string(), fits: z.boolean(), why: z.array(z.string()) })),
+  })
+  .openapi('JobExplanation');
+
+export const partitionSchema = z
+  .object({
+    name: z.string(),
+    default: z.boolean(),
+    state: z.enum(['UP', 'DOWN', 'DRAIN', 'INACTIVE']),
+    nodes: z
+      .string()
+      .nullable()
+      .openapi({ description: 'A hostlist of nodes in it, besides those that declare it' }),
+    max_time: z.number().nullable().openapi({ description: 'Minutes' }),
+    default_time: z.number().nullable().openapi({ description: 'Minutes' }),
+    max_cpus_per_node: z.number().int().nullable(),
+    def_mem_per_cpu: z.number().int().nullable().openapi({ description: 'MB' }),
+    max_mem_per_cpu: z.number().int().nullable().openapi({ description: 'MB' }),
+    allow_accounts: z.array(z.string()).nullable(),
+    priority_tier: z.number().int(),
+    policy: z.enum(['pack', 'spread']),
+    created_by: z.enum(['admin', 'agent']),
+    live_nodes: z.array(z.string()),
+    total_cpus: z.number().int(),
+  })
+  .openapi('Partition');
+export const partitionListSchema = z.object({ partitions: z.array(partitionSchema) });
 export const jobListSchema = z.object({ jobs: z.array(jobSchema), next_before: z.number().int().nullable() });
 
 const streamSchema = z.object({ content: z.string(), bytes: z.number().int(), truncated: z.boolean() });
@@ -226,6 +273,9 @@ export const claimResponse = z.object({
       time_limit_s: z.number().nullable(),
       requeue: z.boolean().optional(),
       owner: z.string().nullable().optional(),
+      memory_mb: z.number().int().nullable().optional(),
+      gpus: z.array(z.number().int()).optional(),
+      gres: z.record(z.string(), z.number().int()).optional(),
     }),
   ),
   cancel: z.array(jobRef),

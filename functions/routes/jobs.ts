@@ -16,11 +16,14 @@ import {
 import {
   cancelJob,
   canonicalJson,
+  explainJob,
   getJob,
+  holdJob,
   IDEMPOTENCY_KEY,
   IDEMPOTENCY_TTL_SECONDS,
   listJobs,
   listJobsInput,
+  releaseJob,
   type SubmitJobInput,
   submitBatchEnvelope,
   submitBatchInput,
@@ -31,7 +34,13 @@ import {
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
-import { jobBatchSchema, jobListSchema, jobSchema, logsSchema } from '../http/responses.ts';
+import {
+  jobBatchSchema,
+  jobExplanationSchema,
+  jobListSchema,
+  jobSchema,
+  logsSchema,
+} from '../http/responses.ts';
 import { mount, type RouteSpec } from '../http/route.ts';
 import { issueMessage, parseBody } from '../http/validate.ts';
 
@@ -89,6 +98,15 @@ export function jobRoutes(ctx: Context) {
   );
   mount(app, cancelJobRoute, async (c, { params }) =>
     c.json(await cancelJob(ctx, params.id, c.get('principal'))),
+  );
+  mount(app, holdJobRoute, async (c, { params }) =>
+    c.json(await holdJob(ctx, params.id, c.get('principal'))),
+  );
+  mount(app, releaseJobRoute, async (c, { params }) =>
+    c.json(await releaseJob(ctx, params.id, c.get('principal'))),
+  );
+  mount(app, explainJobRoute, async (c, { params }) =>
+    c.json(await explainJob(ctx, params.id, c.get('principal'))),
   );
   mount(app, jobLogs, async (c, { params, query: options }) => {
     const { id } = params;
@@ -224,9 +242,20 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   priority: 0,
   requeue: true,
   attempt: 0,
-  reason: null,
+  reason: 'Resources',
+  reason_detail: 'needs 8 CPUs, 1 a100 GPUs; gpu01 has 0 of 1 a100 GPUs free',
   cancel_requested: false,
   owner: 'team-a',
+  memory_mb: 16384,
+  gpus: 1,
+  gpu_type: 'a100',
+  gres: {},
+  constraint: null,
+  exclusive: false,
+  nodelist: null,
+  exclude: [],
+  held: null,
+  allocated_gpus: null,
   submit_time: '2025-11-11T10:00:00.000Z',
   start_time: null,
   end_time: null,
@@ -338,6 +367,54 @@ const cancelJobRoute = {
     404: 'No such job, or not this token’s owner’s (job_not_found)',
     409: 'The job already ended (job_finished)',
   },
+} satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
+
+const holdJobRoute = {
+  method: 'post',
+  path: '/{id}/hold',
+  operationId: 'holdJob',
+  summary: 'Hold a pending job (Slurm’s scontrol hold): it is not placed until released',
+  description:
+    'The owner’s hold shows as JobHeldUser; an admin’s as JobHeldAdmin, which only an admin can release.',
+  tag: 'jobs',
+  access: 'jobs:write',
+  params: jobIdParam,
+  responses: { 200: { description: 'The held job', schema: jobSchema } },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    409: 'The job is not pending (job_not_pending)',
+  },
+} satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
+
+const releaseJobRoute = {
+  method: 'post',
+  path: '/{id}/release',
+  operationId: 'releaseJob',
+  summary: 'Release a held job (Slurm’s scontrol release)',
+  tag: 'jobs',
+  access: 'jobs:write',
+  params: jobIdParam,
+  responses: { 200: { description: 'The released job', schema: jobSchema } },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    409: 'The job is not pending, or not held (job_not_pending, job_not_held)',
+  },
+} satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
+
+const explainJobRoute = {
+  method: 'get',
+  path: '/{id}/explain',
+  operationId: 'explainJob',
+  summary: 'Why a job waits, node by node',
+  description:
+    'For every known node (live or not): whether the job could start there now, and what stops it (partition, node list, features, sizes, free resources, reservations).',
+  tag: 'jobs',
+  access: 'jobs:read',
+  params: jobIdParam,
+  responses: {
+    200: { description: 'The job’s reason and a verdict per node', schema: jobExplanationSchema },
+  },
+  refusals: { 404: 'No such job, or not this token’s owner’s (job_not_found)' },
 } satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
 
 const jobLogs = {

@@ -53,6 +53,9 @@ describe.each(backends)('jobs per state (job_state_deltas) on $name', (factory) 
     expect(await deltaRows(db), 'TRUNCATE empties the deltas').toBe(0);
     await expectExact('empty');
     await registerWorker(ctx, { worker_id: 'counts-a', hostname: 'a', cpus: 4 });
+    // Known and down: the 64-CPU job below is admitted and waits for it.
+    await registerWorker(ctx, { worker_id: 'counts-big', hostname: 'big', cpus: 64 });
+    await db.execute(sql`UPDATE workers SET status = 'down' WHERE id = 'counts-big'`);
     const ids: number[] = [];
     for (let i = 0; i < 6; i++) ids.push((await submitJob(ctx, { script: 'true', cpus: 1 })).id);
     const big = await submitJob(ctx, { script: 'true', cpus: 64 });

@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../functions/app.ts';
 import { ConductorError } from '../../functions/domain/errors.ts';
-import { getJob, submitJob } from '../../functions/domain/jobs.ts';
+import { getJob, holdJob, submitJob } from '../../functions/domain/jobs.ts';
 import { reapLostWorkers } from '../../functions/domain/reaper.ts';
 import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
 import { pgErrorCode, queryOne } from '../../functions/domain/sql.ts';
@@ -323,23 +323,26 @@ describe.each(backends)('worker liveness on $name', (factory) => {
     });
     const app = createApp({ ...harness.ctx, db: flakyDb });
     const cancel = (id: number) => app.request(`/api/v1/jobs/${id}/cancel`, { method: 'POST' });
+    // Held, so that no pass places it meanwhile.
+    const pendingJob = async () =>
+      holdJob(harness.ctx, (await submitJob(harness.ctx, { script: 'true', cpus: 1 })).id);
 
     // Six failures in a row (five retries were all the old code tried): the cancel still goes through.
-    const first = await submitJob(harness.ctx, { script: 'true', cpus: 1_000 });
+    const first = await pendingJob();
     failuresLeft = 6;
     const ok = await cancel(first.id);
     expect(ok.status).toBe(200);
     expect((await getJob(backend.db.db, first.id)).state).toBe('CANCELLED');
 
     // A deadlock (two releases locking workers in another order) is retried the same way.
-    const third = await submitJob(harness.ctx, { script: 'true', cpus: 1_000 });
+    const third = await pendingJob();
     failure = '40P01';
     failuresLeft = 3;
     expect((await cancel(third.id)).status).toBe(200);
     failure = '40001';
 
     // Failures without end: a 503 the client may retry, and nothing changed.
-    const second = await submitJob(harness.ctx, { script: 'true', cpus: 1_000 });
+    const second = await pendingJob();
     failuresLeft = 1_000;
     const busy = await cancel(second.id);
     failuresLeft = 0;

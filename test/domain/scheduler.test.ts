@@ -38,11 +38,12 @@ const jobsOf = (db: Database) =>
     id: string;
     state: string;
     reason: string | null;
+    reason_detail: string | null;
     node: string | null;
     reserved_worker: string | null;
   }>(
     db,
-    sql`SELECT id, state, reason, node, to_jsonb(jobs) ->> 'reserved_worker' AS reserved_worker FROM jobs ORDER BY id`,
+    sql`SELECT id, state, reason, reason_detail, node, to_jsonb(jobs) ->> 'reserved_worker' AS reserved_worker FROM jobs ORDER BY id`,
   );
 
 describe.each(backends)('scheduler on $name', (factory) => {
@@ -56,7 +57,7 @@ describe.each(backends)('scheduler on $name', (factory) => {
 
   async function reset() {
     await backend.db.db.execute(
-      sql`TRUNCATE jobs, resource_allocations, workers, job_output, job_output_chunks, submission_keys`,
+      sql`TRUNCATE jobs, resource_allocations, workers, worker_gres, job_output, job_output_chunks, submission_keys`,
     );
     const [row] = await query<{ v: string }>(
       backend.db.db,
@@ -131,6 +132,77 @@ describe.each(backends)('scheduler on $name', (factory) => {
     await checkInvariants(backend.db.db, backend.registry);
   });
 
+  it('200 concurrent passes with memory, GPUs, gres, partitions and exclusive jobs never over-allocate a resource, give a GPU twice or start a job twice', {
+    timeout: 180_000,
+  }, async () => {
+    await reset();
+    const { ctx, settle } = testContext(backend, {
+      ...testContext(backend).ctx.config,
+      scheduleBatchSize: 40,
+    });
+    const gpus = (n: number, model: string) => Array.from({ length: n }, (_, index) => ({ index, model }));
+    for (let i = 0; i < 4; i++) {
+      await registerWorker(ctx, {
+        worker_id: `gpu${i}`,
+        hostname: `gpu${i}`,
+        cpus: 16,
+        memory_mb: 64_000,
+        gpus: gpus(i % 2 === 0 ? 4 : 2, i < 2 ? 'a100' : 'v100'),
+        gres: { nvme: 1 },
+        features: ['avx512', i % 2 === 0 ? 'ssd' : 'hdd'],
+        partitions: ['gpu'],
+      });
+    }
+    for (let i = 0; i < 6; i++) {
+      await registerWorker(ctx, {
+        worker_id: `cpu${i}`,
+        hostname: `cpu${i}`,
+        cpus: 16,
+        memory_mb: 32_000,
+        features: i % 2 === 0 ? ['avx512'] : [],
+        gres: { license: 3 },
+      });
+    }
+    const jobs = Array.from({ length: 400 }, (_, i) => {
+      const kind = i % 5;
+      if (kind === 0) return { script: 'true', cpus: (i % 4) + 1, partition: 'gpu', gpus: (i % 3) + 1 };
+      if (kind === 1) return { script: 'true', cpus: 2, partition: 'gpu', gpus: 'a100:1', gres: 'nvme:1' };
+      if (kind === 2) return { script: 'true', cpus: (i % 8) + 1, memory_per_node: `${(i % 6) + 1}G` };
+      if (kind === 3) return { script: 'true', cpus: 1, gres: 'license:2', constraint: 'avx512' };
+      return {
+        script: 'true',
+        cpus: 1,
+        exclusive: i % 2 === 0,
+        partition: i % 2 === 0 ? 'default' : 'gpu,default',
+      };
+    });
+    await submitJobsBatch(ctx, jobs);
+    await settle();
+    await Promise.all(Array.from({ length: 200 }, () => runSchedulingPass(ctx)));
+    const running = await query<{
+      id: string;
+      node: string;
+      attempt: number;
+      allocated_gpus: number[] | null;
+    }>(backend.db.db, sql`SELECT id, node, attempt, allocated_gpus FROM jobs WHERE state = 'RUNNING'`);
+    expect(running.length).toBeGreaterThan(20);
+    expect(running.filter((j) => Number(j.attempt) !== 1)).toEqual([]);
+    const gpuHolders = new Map<string, string>();
+    for (const job of running) {
+      for (const index of job.allocated_gpus ?? []) {
+        const key = `${job.node}:${index}`;
+        expect(gpuHolders.get(key), `GPU ${key} given twice`).toBeUndefined();
+        gpuHolders.set(key, job.id);
+      }
+    }
+    const gpuJobsOffGpuNodes = await query<{ id: string }>(
+      backend.db.db,
+      sql`SELECT id FROM jobs WHERE state = 'RUNNING' AND gpus > 0 AND node NOT LIKE 'gpu%'`,
+    );
+    expect(gpuJobsOffGpuNodes).toEqual([]);
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
   it('reports no workers when none is live', async () => {
     await reset();
     const { ctx } = testContext(backend);
@@ -144,6 +216,9 @@ describe.each(backends)('scheduler on $name', (factory) => {
     await reset();
     const { ctx, settle } = testContext(backend);
     await registerWorker(ctx, { worker_id: 'four', hostname: 'four', cpus: 4 });
+    // A known node large enough, but down: the big jobs are admitted and wait for it.
+    await registerWorker(ctx, { worker_id: 'eight', hostname: 'eight', cpus: 8 });
+    await query(backend.db.db, sql`UPDATE workers SET status = 'down' WHERE id = 'eight'`);
     for (let b = 0; b < 2; b++) {
       await submitJobsBatch(
         ctx,
@@ -156,7 +231,15 @@ describe.each(backends)('scheduler on $name', (factory) => {
     const jobs = await jobsOf(backend.db.db);
     expect(jobs.find((j) => Number(j.id) === small.id)).toMatchObject({ state: 'RUNNING', node: 'four' });
     expect(
-      jobs.filter((j) => j.state === 'PENDING' && !j.reason?.includes('largest live node has 4')),
+      jobs.filter(
+        (j) =>
+          j.state === 'PENDING' &&
+          !(
+            j.reason === 'Resources' &&
+            j.reason_detail?.includes('needs 8 CPUs') &&
+            j.reason_detail.includes('has 4')
+          ),
+      ),
     ).toEqual([]);
     await checkInvariants(backend.db.db, backend.registry);
   });
@@ -186,7 +269,11 @@ describe.each(backends)('scheduler on $name', (factory) => {
     expect(jobs.find((j) => Number(j.id) === one.id)).toMatchObject({ state: 'RUNNING', node: 'small' });
     const waiting = jobs.filter((j) => j.state === 'PENDING');
     expect(waiting).toHaveLength(100);
-    expect(waiting[0]).toMatchObject({ reserved_worker: 'big', reason: expect.stringContaining('big') });
+    expect(waiting[0]).toMatchObject({
+      reserved_worker: 'big',
+      reason: 'Resources',
+      reason_detail: expect.stringContaining('reserved big'),
+    });
     expect(waiting.filter((j) => j.reason === null)).toEqual([]);
     await checkInvariants(backend.db.db, backend.registry);
   });
@@ -279,6 +366,9 @@ describe.each(backends)('scheduler on $name', (factory) => {
       for (let i = 0; i < 50; i++) {
         await registerWorker(ctx, { worker_id: `n${i}`, hostname: `n${i}`, cpus: 32 });
       }
+      // Known, large enough and down: the 64-CPU jobs are admitted and wait for it.
+      await registerWorker(ctx, { worker_id: 'big', hostname: 'big', cpus: 64 });
+      await query(backend.db.db, sql`UPDATE workers SET status = 'down' WHERE id = 'big'`);
       for (let b = 0; b < 10; b++) {
         await submitJobsBatch(
           ctx,

@@ -31,7 +31,7 @@ describe.each(backends)('hostile input on $name', (factory) => {
     return error;
   };
 
-  it('holds a job larger than every live node PENDING with a reason, and places it when a node fits', async () => {
+  it('holds a job no live node can take PENDING with a reason, refuses one no known node could ever take, and places it when a node fits', async () => {
     const none = (await (await submit({ script: 'true', cpus: 8 })).json()) as {
       id: number;
       state: string;
@@ -39,34 +39,34 @@ describe.each(backends)('hostile input on $name', (factory) => {
     };
     expect(none).toMatchObject({
       state: 'PENDING',
-      reason: 'waiting for a node with at least 8 CPUs: no node is live',
+      reason: 'Resources',
+      reason_detail: 'waiting for a node: no node is live',
     });
     await s.request('POST', '/api/v1/agents/register', {
       token: agent,
       body: { worker_id: 'small', hostname: 's', cpus: 4 },
     });
-    const big = (await (await submit({ script: 'true', cpus: 64 })).json()) as {
-      id: number;
-      state: string;
-      reason: string;
-    };
-    expect(big).toMatchObject({
-      state: 'PENDING',
-      reason: 'waiting for a node with at least 64 CPUs: the largest live node has 4',
-    });
+    // Slurm's "Requested node configuration is not available": no known node of the partition has 64 CPUs.
+    const refused = await rejects(
+      { script: 'true', cpus: 64 },
+      'needs 64 CPUs, has 4 (largest known node: small)',
+    );
+    expect(refused.code).toBe('node_configuration_unavailable');
     const fits = (await (await submit({ script: 'true', cpus: 2 })).json()) as { reason: string | null };
-    expect(fits.reason).toBeNull();
+    expect(fits.reason).toBe('None');
     await s.harness.settle();
     await runSchedulingPass(s.harness.ctx);
     const job = async (id: number) =>
       (await (await s.request('GET', `/api/v1/jobs/${id}`, { token: admin })).json()) as {
         state: string;
         reason: string | null;
+        reason_detail: string | null;
       };
     // The scheduler keeps the reason current (the 8-CPU job now sees a live 4-CPU node).
     expect(await job(none.id)).toMatchObject({
       state: 'PENDING',
-      reason: 'waiting for a node with at least 8 CPUs: the largest live node has 4',
+      reason: 'Resources',
+      reason_detail: expect.stringMatching(/needs 8 CPUs, .*has 4/),
     });
     await s.request('POST', '/api/v1/agents/register', {
       token: agent,
@@ -74,12 +74,15 @@ describe.each(backends)('hostile input on $name', (factory) => {
     });
     await s.harness.settle();
     await runSchedulingPass(s.harness.ctx);
-    // The 8-CPU job is served first (queue order) and runs on the new node; the 64-CPU one now fits a node,
-    // holds it while its CPUs free up, and no longer claims that no node is large enough.
+    // The 8-CPU job runs on the new node; a 64-CPU job is now admitted, holds that node while its CPUs free up.
     expect(await job(none.id)).toMatchObject({ state: 'RUNNING', reason: null });
+    const big = (await (await submit({ script: 'true', cpus: 64 })).json()) as { id: number };
+    await s.harness.settle();
+    await runSchedulingPass(s.harness.ctx);
     expect(await job(big.id)).toMatchObject({
       state: 'PENDING',
-      reason: 'waiting for CPUs on large, reserved for this job',
+      reason: 'Resources',
+      reason_detail: expect.stringMatching(/^reserved large for this job; 56 of 64 CPUs free/),
     });
   });
 

@@ -39,6 +39,8 @@ describe.each(backends)('webhook submission on $name', (factory) => {
     backend = await factory.create();
     s = secureApp(backend);
     admin = (await s.token(['admin'], 'admin')).token;
+    const ci = await s.request('POST', '/api/v1/partitions/ci', { token: admin, body: {} });
+    expect(ci.status).toBe(200);
     const created = await s.request('POST', '/api/v1/webhooks', {
       token: admin,
       body: {

@@ -27,6 +27,30 @@ export async function checkInvariants(db: Database, registry?: RegistryStore): P
     expect(Number(w.allocated_cpus), `worker ${w.id} allocated_cpus`).toBe(Number(w.live));
     expect(Number(w.allocated_cpus)).toBeLessThanOrEqual(Number(w.cpus));
   }
+  // Memory, GPUs and generic resources: each worker's counts are its live allocations', within its capacity,
+  // and no GPU is held by two live allocations.
+  const resources = await query<{ id: string; problem: string }>(
+    db,
+    sql`WITH live AS (SELECT * FROM resource_allocations WHERE NOT released)
+        SELECT w.id, 'memory ' || w.allocated_memory_mb || ' <> ' || coalesce(sum(l.memory_mb), 0) AS problem
+        FROM workers w LEFT JOIN live l ON l.node_name = w.id
+        GROUP BY w.id HAVING w.allocated_memory_mb <> coalesce(sum(l.memory_mb), 0)
+                            OR w.allocated_memory_mb > w.memory_mb
+        UNION ALL
+        SELECT w.id, 'gpus ' || w.gpus_used || ' <> ' || coalesce(bit_or(l.gpu_mask), 0)
+        FROM workers w LEFT JOIN live l ON l.node_name = w.id
+        GROUP BY w.id
+        HAVING w.gpus_used <> coalesce(bit_or(l.gpu_mask), 0)
+            OR coalesce(sum(bit_count(l.gpu_mask::bit(64))), 0) <> bit_count(coalesce(bit_or(l.gpu_mask), 0)::bit(64))
+            OR w.gpus_used & ~w.gpu_mask <> 0
+        UNION ALL
+        SELECT g.worker_id, 'gres ' || g.name || ' ' || g.allocated || ' <> ' || coalesce((
+                 SELECT sum((l.gres ->> g.name)::int) FROM live l WHERE l.node_name = g.worker_id), 0)
+        FROM worker_gres g
+        WHERE g.allocated <> coalesce((SELECT sum((l.gres ->> g.name)::int) FROM live l WHERE l.node_name = g.worker_id), 0)
+           OR g.allocated > g.total`,
+  );
+  expect(resources, 'workers whose memory, GPUs or gres disagree with their live allocations').toEqual([]);
   const sum = await queryOne<{ total: string | number | null }>(
     db,
     sql`SELECT SUM(allocated_cpus) AS total FROM resource_allocations WHERE released = false`,
