@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Placement, placeJobs } from '../../functions/domain/placement.ts';
+import { type FreeWorker, type Placement, placeJobs } from '../../functions/domain/placement.ts';
 import { parseTimeLimit } from '../../functions/domain/time-limit.ts';
 
 const worker = (id: string, cpus: number, allocatedCpus = 0) => ({ id, cpus, allocatedCpus });
@@ -175,5 +175,166 @@ describe('parseTimeLimit (Slurm formats)', () => {
 
   it.each(['', 'abc', '1:2:3:4', '-5', '0'])('rejects %j', (input) => {
     expect(parseTimeLimit(input)).toBeNull();
+  });
+});
+
+describe('placement over every resource', () => {
+  const gpus = (n: number, model = 'a100') => Array.from({ length: n }, (_, index) => ({ index, model }));
+  const node = (id: string, extra: Partial<FreeWorker> = {}): FreeWorker => ({
+    id,
+    cpus: 16,
+    allocatedCpus: 0,
+    memoryMb: 64_000,
+    allocatedMemoryMb: 0,
+    ...extra,
+  });
+
+  it('gives GPUs by index, never the same one twice, and only of the model asked', () => {
+    const plan = placeJobs(
+      [
+        { id: 1, cpus: 1, gpus: 1 },
+        { id: 2, cpus: 1, gpus: 1 },
+        { id: 3, cpus: 1, gpus: 1, gpuType: 'h100' },
+        { id: 4, cpus: 1, gpus: 1 },
+      ],
+      [node('g', { gpus: [...gpus(2), { index: 2, model: 'h100' }] })],
+    );
+    const byJob = new Map(plan.placements.map((p) => [p.jobId, p.gpus]));
+    expect(byJob.get(1)).toEqual([0]);
+    expect(byJob.get(2)).toEqual([1]);
+    expect(byJob.get(3)).toEqual([2]);
+    // Job 4 wants any GPU: none is left, it holds the node (nothing else is free) and waits for one.
+    expect(byJob.has(4)).toBe(false);
+    expect(plan.waits.get(4)?.reason).toBe('Resources');
+  });
+
+  it('a GPU already in use is not given again', () => {
+    const plan = placeJobs(
+      [{ id: 1, cpus: 1, gpus: 2 }],
+      [node('g', { gpus: gpus(4), gpusUsed: new Set([0, 2]) })],
+    );
+    expect(plan.placements[0]?.gpus).toEqual([1, 3]);
+  });
+
+  it('fits memory, CPUs and gres together on one node, never summed across nodes', () => {
+    const plan = placeJobs(
+      [{ id: 1, cpus: 4, memoryMb: 40_000, gres: { nvme: 1 } }],
+      [
+        node('a', { allocatedMemoryMb: 30_000, gres: { nvme: { total: 1, allocated: 0 } } }),
+        node('b', { gres: { nvme: { total: 1, allocated: 1 } } }),
+        node('c', { gres: { nvme: { total: 2, allocated: 1 } }, allocatedCpus: 14 }),
+        node('d', { allocatedMemoryMb: 20_000, gres: { nvme: { total: 1, allocated: 0 } } }),
+      ],
+    );
+    expect(plan.placements.map((p) => [p.workerId, p.memoryMb, p.gres])).toEqual([
+      ['d', 40_000, { nvme: 1 }],
+    ]);
+  });
+
+  it('jobs without GPUs go to nodes without free GPUs first, keeping GPU nodes for GPU jobs', () => {
+    const plan = placeJobs(
+      [
+        { id: 1, cpus: 8 },
+        { id: 2, cpus: 8 },
+        { id: 3, cpus: 16, gpus: 2 },
+      ],
+      [node('gpu', { gpus: gpus(2) }), node('cpu', { cpus: 16 })],
+    );
+    expect(plan.placements.map((p) => [p.jobId, p.workerId])).toEqual([
+      [1, 'cpu'],
+      [2, 'cpu'],
+      [3, 'gpu'],
+    ]);
+  });
+
+  it('a big-memory job reserves a node, so that small jobs cannot starve it', () => {
+    const plan = placeJobs(
+      [
+        { id: 1, cpus: 1, memoryMb: 60_000 },
+        { id: 2, cpus: 1, memoryMb: 8_000 },
+        { id: 3, cpus: 1, memoryMb: 8_000 },
+      ],
+      [node('a', { allocatedMemoryMb: 10_000 }), node('b', { allocatedMemoryMb: 50_000 })],
+    );
+    const reserved = [...plan.reservations].find(([, job]) => job === 1)?.[0];
+    expect(reserved).toBeDefined();
+    expect(plan.placements.every((p) => p.workerId !== reserved)).toBe(true);
+    expect(plan.waits.get(1)).toMatchObject({ reason: 'Resources' });
+    expect(plan.waits.get(1)?.detail).toMatch(/^reserved (a|b) for this job; .* of 60000 MB free/);
+  });
+
+  it('exclusive takes an idle node whole, and waits while anything runs on the others', () => {
+    const plan = placeJobs(
+      [{ id: 1, cpus: 1, exclusive: true }],
+      [
+        node('busy', { allocatedCpus: 1 }),
+        node('idle', { gpus: gpus(2), gres: { nvme: { total: 1, allocated: 0 } } }),
+      ],
+    );
+    expect(plan.placements).toEqual([
+      {
+        jobId: 1,
+        workerId: 'idle',
+        cpus: 16,
+        memoryMb: 64_000,
+        gpus: [0, 1],
+        gres: { nvme: 1 },
+        partition: null,
+      },
+    ]);
+  });
+
+  it('pack fills the fullest node that fits; spread the emptiest', () => {
+    const workers = [node('a', { allocatedCpus: 8 }), node('b', { allocatedCpus: 2 })];
+    const rules = (policy: 'pack' | 'spread') =>
+      new Map([['p', { state: 'UP' as const, policy, maxTimeS: null, maxCpusPerNode: null }]]);
+    const inP = workers.map((w) => ({ ...w, partitions: new Set(['p']) }));
+    expect(
+      placeJobs([{ id: 1, cpus: 4, partitions: ['p'] }], inP, [], rules('pack')).placements[0]?.workerId,
+    ).toBe('a');
+    expect(
+      placeJobs([{ id: 1, cpus: 4, partitions: ['p'] }], inP, [], rules('spread')).placements[0]?.workerId,
+    ).toBe('b');
+  });
+
+  it('honours partitions in order, node lists, exclusions and constraints, and says why a job waits', () => {
+    const rules = new Map([
+      ['gpu', { state: 'UP' as const, policy: 'pack' as const, maxTimeS: null, maxCpusPerNode: null }],
+      ['batch', { state: 'DOWN' as const, policy: 'pack' as const, maxTimeS: 3600, maxCpusPerNode: 8 }],
+      ['default', { state: 'UP' as const, policy: 'pack' as const, maxTimeS: 600, maxCpusPerNode: null }],
+    ]);
+    const workers = [
+      node('g1', { partitions: new Set(['gpu']), features: new Set(['avx512', 'ssd']) }),
+      node('c1', { partitions: new Set(['default']), features: new Set(['avx512']) }),
+      node('c2', { partitions: new Set(['default']), features: new Set(['arm64']) }),
+    ];
+    const has = (f: string) => (features: ReadonlySet<string>) => features.has(f);
+    const plan = placeJobs(
+      [
+        { id: 1, cpus: 1, partitions: ['batch', 'default'] },
+        { id: 2, cpus: 1, partitions: ['default'], nodelist: ['c2'] },
+        { id: 3, cpus: 1, partitions: ['default'], exclude: ['c1', 'c2'] },
+        { id: 4, cpus: 1, partitions: ['default'], featuresMatch: has('ssd'), constraint: 'ssd' },
+        { id: 5, cpus: 1, partitions: ['batch'] },
+        { id: 6, cpus: 1, partitions: ['default'], timeLimitS: 7200 },
+        { id: 7, cpus: 1, partitions: ['gpu'], featuresMatch: has('ssd'), constraint: 'ssd' },
+        { id: 8, cpus: 1, partitions: ['default'], nodelist: ['gone'] },
+      ],
+      workers,
+      [],
+      rules,
+    );
+    const where = new Map(plan.placements.map((p) => [p.jobId, [p.workerId, p.partition]]));
+    expect(where.get(1)).toEqual(['c1', 'default']);
+    expect(where.get(2)).toEqual(['c2', 'default']);
+    expect(where.get(7)).toEqual(['g1', 'gpu']);
+    expect(plan.waits.get(3)?.reason).toBe('ReqNodeNotAvail');
+    expect(plan.waits.get(4)).toMatchObject({ reason: 'BadConstraints' });
+    expect(plan.waits.get(5)).toEqual({ reason: 'PartitionDown', detail: 'partition batch is DOWN' });
+    expect(plan.waits.get(6)?.reason).toBe('PartitionTimeLimit');
+    expect(plan.waits.get(8)).toMatchObject({
+      reason: 'ReqNodeNotAvail',
+      detail: expect.stringContaining('gone'),
+    });
   });
 });
