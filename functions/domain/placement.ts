@@ -208,6 +208,14 @@ export function capacityShortfalls(need: Need, worker: FreeWorker): string[] {
   return why;
 }
 
+/** capacityShortfalls(...).length === 0, without building the words. */
+function fitsWhenEmpty(need: Need, worker: FreeWorker): boolean {
+  if (need.cpus > worker.cpus || need.memoryMb > (worker.memoryMb ?? 0)) return false;
+  if (need.gpus > 0 && typedGpus(worker, need.gpuType).length < need.gpus) return false;
+  for (const name in need.gres) if ((need.gres[name] ?? 0) > (worker.gres?.[name]?.total ?? 0)) return false;
+  return true;
+}
+
 const gpuWords = (type: string | null) => (type === null ? 'GPUs' : `${type} GPUs`);
 
 /** What is short on `free` for `need` right now (empty: it fits now). */
@@ -236,7 +244,14 @@ const freeGpus = (free: Free, type: string | null): number[] =>
 const fitsNow = (need: Need, free: Free): boolean => {
   if (need.exclusive) return free.idle;
   if (need.cpus > free.cpus || need.memoryMb > free.memoryMb) return false;
-  if (need.gpus > 0 && freeGpus(free, need.gpuType).length < need.gpus) return false;
+  if (need.gpus > 0) {
+    if (free.gpus.size < need.gpus) return false;
+    let n = 0;
+    for (const g of free.worker.gpus ?? []) {
+      if ((need.gpuType === null || g.model === need.gpuType) && free.gpus.has(g.index)) n++;
+    }
+    if (n < need.gpus) return false;
+  }
   for (const name in need.gres) if ((need.gres[name] ?? 0) > (free.gres.get(name) ?? 0)) return false;
   return true;
 };
@@ -377,6 +392,50 @@ export function createPlanner(
     return a.worker.id < b.worker.id;
   };
 
+  interface StaticFit {
+    eligible: { partition: string | null; free: Free }[];
+    barred: Map<string, string>;
+    sizeless: number;
+  }
+  const shapes = new Map<string, StaticFit>();
+  const matcherIds = new Map<(features: ReadonlySet<string>) => boolean, number>();
+  const staticFit = (job: PendingJob, need: Need, usable: (string | null)[]): StaticFit => {
+    let matcher = 0;
+    if (job.featuresMatch) {
+      matcher = matcherIds.get(job.featuresMatch) ?? matcherIds.size + 1;
+      matcherIds.set(job.featuresMatch, matcher);
+    }
+    const key = [
+      usable.join(','),
+      matcher,
+      job.nodelist?.join(',') ?? '',
+      job.exclude?.join(',') ?? '',
+      need.cpus,
+      need.memoryMb,
+      need.gpus,
+      need.gpuType ?? '',
+      JSON.stringify(need.gres),
+      need.exclusive,
+    ].join('|');
+    const known = shapes.get(key);
+    if (known) return known;
+    const fit: StaticFit = { eligible: [], barred: new Map(), sizeless: 0 };
+    for (const partition of usable) {
+      for (const f of membersOf(partition)) {
+        const bar = placementBar(job, f.worker, null);
+        if (bar !== null) {
+          fit.barred.set(f.worker.id, bar);
+          continue;
+        }
+        fit.sizeless++;
+        if (!fitsWhenEmpty(need, f.worker)) continue;
+        fit.eligible.push({ partition, free: f });
+      }
+    }
+    shapes.set(key, fit);
+    return fit;
+  };
+
   const consider = (job: PendingJob): void => {
     if (placedJobs.has(job.id)) return;
     const need = needOf(job);
@@ -386,22 +445,15 @@ export function createPlanner(
       waits.set(job.id, partitionWait ?? { reason: 'PartitionDown', detail: 'no partition can run it' });
       return;
     }
-    // Workers it may ever use, per partition in its order; and the first fit.
-    const eligible: { partition: string | null; free: Free }[] = [];
-    const barred = new Map<string, string>();
-    let sizeless = 0;
+    // Workers it may ever use, per partition in its order (the same for every job of its shape); and the
+    // first fit among those.
+    const { eligible, barred, sizeless } = staticFit(job, need, usable);
     for (const partition of usable) {
       const policy = partition === null ? 'pack' : (partitions.get(partition)?.policy ?? 'pack');
       let best: Free | undefined;
-      for (const f of membersOf(partition)) {
-        const bar = placementBar(job, f.worker, null);
-        if (bar !== null) {
-          barred.set(f.worker.id, bar);
-          continue;
-        }
-        sizeless++;
-        if (capacityShortfalls(need, f.worker).length > 0) continue;
-        eligible.push({ partition, free: f });
+      for (const candidate of eligible) {
+        if (candidate.partition !== partition) continue;
+        const f = candidate.free;
         if (reservations.has(f.worker.id) && f.worker.id !== own) continue;
         if (!fitsNow(need, f)) continue;
         if (best === undefined || better(policy, need, f, best)) best = f;
