@@ -165,7 +165,8 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     nodelist: row.nodelist,
     exclude: row.exclude_nodes,
     held: row.held,
-    allocated_gpus: row.allocated_gpus,
+    // A job back in the queue (requeued) holds no GPUs until it is placed again.
+    allocated_gpus: row.state === 'PENDING' ? null : row.allocated_gpus,
     owner: row.owner,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),

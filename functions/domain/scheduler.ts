@@ -72,6 +72,7 @@ export interface WorkerRow {
   features: string[];
   partitions: string[];
   gres: Record<string, [number, number]> | string | null;
+  has_gres?: boolean;
 }
 
 /** A worker's resources as the planner reads them (toWorker). */
@@ -79,6 +80,10 @@ export const WORKER_COLUMNS = sql`id, cpus, allocated_cpus, memory_mb, allocated
   gpus_used::text AS gpus_used, features, partitions,
   (SELECT json_object_agg(g.name, json_build_array(g.total, g.allocated))
    FROM worker_gres g WHERE g.worker_id = workers.id) AS gres`;
+/** The same, without the gres (read apart, see runSchedulingPass), but whether it has any. */
+const LOCKED_WORKER_COLUMNS = sql`id, cpus, allocated_cpus, memory_mb, allocated_memory_mb, gpus,
+  gpus_used::text AS gpus_used, features, partitions,
+  EXISTS (SELECT 1 FROM worker_gres g WHERE g.worker_id = workers.id) AS has_gres`;
 export const PARTITION_COLUMNS = sql`name, is_default, state, nodes, max_time_s, max_cpus_per_node, policy`;
 
 export interface PartitionRow {
@@ -198,10 +203,28 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         live && live.length > 0
           ? sql`id = ANY(${pgArray(live)}::text[])`
           : sql`last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})`;
-      const workers = await query<WorkerRow>(
+      const locked = await query<WorkerRow>(
         tx,
-        sql`SELECT ${WORKER_COLUMNS} FROM workers WHERE ${placeableWorkers(liveFilter)} ORDER BY id FOR UPDATE OF workers`,
+        sql`SELECT ${LOCKED_WORKER_COLUMNS} FROM workers WHERE ${placeableWorkers(liveFilter)} ORDER BY id FOR UPDATE`,
       );
+      // The generic resources are read once the rows are locked, by a statement of its own: the locking one
+      // re-reads a row it waited for, but a subquery of it would still see the worker_gres of its snapshot,
+      // from before the transaction it waited for committed.
+      const gres = locked.some((w) => w.has_gres)
+        ? await query<{ worker_id: string; name: string; total: number; allocated: number }>(
+            tx,
+            sql`SELECT worker_id, name, total, allocated FROM worker_gres
+                WHERE worker_id = ANY(${pgArray(locked.filter((w) => w.has_gres).map((w) => w.id))}::text[])`,
+          )
+        : [];
+      const workers = locked.map((w) => ({
+        ...w,
+        gres: Object.fromEntries(
+          gres
+            .filter((g) => g.worker_id === w.id)
+            .map((g) => [g.name, [g.total, g.allocated] as [number, number]]),
+        ),
+      }));
       const nothing = {
         placed: 0,
         workers: workers.length,

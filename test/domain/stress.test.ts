@@ -85,12 +85,23 @@ describe.each(backends)('stress on $name', (factory) => {
 
     const ids = Array.from({ length: 12 }, (_, i) => `stress-${String(i).padStart(2, '0')}`);
     const sessions = new Map<string, string>();
+    // Memory on every node, 4 GPUs on every other one, a license on a third of them: the same on every
+    // registration, so that a node never offers less than its running jobs hold.
+    const resourcesOf = (id: string) => {
+      const n = Number(id.slice(-2));
+      return {
+        memory_mb: 64_000,
+        ...(n % 2 === 0 ? { gpus: [0, 1, 2, 3].map((index) => ({ index, model: 'a100' })) } : {}),
+        ...(n % 3 === 0 ? { gres: { license: 2 } } : {}),
+      };
+    };
     for (const id of ids) {
       const r = await registerWorker(either(), {
         worker_id: id,
         hostname: id,
         cpus: 4 + Math.floor(random() * 29),
         running: [],
+        ...resourcesOf(id),
       });
       sessions.set(id, r.session);
     }
@@ -102,6 +113,9 @@ describe.each(backends)('stress on $name', (factory) => {
           cpus: 1 + Math.floor(random() * 16),
           priority: Math.floor(random() * 3),
           requeue: random() < 0.5,
+          ...(random() < 0.4 ? { memory_per_node: `${1 + Math.floor(random() * 24)}G` } : {}),
+          ...(random() < 0.3 ? { gpus: 1 + Math.floor(random() * 2) } : {}),
+          ...(random() < 0.15 ? { gres: 'license:1' } : {}),
         })),
       );
     }
@@ -139,6 +153,7 @@ describe.each(backends)('stress on $name', (factory) => {
         cpus: 32,
         running,
         previous_session: sessions.get(id),
+        ...resourcesOf(id),
       });
       sessions.set(id, r.session);
     };
@@ -217,6 +232,7 @@ describe.each(backends)('stress on $name', (factory) => {
             hostname: id,
             cpus: 4 + Math.floor(random() * 29),
             running: [],
+            ...resourcesOf(id),
           });
           sessions.set(id, r.session);
         } else {
@@ -260,6 +276,16 @@ describe.each(backends)('stress on $name', (factory) => {
       sql`SELECT j.id FROM jobs j JOIN workers w ON w.id = j.node WHERE j.state = 'RUNNING' AND w.status = 'down'`,
     );
     expect(onDown, 'RUNNING jobs on a worker that is down').toEqual([]);
+    // The run placed jobs that hold GPUs, memory and a license, not only CPUs.
+    const [held] = await query<{ gpus: string | number; memory: string | number; gres: string | number }>(
+      backend.db.db,
+      sql`SELECT count(*) FILTER (WHERE gpu_mask <> 0) AS gpus, count(*) FILTER (WHERE memory_mb > 0) AS memory,
+                 count(*) FILTER (WHERE gres <> '{}'::jsonb) AS gres
+          FROM resource_allocations`,
+    );
+    expect(Number(held?.gpus)).toBeGreaterThan(0);
+    expect(Number(held?.memory)).toBeGreaterThan(0);
+    expect(Number(held?.gres)).toBeGreaterThan(0);
     // Every delta reached the cache in this run (Redis never failed), so no sync is needed for it to agree.
     await checkInvariants(backend.db.db, backend.registry);
     expect((await syncAllocationCache(a.ctx)).drift ?? 0).toBe(0);
