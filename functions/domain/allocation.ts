@@ -1,5 +1,5 @@
 import { SQL, sql } from 'drizzle-orm';
-import { applyAllocationDelta } from './cache.ts';
+import { applyAllocationDelta, negated } from './cache.ts';
 import type { Context } from './context.ts';
 import type { ConductorConfig, Database } from './ports.ts';
 import { query, withRetry } from './sql.ts';
@@ -81,13 +81,22 @@ export async function inReleasingTransaction<T>(
   return result;
 }
 
-/** After the commit: each statement that released CPUs is one allocation version, told to the cache. */
+/** After the commit: each statement that released resources is one allocation version, told to the cache. */
 async function reportReleases(ctx: Context, statements: EndRow[][]): Promise<void> {
   let any = false;
   for (const rows of statements) {
     const first = rows[0];
     if (first && first.version !== null) {
-      await applyAllocationDelta(ctx, -Number(first.released_cpus), Number(first.version));
+      const released = {
+        cpus: Number(first.released_cpus),
+        memoryMb: Number(first.released_memory_mb),
+        gpus: Number(first.released_gpus),
+        gres:
+          typeof first.released_gres === 'string'
+            ? JSON.parse(first.released_gres)
+            : (first.released_gres ?? {}),
+      };
+      await applyAllocationDelta(ctx, negated(released), Number(first.version));
       any = true;
     }
   }
@@ -112,6 +121,9 @@ interface EndRow {
   exit_code: string | null;
   version: string | number | null;
   released_cpus: string | number;
+  released_memory_mb: string | number;
+  released_gpus: string | number;
+  released_gres: Record<string, number> | string | null;
 }
 
 function runEndJobs(db: Database, end: JobEnd | SQL): Promise<EndRow[]> {
@@ -163,7 +175,12 @@ function runEndJobs(db: Database, end: JobEnd | SQL): Promise<EndRow[]> {
         )
         SELECT ended.id, ended.state, ended.node, ended.attempt, ended.exit_code,
                (SELECT allocation_version FROM c) AS version,
-               (SELECT coalesce(sum(n), 0) FROM per_worker) AS released_cpus
+               (SELECT coalesce(sum(n), 0) FROM per_worker) AS released_cpus,
+               (SELECT coalesce(sum(mem), 0) FROM per_worker) AS released_memory_mb,
+               (SELECT coalesce(sum(gpus), 0) FROM per_worker) AS released_gpus,
+               (SELECT jsonb_object_agg(name, n) FROM (
+                  SELECT e.key AS name, sum(e.value::int) AS n FROM r, jsonb_each_text(r.gres) e GROUP BY e.key
+                ) named WHERE n <> 0) AS released_gres
         FROM ended ${afterLocking}`,
   );
 }

@@ -10,7 +10,11 @@ import type { ProcessMetrics } from './process-metrics.ts';
 /** Any drizzle Postgres database or transaction over our schema (node-postgres, PGlite, Neon). */
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 
-/** What the registry keeps about a live worker: exactly the fields of the `worker:<id>` hash. */
+/**
+ * What the registry keeps about a live worker: exactly the fields of the `worker:<id>` hash. The first six are
+ * the contract's; the optional ones describe the node's other resources, as text an operator reads in
+ * `redis-cli HGETALL` (lists comma-separated, empty when the node has none).
+ */
 export interface WorkerEntry {
   worker_id: string;
   cpus: number;
@@ -20,12 +24,51 @@ export interface WorkerEntry {
   registered_at: string;
   /** UTC, `2025-11-11T10:05:30`. */
   last_heartbeat: string;
+  /** MB jobs may use. */
+  memory_mb?: number;
+  /** The GPUs as `<model>:<index>`: `a100:0,a100:1` (the count is the number of items). */
+  gpus?: string;
+  /** Generic resources as `<name>:<count>`: `nvme:1,fpga:2`. */
+  gres?: string;
+  /** `avx512,ssd`. */
+  features?: string;
+  /** The partitions the agent declared: `gpu,debug`. */
+  partitions?: string;
+}
+
+/** The optional `worker:<id>` fields, in the order the hash is written. */
+export const WORKER_RESOURCE_FIELDS = ['memory_mb', 'gpus', 'gres', 'features', 'partitions'] as const;
+
+/**
+ * Resources allocated across the cluster: the live total, or the change one Postgres commit made. GPUs are
+ * counted (devices held), generic resources per name.
+ */
+export interface AllocationVector {
+  cpus: number;
+  memoryMb: number;
+  gpus: number;
+  /** Generic resource name -> count; a name with a zero count may be left out. */
+  gres: Record<string, number>;
 }
 
 /**
- * The live worker registry and the allocated-CPU cache: Redis in production (TCP or Upstash REST), an
- * in-process map in the zero-setup local cluster. Every method is one round trip (and one Redis command).
- * It is only ever a cache of liveness and of a sum that Postgres holds: callers must survive it throwing.
+ * The cache's keys as read, null where a key is missing: `resource:allocated_cpus`,
+ * `resource:allocated_memory_mb`, `resource:allocated_gpus`, `resource:allocated_gres`. Redis keeps no empty
+ * hash, so a missing gres hash means nothing allocated while `resource:allocated_cpus` exists, and missing
+ * (null) only when that key is missing too.
+ */
+export interface CachedAllocation {
+  cpus: number | null;
+  memoryMb: number | null;
+  gpus: number | null;
+  gres: Record<string, number> | null;
+}
+
+/**
+ * The live worker registry and the allocation cache (CPUs, memory, GPUs, generic resources): Redis in
+ * production (TCP or Upstash REST), an in-process map in the zero-setup local cluster. Every method is one
+ * round trip (and one Redis command). It is only ever a cache of liveness and of sums that Postgres holds:
+ * callers must survive it throwing.
  */
 export interface RegistryStore {
   readonly kind: 'redis' | 'memory';
@@ -52,23 +95,27 @@ export interface RegistryStore {
   takeExpiredWorkerIds(): Promise<string[]>;
   /** `resource:allocated_cpus`, or null when the key is missing. */
   getAllocatedCpus(): Promise<number | null>;
+  /** Every allocation key at once (one command, so the figures are of one moment). */
+  getAllocation(): Promise<CachedAllocation>;
   /**
-   * INCRBY/DECRBY `resource:allocated_cpus` by `delta`, the net change of the one Postgres commit numbered
-   * `version` (cluster_state.allocation_version after it): one call per version; a repeated version is
-   * ignored. Skipped when a snapshot at `version` or later already counts it. When the value key is missing
-   * the delta is only recorded (the next read refills the key from a snapshot, which adds the newer deltas).
+   * Adds `delta`, the net change of the one Postgres commit numbered `version` (cluster_state.allocation_version
+   * after it), to every allocation key (INCRBY/DECRBY, HINCRBY per gres name) in one command: one call per
+   * version; a repeated version is ignored. Skipped when a snapshot at `version` or later already counts it.
+   * The delta is recorded whole; a key that is missing is not written (the next read refills it from a
+   * snapshot, which adds the newer deltas). A number is a change of CPUs alone.
    */
-  applyAllocationDelta(delta: number, version: number): Promise<void>;
+  applyAllocationDelta(delta: number | Partial<AllocationVector>, version: number): Promise<void>;
   /**
-   * Sets `resource:allocated_cpus` from a Postgres snapshot taken at `version`, keeping the deltas newer than
+   * Sets every allocation key from a Postgres snapshot taken at `version`, keeping the deltas newer than
    * `version` that were applied meanwhile. Ignored (applied=false) when a newer snapshot is already in,
    * unless `replacing` names that newer snapshot's version (Postgres went back: restore, failover). A
    * snapshot of another `epoch` (another database's history) replaces whatever is there. Either reset drops
-   * the recorded deltas. Returns the value the cache held before, for drift reports, and the value it holds
-   * now (the snapshot's own figure when the snapshot was stale and the key is missing).
+   * the recorded deltas. Returns what the cache held before, for drift reports, and what it holds now (the
+   * snapshot's own figures where the snapshot was stale and a key is missing). A number is a snapshot of CPUs
+   * alone: the other resources are taken as none allocated.
    */
   setAllocationSnapshot(
-    allocated: number,
+    allocated: number | AllocationVector,
     version: number,
     options?: SnapshotOptions,
   ): Promise<SnapshotResult>;
@@ -84,8 +131,14 @@ export interface SnapshotOptions {
 
 export interface SnapshotResult {
   applied: boolean;
+  /** `resource:allocated_cpus` before, null when it was missing. */
   previous: number | null;
+  /** `resource:allocated_cpus` now. */
   value: number;
+  /** Every allocation key before. */
+  previousAllocation: CachedAllocation;
+  /** Every allocation key now. */
+  allocation: AllocationVector;
   /** The version of the snapshot the cache holds now (a newer one than given when this one was stale). */
   version: number;
   /** Why the cache started over: another epoch, or a replaced newer version; null when it did not. */

@@ -329,7 +329,8 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
   );
 
   if (outcome.version !== null && outcome.totals) {
-    await applyAllocationDelta(ports, outcome.totals.total, outcome.version);
+    const { total, memoryMb, gpus, gres } = outcome.totals;
+    await applyAllocationDelta(ports, { cpus: total, memoryMb, gpus, gres }, outcome.version);
     for (const workerId of outcome.touched) ports.notifier.notify(workerId);
   }
   if (outcome.workers === 0) return { placed: 0, workers: 0, skipped: 'no_workers' };
@@ -373,10 +374,11 @@ async function runningJobs(tx: Tx, workerIds: string[]): Promise<Map<string, Run
 interface Committed {
   placed: number;
   version: number | null;
-  /** CPUs, MB and GPUs the placements allocated. */
+  /** CPUs, MB, GPUs and generic resources the placements allocated. */
   total: number;
   memoryMb: number;
   gpus: number;
+  gres: Record<string, number>;
 }
 
 /**
@@ -392,6 +394,7 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
     total: string | number;
     memory: string | number;
     gpus: string | number;
+    gres: Record<string, number> | string | null;
   }>(
     tx,
     sql`WITH p AS (
@@ -454,7 +457,10 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
         SELECT (SELECT allocation_version FROM c) AS version, (SELECT count(*) FROM j) AS jobs,
                (SELECT coalesce(sum(cpus), 0) FROM j) AS total,
                (SELECT coalesce(sum(memory_mb), 0) FROM j) AS memory,
-               (SELECT coalesce(sum(gpus), 0) FROM per_worker) AS gpus`,
+               (SELECT coalesce(sum(gpus), 0) FROM per_worker) AS gpus,
+               (SELECT jsonb_object_agg(name, n) FROM (
+                  SELECT e.key AS name, sum(e.value::int) AS n FROM j, jsonb_each_text(j.gres) e GROUP BY e.key
+                ) named WHERE n <> 0) AS gres`,
   );
   const placed = Number(row?.jobs ?? 0);
   return {
@@ -463,6 +469,7 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
     total: Number(row?.total ?? 0),
     memoryMb: Number(row?.memory ?? 0),
     gpus: Number(row?.gpus ?? 0),
+    gres: json(row?.gres ?? null) ?? {},
   };
 }
 

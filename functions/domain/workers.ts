@@ -196,6 +196,16 @@ export async function registerWorker(
     hostname: input.hostname,
     registered_at: registryTime(row.registered_at),
     last_heartbeat: registryTime(row.last_heartbeat),
+    memory_mb: input.memory_mb ?? 0,
+    gpus: [...gpus]
+      .sort((a, b) => a.index - b.index)
+      .map((g) => `${g.model}:${g.index}`)
+      .join(','),
+    gres: Object.entries(input.gres ?? {})
+      .map(([name, count]) => `${name}:${count}`)
+      .join(','),
+    features: (input.features ?? []).join(','),
+    partitions: (input.partitions ?? []).join(','),
   };
   try {
     await ctx.registry.putWorker(entry, config.workerTtlSeconds);

@@ -4,8 +4,23 @@
  * lazily, as Redis does on access: a key whose expiry time has passed no longer exists.
  */
 import type { WorkerStatus } from '../../db/schema.ts';
-import type { RegistryStore, SnapshotOptions, SnapshotResult, WorkerEntry } from '../domain/ports.ts';
-import { checkCap, checkEntry, checkId, checkInteger, checkTtl, checkVersion } from './redis-store.ts';
+import type {
+  AllocationVector,
+  CachedAllocation,
+  RegistryStore,
+  SnapshotOptions,
+  SnapshotResult,
+  WorkerEntry,
+} from '../domain/ports.ts';
+import {
+  allocationVector,
+  checkCap,
+  checkEntry,
+  checkId,
+  checkTtl,
+  checkVersion,
+  orSnapshot,
+} from './redis-store.ts';
 
 export interface MemoryRegistryStoreOptions {
   /** Milliseconds since the epoch; Date.now by default. The stand-in for Redis's own clock. */
@@ -30,12 +45,18 @@ export class MemoryRegistryStore implements RegistryStore {
   private readonly index = new Map<string, number>();
   /** `resource:allocated_cpus`. */
   private allocated: number | null = null;
+  /** `resource:allocated_memory_mb`. */
+  private allocatedMemoryMb: number | null = null;
+  /** `resource:allocated_gpus`. */
+  private allocatedGpus: number | null = null;
+  /** `resource:allocated_gres`, only names with a count (empty: the hash does not exist, as in Redis). */
+  private allocatedGres = new Map<string, number>();
   /** `resource:allocated_cpus:version`. */
   private snapshotVersion: number | null = null;
   /** `resource:allocated_cpus:epoch`. */
   private epoch: string | null = null;
   /** `resource:allocated_cpus:deltas`, sorted by version ascending, versions unique. */
-  private deltas: { version: number; delta: number }[] = [];
+  private deltas: { version: number; delta: AllocationVector }[] = [];
 
   constructor(options: MemoryRegistryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -107,37 +128,50 @@ export class MemoryRegistryStore implements RegistryStore {
     return this.allocated;
   }
 
-  async applyAllocationDelta(delta: number, version: number): Promise<void> {
-    checkInteger('delta', delta);
+  async getAllocation(): Promise<CachedAllocation> {
+    return this.readAllocation();
+  }
+
+  async applyAllocationDelta(delta: number | Partial<AllocationVector>, version: number): Promise<void> {
+    const change = allocationVector(delta);
     checkVersion(version);
     if (this.snapshotVersion !== null && version <= this.snapshotVersion) return;
     const at = this.deltaIndex(version);
     if (this.deltas[at]?.version === version) return; // a version is counted once
-    this.deltas.splice(at, 0, { version, delta });
+    this.deltas.splice(at, 0, { version, delta: change });
     if (this.deltas.length > this.maxRecordedDeltas) {
       this.deltas.splice(0, this.deltas.length - this.maxRecordedDeltas);
     }
-    if (this.allocated !== null) this.allocated += delta;
+    // Each key that exists gets its part; the gres hash counts as existing whenever the CPU key does.
+    const gresExists = this.allocated !== null || this.allocatedGres.size > 0;
+    if (this.allocated !== null) this.allocated += change.cpus;
+    if (this.allocatedMemoryMb !== null) this.allocatedMemoryMb += change.memoryMb;
+    if (this.allocatedGpus !== null) this.allocatedGpus += change.gpus;
+    if (gresExists) addGres(this.allocatedGres, change.gres);
   }
 
   async setAllocationSnapshot(
-    allocated: number,
+    allocated: number | AllocationVector,
     version: number,
     options: SnapshotOptions = {},
   ): Promise<SnapshotResult> {
-    checkInteger('allocated', allocated);
+    const snapshot = allocationVector(allocated);
     checkVersion(version);
     if (options.replacing !== undefined) checkVersion(options.replacing);
-    const previous = this.allocated;
+    const previousAllocation = this.readAllocation();
+    const previous = previousAllocation.cpus;
     let reset: SnapshotResult['reset'] = null;
     if (options.epoch !== undefined && this.epoch !== null && this.epoch !== options.epoch) {
       reset = 'epoch';
     } else if (this.snapshotVersion !== null && version < this.snapshotVersion) {
       if (options.replacing !== this.snapshotVersion) {
+        const allocation = orSnapshot(previousAllocation, snapshot);
         return {
           applied: false,
           previous,
-          value: previous ?? allocated,
+          value: allocation.cpus,
+          previousAllocation,
+          allocation,
           version: this.snapshotVersion,
           reset: null,
         };
@@ -145,11 +179,23 @@ export class MemoryRegistryStore implements RegistryStore {
       reset = 'version';
     }
     this.deltas = reset ? [] : this.deltas.filter((d) => d.version > version);
-    const value = this.deltas.reduce((sum, d) => sum + d.delta, allocated);
-    this.allocated = value;
+    const gres = new Map<string, number>();
+    addGres(gres, snapshot.gres);
+    let { cpus, memoryMb, gpus } = snapshot;
+    for (const { delta } of this.deltas) {
+      cpus += delta.cpus;
+      memoryMb += delta.memoryMb;
+      gpus += delta.gpus;
+      addGres(gres, delta.gres);
+    }
+    this.allocated = cpus;
+    this.allocatedMemoryMb = memoryMb;
+    this.allocatedGpus = gpus;
+    this.allocatedGres = new Map([...gres].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     this.snapshotVersion = version;
     if (options.epoch !== undefined) this.epoch = options.epoch;
-    return { applied: true, previous, value, version, reset };
+    const allocation = { cpus, memoryMb, gpus, gres: Object.fromEntries(this.allocatedGres) };
+    return { applied: true, previous, value: cpus, previousAllocation, allocation, version, reset };
   }
 
   async ping(): Promise<void> {}
@@ -176,6 +222,21 @@ export class MemoryRegistryStore implements RegistryStore {
         this.allocated = null;
         return existed;
       }
+      case 'resource:allocated_memory_mb': {
+        const existed = this.allocatedMemoryMb !== null;
+        this.allocatedMemoryMb = null;
+        return existed;
+      }
+      case 'resource:allocated_gpus': {
+        const existed = this.allocatedGpus !== null;
+        this.allocatedGpus = null;
+        return existed;
+      }
+      case 'resource:allocated_gres': {
+        const existed = this.allocatedGres.size > 0;
+        this.allocatedGres.clear();
+        return existed;
+      }
       case 'resource:allocated_cpus:version': {
         const existed = this.snapshotVersion !== null;
         this.snapshotVersion = null;
@@ -200,6 +261,17 @@ export class MemoryRegistryStore implements RegistryStore {
   inspectWorker(id: string): { fields: WorkerEntry; ttlMs: number } | null {
     const worker = this.liveKey(id);
     return worker ? { fields: { ...worker.fields }, ttlMs: worker.expiresAt - this.now() } : null;
+  }
+
+  /** What GET_ALLOCATION in redis-store.ts reads. */
+  private readAllocation(): CachedAllocation {
+    const gresExists = this.allocated !== null || this.allocatedGres.size > 0;
+    return {
+      cpus: this.allocated,
+      memoryMb: this.allocatedMemoryMb,
+      gpus: this.allocatedGpus,
+      gres: gresExists ? Object.fromEntries(this.allocatedGres) : null,
+    };
   }
 
   /** The `worker:<id>` key if it has not expired; drops it lazily if it has. */
@@ -229,5 +301,14 @@ export class MemoryRegistryStore implements RegistryStore {
       else hi = mid;
     }
     return lo;
+  }
+}
+
+/** HINCRBY of each name, dropping the names that reach zero (as APPLY_DELTA's HDEL does). */
+function addGres(into: Map<string, number>, change: Record<string, number>): void {
+  for (const [name, n] of Object.entries(change)) {
+    const total = (into.get(name) ?? 0) + n;
+    if (total === 0) into.delete(name);
+    else into.set(name, total);
   }
 }

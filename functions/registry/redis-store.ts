@@ -2,14 +2,26 @@
  * The registry and allocation cache over Redis, one Lua script per method (so one billed command on Upstash).
  * Runtime-neutral: the Redis client is behind `RedisScripts` (ioredis on Node, @upstash/redis on Workers).
  *
- * Layout (contract): `worker:<id>` hash {worker_id, cpus, status, hostname, registered_at, last_heartbeat}
- * with a TTL; `resource:allocated_cpus` string integer. Ours: `registry:workers` sorted set (member = id,
- * score = expiry in ms by Redis's clock), `resource:allocated_cpus:version` (version of the last snapshot
+ * Layout (contract): `worker:<id>` hash {worker_id, cpus, status, hostname, registered_at, last_heartbeat,
+ * and ours: memory_mb, gpus, gres, features, partitions} with a TTL; `resource:allocated_cpus` string integer.
+ * Ours: `resource:allocated_memory_mb` and `resource:allocated_gpus` string integers, `resource:allocated_gres`
+ * hash (gres name -> count, only names with a count); `registry:workers` sorted set (member = id, score =
+ * expiry in ms by Redis's clock). The allocation keys are versioned together, by keys named after the CPU one
+ * (their names predate the other resources): `resource:allocated_cpus:version` (version of the last snapshot
  * applied), `resource:allocated_cpus:epoch` (the Postgres history that version belongs to),
- * `resource:allocated_cpus:deltas` sorted set (score = version, member = `<version>:<delta>`).
+ * `resource:allocated_cpus:deltas` sorted set (score = version, member = the whole change of that version,
+ * `<version>:<memory>:<gpus>:<name>=<n>,...:<cpus>`).
  */
 import type { WorkerStatus } from '../../db/schema.ts';
-import type { RegistryStore, SnapshotOptions, SnapshotResult, WorkerEntry } from '../domain/ports.ts';
+import {
+  type AllocationVector,
+  type CachedAllocation,
+  type RegistryStore,
+  type SnapshotOptions,
+  type SnapshotResult,
+  WORKER_RESOURCE_FIELDS,
+  type WorkerEntry,
+} from '../domain/ports.ts';
 
 /** A Lua script with its SHA-1 (hex), so that it is sent by EVALSHA and only sent whole on NOSCRIPT. */
 export interface LuaScript {
@@ -37,12 +49,18 @@ export const MAX_RECORDED_DELTAS = 10_000;
 const NOW_MS = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
-// KEYS: worker key, index. ARGV: id, cpus, status, hostname, registered_at, last_heartbeat, ttl seconds.
+// KEYS: worker key, index. ARGV: id, cpus, status, hostname, registered_at, last_heartbeat, ttl seconds, then
+// name/value pairs of the optional fields given.
 const PUT_WORKER = `${NOW_MS}
 local ttl = tonumber(ARGV[7])
+local fields = {'worker_id', ARGV[1], 'cpus', ARGV[2], 'status', ARGV[3], 'hostname', ARGV[4],
+  'registered_at', ARGV[5], 'last_heartbeat', ARGV[6]}
+for i = 8, #ARGV - 1, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'worker_id', ARGV[1], 'cpus', ARGV[2], 'status', ARGV[3], 'hostname', ARGV[4],
-  'registered_at', ARGV[5], 'last_heartbeat', ARGV[6])
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], string.format('%.0f', now + ttl * 1000), ARGV[1])
 return 1
@@ -107,26 +125,59 @@ return gone
 const GET_ALLOCATED = `return redis.call('GET', KEYS[1])
 `;
 
-// KEYS: value, snapshot version, deltas. ARGV: delta, version, max recorded deltas.
-// Returns 1 applied to the value, 2 recorded only (value key missing), 0 stale, -1 duplicate version.
+// What the allocation keys hold, {cpus, memory, gpus, gres as a flat name/count list}, false where missing.
+// Redis keeps no empty hash: a missing gres hash is an empty one while the CPU key exists.
+const READ_ALLOCATION = `local function allocation(cpus, memory, gpus, gres)
+  local named = false
+  if redis.call('EXISTS', gres) == 1 then
+    named = redis.call('HGETALL', gres)
+  elseif redis.call('EXISTS', cpus) == 1 then
+    named = {}
+  end
+  return {tonumber(redis.call('GET', cpus) or '') or false, tonumber(redis.call('GET', memory) or '') or false,
+    tonumber(redis.call('GET', gpus) or '') or false, named}
+end
+`;
+
+// KEYS: cpus, memory, gpus, gres.
+const GET_ALLOCATION = `${READ_ALLOCATION}
+return allocation(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+`;
+
+// KEYS: cpus, snapshot version, deltas, memory, gpus, gres. ARGV: cpus delta, version, max recorded deltas,
+// memory delta, gpus delta, then gres name/delta pairs. The change is recorded whole, CPUs last: a script of
+// the CPU-only layout (members `<version>:<cpus>`, read by their last `:<n>`) still counts it right while
+// a deploy rolls out. Each key that exists gets its part; the gres hash counts as existing whenever the CPU
+// key does. Returns 1 applied (CPU key there), 2 recorded only (CPU key missing), 0 stale, -1 duplicate version.
 const APPLY_DELTA = `local snap = redis.call('GET', KEYS[2])
 if snap and tonumber(ARGV[2]) <= tonumber(snap) then return 0 end
 if redis.call('ZCOUNT', KEYS[3], ARGV[2], ARGV[2]) > 0 then return -1 end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. ARGV[1])
+local named = {}
+for i = 6, #ARGV - 1, 2 do named[#named + 1] = ARGV[i] .. '=' .. ARGV[i + 1] end
+redis.call('ZADD', KEYS[3], ARGV[2],
+  ARGV[2] .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. table.concat(named, ',') .. ':' .. ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[3]))
-if redis.call('EXISTS', KEYS[1]) == 0 then return 2 end
-redis.call('INCRBY', KEYS[1], ARGV[1])
-return 1
+local cpus = redis.call('EXISTS', KEYS[1]) == 1
+if cpus then redis.call('INCRBY', KEYS[1], ARGV[1]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('INCRBY', KEYS[4], ARGV[4]) end
+if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('INCRBY', KEYS[5], ARGV[5]) end
+if cpus or redis.call('EXISTS', KEYS[6]) == 1 then
+  for i = 6, #ARGV - 1, 2 do
+    if redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) == 0 then redis.call('HDEL', KEYS[6], ARGV[i]) end
+  end
+end
+if cpus then return 1 end
+return 2
 `;
 
-// KEYS: value, snapshot version, deltas, snapshot epoch. ARGV: allocated, version, epoch ('' = not given),
-// replacing ('' = no: the version of a newer snapshot that this one replaces all the same).
-// Returns {applied 0/1, previous value or nil, value now or nil, snapshot version now, reset}: reset 1 when the
-// epoch differed (another database's history), 2 when a newer snapshot was replaced (Postgres went back);
-// a reset drops every recorded delta, which belonged to the other history.
-const SET_SNAPSHOT = `local raw = redis.call('GET', KEYS[1])
-local previous = false
-if raw then previous = tonumber(raw) or false end
+// KEYS: cpus, snapshot version, deltas, snapshot epoch, memory, gpus, gres. ARGV: cpus, version, epoch ('' =
+// not given), replacing ('' = no: the version of a newer snapshot that this one replaces all the same),
+// memory, gpus, then gres name/count pairs.
+// Returns {applied 0/1, snapshot version now, reset, before, now} (before and now as READ_ALLOCATION's): reset
+// 1 when the epoch differed (another database's history), 2 when a newer snapshot was replaced (Postgres went
+// back); a reset drops every recorded delta, which belonged to the other history.
+const SET_SNAPSHOT = `${READ_ALLOCATION}
+local before = allocation(KEYS[1], KEYS[5], KEYS[6], KEYS[7])
 local snap = tonumber(redis.call('GET', KEYS[2]) or '')
 local epoch = redis.call('GET', KEYS[4])
 local version = tonumber(ARGV[2])
@@ -134,7 +185,7 @@ local reset = 0
 if ARGV[3] ~= '' and epoch and epoch ~= ARGV[3] then
   reset = 1
 elseif snap and version < snap then
-  if ARGV[4] == '' or tonumber(ARGV[4]) ~= snap then return {0, previous, previous, snap, 0} end
+  if ARGV[4] == '' or tonumber(ARGV[4]) ~= snap then return {0, snap, 0, before, before} end
   reset = 2
 end
 if reset > 0 then
@@ -142,14 +193,38 @@ if reset > 0 then
 else
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
 end
-local value = tonumber(ARGV[1])
+local cpus, memory, gpus = tonumber(ARGV[1]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local gres = {}
+for i = 7, #ARGV - 1, 2 do gres[ARGV[i]] = tonumber(ARGV[i + 1]) end
 for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  value = value + tonumber(string.match(member, ':(%-?%d+)$'))
+  local m, g, named, c = string.match(member, '^%d+:(%-?%d+):(%-?%d+):([^:]*):(%-?%d+)$')
+  if c then
+    memory = memory + tonumber(m)
+    gpus = gpus + tonumber(g)
+    for name, n in string.gmatch(named, '([^,=]+)=(%-?%d+)') do gres[name] = (gres[name] or 0) + tonumber(n) end
+  else
+    c = string.match(member, ':(%-?%d+)$')
+  end
+  cpus = cpus + tonumber(c)
 end
-redis.call('SET', KEYS[1], string.format('%.0f', value))
+local names = {}
+for name, n in pairs(gres) do
+  if n ~= 0 then names[#names + 1] = name end
+end
+table.sort(names)
+local flat = {}
+for _, name in ipairs(names) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = string.format('%.0f', gres[name])
+end
+redis.call('SET', KEYS[1], string.format('%.0f', cpus))
+redis.call('SET', KEYS[5], string.format('%.0f', memory))
+redis.call('SET', KEYS[6], string.format('%.0f', gpus))
+redis.call('DEL', KEYS[7])
+if #flat > 0 then redis.call('HSET', KEYS[7], unpack(flat)) end
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[4], ARGV[3]) end
-return {1, previous, value, version, reset}
+return {1, version, reset, before, {cpus, memory, gpus, flat}}
 `;
 
 function script(name: string, source: string, sha: string): LuaScript {
@@ -161,7 +236,7 @@ function script(name: string, source: string, sha: string): LuaScript {
  * without its sha fails the tests; in production a wrong sha would only cost an EVAL after each NOSCRIPT).
  */
 export const SCRIPTS = Object.freeze({
-  putWorker: script('putWorker', PUT_WORKER, '8ba08d86108b24cd38f8c2346a6fd3fc0f8295ea'),
+  putWorker: script('putWorker', PUT_WORKER, 'd14b359cfe22fdcc0ffe2e7ff80a13fa06f6ac81'),
   touchWorker: script('touchWorker', TOUCH_WORKER, '2fdc842800d36024f419f1e0292240be0b81f187'),
   setWorkerStatus: script('setWorkerStatus', SET_WORKER_STATUS, 'a529e794d6a96cf8efe1ec405b8db203ce10fe09'),
   removeWorker: script('removeWorker', REMOVE_WORKER, '072ca64f4fe3af87e3e1d210b23b98d39349fbc5'),
@@ -172,15 +247,16 @@ export const SCRIPTS = Object.freeze({
     '35744aff2724ac429bf9315b28e03a6e93ba4c18',
   ),
   getAllocatedCpus: script('getAllocatedCpus', GET_ALLOCATED, 'f0e4c575f212a47f6a05898b785b6a9d46baaa55'),
+  getAllocation: script('getAllocation', GET_ALLOCATION, 'e16bff54e220248f0dec0fc0759941c3ce37a953'),
   applyAllocationDelta: script(
     'applyAllocationDelta',
     APPLY_DELTA,
-    '0e5a736d4509b743c6e676398943349eb5e49b85',
+    'e27fee79b159dfbab5ba1208a9fbe7c50c145cda',
   ),
   setAllocationSnapshot: script(
     'setAllocationSnapshot',
     SET_SNAPSHOT,
-    'ad1c30b20260d1679e7236bcb6e97bad38510eca',
+    'c7ad16fa645b118ad0861b61e3734d1fdb9ce6fd',
   ),
 });
 
@@ -198,6 +274,9 @@ export function registryKeys(keyPrefix = '') {
     worker: (id: string) => `${keyPrefix}worker:${id}`,
     index: `${keyPrefix}registry:workers`,
     allocated: `${keyPrefix}resource:allocated_cpus`,
+    allocatedMemory: `${keyPrefix}resource:allocated_memory_mb`,
+    allocatedGpus: `${keyPrefix}resource:allocated_gpus`,
+    allocatedGres: `${keyPrefix}resource:allocated_gres`,
     allocatedVersion: `${keyPrefix}resource:allocated_cpus:version`,
     allocatedDeltas: `${keyPrefix}resource:allocated_cpus:deltas`,
     allocatedEpoch: `${keyPrefix}resource:allocated_cpus:epoch`,
@@ -219,6 +298,9 @@ export class RedisRegistryStore implements RegistryStore {
   async putWorker(entry: WorkerEntry, ttlSeconds: number): Promise<void> {
     checkEntry(entry);
     checkTtl(ttlSeconds);
+    const resources = WORKER_RESOURCE_FIELDS.flatMap((field) =>
+      entry[field] === undefined ? [] : [field, String(entry[field])],
+    );
     await this.redis.run(
       SCRIPTS.putWorker,
       [this.keys.worker(entry.worker_id), this.keys.index],
@@ -230,6 +312,7 @@ export class RedisRegistryStore implements RegistryStore {
         entry.registered_at,
         entry.last_heartbeat,
         ttlSeconds,
+        ...resources,
       ],
     );
   }
@@ -284,43 +367,84 @@ export class RedisRegistryStore implements RegistryStore {
     return toInteger(await this.redis.run(SCRIPTS.getAllocatedCpus, [this.keys.allocated], []));
   }
 
-  async applyAllocationDelta(delta: number, version: number): Promise<void> {
-    checkInteger('delta', delta);
+  async getAllocation(): Promise<CachedAllocation> {
+    const reply = await this.redis.run(
+      SCRIPTS.getAllocation,
+      [this.keys.allocated, this.keys.allocatedMemory, this.keys.allocatedGpus, this.keys.allocatedGres],
+      [],
+    );
+    return toCachedAllocation(reply, 'getAllocation');
+  }
+
+  async applyAllocationDelta(delta: number | Partial<AllocationVector>, version: number): Promise<void> {
+    const change = allocationVector(delta);
     checkVersion(version);
     await this.redis.run(
       SCRIPTS.applyAllocationDelta,
-      [this.keys.allocated, this.keys.allocatedVersion, this.keys.allocatedDeltas],
-      [String(delta), String(version), this.maxRecordedDeltas],
+      [
+        this.keys.allocated,
+        this.keys.allocatedVersion,
+        this.keys.allocatedDeltas,
+        this.keys.allocatedMemory,
+        this.keys.allocatedGpus,
+        this.keys.allocatedGres,
+      ],
+      [
+        String(change.cpus),
+        String(version),
+        this.maxRecordedDeltas,
+        String(change.memoryMb),
+        String(change.gpus),
+        ...Object.entries(change.gres).flatMap(([name, n]) => [name, String(n)]),
+      ],
     );
   }
 
   async setAllocationSnapshot(
-    allocated: number,
+    allocated: number | AllocationVector,
     version: number,
     options: SnapshotOptions = {},
   ): Promise<SnapshotResult> {
-    checkInteger('allocated', allocated);
+    const snapshot = allocationVector(allocated);
     checkVersion(version);
     if (options.replacing !== undefined) checkVersion(options.replacing);
     const reply = await this.redis.run(
       SCRIPTS.setAllocationSnapshot,
-      [this.keys.allocated, this.keys.allocatedVersion, this.keys.allocatedDeltas, this.keys.allocatedEpoch],
-      [String(allocated), String(version), options.epoch ?? '', options.replacing ?? ''],
+      [
+        this.keys.allocated,
+        this.keys.allocatedVersion,
+        this.keys.allocatedDeltas,
+        this.keys.allocatedEpoch,
+        this.keys.allocatedMemory,
+        this.keys.allocatedGpus,
+        this.keys.allocatedGres,
+      ],
+      [
+        String(snapshot.cpus),
+        String(version),
+        options.epoch ?? '',
+        options.replacing ?? '',
+        String(snapshot.memoryMb),
+        String(snapshot.gpus),
+        ...Object.entries(snapshot.gres).flatMap(([name, n]) => [name, String(n)]),
+      ],
     );
     if (!Array.isArray(reply) || reply.length < 5) {
       throw new TypeError(`unexpected reply to setAllocationSnapshot: ${JSON.stringify(reply)}`);
     }
     const applied = toInteger(reply[0]) === 1;
-    const previous = toInteger(reply[1]);
-    // A stale snapshot while the value key is missing leaves the cache empty: the snapshot's own figure is
-    // then the best answer for a caller that is refilling after a miss.
-    const value = toInteger(reply[2]) ?? allocated;
-    const reset = toInteger(reply[4]);
+    const reset = toInteger(reply[2]);
+    const previousAllocation = toCachedAllocation(reply[3], 'setAllocationSnapshot');
+    // A stale snapshot while a key is missing leaves that key missing: the snapshot's own figure is then the
+    // best answer for a caller that is refilling after a miss.
+    const allocation = orSnapshot(toCachedAllocation(reply[4], 'setAllocationSnapshot'), snapshot);
     return {
       applied,
-      previous,
-      value,
-      version: toInteger(reply[3]) ?? version,
+      previous: previousAllocation.cpus,
+      value: allocation.cpus,
+      previousAllocation,
+      allocation,
+      version: toInteger(reply[1]) ?? version,
       reset: reset === 1 ? 'epoch' : reset === 2 ? 'version' : null,
     };
   }
@@ -336,6 +460,35 @@ export function checkEntry(entry: WorkerEntry): void {
   if (!Number.isSafeInteger(entry.cpus) || entry.cpus < 0) {
     throw new RangeError(`cpus must be a non-negative integer, got ${entry.cpus}`);
   }
+  if (entry.memory_mb !== undefined && (!Number.isSafeInteger(entry.memory_mb) || entry.memory_mb < 0)) {
+    throw new RangeError(`memory_mb must be a non-negative integer, got ${entry.memory_mb}`);
+  }
+}
+
+/**
+ * The names agents may give generic resources (the register request's): never `:`, `,` or `=`, which the
+ * recorded deltas use as separators.
+ */
+const GRES_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * A whole allocation vector from a CPU count or a partial one, checked, with the gres names sorted and the
+ * zero counts left out (so that both stores record and compare the same thing).
+ */
+export function allocationVector(value: number | Partial<AllocationVector>): AllocationVector {
+  const given = typeof value === 'number' ? { cpus: value } : value;
+  const vector = { cpus: given.cpus ?? 0, memoryMb: given.memoryMb ?? 0, gpus: given.gpus ?? 0 };
+  checkInteger('cpus', vector.cpus);
+  checkInteger('memoryMb', vector.memoryMb);
+  checkInteger('gpus', vector.gpus);
+  const gres: Record<string, number> = {};
+  for (const name of Object.keys(given.gres ?? {}).sort()) {
+    if (!GRES_NAME.test(name)) throw new RangeError(`not a gres name: ${JSON.stringify(name)}`);
+    const n = given.gres?.[name] ?? 0;
+    checkInteger(`gres ${name}`, n);
+    if (n !== 0) gres[name] = n;
+  }
+  return { ...vector, gres };
 }
 
 export function checkCap(maxRecordedDeltas = MAX_RECORDED_DELTAS): number {
@@ -373,6 +526,33 @@ function toInteger(reply: unknown): number | null {
     return Number.isSafeInteger(n) ? n : null;
   }
   return null;
+}
+
+/** READ_ALLOCATION's reply: {cpus, memory, gpus, flat gres list}, nil where a key is missing. */
+function toCachedAllocation(reply: unknown, method: string): CachedAllocation {
+  if (!Array.isArray(reply) || reply.length < 4) {
+    throw new TypeError(`unexpected reply to ${method}: ${JSON.stringify(reply)}`);
+  }
+  const named = reply[3];
+  let gres: Record<string, number> | null = null;
+  if (Array.isArray(named)) {
+    gres = {};
+    for (let i = 0; i + 1 < named.length; i += 2) {
+      const n = toInteger(named[i + 1]);
+      if (n !== null && n !== 0) gres[String(named[i])] = n;
+    }
+  }
+  return { cpus: toInteger(reply[0]), memoryMb: toInteger(reply[1]), gpus: toInteger(reply[2]), gres };
+}
+
+/** `cached`, with `snapshot`'s figure wherever a key is missing. */
+export function orSnapshot(cached: CachedAllocation, snapshot: AllocationVector): AllocationVector {
+  return {
+    cpus: cached.cpus ?? snapshot.cpus,
+    memoryMb: cached.memoryMb ?? snapshot.memoryMb,
+    gpus: cached.gpus ?? snapshot.gpus,
+    gres: cached.gres ?? snapshot.gres,
+  };
 }
 
 function toStringArray(reply: unknown): string[] {

@@ -93,13 +93,19 @@ describe.runIf(available)('contract runbook (Postgres + Redis, real processes)',
 
     const hash = redisCli(...RUNBOOK.HGETALL!).split('\n');
     const fields = Object.fromEntries(hash.flatMap((_, i) => (i % 2 === 0 ? [[hash[i], hash[i + 1]]] : [])));
-    expect(Object.keys(fields).sort()).toEqual([
-      'cpus',
-      'hostname',
-      'last_heartbeat',
-      'registered_at',
-      'status',
+    // The contract's six fields first, then the node's other resources.
+    expect(Object.keys(fields)).toEqual([
       'worker_id',
+      'cpus',
+      'status',
+      'hostname',
+      'registered_at',
+      'last_heartbeat',
+      'memory_mb',
+      'gpus',
+      'gres',
+      'features',
+      'partitions',
     ]);
     expect(fields).toMatchObject({ worker_id: 'kunpeng-compute-01', cpus: '96', status: 'ready' });
     expect(fields.last_heartbeat).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/);

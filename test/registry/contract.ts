@@ -3,7 +3,7 @@
  * REST). Each test gets a fresh, isolated store from the factory.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { RegistryStore, WorkerEntry } from '../../functions/domain/ports.ts';
+import type { AllocationVector, RegistryStore, WorkerEntry } from '../../functions/domain/ports.ts';
 
 export interface RegistryHarness {
   store: RegistryStore;
@@ -36,6 +36,15 @@ export function workerEntry(id: string, overrides: Partial<WorkerEntry> = {}): W
 }
 
 const sorted = (ids: string[]) => [...ids].sort();
+
+export function vector(
+  cpus: number,
+  memoryMb: number,
+  gpus: number,
+  gres: Record<string, number> = {},
+): AllocationVector {
+  return { cpus, memoryMb, gpus, gres };
+}
 
 /** A small deterministic PRNG (mulberry32), so that a failing shuffle can be replayed. */
 export function prng(seed: number): () => number {
@@ -80,6 +89,51 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
         expect(seen?.ttlMs).toBeLessThanOrEqual(60_000);
         expect(await store.liveWorkerIds()).toEqual(['w1']);
         expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
+      it('putWorker writes the resource fields after the contract ones; heartbeats and status keep them', async () => {
+        const resources = {
+          memory_mb: 515_000,
+          gpus: 'a100:0,a100:1',
+          gres: 'nvme:1',
+          features: 'avx512,ssd',
+          partitions: 'gpu',
+        };
+        await store.putWorker(workerEntry('g1', resources), 60);
+        const contract = {
+          worker_id: 'g1',
+          cpus: '96',
+          status: 'ready',
+          hostname: 'host-g1',
+          registered_at: '2025-11-11T10:00:00',
+          last_heartbeat: '2025-11-11T10:00:00',
+        };
+        const written = { ...resources, memory_mb: '515000' };
+        expect((await h.inspectWorker('g1'))?.fields).toEqual({ ...contract, ...written });
+        expect(await store.touchWorker('g1', '2025-11-11T10:05:30', 60, 'draining')).toBe(true);
+        expect(await store.setWorkerStatus('g1', 'ready')).toBe(true);
+        expect((await h.inspectWorker('g1'))?.fields).toEqual({
+          ...contract,
+          ...written,
+          last_heartbeat: '2025-11-11T10:05:30',
+        });
+        // A node with none of them: the fields are there, empty.
+        await store.putWorker(
+          workerEntry('c1', { memory_mb: 0, gpus: '', gres: '', features: '', partitions: '' }),
+          60,
+        );
+        expect((await h.inspectWorker('c1'))?.fields).toMatchObject({
+          memory_mb: '0',
+          gpus: '',
+          gres: '',
+          features: '',
+          partitions: '',
+        });
+        // A re-registration replaces the whole entry: fields it does not give are gone.
+        await store.putWorker(workerEntry('g1'), 60);
+        expect((await h.inspectWorker('g1'))?.fields).toEqual(contract);
+        await expect(store.putWorker(workerEntry('g2', { memory_mb: -1 }), 60)).rejects.toThrow(RangeError);
+        await expect(store.putWorker(workerEntry('g2', { memory_mb: 1.5 }), 60)).rejects.toThrow(RangeError);
       });
 
       it('putWorker again replaces the whole entry and its TTL (re-registration)', async () => {
@@ -345,6 +399,8 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
           applied: false,
           previous: 20,
           value: 20,
+          previousAllocation: { cpus: 20, memoryMb: 0, gpus: 0, gres: {} },
+          allocation: { cpus: 20, memoryMb: 0, gpus: 0, gres: {} },
           version: 10,
           reset: null,
         });
@@ -363,6 +419,8 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
           applied: true,
           previous: 61,
           value: 5,
+          previousAllocation: { cpus: 61, memoryMb: 0, gpus: 0, gres: {} },
+          allocation: { cpus: 5, memoryMb: 0, gpus: 0, gres: {} },
           version: 5,
           reset: 'version',
         });
@@ -386,6 +444,8 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
           applied: true,
           previous: 44,
           value: 3,
+          previousAllocation: { cpus: 44, memoryMb: 0, gpus: 0, gres: {} },
+          allocation: { cpus: 3, memoryMb: 0, gpus: 0, gres: {} },
           version: 101,
           reset: 'epoch',
         });
@@ -451,6 +511,163 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
       });
     });
 
+    describe('allocation cache: every resource', () => {
+      const empty = { cpus: null, memoryMb: null, gpus: null, gres: null };
+
+      it('a snapshot sets every key, and they read back together', async () => {
+        expect(await store.getAllocation()).toEqual(empty);
+        const snapshot = vector(48, 65_536, 2, { nvme: 1, fpga: 2 });
+        expect(await store.setAllocationSnapshot(snapshot, 5)).toEqual({
+          applied: true,
+          previous: null,
+          value: 48,
+          previousAllocation: empty,
+          allocation: snapshot,
+          version: 5,
+          reset: null,
+        });
+        expect(await store.getAllocation()).toEqual(snapshot);
+        expect(await store.getAllocatedCpus()).toBe(48);
+      });
+
+      it('a delta moves every resource, once per version; a duplicate or stale version is ignored whatever it says', async () => {
+        await store.setAllocationSnapshot(vector(8, 1024, 1, { nvme: 1 }), 10);
+        await store.applyAllocationDelta(vector(4, 2048, 2, { nvme: 1, fpga: 1 }), 11);
+        const after11 = vector(12, 3072, 3, { nvme: 2, fpga: 1 });
+        expect(await store.getAllocation()).toEqual(after11);
+        await store.applyAllocationDelta(vector(-4, -2048, -2, { nvme: -1, fpga: -1 }), 11); // duplicate
+        await store.applyAllocationDelta(vector(100, 100, 100, { nvme: 100 }), 10); // in the snapshot
+        await store.applyAllocationDelta(vector(100, 100, 100, { gpu2: 100 }), 3);
+        expect(await store.getAllocation()).toEqual(after11);
+        // Counts that reach zero leave the gres hash.
+        await store.applyAllocationDelta(vector(-12, -3072, -3, { nvme: -2, fpga: -1 }), 12);
+        expect(await store.getAllocation()).toEqual(vector(0, 0, 0));
+        // A number is a change of CPUs alone; a partial vector changes what it names.
+        await store.applyAllocationDelta(2, 13);
+        await store.applyAllocationDelta({ gres: { nvme: 1 }, memoryMb: 10 }, 14);
+        expect(await store.getAllocation()).toEqual(vector(2, 10, 0, { nvme: 1 }));
+        // And a later snapshot before them counts each once.
+        expect(await store.setAllocationSnapshot(vector(0, 0, 0), 12)).toMatchObject({
+          allocation: vector(2, 10, 0, { nvme: 1 }),
+        });
+      });
+
+      it('a snapshot keeps the deltas newer than it, every resource (the sync race)', async () => {
+        await store.setAllocationSnapshot(vector(10, 100, 0), 1);
+        await store.applyAllocationDelta(vector(2, 200, 1, { nvme: 1 }), 2);
+        await store.applyAllocationDelta(vector(4, 0, 1, { fpga: 2 }), 3);
+        // The sync reads Postgres at version 3; commits 4 and 5 land before its SET.
+        await store.applyAllocationDelta(vector(8, 800, 2, { nvme: 1 }), 4);
+        await store.applyAllocationDelta(vector(-2, -100, -1, { fpga: -1 }), 5);
+        const now = vector(22, 1000, 3, { nvme: 2, fpga: 1 });
+        expect(await store.getAllocation()).toEqual(now);
+        expect(await store.setAllocationSnapshot(vector(16, 300, 2, { nvme: 1, fpga: 2 }), 3)).toMatchObject({
+          applied: true,
+          previousAllocation: now,
+          allocation: now,
+        });
+        expect(await store.getAllocation()).toEqual(now);
+        // Drift in any resource is what the snapshot repairs: Postgres says 900 MB at version 5.
+        expect(await store.setAllocationSnapshot(vector(22, 900, 3, { nvme: 2, fpga: 1 }), 5)).toMatchObject({
+          previousAllocation: now,
+          allocation: { ...now, memoryMb: 900 },
+        });
+      });
+
+      it('a missing key is not written: its part is recorded for the next snapshot while the others move', async () => {
+        await store.setAllocationSnapshot(vector(48, 4096, 2, { nvme: 1 }), 10);
+        await h.deleteKey('resource:allocated_memory_mb');
+        await store.applyAllocationDelta(vector(4, 1024, 1, { nvme: 1 }), 11);
+        expect(await store.getAllocation()).toEqual({ cpus: 52, memoryMb: null, gpus: 3, gres: { nvme: 2 } });
+        // The refill read Postgres at version 10, before commit 11: the store adds 11's delta to every key.
+        expect(await store.setAllocationSnapshot(vector(48, 4096, 2, { nvme: 1 }), 10)).toMatchObject({
+          applied: true,
+          previousAllocation: { cpus: 52, memoryMb: null, gpus: 3, gres: { nvme: 2 } },
+          allocation: vector(52, 5120, 3, { nvme: 2 }),
+        });
+        await h.deleteKey('resource:allocated_gpus');
+        await store.applyAllocationDelta(vector(0, 0, -1), 12);
+        expect(await store.getAllocation()).toMatchObject({ gpus: null, memoryMb: 5120 });
+        // DEL resource:allocated_cpus (the runbook): CPUs recorded only; the gres hash, still there, moves.
+        await h.deleteKey('resource:allocated_cpus');
+        await store.applyAllocationDelta(vector(1, 0, 0, { nvme: 1 }), 13);
+        expect(await store.getAllocation()).toEqual({
+          cpus: null,
+          memoryMb: 5120,
+          gpus: null,
+          gres: { nvme: 3 },
+        });
+        // Both gone: the gres part is recorded only too.
+        await h.deleteKey('resource:allocated_gres');
+        await store.applyAllocationDelta(vector(1, 0, 0, { fpga: 1 }), 14);
+        expect(await store.getAllocation()).toEqual({ cpus: null, memoryMb: 5120, gpus: null, gres: null });
+        // A refill that saw commit 12 (Postgres at 12: 52 CPUs, 5120 MB, 2 GPUs, nvme 2) adds 13 and 14.
+        expect(await store.setAllocationSnapshot(vector(52, 5120, 2, { nvme: 2 }), 12)).toMatchObject({
+          applied: true,
+          allocation: vector(54, 5120, 2, { nvme: 3, fpga: 1 }),
+        });
+        expect(await store.getAllocation()).toEqual(vector(54, 5120, 2, { nvme: 3, fpga: 1 }));
+      });
+
+      it('no gres allocated: the hash does not exist and reads as empty while resource:allocated_cpus does', async () => {
+        await store.setAllocationSnapshot(vector(4, 0, 0), 1);
+        expect(await store.getAllocation()).toEqual(vector(4, 0, 0));
+        await store.applyAllocationDelta({ gres: { nvme: 2 } }, 2);
+        expect(await store.getAllocation()).toEqual(vector(4, 0, 0, { nvme: 2 }));
+        await store.applyAllocationDelta({ gres: { nvme: -2 } }, 3);
+        expect((await store.getAllocation()).gres).toEqual({});
+      });
+
+      it('a stale snapshot reports its own figures for the keys that are missing, and writes none', async () => {
+        await store.setAllocationSnapshot(vector(20, 200, 2, { nvme: 1 }), 10);
+        await h.deleteKey('resource:allocated_memory_mb');
+        expect(await store.setAllocationSnapshot(vector(15, 150, 1), 9)).toMatchObject({
+          applied: false,
+          allocation: vector(20, 150, 2, { nvme: 1 }),
+          version: 10,
+        });
+        expect((await store.getAllocation()).memoryMb).toBeNull();
+      });
+
+      it('a number snapshot is CPUs alone: the other resources are set to none', async () => {
+        await store.setAllocationSnapshot(vector(8, 800, 1, { nvme: 1 }), 1);
+        await store.setAllocationSnapshot(6, 2);
+        expect(await store.getAllocation()).toEqual(vector(6, 0, 0));
+      });
+
+      it('a reset (another epoch, or Postgres went back) drops the recorded deltas of every resource', async () => {
+        await store.setAllocationSnapshot(vector(40, 400, 4, { nvme: 4 }), 100, { epoch: 'db-1' });
+        await store.applyAllocationDelta(vector(4, 40, 1, { nvme: 1 }), 103);
+        expect(await store.setAllocationSnapshot(vector(3, 30, 0), 101, { epoch: 'db-2' })).toMatchObject({
+          applied: true,
+          reset: 'epoch',
+          allocation: vector(3, 30, 0),
+        });
+        await store.applyAllocationDelta(vector(1, 10, 1, { fpga: 1 }), 102);
+        expect(
+          await store.setAllocationSnapshot(vector(2, 20, 0), 5, { epoch: 'db-2', replacing: 101 }),
+        ).toMatchObject({ applied: true, reset: 'version', allocation: vector(2, 20, 0) });
+        expect(await store.getAllocation()).toEqual(vector(2, 20, 0));
+      });
+
+      it('rejects figures the deltas could not record', async () => {
+        await expect(store.applyAllocationDelta({ gres: { 'a:b': 1 } }, 1)).rejects.toThrow(RangeError);
+        await expect(store.applyAllocationDelta({ gres: { 'a,b': 1 } }, 1)).rejects.toThrow(RangeError);
+        await expect(store.applyAllocationDelta({ gres: { nvme: 1.5 } }, 1)).rejects.toThrow(RangeError);
+        await expect(store.applyAllocationDelta({ memoryMb: Number.NaN }, 1)).rejects.toThrow(RangeError);
+        await expect(store.setAllocationSnapshot(vector(1, 1, 0.5), 1)).rejects.toThrow(RangeError);
+        expect(await store.getAllocation()).toEqual(empty);
+      });
+
+      it('stays exact for every resource whatever order deltas, snapshots and DELs arrive in (randomized)', async () => {
+        for (const seed of [11, 12, 13]) {
+          const run = seed === 11 ? h : await makeHarness();
+          if (run !== h) extra.push(run);
+          await checkRandomVectorHistory(run, prng(seed), 60);
+        }
+      });
+    });
+
     it('ping resolves', async () => {
       await store.ping();
     });
@@ -507,4 +724,79 @@ async function checkRandomHistory(h: RegistryHarness, random: () => number, n: n
   const final = await h.store.setAllocationSnapshot(truth(n), n);
   expect(final.value).toBe(truth(n));
   expect(await h.store.getAllocatedCpus()).toBe(truth(n));
+}
+
+/** `a` plus each of `more`, gres names whose count is zero left out. */
+function sum(a: AllocationVector, ...more: AllocationVector[]): AllocationVector {
+  const total = { ...a, gres: { ...a.gres } };
+  for (const b of more) {
+    total.cpus += b.cpus;
+    total.memoryMb += b.memoryMb;
+    total.gpus += b.gpus;
+    for (const [name, n] of Object.entries(b.gres)) total.gres[name] = (total.gres[name] ?? 0) + n;
+  }
+  total.gres = Object.fromEntries(Object.entries(total.gres).filter(([, n]) => n !== 0));
+  return total;
+}
+
+/**
+ * checkRandomHistory for whole vectors, with DELs of single keys: each key that holds a value must equal the
+ * truth at the newest snapshot applied plus the deltas newer than it delivered so far. The gres hash is only
+ * deleted together with resource:allocated_cpus (alone, Redis could not tell it from an empty one).
+ */
+async function checkRandomVectorHistory(h: RegistryHarness, random: () => number, n: number): Promise<void> {
+  const names = ['nvme', 'fpga', 'gpu.mig'];
+  const int = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+  const deltas: AllocationVector[] = [vector(0, 0, 0)];
+  for (let v = 1; v <= n; v++) {
+    const gres: Record<string, number> = {};
+    for (const name of names) if (random() < 0.4) gres[name] = int(-2, 3);
+    deltas.push(vector(int(-6, 10), int(-3, 5) * 512, int(-1, 2), gres));
+  }
+  const truth = (v: number) => sum(vector(0, 0, 0), ...deltas.slice(1, v + 1));
+  const deletable = [
+    ['resource:allocated_cpus'],
+    ['resource:allocated_memory_mb'],
+    ['resource:allocated_gpus'],
+    ['resource:allocated_cpus', 'resource:allocated_gres'],
+  ];
+  type Event = { kind: 'delta' | 'snapshot'; version: number } | { kind: 'del'; keys: string[] };
+  const events: Event[] = [];
+  for (let v = 1; v <= n; v++) {
+    events.push({ kind: 'delta', version: v });
+    if (random() < 0.15) events.push({ kind: 'delta', version: v });
+    if (random() < 0.2) events.push({ kind: 'snapshot', version: v });
+    if (random() < 0.08) events.push({ kind: 'del', keys: deletable[int(0, deletable.length - 1)]! });
+  }
+  for (let i = events.length - 1; i > 0; i--) {
+    const j = Math.max(0, i - Math.floor(random() * 6));
+    [events[i], events[j]] = [events[j]!, events[i]!];
+  }
+  let snapshot = -1;
+  const delivered = new Set<number>();
+  for (const event of events) {
+    if (event.kind === 'del') {
+      for (const key of event.keys) await h.deleteKey(key);
+    } else if (event.kind === 'delta') {
+      await h.store.applyAllocationDelta(deltas[event.version]!, event.version);
+      delivered.add(event.version);
+    } else {
+      const result = await h.store.setAllocationSnapshot(truth(event.version), event.version);
+      expect(result.applied).toBe(event.version >= snapshot);
+      snapshot = Math.max(snapshot, event.version);
+    }
+    const expected = sum(
+      truth(Math.max(snapshot, 0)),
+      ...[...delivered].filter((v) => v > snapshot).map((v) => deltas[v]!),
+    );
+    const cached = await h.store.getAllocation();
+    const where = `after ${JSON.stringify(event)}`;
+    if (cached.cpus !== null) expect(cached.cpus, where).toBe(expected.cpus);
+    if (cached.memoryMb !== null) expect(cached.memoryMb, where).toBe(expected.memoryMb);
+    if (cached.gpus !== null) expect(cached.gpus, where).toBe(expected.gpus);
+    if (cached.gres !== null) expect(cached.gres, where).toEqual(expected.gres);
+  }
+  const final = await h.store.setAllocationSnapshot(truth(n), n);
+  expect(final.allocation).toEqual(truth(n));
+  expect(await h.store.getAllocation()).toEqual(truth(n));
 }

@@ -56,44 +56,90 @@ describeWithRedis('RedisRegistryStore over ioredis', up, () => {
     });
 
     it('uses exactly the documented keys, and only worker hashes start with worker:', async () => {
-      await store.putWorker(workerEntry('kunpeng-compute-01'), 60);
+      await store.putWorker(
+        workerEntry('kunpeng-compute-01', {
+          memory_mb: 515_000,
+          gpus: 'a100:0,a100:1',
+          gres: 'nvme:1',
+          features: 'avx512,ssd',
+          partitions: 'gpu',
+        }),
+        60,
+      );
       await store.putWorker(workerEntry('kunpeng-compute-02'), 60);
       await store.touchWorker('kunpeng-compute-01', '2025-11-11T10:05:30', 60, 'ready');
       await store.setWorkerStatus('kunpeng-compute-02', 'draining');
       await store.liveWorkerIds();
       await store.takeExpiredWorkerIds();
-      await store.setAllocationSnapshot(40, 1);
-      await store.applyAllocationDelta(8, 2);
+      await store.setAllocationSnapshot({ cpus: 40, memoryMb: 8192, gpus: 1, gres: { nvme: 1 } }, 1);
+      await store.applyAllocationDelta({ cpus: 8, memoryMb: 1024, gpus: 1, gres: { fpga: 2 } }, 2);
       expect(await keysUnder(admin, prefix)).toEqual([
         'registry:workers',
         'resource:allocated_cpus',
         'resource:allocated_cpus:deltas',
         'resource:allocated_cpus:version',
+        'resource:allocated_gpus',
+        'resource:allocated_gres',
+        'resource:allocated_memory_mb',
         'worker:kunpeng-compute-01',
         'worker:kunpeng-compute-02',
       ]);
       for (const key of (await keysUnder(admin, prefix)).filter((k) => k.startsWith('worker:'))) {
         expect(await admin.type(prefix + key)).toBe('hash');
-        expect(Object.keys(await admin.hgetall(prefix + key)).sort()).toEqual([
-          'cpus',
-          'hostname',
-          'last_heartbeat',
-          'registered_at',
-          'status',
-          'worker_id',
-        ]);
+        expect(Object.keys(await admin.hgetall(prefix + key))).toEqual(
+          expect.arrayContaining([
+            'cpus',
+            'hostname',
+            'last_heartbeat',
+            'registered_at',
+            'status',
+            'worker_id',
+          ]),
+        );
       }
-      expect(await admin.hgetall(keys().worker('kunpeng-compute-01'))).toEqual({
-        worker_id: 'kunpeng-compute-01',
-        cpus: '96',
-        status: 'ready',
-        hostname: 'host-kunpeng-compute-01',
-        registered_at: '2025-11-11T10:00:00',
-        last_heartbeat: '2025-11-11T10:05:30',
-      });
+      // HGETALL lists the contract's fields first, then the node's other resources.
+      const hash = await admin.call('HGETALL', keys().worker('kunpeng-compute-01'));
+      expect(hash).toEqual([
+        'worker_id',
+        'kunpeng-compute-01',
+        'cpus',
+        '96',
+        'status',
+        'ready',
+        'hostname',
+        'host-kunpeng-compute-01',
+        'registered_at',
+        '2025-11-11T10:00:00',
+        'last_heartbeat',
+        '2025-11-11T10:05:30',
+        'memory_mb',
+        '515000',
+        'gpus',
+        'a100:0,a100:1',
+        'gres',
+        'nvme:1',
+        'features',
+        'avx512,ssd',
+        'partitions',
+        'gpu',
+      ]);
+      expect(Object.keys(await admin.hgetall(keys().worker('kunpeng-compute-02'))).sort()).toEqual([
+        'cpus',
+        'hostname',
+        'last_heartbeat',
+        'registered_at',
+        'status',
+        'worker_id',
+      ]);
       expect(await admin.ttl(keys().worker('kunpeng-compute-01'))).toBe(60);
       expect(await admin.type(keys().allocated)).toBe('string');
       expect(await admin.get(keys().allocated)).toBe('48');
+      expect(await admin.type(keys().allocatedMemory)).toBe('string');
+      expect(await admin.get(keys().allocatedMemory)).toBe('9216');
+      expect(await admin.type(keys().allocatedGpus)).toBe('string');
+      expect(await admin.get(keys().allocatedGpus)).toBe('2');
+      expect(await admin.type(keys().allocatedGres)).toBe('hash');
+      expect(await admin.hgetall(keys().allocatedGres)).toEqual({ nvme: '1', fpga: '2' });
     });
 
     it('scores the index with the expiry time by Redis clock, whatever the caller clock says', async () => {
@@ -123,21 +169,41 @@ describeWithRedis('RedisRegistryStore over ioredis', up, () => {
       expect(await store.liveWorkerIds()).toEqual(['w1']);
     });
 
-    it('records deltas as <version>:<delta> scored by version, and the snapshot version', async () => {
+    it("records each version's whole change as <version>:<memory>:<gpus>:<gres>:<cpus>, scored by version", async () => {
       await store.setAllocationSnapshot(10, 3);
       await store.applyAllocationDelta(-4, 5);
-      await store.applyAllocationDelta(6, 4);
+      await store.applyAllocationDelta({ cpus: 6, memoryMb: 2048, gpus: 1, gres: { nvme: 1, fpga: -2 } }, 4);
       expect(await admin.zrange(keys().allocatedDeltas, '0', '-1', 'WITHSCORES')).toEqual([
-        '4:6',
+        '4:2048:1:fpga=-2,nvme=1:6',
         '4',
-        '5:-4',
+        '5:0:0::-4',
         '5',
       ]);
       expect(await admin.get(keys().allocatedVersion)).toBe('3');
       await store.setAllocationSnapshot(12, 4);
-      expect(await admin.zrange(keys().allocatedDeltas, '0', '-1')).toEqual(['5:-4']);
+      expect(await admin.zrange(keys().allocatedDeltas, '0', '-1')).toEqual(['5:0:0::-4']);
       expect(await admin.get(keys().allocatedVersion)).toBe('4');
       expect(await admin.get(keys().allocated)).toBe('8');
+    });
+
+    it('counts a delta recorded in the CPU-only layout (<version>:<cpus>, by the scripts before a deploy)', async () => {
+      await store.setAllocationSnapshot({ cpus: 10, memoryMb: 100, gpus: 1, gres: { nvme: 1 } }, 3);
+      await admin.zadd(keys().allocatedDeltas, 4, '4:-3');
+      await store.applyAllocationDelta({ cpus: 2, memoryMb: 50, gpus: 0, gres: { nvme: 1 } }, 5);
+      expect(
+        await store.setAllocationSnapshot({ cpus: 10, memoryMb: 100, gpus: 1, gres: { nvme: 1 } }, 3),
+      ).toMatchObject({ allocation: { cpus: 9, memoryMb: 150, gpus: 1, gres: { nvme: 2 } } });
+      // And the old layout's reading of a member (its last `:<n>`) is the CPU figure of the new one.
+      const [member] = await admin.zrangebyscore(keys().allocatedDeltas, 5, 5);
+      expect(member?.match(/:(-?\d+)$/)?.[1]).toBe('2');
+    });
+
+    it('reads an allocation key that is not an integer as missing, and the next snapshot repairs it', async () => {
+      await store.setAllocationSnapshot({ cpus: 1, memoryMb: 2, gpus: 3, gres: {} }, 1);
+      await admin.set(keys().allocatedMemory, 'garbage');
+      expect(await store.getAllocation()).toEqual({ cpus: 1, memoryMb: null, gpus: 3, gres: {} });
+      await store.setAllocationSnapshot({ cpus: 1, memoryMb: 2, gpus: 3, gres: {} }, 2);
+      expect(await admin.get(keys().allocatedMemory)).toBe('2');
     });
 
     it('reads a value that is not an integer as a miss, and the next snapshot repairs it', async () => {
@@ -184,8 +250,14 @@ describeWithRedis('RedisRegistryStore over ioredis', up, () => {
           ['takeExpiredWorkerIds', () => store.takeExpiredWorkerIds()],
           ['removeWorker', () => store.removeWorker('w1')],
           ['getAllocatedCpus', () => store.getAllocatedCpus()],
+          ['getAllocation', () => store.getAllocation()],
           ['setAllocationSnapshot', () => store.setAllocationSnapshot(1, 1)],
           ['applyAllocationDelta', () => store.applyAllocationDelta(1, 2)],
+          [
+            'applyAllocationDelta',
+            () =>
+              store.applyAllocationDelta({ cpus: 1, memoryMb: 2, gpus: 1, gres: { nvme: 1, fpga: 2 } }, 3),
+          ],
           ['ping', () => store.ping()],
         ];
         for (const [name, call] of methods) {

@@ -50,8 +50,13 @@ describeWithRedis('RedisRegistryStore over @upstash/redis (local REST bridge)', 
         ['takeExpiredWorkerIds', () => store.takeExpiredWorkerIds()],
         ['removeWorker', () => store.removeWorker('w1')],
         ['getAllocatedCpus', () => store.getAllocatedCpus()],
+        ['getAllocation', () => store.getAllocation()],
         ['setAllocationSnapshot', () => store.setAllocationSnapshot(1, 1)],
         ['applyAllocationDelta', () => store.applyAllocationDelta(1, 2)],
+        [
+          'applyAllocationDelta',
+          () => store.applyAllocationDelta({ cpus: 1, memoryMb: 2, gpus: 1, gres: { nvme: 1, fpga: 2 } }, 3),
+        ],
       ];
       try {
         for (const [, call] of methods) await call(); // loads every script (EVAL after a NOSCRIPT at most once)

@@ -8,7 +8,7 @@ import { query, queryOne } from '../../functions/domain/sql.ts';
  * What must hold after any scenario: no RUNNING job without a live allocation and no live allocation
  * without a RUNNING job; each worker's allocated CPUs equal its live allocations and fit its CPUs; the
  * cluster counter equals the contract's SUM; jobs per state from job_state_deltas equal a full count; and
- * (when asked) the cache equals Postgres.
+ * (when asked) every allocation key of the cache equals Postgres: CPUs, memory, GPUs and generic resources.
  */
 export async function checkInvariants(db: Database, registry?: RegistryStore): Promise<void> {
   const orphans = await query<{ id: number; state: string }>(
@@ -70,8 +70,17 @@ export async function checkInvariants(db: Database, registry?: RegistryStore): P
   );
   expect(drift, 'job_state_deltas sums that differ from count(*) per state').toEqual([]);
   if (registry) {
-    const cached = await registry.getAllocatedCpus();
+    // Each cache key that holds a value equals Postgres (a missing one is refilled by the next read).
     const snapshot = await readAllocationSnapshot(db);
-    if (cached !== null) expect(cached, 'cache equals Postgres').toBe(snapshot.allocated);
+    const cached = await registry.getAllocation();
+    expect(await registry.getAllocatedCpus()).toBe(cached.cpus);
+    if (cached.cpus !== null) expect(cached.cpus, 'CPU cache equals Postgres').toBe(snapshot.allocation.cpus);
+    if (cached.memoryMb !== null) {
+      expect(cached.memoryMb, 'memory cache equals Postgres').toBe(snapshot.allocation.memoryMb);
+    }
+    if (cached.gpus !== null) expect(cached.gpus, 'GPU cache equals Postgres').toBe(snapshot.allocation.gpus);
+    if (cached.gres !== null) {
+      expect(cached.gres, 'gres cache equals Postgres').toEqual(snapshot.allocation.gres);
+    }
   }
 }
