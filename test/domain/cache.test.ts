@@ -187,7 +187,9 @@ describe.each(backends)('allocation cache on $name', (factory) => {
 
     // Restored from an older backup behind the same Redis: the allocation and its version are back at 0.
     await backend.db.db.execute(sql`TRUNCATE jobs, resource_allocations, workers CASCADE`);
-    await backend.db.db.execute(sql`UPDATE cluster_state SET allocated_cpus = 0, allocation_version = 0`);
+    await backend.db.db.execute(
+      sql`UPDATE cluster_state SET allocated_cpus = 0, allocated_memory_mb = 0, allocated_gpus = 0, allocation_version = 0`,
+    );
     await registerWorker(ctx, { worker_id: 'regress', hostname: 'regress', cpus: 64 });
     for (let i = 0; i < 5; i++) {
       await submitJob(ctx, { script: 'true', cpus: 1 });

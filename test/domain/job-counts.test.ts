@@ -127,7 +127,9 @@ describe.each(backends)('jobs per state (job_state_deltas) on $name', (factory) 
     const db = backend.db.db;
     const { ctx, settle } = testContext(backend);
     await db.execute(sql`TRUNCATE jobs, workers CASCADE`);
-    await db.execute(sql`UPDATE cluster_state SET allocated_cpus = 0 WHERE id = 1`);
+    await db.execute(
+      sql`UPDATE cluster_state SET allocated_cpus = 0, allocated_memory_mb = 0, allocated_gpus = 0 WHERE id = 1`,
+    );
     for (const id of ['burst-a', 'burst-b', 'burst-c']) {
       await registerWorker(ctx, { worker_id: id, hostname: id, cpus: 8 });
     }

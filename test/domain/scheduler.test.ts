@@ -61,7 +61,7 @@ describe.each(backends)('scheduler on $name', (factory) => {
     );
     const [row] = await query<{ v: string }>(
       backend.db.db,
-      sql`UPDATE cluster_state SET allocated_cpus = 0, allocation_version = allocation_version + 1 RETURNING allocation_version AS v`,
+      sql`UPDATE cluster_state SET allocated_cpus = 0, allocated_memory_mb = 0, allocated_gpus = 0, allocation_version = allocation_version + 1 RETURNING allocation_version AS v`,
     );
     await backend.registry.setAllocationSnapshot(0, Number(row?.v));
   }

@@ -60,6 +60,15 @@ export async function checkInvariants(db: Database, registry?: RegistryStore): P
     sql`SELECT allocated_cpus FROM cluster_state WHERE id = 1`,
   );
   expect(Number(counter?.allocated_cpus)).toBe(Number(sum?.total ?? 0));
+  const counters = await queryOne<{ memory: string; live_memory: string; gpus: string; live_gpus: string }>(
+    db,
+    sql`SELECT allocated_memory_mb AS memory, allocated_gpus AS gpus,
+               (SELECT coalesce(sum(memory_mb), 0) FROM resource_allocations WHERE NOT released) AS live_memory,
+               (SELECT coalesce(sum(bit_count(gpu_mask::bit(64))), 0) FROM resource_allocations WHERE NOT released) AS live_gpus
+        FROM cluster_state WHERE id = 1`,
+  );
+  expect(Number(counters?.memory), 'cluster_state.allocated_memory_mb').toBe(Number(counters?.live_memory));
+  expect(Number(counters?.gpus), 'cluster_state.allocated_gpus').toBe(Number(counters?.live_gpus));
   // Jobs per state from the trigger-kept deltas equal a full count.
   const drift = await query<{ state: string; counted: string | number; kept: string | number }>(
     db,
