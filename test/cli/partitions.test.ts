@@ -57,7 +57,14 @@ describe.runIf(pglite)('conductor partitions, partition, hold, release, explain'
     server = await startTestServer(backend, testConfig({ scheduleIntervalSeconds: 1 }));
     agent = new AgentProcess('cli-gpu-1', server.url, {
       cpus: 4,
-      env: { GPUS: 'a100:2', TOTAL_MEMORY: '8G', MEMORY_RESERVE: '0', PARTITIONS: 'gpu' },
+      env: {
+        GPUS: 'a100:2',
+        TOTAL_MEMORY: '8G',
+        MEMORY_RESERVE: '0',
+        PARTITIONS: 'gpu',
+        FEATURES: 'ssd',
+        GRES: 'nvme:1',
+      },
     });
     await agent.registered();
     env = { CONDUCTOR_URL: server.url, HOME: mkdtempSync(join(tmpdir(), 'conductor-cli-part-')) };
@@ -210,6 +217,52 @@ describe.runIf(pglite)('conductor partitions, partition, hold, release, explain'
     expect(done.code).toBe(0);
     expect(done.stdout.split('\n')[0]).toMatch(new RegExp(`^Job ${id} COMPLETED`));
   }, 90_000);
+
+  it('submits memory, GPUs, gres, constraint, exclusive, nodelist and exclude; the job runs with them', async () => {
+    const run = await conductor(
+      [
+        'submit',
+        '-',
+        '--wait',
+        '--mem',
+        '1G',
+        '-G',
+        'a100:1',
+        '--gres',
+        'nvme:1',
+        '-C',
+        'ssd',
+        '--exclusive',
+        '-w',
+        'cli-gpu-1',
+        '-x',
+        'cli-gpu-9',
+        '-p',
+        'gpu',
+      ],
+      env,
+      '#SBATCH -N 1\necho "gpus=$CUDA_VISIBLE_DEVICES mem=$SLURM_MEM_PER_NODE"\n',
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const id = /Submitted batch job (\d+)/.exec(run.stderr)?.[1] as string;
+    const job = JSON.parse((await conductor(['show', id, '--json'], env)).stdout);
+    expect(job).toMatchObject({
+      state: 'COMPLETED',
+      node: 'cli-gpu-1',
+      partition: 'gpu',
+      memory_mb: 1024,
+      gpus: 1,
+      gpu_type: 'a100',
+      gres: { nvme: 1 },
+      constraint: 'ssd',
+      exclusive: true,
+      nodelist: ['cli-gpu-1'],
+      exclude: ['cli-gpu-9'],
+    });
+    // --exclusive: the whole node, so both its GPUs.
+    expect(job.allocated_gpus).toEqual([0, 1]);
+    expect((await conductor(['logs', id], env)).stdout).toBe('gpus=0,1 mem=1024\n');
+  }, 60_000);
 
   it('has --help with examples for every new command', async () => {
     for (const command of ['partitions', 'partition', 'hold', 'release', 'explain']) {
