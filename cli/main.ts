@@ -58,6 +58,33 @@ interface Job {
   reason_detail?: string | null;
 }
 
+interface Partition {
+  name: string;
+  default: boolean;
+  state: string;
+  live_nodes: string[];
+  total_cpus: number;
+  [field: string]: unknown;
+}
+
+/** A partition as the dashboard sums it (GET /api/v1/dashboard): what its live nodes hold. */
+interface PartitionUsage {
+  name: string;
+  live_nodes: number;
+  total_cpus: number;
+  allocated_cpus: number;
+  total_gpus: number;
+  allocated_gpus: number;
+}
+
+interface Explanation {
+  job_id: number;
+  state: string;
+  reason: string | null;
+  reason_detail: string | null;
+  nodes: { node: string; fits: boolean; why: string[] }[];
+}
+
 interface Worker {
   worker_id: string;
   cpus: number;
@@ -112,9 +139,14 @@ Commands:
   show <id>             one job, in full
   cancel <id>...        cancel jobs
   logs <id>             a job's output (-f: follow it live)
+  hold <id>...          keep pending jobs from starting (scontrol hold)
+  release <id>...       let held jobs start again (scontrol release)
+  explain <id>          why a job waits, node by node
   nodes                 the compute nodes (like sinfo)
   drain <node>          stop placing jobs on a node (its jobs finish)
   undrain <node>        put a node back
+  partitions            the partitions (like sinfo -s)
+  partition <name> ...  show, create, change or delete a partition (admin)
   token ...             API tokens, straight in the database (conductor token --help)
   webhook ...           webhooks, straight in the database
 
@@ -237,6 +269,78 @@ ${GLOBAL}
 
 Example:
   conductor drain worker-node-01
+`,
+  hold: `Usage: conductor hold <id>...
+
+Holds pending jobs (Slurm's scontrol hold): they stay in the queue, in their place, and do not start until
+released. A job held by its owner shows (JobHeldUser), by an admin (JobHeldAdmin); only an admin releases
+an admin's hold.
+
+${GLOBAL}
+
+Example:
+  conductor hold 42 43
+`,
+  release: `Usage: conductor release <id>...
+
+Releases held jobs (Slurm's scontrol release): they wait in the queue again, in their old place.
+
+${GLOBAL}
+
+Example:
+  conductor release 42
+`,
+  explain: `Usage: conductor explain <id> [--json]
+
+Why a job waits: its reason code and the reason in words, then every known node: whether the job could
+start there now (FITS) and, when not, why (its partition, node list, features, sizes, what is free,
+reservations, down).
+
+${GLOBAL}
+
+Example:
+  conductor explain 42
+`,
+  partitions: `Usage: conductor partitions [--json]
+
+The partitions, the default first (like sinfo -s): NAME STATE DEFAULT NODES CPUS GPUS, where NODES counts
+the live nodes in it and CPUS and GPUS are allocated/total on them. --json: the API's partitions, with
+their settings.
+
+${GLOBAL}
+
+Examples:
+  conductor partitions
+  conductor partitions --json | jq '.partitions[] | {name, max_time}'
+`,
+  partition: `Usage: conductor partition <name> [options]
+
+With no option, shows the partition. With options, creates it or changes what is given (an admin token);
+the rest stays as it was. --delete deletes it (no waiting or running job may name it; never the default).
+  --state <state>              UP, DOWN (takes jobs, starts none), DRAIN (starts queued jobs, takes no
+                               new ones) or INACTIVE
+  --nodes <hostlist>           nodes in it besides those whose agents declare it (node[01-16],gpu01);
+                               "" clears the list
+  --max-time <time>            the longest time limit (minutes or a Slurm time: 1:30:00, 2-00:00:00)
+  --default-time <time>        the time limit of jobs that give none
+  --max-cpus-per-node <n>      at most n CPUs per job
+  --def-mem-per-cpu <size>     memory per CPU of jobs that ask for none (MB, or 4G, 512M)
+  --max-mem-per-cpu <size>     at most this memory per CPU
+  --allow-accounts <a,b>       only jobs of these accounts (ALL: any account)
+  --priority-tier <n>          jobs of a higher tier are served first
+  --policy <pack|spread>       fill nodes one by one, or spread jobs over them
+  --default                    make it the default partition (jobs that name none go there)
+  --delete                     delete it
+  --json                       print the partition as JSON
+The limits take "none" (or UNLIMITED for times) to remove them.
+
+${GLOBAL}
+
+Examples:
+  conductor partition gpu
+  conductor partition gpu --nodes 'gpu[01-04]' --max-time 2-00:00:00 --def-mem-per-cpu 4G --policy spread
+  conductor partition debug --state DOWN
+  conductor partition old --delete
 `,
   undrain: `Usage: conductor undrain <node>
 
@@ -667,7 +771,194 @@ const COMMANDS: Record<string, Command> = {
 
   drain: (args, io, env) => setDrain('drain', args, io, env),
   undrain: (args, io, env) => setDrain('undrain', args, io, env),
+  hold: (args, io, env) => setHold('hold', args, io, env),
+  release: (args, io, env) => setHold('release', args, io, env),
+
+  async explain(args, io, env) {
+    const { values, positionals } = parse(args, { json: { type: 'boolean' } }, [1, 1]);
+    if (values.help) return help('explain', io);
+    const id = jobId(positionals[0] as string);
+    const explanation = await client(values, env).request<Explanation>('GET', `/api/v1/jobs/${id}/explain`);
+    if (values.json) {
+      io.out(`${JSON.stringify(explanation, null, 2)}\n`);
+      return 0;
+    }
+    const c = colours(io, env);
+    const reason = explanation.reason ?? 'None';
+    io.out(`Job ${id} ${c.state(explanation.state)}: ${reason}\n`);
+    if (explanation.reason_detail) io.out(`  ${explanation.reason_detail}\n`);
+    if (explanation.nodes.length === 0) {
+      io.out('No node has registered yet.\n');
+      return 0;
+    }
+    io.out(
+      table(
+        ['NODE', 'FITS', 'WHY'],
+        explanation.nodes.map((n) => [n.node, n.fits ? 'yes' : 'no', n.why.join('; ')]),
+      ),
+    );
+    return 0;
+  },
+
+  async partitions(args, io, env) {
+    const { values } = parse(args, { json: { type: 'boolean' } }, [0, 0]);
+    if (values.help) return help('partitions', io);
+    const api = client(values, env);
+    const [list, dashboard] = await Promise.all([
+      api.request<{ partitions: Partition[] }>('GET', '/api/v1/partitions'),
+      values.json
+        ? undefined
+        : api.request<{ partitions?: PartitionUsage[] }>('GET', '/api/v1/dashboard').catch(() => undefined),
+    ]);
+    if (values.json) {
+      io.out(`${JSON.stringify(list, null, 2)}\n`);
+      return 0;
+    }
+    const usage = new Map((dashboard?.partitions ?? []).map((p) => [p.name, p]));
+    const c = colours(io, env);
+    io.out(
+      table(
+        ['NAME', 'STATE', 'DEFAULT', 'NODES', 'CPUS', 'GPUS'],
+        list.partitions.map((p) => {
+          const u = usage.get(p.name);
+          return [
+            p.name,
+            c.state(p.state),
+            p.default ? 'yes' : 'no',
+            String(u?.live_nodes ?? p.live_nodes.length),
+            u ? `${u.allocated_cpus}/${u.total_cpus}` : String(p.total_cpus),
+            u ? `${u.allocated_gpus}/${u.total_gpus}` : '-',
+          ];
+        }),
+      ),
+    );
+    return 0;
+  },
+
+  async partition(args, io, env) {
+    const { values, positionals } = parse(args, PARTITION_OPTIONS, [1, 1]);
+    if (values.help) return help('partition', io);
+    const name = positionals[0] as string;
+    const path = `/api/v1/partitions/${encodeURIComponent(name)}`;
+    const body = partitionBody(values);
+    const api = client(values, env);
+    let partition: Partition;
+    if (values.delete) {
+      if (Object.keys(body).length > 0) throw new UsageError('--delete takes no other option');
+      partition = await api.request<Partition>('DELETE', path);
+      if (values.json) io.out(`${JSON.stringify(partition, null, 2)}\n`);
+      else io.out(`Partition ${name} deleted\n`);
+      return 0;
+    }
+    if (Object.keys(body).length === 0) {
+      try {
+        partition = await api.request<Partition>('GET', path);
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) {
+          throw new ApiError(`${error.message} (create it with an option, e.g. --state UP)`, 404, error.code);
+        }
+        throw error;
+      }
+    } else {
+      partition = await api.request<Partition>('POST', path, body);
+    }
+    if (values.json) io.out(`${JSON.stringify(partition, null, 2)}\n`);
+    else io.out(`${keyValueLines(partition, colours(io, env)).join('\n')}\n`);
+    return 0;
+  },
 };
+
+const PARTITION_OPTIONS = {
+  state: { type: 'string' },
+  nodes: { type: 'string' },
+  'max-time': { type: 'string' },
+  'default-time': { type: 'string' },
+  'max-cpus-per-node': { type: 'string' },
+  'def-mem-per-cpu': { type: 'string' },
+  'max-mem-per-cpu': { type: 'string' },
+  'allow-accounts': { type: 'string' },
+  'priority-tier': { type: 'string' },
+  policy: { type: 'string' },
+  default: { type: 'boolean' },
+  delete: { type: 'boolean' },
+  json: { type: 'boolean' },
+} as const;
+
+const PARTITION_STATES = ['UP', 'DOWN', 'DRAIN', 'INACTIVE'];
+const NO_LIMIT = /^(none|unlimited|infinite)$/i;
+
+/** The POST /api/v1/partitions/:name body of the options given (empty: none given). */
+export function partitionBody(values: Record<string, unknown>): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  const text = (key: string) => (typeof values[key] === 'string' ? (values[key] as string) : undefined);
+  const state = text('state');
+  if (state !== undefined) {
+    if (!PARTITION_STATES.includes(state.toUpperCase())) {
+      throw new UsageError(`--state is one of ${PARTITION_STATES.join(', ')}, got ${JSON.stringify(state)}`);
+    }
+    body.state = state.toUpperCase();
+  }
+  const nodes = text('nodes');
+  if (nodes !== undefined) body.nodes = nodes.trim() === '' ? null : nodes.trim();
+  const limit = (key: string, field: string) => {
+    const value = text(key);
+    if (value !== undefined) body[field] = NO_LIMIT.test(value.trim()) ? null : value.trim();
+  };
+  limit('max-time', 'max_time');
+  limit('default-time', 'default_time');
+  limit('def-mem-per-cpu', 'def_mem_per_cpu');
+  limit('max-mem-per-cpu', 'max_mem_per_cpu');
+  const whole = (key: string, field: string, nullable: boolean) => {
+    const value = text(key);
+    if (value === undefined) return;
+    if (nullable && NO_LIMIT.test(value.trim())) {
+      body[field] = null;
+      return;
+    }
+    if (!/^\d+$/.test(value.trim()))
+      throw new UsageError(`--${key} is a whole number, got ${JSON.stringify(value)}`);
+    body[field] = Number(value.trim());
+  };
+  whole('max-cpus-per-node', 'max_cpus_per_node', true);
+  whole('priority-tier', 'priority_tier', false);
+  const accounts = text('allow-accounts');
+  if (accounts !== undefined) {
+    const list = accounts
+      .split(',')
+      .map((a) => a.trim())
+      .filter((a) => a !== '');
+    body.allow_accounts =
+      list.length === 0 || (list.length === 1 && /^all$/i.test(list[0] as string)) ? null : list;
+  }
+  const policy = text('policy');
+  if (policy !== undefined) {
+    if (policy !== 'pack' && policy !== 'spread') {
+      throw new UsageError(`--policy is pack or spread, got ${JSON.stringify(policy)}`);
+    }
+    body.policy = policy;
+  }
+  if (values.default === true) body.default = true;
+  return body;
+}
+
+async function setHold(action: 'hold' | 'release', args: string[], io: Io, env: NodeJS.ProcessEnv) {
+  const { values, positionals } = parse(args, {}, [1, Number.MAX_SAFE_INTEGER]);
+  if (values.help) return help(action, io);
+  const ids = positionals.map(jobId);
+  const api = client(values, env);
+  let failed = 0;
+  for (const id of ids) {
+    try {
+      const job = await api.request<Job>('POST', `/api/v1/jobs/${id}/${action}`);
+      io.out(`Job ${id}: ${action === 'hold' ? `held (${job.reason})` : 'released'}\n`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      io.err(`conductor: job ${id}: ${error.message}\n`);
+      failed++;
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
 
 async function setDrain(action: 'drain' | 'undrain', args: string[], io: Io, env: NodeJS.ProcessEnv) {
   const { values, positionals } = parse(args, {}, [1, 1]);

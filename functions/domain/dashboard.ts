@@ -1,13 +1,16 @@
 import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import { JOB_STATES, type WorkerStatus } from '../../db/schema.ts';
+import { type GpuDevice, JOB_STATES, type PartitionState, type WorkerStatus } from '../../db/schema.ts';
 import { type Principal, seesAllJobs } from './auth.ts';
 import { readAllocatedCpus } from './cache.ts';
 import type { Context } from './context.ts';
 import { notFound } from './errors.ts';
+import { expandHostlist } from './hostlist.ts';
 import { readJobCounts } from './job-counts.ts';
 import { type JobRow, jobView } from './jobs.ts';
 import { liveWorkerIds } from './liveness.ts';
+import { maskIndexes } from './placement.ts';
+import { PARTITION_COLUMNS, type PartitionRow, partitionsOf } from './scheduler.ts';
 import { pgArray, query, queryOne } from './sql.ts';
 
 interface LiveWorkerRow {
@@ -130,33 +133,72 @@ function liveFilter(ctx: Context): SQL {
   return heartbeatLive(ctx.config.workerTtlSeconds);
 }
 
+/** A JSON column as the driver hands it: parsed (node-postgres, PGlite) or as text. */
+const parsed = <T>(value: T | string | null | undefined, empty: T): T =>
+  value === null || value === undefined
+    ? empty
+    : typeof value === 'string'
+      ? (JSON.parse(value) as T)
+      : value;
+
 /**
- * The live workers' capacity, summed by Postgres in one aggregate: what the overview needs, whatever the
- * cluster's size (no row per worker leaves the database).
+ * The live workers' capacity in every resource, summed by Postgres in one statement: CPUs, memory and GPUs
+ * (with what draining workers have free, which new jobs cannot use), the GPUs by model (a GPU is used when
+ * its index's bit is set in `gpus_used`) and the generic resources. No row per worker leaves the database.
+ * `extra`: more columns of the same statement.
  */
-async function liveCapacity(ctx: Context, live: SQL) {
-  const row = await queryOne<Record<string, string | number | null>>(
+async function liveCapacity(ctx: Context, live: SQL, extra: SQL = sql``) {
+  const row = await queryOne<Record<string, unknown>>(
     ctx.db,
     sql`SELECT count(*) AS workers, count(*) FILTER (WHERE w.status = 'ready') AS ready,
                count(*) FILTER (WHERE w.status = 'draining') AS draining, coalesce(sum(w.cpus), 0) AS total,
-               coalesce(sum(greatest(0, w.cpus - w.allocated_cpus)) FILTER (WHERE w.status <> 'ready'), 0) AS drained
+               coalesce(sum(greatest(0, w.cpus - w.allocated_cpus)) FILTER (WHERE w.status <> 'ready'), 0) AS drained,
+               coalesce(sum(w.memory_mb), 0) AS memory_total, coalesce(sum(w.allocated_memory_mb), 0) AS memory_allocated,
+               coalesce(sum(greatest(0, w.memory_mb - w.allocated_memory_mb)) FILTER (WHERE w.status <> 'ready'), 0) AS memory_drained,
+               coalesce(sum(jsonb_array_length(w.gpus)), 0) AS gpus_total, coalesce(sum(w.allocated_gpus), 0) AS gpus_allocated,
+               coalesce(sum(greatest(0, jsonb_array_length(w.gpus) - w.allocated_gpus)) FILTER (WHERE w.status <> 'ready'), 0) AS gpus_drained,
+               (SELECT json_object_agg(m.model, json_build_array(m.total, m.allocated) ORDER BY m.model)
+                FROM (SELECT coalesce(g->>'model', '') AS model, count(*) AS total,
+                             count(*) FILTER (WHERE (w.gpus_used >> (g->>'index')::int) & 1 = 1) AS allocated
+                      FROM workers w CROSS JOIN LATERAL jsonb_array_elements(w.gpus) g
+                      WHERE ${live} GROUP BY 1) m) AS gpu_models,
+               (SELECT json_object_agg(r.name, json_build_array(r.total, r.allocated) ORDER BY r.name)
+                FROM (SELECT g.name, sum(g.total) AS total, sum(g.allocated) AS allocated
+                      FROM worker_gres g JOIN workers w ON w.id = g.worker_id
+                      WHERE ${live} GROUP BY g.name) r) AS gres
+               ${extra}
         FROM workers w WHERE ${live}`,
   );
   return capacityOf(row);
 }
 
-function capacityOf(row: Record<string, string | number | null> | undefined) {
+function capacityOf(row: Record<string, unknown> | undefined) {
+  const n = (key: string) => Number(row?.[key] ?? 0);
+  const pairs = (key: string) =>
+    Object.entries(parsed<Record<string, [number, number]>>(row?.[key] as string | null, {})).map(
+      ([name, [total, allocated]]) => [name, { total: Number(total), allocated: Number(allocated) }] as const,
+    );
   return {
-    workers: Number(row?.workers ?? 0),
-    ready: Number(row?.ready ?? 0),
-    draining: Number(row?.draining ?? 0),
-    total_cpus: Number(row?.total ?? 0),
-    // A draining worker's free CPUs are not available to new jobs.
-    drained_free_cpus: Number(row?.drained ?? 0),
+    workers: n('workers'),
+    ready: n('ready'),
+    draining: n('draining'),
+    total_cpus: n('total'),
+    // A draining worker's free CPUs (memory, GPUs) are not available to new jobs.
+    drained_free_cpus: n('drained'),
+    memory: { total: n('memory_total'), allocated: n('memory_allocated'), drained_free: n('memory_drained') },
+    gpus: {
+      total: n('gpus_total'),
+      allocated: n('gpus_allocated'),
+      drained_free: n('gpus_drained'),
+      by_model: Object.fromEntries(pairs('gpu_models')),
+    },
+    gres: Object.fromEntries(pairs('gres')),
+    row,
   };
 }
+type Capacity = ReturnType<typeof capacityOf>;
 
-function resourcesOf(capacity: Awaited<ReturnType<typeof liveCapacity>>, allocated: number) {
+function resourcesOf(capacity: Capacity, allocated: number) {
   const total = capacity.total_cpus;
   return {
     total_cpus: total,
@@ -166,9 +208,178 @@ function resourcesOf(capacity: Awaited<ReturnType<typeof liveCapacity>>, allocat
   };
 }
 
-/** Workers as the dashboard lists them: `live` says whether `status` comes from a live agent. */
-function uiWorkerView(w: LiveWorkerRow & { live: boolean | string }) {
+/** Memory, GPUs and generic resources of the live workers, beside `resources` (the CPUs). */
+function otherResourcesOf(capacity: Capacity) {
+  const { memory, gpus } = capacity;
+  return {
+    memory: {
+      total_mb: memory.total,
+      allocated_mb: memory.allocated,
+      available_mb: Math.max(0, memory.total - memory.allocated - memory.drained_free),
+    },
+    gpus: {
+      total: gpus.total,
+      allocated: gpus.allocated,
+      available: Math.max(0, gpus.total - gpus.allocated - gpus.drained_free),
+      by_model: gpus.by_model,
+    },
+    gres: capacity.gres,
+  };
+}
+
+/** The partitions, default first, as the scheduler reads them (membership: `partitionsOf`). */
+async function readPartitions(ctx: Context) {
+  const rows = await query<PartitionRow>(
+    ctx.db,
+    sql`SELECT ${PARTITION_COLUMNS} FROM partitions ORDER BY is_default DESC, name`,
+  );
+  return { rows, resolved: partitionsOf(rows) };
+}
+type Partitions = Awaited<ReturnType<typeof readPartitions>>;
+
+/** Beyond this many pending jobs, the dashboard does not count them per partition (the total is in `jobs`). */
+export const PARTITION_PENDING_COUNT_LIMIT = 5000;
+
+/** A partition's node list, expanded once per distinct list (an admin's lists change rarely). */
+const expandedLists = new Map<string, string[]>();
+function expandedList(nodes: string): string[] {
+  let names = expandedLists.get(nodes);
+  if (!names) {
+    try {
+      names = expandHostlist(nodes);
+    } catch {
+      names = []; // refused when set; a list that no longer parses names no node, as for the scheduler
+    }
+    if (expandedLists.size >= 100) expandedLists.clear();
+    expandedLists.set(nodes, names);
+  }
+  return names;
+}
+
+interface PartitionGroup {
+  declared: string[];
+  listed: string[];
+  nodes: number;
+  cpus: number;
+  allocated_cpus: number;
+  gpus: number;
+  allocated_gpus: number;
+  running: number;
+}
+
+/**
+ * Each partition's live nodes and what they hold, and its jobs, in one statement. Postgres groups the live
+ * workers by the partitions they declare and the node lists that name them (a handful of groups, whatever
+ * the cluster's size), so no row per worker leaves it; the groups are then given to their partitions by the
+ * scheduler's rule (`partitionsOf`: declared, named by a node list, else the default). Running jobs are those
+ * on the partition's live nodes, counted per node over the partial index `jobs_node_active_idx`. Pending jobs
+ * are counted in each partition they name (none: the default) while the queue holds at most
+ * PARTITION_PENDING_COUNT_LIMIT of them; beyond, `pending_jobs` is null.
+ */
+async function partitionUsage(ctx: Context, live: SQL, partitions: Partitions) {
+  const lists = partitions.rows
+    .filter((p) => p.nodes)
+    .map((p) => ({ name: p.name, names: expandedList(p.nodes ?? '') }));
+  const listed =
+    lists.length === 0
+      ? sql`'{}'::text[]`
+      : sql`array_remove(ARRAY[${sql.join(
+          lists.map((l) => sql`CASE WHEN w.id = ANY(${pgArray(l.names)}::text[]) THEN ${l.name}::text END`),
+          sql`, `,
+        )}]::text[], NULL)`;
+  const row = await queryOne<{
+    groups: PartitionGroup[] | string | null;
+    pending: [string | null, number][] | string | null;
+  }>(
+    ctx.db,
+    sql`WITH running AS (SELECT node, count(*) AS n FROM jobs WHERE state = 'RUNNING' GROUP BY node),
+             groups AS (
+               SELECT w.partitions AS declared, ${listed} AS listed, count(*) AS nodes, sum(w.cpus) AS cpus,
+                      sum(w.allocated_cpus) AS allocated_cpus, sum(jsonb_array_length(w.gpus)) AS gpus,
+                      sum(w.allocated_gpus) AS allocated_gpus, coalesce(sum(r.n), 0) AS running
+               FROM workers w LEFT JOIN running r ON r.node = w.id
+               WHERE ${live} GROUP BY 1, 2)
+        SELECT (SELECT json_agg(groups) FROM groups) AS groups,
+               (SELECT json_agg(json_build_array(q.partition, q.n))
+                FROM (SELECT partition, count(*) AS n
+                      FROM (SELECT partition FROM jobs WHERE state = 'PENDING' LIMIT ${PARTITION_PENDING_COUNT_LIMIT + 1}) p
+                      GROUP BY partition) q) AS pending`,
+  );
+  const { rules, defaultName, jobPartitions } = partitions.resolved;
+  const usage = new Map(
+    partitions.rows.map((p) => [
+      p.name,
+      { nodes: 0, cpus: 0, allocated_cpus: 0, gpus: 0, allocated_gpus: 0, running: 0, pending: 0 },
+    ]),
+  );
+  for (const g of parsed<PartitionGroup[]>(row?.groups, [])) {
+    // partitionsOf's workerPartitions, with the node lists already matched in Postgres.
+    const names = new Set([...g.declared.filter((d) => rules.has(d)), ...g.listed]);
+    if (names.size === 0 && g.declared.length === 0 && defaultName !== null) names.add(defaultName);
+    for (const name of names) {
+      const u = usage.get(name);
+      if (!u) continue;
+      u.nodes += Number(g.nodes);
+      u.cpus += Number(g.cpus);
+      u.allocated_cpus += Number(g.allocated_cpus);
+      u.gpus += Number(g.gpus);
+      u.allocated_gpus += Number(g.allocated_gpus);
+      u.running += Number(g.running);
+    }
+  }
+  const pending = parsed<[string | null, number][]>(row?.pending, []);
+  const counted = pending.reduce((sum, [, n]) => sum + Number(n), 0) <= PARTITION_PENDING_COUNT_LIMIT;
+  for (const [partition, n] of pending) {
+    for (const name of new Set(jobPartitions(partition))) {
+      const u = usage.get(name);
+      if (u) u.pending += Number(n);
+    }
+  }
+  return partitions.rows.map((p) => {
+    const u = usage.get(p.name) as NonNullable<ReturnType<typeof usage.get>>;
+    return {
+      name: p.name,
+      state: p.state as PartitionState,
+      default: p.is_default,
+      live_nodes: u.nodes,
+      total_cpus: u.cpus,
+      allocated_cpus: u.allocated_cpus,
+      total_gpus: u.gpus,
+      allocated_gpus: u.allocated_gpus,
+      pending_jobs: counted ? u.pending : null,
+      running_jobs: u.running,
+    };
+  });
+}
+export type PartitionSummary = Awaited<ReturnType<typeof partitionUsage>>[number];
+
+/** The columns of a worker the dashboard shows, beyond LiveWorkerRow's (`w`: the worker's row). */
+const UI_WORKER_COLUMNS = sql`w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
+  w.memory_mb, w.allocated_memory_mb, w.gpus AS gpu_devices, w.gpus_used::text AS gpus_used, w.allocated_gpus,
+  w.features, w.partitions AS declared_partitions,
+  (SELECT json_object_agg(g.name, json_build_object('total', g.total, 'allocated', g.allocated) ORDER BY g.name)
+   FROM worker_gres g WHERE g.worker_id = w.id) AS gres,
+  (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs`;
+
+interface UiWorkerRow extends LiveWorkerRow {
+  live: boolean | string;
+  memory_mb: number;
+  allocated_memory_mb: number;
+  gpu_devices: GpuDevice[] | string;
+  gpus_used: string;
+  allocated_gpus: number;
+  features: string[];
+  declared_partitions: string[];
+  gres: Record<string, { total: number; allocated: number }> | string | null;
+}
+
+/**
+ * Workers as the dashboard lists them: `live` says whether `status` comes from a live agent; `partitions`
+ * are the ones the worker serves (the scheduler's rule, `partitionsOf`).
+ */
+function uiWorkerView(w: UiWorkerRow, partitions: Partitions) {
   const live = w.live === true || w.live === 't';
+  const gpus = parsed<GpuDevice[]>(w.gpu_devices, []);
   return {
     worker_id: w.id,
     hostname: w.hostname,
@@ -179,6 +390,17 @@ function uiWorkerView(w: LiveWorkerRow & { live: boolean | string }) {
     running_jobs: Number(w.running_jobs),
     registered_at: new Date(w.registered_at).toISOString(),
     last_heartbeat: new Date(w.last_heartbeat).toISOString(),
+    memory_mb: Number(w.memory_mb),
+    allocated_memory_mb: Number(w.allocated_memory_mb),
+    gpus: gpus.length,
+    allocated_gpus: Number(w.allocated_gpus),
+    gres: Object.fromEntries(
+      Object.entries(parsed<Record<string, { total: number; allocated: number }>>(w.gres, {})).map(
+        ([name, g]) => [name, { total: Number(g.total), allocated: Number(g.allocated) }],
+      ),
+    ),
+    features: w.features ?? [],
+    partitions: [...partitions.resolved.workerPartitions(w.id, w.declared_partitions ?? [])].sort(),
   };
 }
 export type UiWorker = ReturnType<typeof uiWorkerView>;
@@ -191,6 +413,7 @@ export type UiWorker = ReturnType<typeof uiWorkerView>;
 async function workersPage(
   ctx: Context,
   isLive: SQL,
+  partitions: Promise<Partitions>,
   options: { after?: string; limit: number; recent: boolean },
 ) {
   const filters = [
@@ -199,31 +422,36 @@ async function workersPage(
       : isLive,
   ];
   if (options.after !== undefined) filters.push(sql`w.id > ${options.after}`);
-  const rows = await query<LiveWorkerRow & { live: boolean | string }>(
-    ctx.db,
-    sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
-               (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs,
-               ${options.recent ? sql`coalesce(${isLive}, false)` : sql`true`} AS live
-        FROM workers w WHERE ${sql.join(filters, sql` AND `)} ORDER BY w.id LIMIT ${options.limit + 1}`,
-  );
-  const page = rows.slice(0, options.limit).map(uiWorkerView);
+  const [rows, resolved] = await Promise.all([
+    query<UiWorkerRow>(
+      ctx.db,
+      sql`SELECT ${UI_WORKER_COLUMNS}, ${options.recent ? sql`coalesce(${isLive}, false)` : sql`true`} AS live
+          FROM workers w WHERE ${sql.join(filters, sql` AND `)} ORDER BY w.id LIMIT ${options.limit + 1}`,
+    ),
+    partitions,
+  ]);
+  const page = rows.slice(0, options.limit).map((w) => uiWorkerView(w, resolved));
   return { workers: page, next_after: rows.length > options.limit ? (page.at(-1)?.worker_id ?? null) : null };
 }
 
 /**
- * `GET /api/v1/dashboard`: the live capacity (summed in Postgres), the job counts, and the first
- * DASHBOARD_WORKERS_LIMIT live workers by id; `workers_page.next` is where the rest are.
+ * `GET /api/v1/dashboard`: the live capacity in every resource (summed in Postgres), the partitions, the job
+ * counts, and the first DASHBOARD_WORKERS_LIMIT live workers by id; `workers_page.next` is where the rest are.
  */
 export async function getDashboard(ctx: Context) {
   const live = liveFilter(ctx);
-  const [capacity, page, allocation, jobs] = await Promise.all([
+  const partitions = readPartitions(ctx);
+  const [capacity, page, usage, allocation, jobs] = await Promise.all([
     liveCapacity(ctx, live),
-    workersPage(ctx, live, { limit: DASHBOARD_WORKERS_LIMIT, recent: false }),
+    workersPage(ctx, live, partitions, { limit: DASHBOARD_WORKERS_LIMIT, recent: false }),
+    partitions.then((p) => partitionUsage(ctx, live, p)),
     readAllocatedCpus(ctx),
     readJobCounts(ctx),
   ]);
   return {
     resources: resourcesOf(capacity, allocation.allocated),
+    ...otherResourcesOf(capacity),
+    partitions: usage,
     workers: page.workers,
     workers_page: {
       live_workers: capacity.workers,
@@ -349,7 +577,9 @@ export const uiJobsInput = z.strictObject({
 });
 
 const UI_JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
-  environment, priority, requeue, attempt, reason, cancel_requested, owner, submit_time, start_time, end_time`;
+  environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
+  end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
+  allocated_gpus`;
 
 /** The dashboard's job list: GET /api/v1/jobs's, plus `q` (name or account search). Read-only. */
 export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput>, viewer: Principal) {
@@ -386,7 +616,7 @@ export const uiWorkersInput = z.strictObject({
 
 /** The dashboard's workers, a page at a time in id order (see workersPage). */
 export async function listUiWorkers(ctx: Context, input: z.infer<typeof uiWorkersInput>) {
-  return workersPage(ctx, liveFilter(ctx), {
+  return workersPage(ctx, liveFilter(ctx), readPartitions(ctx), {
     after: input.after,
     limit: input.limit,
     recent: input.live === 'false',
@@ -394,33 +624,31 @@ export async function listUiWorkers(ctx: Context, input: z.infer<typeof uiWorker
 }
 
 /**
- * The overview: capacity, how many workers are in each state, the job counts. One pass over the workers'
- * rows inside Postgres (no row per worker or job leaves it).
+ * The overview: capacity in every resource, how many workers are in each state, the partitions, the job
+ * counts. Summed inside Postgres (no row per worker or job leaves it).
  */
 export async function getOverview(ctx: Context) {
   const live = liveFilter(ctx);
-  const [row, allocation, jobs] = await Promise.all([
-    queryOne<Record<string, string | number | null>>(
-      ctx.db,
-      sql`SELECT count(*) FILTER (WHERE live) AS workers, count(*) FILTER (WHERE live AND status = 'ready') AS ready,
-                 count(*) FILTER (WHERE live AND status = 'draining') AS draining,
-                 coalesce(sum(cpus) FILTER (WHERE live), 0) AS total,
-                 coalesce(sum(greatest(0, cpus - allocated_cpus)) FILTER (WHERE live AND status <> 'ready'), 0) AS drained,
-                 count(*) FILTER (WHERE NOT live AND (down_at > now() - interval '1 hour'
-                                                      OR last_heartbeat > now() - interval '1 hour')) AS down_last_hour
-          FROM (SELECT w.*, coalesce(${live}, false) AS live FROM workers w) w`,
+  const [capacity, usage, allocation, jobs] = await Promise.all([
+    liveCapacity(
+      ctx,
+      live,
+      sql`, (SELECT count(*) FROM workers w WHERE NOT coalesce(${live}, false)
+               AND (w.down_at > now() - interval '1 hour' OR w.last_heartbeat > now() - interval '1 hour')) AS down_last_hour`,
     ),
+    readPartitions(ctx).then((p) => partitionUsage(ctx, live, p)),
     readAllocatedCpus(ctx),
     readJobCounts(ctx),
   ]);
-  const capacity = capacityOf(row);
   return {
     resources: resourcesOf(capacity, allocation.allocated),
+    ...otherResourcesOf(capacity),
+    partitions: usage,
     workers: {
       live: capacity.workers,
       ready: capacity.ready,
       draining: capacity.draining,
-      down_last_hour: Number(row?.down_last_hour ?? 0),
+      down_last_hour: Number(capacity.row?.down_last_hour ?? 0),
     },
     jobs,
   };
@@ -437,10 +665,9 @@ export const NODE_HISTORY_SCAN = 10_000;
 export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
   const live = liveFilter(ctx);
   const mine = seesAllJobs(viewer) ? sql`true` : sql`owner = ${viewer.owner ?? ''}`;
-  const [worker, running, recent] = await Promise.all([
+  const [worker, running, recent, partitions] = await Promise.all([
     queryOne<
-      LiveWorkerRow & {
-        live: boolean | string;
+      UiWorkerRow & {
         down_at: Date | string | null;
         down_reason: string | null;
         agent_version: string | null;
@@ -448,9 +675,7 @@ export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
       }
     >(
       ctx.db,
-      sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
-                 w.down_at, w.down_reason, w.agent_version, w.labels,
-                 (SELECT count(*) FROM jobs j WHERE j.node = w.id AND j.state = 'RUNNING') AS running_jobs,
+      sql`SELECT ${UI_WORKER_COLUMNS}, w.down_at, w.down_reason, w.agent_version, w.labels,
                  coalesce(${live}, false) AS live
           FROM workers w WHERE w.id = ${id}`,
     ),
@@ -465,15 +690,21 @@ export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
           WHERE id > (SELECT coalesce(max(id), 0) - ${NODE_HISTORY_SCAN} FROM jobs)
             AND node = ${id} AND state <> 'RUNNING' AND ${mine} ORDER BY id DESC LIMIT 20`,
     ),
+    readPartitions(ctx),
   ]);
   if (!worker) throw notFound('worker_not_found', `Worker ${id} does not exist`);
+  const used = maskIndexes(worker.gpus_used);
   return {
     worker: {
-      ...uiWorkerView(worker),
+      ...uiWorkerView(worker, partitions),
       down_at: worker.down_at === null ? null : new Date(worker.down_at).toISOString(),
       down_reason: worker.down_reason,
       agent_version: worker.agent_version,
       labels: worker.labels ?? {},
+      /** Its GPUs by index, and whether a running job holds each. */
+      gpu_devices: parsed<GpuDevice[]>(worker.gpu_devices, [])
+        .map((g) => ({ index: Number(g.index), model: g.model, used: used.has(Number(g.index)) }))
+        .sort((a, b) => a.index - b.index),
     },
     running: running.map((r) => jobView(r)),
     recent: recent.map((r) => jobView(r)),

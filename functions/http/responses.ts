@@ -136,6 +136,47 @@ const anyWorkerSchema = z
 export const workerListSchema = z.object({ workers: z.array(z.union([liveWorkerSchema, anyWorkerSchema])) });
 export const workerStatusSchema = z.object({ worker_id: z.string(), status: workerStatus });
 
+/** A worker as the dashboard lists it: a live worker's fields and what it has of every resource. */
+export const dashboardWorkerSchema = liveWorkerSchema
+  .extend({
+    memory_mb: z.number().int().describe('MB jobs may use (0: the agent reports none)'),
+    allocated_memory_mb: z.number().int(),
+    gpus: z.number().int().describe('How many GPUs it has'),
+    allocated_gpus: z.number().int().describe('How many of them running jobs hold'),
+    gres: z
+      .record(z.string(), z.object({ total: z.number().int(), allocated: z.number().int() }))
+      .describe('Generic resources other than GPUs'),
+    features: z.array(z.string()),
+    partitions: z
+      .array(z.string())
+      .describe('The partitions it serves: declared, named by a node list, else the default'),
+  })
+  .openapi('DashboardWorker');
+
+const usedOfTotal = z.object({ total: z.number().int(), allocated: z.number().int() });
+
+/** A partition on the dashboard: its live nodes, what they hold, and its jobs. */
+export const partitionSummarySchema = z
+  .object({
+    name: z.string(),
+    state: z.enum(['UP', 'DOWN', 'DRAIN', 'INACTIVE']),
+    default: z.boolean(),
+    live_nodes: z.number().int().describe('How many live workers serve it'),
+    total_cpus: z.number().int(),
+    allocated_cpus: z.number().int(),
+    total_gpus: z.number().int(),
+    allocated_gpus: z.number().int(),
+    pending_jobs: z
+      .number()
+      .int()
+      .nullable()
+      .describe(
+        'Pending jobs that name it (or name none, for the default); null while more than 5,000 jobs are pending in all',
+      ),
+    running_jobs: z.number().int().describe('Jobs running on its live nodes'),
+  })
+  .openapi('PartitionSummary');
+
 /**
  * GET /api/v1/dashboard (functions/domain/dashboard.ts `getDashboard`): the one place its answer is
  * declared. `resources` is the contract's (CONTRACT.md); loose, so that more fields may be added.
@@ -148,7 +189,18 @@ export const dashboardSchema = z
       available_cpus: z.number(),
       utilization: z.number(),
     }),
-    workers: z.array(liveWorkerSchema).describe('The first `workers_page.limit` live workers, by id'),
+    memory: z
+      .object({ total_mb: z.number().int(), allocated_mb: z.number().int(), available_mb: z.number().int() })
+      .describe('The live workers’ memory; a draining worker’s free memory is not available'),
+    gpus: z.object({
+      total: z.number().int(),
+      allocated: z.number().int(),
+      available: z.number().int(),
+      by_model: z.record(z.string(), usedOfTotal).describe('Model (a100, v100...) -> GPUs of it'),
+    }),
+    gres: z.record(z.string(), usedOfTotal).describe('Generic resources of the live workers, by name'),
+    partitions: z.array(partitionSummarySchema).describe('The default first, then by name'),
+    workers: z.array(dashboardWorkerSchema).describe('The first `workers_page.limit` live workers, by id'),
     workers_page: z.object({
       live_workers: z.number().int().describe('How many workers are live in all'),
       limit: z.number().int(),

@@ -14,11 +14,12 @@ import {
   utilizationSeries,
 } from '../domain/dashboard.ts';
 import { forbidden } from '../domain/errors.ts';
-import { getJob } from '../domain/jobs.ts';
+import { explainJob, getJob } from '../domain/jobs.ts';
 import { workerIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
 import { parseInput } from '../http/validate.ts';
 import {
+  jobExplainFragment,
   jobFragment,
   jobsFragment,
   nodeFragment,
@@ -77,6 +78,14 @@ export function uiRoutes(ctx: Context) {
       const job = await getJob(ctx.db, jobIdParam(c.req.param('id')), principal);
       const canCancel = hasScope(principal, 'jobs:write') && !FINAL_STATES.includes(job.state);
       return c.html(jobFragment(job, canCancel));
+    })
+    .get('/fragments/jobs/:id/explain', async (c) => {
+      const principal = c.get('principal');
+      const id = jobIdParam(c.req.param('id'));
+      const job = await getJob(ctx.db, id, principal);
+      return c.html(
+        jobExplainFragment(job.state === 'PENDING' ? await explainJob(ctx, id, principal) : null),
+      );
     })
     .get('/fragments/nodes', async (c) => {
       const page = await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'));

@@ -5,7 +5,7 @@
  */
 import type { listUiJobs, listUiWorkers, Overview, UiWorkerDetail } from '../domain/dashboard.ts';
 import type { JobView } from '../domain/jobs.ts';
-import { JobDetail } from './components/job-detail.tsx';
+import { JobDetail, JobExplain, type JobExplanation } from './components/job-detail.tsx';
 import { JobsTable } from './components/jobs-table.tsx';
 import { NodeDetail } from './components/node-detail.tsx';
 import { OverviewPanel } from './components/overview.tsx';
@@ -39,4 +39,9 @@ export const nodeFragment = (detail: UiWorkerDetail, canDrain: boolean) => (
 
 export const jobFragment = (job: JobView, canCancel: boolean) => (
   <JobDetail job={job} canCancel={canCancel} />
+);
+
+/** `explanation`: null once the job no longer waits. */
+export const jobExplainFragment = (explanation: JobExplanation | null) => (
+  <JobExplain explanation={explanation} />
 );

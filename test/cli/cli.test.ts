@@ -210,12 +210,6 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect(JSON.parse(run.stdout)).toMatchObject({ name: 'from-flag', cpus: 2, priority: 5 });
   });
 
-  it.todo(
-    'submits memory, GPUs, gres, constraint, exclusive, nodelist and exclude and the stored job shows them ' +
-      '(once the control plane accepts these fields: its submit schema refuses unknown fields today; ' +
-      'the stand-in test below checks the body the binary sends)',
-  );
-
   it('--wait exits with the job exit code', async () => {
     const run = await conductor(['submit', '-', '--wait'], env, { input: 'echo failing; exit 3\n' });
     expect(run.code, run.stderr).toBe(3);
@@ -349,8 +343,8 @@ describe('conductor logs -f over a stream that is cut', () => {
 });
 
 describe('conductor against a stand-in control plane: the resource requests and the new job fields', () => {
-  // The control plane does not take memory, GPUs, gres... yet (its submit schema is strict): a stand-in
-  // records what the binary sends and answers with jobs as the shared design describes them.
+  // A stand-in records exactly what the binary sends and answers with jobs as the shared design describes
+  // them (test/cli/partitions.test.ts submits the same requests to a real control plane and agent).
   const received: unknown[] = [];
   const pending = {
     id: 12,

@@ -35,6 +35,7 @@ const UNDOCUMENTED = new Set([
   'GET /api/v1/ui/fragments/overview',
   'GET /api/v1/ui/fragments/jobs',
   'GET /api/v1/ui/fragments/jobs/:id',
+  'GET /api/v1/ui/fragments/jobs/:id/explain',
   'GET /api/v1/ui/fragments/nodes',
   'GET /api/v1/ui/fragments/nodes/:id',
   // The dashboard's HTML pages and their script and stylesheet.

@@ -1,6 +1,6 @@
 /** @jsxImportSource hono/jsx */
 import type { UiWorkerDetail } from '../../domain/dashboard.ts';
-import { ago, StateBadge, Time } from './format.tsx';
+import { ago, megabytes, StateBadge, Time, UsageBar } from './format.tsx';
 import { JobsTable } from './jobs-table.tsx';
 import { DrainButton } from './workers-table.tsx';
 
@@ -37,6 +37,49 @@ export const NodeDetail = ({ detail, canDrain }: { detail: UiWorkerDetail; canDr
             <dt>Running jobs</dt>
             <dd id="node-running">{w.running_jobs}</dd>
           </div>
+        </dl>
+        <h3>In use</h3>
+        <dl class="fields">
+          <dt>CPUs</dt>
+          <dd id="node-cpus-used">
+            <UsageBar label="CPUs used" used={w.allocated_cpus} total={w.cpus} />
+          </dd>
+          <dt>Memory</dt>
+          <dd id="node-memory">
+            {w.memory_mb === 0 ? (
+              'none reported'
+            ) : (
+              <UsageBar
+                label="Memory used"
+                used={w.allocated_memory_mb}
+                total={w.memory_mb}
+                format={megabytes}
+              />
+            )}
+          </dd>
+          <dt>GPUs</dt>
+          <dd id="node-gpus">
+            {w.gpus === 0 ? (
+              'none'
+            ) : (
+              <>
+                <UsageBar label="GPUs used" used={w.allocated_gpus} total={w.gpus} />{' '}
+                {w.gpu_devices.map((g) => `${g.index}: ${g.model}${g.used ? ' (in use)' : ''}`).join(', ')}
+              </>
+            )}
+          </dd>
+          {Object.entries(w.gres).map(([name, g]) => (
+            <>
+              <dt>{name}</dt>
+              <dd data-gres={name}>
+                <UsageBar label={`${name} used`} used={g.allocated} total={g.total} />
+              </dd>
+            </>
+          ))}
+          <dt>Features</dt>
+          <dd data-field="Features">{w.features.length > 0 ? w.features.join(', ') : '–'}</dd>
+          <dt>Partitions</dt>
+          <dd data-field="Partitions">{w.partitions.length > 0 ? w.partitions.join(', ') : '–'}</dd>
         </dl>
         <h3>Agent</h3>
         <dl class="fields">

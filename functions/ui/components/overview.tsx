@@ -1,6 +1,7 @@
 /** @jsxImportSource hono/jsx */
 import { JOB_STATES } from '../../../db/schema.ts';
-import type { Overview } from '../../domain/dashboard.ts';
+import type { Overview, PartitionSummary } from '../../domain/dashboard.ts';
+import { megabytes, StateBadge, UsageBar } from './format.tsx';
 
 /** What an operator types on a new node; shown while no worker is live. */
 export const NoWorkers = ({ origin }: { origin: string }) => (
@@ -23,10 +24,59 @@ const Stat = ({ id, label, value }: { id: string; label: string; value: string |
   </div>
 );
 
-/** The cluster at a glance: capacity, workers by state, jobs by state. Summaries only, whatever the size. */
+/** `name 3/8, name 0/2`: resources by name or model, with how many are held. */
+const byName = (entries: Record<string, { total: number; allocated: number }>) =>
+  Object.entries(entries)
+    .map(([name, r]) => `${name || 'unknown'} ${r.allocated}/${r.total}`)
+    .join(', ');
+
+/** The partitions as sinfo summarizes them, with their jobs. */
+export const PartitionsTable = ({ partitions }: { partitions: PartitionSummary[] }) => (
+  <div class="scroll">
+    <table>
+      <caption class="visually-hidden">Partitions</caption>
+      <thead>
+        <tr>
+          <th scope="col">Partition</th>
+          <th scope="col">State</th>
+          <th scope="col">Nodes</th>
+          <th scope="col">CPUs used</th>
+          <th scope="col">GPUs used</th>
+          <th scope="col">Pending</th>
+          <th scope="col">Running</th>
+        </tr>
+      </thead>
+      <tbody>
+        {partitions.map((p) => (
+          <tr data-partition={p.name}>
+            <td>
+              {p.name}
+              {p.default ? ' (default)' : ''}
+            </td>
+            <td>
+              <StateBadge state={p.state} />
+            </td>
+            <td>{p.live_nodes}</td>
+            <td>
+              <UsageBar label={`${p.name} CPUs used`} used={p.allocated_cpus} total={p.total_cpus} />
+            </td>
+            <td>
+              <UsageBar label={`${p.name} GPUs used`} used={p.allocated_gpus} total={p.total_gpus} />
+            </td>
+            <td>{p.pending_jobs ?? '–'}</td>
+            <td>{p.running_jobs}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  </div>
+);
+
+/** The cluster at a glance: capacity, partitions, workers by state, jobs by state. Summaries only, whatever the size. */
 export const OverviewPanel = ({ overview, origin }: { overview: Overview; origin: string }) => {
   const r = overview.resources;
   const w = overview.workers;
+  const { memory, gpus, gres } = overview;
   return (
     <div>
       <section aria-labelledby="cap-h">
@@ -37,6 +87,31 @@ export const OverviewPanel = ({ overview, origin }: { overview: Overview; origin
           <Stat id="available" label="Available" value={r.available_cpus} />
           <Stat id="utilization" label="Utilization" value={`${r.utilization}%`} />
         </dl>
+        <h3>Memory and GPUs</h3>
+        <dl class="stats">
+          <Stat id="memory-total" label="Memory" value={megabytes(memory.total_mb)} />
+          <Stat id="memory-allocated" label="Memory allocated" value={megabytes(memory.allocated_mb)} />
+          <Stat id="memory-available" label="Memory available" value={megabytes(memory.available_mb)} />
+          <Stat id="gpus-total" label="GPUs" value={gpus.total} />
+          <Stat id="gpus-allocated" label="GPUs allocated" value={gpus.allocated} />
+          <Stat id="gpus-available" label="GPUs available" value={gpus.available} />
+        </dl>
+        {gpus.total > 0 ? (
+          <p class="resources-line" id="gpu-models">
+            GPUs by model (allocated/total): {byName(gpus.by_model)}
+          </p>
+        ) : null}
+        {Object.keys(gres).length > 0 ? (
+          <p class="resources-line" id="gres">
+            Generic resources (allocated/total): {byName(gres)}
+          </p>
+        ) : null}
+      </section>
+      <section aria-labelledby="p-h">
+        <h2 id="p-h">Partitions</h2>
+        <div id="partitions">
+          <PartitionsTable partitions={overview.partitions} />
+        </div>
       </section>
       <section aria-labelledby="w-h">
         <h2 id="w-h">Workers</h2>

@@ -1,6 +1,6 @@
 /** @jsxImportSource hono/jsx */
 import type { UiWorker } from '../../domain/dashboard.ts';
-import { ago, StateBadge } from './format.tsx';
+import { ago, megabytes, StateBadge, UsageBar } from './format.tsx';
 import { nodePath } from './jobs-table.tsx';
 
 /** Drain or undrain (admins only; a down worker has nothing to drain). */
@@ -38,8 +38,12 @@ export const WorkersTable = ({
           <th scope="col" class="hide-s">
             Hostname
           </th>
-          <th scope="col">CPUs</th>
-          <th scope="col">Allocated</th>
+          <th scope="col">CPUs used</th>
+          <th scope="col">Memory used</th>
+          <th scope="col">GPUs used</th>
+          <th scope="col" class="hide-s">
+            Partitions
+          </th>
           <th scope="col">Status</th>
           <th scope="col">Heartbeat</th>
           <th scope="col">Running jobs</th>
@@ -57,8 +61,21 @@ export const WorkersTable = ({
               <a href={nodePath(w.worker_id)}>{w.worker_id}</a>
             </td>
             <td class="hide-s">{w.hostname}</td>
-            <td>{w.cpus}</td>
-            <td>{w.allocated_cpus}</td>
+            <td>
+              <UsageBar label={`${w.worker_id} CPUs used`} used={w.allocated_cpus} total={w.cpus} />
+            </td>
+            <td>
+              <UsageBar
+                label={`${w.worker_id} memory used`}
+                used={w.allocated_memory_mb}
+                total={w.memory_mb}
+                format={megabytes}
+              />
+            </td>
+            <td>
+              <UsageBar label={`${w.worker_id} GPUs used`} used={w.allocated_gpus} total={w.gpus} />
+            </td>
+            <td class="hide-s">{w.partitions.join(', ')}</td>
             <td>
               <StateBadge state={w.status} />
             </td>

@@ -5,8 +5,8 @@ import { Layout, Region } from '../components/layout.tsx';
 const OUTPUT_TAIL_BYTES = 256 * 1024;
 
 /**
- * `/ui/jobs/:id`: the job (refreshed every second until it ends) and its output, read from the logs API
- * (`/api/v1/jobs/:id/logs`) by the client script while the job runs.
+ * `/ui/jobs/:id`: the job (refreshed every second until it ends), while it waits why (node by node, every
+ * 5 s), and its output, read from the logs API (`/api/v1/jobs/:id/logs`) by the client script while it runs.
  */
 export const JobPage = ({ id }: { id: number }) => (
   <Layout title={`Job ${id} · Conductor`}>
@@ -14,6 +14,7 @@ export const JobPage = ({ id }: { id: number }) => (
       <a href="/">← All jobs</a>
     </p>
     <Region id="detail" src={`/api/v1/ui/fragments/jobs/${id}`} every={1000} />
+    <Region id="explain" src={`/api/v1/ui/fragments/jobs/${id}/explain`} every={5000} />
     <section
       aria-labelledby="o-h"
       id="output"
