@@ -25,6 +25,42 @@ interface LiveWorkerRow {
   recent?: boolean | string;
 }
 
+/** What a worker has of every resource, as GET /api/v1/workers shows it. */
+interface WorkerResourcesRow {
+  memory_mb: number;
+  allocated_memory_mb: number;
+  gpus: GpuDevice[] | string;
+  gpus_used: string;
+  gres: Record<string, [number, number]> | string | null;
+  features: string[];
+  partitions: string[];
+  memory_enforcement: string | null;
+}
+
+const WORKER_RESOURCES = sql`w.memory_mb, w.allocated_memory_mb, w.gpus, w.gpus_used::text AS gpus_used,
+  (SELECT json_object_agg(g.name, json_build_array(g.total, g.allocated)) FROM worker_gres g WHERE g.worker_id = w.id) AS gres,
+  w.features, w.partitions, w.memory_enforcement`;
+
+function workerResources(w: WorkerResourcesRow) {
+  const parse = <T>(v: T | string): T => (typeof v === 'string' ? (JSON.parse(v) as T) : v);
+  const used = maskIndexes(w.gpus_used);
+  return {
+    memory_mb: Number(w.memory_mb),
+    allocated_memory_mb: Number(w.allocated_memory_mb),
+    gpu_devices: parse(w.gpus).map((g) => ({ index: g.index, model: g.model, used: used.has(g.index) })),
+    gres: Object.fromEntries(
+      Object.entries(parse(w.gres ?? {}) ?? {}).map(([name, [total, allocated]]) => [
+        name,
+        { total: Number(total), allocated: Number(allocated) },
+      ]),
+    ),
+    features: w.features,
+    /** Declared by its agent (none: the default partition, unless a partition's node list names it). */
+    declared_partitions: w.partitions,
+    memory_enforcement: w.memory_enforcement,
+  };
+}
+
 /**
  * A worker row `w` whose heartbeat is live: not down, and heartbeating within the TTL. Every heartbeat
  * refreshes this row and the registry key with the same TTL, so both say the same.
@@ -39,7 +75,7 @@ const heartbeatLive = (ttlSeconds: number) =>
 const liveWorkersSql = (filter: SQL, ttlSeconds: number) =>
   sql`SELECT w.id, w.hostname, w.cpus, w.allocated_cpus, w.status, w.last_heartbeat, w.registered_at,
              coalesce(r.n, 0) AS running_jobs,
-             ${heartbeatLive(ttlSeconds)} AS recent
+             ${heartbeatLive(ttlSeconds)} AS recent, ${WORKER_RESOURCES}
       FROM workers w
       LEFT JOIN (SELECT node, count(*) AS n FROM jobs WHERE state = 'RUNNING' GROUP BY node) r ON r.node = w.id
       WHERE ${filter} ORDER BY w.id`;
@@ -54,9 +90,9 @@ export async function listLiveWorkers(ctx: Context) {
   const ttl = ctx.config.workerTtlSeconds;
   const [live, candidates] = await Promise.all([
     liveWorkerIds(ctx),
-    query<LiveWorkerRow>(ctx.db, liveWorkersSql(sql`w.status <> 'down'`, ttl)),
+    query<LiveWorkerRow & WorkerResourcesRow>(ctx.db, liveWorkersSql(sql`w.status <> 'down'`, ttl)),
   ]);
-  let rows: LiveWorkerRow[];
+  let rows: (LiveWorkerRow & WorkerResourcesRow)[];
   if (live === null) {
     rows = candidates.filter((w) => w.recent === true || w.recent === 't');
   } else if (live.length === 0) {
@@ -65,7 +101,7 @@ export async function listLiveWorkers(ctx: Context) {
     const ids = new Set(live);
     rows = candidates.filter((w) => ids.has(w.id));
     if (rows.length < ids.size) {
-      rows = await query<LiveWorkerRow>(
+      rows = await query<LiveWorkerRow & WorkerResourcesRow>(
         ctx.db,
         liveWorkersSql(sql`w.id = ANY(${pgArray(live)}::text[])`, ttl),
       );
@@ -81,6 +117,7 @@ export async function listLiveWorkers(ctx: Context) {
     running_jobs: Number(w.running_jobs),
     registered_at: new Date(w.registered_at).toISOString(),
     last_heartbeat: new Date(w.last_heartbeat).toISOString(),
+    ...workerResources(w),
   }));
 }
 
@@ -89,21 +126,23 @@ export async function listWorkers(ctx: Context) {
   // Live as listLiveWorkers judges it: the registry's index, or (registry down) a recent durable heartbeat.
   const ids = await liveWorkerIds(ctx);
   const live = ids ? new Set(ids) : null;
-  const rows = await query<{
-    id: string;
-    hostname: string;
-    cpus: number;
-    allocated_cpus: number;
-    status: WorkerStatus;
-    last_heartbeat: Date | string;
-    registered_at: Date | string;
-    down_at: Date | string | null;
-    down_reason: string | null;
-    recent: boolean;
-  }>(
+  const rows = await query<
+    {
+      id: string;
+      hostname: string;
+      cpus: number;
+      allocated_cpus: number;
+      status: WorkerStatus;
+      last_heartbeat: Date | string;
+      registered_at: Date | string;
+      down_at: Date | string | null;
+      down_reason: string | null;
+      recent: boolean;
+    } & WorkerResourcesRow
+  >(
     ctx.db,
     sql`SELECT id, hostname, cpus, allocated_cpus, status, last_heartbeat, registered_at, down_at, down_reason,
-               ${heartbeatLive(ctx.config.workerTtlSeconds)} AS recent
+               ${heartbeatLive(ctx.config.workerTtlSeconds)} AS recent, ${WORKER_RESOURCES}
         FROM workers w ORDER BY id LIMIT 10000`,
   );
   return rows.map((w) => ({
@@ -117,6 +156,7 @@ export async function listWorkers(ctx: Context) {
     last_heartbeat: new Date(w.last_heartbeat).toISOString(),
     down_at: w.down_at === null ? null : new Date(w.down_at).toISOString(),
     down_reason: w.down_reason,
+    ...workerResources(w),
   }));
 }
 

@@ -105,19 +105,35 @@ export const logsSchema = z.object({
 });
 
 const workerStatus = z.enum(['ready', 'draining', 'down']);
-export const liveWorkerSchema = z
-  .object({
-    worker_id: z.string(),
-    hostname: z.string(),
-    cpus: z.number().int(),
-    allocated_cpus: z.number().int(),
-    available_cpus: z.number().int(),
-    status: workerStatus,
-    running_jobs: z.number().int(),
-    registered_at: isoTime,
-    last_heartbeat: isoTime,
-  })
-  .openapi('LiveWorker');
+/** What a worker has of every resource (GET /api/v1/workers). */
+const workerResourceFields = {
+  memory_mb: z.number().int().openapi({ description: 'MB jobs may use (0: the agent reports none)' }),
+  allocated_memory_mb: z.number().int(),
+  gpu_devices: z.array(z.object({ index: z.number().int(), model: z.string(), used: z.boolean() })),
+  gres: z.record(z.string(), z.object({ total: z.number().int(), allocated: z.number().int() })),
+  features: z.array(z.string()),
+  declared_partitions: z
+    .array(z.string())
+    .openapi({
+      description: 'Declared by its agent (none: the default partition, unless a node list names it)',
+    }),
+  memory_enforcement: z
+    .enum(['cgroup', 'rss', 'none'])
+    .nullable()
+    .openapi({ description: 'How its agent holds jobs to their memory (null: an older agent)' }),
+};
+const liveWorkerBase = z.object({
+  worker_id: z.string(),
+  hostname: z.string(),
+  cpus: z.number().int(),
+  allocated_cpus: z.number().int(),
+  available_cpus: z.number().int(),
+  status: workerStatus,
+  running_jobs: z.number().int(),
+  registered_at: isoTime,
+  last_heartbeat: isoTime,
+});
+export const liveWorkerSchema = liveWorkerBase.extend(workerResourceFields).openapi('LiveWorker');
 /** GET /api/v1/workers?all=true: every worker ever seen, live or down. */
 const anyWorkerSchema = z
   .object({
@@ -131,13 +147,14 @@ const anyWorkerSchema = z
     last_heartbeat: isoTime,
     down_at: isoTime.nullable(),
     down_reason: z.string().nullable(),
+    ...workerResourceFields,
   })
   .openapi('Worker');
 export const workerListSchema = z.object({ workers: z.array(z.union([liveWorkerSchema, anyWorkerSchema])) });
 export const workerStatusSchema = z.object({ worker_id: z.string(), status: workerStatus });
 
 /** A worker as the dashboard lists it: a live worker's fields and what it has of every resource. */
-export const dashboardWorkerSchema = liveWorkerSchema
+export const dashboardWorkerSchema = liveWorkerBase
   .extend({
     memory_mb: z.number().int().describe('MB jobs may use (0: the agent reports none)'),
     allocated_memory_mb: z.number().int(),

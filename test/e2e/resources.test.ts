@@ -119,6 +119,21 @@ describe.runIf(factory)('whole-node placement with real agents', () => {
     expect(partitions.find((p) => p.name === 'default')?.live_nodes.sort()).toEqual(
       [armNode, cpuNode].sort(),
     );
+    const workers = (await api('GET', '/api/v1/workers')).body.workers as Record<string, unknown>[];
+    const gpu = workers.find((w) => w.worker_id === gpuNode);
+    expect(gpu).toMatchObject({
+      memory_mb: 8192,
+      gpu_devices: [
+        { index: 0, model: 'a100', used: false },
+        { index: 1, model: 'a100', used: false },
+      ],
+      features: ['avx512', 'ssd'],
+      declared_partitions: ['gpu'],
+    });
+    // How the agent holds jobs to their memory is visible on the worker (as its start-up log says).
+    expect(['cgroup', 'rss']).toContain(gpu?.memory_enforcement);
+    const logged = await (agents[0] as AgentProcess).waitForLine(/Memory enforcement: /);
+    expect(logged).toContain(String(gpu?.memory_enforcement));
   });
 
   it('a GPU job lands only on the GPU node and sees exactly its device', async () => {
