@@ -105,6 +105,8 @@ export const logsSchema = z.object({
 });
 
 const workerStatus = z.enum(['ready', 'draining', 'down']);
+const DECLARED_PARTITIONS =
+  'Declared by its agent (none: the default partition, unless a node list names it)';
 /** What a worker has of every resource (GET /api/v1/workers). */
 const workerResourceFields = {
   memory_mb: z.number().int().openapi({ description: 'MB jobs may use (0: the agent reports none)' }),
@@ -112,11 +114,7 @@ const workerResourceFields = {
   gpu_devices: z.array(z.object({ index: z.number().int(), model: z.string(), used: z.boolean() })),
   gres: z.record(z.string(), z.object({ total: z.number().int(), allocated: z.number().int() })),
   features: z.array(z.string()),
-  declared_partitions: z
-    .array(z.string())
-    .openapi({
-      description: 'Declared by its agent (none: the default partition, unless a node list names it)',
-    }),
+  declared_partitions: z.array(z.string()).openapi({ description: DECLARED_PARTITIONS }),
   memory_enforcement: z
     .enum(['cgroup', 'rss', 'none'])
     .nullable()
