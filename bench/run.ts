@@ -53,7 +53,7 @@ import { createUpstashScripts } from '../functions/registry/upstash.ts';
 import { AgentProcess } from '../test/support/agent-process.ts';
 import { startNeonProxy } from '../test/support/neon-proxy.ts';
 import { startUpstashBridge } from '../test/support/upstash-bridge.ts';
-import { bundleWorker } from '../test/support/worker-bundle.ts';
+import { bundleWorker, workerModules } from '../test/support/worker-bundle.ts';
 import {
   countingProxy,
   countingScripts,
@@ -1691,10 +1691,8 @@ async function scenarioWorkerLatency(n: number) {
   try {
     for (let i = 0; i < 2; i++) {
       const mf = new Miniflare({
-        modules: true,
-        scriptPath: bundle.script,
-        modulesRoot: bundle.dir,
-        compatibilityDate: '2026-04-20',
+        // As wrangler runs it: the text modules of the API reference (Swagger UI) and the compatibility date.
+        ...workerModules(bundle),
         host: '127.0.0.1',
         port: 0,
         bindings: {
