@@ -32,14 +32,58 @@ export async function timeMany(runs: number, work: () => Promise<unknown>, warmu
   return stats(samples);
 }
 
-/** Counts every statement node-postgres sends (BEGIN and COMMIT included): Postgres round trips. */
-export const pgCounter = { statements: 0 };
+/**
+ * Counts every statement node-postgres sends (BEGIN and COMMIT included): Postgres round trips; and `ms`, the
+ * wall time from sending each statement to its answer (summed: while one pass runs alone its statements do
+ * not overlap, so the pass's time minus this is the time spent in JavaScript).
+ */
+export const pgCounter = {
+  statements: 0,
+  ms: 0,
+  /** When set, time per statement, keyed by the start of its text (whitespace folded). */
+  trace: null as Map<string, { n: number; ms: number }> | null,
+};
 const originalQuery = pg.Client.prototype.query;
 // biome-ignore lint/suspicious/noExplicitAny: wrapping an overloaded method
 (pg.Client.prototype as any).query = function (this: pg.Client, ...args: any[]) {
   pgCounter.statements++;
+  const started = performance.now();
+  const trace = pgCounter.trace;
+  const text = trace ? String(typeof args[0] === 'string' ? args[0] : (args[0]?.text ?? '')) : '';
+  const done = () => {
+    const ms = performance.now() - started;
+    pgCounter.ms += ms;
+    if (trace) {
+      const key = text.replace(/\s+/g, ' ').trim().slice(0, 90);
+      const entry = trace.get(key) ?? { n: 0, ms: 0 };
+      entry.n++;
+      entry.ms += ms;
+      trace.set(key, entry);
+    }
+  };
+  const last = args.length - 1;
+  if (typeof args[last] === 'function') {
+    const callback = args[last];
+    // biome-ignore lint/suspicious/noExplicitAny: see above
+    args[last] = (...out: any[]) => {
+      done();
+      return callback(...out);
+    };
+  } else if (args[0] && typeof args[0].callback === 'function') {
+    const submittable = args[0];
+    const callback = submittable.callback;
+    // biome-ignore lint/suspicious/noExplicitAny: see above
+    submittable.callback = (...out: any[]) => {
+      done();
+      return callback.apply(submittable, out);
+    };
+  }
   // biome-ignore lint/suspicious/noExplicitAny: see above
-  return (originalQuery as any).apply(this, args);
+  const result = (originalQuery as any).apply(this, args);
+  if (result && typeof result.then === 'function') {
+    result.then(done, done);
+  }
+  return result;
 };
 
 /** RedisScripts that count calls (each call is one EVALSHA: one Redis command). */

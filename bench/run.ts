@@ -2,7 +2,9 @@
  * `npm run bench`: the performance scenarios of issue 7 against the local Postgres (127.0.0.1:5432, its own
  * database `conductor_bench`, dropped at the end) and Redis (database 12, flushed). Prints a table and writes
  * bench/results.json. Sizes: BENCH_SCALE=small for a quick smoke run. The dashboard alone (about a minute):
- * BENCH_ONLY=1 BENCH_DASHBOARD_ONLY=1.
+ * BENCH_ONLY=1 BENCH_DASHBOARD_ONLY=1. BENCH_ONLY=2 runs the scheduling scenarios (2: CPU-only; 2m: mixed
+ * resources, 1,000 nodes and 100,000 jobs; 2f: fragmentation, pack vs spread); BENCH_ONLY=2m,2f picks among them.
+ * A run with BENCH_ONLY writes bench/results-only-<scenarios>.json instead of results.json.
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -15,16 +17,35 @@ import { Miniflare } from 'miniflare';
 import pg from 'pg';
 import { connectNodePg, ensureDatabase, migrateNodePg } from '../db/node-postgres.ts';
 import { JOB_STATES } from '../db/schema.ts';
-import { apiTokensExist } from '../functions/domain/auth.ts';
+import { ANONYMOUS, apiTokensExist } from '../functions/domain/auth.ts';
 import { readAllocatedCpus, readAllocationSnapshot } from '../functions/domain/cache.ts';
 import { createContext } from '../functions/domain/context.ts';
 import { getDashboard, listLiveWorkers } from '../functions/domain/dashboard.ts';
 import { COMPACT_AT, compactJobCounts, readJobCounts } from '../functions/domain/job-counts.ts';
+import { MAX_BATCH_JOBS, type SubmitJobInput, submitJobsBatch } from '../functions/domain/jobs.ts';
 import { createLocalNotifier } from '../functions/domain/notifier.ts';
+import { putPartition } from '../functions/domain/partitions.ts';
+import {
+  createPlanner,
+  maskIndexes,
+  type PendingJob,
+  type RunningJob,
+} from '../functions/domain/placement.ts';
 import { DEFAULT_CONFIG, type RegistryStore } from '../functions/domain/ports.ts';
-import { runSchedulingPass } from '../functions/domain/scheduler.ts';
+import {
+  jobReader,
+  PARTITION_COLUMNS,
+  type PartitionRow,
+  partitionsOf,
+  QUEUE_COLUMNS,
+  type QueueRow,
+  runSchedulingPass,
+  toWorker,
+  WORKER_COLUMNS,
+  type WorkerRow,
+} from '../functions/domain/scheduler.ts';
 import { pgArray, query } from '../functions/domain/sql.ts';
-import { heartbeatWorker } from '../functions/domain/workers.ts';
+import { heartbeatWorker, registerWorker } from '../functions/domain/workers.ts';
 import { createIoredisScripts } from '../functions/node/ioredis.ts';
 import { startServer } from '../functions/node/server.ts';
 import { RedisRegistryStore } from '../functions/registry/redis-store.ts';
@@ -32,7 +53,7 @@ import { createUpstashScripts } from '../functions/registry/upstash.ts';
 import { AgentProcess } from '../test/support/agent-process.ts';
 import { startNeonProxy } from '../test/support/neon-proxy.ts';
 import { startUpstashBridge } from '../test/support/upstash-bridge.ts';
-import { bundleWorker } from '../test/support/worker-bundle.ts';
+import { bundleWorker, workerModules } from '../test/support/worker-bundle.ts';
 import {
   countingProxy,
   countingScripts,
@@ -44,13 +65,15 @@ import {
   stats,
   timeMany,
 } from './lib.ts';
+import { mixedJobs, mixedWorkers, seeded, smallJob } from './mixed.ts';
 import { measureStartup } from './startup.ts';
 
 const SMALL = process.env.BENCH_SCALE === 'small';
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/conductor_bench';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/12';
 const only = process.env.BENCH_ONLY?.split(',');
-const runs = (s: string) => !only || only.includes(s);
+/** BENCH_ONLY=2 runs 2, 2m and 2f; BENCH_ONLY=2m only the mixed-resource rows. */
+const runs = (s: string) => !only || only.includes(s) || only.includes(s.replace(/[a-z]+$/, ''));
 /** BENCH_DASHBOARD_ONLY=1 (with BENCH_ONLY=1): only the dashboard rows, at 10 and 1,000 workers, 1M jobs. */
 const DASHBOARD_ONLY = process.env.BENCH_DASHBOARD_ONLY === '1';
 const startedAt = Date.now();
@@ -707,6 +730,472 @@ async function scenarioScheduling() {
   await removeWorkers();
 }
 
+// ---------------------------------------------------------------- 2m. scheduling throughput, mixed resources
+/**
+ * The issue's size with every resource in play: 1,000 nodes registered through `registerWorker` (800 CPU
+ * nodes in `batch` and the default partition with features, 200 GPU nodes in `gpu`; bench/mixed.ts) and
+ * 100,000 pending jobs submitted through `submitJobsBatch` (1,000 a batch: admission checks, memory per CPU
+ * resolved, partitions and constraints stored as for any client), then passes until one places nothing.
+ */
+const MIXED_JOBS = SMALL ? 20_000 : 100_000;
+const MIXED_RUNS = SMALL ? 1 : 3;
+/** Setup through the domain without the scheduler it asks for: the bench runs the passes itself. */
+const quiet: typeof ctx = {
+  ...ctx,
+  requestSchedule: async () => ({ placed: 0, workers: 0 }),
+};
+
+async function registerMixedWorkers(workers: ReturnType<typeof mixedWorkers>) {
+  for (let i = 0; i < workers.length; i += 20) {
+    await Promise.all(workers.slice(i, i + 20).map((w) => registerWorker(quiet, w)));
+  }
+}
+
+async function submitMixed(jobs: SubmitJobInput[]) {
+  for (let i = 0; i < jobs.length; i += MAX_BATCH_JOBS) {
+    await submitJobsBatch(quiet, jobs.slice(i, i + MAX_BATCH_JOBS));
+  }
+  await exec(sql`ANALYZE jobs`);
+}
+
+/** Every placement undone: jobs pending again with no reason or reservation, every resource free. */
+async function resetMixedPlacements() {
+  await exec(sql`TRUNCATE resource_allocations`);
+  await exec(sql`UPDATE jobs SET state = 'PENDING', node = NULL, attempt = 0, allocated_gpus = NULL
+    WHERE state <> 'PENDING'`);
+  await exec(sql`UPDATE jobs SET reason = NULL, reason_detail = NULL, reserved_worker = NULL
+    WHERE reason IS NOT NULL OR reserved_worker IS NOT NULL`);
+  await exec(
+    sql`UPDATE workers SET allocated_cpus = 0, allocated_memory_mb = 0, gpus_used = 0, allocated_gpus = 0`,
+  );
+  await exec(sql`UPDATE worker_gres SET allocated = 0`);
+  await exec(
+    sql`UPDATE cluster_state SET allocated_cpus = 0, allocated_memory_mb = 0, allocated_gpus = 0 WHERE id = 1`,
+  );
+  await exec(sql`VACUUM ANALYZE jobs`);
+  await exec(sql`VACUUM ANALYZE workers`);
+  const snap = await readAllocationSnapshot(db);
+  await registry.setAllocationSnapshot(snap.allocated, snap.version);
+}
+
+/**
+ * The planner of one pass, timed apart (bench only, nothing written): the same reads as runSchedulingPass
+ * (workers, partitions, held reservations, pages of the queue; no locks), then building the planner and
+ * `consider` over the page, and the second plan a pass makes when it reserved a worker anew.
+ */
+async function plannerProbe(): Promise<{
+  convertMs: number;
+  planMs: number;
+  replanMs: number;
+  jobs: number;
+  placed: number;
+  newReservations: number;
+}> {
+  const live = await registry.liveWorkerIds();
+  const workers = await query<WorkerRow>(
+    db,
+    sql`SELECT ${WORKER_COLUMNS} FROM workers WHERE status = 'ready' AND NOT drained
+        AND id = ANY(${pgArray(live)}::text[]) ORDER BY id`,
+  );
+  const partitionRows = await query<PartitionRow>(db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
+  const holders = await query<QueueRow>(
+    db,
+    sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL
+        ORDER BY priority DESC, submit_time, id`,
+  );
+  const batch = config.scheduleBatchSize;
+  const pages: QueueRow[][] = [];
+  // The pass reads on while it places fewer than a batch; the probe reads the same pages from the same cursor.
+  let t = performance.now();
+  const partitions = partitionsOf(partitionRows);
+  const toJob = jobReader(partitions);
+  const candidates = workers.map((w) => toWorker(w, partitions));
+  const held = holders.map(toJob);
+  let convertMs = performance.now() - t;
+  let planMs = 0;
+  let planner = createPlanner(candidates, held, partitions.rules);
+  const considered: PendingJob[] = [];
+  let cursor: QueueRow | undefined;
+  for (let page = 0; page < 10 && !planner.exhausted && planner.placed < batch; page++) {
+    const after = cursor
+      ? sql`AND priority <= ${cursor.priority} AND (priority < ${cursor.priority}
+            OR (submit_time, id) > (${cursor.submitted}::timestamptz, ${cursor.id}::bigint))`
+      : sql``;
+    const rows = await query<QueueRow>(
+      db,
+      sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE state = 'PENDING' AND held IS NULL
+          AND cpus <= ${planner.largestUseful} ${after}
+          ORDER BY priority DESC, submit_time, id LIMIT ${batch}`,
+    );
+    pages.push(rows);
+    t = performance.now();
+    const jobs = rows.map(toJob);
+    convertMs += performance.now() - t;
+    t = performance.now();
+    for (const job of jobs) {
+      if (planner.exhausted || planner.placed >= batch) break;
+      planner.consider(job);
+      considered.push(job);
+    }
+    planMs += performance.now() - t;
+    if (rows.length < batch) break;
+    cursor = rows.at(-1);
+  }
+  const placed = planner.placed;
+  const fresh = planner.result().newReservations.size;
+  let replanMs = 0;
+  if (fresh > 0) {
+    // The pass reads the running jobs' time limits here (a statement), then plans again.
+    const running = new Map<string, RunningJob[]>();
+    const busy = candidates
+      .filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0)
+      .map((w) => w.id);
+    const rows = await query<{
+      node: string;
+      cpus: number;
+      memory_mb: number | null;
+      gres: Record<string, number> | null;
+      gpu_mask: string | null;
+      ends_in: number | string | null;
+    }>(
+      db,
+      sql`SELECT j.node, coalesce(a.allocated_cpus, j.cpus) AS cpus, a.memory_mb, a.gres, a.gpu_mask::text AS gpu_mask,
+                 extract(epoch FROM coalesce(j.start_time, now()) + make_interval(secs => j.time_limit_s) - now()) AS ends_in
+          FROM jobs j LEFT JOIN resource_allocations a ON a.job_id = j.id AND NOT a.released
+          WHERE j.state = 'RUNNING' AND j.node = ANY(${pgArray(busy)}::text[])`,
+    );
+    t = performance.now();
+    for (const row of rows) {
+      const list = running.get(row.node) ?? [];
+      list.push({
+        cpus: Number(row.cpus),
+        memoryMb: Number(row.memory_mb ?? 0),
+        gpus: [...maskIndexes(row.gpu_mask ?? 0)],
+        gres: row.gres ?? {},
+        endsInSeconds: row.ends_in === null ? null : Number(row.ends_in),
+      });
+      running.set(row.node, list);
+    }
+    planner = createPlanner(
+      candidates.map((w) => ({ ...w, running: running.get(w.id) ?? [] })),
+      held,
+      partitions.rules,
+    );
+    for (const job of considered) {
+      if (planner.exhausted || planner.placed >= batch) break;
+      planner.consider(job);
+    }
+    replanMs = performance.now() - t;
+  }
+  return { convertMs, planMs, replanMs, jobs: considered.length, placed, newReservations: fresh };
+}
+
+interface MixedRun {
+  placed: number;
+  seconds: number;
+  passMs: number[];
+  sqlMs: number[];
+  statements: number[];
+  placedPerPass: number[];
+  probes: Awaited<ReturnType<typeof plannerProbe>>[];
+}
+
+/** Passes until one places nothing (as batchedScheduling), with each pass's time in Postgres. */
+async function mixedScheduling(probeEvery = 0): Promise<MixedRun> {
+  const run: MixedRun = {
+    placed: 0,
+    seconds: 0,
+    passMs: [],
+    sqlMs: [],
+    statements: [],
+    placedPerPass: [],
+    probes: [],
+  };
+  let seconds = 0;
+  for (let i = 0; ; i++) {
+    if (probeEvery > 0 && i % probeEvery === 0) {
+      const trace = pgCounter.trace;
+      pgCounter.trace = null; // the probe's reads are not the pass's
+      run.probes.push(await plannerProbe());
+      pgCounter.trace = trace;
+    }
+    const sql0 = pgCounter.ms;
+    const st0 = pgCounter.statements;
+    const p = performance.now();
+    const r = await runSchedulingPass(ctx);
+    const ms = performance.now() - p;
+    seconds += ms / 1000;
+    run.passMs.push(ms);
+    run.sqlMs.push(pgCounter.ms - sql0);
+    run.statements.push(pgCounter.statements - st0);
+    run.placedPerPass.push(r.placed);
+    run.placed += r.placed;
+    if (r.placed === 0) break;
+  }
+  run.seconds = seconds;
+  return run;
+}
+
+async function clusterUse() {
+  const [u] = await query<{
+    cpus: string;
+    cpus_used: string;
+    mem: string;
+    mem_used: string;
+    gpus: string;
+    gpus_used: string;
+    idle: string;
+  }>(
+    db,
+    sql`SELECT sum(cpus) AS cpus, sum(allocated_cpus) AS cpus_used, sum(memory_mb) AS mem,
+               sum(allocated_memory_mb) AS mem_used, sum(jsonb_array_length(gpus)) AS gpus,
+               sum(allocated_gpus) AS gpus_used, count(*) FILTER (WHERE allocated_cpus = 0) AS idle
+        FROM workers`,
+  );
+  const pct = (a?: string, b?: string) => round((100 * Number(a)) / Number(b), 1);
+  return {
+    cpus_pct: pct(u?.cpus_used, u?.cpus),
+    memory_pct: pct(u?.mem_used, u?.mem),
+    gpus_pct: pct(u?.gpus_used, u?.gpus),
+    idle_nodes: Number(u?.idle),
+  };
+}
+
+async function scenarioMixedScheduling() {
+  log('2m. scheduling throughput, mixed resources');
+  await resetCluster();
+  let t = performance.now();
+  await registerMixedWorkers(mixedWorkers());
+  const registerS = (performance.now() - t) / 1000;
+  t = performance.now();
+  await submitMixed(mixedJobs(MIXED_JOBS));
+  const submitS = (performance.now() - t) / 1000;
+  log(
+    `2m: 1,000 workers registered in ${round(registerS, 1)} s, ${MIXED_JOBS} jobs submitted in ${round(submitS, 1)} s`,
+  );
+  const [mix] = await query<Record<string, string>>(
+    db,
+    sql`SELECT count(*) AS jobs, count(*) FILTER (WHERE gpus > 0) AS gpu, count(*) FILTER (WHERE gres <> '{}') AS gres,
+               count(*) FILTER (WHERE feature_constraint IS NOT NULL) AS constraint,
+               count(*) FILTER (WHERE memory_mb IS NOT NULL) AS memory, count(*) FILTER (WHERE exclusive) AS exclusive,
+               count(*) FILTER (WHERE partition = 'gpu') AS part_gpu, count(*) FILTER (WHERE partition = 'batch') AS part_batch,
+               count(*) FILTER (WHERE partition = 'batch,default') AS part_batch_default,
+               count(*) FILTER (WHERE partition = 'default') AS part_default, sum(cpus) AS cpus
+        FROM jobs WHERE state = 'PENDING'`,
+  );
+  const runsOut: MixedRun[] = [];
+  const uses: Awaited<ReturnType<typeof clusterUse>>[] = [];
+  let stillPending = 0;
+  let traced: { statement: string; n: number; ms: number; ms_each: number }[] = [];
+  for (let i = 0; i < MIXED_RUNS; i++) {
+    await resetMixedPlacements();
+    log(`2m: run ${i + 1} of ${MIXED_RUNS}`);
+    // The first run with each statement's time (and a planner probe every 5th pass, outside the passes).
+    if (i === 0) pgCounter.trace = new Map();
+    const r = await mixedScheduling(i === 0 ? 5 : 0);
+    if (i === 0) {
+      const trace = [...(pgCounter.trace ?? new Map()).entries()].sort((a, b) => b[1].ms - a[1].ms);
+      traced = trace.map(([statement, t]) => ({
+        statement,
+        n: t.n,
+        ms: round(t.ms),
+        ms_each: round(t.ms / t.n),
+      }));
+      pgCounter.trace = null;
+    }
+    runsOut.push(r);
+    uses.push(await clusterUse());
+    const [left] = await query<{ n: string }>(
+      db,
+      sql`SELECT count(*) AS n FROM jobs WHERE state = 'PENDING'`,
+    );
+    stillPending = Number(left?.n);
+    log(`2m: run ${i + 1}: ${r.placed} placed in ${round(r.seconds, 2)} s, ${r.passMs.length} passes`);
+  }
+  const rates = stats(runsOut.map((r) => r.placed / r.seconds));
+  const passMs = stats(runsOut.flatMap((r) => r.passMs));
+  // Placing passes only (the last of each run places nothing: it reads the queue and writes the reasons).
+  const placingMs = stats(runsOut.flatMap((r) => r.passMs.slice(0, -1)));
+  const sqlShare = stats(runsOut.flatMap((r) => r.sqlMs.map((s, k) => s / (r.passMs[k] as number))));
+  const jsMs = stats(runsOut.flatMap((r) => r.passMs.map((p, k) => p - (r.sqlMs[k] as number))));
+  const sqlMs = stats(runsOut.flatMap((r) => r.sqlMs));
+  const probes = runsOut[0]?.probes ?? [];
+  results.scheduling_mixed = {
+    direct_domain_calls: true,
+    workers: mixedWorkers().length,
+    worker_shapes:
+      '800 × (96 CPUs, 384 GB; batch 300, default 500; avx512/ssd/arm64), 200 × (gpu; 64 CPUs, 1 TB, 4×a100 or 8×h100, nvme:1)',
+    pending_jobs: MIXED_JOBS,
+    mix: Object.fromEntries(Object.entries(mix ?? {}).map(([k, v]) => [k, Number(v)])),
+    register_seconds: registerS,
+    submit_seconds: submitS,
+    runs: runsOut.map((r, k) => ({
+      placed: r.placed,
+      seconds: r.seconds,
+      passes: r.passMs.length,
+      placements_per_s: r.placed / r.seconds,
+      pass_ms: stats(r.passMs),
+      pass_sql_ms: stats(r.sqlMs),
+      statements_per_pass: stats(r.statements),
+      per_pass: r.passMs.map((ms, k) => ({
+        placed: r.placedPerPass[k],
+        ms: round(ms),
+        sql_ms: round(r.sqlMs[k] as number),
+        statements: r.statements[k],
+      })),
+      cluster_use_after: uses[k],
+    })),
+    still_pending: stillPending,
+    placements_per_s: rates,
+    pass_ms: passMs,
+    placing_pass_ms: placingMs,
+    pass_sql_ms: sqlMs,
+    pass_js_ms: jsMs,
+    pass_sql_share: sqlShare,
+    planner_probes: probes,
+    statements_first_run: traced,
+  };
+  const first = runsOut[0] as MixedRun;
+  const use = uses[0];
+  row(
+    '2 scheduling',
+    `mixed resources: ${MIXED_JOBS.toLocaleString('en')} pending jobs (memory, GPUs, gres, constraints, partitions, exclusive) on 1,000 nodes (800 CPU, 200 GPU), placed until full: placements/s`,
+    rates,
+    '/s',
+    '≥ 5,000/s',
+    rates.median >= 5000 ? 'met' : 'not met',
+  );
+  row(
+    '2 scheduling',
+    `  per run: placed, passes, cluster use after`,
+    null,
+    '',
+    '',
+    '',
+    `${first.placed.toLocaleString('en')} placed in ${first.passMs.length} passes, ${round(first.seconds, 1)} s; ${stillPending.toLocaleString('en')} left pending; CPUs ${use?.cpus_pct} %, memory ${use?.memory_pct} %, GPUs ${use?.gpus_pct} % allocated`,
+  );
+  row('2 scheduling', '  one pass (up to 1,000 placements)', placingMs, 'ms');
+  row('2 scheduling', '  of which waiting on Postgres (statements sent → answered)', sqlMs, 'ms');
+  row('2 scheduling', '  of which JavaScript (pass − Postgres: planner, rows)', jsMs, 'ms');
+  const probe = (k: keyof (typeof probes)[0]) => stats(probes.map((p) => Number(p[k])));
+  if (probes.length > 0) {
+    row(
+      '2 scheduling',
+      `  planner alone (probe every 5th pass, ${probes.length} probes): consider() over a pass's jobs; rows → planner input; re-plan after a new reservation`,
+      null,
+      '',
+      '',
+      '',
+      `${round(probe('planMs').median)}; ${round(probe('convertMs').median)}; ${round(probe('replanMs').median)} ms (p99 ${round(probe('planMs').p99)}; ${round(probe('convertMs').p99)}; ${round(probe('replanMs').p99)})`,
+    );
+  }
+  await resetCluster();
+  await exec(sql`DELETE FROM partitions WHERE NOT is_default`);
+  await exec(sql`UPDATE cluster_state SET allocated_memory_mb = 0, allocated_gpus = 0 WHERE id = 1`);
+}
+
+// ---------------------------------------------------------------- 2f. fragmentation: pack vs spread
+/**
+ * The same random churn of small jobs on 100 nodes (96 CPUs, 384 GB, default partition) once per policy of
+ * the default partition: fill to ≈ 70 % of the CPUs, end a random half of the running jobs, fill again, end
+ * half, fill again; then count how many large jobs still start right away: 64-CPU jobs (a node holds one), and
+ * exclusive jobs (whole idle nodes), each on the same state.
+ */
+const FRAG_NODES = 100;
+async function fragmentationRun(policy: 'pack' | 'spread', large: 'cpus64' | 'exclusive') {
+  await resetCluster();
+  await exec(sql`UPDATE cluster_state SET allocated_memory_mb = 0, allocated_gpus = 0 WHERE id = 1`);
+  await putPartition(quiet, 'default', { policy }, ANONYMOUS);
+  await registerMixedWorkers(
+    Array.from({ length: FRAG_NODES }, (_, i) => ({
+      worker_id: `frag-${String(i + 1).padStart(3, '0')}`,
+      hostname: `frag${i + 1}`,
+      cpus: 96,
+      memory_mb: 384 * 1024,
+    })),
+  );
+  const rng = seeded(8);
+  const capacity = FRAG_NODES * 96;
+  const ended = seeded(88);
+  for (let churn = 0; churn < 3; churn++) {
+    // Small jobs up to ≈ 70 % of the CPUs (counting those still running).
+    const [used] = await query<{ n: string }>(db, sql`SELECT sum(allocated_cpus) AS n FROM workers`);
+    let want = Math.round(capacity * 0.7) - Number(used?.n ?? 0);
+    const jobs: SubmitJobInput[] = [];
+    while (want > 0) {
+      const j = smallJob(rng);
+      jobs.push(j);
+      want -= j.cpus;
+    }
+    await submitMixed(jobs);
+    await batchedScheduling();
+    if (churn === 2) break;
+    // A random half of the running jobs end: their resources are released as a finish report releases them.
+    const running = await query<{ id: string }>(
+      db,
+      sql`SELECT id FROM jobs WHERE state = 'RUNNING' ORDER BY id`,
+    );
+    const done = running.filter(() => ended.next() < 0.5).map((j) => Number(j.id));
+    await exec(sql`WITH j AS (
+        UPDATE jobs SET state = 'COMPLETED', exit_code = 0, end_time = now()
+        WHERE id = ANY(${pgArray(done)}::bigint[]) RETURNING id, node),
+      a AS (UPDATE resource_allocations r SET released = true, released_time = now()
+            FROM j WHERE r.job_id = j.id RETURNING r.node_name, r.allocated_cpus, r.memory_mb)
+      UPDATE workers w SET allocated_cpus = w.allocated_cpus - x.c, allocated_memory_mb = w.allocated_memory_mb - x.m
+      FROM (SELECT node_name, sum(allocated_cpus) AS c, sum(memory_mb) AS m FROM a GROUP BY node_name) x
+      WHERE w.id = x.node_name`);
+  }
+  await exec(sql`UPDATE cluster_state SET allocated_cpus = w.c, allocated_memory_mb = w.m,
+      allocation_version = allocation_version + 1
+    FROM (SELECT sum(allocated_cpus) AS c, sum(allocated_memory_mb) AS m FROM workers) w WHERE id = 1`);
+  const snap = await readAllocationSnapshot(db);
+  await registry.setAllocationSnapshot(snap.allocated, snap.version);
+  const before = await clusterUse();
+  const holes = await query<{ free: string }>(db, sql`SELECT cpus - allocated_cpus AS free FROM workers`);
+  const freeCpus = holes.map((h) => Number(h.free));
+  // 100 large jobs behind the small ones; the passes place what fits now (the others reserve nodes and wait).
+  const largeJobs: SubmitJobInput[] = Array.from({ length: FRAG_NODES }, () =>
+    large === 'cpus64'
+      ? { name: 'large', script: 'true', cpus: 64, memory_per_node: '128G' }
+      : { name: 'whole', script: 'true', cpus: 1, exclusive: true },
+  );
+  await submitMixed(largeJobs);
+  const r = await batchedScheduling();
+  return {
+    policy,
+    large,
+    small_jobs_running: before,
+    nodes_with_64_free: freeCpus.filter((f) => f >= 64).length,
+    idle_nodes: before.idle_nodes,
+    free_cpus: freeCpus.reduce((a, b) => a + b, 0),
+    large_placed: r.placed,
+  };
+}
+
+async function scenarioFragmentation() {
+  log('2f. fragmentation: pack vs spread');
+  const out: Awaited<ReturnType<typeof fragmentationRun>>[] = [];
+  for (const policy of ['pack', 'spread'] as const) {
+    for (const large of ['cpus64', 'exclusive'] as const) out.push(await fragmentationRun(policy, large));
+  }
+  results.fragmentation = { nodes: FRAG_NODES, node: '96 CPUs, 384 GB', runs: out };
+  for (const policy of ['pack', 'spread'] as const) {
+    const a = out.find((o) => o.policy === policy && o.large === 'cpus64');
+    const b = out.find((o) => o.policy === policy && o.large === 'exclusive');
+    row(
+      '2 fragmentation',
+      `policy ${policy}: small-job churn to ${a?.small_jobs_running.cpus_pct} % of 100×96 CPUs, then 100 large jobs: 64-CPU / exclusive placed at once`,
+      null,
+      '',
+      '',
+      '',
+      `${a?.large_placed} / ${b?.large_placed} (idle nodes ${a?.idle_nodes}, nodes with ≥ 64 free ${a?.nodes_with_64_free}; ${a?.free_cpus} CPUs free)`,
+    );
+  }
+  await putPartition(quiet, 'default', { policy: 'pack' }, ANONYMOUS);
+  await resetCluster();
+}
+
 // ---------------------------------------------------------------- 4. heartbeat load
 async function heartbeatLoad(
   ids: string[],
@@ -1202,10 +1691,8 @@ async function scenarioWorkerLatency(n: number) {
   try {
     for (let i = 0; i < 2; i++) {
       const mf = new Miniflare({
-        modules: true,
-        scriptPath: bundle.script,
-        modulesRoot: bundle.dir,
-        compatibilityDate: '2026-04-20',
+        // As wrangler runs it: the text modules of the API reference (Swagger UI) and the compatibility date.
+        ...workerModules(bundle),
         host: '127.0.0.1',
         port: 0,
         bindings: {
@@ -1481,6 +1968,8 @@ async function scenarioStartup() {
 const scenarios: [string, () => Promise<void>][] = [
   ['1', scenarioResources],
   ['2', scenarioScheduling],
+  ['2m', scenarioMixedScheduling],
+  ['2f', scenarioFragmentation],
   ['4', scenarioHeartbeats],
   ['3', scenarioLatencyAndE2E],
   ['6', scenarioIdleAndFootprint],
@@ -1512,8 +2001,13 @@ console.log(
 console.log(line(['scenario', 'measure', 'median', 'p99', 'goal', 'met']));
 console.log(line(widths.map((w) => '-'.repeat(w))));
 for (const r of table) console.log(line([r.scenario, r.measure, r.median, r.p99, r.goal, r.met]));
-// A partial run (the dashboard alone) leaves the full run's results.json as it is.
-const resultsFile = DASHBOARD_ONLY ? 'results-dashboard.json' : 'results.json';
+// A partial run leaves the full run's results.json as it is: the dashboard alone writes results-dashboard.json,
+// any other BENCH_ONLY results-only-<scenarios>.json (BENCH_ONLY=2m: results-only-2m.json).
+const resultsFile = DASHBOARD_ONLY
+  ? 'results-dashboard.json'
+  : only
+    ? `results-only-${only.join('-')}.json`
+    : 'results.json';
 writeFileSync(new URL(`./${resultsFile}`, import.meta.url), `${JSON.stringify(results, null, 2)}\n`);
 log(`done: bench/${resultsFile} (${results.total_seconds} s)`);
 
