@@ -340,6 +340,7 @@ export function createPlanner(
       reservations.delete(own);
       newReservations.delete(own);
       holding.delete(job.id);
+      freed++;
     }
   };
 
@@ -396,7 +397,19 @@ export function createPlanner(
     eligible: { partition: string | null; free: Free }[];
     barred: Map<string, string>;
     sizeless: number;
+    /**
+     * A job of this shape found no worker to start on, or none left to reserve. Within a plan free resources
+     * only shrink and reservations only grow, so the next job of the shape need not look again.
+     */
+    full: boolean;
+    reservedOut: boolean;
+    /** `freed` when full and reservedOut were set: a reservation given back since makes them stale. */
+    seenAt: number;
   }
+  /** Counts reservations given back (their job started): a worker may be free for others again. */
+  let freed = 0;
+  /** Each worker's running jobs by when their time limits end them, sorted once per plan. */
+  const endsInOrder = new Map<Free, RunningJob[]>();
   const shapes = new Map<string, StaticFit>();
   const matcherIds = new Map<(features: ReadonlySet<string>) => boolean, number>();
   const staticFit = (job: PendingJob, need: Need, usable: (string | null)[]): StaticFit => {
@@ -419,7 +432,14 @@ export function createPlanner(
     ].join('|');
     const known = shapes.get(key);
     if (known) return known;
-    const fit: StaticFit = { eligible: [], barred: new Map(), sizeless: 0 };
+    const fit: StaticFit = {
+      eligible: [],
+      barred: new Map(),
+      sizeless: 0,
+      full: false,
+      reservedOut: false,
+      seenAt: 0,
+    };
     for (const partition of usable) {
       for (const f of membersOf(partition)) {
         const bar = placementBar(job, f.worker, null);
@@ -447,8 +467,14 @@ export function createPlanner(
     }
     // Workers it may ever use, per partition in its order (the same for every job of its shape); and the
     // first fit among those.
-    const { eligible, barred, sizeless } = staticFit(job, need, usable);
-    for (const partition of usable) {
+    const shape = staticFit(job, need, usable);
+    if (shape.seenAt !== freed) {
+      shape.full = false;
+      shape.reservedOut = false;
+      shape.seenAt = freed;
+    }
+    const { eligible, barred, sizeless } = shape;
+    for (const partition of shape.full && own === undefined ? [] : usable) {
       const policy = partition === null ? 'pack' : (partitions.get(partition)?.policy ?? 'pack');
       let best: Free | undefined;
       for (const candidate of eligible) {
@@ -468,7 +494,10 @@ export function createPlanner(
       waits.set(job.id, neverFits(job, need, usable, barred, sizeless));
       return;
     }
-    if (own === undefined) reserve(job, need, eligible);
+    if (own === undefined) {
+      shape.full = true;
+      if (!shape.reservedOut && !reserve(job, need, eligible)) shape.reservedOut = true;
+    }
     const holds = holding.get(job.id);
     waits.set(job.id, waitingFor(job, need, eligible, holds));
   };
@@ -537,12 +566,12 @@ export function createPlanner(
     };
   };
 
-  const reserve = (job: PendingJob, need: Need, eligible: { free: Free }[]) => {
+  const reserve = (job: PendingJob, need: Need, eligible: { free: Free }[]): boolean => {
     let hold: Free | undefined;
     let holdStart = Number.POSITIVE_INFINITY;
     for (const { free: f } of eligible) {
       if (reservations.has(f.worker.id)) continue;
-      const start = startsIn(need, f);
+      const start = startsIn(need, f, endsInOrder);
       if (
         hold === undefined ||
         start < holdStart ||
@@ -553,10 +582,11 @@ export function createPlanner(
         holdStart = start;
       }
     }
-    if (hold === undefined) return;
+    if (hold === undefined) return false;
     reservations.set(hold.worker.id, job.id);
     newReservations.set(hold.worker.id, job.id);
     holding.set(job.id, hold.worker.id);
+    return true;
   };
 
   for (const job of held) {
@@ -649,13 +679,17 @@ export function describeNeed(need: Need): string {
  * Seconds until `need` fits on a worker if nothing new lands on it, by the time limits of its running jobs.
  * Infinity when that depends on a job without a time limit, or when the running jobs are unknown.
  */
-function startsIn(need: Need, f: Free): number {
+function startsIn(need: Need, f: Free, endsInOrder: Map<Free, RunningJob[]>): number {
   if (fitsNow(need, f)) return 0;
   const running = f.worker.running;
   if (!running) return Number.POSITIVE_INFINITY;
-  const ends = [...running].sort(
-    (a, b) => (a.endsInSeconds ?? Number.POSITIVE_INFINITY) - (b.endsInSeconds ?? Number.POSITIVE_INFINITY),
-  );
+  let ends = endsInOrder.get(f);
+  if (!ends) {
+    ends = [...running].sort(
+      (a, b) => (a.endsInSeconds ?? Number.POSITIVE_INFINITY) - (b.endsInSeconds ?? Number.POSITIVE_INFINITY),
+    );
+    endsInOrder.set(f, ends);
+  }
   const later: Free = { ...f, gpus: new Set(f.gpus), gres: new Map(f.gres) };
   let left = running.length;
   for (const job of ends) {
