@@ -27,6 +27,13 @@ export interface PassResult {
   skipped?: 'no_workers';
 }
 
+/**
+ * Pending jobs behind the ones a pass read whose reason it brings up to date, at most, nearest the head of the
+ * queue first: a queue of 85,000 new jobs cost one pass 380 ms to write them all, where the rest get theirs
+ * in the next passes.
+ */
+const MAX_EXPLAINED_BEHIND = 10_000;
+
 /** Pages of `scheduleBatchSize` pending jobs one pass reads at most. */
 const MAX_PAGES = 10;
 
@@ -56,7 +63,10 @@ export interface QueueRow {
 
 export const QUEUE_COLUMNS = sql`id, cpus, reason, reason_detail, reserved_worker, priority, submit_time::text AS submitted,
   memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, partition, time_limit_s`;
-const QUEUE_ORDER = sql`priority DESC, submit_time, id`;
+// NULLS LAST as in jobs_pending_queue_idx (priority is NOT NULL, but the planner matches the index's null
+// order only when spelled out): without it every page read sorted the whole queue (43 ms over 100,000 pending
+// jobs, against 0.7 ms reading the index in order).
+const QUEUE_ORDER = sql`priority DESC NULLS LAST, submit_time, id`;
 
 /** The workers a pass may place on: ready and live (`live`: the registry's ids, or Postgres's heartbeats). */
 const placeableWorkers = (live: ReturnType<typeof sql>) => sql`status = 'ready' AND NOT drained AND ${live}`;
@@ -507,13 +517,17 @@ async function explainQueue(
   const reason = sql`CASE WHEN cpus > ${largest}::int THEN 'Resources' ELSE ${BEHIND_QUEUE.reason}::text END`;
   await query(
     tx,
-    sql`WITH explained AS (${explain} RETURNING 1)
-        UPDATE jobs SET reason = ${reason}, reason_detail = ${detail}
-        WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL
-          AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
-          AND CASE WHEN cpus > ${largest}::int
-                   THEN reason IS DISTINCT FROM 'Resources' OR reason_detail IS DISTINCT FROM ${tooLarge}
-                   ELSE reason IS NULL OR reason = 'None' OR starts_with(reason_detail, ${TOO_LARGE_PREFIX}) END`,
+    sql`WITH explained AS (${explain} RETURNING 1),
+        stale AS (
+          SELECT id FROM jobs
+          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL
+            AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
+            AND CASE WHEN cpus > ${largest}::int
+                     THEN reason IS DISTINCT FROM 'Resources' OR reason_detail IS DISTINCT FROM ${tooLarge}
+                     ELSE reason IS NULL OR reason = 'None' OR starts_with(reason_detail, ${TOO_LARGE_PREFIX}) END
+          ORDER BY ${QUEUE_ORDER} LIMIT ${MAX_EXPLAINED_BEHIND}
+        )
+        UPDATE jobs SET reason = ${reason}, reason_detail = ${detail} FROM stale WHERE jobs.id = stale.id`,
   );
 }
 
