@@ -9,7 +9,7 @@
  * the job's own code (a signal N is 128+N), even when an --output/--error file cannot be written (a warning).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import { hostname, userInfo } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ApiError, Client, resolveConfig } from './api.ts';
 import {
@@ -17,6 +17,7 @@ import {
   expandPattern,
   plainExclusive,
   SUBMIT_OPTIONS,
+  type SubmitOrigin,
   type SubmitValues,
   UsageError,
 } from './sbatch.ts';
@@ -605,7 +606,7 @@ const COMMANDS: Record<string, Command> = {
       const value = values[key];
       if (value !== undefined) flags[key] = value;
     }
-    const body = buildSubmitBody(script, flags, env);
+    const body = buildSubmitBody(script, flags, env, submitOrigin());
     const api = client(values, env);
     const job = await api.request<Job>('POST', '/api/v1/jobs/submit', body);
     if (values.json) io.out(`${JSON.stringify(job, null, 2)}\n`);
@@ -1076,6 +1077,12 @@ function leadingOptions(argv: string[]) {
     } else break;
   }
   return { options, help, version, rest: argv.slice(i) };
+}
+
+/** Where this submission comes from, for SLURM_SUBMIT_DIR and SLURM_SUBMIT_HOST (a host name the API refuses is left out). */
+function submitOrigin(): SubmitOrigin {
+  const host = hostname();
+  return { dir: process.cwd(), ...(/^[A-Za-z0-9._-]{1,255}$/.test(host) ? { host } : {}) };
 }
 
 /** Runs one command; returns the exit code. */

@@ -55,6 +55,12 @@ export interface SubmitBody {
   environment?: Record<string, string>;
   priority?: number;
   requeue?: boolean;
+  /** Where and from which host it is submitted: the job sees them as SLURM_SUBMIT_DIR and SLURM_SUBMIT_HOST. */
+  submit_dir?: string;
+  submit_host?: string;
+  /** `-n` and `-c` as given (cpus is worked out from them): SLURM_NTASKS and SLURM_CPUS_PER_TASK. */
+  ntasks?: number;
+  cpus_per_task?: number;
   /** `--mem`, as written: MB, or with a unit K, M, G, T. */
   memory_per_node?: string;
   memory_per_cpu?: string;
@@ -276,7 +282,20 @@ function resourceRequest(sources: Source[], v: SubmitValues): Partial<SubmitBody
  * `%j` for the job id, `%x` for the job name) are passed to the job as CONDUCTOR_OUTPUT / CONDUCTOR_ERROR:
  * the server keeps the output itself (`conductor logs`), the script may tee into those files.
  */
-export function buildSubmitBody(script: string, flags: SubmitValues, env: NodeJS.ProcessEnv): SubmitBody {
+/** Where a submission comes from, as sbatch records it. */
+export interface SubmitOrigin {
+  /** The directory the command ran in. */
+  dir: string;
+  /** This machine's host name; absent: not sent. */
+  host?: string;
+}
+
+export function buildSubmitBody(
+  script: string,
+  flags: SubmitValues,
+  env: NodeJS.ProcessEnv,
+  origin?: SubmitOrigin,
+): SubmitBody {
   const { sbatch, conductor } = scriptDirectives(script);
   const v: SubmitValues = { ...sbatch, ...conductor, ...flags };
   const environment: Record<string, string> = {};
@@ -285,15 +304,17 @@ export function buildSubmitBody(script: string, flags: SubmitValues, env: NodeJS
     for (const pair of (source.env as string[] | undefined) ?? [])
       Object.assign(environment, parseExport(pair, env));
   }
-  let cpus: number;
-  if (typeof v.cpus === 'string') cpus = positive(v.cpus, '--cpus');
-  else {
-    const perTask =
-      typeof v['cpus-per-task'] === 'string' ? positive(v['cpus-per-task'], '--cpus-per-task') : 1;
-    const tasks = typeof v.ntasks === 'string' ? positive(v.ntasks, '--ntasks') : 1;
-    cpus = perTask * tasks;
-  }
+  const cpusPerTask =
+    typeof v['cpus-per-task'] === 'string' ? positive(v['cpus-per-task'], '--cpus-per-task') : undefined;
+  const ntasks = typeof v.ntasks === 'string' ? positive(v.ntasks, '--ntasks') : undefined;
+  const cpus = typeof v.cpus === 'string' ? positive(v.cpus, '--cpus') : (cpusPerTask ?? 1) * (ntasks ?? 1);
   const body: SubmitBody = { script, cpus };
+  if (ntasks !== undefined) body.ntasks = ntasks;
+  if (cpusPerTask !== undefined) body.cpus_per_task = cpusPerTask;
+  if (origin) {
+    body.submit_dir = origin.dir;
+    if (origin.host !== undefined) body.submit_host = origin.host;
+  }
   if (typeof v['job-name'] === 'string') body.name = v['job-name'];
   if (typeof v.account === 'string') body.account = v.account;
   if (typeof v.partition === 'string') body.partition = v.partition;

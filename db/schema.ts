@@ -210,6 +210,14 @@ export const jobs = pgTable(
     reservedWorker: text('reserved_worker'),
     /** MB on its node (per CPU requests are multiplied out at submit); null: none asked, no limit. */
     memoryMb: integer('memory_mb'),
+    /** `--mem-per-cpu` as asked (MB), kept so that the job sees SLURM_MEM_PER_CPU; null: not asked per CPU. */
+    memoryPerCpu: integer('memory_per_cpu'),
+    /** Where and from which host it was submitted (SLURM_SUBMIT_DIR, SLURM_SUBMIT_HOST); null: not said. */
+    submitDir: text('submit_dir'),
+    submitHost: text('submit_host'),
+    /** `--ntasks` and `--cpus-per-task` as asked (`cpus` is what it holds); null: not asked. */
+    ntasks: integer('ntasks'),
+    cpusPerTask: integer('cpus_per_task'),
     gpus: integer('gpus').notNull().default(0),
     /** The GPU model asked for (`a100`); null: any. */
     gpuType: text('gpu_type'),

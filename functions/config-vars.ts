@@ -30,6 +30,15 @@ export const priorityCeiling = z.coerce
   .max(1_000_000, 'CONDUCTOR_PRIORITY_CEILING is at most 1000000')
   .default(DEFAULT_CONFIG.priorityCeiling);
 
+/** The cluster's name as jobs see it (SLURM_CLUSTER_NAME): Slurm's ClusterName rules, lowercase. */
+export const clusterName = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9_-]{0,63}$/,
+    'CONDUCTOR_CLUSTER_NAME is lowercase letters, digits, - and _ (at most 64, starting with a letter or digit)',
+  )
+  .default(DEFAULT_CONFIG.clusterName);
+
 /** A number of live-log followers: a whole number, 0 (no limit) or more. */
 export const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
 
@@ -109,6 +118,9 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   },
   CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: {
     description: 'live-log followers at once per token, per process (per isolate on Workers); `0`: no limit',
+  },
+  CONDUCTOR_CLUSTER_NAME: {
+    description: "the cluster's name, which every job sees as `SLURM_CLUSTER_NAME`",
   },
   ADMIN_TOKEN: {
     description:

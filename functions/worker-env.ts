@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { followers, logRetentionDays, maxRequeues, priorityCeiling } from './config-vars.ts';
+import { clusterName, followers, logRetentionDays, maxRequeues, priorityCeiling } from './config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from './domain/ports.ts';
 
 /**
@@ -47,6 +47,8 @@ export const workerEnvSchema = z.object({
   CONDUCTOR_MAX_REQUEUES: maxRequeues,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
+  /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
+  CONDUCTOR_CLUSTER_NAME: clusterName,
   /** Live-log followers (SSE) at once per job and per token, in one isolate (0: no limit). */
   CONDUCTOR_LOG_FOLLOWERS_PER_JOB: followers(DEFAULT_CONFIG.logFollowersPerJob),
   CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: followers(DEFAULT_CONFIG.logFollowersPerToken),
@@ -79,6 +81,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
+    clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
     logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,

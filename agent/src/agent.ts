@@ -147,6 +147,7 @@ export class Agent {
       ...(config.runAsByOwner ? { runAsByOwner: config.runAsByOwner } : {}),
       ...(config.jobRoot ? { jobRoot: config.jobRoot } : {}),
       ...(config.jobRootIsHome ? { jobRootIsHome: true } : {}),
+      nodeName: config.nodeName,
     };
     this.runnerDeps = {
       client: this.client,
@@ -307,6 +308,7 @@ export class Agent {
         continue;
       }
       this.workerIdValue = response.worker_id || config.nodeName;
+      this.executor.nodeName = this.workerIdValue;
       this.sessionValue = response.session;
       try {
         saveSession(config.stateDir, response.session);

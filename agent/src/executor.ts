@@ -21,7 +21,7 @@ import {
   writeFile,
   writeFileSync,
 } from 'node:fs';
-import { constants } from 'node:os';
+import { constants, userInfo } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_OUTPUT_LIMIT_BYTES, type RunAsUser } from './config.ts';
@@ -98,22 +98,69 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
 export const GPU_ENV = ['CUDA_VISIBLE_DEVICES', 'SLURM_JOB_GPUS', 'GPU_DEVICE_ORDINAL'] as const;
 
 /**
+ * The Slurm variables the agent owns (sbatch(1) "OUTPUT ENVIRONMENT VARIABLES"): whatever the submitted
+ * environment said of them is dropped (it came from another machine or job), then those that apply are set.
+ */
+export const SLURM_JOB_ENV = [
+  'SLURM_JOB_ID',
+  'SLURM_JOBID',
+  'SLURM_JOB_NAME',
+  'SLURM_JOB_USER',
+  'SLURM_JOB_ACCOUNT',
+  'SLURM_JOB_PARTITION',
+  'SLURM_SUBMIT_DIR',
+  'SLURM_SUBMIT_HOST',
+  'SLURM_CLUSTER_NAME',
+  'SLURM_JOB_NODELIST',
+  'SLURM_NODELIST',
+  'SLURMD_NODENAME',
+  'SLURM_JOB_NUM_NODES',
+  'SLURM_NNODES',
+  'SLURM_NTASKS',
+  'SLURM_NPROCS',
+  'SLURM_NTASKS_PER_NODE',
+  'SLURM_TASKS_PER_NODE',
+  'SLURM_CPUS_PER_TASK',
+  'SLURM_CPUS_ON_NODE',
+  'SLURM_JOB_CPUS_PER_NODE',
+  'SLURM_MEM_PER_NODE',
+  'SLURM_MEM_PER_CPU',
+  'SLURM_RESTART_COUNT',
+  'SLURM_GPUS_ON_NODE',
+  'SLURM_JOB_GRES',
+] as const;
+
+/** What buildJobEnv needs to know of the node the job runs on. */
+export interface JobNode {
+  /** The node's name as the control plane knows it (SLURMD_NODENAME, SLURM_JOB_NODELIST). */
+  name?: string;
+  /** The node has GPUs: a job assigned none gets them hidden. */
+  hasGpus?: boolean;
+}
+
+/**
  * The job's environment: PATH, HOME, USER, LOGNAME, LANG, LC_ALL, TZ, TMPDIR and SHELL from the agent (when
  * set), then the assignment's variables, then CONDUCTOR_JOB_ID, CONDUCTOR_JOB_NAME, CONDUCTOR_CPUS,
  * CONDUCTOR_ATTEMPT and (with `marker`) CONDUCTOR_JOB_MARKER, by which the agent finds the job's processes.
  *
- * Resources: GPU_ENV = the assigned GPU indexes (`0,1`), SLURM_GPUS_ON_NODE their count; SLURM_MEM_PER_NODE
- * = memory_mb; SLURM_JOB_GRES = `gpu:<n>,<name>:<count>,...`. Each is unset when the job has none of it,
- * whatever the submitted environment said (it came from another machine). One exception: a job without
- * GPUs on a node that has some gets CUDA_VISIBLE_DEVICES empty, which hides every GPU from CUDA; unset, it
- * would see them all, including those assigned to other jobs.
+ * Then Slurm's variables for a one-node batch job (SLURM_JOB_ENV), with sbatch's meanings: each replaces a
+ * submitted variable of the same name, and each the job has no value for is unset. SLURM_JOB_USER is the
+ * job's owner, else the user the job runs as. SLURM_NTASKS (and SLURM_NPROCS, SLURM_NTASKS_PER_NODE,
+ * SLURM_TASKS_PER_NODE) is `ntasks`, 1 when not asked; SLURM_CPUS_PER_TASK only when asked;
+ * SLURM_CPUS_ON_NODE and SLURM_JOB_CPUS_PER_NODE the CPUs it holds (all of the node's for an exclusive job).
+ * SLURM_MEM_PER_CPU when memory was asked per CPU, else SLURM_MEM_PER_NODE = memory_mb.
+ *
+ * Resources: GPU_ENV = the assigned GPU indexes (`0,1`), SLURM_GPUS_ON_NODE their count; SLURM_JOB_GRES =
+ * `gpu:<n>,<name>:<count>,...`. One exception to "unset when it has none": a job without GPUs on a node that
+ * has some gets CUDA_VISIBLE_DEVICES empty, which hides every GPU from CUDA; unset, it would see them all,
+ * including those assigned to other jobs.
  */
 export function buildJobEnv(
   assignment: Assignment,
   agentEnv: NodeJS.ProcessEnv,
   runAs?: RunAsUser,
   marker?: string,
-  node: { hasGpus?: boolean } = {},
+  node: JobNode = {},
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of PASSTHROUGH_ENV) {
@@ -132,9 +179,8 @@ export function buildJobEnv(
   env.CONDUCTOR_JOB_NAME = assignment.name;
   env.CONDUCTOR_CPUS = String(assignment.cpus);
   env.CONDUCTOR_ATTEMPT = String(assignment.attempt);
-  for (const name of [...GPU_ENV, 'SLURM_GPUS_ON_NODE', 'SLURM_MEM_PER_NODE', 'SLURM_JOB_GRES']) {
-    delete env[name];
-  }
+  for (const name of [...GPU_ENV, ...SLURM_JOB_ENV]) delete env[name];
+  Object.assign(env, slurmJobEnv(assignment, runAs, agentEnv, node.name));
   const gpus = assignment.gpus ?? [];
   if (gpus.length > 0) {
     for (const name of GPU_ENV) env[name] = gpus.join(',');
@@ -142,15 +188,65 @@ export function buildJobEnv(
   } else if (node.hasGpus) {
     env.CUDA_VISIBLE_DEVICES = '';
   }
-  if (typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0) {
-    env.SLURM_MEM_PER_NODE = String(assignment.memory_mb);
-  }
   const gres = [
     ...(gpus.length > 0 ? [`gpu:${gpus.length}`] : []),
     ...Object.entries(assignment.gres ?? {}).map(([name, count]) => `${name}:${count}`),
   ];
   if (gres.length > 0) env.SLURM_JOB_GRES = gres.join(',');
   if (marker !== undefined) env[JOB_MARKER_VAR] = marker;
+  return env;
+}
+
+/** The user the job runs as: the run-as user, else the agent's (USER, or the process's own). */
+function jobUser(runAs: RunAsUser | undefined, agentEnv: NodeJS.ProcessEnv): string | undefined {
+  if (runAs) return runAs.name;
+  if (agentEnv.USER) return agentEnv.USER;
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Slurm's job variables other than the GPU ones, for a job on one node. */
+function slurmJobEnv(
+  assignment: Assignment,
+  runAs: RunAsUser | undefined,
+  agentEnv: NodeJS.ProcessEnv,
+  nodeName: string | undefined,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  const set = (name: (typeof SLURM_JOB_ENV)[number], value: string | number | null | undefined) => {
+    if (value !== null && value !== undefined && value !== '') env[name] = String(value);
+  };
+  set('SLURM_JOB_ID', assignment.job_id);
+  set('SLURM_JOBID', assignment.job_id);
+  set('SLURM_JOB_NAME', assignment.name);
+  set('SLURM_JOB_USER', assignment.owner ?? jobUser(runAs, agentEnv));
+  set('SLURM_JOB_ACCOUNT', assignment.account);
+  set('SLURM_JOB_PARTITION', assignment.partition);
+  set('SLURM_SUBMIT_DIR', assignment.submit_dir);
+  set('SLURM_SUBMIT_HOST', assignment.submit_host);
+  set('SLURM_CLUSTER_NAME', assignment.cluster_name);
+  set('SLURM_JOB_NODELIST', nodeName);
+  set('SLURM_NODELIST', nodeName);
+  set('SLURMD_NODENAME', nodeName);
+  set('SLURM_JOB_NUM_NODES', 1);
+  set('SLURM_NNODES', 1);
+  const ntasks = assignment.ntasks ?? 1;
+  set('SLURM_NTASKS', ntasks);
+  set('SLURM_NPROCS', ntasks);
+  set('SLURM_NTASKS_PER_NODE', ntasks);
+  set('SLURM_TASKS_PER_NODE', ntasks);
+  set('SLURM_CPUS_PER_TASK', assignment.cpus_per_task);
+  set('SLURM_CPUS_ON_NODE', assignment.cpus);
+  set('SLURM_JOB_CPUS_PER_NODE', assignment.cpus);
+  if (typeof assignment.memory_per_cpu === 'number' && assignment.memory_per_cpu > 0) {
+    set('SLURM_MEM_PER_CPU', assignment.memory_per_cpu);
+  } else if (typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0) {
+    set('SLURM_MEM_PER_NODE', assignment.memory_mb);
+  }
+  set('SLURM_RESTART_COUNT', assignment.requeues ?? 0);
   return env;
 }
 
@@ -198,6 +294,8 @@ export interface ExecutorOptions {
   memorySampleMs?: number;
   /** The node has GPUs: jobs assigned none get them hidden (see buildJobEnv). */
   nodeHasGpus?: boolean;
+  /** The node's name as the control plane knows it, which jobs see as SLURMD_NODENAME (see buildJobEnv). */
+  nodeName?: string;
 }
 
 /** The line that ends a stream the agent cut at its limit. */
@@ -676,7 +774,10 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
     job.settle({ exit_code: '1:0', outcome: 'failed_to_start', message: problem });
     return job;
   }
-  const env = buildJobEnv(assignment, agentEnv, runAs, job.marker, { hasGpus: options.nodeHasGpus ?? false });
+  const env = buildJobEnv(assignment, agentEnv, runAs, job.marker, {
+    hasGpus: options.nodeHasGpus ?? false,
+    ...(options.nodeName !== undefined ? { name: options.nodeName } : {}),
+  });
   job.start(assignment, env, cwd, scriptPath, runAs);
   return job;
 }

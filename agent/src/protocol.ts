@@ -143,6 +143,21 @@ export interface Assignment extends JobRef {
    * (CONDUCTOR_RUN_AS=alice:alice,...); null when it has none (the open local cluster). Older servers omit it.
    */
   owner?: string | null;
+  /** The job's account and the partition it runs in (SLURM_JOB_ACCOUNT, SLURM_JOB_PARTITION); null: none. */
+  account?: string | null;
+  partition?: string | null;
+  /** Where and from which host it was submitted (SLURM_SUBMIT_DIR, SLURM_SUBMIT_HOST); null: not said. */
+  submit_dir?: string | null;
+  submit_host?: string | null;
+  /** `--ntasks` and `--cpus-per-task` as asked; null: not asked (one task; no SLURM_CPUS_PER_TASK). */
+  ntasks?: number | null;
+  cpus_per_task?: number | null;
+  /** `--mem-per-cpu` as asked (MB): the job sees SLURM_MEM_PER_CPU instead of SLURM_MEM_PER_NODE. */
+  memory_per_cpu?: number | null;
+  /** How many times the job went back to the queue (SLURM_RESTART_COUNT). */
+  requeues?: number;
+  /** The cluster's name (SLURM_CLUSTER_NAME). */
+  cluster_name?: string;
 }
 
 /** Reports: POST /api/v1/agents/jobs/:job_id/{started,output,finish}. A report for an attempt that is no longer current gets 409 `stale_assignment`: drop it and kill the process. */

@@ -619,7 +619,7 @@ export const uiJobsInput = z.strictObject({
 const UI_JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
   environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
-  allocated_gpus`;
+  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task`;
 
 /** The dashboard's job list: GET /api/v1/jobs's, plus `q` (name or account search). Read-only. */
 export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput>, viewer: Principal) {

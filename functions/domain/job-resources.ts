@@ -56,6 +56,8 @@ export interface JobResources {
   partition: string | null;
   timeLimitS: number | null;
   memoryMb: number | null;
+  /** `memory_per_cpu` as asked (memoryMb is it times the CPUs); null when the job asked memory otherwise or none. */
+  memoryPerCpu: number | null;
   gpus: number;
   gpuType: string | null;
   gres: Record<string, number>;
@@ -331,6 +333,7 @@ function admit(
     partition: input.partition ? named.join(',') : chosen.name,
     timeLimitS: input.time_limit_s ?? (chosen.default_time_s === null ? null : Number(chosen.default_time_s)),
     memoryMb: memoryFor(chosen),
+    memoryPerCpu: request.memoryMb === null ? request.memoryPerCpu : null,
     gpus: request.gpus,
     gpuType: request.gpuType,
     gres: request.gres,

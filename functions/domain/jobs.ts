@@ -84,6 +84,34 @@ export const submitJobInput = z.strictObject({
     .optional(),
   priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
   requeue: z.boolean().optional(),
+  /** The directory it was submitted from (SLURM_SUBMIT_DIR). */
+  submit_dir: z
+    .string()
+    .max(4096, 'submit_dir is at most 4096 characters')
+    .refine((s) => s.startsWith('/'), 'submit_dir must be an absolute path')
+    .refine((s) => !CONTROL_CHARS.test(s), 'submit_dir has control characters')
+    .optional(),
+  /** The host it was submitted from (SLURM_SUBMIT_HOST). */
+  submit_host: z
+    .string()
+    .min(1, 'submit_host must not be empty')
+    .max(255, 'submit_host is at most 255 characters')
+    .regex(/^[A-Za-z0-9._-]+$/, 'submit_host is a host name: letters, digits, ".", "-" and "_"')
+    .optional(),
+  /** `--ntasks`: what the job sees as SLURM_NTASKS (cpus stays what it is given). */
+  ntasks: z
+    .number({ error: 'ntasks is a whole number of tasks, at least 1' })
+    .int('ntasks must be a whole number')
+    .min(1, 'ntasks must be at least 1')
+    .max(65_536, 'ntasks is at most 65536')
+    .optional(),
+  /** `--cpus-per-task`: what the job sees as SLURM_CPUS_PER_TASK. */
+  cpus_per_task: z
+    .number({ error: 'cpus_per_task is a whole number of CPUs, at least 1' })
+    .int('cpus_per_task must be a whole number')
+    .min(1, 'cpus_per_task must be at least 1')
+    .max(65_536, 'cpus_per_task is at most 65536')
+    .optional(),
   ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
@@ -119,6 +147,11 @@ export interface JobRow {
   reason_detail: string | null;
   cancel_requested: boolean;
   memory_mb: number | null;
+  memory_per_cpu: number | null;
+  submit_dir: string | null;
+  submit_host: string | null;
+  ntasks: number | null;
+  cpus_per_task: number | null;
   gpus: number;
   gpu_type: string | null;
   gres: Record<string, number> | string;
@@ -157,6 +190,11 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     reason_detail: row.reason_detail,
     cancel_requested: row.cancel_requested,
     memory_mb: row.memory_mb === null ? null : Number(row.memory_mb),
+    memory_per_cpu: row.memory_per_cpu === null ? null : Number(row.memory_per_cpu),
+    submit_dir: row.submit_dir,
+    submit_host: row.submit_host,
+    ntasks: row.ntasks === null ? null : Number(row.ntasks),
+    cpus_per_task: row.cpus_per_task === null ? null : Number(row.cpus_per_task),
     gpus: Number(row.gpus),
     gpu_type: row.gpu_type,
     gres: typeof row.gres === 'string' ? (JSON.parse(row.gres) as Record<string, number>) : row.gres,
@@ -179,7 +217,7 @@ export type JobView = ReturnType<typeof jobView>;
 const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
   environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
-  allocated_gpus`;
+  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -334,10 +372,10 @@ const withTimeLimit = (input: SubmitJobInput) => ({
 
 /** The resource columns of a job, in the order of RESOURCE_COLUMNS. */
 const resourceValues = (r: JobResources) =>
-  sql`${r.partition}, ${r.timeLimitS}, ${r.memoryMb}, ${r.gpus}, ${r.gpuType}, ${JSON.stringify(r.gres)}::jsonb,
+  sql`${r.partition}, ${r.timeLimitS}, ${r.memoryMb}, ${r.memoryPerCpu}::int, ${r.gpus}, ${r.gpuType}, ${JSON.stringify(r.gres)}::jsonb,
       ${r.constraint}, ${r.exclusive}, ${r.nodelist === null ? null : pgArray(r.nodelist)}::text[],
       ${pgArray(r.exclude)}::text[]`;
-const RESOURCE_COLUMNS = sql`partition, time_limit_s, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive,
+const RESOURCE_COLUMNS = sql`partition, time_limit_s, memory_mb, memory_per_cpu, gpus, gpu_type, gres, feature_constraint, exclusive,
   nodelist, exclude_nodes`;
 
 function submitStatement(
@@ -356,10 +394,11 @@ function submitStatement(
   const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
                 ${input.work_dir ?? null}, ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0},
                 ${input.requeue ?? false}, ${owner}::text, ${submittedBy}::bigint,
-                (SELECT ${NEW_REASON} FROM ${live}), (SELECT ${NEW_REASON_DETAIL} FROM ${live}),
+                ${input.submit_dir ?? null}::text, ${input.submit_host ?? null}::text, ${input.ntasks ?? null}::int,
+                ${input.cpus_per_task ?? null}::int, (SELECT ${NEW_REASON} FROM ${live}), (SELECT ${NEW_REASON_DETAIL} FROM ${live}),
                 ${resourceValues(resources)}`;
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
-                      owner, submitted_by, reason, reason_detail, ${RESOURCE_COLUMNS}`;
+                      owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
@@ -540,6 +579,11 @@ function batchStatement(
         priority: input.priority ?? 0,
         requeue: input.requeue ?? false,
         memory_mb: r.memoryMb,
+        memory_per_cpu: r.memoryPerCpu,
+        submit_dir: input.submit_dir ?? null,
+        submit_host: input.submit_host ?? null,
+        ntasks: input.ntasks ?? null,
+        cpus_per_task: input.cpus_per_task ?? null,
         gpus: r.gpus,
         gpu_type: r.gpuType,
         gres: r.gres,
@@ -552,7 +596,8 @@ function batchStatement(
   );
   const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
                       owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
-                      exclusive, nodelist, exclude_nodes`;
+                      exclusive, nodelist, exclude_nodes, memory_per_cpu, submit_dir, submit_host, ntasks,
+                      cpus_per_task`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner,
@@ -583,7 +628,8 @@ function batchStatement(
                SELECT * FROM json_to_recordset(${data}::json) AS x(i int, name text, script text, cpus int,
                  account text, partition text, time_limit_s int, work_dir text, environment jsonb, priority int,
                  requeue boolean, memory_mb int, gpus int, gpu_type text, gres jsonb, feature_constraint text,
-                 exclusive boolean, nodelist text[], exclude_nodes text[])
+                 exclusive boolean, nodelist text[], exclude_nodes text[], memory_per_cpu int, submit_dir text,
+                 submit_host text, ntasks int, cpus_per_task int)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -598,7 +644,8 @@ function batchStatement(
                SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
                       x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
                       ${NEW_REASON}, ${NEW_REASON_DETAIL}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
-                      x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes
+                      x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes, x.memory_per_cpu,
+                      x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i

@@ -221,6 +221,8 @@ export interface ConductorConfig {
   maxRequeues: number;
   /** Most live-log followers (SSE streams) of one job at once, per process (isolate); 0: no limit. */
   logFollowersPerJob: number;
+  /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
+  clusterName: string;
   /** Most live-log followers of one token (or of all anonymous callers) at once, per process; 0: no limit. */
   logFollowersPerToken: number;
 }
@@ -245,6 +247,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   maxRequeues: 3,
   logFollowersPerJob: 10,
   logFollowersPerToken: 20,
+  clusterName: 'conductor',
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */

@@ -347,6 +347,14 @@ interface AssignmentRow {
   memory_mb: number | null;
   allocated_gpus: number[] | null;
   gres: Record<string, number> | string;
+  account: string | null;
+  partition: string | null;
+  submit_dir: string | null;
+  submit_host: string | null;
+  ntasks: number | null;
+  cpus_per_task: number | null;
+  memory_per_cpu: number | null;
+  requeues: number;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -370,7 +378,12 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                      AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
           RETURNING id, attempt, name, script, work_dir, environment, time_limit_s, requeue, owner, memory_mb,
-            allocated_gpus, gres,
+            allocated_gpus, gres, account, submit_dir, submit_host, ntasks, cpus_per_task, memory_per_cpu, requeues,
+            -- Of the partitions it may use, the first this node serves (a node without any serves the default).
+            coalesce(
+              (SELECT p FROM unnest(string_to_array(jobs.partition, ',')) WITH ORDINALITY AS u(p, n)
+               WHERE p = ANY((SELECT w.partitions FROM workers w WHERE w.id = jobs.node)::text[]) ORDER BY n LIMIT 1),
+              split_part(jobs.partition, ',', 1)) AS partition,
             -- An exclusive job holds all of its node's CPUs.
             coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus
         )
@@ -406,7 +419,7 @@ export async function claimAssignments(
     const cancel = parseJson(row.cancel);
     const left = deadline - Date.now();
     if (jobs.length > 0 || cancel.length > 0 || left <= 0 || signal?.aborted) {
-      return { jobs: jobs.map(assignmentView), cancel };
+      return { jobs: jobs.map((row) => assignmentView(row, ctx.config.clusterName)), cancel };
     }
     // Wake for new work, or when an unstarted assignment becomes due again.
     const redeliverMs =
@@ -415,7 +428,7 @@ export async function claimAssignments(
   }
 }
 
-function assignmentView(row: AssignmentRow): Assignment {
+function assignmentView(row: AssignmentRow, clusterName: string): Assignment {
   return {
     job_id: Number(row.id),
     attempt: Number(row.attempt),
@@ -430,6 +443,15 @@ function assignmentView(row: AssignmentRow): Assignment {
     memory_mb: row.memory_mb === null ? null : Number(row.memory_mb),
     gpus: row.allocated_gpus ?? [],
     gres: parseJson(row.gres),
+    account: row.account,
+    partition: row.partition === '' ? null : row.partition,
+    submit_dir: row.submit_dir,
+    submit_host: row.submit_host,
+    ntasks: row.ntasks === null ? null : Number(row.ntasks),
+    cpus_per_task: row.cpus_per_task === null ? null : Number(row.cpus_per_task),
+    memory_per_cpu: row.memory_per_cpu === null ? null : Number(row.memory_per_cpu),
+    requeues: Number(row.requeues),
+    cluster_name: clusterName,
   };
 }
 

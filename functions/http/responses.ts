@@ -43,6 +43,27 @@ export const jobSchema = z
     cancel_requested: z.boolean(),
     owner: z.string().nullable(),
     memory_mb: z.number().int().nullable().openapi({ description: 'MB on its node; null: none asked' }),
+    memory_per_cpu: z.number().int().nullable().openapi({
+      description: 'MB per CPU when asked so (memory_mb is it times cpus); null: not asked per CPU',
+    }),
+    submit_dir: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Where it was submitted from (SLURM_SUBMIT_DIR)' }),
+    submit_host: z
+      .string()
+      .nullable()
+      .openapi({ description: 'The host it was submitted from (SLURM_SUBMIT_HOST)' }),
+    ntasks: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: 'Tasks asked (SLURM_NTASKS); null: not asked, 1' }),
+    cpus_per_task: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: 'CPUs per task asked (SLURM_CPUS_PER_TASK); null: not asked' }),
     gpus: z.number().int(),
     gpu_type: z.string().nullable(),
     gres: z.record(z.string(), z.number().int()),
@@ -343,6 +364,15 @@ export const claimResponse = z.object({
       memory_mb: z.number().int().nullable().optional(),
       gpus: z.array(z.number().int()).optional(),
       gres: z.record(z.string(), z.number().int()).optional(),
+      account: z.string().nullable().optional(),
+      partition: z.string().nullable().optional(),
+      submit_dir: z.string().nullable().optional(),
+      submit_host: z.string().nullable().optional(),
+      ntasks: z.number().int().nullable().optional(),
+      cpus_per_task: z.number().int().nullable().optional(),
+      memory_per_cpu: z.number().int().nullable().optional(),
+      requeues: z.number().int().optional(),
+      cluster_name: z.string().optional(),
     }),
   ),
   cancel: z.array(jobRef),

@@ -170,6 +170,91 @@ describe('environment', () => {
   });
 });
 
+describe("the job's Slurm environment", () => {
+  const slurmOf = (env: Record<string, string>) =>
+    Object.fromEntries(Object.entries(env).filter(([name]) => name.startsWith('SLURM')));
+
+  it('sets what sbatch(1) sets for a one-node job of 2 tasks of 3 CPUs with memory per CPU', () => {
+    const job = assignment('true', {
+      job_id: 41,
+      name: 'sim',
+      cpus: 6,
+      owner: 'alice',
+      account: 'physics',
+      partition: 'batch',
+      submit_dir: '/home/alice/runs',
+      submit_host: 'login01',
+      ntasks: 2,
+      cpus_per_task: 3,
+      memory_mb: 6144,
+      memory_per_cpu: 1024,
+      requeues: 2,
+      cluster_name: 'lab',
+    });
+    expect(slurmOf(buildJobEnv(job, { USER: 'agent' }, undefined, undefined, { name: 'node07' }))).toEqual({
+      SLURM_JOB_ID: '41',
+      SLURM_JOBID: '41',
+      SLURM_JOB_NAME: 'sim',
+      SLURM_JOB_USER: 'alice',
+      SLURM_JOB_ACCOUNT: 'physics',
+      SLURM_JOB_PARTITION: 'batch',
+      SLURM_SUBMIT_DIR: '/home/alice/runs',
+      SLURM_SUBMIT_HOST: 'login01',
+      SLURM_CLUSTER_NAME: 'lab',
+      SLURM_JOB_NODELIST: 'node07',
+      SLURM_NODELIST: 'node07',
+      SLURMD_NODENAME: 'node07',
+      SLURM_JOB_NUM_NODES: '1',
+      SLURM_NNODES: '1',
+      SLURM_NTASKS: '2',
+      SLURM_NPROCS: '2',
+      SLURM_NTASKS_PER_NODE: '2',
+      SLURM_TASKS_PER_NODE: '2',
+      SLURM_CPUS_PER_TASK: '3',
+      SLURM_CPUS_ON_NODE: '6',
+      SLURM_JOB_CPUS_PER_NODE: '6',
+      SLURM_MEM_PER_CPU: '1024',
+      SLURM_RESTART_COUNT: '2',
+    });
+  });
+
+  it('leaves out what was not asked: no -c, no account, memory per node, one task', () => {
+    const env = buildJobEnv(assignment('true', { cpus: 4, memory_mb: 2048 }), { USER: 'agent' });
+    expect(env.SLURM_CPUS_PER_TASK).toBeUndefined();
+    expect(env.SLURM_JOB_ACCOUNT).toBeUndefined();
+    expect(env.SLURM_MEM_PER_CPU).toBeUndefined();
+    expect(env.SLURM_MEM_PER_NODE).toBe('2048');
+    expect(env.SLURM_NTASKS).toBe('1');
+    expect(env.SLURM_CPUS_ON_NODE).toBe('4');
+    expect(env.SLURM_RESTART_COUNT).toBe('0');
+    // Without an owner (the open local cluster): the user the job runs as.
+    expect(env.SLURM_JOB_USER).toBe('agent');
+    const runAs = { name: 'bob', uid: 1001, gid: 1001, home: '/home/bob' };
+    expect(buildJobEnv(assignment('true'), { USER: 'root' }, runAs).SLURM_JOB_USER).toBe('bob');
+  });
+
+  it("the agent's values win over submitted SLURM_ variables, and stale ones it owns are dropped", () => {
+    const env = buildJobEnv(
+      assignment('true', {
+        job_id: 9,
+        environment: {
+          SLURM_JOB_ID: '1234',
+          SLURM_CPUS_PER_TASK: '16',
+          SLURM_MEM_PER_NODE: '999',
+          SLURM_CONF: '/etc/slurm/slurm.conf',
+        },
+      }),
+      {},
+    );
+    expect(env.SLURM_JOB_ID).toBe('9');
+    expect(env.SLURM_CPUS_PER_TASK).toBeUndefined();
+    expect(env.SLURM_MEM_PER_NODE).toBeUndefined();
+    // A SLURM_ name the agent does not set is the job's own.
+    expect(env.SLURM_CONF).toBe('/etc/slurm/slurm.conf');
+    expect(env.CONDUCTOR_JOB_ID).toBe('9');
+  });
+});
+
 describe('work_dir', () => {
   it('runs in the work_dir', async () => {
     const dir = mkdtempSync(join(root, 'wd-'));

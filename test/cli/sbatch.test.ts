@@ -30,6 +30,8 @@ describe('#SBATCH directives', () => {
     expect(buildSubmitBody(script, {}, {})).toEqual({
       script,
       cpus: 8,
+      ntasks: 4,
+      cpus_per_task: 2,
       name: 'sim',
       time_limit: '1-12:00:00',
       partition: 'batch',
@@ -37,6 +39,27 @@ describe('#SBATCH directives', () => {
       work_dir: '/srv/work',
       requeue: true,
       environment: { STEPS: '10', CONDUCTOR_ERROR: 'sim-%j.err' },
+    });
+  });
+
+  it('says where it comes from and the tasks asked, for the job environment (SLURM_SUBMIT_DIR, SLURM_NTASKS, ...)', () => {
+    const origin = { dir: '/home/alice/runs', host: 'login01' };
+    expect(buildSubmitBody('#SBATCH -n 2 -c 3\necho', {}, {}, origin)).toMatchObject({
+      cpus: 6,
+      ntasks: 2,
+      cpus_per_task: 3,
+      submit_dir: '/home/alice/runs',
+      submit_host: 'login01',
+    });
+    const plain = buildSubmitBody('#SBATCH --cpus 4\necho', {}, {}, origin);
+    expect(plain).toMatchObject({ cpus: 4, submit_dir: '/home/alice/runs', submit_host: 'login01' });
+    expect(plain).not.toHaveProperty('ntasks');
+    expect(plain).not.toHaveProperty('cpus_per_task');
+    expect(buildSubmitBody('echo', { 'cpus-per-task': '5' }, {}, { dir: '/tmp' })).toEqual({
+      script: 'echo',
+      cpus: 5,
+      cpus_per_task: 5,
+      submit_dir: '/tmp',
     });
   });
 

@@ -107,6 +107,69 @@ describe.each(backends)('hostile input on $name', (factory) => {
     await rejects({ script: 'true', cpus: 0 }, 'cpus must be at least 1');
   });
 
+  it('refuses job-environment fields that are not what they say: submit_dir, submit_host, ntasks, cpus_per_task', async () => {
+    await rejects({ script: 'true', cpus: 1, submit_dir: 'runs' }, 'submit_dir must be an absolute path');
+    await rejects({ script: 'true', cpus: 1, submit_dir: '/a\nb' }, 'submit_dir has control characters');
+    await rejects({ script: 'true', cpus: 1, submit_host: 'a b' }, 'submit_host is a host name');
+    await rejects({ script: 'true', cpus: 1, submit_host: '' }, 'submit_host must not be empty');
+    await rejects({ script: 'true', cpus: 1, ntasks: 0 }, 'ntasks must be at least 1');
+    await rejects({ script: 'true', cpus: 1, ntasks: 1.5 }, 'ntasks must be a whole number');
+    await rejects({ script: 'true', cpus: 1, cpus_per_task: 0 }, 'cpus_per_task must be at least 1');
+    await rejects({ script: 'true', cpus: 1, cpus_per_task: '2' }, 'cpus_per_task is a whole number of CPUs');
+    const ok = await submit({
+      script: 'true',
+      cpus: 6,
+      ntasks: 2,
+      cpus_per_task: 3,
+      submit_dir: '/home/alice',
+      submit_host: 'login01.example.org',
+    });
+    expect(ok.status).toBe(201);
+    expect(await ok.json()).toMatchObject({
+      ntasks: 2,
+      cpus_per_task: 3,
+      submit_dir: '/home/alice',
+      submit_host: 'login01.example.org',
+    });
+    // A node with memory, so that a job asking memory per CPU is admitted.
+    await s.request('POST', '/api/v1/agents/register', {
+      token: agent,
+      body: { worker_id: 'with-memory', hostname: 'wm', cpus: 8, memory_mb: 16_384 },
+    });
+    const batch = await s.request('POST', '/api/v1/jobs/batch', {
+      token: admin,
+      body: {
+        jobs: [
+          {
+            script: 'true',
+            cpus: 4,
+            ntasks: 4,
+            submit_dir: '/srv',
+            submit_host: 'login02',
+            memory_per_cpu: '1G',
+          },
+          { script: 'true', cpus: 1 },
+        ],
+      },
+    });
+    expect(batch.status, await batch.clone().text()).toBe(201);
+    const { jobs } = (await batch.json()) as { jobs: Record<string, unknown>[] };
+    expect(jobs[0]).toMatchObject({
+      ntasks: 4,
+      cpus_per_task: null,
+      submit_dir: '/srv',
+      submit_host: 'login02',
+      memory_per_cpu: 1024,
+      memory_mb: 4096,
+    });
+    expect(jobs[1]).toMatchObject({
+      ntasks: null,
+      cpus_per_task: null,
+      submit_dir: null,
+      memory_per_cpu: null,
+    });
+  });
+
   it('refuses control characters and NUL where they do not belong, and unknown fields', async () => {
     await rejects({ script: 'true', cpus: 1, name: 'tab\there' }, 'name has control characters');
     await rejects({ script: 'true', cpus: 1, name: 'line\nbreak' }, 'name has control characters');
