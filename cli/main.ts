@@ -101,6 +101,9 @@ const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL
 /** What a job asked for beyond CPUs, and why it waits: `show` prints these only when they say something. */
 export const SHOWN_WHEN_SET = new Set([
   'memory_mb',
+  'memory_per_cpu',
+  'ntasks',
+  'cpus_per_task',
   'gpus',
   'gpu_type',
   'gres',
@@ -221,9 +224,9 @@ Examples:
 `,
   show: `Usage: conductor show <id> [--json]
 
-One job, with its script and environment. What it asked for beyond CPUs (memory_mb, gpus, gpu_type, gres,
-constraint, exclusive, nodelist, exclude), its allocated_gpus and reason_detail (why it waits, in words)
-are shown when set; --json has every field.
+One job, with its script and environment. What it asked for beyond CPUs (memory_mb, memory_per_cpu, ntasks,
+cpus_per_task, gpus, gpu_type, gres, constraint, exclusive, nodelist, exclude), its allocated_gpus and
+reason_detail (why it waits, in words) are shown when set; --json has every field.
 
 ${GLOBAL}
 

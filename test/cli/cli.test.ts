@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -363,6 +363,11 @@ describe('conductor against a stand-in control plane: the resource requests and 
     start_time: null,
     end_time: null,
     memory_mb: 32768,
+    memory_per_cpu: null,
+    ntasks: 2,
+    cpus_per_task: 4,
+    submit_dir: '/home/alice/ml',
+    submit_host: 'login01',
     gpus: 2,
     gpu_type: 'a100',
     gres: { nvme: 1 },
@@ -384,6 +389,10 @@ describe('conductor against a stand-in control plane: the resource requests and 
     reason_detail: null,
     partition: null,
     memory_mb: null,
+    ntasks: null,
+    cpus_per_task: null,
+    submit_dir: null,
+    submit_host: null,
     gpus: 0,
     gpu_type: null,
     gres: {},
@@ -468,6 +477,10 @@ describe('conductor against a stand-in control plane: the resource requests and 
       {
         script: readFileSync(script, 'utf8'),
         cpus: 8,
+        cpus_per_task: 8,
+        // The command's directory and host, for the job's SLURM_SUBMIT_DIR and SLURM_SUBMIT_HOST.
+        submit_dir: process.cwd(),
+        submit_host: hostname(),
         partition: 'gpu',
         memory_per_node: '32G',
         gres: 'nvme:1',
@@ -513,6 +526,11 @@ describe('conductor against a stand-in control plane: the resource requests and 
     expect(shown).toMatch(/^reason +Resources$/m);
     expect(shown).toMatch(/^reason_detail +waiting for 2 a100 GPUs: gpu01 has 1 free$/m);
     expect(shown).toMatch(/^memory_mb +32768$/m);
+    expect(shown).toMatch(/^ntasks +2$/m);
+    expect(shown).toMatch(/^cpus_per_task +4$/m);
+    expect(shown).toMatch(/^submit_dir +\/home\/alice\/ml$/m);
+    expect(shown).toMatch(/^submit_host +login01$/m);
+    expect(shown).not.toMatch(/^memory_per_cpu\b/m);
     expect(shown).toMatch(/^gpus +2$/m);
     expect(shown).toMatch(/^gpu_type +a100$/m);
     expect(shown).toMatch(/^constraint +avx512&ssd$/m);
@@ -523,9 +541,10 @@ describe('conductor against a stand-in control plane: the resource requests and 
     expect(shown).not.toMatch(/^(nodelist|allocated_gpus)\b/m);
     const bare = (await conductor(['show', '11'], { CONDUCTOR_URL: url, HOME: home })).stdout;
     expect(bare).not.toMatch(
-      /^(memory_mb|gpus|gpu_type|gres|constraint|exclusive|nodelist|exclude|allocated_gpus|reason_detail)\b/m,
+      /^(memory_mb|memory_per_cpu|ntasks|cpus_per_task|gpus|gpu_type|gres|constraint|exclusive|nodelist|exclude|allocated_gpus|reason_detail)\b/m,
     );
     expect(bare).toMatch(/^node +node07$/m);
     expect(bare).toMatch(/^partition +-$/m);
+    expect(bare).toMatch(/^submit_dir +-$/m);
   });
 });
