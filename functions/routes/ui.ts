@@ -66,7 +66,9 @@ export function uiRoutes(ctx: Context) {
       c.json(await utilizationSeries(ctx, parseInput(utilizationInput, c.req.query(), 'query'))),
     )
     .get('/fragments/overview', async (c) =>
-      c.html(overviewFragment(await getOverview(ctx), new URL(c.req.url).origin)),
+      c.html(
+        overviewFragment(await getOverview(ctx), new URL(c.req.url).origin, canDrain(c.get('principal'))),
+      ),
     )
     .get('/fragments/jobs', async (c) => {
       const query = c.req.query();

@@ -11,8 +11,9 @@ import { NodeDetail } from './components/node-detail.tsx';
 import { OverviewPanel } from './components/overview.tsx';
 import { WorkersTable } from './components/workers-table.tsx';
 
-export const overviewFragment = (overview: Overview, origin: string) => (
-  <OverviewPanel overview={overview} origin={origin} />
+/** `canManage`: the viewer is an admin, who may take a partition down or bring it up. */
+export const overviewFragment = (overview: Overview, origin: string, canManage = false) => (
+  <OverviewPanel overview={overview} origin={origin} canManage={canManage} />
 );
 
 /** `filters`: the list's query (state, q), kept in the link to older jobs. */

@@ -452,6 +452,10 @@ describe('web dashboard in headless Chromium', () => {
     await page.reload();
     await page.locator('tr[data-worker="ui-a"]').waitFor({ timeout: 10_000 });
     expect(await page.getByRole('button', { name: 'Drain ui-a' }).count()).toBe(0);
+    // Nor partition buttons on the overview.
+    await page.goto(server.url);
+    await page.locator('tr[data-partition="default"]').waitFor({ timeout: 10_000 });
+    expect(await page.getByRole('button', { name: /^Set partition / }).count()).toBe(0);
   });
 
   it('ran every page without a Content Security Policy violation or a script error', () => {

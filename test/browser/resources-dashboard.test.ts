@@ -103,7 +103,8 @@ describe('dashboard resources and partitions in headless Chromium', () => {
     const gpuRow = page.locator('tr[data-partition="gpu"]');
     const cells = async (row: typeof gpuRow) =>
       (await row.locator('td').allTextContents()).map((c) => c.trim());
-    expect(await cells(gpuRow)).toEqual(['gpu', 'UP', '1', '0/4', '0/2', '0', '0']);
+    // The open local cluster's viewer may do everything: the last cell is the partition's admin button.
+    expect(await cells(gpuRow)).toEqual(['gpu', 'UP', '1', '0/4', '0/2', '0', '0', 'Set DOWN']);
     expect(await cells(page.locator('tr[data-partition="default"]'))).toEqual([
       'default (default)',
       'UP',
@@ -112,7 +113,28 @@ describe('dashboard resources and partitions in headless Chromium', () => {
       '–',
       '0',
       '0',
+      'Set DOWN',
     ]);
+  });
+
+  it('an admin takes a partition DOWN and back UP from the partitions table', async () => {
+    await page.goto(server.url);
+    const down = page.getByRole('button', { name: 'Set partition default DOWN' });
+    await down.waitFor({ timeout: 10_000 });
+    await down.click();
+    await eventually(
+      async () => (await api<{ state: string }>('GET', '/api/v1/partitions/default')).state === 'DOWN',
+      { what: 'partition default DOWN' },
+    );
+    const up = page.getByRole('button', { name: 'Set partition default UP' });
+    await up.waitFor({ timeout: 10_000 });
+    expect(await text('tr[data-partition="default"] td:nth-child(2)')).toBe('DOWN');
+    await up.click();
+    await eventually(
+      async () => (await api<{ state: string }>('GET', '/api/v1/partitions/default')).state === 'UP',
+      { what: 'partition default UP again' },
+    );
+    await page.getByRole('button', { name: 'Set partition default DOWN' }).waitFor({ timeout: 10_000 });
   });
 
   it('counts a running job’s memory and GPU on the overview, the partition and the node’s bars', async () => {
@@ -128,7 +150,7 @@ describe('dashboard resources and partitions in headless Chromium', () => {
     await eventually(async () => (await text('#memory-allocated')) === '2 GB', { what: '2 GB allocated' });
     expect(await text('#gpu-models')).toContain('a100 1/2');
     const gpuRow = (await page.locator('tr[data-partition="gpu"] td').allTextContents()).map((c) => c.trim());
-    expect(gpuRow).toEqual(['gpu', 'UP', '1', '2/4', '1/2', '0', '1']);
+    expect(gpuRow).toEqual(['gpu', 'UP', '1', '2/4', '1/2', '0', '1', 'Set DOWN']);
     await page.screenshot({ path: `${ARTIFACTS}resources-overview.png`, fullPage: true });
 
     await page.goto(`${server.url}/ui/nodes`);

@@ -106,13 +106,14 @@ async function loadRegion(region: HTMLElement) {
 const regions = () => [...document.querySelectorAll<HTMLElement>('[data-region]')];
 const refreshAll = () => Promise.all(regions().map(loadRegion));
 
-// Buttons rendered by the server with the API call they make (drain, undrain, cancel).
+// Buttons rendered by the server with the API call they make (drain, undrain, cancel, a partition's state),
+// and its JSON body when it has one.
 document.addEventListener('click', async (event) => {
   const button = (event.target as Element).closest<HTMLButtonElement>('button[data-action]');
   if (!button?.dataset.action) return;
   button.disabled = true;
   try {
-    await api(button.dataset.action, { method: 'POST', body: '{}' });
+    await api(button.dataset.action, { method: 'POST', body: button.dataset.body ?? '{}' });
     showError('');
   } catch (error) {
     showError(error);

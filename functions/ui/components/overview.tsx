@@ -30,8 +30,32 @@ const byName = (entries: Record<string, { total: number; allocated: number }>) =
     .map(([name, r]) => `${name || 'unknown'} ${r.allocated}/${r.total}`)
     .join(', ');
 
-/** The partitions as sinfo summarizes them, with their jobs. */
-export const PartitionsTable = ({ partitions }: { partitions: PartitionSummary[] }) => (
+/**
+ * Takes a partition DOWN (it keeps its jobs and starts none) or brings it back UP: an admin's, as with
+ * `conductor partition <name> --state`.
+ */
+const PartitionStateButton = ({ partition }: { partition: Pick<PartitionSummary, 'name' | 'state'> }) => {
+  const next = partition.state === 'UP' ? 'DOWN' : 'UP';
+  return (
+    <button
+      type="button"
+      data-action={`/api/v1/partitions/${encodeURIComponent(partition.name)}`}
+      data-body={JSON.stringify({ state: next })}
+      aria-label={`Set partition ${partition.name} ${next}`}
+    >
+      Set {next}
+    </button>
+  );
+};
+
+/** The partitions as sinfo summarizes them, with their jobs; admins may set them DOWN or UP. */
+export const PartitionsTable = ({
+  partitions,
+  canManage = false,
+}: {
+  partitions: PartitionSummary[];
+  canManage?: boolean;
+}) => (
   <div class="scroll">
     <table>
       <caption class="visually-hidden">Partitions</caption>
@@ -44,6 +68,7 @@ export const PartitionsTable = ({ partitions }: { partitions: PartitionSummary[]
           <th scope="col">GPUs used</th>
           <th scope="col">Pending</th>
           <th scope="col">Running</th>
+          {canManage ? <th scope="col">Admin</th> : null}
         </tr>
       </thead>
       <tbody>
@@ -65,6 +90,11 @@ export const PartitionsTable = ({ partitions }: { partitions: PartitionSummary[]
             </td>
             <td>{p.pending_jobs ?? '–'}</td>
             <td>{p.running_jobs}</td>
+            {canManage ? (
+              <td>
+                <PartitionStateButton partition={p} />
+              </td>
+            ) : null}
           </tr>
         ))}
       </tbody>
@@ -73,7 +103,15 @@ export const PartitionsTable = ({ partitions }: { partitions: PartitionSummary[]
 );
 
 /** The cluster at a glance: capacity, partitions, workers by state, jobs by state. Summaries only, whatever the size. */
-export const OverviewPanel = ({ overview, origin }: { overview: Overview; origin: string }) => {
+export const OverviewPanel = ({
+  overview,
+  origin,
+  canManage = false,
+}: {
+  overview: Overview;
+  origin: string;
+  canManage?: boolean;
+}) => {
   const r = overview.resources;
   const w = overview.workers;
   const { memory, gpus, gres } = overview;
@@ -110,7 +148,7 @@ export const OverviewPanel = ({ overview, origin }: { overview: Overview; origin
       <section aria-labelledby="p-h">
         <h2 id="p-h">Partitions</h2>
         <div id="partitions">
-          <PartitionsTable partitions={overview.partitions} />
+          <PartitionsTable partitions={overview.partitions} canManage={canManage} />
         </div>
       </section>
       <section aria-labelledby="w-h">
