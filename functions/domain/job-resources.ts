@@ -9,7 +9,8 @@ import type { GpuDevice, PartitionState } from '../../db/schema.ts';
 import { type Constraint, ConstraintError, evaluateConstraint, parseConstraint } from './constraint.ts';
 import type { Context } from './context.ts';
 import { invalid } from './errors.ts';
-import { expandHostlist, HostlistError, hostlistMatcher } from './hostlist.ts';
+import { expandHostlist, HostlistError } from './hostlist.ts';
+import { partitionMembership } from './partitions.ts';
 import { capacityShortfalls, describeNeed, type FreeWorker, placementBar } from './placement.ts';
 import { parseGpus, parseGres, parseMemorySize, parseNodeCount, ResourceError } from './resources.ts';
 import { queryOne } from './sql.ts';
@@ -215,17 +216,11 @@ export async function admitJobs(
  * over 1,000 nodes is checked once, not a million times.
  */
 function indexInventory(raw: RawInventory) {
-  const lists = raw.partitions
-    .filter((p) => p.nodes)
-    .map((p) => ({ name: p.name, matches: hostlistMatcher(p.nodes as string) }));
+  const partitionsOf = partitionMembership(raw.partitions);
   const members = new Map<string, FreeWorker[]>(raw.partitions.map((p) => [p.name, []]));
-  const fallback = raw.partitions.find((p) => p.is_default);
   for (const node of raw.nodes) {
-    const names = new Set(node.partitions.filter((p) => members.has(p)));
-    for (const list of lists) if (list.matches(node.id)) names.add(list.name);
-    if (names.size === 0 && node.partitions.length === 0 && fallback) names.add(fallback.name);
     const worker = workerOf(node);
-    for (const name of names) members.get(name)?.push(worker);
+    for (const name of partitionsOf(node.id, node.partitions)) members.get(name)?.push(worker);
   }
   return { ...raw, members, verdicts: new Map<string, string | null>() };
 }

@@ -74,6 +74,27 @@ interface PartitionRow {
 const COLUMNS = sql`p.name, p.is_default, p.state, p.nodes, p.max_time_s, p.default_time_s, p.max_cpus_per_node,
   p.def_mem_per_cpu, p.max_mem_per_cpu, p.allow_accounts, p.priority_tier, p.policy, p.created_by`;
 
+/**
+ * Which partitions a node serves: those its agent declares (that exist), those whose node list names it, and,
+ * for a node that declares none and no list names, the default one. The scheduler, admission and the listings
+ * all go by this rule.
+ */
+export function partitionMembership(
+  rows: readonly { name: string; is_default: boolean; nodes: string | null }[],
+): (id: string, declared: readonly string[]) => Set<string> {
+  const known = new Set(rows.map((r) => r.name));
+  const lists = rows
+    .filter((r) => r.nodes)
+    .map((r) => ({ name: r.name, matches: hostlistMatcher(r.nodes as string) }));
+  const defaultName = rows.find((r) => r.is_default)?.name;
+  return (id, declared) => {
+    const names = new Set(declared.filter((d) => known.has(d)));
+    for (const list of lists) if (list.matches(id)) names.add(list.name);
+    if (names.size === 0 && declared.length === 0 && defaultName !== undefined) names.add(defaultName);
+    return names;
+  };
+}
+
 const minutesOf = (seconds: number | null) => (seconds === null ? null : Number(seconds) / 60);
 
 export function partitionView(row: PartitionRow, members: { nodes: string[]; cpus: number }) {
@@ -110,16 +131,10 @@ export async function listPartitions(ctx: Context): Promise<PartitionView[]> {
         WHERE status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})
         ORDER BY id`,
   );
-  const lists = rows
-    .filter((r) => r.nodes)
-    .map((r) => ({ name: r.name, matches: hostlistMatcher(r.nodes ?? '') }));
-  const defaultName = rows.find((r) => r.is_default)?.name;
+  const partitionsOf = partitionMembership(rows);
   const members = new Map(rows.map((r) => [r.name, { nodes: [] as string[], cpus: 0 }]));
   for (const w of live) {
-    const names = new Set(w.partitions.filter((p) => members.has(p)));
-    for (const list of lists) if (list.matches(w.id)) names.add(list.name);
-    if (names.size === 0 && w.partitions.length === 0 && defaultName) names.add(defaultName);
-    for (const name of names) {
+    for (const name of partitionsOf(w.id, w.partitions)) {
       const m = members.get(name);
       if (!m) continue;
       m.nodes.push(w.id);

@@ -2,8 +2,8 @@ import { sql } from 'drizzle-orm';
 import type { GpuDevice } from '../../db/schema.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
-import { hostlistMatcher } from './hostlist.ts';
 import { liveWorkerIds } from './liveness.ts';
+import { partitionMembership } from './partitions.ts';
 import {
   createPlanner,
   type FreeWorker,
@@ -122,15 +122,7 @@ export function partitionsOf(rows: readonly PartitionRow[]) {
     ]),
   );
   const defaultName = rows.find((p) => p.is_default)?.name ?? null;
-  const lists = rows
-    .filter((p) => p.nodes)
-    .map((p) => ({ name: p.name, matches: hostlistMatcher(p.nodes ?? '') }));
-  const workerPartitions = (id: string, declared: readonly string[]): Set<string> => {
-    const set = new Set(declared.filter((d) => rules.has(d)));
-    for (const list of lists) if (list.matches(id)) set.add(list.name);
-    if (set.size === 0 && declared.length === 0 && defaultName !== null) set.add(defaultName);
-    return set;
-  };
+  const workerPartitions = partitionMembership(rows);
   const jobPartitions = (partition: string | null): string[] =>
     partition ? partition.split(',').map((p) => p.trim()) : defaultName === null ? [] : [defaultName];
   return { rules, defaultName, workerPartitions, jobPartitions };
