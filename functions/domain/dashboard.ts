@@ -11,7 +11,7 @@ import { type JobRow, jobView } from './jobs.ts';
 import { liveWorkerIds } from './liveness.ts';
 import { maskIndexes } from './placement.ts';
 import { PARTITION_COLUMNS, type PartitionRow, partitionsOf } from './scheduler.ts';
-import { pgArray, query, queryOne } from './sql.ts';
+import { jsonColumn, pgArray, query, queryOne } from './sql.ts';
 
 interface LiveWorkerRow {
   id: string;
@@ -42,14 +42,13 @@ const WORKER_RESOURCES = sql`w.memory_mb, w.allocated_memory_mb, w.gpus, w.gpus_
   w.features, w.partitions, w.memory_enforcement`;
 
 function workerResources(w: WorkerResourcesRow) {
-  const parse = <T>(v: T | string): T => (typeof v === 'string' ? (JSON.parse(v) as T) : v);
   const used = maskIndexes(w.gpus_used);
   return {
     memory_mb: Number(w.memory_mb),
     allocated_memory_mb: Number(w.allocated_memory_mb),
-    gpu_devices: parse(w.gpus).map((g) => ({ index: g.index, model: g.model, used: used.has(g.index) })),
+    gpu_devices: jsonColumn(w.gpus).map((g) => ({ index: g.index, model: g.model, used: used.has(g.index) })),
     gres: Object.fromEntries(
-      Object.entries(parse(w.gres ?? {}) ?? {}).map(([name, [total, allocated]]) => [
+      Object.entries(jsonColumn(w.gres ?? {}) ?? {}).map(([name, [total, allocated]]) => [
         name,
         { total: Number(total), allocated: Number(allocated) },
       ]),
@@ -173,13 +172,8 @@ function liveFilter(ctx: Context): SQL {
   return heartbeatLive(ctx.config.workerTtlSeconds);
 }
 
-/** A JSON column as the driver hands it: parsed (node-postgres, PGlite) or as text. */
-const parsed = <T>(value: T | string | null | undefined, empty: T): T =>
-  value === null || value === undefined
-    ? empty
-    : typeof value === 'string'
-      ? (JSON.parse(value) as T)
-      : value;
+/** A JSON column as the driver hands it (jsonColumn), `empty` when null. */
+const parsed = <T>(value: T | string | null | undefined, empty: T): T => jsonColumn(value ?? empty);
 
 /**
  * The live workers' capacity in every resource, summed by Postgres in one statement: CPUs, memory and GPUs

@@ -13,7 +13,7 @@ import { expandHostlist, HostlistError } from './hostlist.ts';
 import { partitionMembership } from './partitions.ts';
 import { capacityShortfalls, describeNeed, type FreeWorker, placementBar } from './placement.ts';
 import { parseGpus, parseGres, parseMemorySize, parseNodeCount, ResourceError } from './resources.ts';
-import { queryOne } from './sql.ts';
+import { jsonColumn, queryOne } from './sql.ts';
 
 const sizeField = z.union([z.number().int().min(0), z.string().max(32)], {
   error: 'a memory size: MB as a number, or a string such as "4G", "512M"',
@@ -181,11 +181,9 @@ async function readInventory(ctx: Context) {
                     (SELECT json_object_agg(g.name, g.total) FROM worker_gres g WHERE g.worker_id = workers.id) AS gres
              FROM workers) w) AS nodes`,
   );
-  const parse = <T>(v: T | string | undefined): T =>
-    typeof v === 'string' ? (JSON.parse(v) as T) : (v as T);
   return {
-    partitions: parse<PartitionRow[]>(row?.partitions) ?? [],
-    nodes: parse<NodeShape[]>(row?.nodes) ?? [],
+    partitions: jsonColumn<PartitionRow[]>(row?.partitions ?? []),
+    nodes: jsonColumn<NodeShape[]>(row?.nodes ?? []),
   };
 }
 

@@ -20,7 +20,7 @@ import {
   WORKER_COLUMNS,
   type WorkerRow,
 } from './scheduler.ts';
-import { pgArray, pgErrorCode, query, queryOne } from './sql.ts';
+import { jsonColumn, pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
 const MiB = 1024 * 1024;
@@ -197,7 +197,7 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     cpus_per_task: row.cpus_per_task === null ? null : Number(row.cpus_per_task),
     gpus: Number(row.gpus),
     gpu_type: row.gpu_type,
-    gres: typeof row.gres === 'string' ? (JSON.parse(row.gres) as Record<string, number>) : row.gres,
+    gres: jsonColumn(row.gres),
     constraint: row.feature_constraint,
     exclusive: row.exclusive,
     nodelist: row.nodelist,

@@ -18,7 +18,7 @@ import {
   type Wait,
 } from './placement.ts';
 import type { Ports } from './ports.ts';
-import { pgArray, query, queryOne, withRetry } from './sql.ts';
+import { jsonColumn, pgArray, query, queryOne, withRetry } from './sql.ts';
 
 export interface PassResult {
   placed: number;
@@ -106,8 +106,6 @@ export interface PartitionRow {
   policy: PartitionRules['policy'];
 }
 
-const json = <T>(value: T | string): T => (typeof value === 'string' ? (JSON.parse(value) as T) : value);
-
 /** The partitions, and each worker's: those it declares and those whose node list names it, else the default. */
 export function partitionsOf(rows: readonly PartitionRow[]) {
   const rules = new Map<string, PartitionRules>(
@@ -134,10 +132,10 @@ export const toWorker = (w: WorkerRow, partitions: ReturnType<typeof partitionsO
   allocatedCpus: Number(w.allocated_cpus),
   memoryMb: Number(w.memory_mb),
   allocatedMemoryMb: Number(w.allocated_memory_mb),
-  gpus: json(w.gpus),
+  gpus: jsonColumn(w.gpus),
   gpusUsed: maskIndexes(w.gpus_used),
   gres: Object.fromEntries(
-    Object.entries(json(w.gres ?? {}) ?? {}).map(([name, [total, allocated]]) => [
+    Object.entries(jsonColumn(w.gres ?? {}) ?? {}).map(([name, [total, allocated]]) => [
       name,
       { total: Number(total), allocated: Number(allocated) },
     ]),
@@ -166,7 +164,7 @@ export function jobReader(partitions: ReturnType<typeof partitionsOf>) {
     memoryMb: row.memory_mb === null ? 0 : Number(row.memory_mb),
     gpus: Number(row.gpus),
     gpuType: row.gpu_type,
-    gres: json(row.gres),
+    gres: jsonColumn(row.gres),
     exclusive: row.exclusive,
     partitions: partitions.jobPartitions(row.partition),
     featuresMatch: row.feature_constraint ? matcher(row.feature_constraint) : null,
@@ -365,7 +363,7 @@ async function runningJobs(tx: Tx, workerIds: string[]): Promise<Map<string, Run
       cpus: Number(row.cpus),
       memoryMb: Number(row.memory_mb ?? 0),
       gpus: [...maskIndexes(row.gpu_mask ?? 0)],
-      gres: json(row.gres ?? {}) ?? {},
+      gres: jsonColumn(row.gres ?? {}) ?? {},
       endsInSeconds: row.ends_in === null ? null : Number(row.ends_in),
     });
     byWorker.set(row.node, list);
@@ -471,7 +469,7 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
     total: Number(row?.total ?? 0),
     memoryMb: Number(row?.memory ?? 0),
     gpus: Number(row?.gpus ?? 0),
-    gres: json(row?.gres ?? null) ?? {},
+    gres: jsonColumn(row?.gres ?? null) ?? {},
   };
 }
 

@@ -62,3 +62,8 @@ function databaseBusy(cause: unknown): ConductorError {
 export function pgArray(values: readonly (string | number)[]): string {
   return `{${values.map((v) => (typeof v === 'number' ? String(v) : `"${v.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`)).join(',')}}`;
 }
+
+/** A json or jsonb column's value: the drivers give it parsed, or as text (json_agg through some drivers). */
+export function jsonColumn<T>(value: T | string): T {
+  return typeof value === 'string' ? (JSON.parse(value) as T) : value;
+}

@@ -31,7 +31,7 @@ import { ConductorError, conflict, invalid, notFound, unauthorized } from './err
 import { type JobView, type SubmissionKey, submitJobInput, submitJobOnce } from './jobs.ts';
 import type { Database } from './ports.ts';
 import { limitSubmissions } from './rate-limit.ts';
-import { pgErrorCode, query, queryOne } from './sql.ts';
+import { jsonColumn, pgErrorCode, query, queryOne } from './sql.ts';
 
 /** How far a timestamped signature's `t` may be from now. */
 export const SIGNATURE_TOLERANCE_SECONDS = 5 * 60;
@@ -134,7 +134,6 @@ interface WebhookRow {
   created_at: Date | string;
 }
 
-const json = <T>(v: T | string): T => (typeof v === 'string' ? (JSON.parse(v) as T) : v);
 const textArray = (v: string[] | string | null): string[] | null =>
   v === null
     ? null
@@ -150,8 +149,8 @@ function webhookView(row: WebhookRow) {
     id: Number(row.id),
     name: row.name,
     url_path: `/api/v1/webhooks/${row.name}`,
-    template: json(row.template),
-    mapping: json(row.mapping),
+    template: jsonColumn(row.template),
+    mapping: jsonColumn(row.mapping),
     events: textArray(row.events),
     owner: row.owner,
     created_by: row.created_by,
@@ -402,8 +401,8 @@ export async function deliverWebhook(ctx: Context, delivery: Delivery): Promise<
     );
   }
 
-  const template = json(row.template);
-  const mapping = json(row.mapping);
+  const template = jsonColumn(row.template);
+  const mapping = jsonColumn(row.mapping);
   const environment: Record<string, string> = { ...((template.environment as Record<string, string>) ?? {}) };
   for (const [path, variable] of Object.entries(mapping)) {
     const value = valueAt(payload, path);

@@ -20,7 +20,7 @@ import { OUTPUT_KEEP_CHARS } from './jobs.ts';
 import { warnRegistryDown } from './liveness.ts';
 import { indexesMask } from './placement.ts';
 import type { WorkerEntry } from './ports.ts';
-import { pgArray, query, queryOne, withRetry } from './sql.ts';
+import { jsonColumn, pgArray, query, queryOne, withRetry } from './sql.ts';
 
 /** `2025-11-11T10:00:00`: the registry's timestamp form (UTC). */
 export function registryTime(value: Date | string): string {
@@ -289,7 +289,7 @@ export async function heartbeatWorker(
   return {
     heartbeat_interval_s: ctx.config.heartbeatIntervalSeconds,
     status: row.status === 'draining' ? 'draining' : 'ready',
-    cancel: parseJson(row.cancel),
+    cancel: jsonColumn(row.cancel),
   };
 }
 
@@ -327,10 +327,6 @@ export async function setWorkerDraining(
   await recordAudit(ctx.db, caller, draining ? 'worker.drain' : 'worker.undrain', `worker:${workerId}`);
   if (!draining) ctx.defer(ctx.requestSchedule());
   return { worker_id: workerId, status };
-}
-
-function parseJson<T>(value: T | string): T {
-  return typeof value === 'string' ? (JSON.parse(value) as T) : value;
 }
 
 interface AssignmentRow {
@@ -415,8 +411,8 @@ export async function claimAssignments(
   for (;;) {
     const row = await claimOnce(ctx, input, caller);
     if (!row?.known) throw await sessionError(ctx, input, caller);
-    const jobs = parseJson(row.jobs);
-    const cancel = parseJson(row.cancel);
+    const jobs = jsonColumn(row.jobs);
+    const cancel = jsonColumn(row.cancel);
     const left = deadline - Date.now();
     if (jobs.length > 0 || cancel.length > 0 || left <= 0 || signal?.aborted) {
       return { jobs: jobs.map((row) => assignmentView(row, ctx.config.clusterName)), cancel };
@@ -436,13 +432,13 @@ function assignmentView(row: AssignmentRow, clusterName: string): Assignment {
     script: row.script,
     cpus: Number(row.cpus),
     work_dir: row.work_dir,
-    environment: parseJson(row.environment),
+    environment: jsonColumn(row.environment),
     time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
     requeue: row.requeue === true,
     owner: row.owner ?? null,
     memory_mb: row.memory_mb === null ? null : Number(row.memory_mb),
     gpus: row.allocated_gpus ?? [],
-    gres: parseJson(row.gres),
+    gres: jsonColumn(row.gres),
     account: row.account,
     partition: row.partition === '' ? null : row.partition,
     submit_dir: row.submit_dir,
