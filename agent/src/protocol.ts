@@ -93,6 +93,8 @@ export interface HeartbeatResponse {
   status: 'ready' | 'draining';
   /** Jobs this worker runs that someone cancelled. */
   cancel: JobRef[];
+  /** Signals to deliver to jobs this worker runs (each is handed out once). */
+  signal?: JobSignal[];
 }
 
 export interface ClaimRequest {
@@ -106,6 +108,8 @@ export interface ClaimResponse {
   /** New assignments. The same assignment may come again until its `started` report arrives: dedupe by (job_id, attempt). */
   jobs: Assignment[];
   cancel: JobRef[];
+  /** Signals to deliver to jobs this worker runs (each is handed out once). */
+  signal?: JobSignal[];
 }
 
 export interface JobRef {
@@ -158,6 +162,41 @@ export interface Assignment extends JobRef {
   requeues?: number;
   /** The cluster's name (SLURM_CLUSTER_NAME). */
   cluster_name?: string;
+  /**
+   * sbatch `-o`: the output file's pattern as given (`%j`, `%x`, ... expanded by the agent, relative to the
+   * job's working directory); null or absent: `slurm-%j.out`.
+   */
+  stdout?: string | null;
+  /** sbatch `-e`: the error file's pattern; null or absent: into the output file. */
+  stderr?: string | null;
+  /** sbatch `-i`: the input file's pattern; null or absent: /dev/null. */
+  stdin?: string | null;
+  /** sbatch `--open-mode`; null or absent: truncate. */
+  open_mode?: 'append' | 'truncate' | null;
+  /**
+   * sbatch `--export` as given (SLURM_EXPORT_ENV): the exported variables themselves are in `environment`.
+   * `NONE`: the job gets the node's clean base environment; otherwise `environment` overrides it.
+   */
+  export_env?: string | null;
+  /** The job's quality of service (SLURM_JOB_QOS); null: none. */
+  qos?: string | null;
+  /** sbatch `--signal`: send `signal` this long before the time limit (to the batch shell only, or all). */
+  signal?: TimeLimitSignal | null;
+  /** When this attempt started (ISO), for SLURM_JOB_START_TIME and SLURM_JOB_END_TIME. */
+  start_time?: string | null;
+}
+
+/** A signal name without `SIG` (`USR1`) or a number as a string. */
+export interface TimeLimitSignal {
+  signal: string;
+  before_s: number;
+  batch_only: boolean;
+}
+
+/** A signal to deliver now to a running job (scancel --signal): to the batch shell only, or to all its processes. */
+export interface JobSignal extends JobRef {
+  signal: string;
+  batch_only: boolean;
 }
 
 /** Reports: POST /api/v1/agents/jobs/:job_id/{started,output,finish}. A report for an attempt that is no longer current gets 409 `stale_assignment`: drop it and kill the process. */
@@ -208,6 +247,8 @@ export interface FinishRequest extends ReportBase {
   outcome: JobOutcome;
   /** Why, for outcomes other than `exited` (shown as the job's reason). */
   message?: string;
+  /** The peak resident memory of the job's processes (summed over its process group), in KiB. */
+  max_rss_kb?: number;
 }
 
 export interface FinishResponse {
