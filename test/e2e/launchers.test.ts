@@ -100,6 +100,7 @@ describe('npm start', () => {
     process.kill(launched.pid, 'SIGTERM');
     await launched.exited;
     await allGone(tree, 'the server and its agent');
+    await launched.drained;
     await expect(fetch(`${url}/api/v1/health`)).rejects.toThrow();
     expect(launched.has('Worker unregistered: term-node')).toBe(true);
   });
@@ -111,6 +112,7 @@ describe('npm start', () => {
     process.kill(launched.pid, 'SIGKILL');
     await launched.exited;
     await allGone(tree, 'the server and its agent');
+    await launched.drained;
     await expect(fetch(`${url}/api/v1/health`)).rejects.toThrow();
     expect(launched.output()).toMatch(/npm \(pid \d+\) is gone, shutting down/);
     expect(launched.has('Worker unregistered: kill-node'), launched.output()).toBe(true);
@@ -178,6 +180,7 @@ describe('the agent launched by npm', () => {
       process.kill(launched.pid, signal);
       await launched.exited;
       await allGone(tree, 'the agent');
+      await launched.drained;
       expect(launched.has(`Worker unregistered: ${name}`), launched.output()).toBe(true);
     });
   }

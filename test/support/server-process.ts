@@ -141,6 +141,11 @@ export class LaunchedCommand {
   readonly lines: string[] = [];
   readonly child: ChildProcess;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /**
+   * Every process that held its stdout or stderr has closed them, and all they wrote has been read: what a
+   * test checks in the output after the processes are gone must wait for this, not for their exit.
+   */
+  readonly drained: Promise<void>;
 
   constructor(command: string, args: string[], env: Record<string, string>, cwd = ROOT) {
     this.child = spawn(command, args, {
@@ -160,6 +165,7 @@ export class LaunchedCommand {
     this.exited = new Promise((resolve) =>
       this.child.once('exit', (code, signal) => resolve({ code, signal })),
     );
+    this.drained = new Promise((resolve) => this.child.once('close', () => resolve()));
   }
 
   get pid(): number {
