@@ -1,6 +1,13 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import { FINAL_STATES, JOB_STATES, type JobState } from '../../db/schema.ts';
+import {
+  FINAL_STATES,
+  JOB_STATES,
+  type JobState,
+  OPEN_MODES,
+  type PendingSignalColumn,
+  type TimeLimitSignalColumn,
+} from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
 import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
@@ -10,6 +17,7 @@ import { admitJobs, type JobResources, resourceFields } from './job-resources.ts
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
 import {
+  beginTimeDetail,
   jobReader,
   PARTITION_COLUMNS,
   type PartitionRow,
@@ -21,6 +29,7 @@ import {
   type WorkerRow,
 } from './scheduler.ts';
 import { jsonColumn, pgArray, pgErrorCode, query, queryOne } from './sql.ts';
+import { signalName } from './signals.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
 const MiB = 1024 * 1024;
@@ -34,6 +43,15 @@ const label = (what: string) =>
     .min(1, `${what} must not be empty`)
     .max(255, `${what} is at most 255 characters`)
     .refine((s) => !CONTROL_CHARS.test(s), `${what} has control characters`);
+
+/** sbatch `-o`, `-e`, `-i`: a file name pattern, expanded by the agent. */
+const filePattern = (what: string) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .max(4096, `${what} is at most 4096 characters`)
+    .refine((s) => !s.includes('\u0000'), `${what} contains a NUL byte`)
+    .optional();
 
 export const submitJobInput = z.strictObject({
   script: z
@@ -80,7 +98,7 @@ export const submitJobInput = z.strictObject({
         .max(128 * 1024)
         .refine((s) => !s.includes('\u0000'), 'environment values must not contain NUL'),
     )
-    .refine((env) => Object.keys(env).length <= 256, 'environment has at most 256 variables')
+    .refine((env) => Object.keys(env).length <= 1024, 'environment has at most 1024 variables')
     .optional(),
   priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
   requeue: z.boolean().optional(),
@@ -111,6 +129,51 @@ export const submitJobInput = z.strictObject({
     .int('cpus_per_task must be a whole number')
     .min(1, 'cpus_per_task must be at least 1')
     .max(65_536, 'cpus_per_task is at most 65536')
+    .optional(),
+  /** The quality of service (SLURM_JOB_QOS); stored and shown, not enforced. */
+  qos: z
+    .string()
+    .min(1, 'qos must not be empty')
+    .max(64, 'qos is at most 64 characters')
+    .regex(/^[A-Za-z0-9._-]+$/, 'qos is a name: letters, digits, ".", "-" and "_"')
+    .optional(),
+  /** sbatch `--begin`: not placed before this time. */
+  begin_time: z
+    .iso.datetime({
+      offset: true,
+      error: 'begin_time is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"',
+    })
+    .optional(),
+  /** sbatch `-H`: submitted held by its user (release it to let it run). */
+  hold: z.boolean().optional(),
+  stdout: filePattern('stdout'),
+  stderr: filePattern('stderr'),
+  stdin: filePattern('stdin'),
+  open_mode: z.enum(OPEN_MODES, { error: 'open_mode is append or truncate' }).optional(),
+  /** sbatch `--export` as given (ALL, NONE, a list); the variables themselves come in `environment`. */
+  export_env: z
+    .string()
+    .min(1, 'export_env must not be empty')
+    .max(4096, 'export_env is at most 4096 characters')
+    .refine((s) => !CONTROL_CHARS.test(s), 'export_env has control characters')
+    .optional(),
+  /** sbatch `--signal`: a signal sent `before_s` seconds before the time limit. */
+  signal: z
+    .strictObject({
+      signal: signalName,
+      before_s: z
+        .number({ error: 'signal.before_s is whole seconds from 0 to 65535' })
+        .int('signal.before_s must be whole seconds')
+        .min(0, 'signal.before_s is at least 0')
+        .max(65_535, 'signal.before_s is at most 65535')
+        .default(60),
+      batch_only: z.boolean().default(false),
+    })
+    .optional(),
+  comment: z
+    .string()
+    .max(1024, 'comment is at most 1024 characters')
+    .refine((s) => !s.includes('\u0000'), 'comment contains a NUL byte')
     .optional(),
   ...resourceFields,
 });
@@ -161,6 +224,19 @@ export interface JobRow {
   exclude_nodes: string[];
   held: 'user' | 'admin' | null;
   allocated_gpus: number[] | null;
+  qos: string | null;
+  begin_time: Date | string | null;
+  eligible_time: Date | string;
+  stdout: string | null;
+  stderr: string | null;
+  stdin: string | null;
+  open_mode: 'append' | 'truncate' | null;
+  export_env: string | null;
+  signal: TimeLimitSignalColumn | string | null;
+  comment: string | null;
+  max_rss_kb: number | string | null;
+  cancelled_by: string | null;
+  requeues: number;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -206,6 +282,19 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     // A job back in the queue (requeued) holds no GPUs until it is placed again.
     allocated_gpus: row.state === 'PENDING' ? null : row.allocated_gpus,
     owner: row.owner,
+    qos: row.qos,
+    begin_time: iso(row.begin_time),
+    eligible_time: iso(row.eligible_time),
+    stdout: row.stdout,
+    stderr: row.stderr,
+    stdin: row.stdin,
+    open_mode: row.open_mode,
+    export_env: row.export_env,
+    signal: jsonColumn(row.signal),
+    comment: row.comment,
+    max_rss_kb: row.max_rss_kb === null ? null : Number(row.max_rss_kb),
+    cancelled_by: row.cancelled_by,
+    requeues: Number(row.requeues),
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -217,7 +306,8 @@ export type JobView = ReturnType<typeof jobView>;
 const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
   environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
-  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task`;
+  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
+  stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -365,6 +455,36 @@ const liveNodesSql = (ttlSeconds: number) =>
 const NEW_REASON = sql`CASE WHEN live.nodes = 0 THEN 'Resources' ELSE 'None' END`;
 const NEW_REASON_DETAIL = sql`CASE WHEN live.nodes = 0 THEN 'waiting for a node: no node is live' END`;
 
+/**
+ * A new job's reason and its detail: held at submission (JobHeldUser), waiting for its begin time (BeginTime),
+ * else `reason`/`detail` (NEW_REASON).
+ */
+function submitReason(hold: SQL, begin: SQL, heldBy: SQL, reason: SQL, detail: SQL) {
+  return {
+    reason: sql`CASE WHEN ${hold} THEN 'JobHeldUser' WHEN ${begin} > now() THEN 'BeginTime' ELSE ${reason} END`,
+    detail: sql`CASE WHEN ${hold} THEN 'held by ' || coalesce(${heldBy}, 'its owner') || ': release it to let it run'
+                     WHEN ${begin} > now() THEN ${beginTimeDetail(begin)} ELSE ${detail} END`,
+  };
+}
+
+/** The columns of sbatch's options beyond resources, in the order of `slurmValues`. */
+const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, stdin, open_mode, export_env, signal,
+  comment`;
+
+/** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
+const slurmFields = (input: SubmitJobInput) => ({
+  qos: input.qos ?? null,
+  begin_time: input.begin_time ?? null,
+  hold: input.hold ?? false,
+  stdout: input.stdout ?? null,
+  stderr: input.stderr ?? null,
+  stdin: input.stdin ?? null,
+  open_mode: input.open_mode ?? null,
+  export_env: input.export_env ?? null,
+  signal: input.signal ?? null,
+  comment: input.comment ?? null,
+});
+
 const withTimeLimit = (input: SubmitJobInput) => ({
   ...input,
   time_limit_s: input.time_limit === undefined ? null : parseTimeLimit(input.time_limit),
@@ -391,14 +511,27 @@ function submitStatement(
   const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
   const ttl = ctx.config.workerTtlSeconds;
   const live = sql`(${liveNodesSql(ttl)}) live`;
+  const f = slurmFields(input);
+  const begin = sql`${f.begin_time}::timestamptz`;
+  const why = submitReason(
+    sql`${f.hold}::boolean`,
+    begin,
+    sql`${owner}::text`,
+    sql`(SELECT ${NEW_REASON} FROM ${live})`,
+    sql`(SELECT ${NEW_REASON_DETAIL} FROM ${live})`,
+  );
   const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
                 ${input.work_dir ?? null}, ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0},
                 ${input.requeue ?? false}, ${owner}::text, ${submittedBy}::bigint,
                 ${input.submit_dir ?? null}::text, ${input.submit_host ?? null}::text, ${input.ntasks ?? null}::int,
-                ${input.cpus_per_task ?? null}::int, (SELECT ${NEW_REASON} FROM ${live}), (SELECT ${NEW_REASON_DETAIL} FROM ${live}),
-                ${resourceValues(resources)}`;
+                ${input.cpus_per_task ?? null}::int, ${why.reason}, ${why.detail},
+                ${resourceValues(resources)},
+                ${f.qos}::text, ${begin}, greatest(now(), ${begin}), ${f.hold ? 'user' : null}::text,
+                ${f.stdout}::text, ${f.stderr}::text, ${f.stdin}::text, ${f.open_mode}::text, ${f.export_env}::text,
+                ${f.signal === null ? null : JSON.stringify(f.signal)}::jsonb, ${f.comment}::text`;
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
-                      owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS}`;
+                      owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
+                      ${SLURM_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
@@ -591,13 +724,21 @@ function batchStatement(
         exclusive: r.exclusive,
         nodelist: r.nodelist,
         exclude_nodes: r.exclude,
+        ...slurmFields(input),
       };
     }),
   );
   const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
                       owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
                       exclusive, nodelist, exclude_nodes, memory_per_cpu, submit_dir, submit_host, ntasks,
-                      cpus_per_task`;
+                      cpus_per_task, ${SLURM_COLUMNS}`;
+  const why = submitReason(
+    sql`x.hold`,
+    sql`x.begin_time`,
+    sql`${owner}::text`,
+    NEW_REASON,
+    NEW_REASON_DETAIL,
+  );
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner,
@@ -629,7 +770,8 @@ function batchStatement(
                  account text, partition text, time_limit_s int, work_dir text, environment jsonb, priority int,
                  requeue boolean, memory_mb int, gpus int, gpu_type text, gres jsonb, feature_constraint text,
                  exclusive boolean, nodelist text[], exclude_nodes text[], memory_per_cpu int, submit_dir text,
-                 submit_host text, ntasks int, cpus_per_task int)
+                 submit_host text, ntasks int, cpus_per_task int, qos text, begin_time timestamptz, hold boolean,
+                 stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -643,9 +785,11 @@ function batchStatement(
                INSERT INTO jobs (id, ${columns})
                SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
                       x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
-                      ${NEW_REASON}, ${NEW_REASON_DETAIL}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
+                      ${why.reason}, ${why.detail}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
                       x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes, x.memory_per_cpu,
-                      x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task
+                      x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task, x.qos, x.begin_time,
+                      greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
+                      x.open_mode, x.export_env, x.signal, x.comment
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i

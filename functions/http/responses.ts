@@ -73,6 +73,31 @@ export const jobSchema = z
     exclude: z.array(z.string()),
     held: z.enum(['user', 'admin']).nullable(),
     allocated_gpus: z.array(z.number().int()).nullable().openapi({ description: 'GPU indexes on its node' }),
+    qos: z.string().nullable(),
+    begin_time: isoTime.nullable().openapi({ description: 'Not placed before this time (sbatch --begin)' }),
+    eligible_time: isoTime
+      .nullable()
+      .openapi({ description: 'When it became eligible: its submit time, or its begin time if later' }),
+    stdout: z.string().nullable().openapi({ description: 'Output file pattern (sbatch -o); null: slurm-%j.out' }),
+    stderr: z.string().nullable().openapi({ description: 'Error file pattern (sbatch -e); null: the output file' }),
+    stdin: z.string().nullable().openapi({ description: 'Input file pattern (sbatch -i); null: /dev/null' }),
+    open_mode: z.enum(['append', 'truncate']).nullable(),
+    export_env: z.string().nullable().openapi({ description: 'sbatch --export as given (SLURM_EXPORT_ENV)' }),
+    signal: z
+      .object({ signal: z.string(), before_s: z.number().int(), batch_only: z.boolean() })
+      .nullable()
+      .openapi({ description: 'sbatch --signal: sent before_s seconds before the time limit' }),
+    comment: z.string().nullable(),
+    max_rss_kb: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: "Peak resident memory of the job's processes (KiB); null until known" }),
+    cancelled_by: z
+      .string()
+      .nullable()
+      .openapi({ description: "Who cancelled it: the cancelling token's owner, or admin" }),
+    requeues: z.number().int().openapi({ description: 'Times it went back to the queue' }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),
