@@ -28,8 +28,8 @@ import {
   WORKER_COLUMNS,
   type WorkerRow,
 } from './scheduler.ts';
-import { jsonColumn, pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { signalName } from './signals.ts';
+import { jsonColumn, pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
 const MiB = 1024 * 1024;
@@ -138,8 +138,8 @@ export const submitJobInput = z.strictObject({
     .regex(/^[A-Za-z0-9._-]+$/, 'qos is a name: letters, digits, ".", "-" and "_"')
     .optional(),
   /** sbatch `--begin`: not placed before this time. */
-  begin_time: z
-    .iso.datetime({
+  begin_time: z.iso
+    .datetime({
       offset: true,
       error: 'begin_time is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"',
     })

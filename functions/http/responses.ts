@@ -78,8 +78,14 @@ export const jobSchema = z
     eligible_time: isoTime
       .nullable()
       .openapi({ description: 'When it became eligible: its submit time, or its begin time if later' }),
-    stdout: z.string().nullable().openapi({ description: 'Output file pattern (sbatch -o); null: slurm-%j.out' }),
-    stderr: z.string().nullable().openapi({ description: 'Error file pattern (sbatch -e); null: the output file' }),
+    stdout: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Output file pattern (sbatch -o); null: slurm-%j.out' }),
+    stderr: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Error file pattern (sbatch -e); null: the output file' }),
     stdin: z.string().nullable().openapi({ description: 'Input file pattern (sbatch -i); null: /dev/null' }),
     open_mode: z.enum(['append', 'truncate']).nullable(),
     export_env: z.string().nullable().openapi({ description: 'sbatch --export as given (SLURM_EXPORT_ENV)' }),
