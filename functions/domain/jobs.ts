@@ -821,6 +821,10 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   return { jobs: page, next_before: more ? (page.at(-1)?.id ?? null) : null };
 }
 
+/** Who acts, as a job records it (cancelled_by): the caller's owner, or `admin` for an admin without one. */
+const actingAs = (caller: Principal): string | null =>
+  caller.owner ?? (hasScope(caller, 'admin') ? 'admin' : null);
+
 /**
  * Cancels a job. PENDING, or placed but not yet started by its agent: CANCELLED at once (allocation
  * released; an agent that picked it up learns it from the answer to its `started` report and kills it).
@@ -828,11 +832,13 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
  */
 export async function cancelJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
   const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
+  const by = actingAs(caller);
   if (!seesAllJobs(caller)) await getJob(ctx.db, id, caller); // 404 for another owner's job
   const ended = await endJobsAndRelease(
     ctx,
     {
       update: sql`UPDATE jobs SET state = 'CANCELLED', end_time = now(), reason = 'cancelled by user',
+          cancelled_by = ${by}::text,
           exit_code = CASE WHEN state = 'RUNNING' THEN '0:15' ELSE NULL END
         WHERE id = ${id} AND ${mine} AND (state = 'PENDING' OR (state = 'RUNNING' AND start_time IS NULL))
         RETURNING id, state, node, attempt, exit_code`,
@@ -843,7 +849,8 @@ export async function cancelJob(ctx: Context, id: number, caller: Principal = AN
   if (ended.length === 0) {
     const marked = await queryOne<{ node: string }>(
       ctx.db,
-      sql`UPDATE jobs SET cancel_requested = true WHERE id = ${id} AND ${mine} AND state = 'RUNNING' RETURNING node`,
+      sql`UPDATE jobs SET cancel_requested = true, cancelled_by = ${by}::text
+          WHERE id = ${id} AND ${mine} AND state = 'RUNNING' RETURNING node`,
     );
     if (marked) {
       ctx.notifier.notify(marked.node);
@@ -949,25 +956,7 @@ async function refuseHoldChange(ctx: Context, id: number, caller: Principal, wha
 export async function explainJob(ctx: Context, id: number, caller: Principal = ANONYMOUS) {
   const job = await getJob(ctx.db, id, caller);
   const [row] = await query<QueueRow>(ctx.db, sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE id = ${id}`);
-  const partitionRows = await query<PartitionRow>(ctx.db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
-  const workers = await query<WorkerRow & { live: boolean; status: string }>(
-    ctx.db,
-    sql`SELECT ${WORKER_COLUMNS}, status, drained,
-               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS live
-        FROM workers ORDER BY id`,
-  );
-  const reservations = await query<{ id: number | string; reserved_worker: string }>(
-    ctx.db,
-    sql`SELECT id, reserved_worker FROM jobs WHERE state = 'PENDING' AND reserved_worker IS NOT NULL`,
-  );
-  const partitions = partitionsOf(partitionRows);
-  const pending = jobReader(partitions)(row as QueueRow);
-  const verdicts = explainPlacement(
-    pending,
-    workers.map((w) => toWorker(w, partitions)),
-    partitions.rules,
-    new Map(reservations.map((r) => [r.reserved_worker, Number(r.id)])),
-  );
+  const { workers, verdicts } = await nodeVerdicts(ctx, row as QueueRow);
   return {
     job_id: id,
     state: job.state,
@@ -983,5 +972,338 @@ export async function explainJob(ctx: Context, id: number, caller: Principal = A
       const why = [...down, ...v.why];
       return { node: v.node, fits: why.length === 0, why };
     }),
+  };
+}
+
+/** For each known node, live or not, whether a job (its queue row) could start there now, and what stops it. */
+async function nodeVerdicts(ctx: Context, row: QueueRow) {
+  const partitionRows = await query<PartitionRow>(ctx.db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
+  const workers = await query<WorkerRow & { live: boolean; status: string }>(
+    ctx.db,
+    sql`SELECT ${WORKER_COLUMNS}, status, drained,
+               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS live
+        FROM workers ORDER BY id`,
+  );
+  const reservations = await query<{ id: number | string; reserved_worker: string }>(
+    ctx.db,
+    sql`SELECT id, reserved_worker FROM jobs WHERE state = 'PENDING' AND reserved_worker IS NOT NULL`,
+  );
+  const partitions = partitionsOf(partitionRows);
+  const pending = jobReader(partitions)(row);
+  const candidates = workers.map((w) => toWorker(w, partitions));
+  const verdicts = explainPlacement(
+    pending,
+    candidates,
+    partitions.rules,
+    new Map(reservations.map((r) => [r.reserved_worker, Number(r.id)])),
+  );
+  return { workers, candidates, verdicts, pending };
+}
+
+/** `PATCH /api/v1/jobs/{id}` (scontrol update): at least one field. */
+export const updateJobInput = z
+  .strictObject({
+    time_limit: submitJobInput.shape.time_limit,
+    partition: label('partition').optional(),
+    name: label('name').optional(),
+    comment: submitJobInput.shape.comment,
+    qos: submitJobInput.shape.qos,
+  })
+  .refine((input) => Object.values(input).some((v) => v !== undefined), {
+    message: 'give at least one of time_limit, partition, name, comment, qos',
+  });
+export type UpdateJobInput = z.infer<typeof updateJobInput>;
+
+const isFinal = (state: string) => (FINAL_STATES as readonly string[]).includes(state);
+
+const finished = (id: number, state: string, what: string) =>
+  conflict('job_finished', `Job ${id} already ended as ${state}; there is nothing to ${what}`, { state });
+
+/** A stored job's resource request, as a submission would give it (for admission into another partition). */
+async function storedRequest(db: Database, id: number) {
+  const row = await queryOne<{
+    cpus: number;
+    account: string | null;
+    memory_mb: number | null;
+    memory_per_cpu: number | null;
+    gpus: number;
+    gpu_type: string | null;
+    gres: Record<string, number> | string;
+    feature_constraint: string | null;
+    exclusive: boolean;
+    nodelist: string[] | null;
+    exclude_nodes: string[];
+  }>(
+    db,
+    sql`SELECT cpus, account, memory_mb, memory_per_cpu, gpus, gpu_type, gres, feature_constraint, exclusive,
+               nodelist, exclude_nodes FROM jobs WHERE id = ${id}`,
+  );
+  if (!row) throw notFound('job_not_found', `Job ${id} does not exist`);
+  const gres = Object.entries(jsonColumn(row.gres) ?? {});
+  return {
+    cpus: Number(row.cpus),
+    ...(row.account === null ? {} : { account: row.account }),
+    ...(row.memory_per_cpu !== null
+      ? { memory_per_cpu: Number(row.memory_per_cpu) }
+      : row.memory_mb !== null
+        ? { memory_per_node: Number(row.memory_mb) }
+        : {}),
+    gpus: row.gpu_type ? `${row.gpu_type}:${row.gpus}` : Number(row.gpus),
+    ...(gres.length > 0 ? { gres: gres.map(([name, n]) => `${name}:${n}`).join(',') } : {}),
+    ...(row.feature_constraint === null ? {} : { constraint: row.feature_constraint }),
+    exclusive: row.exclusive,
+    ...(row.nodelist === null ? {} : { nodelist: row.nodelist }),
+    ...(row.exclude_nodes.length === 0 ? {} : { exclude: row.exclude_nodes }),
+  };
+}
+
+/**
+ * Changes a job (Slurm's `scontrol update`): its name, comment and QOS until it ends; its time limit until it
+ * ends, only lower unless the caller is an admin; its partition while it is PENDING, into partitions that
+ * admit it as a submission would. One conditional UPDATE: a job that ended or started meanwhile is refused.
+ */
+export async function updateJob(
+  ctx: Context,
+  id: number,
+  input: UpdateJobInput,
+  caller: Principal = ANONYMOUS,
+): Promise<JobView> {
+  const job = await getJob(ctx.db, id, caller);
+  if (isFinal(job.state)) throw finished(id, job.state, 'update');
+  if (input.partition !== undefined && job.state !== 'PENDING') {
+    throw conflict(
+      'job_not_pending',
+      `Job ${id} is ${job.state}: its partition can only change while it is pending`,
+      { state: job.state },
+    );
+  }
+  const admin = hasScope(caller, 'admin');
+  const limitS = input.time_limit === undefined ? null : parseTimeLimit(input.time_limit);
+  const raise = () =>
+    forbidden(
+      'time_limit_not_allowed',
+      `Job ${id}: only an admin may raise a time limit (it is ${job.time_limit === null ? 'unlimited' : `${job.time_limit} minutes`}); give a lower one`,
+    );
+  if (limitS !== null && !admin && job.time_limit !== null && limitS > job.time_limit * 60) throw raise();
+  const resources =
+    input.partition === undefined
+      ? null
+      : (
+          await admitJobs(
+            ctx,
+            [
+              {
+                ...(await storedRequest(ctx.db, id)),
+                partition: input.partition,
+                time_limit_s: limitS ?? (job.time_limit === null ? null : Math.round(job.time_limit * 60)),
+              },
+            ],
+            (_, name) => name,
+          )
+        )[0];
+  const setLimit = limitS !== null || resources !== null;
+  const newLimit = resources ? resources.timeLimitS : limitS;
+  const row = await queryOne<{ id: number }>(
+    ctx.db,
+    sql`UPDATE jobs SET
+          time_limit_s = CASE WHEN ${setLimit}::boolean THEN ${newLimit}::int ELSE time_limit_s END,
+          partition = coalesce(${resources?.partition ?? null}::text, partition),
+          memory_mb = CASE WHEN ${resources !== null}::boolean THEN ${resources?.memoryMb ?? null}::int ELSE memory_mb END,
+          reserved_worker = CASE WHEN ${resources !== null}::boolean THEN NULL ELSE reserved_worker END,
+          name = coalesce(${input.name ?? null}::text, name),
+          comment = coalesce(${input.comment ?? null}::text, comment),
+          qos = coalesce(${input.qos ?? null}::text, qos)
+        WHERE id = ${id} AND NOT (state = ANY(${pgArray(FINAL_STATES)}::text[]))
+          AND (${resources === null}::boolean OR state = 'PENDING')
+          AND (${admin || limitS === null}::boolean OR time_limit_s IS NULL OR ${limitS}::int <= time_limit_s)
+        RETURNING id`,
+  );
+  if (!row) {
+    const now = await getJob(ctx.db, id, caller);
+    if (isFinal(now.state)) throw finished(id, now.state, 'update');
+    if (input.partition !== undefined && now.state !== 'PENDING') {
+      throw conflict('job_not_pending', `Job ${id} started meanwhile: its partition can no longer change`, {
+        state: now.state,
+      });
+    }
+    throw raise();
+  }
+  await recordAudit(ctx.db, caller, 'job.update', `job:${id}`, {
+    fields: Object.keys(input).filter((k) => input[k as keyof UpdateJobInput] !== undefined),
+  });
+  if (job.state === 'PENDING') ctx.defer(ctx.requestSchedule());
+  return getJob(ctx.db, id, caller);
+}
+
+export const requeueJobInput = z.strictObject({
+  /** scontrol requeuehold: back in the queue, held. */
+  hold: z.boolean().optional(),
+});
+export type RequeueJobInput = z.infer<typeof requeueJobInput>;
+
+/**
+ * Puts a job back in the queue (Slurm's `scontrol requeue`, `requeuehold` with `hold`). RUNNING: its
+ * allocation is released and it is PENDING again at once, as a lost node's job is requeued; the attempt it ran
+ * is fenced (its reports are stale) and its node's agent finds it in its cancel list and kills it. Ended: PENDING
+ * again. The next placement runs it as the next attempt, with SLURM_RESTART_COUNT one higher.
+ */
+export async function requeueJob(
+  ctx: Context,
+  id: number,
+  input: RequeueJobInput,
+  caller: Principal = ANONYMOUS,
+): Promise<JobView> {
+  const job = await getJob(ctx.db, id, caller);
+  if (job.state === 'PENDING') {
+    throw conflict('job_pending', `Job ${id} is pending: it is in the queue already`, { state: job.state });
+  }
+  const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
+  const hold = input.hold === true;
+  const by = actingAs(caller) ?? 'its owner';
+  const again = sql`state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL, start_time = NULL,
+      end_time = NULL, exit_code = NULL, requeues = requeues + 1, cancel_requested = false, cancelled_by = NULL,
+      reserved_worker = NULL, signal_pending = NULL, max_rss_kb = NULL,
+      held = CASE WHEN ${hold}::boolean THEN ${admin ? 'admin' : 'user'}::text ELSE held END,
+      reason = CASE WHEN ${hold}::boolean THEN ${admin ? 'JobHeldAdmin' : 'JobHeldUser'}::text
+                    WHEN held = 'admin' THEN 'JobHeldAdmin' WHEN held = 'user' THEN 'JobHeldUser' ELSE 'None' END,
+      reason_detail = ${`requeued by ${by}`}::text
+        || CASE WHEN ${hold}::boolean OR held IS NOT NULL THEN ', held: release it to let it run' ELSE '' END`;
+  const ended = await endJobsAndRelease(
+    ctx,
+    {
+      update: sql`UPDATE jobs SET ${again}, fenced_node = node, fenced_attempt = attempt, fenced_at = now()
+        WHERE id = ${id} AND state = 'RUNNING' AND NOT cancel_requested
+        RETURNING id, state, node, attempt, exit_code`,
+      workers: sql`SELECT node FROM jobs WHERE id = ${id}`,
+    },
+    { racesPlacement: true },
+  );
+  let stage = 'running';
+  if (ended.length > 0) {
+    if (job.node) ctx.notifier.notify(job.node);
+  } else {
+    // An ended job holds nothing; one the server timed out may still be dying on its node: fence that attempt.
+    const row = await queryOne<{ id: number }>(
+      ctx.db,
+      sql`UPDATE jobs SET ${again},
+            fenced_node = CASE WHEN cancel_requested THEN node ELSE fenced_node END,
+            fenced_attempt = CASE WHEN cancel_requested THEN attempt ELSE fenced_attempt END,
+            fenced_at = CASE WHEN cancel_requested THEN now() ELSE fenced_at END
+          WHERE id = ${id} AND state = ANY(${pgArray(FINAL_STATES)}::text[])
+          RETURNING id`,
+    );
+    if (!row) {
+      const now = await getJob(ctx.db, id, caller);
+      if (now.state === 'RUNNING' && now.cancel_requested) {
+        throw conflict('cancel_requested', `Job ${id} is being cancelled; requeue it once it ended`);
+      }
+      throw conflict('requeue_raced', `Job ${id} changed state meanwhile (${now.state}); try again`, {
+        state: now.state,
+      });
+    }
+    stage = 'ended';
+    ctx.defer(ctx.requestSchedule());
+  }
+  await recordAudit(ctx.db, caller, 'job.requeue', `job:${id}`, { from: stage, hold });
+  return getJob(ctx.db, id, caller);
+}
+
+export const signalJobInput = z.strictObject({
+  signal: signalName,
+  /** scancel --batch: the batch shell only, not its children. */
+  batch_only: z.boolean().optional(),
+});
+export type SignalJobInput = z.infer<typeof signalJobInput>;
+
+/** Signals asked for one job and not yet handed to its agent, at most. */
+const MAX_PENDING_SIGNALS = 64;
+
+/**
+ * Sends a signal to a running job (Slurm's `scancel --signal`): kept on the job until its agent's next heartbeat
+ * or claim hands it out (once), and the agent is woken.
+ */
+export async function signalJob(
+  ctx: Context,
+  id: number,
+  input: SignalJobInput,
+  caller: Principal = ANONYMOUS,
+): Promise<JobView> {
+  await getJob(ctx.db, id, caller);
+  const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
+  const signal: PendingSignalColumn = { signal: input.signal, batch_only: input.batch_only ?? false };
+  const row = await queryOne<{ node: string }>(
+    ctx.db,
+    sql`UPDATE jobs SET signal_pending = coalesce(signal_pending, '[]'::jsonb) || ${JSON.stringify([signal])}::jsonb
+        WHERE id = ${id} AND ${mine} AND state = 'RUNNING' AND NOT cancel_requested
+          AND coalesce(jsonb_array_length(signal_pending), 0) < ${MAX_PENDING_SIGNALS}
+        RETURNING node`,
+  );
+  if (!row) {
+    const job = await getJob(ctx.db, id, caller);
+    if (job.state !== 'RUNNING' || job.cancel_requested) {
+      throw conflict(
+        'job_not_running',
+        `Job ${id} is ${job.cancel_requested ? 'being cancelled' : job.state}: only a running job can be signalled`,
+        { state: job.state },
+      );
+    }
+    throw conflict(
+      'too_many_signals',
+      `Job ${id} has ${MAX_PENDING_SIGNALS} signals waiting for its agent; try again once they are delivered`,
+    );
+  }
+  ctx.notifier.notify(row.node);
+  await recordAudit(ctx.db, caller, 'job.signal', `job:${id}`, { ...signal });
+  return getJob(ctx.db, id, caller);
+}
+
+/**
+ * sbatch --test-only: checks a submission exactly as submitting it would (400, 403 on the same bodies) and
+ * stores nothing; says on which live node it could start now, if any.
+ */
+export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
+  checkPriorities(ctx, caller, [input], () => 'priority');
+  const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  const row: QueueRow = {
+    id: 0,
+    cpus: input.cpus,
+    reason: null,
+    reason_detail: null,
+    reserved_worker: null,
+    priority: input.priority ?? 0,
+    submitted: new Date().toISOString(),
+    memory_mb: r.memoryMb,
+    gpus: r.gpus,
+    gpu_type: r.gpuType,
+    gres: r.gres,
+    feature_constraint: r.constraint,
+    exclusive: r.exclusive,
+    nodelist: r.nodelist,
+    exclude_nodes: r.exclude,
+    partition: r.partition,
+    time_limit_s: r.timeLimitS,
+  };
+  const { workers, candidates, verdicts, pending } = await nodeVerdicts(ctx, row);
+  const fits = verdicts.findIndex((v, i) => v.fits && workers[i]?.live && workers[i]?.status === 'ready');
+  const node = fits < 0 ? null : (workers[fits]?.id ?? null);
+  const served = fits < 0 ? undefined : candidates[fits]?.partitions;
+  const partition =
+    pending.partitions?.find((p) => served === undefined || served.has(p)) ??
+    r.partition?.split(',')[0] ??
+    '';
+  const reason = input.hold
+    ? 'JobHeldUser'
+    : input.begin_time !== undefined && new Date(input.begin_time).getTime() > Date.now()
+      ? 'BeginTime'
+      : node === null
+        ? 'Resources'
+        : null;
+  return {
+    ok: true as const,
+    node: reason === null ? node : null,
+    partition,
+    cpus: input.cpus,
+    start: reason === null ? ('now' as const) : null,
+    reason,
   };
 }

@@ -419,7 +419,8 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
         j AS (
           UPDATE jobs SET state = 'RUNNING', node = p.node, attempt = jobs.attempt + 1, reason = NULL,
             reason_detail = NULL, reserved_worker = NULL, claimed_session = NULL, claimed_at = NULL,
-            start_time = NULL, end_time = NULL, exit_code = NULL, cancel_requested = false,
+            start_time = NULL, end_time = NULL, exit_code = NULL, cancel_requested = false, max_rss_kb = NULL,
+            signal_pending = NULL,
             allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
             partition = coalesce(nullif(p.part, ''), jobs.partition)
           FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL

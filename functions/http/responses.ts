@@ -113,6 +113,18 @@ export const jobSchema = z
   .openapi('Job');
 
 export const jobBatchSchema = z.object({ jobs: z.array(jobSchema) });
+export const jobTestSchema = z
+  .object({
+    ok: z.literal(true),
+    node: z.string().nullable().openapi({ description: 'A live node that could start it now; null: none' }),
+    partition: z.string(),
+    cpus: z.number().int(),
+    start: z.literal('now').nullable(),
+    reason: z.string().nullable().openapi({
+      description: 'Why it would not start now (Resources, BeginTime, JobHeldUser); null: it would',
+    }),
+  })
+  .openapi('JobTest');
 export const jobExplanationSchema = z
   .object({
     job_id: z.number().int(),
@@ -376,10 +388,15 @@ export const registerResponse = z.object({
   cancel: z.array(jobRef),
   token: z.string().optional(),
 });
+const jobSignal = jobRef.extend({ signal: z.string(), batch_only: z.boolean() });
 export const heartbeatResponse = z.object({
   heartbeat_interval_s: z.number(),
   status: z.enum(['ready', 'draining']),
   cancel: z.array(jobRef),
+  signal: z
+    .array(jobSignal)
+    .optional()
+    .openapi({ description: 'Signals to deliver now (each handed out once)' }),
 });
 export const claimResponse = z.object({
   jobs: z.array(
@@ -404,9 +421,24 @@ export const claimResponse = z.object({
       memory_per_cpu: z.number().int().nullable().optional(),
       requeues: z.number().int().optional(),
       cluster_name: z.string().optional(),
+      stdout: z.string().nullable().optional(),
+      stderr: z.string().nullable().optional(),
+      stdin: z.string().nullable().optional(),
+      open_mode: z.enum(['append', 'truncate']).nullable().optional(),
+      export_env: z.string().nullable().optional(),
+      qos: z.string().nullable().optional(),
+      signal: z
+        .object({ signal: z.string(), before_s: z.number().int(), batch_only: z.boolean() })
+        .nullable()
+        .optional(),
+      start_time: isoTime.nullable().optional(),
     }),
   ),
   cancel: z.array(jobRef),
+  signal: z
+    .array(jobSignal)
+    .optional()
+    .openapi({ description: 'Signals to deliver now (each handed out once)' }),
 });
 export const okResponse = z.object({ ok: z.literal(true) });
 export const stateResponse = z.object({ state: z.string() });

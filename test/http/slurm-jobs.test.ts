@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runSchedulingPass } from '../../functions/domain/scheduler.ts';
 import { query } from '../../functions/domain/sql.ts';
 import { errorOf, type SecureApp, secureApp } from '../security/support.ts';
 import { availableBackends, type Backend } from '../support/cluster.ts';
@@ -22,12 +23,21 @@ describe.each(backends)('Slurm job fields and verbs on $name', (factory) => {
   let admin: string;
   let alice: string;
   let bob: string;
+  let agent: string;
+  let session: string;
   beforeAll(async () => {
     backend = await factory.create();
     s = secureApp(backend);
     admin = (await s.token(['admin'], 'admin')).token;
     alice = (await s.token(['jobs:read', 'jobs:write'], 'alice', 'alice')).token;
     bob = (await s.token(['jobs:read', 'jobs:write'], 'bob', 'bob')).token;
+    agent = (await s.token(['agent'], 'agent')).token;
+    const reg = await s.request('POST', '/api/v1/agents/register', {
+      token: agent,
+      body: { worker_id: 'node-a', hostname: 'node-a', cpus: 64 },
+    });
+    expect(reg.status).toBe(200);
+    session = ((await reg.json()) as { session: string }).session;
   });
   afterAll(async () => {
     await s?.harness.settle();
@@ -143,6 +153,267 @@ describe.each(backends)('Slurm job fields and verbs on $name', (factory) => {
       expect(batch.status, JSON.stringify(extra)).toBe(400);
       expect((await errorOf(batch)).message).toContain('jobs[1]');
     }
+    expect(await jobCount()).toBe(before);
+  });
+
+  const agentCall = async (path: string, body: Record<string, unknown>) => {
+    const res = await s.request('POST', `/api/v1/agents${path}`, { token: agent, body });
+    expect(res.status, `${path}: ${JSON.stringify(await res.clone().json())}`).toBe(200);
+    return (await res.json()) as Record<string, unknown> & {
+      jobs: { job_id: number; attempt: number; [k: string]: unknown }[];
+      cancel: { job_id: number; attempt: number }[];
+      signal: { job_id: number; attempt: number; signal: string; batch_only: boolean }[];
+    };
+  };
+  const heartbeat = () => agentCall('/heartbeat', { worker_id: 'node-a', session });
+  const claim = () => agentCall('/claim', { worker_id: 'node-a', session, wait_s: 0 });
+  const getJob = async (id: number, token = admin) =>
+    (await (await s.request('GET', `/api/v1/jobs/${id}`, { token })).json()) as Job;
+
+  /** A job of alice's placed on node-a, claimed and started by its agent: RUNNING at attempt `attempt`. */
+  async function runningJob(body: Record<string, unknown> = {}) {
+    const job = await submit(alice, body);
+    await runSchedulingPass(s.harness.ctx);
+    const claimed = await claim();
+    const assignment = claimed.jobs.find((j) => j.job_id === job.id);
+    expect(assignment, 'claimed').toBeDefined();
+    const attempt = assignment?.attempt as number;
+    const started = await s.request('POST', `/api/v1/agents/jobs/${job.id}/started`, {
+      token: agent,
+      body: { worker_id: 'node-a', attempt },
+    });
+    expect(started.status).toBe(200);
+    return { id: job.id, attempt, assignment: assignment as Record<string, unknown> };
+  }
+
+  it('hands the agent the sbatch fields in the assignment and stores MaxRSS from the finish report', async () => {
+    const { id, attempt, assignment } = await runningJob({
+      qos: 'high',
+      stdout: 'o-%j',
+      stderr: 'e-%j',
+      stdin: 'in.txt',
+      open_mode: 'truncate',
+      export_env: 'NONE',
+      signal: { signal: 'USR2', before_s: 30 },
+    });
+    expect(assignment).toMatchObject({
+      qos: 'high',
+      stdout: 'o-%j',
+      stderr: 'e-%j',
+      stdin: 'in.txt',
+      open_mode: 'truncate',
+      export_env: 'NONE',
+      signal: { signal: 'USR2', before_s: 30, batch_only: false },
+      start_time: null,
+    });
+    const finish = await s.request('POST', `/api/v1/agents/jobs/${id}/finish`, {
+      token: agent,
+      body: { worker_id: 'node-a', attempt, exit_code: '0:0', outcome: 'exited', max_rss_kb: 123_456 },
+    });
+    expect(finish.status).toBe(200);
+    expect(await getJob(id)).toMatchObject({ state: 'COMPLETED', max_rss_kb: 123_456 });
+    const bad = await s.request('POST', `/api/v1/agents/jobs/${id}/finish`, {
+      token: agent,
+      body: { worker_id: 'node-a', attempt, exit_code: '0:0', outcome: 'exited', max_rss_kb: -1 },
+    });
+    expect(bad.status).toBe(400);
+  });
+
+  it('records who cancelled: the owner, or admin', async () => {
+    const mine = await submit(alice, { hold: true });
+    await s.request('POST', `/api/v1/jobs/${mine.id}/cancel`, { token: alice });
+    expect(await getJob(mine.id)).toMatchObject({ state: 'CANCELLED', cancelled_by: 'alice' });
+    const { id } = await runningJob();
+    expect((await s.request('POST', `/api/v1/jobs/${id}/cancel`, { token: admin })).status).toBe(200);
+    expect(await getJob(id)).toMatchObject({
+      state: 'RUNNING',
+      cancel_requested: true,
+      cancelled_by: 'admin',
+    });
+  });
+
+  it('signals a running job: handed out once, on the next heartbeat or claim; 409 unless running; 400 on bad signals', async () => {
+    const { id, attempt } = await runningJob();
+    const res = await s.request('POST', `/api/v1/jobs/${id}/signal`, {
+      token: alice,
+      body: { signal: 'sigusr1', batch_only: true },
+    });
+    expect(res.status).toBe(200);
+    await s.request('POST', `/api/v1/jobs/${id}/signal`, { token: alice, body: { signal: '15' } });
+    expect((await heartbeat()).signal).toEqual([
+      { job_id: id, attempt, signal: 'USR1', batch_only: true },
+      { job_id: id, attempt, signal: '15', batch_only: false },
+    ]);
+    expect((await heartbeat()).signal).toEqual([]);
+    await s.request('POST', `/api/v1/jobs/${id}/signal`, { token: alice, body: { signal: 'HUP' } });
+    expect((await claim()).signal).toEqual([{ job_id: id, attempt, signal: 'HUP', batch_only: false }]);
+    expect((await claim()).signal).toEqual([]);
+
+    for (const signal of ['FOO', '0', '65', 'SIG', '']) {
+      const bad = await s.request('POST', `/api/v1/jobs/${id}/signal`, { token: alice, body: { signal } });
+      expect(bad.status, signal).toBe(400);
+      expect((await errorOf(bad)).message).toContain('signal is a name such as USR1');
+    }
+    const others = await s.request('POST', `/api/v1/jobs/${id}/signal`, {
+      token: bob,
+      body: { signal: 'TERM' },
+    });
+    expect(others.status).toBe(404);
+    const pending = await submit(alice, { hold: true });
+    const notRunning = await s.request('POST', `/api/v1/jobs/${pending.id}/signal`, {
+      token: alice,
+      body: { signal: 'TERM' },
+    });
+    expect(notRunning.status).toBe(409);
+    expect((await errorOf(notRunning)).code).toBe('job_not_running');
+    expect((await heartbeat()).signal).toEqual([]);
+  });
+
+  it('requeues a running job: PENDING again, allocation released, old attempt fenced and in the cancel list', async () => {
+    const { id, attempt } = await runningJob({ cpus: 4 });
+    // Drained: the pass the requeue asks for places it nowhere until this test says so.
+    expect((await s.request('POST', '/api/v1/workers/node-a/drain', { token: admin })).status).toBe(200);
+    const res = await s.request('POST', `/api/v1/jobs/${id}/requeue`, { token: alice, body: {} });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ state: 'PENDING', node: null, requeues: 1, attempt });
+    const [alloc] = await query<{ released: boolean }>(
+      backend.db.db,
+      sql`SELECT released FROM resource_allocations WHERE job_id = ${id}`,
+    );
+    expect(alloc?.released).toBe(true);
+    expect((await heartbeat()).cancel).toContainEqual({ job_id: id, attempt });
+    // The old attempt's late reports are stale.
+    const late = await s.request('POST', `/api/v1/agents/jobs/${id}/finish`, {
+      token: agent,
+      body: { worker_id: 'node-a', attempt, exit_code: '0:15', outcome: 'cancelled' },
+    });
+    expect(late.status).toBe(409);
+    expect((await errorOf(late)).code).toBe('stale_assignment');
+    // It runs again as the next attempt; the old one stays in the cancel list.
+    expect((await s.request('POST', '/api/v1/workers/node-a/undrain', { token: admin })).status).toBe(200);
+    await runSchedulingPass(s.harness.ctx);
+    const again = (await claim()).jobs.find((j) => j.job_id === id);
+    expect(again?.attempt).toBe(attempt + 1);
+    expect(again?.requeues).toBe(1);
+    expect((await heartbeat()).cancel).toContainEqual({ job_id: id, attempt });
+    expect((await heartbeat()).cancel).not.toContainEqual({ job_id: id, attempt: attempt + 1 });
+    const [sums] = await query<{ db: string; cache: string }>(
+      backend.db.db,
+      sql`SELECT (SELECT coalesce(sum(allocated_cpus), 0) FROM resource_allocations WHERE NOT released) AS db,
+                 (SELECT allocated_cpus FROM cluster_state WHERE id = 1) AS cache`,
+    );
+    expect(Number(sums?.db)).toBe(Number(sums?.cache));
+  });
+
+  it('requeues an ended job (held with hold: true); a pending one is a 409 job_pending', async () => {
+    const { id, attempt } = await runningJob();
+    await s.request('POST', `/api/v1/agents/jobs/${id}/finish`, {
+      token: agent,
+      body: { worker_id: 'node-a', attempt, exit_code: '3:0', outcome: 'exited' },
+    });
+    const res = await s.request('POST', `/api/v1/jobs/${id}/requeue`, { token: alice, body: { hold: true } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({
+      state: 'PENDING',
+      exit_code: null,
+      end_time: null,
+      held: 'user',
+      reason: 'JobHeldUser',
+      requeues: 1,
+    });
+    const again = await s.request('POST', `/api/v1/jobs/${id}/requeue`, { token: alice, body: {} });
+    expect(again.status).toBe(409);
+    expect((await errorOf(again)).code).toBe('job_pending');
+    const others = await s.request('POST', `/api/v1/jobs/${id}/requeue`, { token: bob, body: {} });
+    expect(others.status).toBe(404);
+    const bad = await s.request('POST', `/api/v1/jobs/${id}/requeue`, { token: alice, body: { hold: 1 } });
+    expect(bad.status).toBe(400);
+  });
+
+  it('updates name, comment, QOS and time limit; only an admin raises a time limit', async () => {
+    const job = await submit(alice, { hold: true, time_limit: 60 });
+    const patch = (token: string, body: unknown) =>
+      s.request('PATCH', `/api/v1/jobs/${job.id}`, { token, body });
+    const res = await patch(alice, { name: 'renamed', comment: 'why', qos: 'low', time_limit: '0:30:00' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ name: 'renamed', comment: 'why', qos: 'low', time_limit: 30 });
+    const raise = await patch(alice, { time_limit: 31 });
+    expect(raise.status).toBe(403);
+    const error = await errorOf(raise);
+    expect(error.code).toBe('time_limit_not_allowed');
+    expect(error.message).toContain('only an admin may raise a time limit');
+    expect((await getJob(job.id)).time_limit).toBe(30);
+    expect((await patch(admin, { time_limit: 120 })).status).toBe(200);
+    expect((await getJob(job.id)).time_limit).toBe(120);
+    expect((await patch(bob, { name: 'x' })).status).toBe(404);
+    for (const body of [{}, { name: '' }, { time_limit: 'soon' }, { state: 'RUNNING' }, { qos: 'a b' }]) {
+      expect((await patch(alice, body)).status, JSON.stringify(body)).toBe(400);
+    }
+    expect(await getJob(job.id)).toMatchObject({ name: 'renamed', time_limit: 120 });
+  });
+
+  it('moves a pending job to another partition that exists; not a running or ended one', async () => {
+    expect(
+      (await s.request('POST', '/api/v1/partitions/other', { token: admin, body: {} })).status,
+    ).toBeLessThan(300);
+    const job = await submit(alice, { hold: true });
+    const patch = (id: number, body: unknown) =>
+      s.request('PATCH', `/api/v1/jobs/${id}`, { token: alice, body });
+    const moved = await patch(job.id, { partition: 'other' });
+    expect(moved.status, JSON.stringify(await moved.clone().json())).toBe(200);
+    expect(await moved.json()).toMatchObject({ partition: 'other' });
+    const missing = await patch(job.id, { partition: 'nowhere' });
+    expect(missing.status).toBe(400);
+    expect((await errorOf(missing)).code).toBe('invalid_partition');
+    expect((await getJob(job.id)).partition).toBe('other');
+    const { id, attempt } = await runningJob();
+    const running = await patch(id, { partition: 'other' });
+    expect(running.status).toBe(409);
+    expect((await errorOf(running)).code).toBe('job_not_pending');
+    await s.request('POST', `/api/v1/agents/jobs/${id}/finish`, {
+      token: agent,
+      body: { worker_id: 'node-a', attempt, exit_code: '0:0', outcome: 'exited' },
+    });
+    const ended = await patch(id, { comment: 'late' });
+    expect(ended.status).toBe(409);
+    expect((await errorOf(ended)).code).toBe('job_finished');
+  });
+
+  it('tests a submission (sbatch --test-only): same refusals, stores nothing, names a node', async () => {
+    const before = await jobCount();
+    const ok = await s.request('POST', '/api/v1/jobs/test', {
+      token: alice,
+      body: { script: 'true', cpus: 2 },
+    });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({
+      ok: true,
+      node: 'node-a',
+      partition: 'default',
+      cpus: 2,
+      start: 'now',
+      reason: null,
+    });
+    const held = await s.request('POST', '/api/v1/jobs/test', {
+      token: alice,
+      body: { script: 'true', cpus: 2, hold: true },
+    });
+    expect(await held.json()).toMatchObject({ node: null, start: null, reason: 'JobHeldUser' });
+    const tooBig = await s.request('POST', '/api/v1/jobs/test', {
+      token: alice,
+      body: { script: 'true', cpus: 65 },
+    });
+    const tooBigSubmit = await s.request('POST', '/api/v1/jobs/submit', {
+      token: alice,
+      body: { script: 'true', cpus: 65 },
+    });
+    expect(tooBig.status).toBe(tooBigSubmit.status);
+    expect((await errorOf(tooBig)).code).toBe((await errorOf(tooBigSubmit)).code);
+    const bad = await s.request('POST', '/api/v1/jobs/test', {
+      token: alice,
+      body: { script: 'true', cpus: 0 },
+    });
+    expect(bad.status).toBe(400);
     expect(await jobCount()).toBe(before);
   });
 });
