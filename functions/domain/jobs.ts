@@ -179,16 +179,61 @@ export const submitJobInput = z.strictObject({
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
 
-export const listJobsInput = z.strictObject({
-  state: z
+/** Most entries in one list filter of GET /api/v1/jobs. */
+const MAX_FILTER_ITEMS = 1000;
+
+/** A comma list in a query parameter (`a,b`), each item checked with `item`. */
+const commaList = <T extends z.ZodType<unknown, string>>(what: string, item: T) =>
+  z
     .string()
-    .transform((s) => s.split(',').map((x) => x.trim().toUpperCase()))
-    .pipe(z.array(z.enum(JOB_STATES, { error: `state is one of ${JOB_STATES.join(', ')}` })))
-    .optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(50),
-  /** Jobs with an id below this (the `next_before` of the previous page). */
-  before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
-});
+    .max(65_536, `${what} is at most 65536 characters`)
+    .transform((s) => s.split(',').map((x) => x.trim()))
+    .pipe(z.array(item).min(1).max(MAX_FILTER_ITEMS, `${what} lists at most ${MAX_FILTER_ITEMS} values`));
+
+const isoFilter = (what: string) =>
+  z.iso
+    .datetime({ offset: true, error: `${what} is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"` })
+    .optional();
+
+export const listJobsInput = z
+  .strictObject({
+    state: z
+      .string()
+      .transform((s) => s.split(',').map((x) => x.trim().toUpperCase()))
+      .pipe(z.array(z.enum(JOB_STATES, { error: `state is one of ${JOB_STATES.join(', ')}` })))
+      .optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+    /** order=desc: jobs with an id below this (the `next_before` of the previous page). */
+    before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+    /** order=asc: jobs with an id above this (the `next_after` of the previous page). */
+    after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    order: z.enum(['desc', 'asc'], { error: 'order is desc (newest first) or asc' }).default('desc'),
+    ids: commaList(
+      'ids',
+      z
+        .string()
+        .regex(/^[1-9][0-9]{0,15}$/, 'ids is a comma list of job ids')
+        .transform(Number)
+        .pipe(z.number().max(Number.MAX_SAFE_INTEGER, 'ids is a comma list of job ids')),
+    ).optional(),
+    name: commaList('name', label('name')).optional(),
+    owner: commaList('owner', label('owner')).optional(),
+    account: commaList('account', label('account')).optional(),
+    partition: commaList('partition', label('partition')).optional(),
+    node: label('node').optional(),
+    /** Jobs that had not ended by then (sacct -S). */
+    active_since: isoFilter('active_since'),
+    /** Jobs submitted before then (sacct -E). */
+    active_until: isoFilter('active_until'),
+  })
+  .refine((q) => !(q.order === 'asc' && q.before !== undefined), {
+    message: 'before is the cursor of order=desc; with order=asc use after',
+    path: ['before'],
+  })
+  .refine((q) => !(q.order === 'desc' && q.after !== undefined), {
+    message: 'after is the cursor of order=asc (next_after); with order=desc use before',
+    path: ['after'],
+  });
 export type ListJobsInput = z.infer<typeof listJobsInput>;
 
 export interface JobRow {
@@ -810,15 +855,30 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   const filters = [sql`true`];
   if (input.state) filters.push(sql`state = ANY(${`{${input.state.join(',')}}`}::text[])`);
   if (input.before) filters.push(sql`id < ${input.before}`);
+  if (input.after !== undefined) filters.push(sql`id > ${input.after}`);
+  if (input.ids) filters.push(sql`id = ANY(${pgArray(input.ids)}::bigint[])`);
+  if (input.name) filters.push(sql`name = ANY(${pgArray(input.name)}::text[])`);
+  if (input.owner) filters.push(sql`owner = ANY(${pgArray(input.owner)}::text[])`);
+  if (input.account) filters.push(sql`account = ANY(${pgArray(input.account)}::text[])`);
+  // A pending job may name several partitions (`a,b`); a placed one holds the one it runs in.
+  if (input.partition) {
+    filters.push(sql`string_to_array(partition, ',') && ${pgArray(input.partition)}::text[]`);
+  }
+  if (input.node) filters.push(sql`node = ${input.node}`);
+  if (input.active_since) {
+    filters.push(sql`(end_time IS NULL OR end_time >= ${input.active_since}::timestamptz)`);
+  }
+  if (input.active_until) filters.push(sql`submit_time < ${input.active_until}::timestamptz`);
   if (!seesAllJobs(viewer)) filters.push(sql`owner = ${viewer.owner ?? ''}`);
+  const asc = input.order === 'asc';
   const rows = await query<JobRow>(
     db,
     sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
-        ORDER BY id DESC LIMIT ${input.limit + 1}`,
+        ORDER BY ${asc ? sql`id ASC` : sql`id DESC`} LIMIT ${input.limit + 1}`,
   );
   const page = rows.slice(0, input.limit).map((r) => jobView(r));
-  const more = rows.length > input.limit;
-  return { jobs: page, next_before: more ? (page.at(-1)?.id ?? null) : null };
+  const next = rows.length > input.limit ? (page.at(-1)?.id ?? null) : null;
+  return { jobs: page, next_before: asc ? null : next, next_after: asc ? next : null };
 }
 
 /** Who acts, as a job records it (cancelled_by): the caller's owner, or `admin` for an admin without one. */

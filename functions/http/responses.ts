@@ -158,7 +158,15 @@ export const partitionSchema = z
   })
   .openapi('Partition');
 export const partitionListSchema = z.object({ partitions: z.array(partitionSchema) });
-export const jobListSchema = z.object({ jobs: z.array(jobSchema), next_before: z.number().int().nullable() });
+export const jobListSchema = z.object({
+  jobs: z.array(jobSchema),
+  next_before: z
+    .number()
+    .int()
+    .nullable()
+    .openapi({ description: 'order=desc: the `before` of the next page' }),
+  next_after: z.number().int().nullable().openapi({ description: 'order=asc: the `after` of the next page' }),
+});
 
 const streamSchema = z.object({ content: z.string(), bytes: z.number().int(), truncated: z.boolean() });
 export const logsSchema = z.object({

@@ -373,7 +373,8 @@ const listJobsRoute = {
   method: 'get',
   path: '/',
   operationId: 'listJobs',
-  summary: 'List jobs, newest first',
+  summary:
+    'List jobs, newest first (order=asc: oldest first), filtered by ids, name, owner, account, partition, node or time',
   tag: 'jobs',
   access: 'jobs:read',
   query: listJobsInput,
