@@ -249,15 +249,16 @@ async function sessionError(ctx: Context, input: SessionCheck, caller: Principal
 
 /**
  * Jobs the worker must kill: cancelled while running, ended by the server past their time limit, or taken off
- * it by a requeue (the attempt it ran, whatever became of the job since).
+ * it by a requeue (the attempt it ran, whatever became of the job since) within `fencedFor`. A claim answers at
+ * once when there is any, so it looks back a minute only (the requeue wakes it); heartbeats an hour.
  */
-function cancelsSql(workerId: string) {
+function cancelsSql(workerId: string, fencedFor: SQL = sql`interval '1 hour'`) {
   return sql`(SELECT coalesce(json_agg(json_build_object('job_id', k.id, 'attempt', k.attempt)), '[]'::json)
               FROM (SELECT id, attempt FROM jobs WHERE node = ${workerId} AND cancel_requested
                       AND (state = 'RUNNING' OR (state = 'TIMEOUT' AND end_time > now() - interval '1 hour'))
                     UNION ALL
                     SELECT id, fenced_attempt FROM jobs
-                    WHERE fenced_node = ${workerId} AND fenced_at > now() - interval '1 hour') k)`;
+                    WHERE fenced_node = ${workerId} AND fenced_at > now() - ${fencedFor}) k)`;
 }
 
 /**
@@ -433,7 +434,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
         sig AS (${signalsSql(input.worker_id, sql`EXISTS (SELECT 1 FROM me)`)})
         SELECT EXISTS (SELECT 1 FROM me) AS known, ${SIGNALS_JSON} AS signal,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
-               ${cancelsSql(input.worker_id)} AS cancel,
+               ${cancelsSql(input.worker_id, sql`interval '1 minute'`)} AS cancel,
                (SELECT extract(epoch FROM min(claimed_at) + make_interval(secs => ${redelivery}) - now())
                   FROM jobs
                   WHERE node = ${input.worker_id} AND state = 'RUNNING' AND start_time IS NULL
