@@ -47,6 +47,16 @@ export type PlacementPolicy = (typeof PLACEMENT_POLICIES)[number];
 /** Who held a pending job (Slurm's JobHeldUser / JobHeldAdmin): only an admin releases an admin's hold. */
 export const HOLD_KINDS = ['user', 'admin'] as const;
 export type HoldKind = (typeof HOLD_KINDS)[number];
+export const OPEN_MODES = ['append', 'truncate'] as const;
+export interface TimeLimitSignalColumn {
+  signal: string;
+  before_s: number;
+  batch_only: boolean;
+}
+export interface PendingSignalColumn {
+  signal: string;
+  batch_only: boolean;
+}
 
 export interface GpuDevice {
   index: number;
@@ -234,9 +244,39 @@ export const jobs = pgTable(
     reasonDetail: text('reason_detail'),
     /** GPU indexes assigned on `node` (set at placement). */
     allocatedGpus: integer('allocated_gpus').array(),
+    /** The quality of service asked for (SLURM_JOB_QOS); null: none. */
+    qos: text('qos'),
+    /** sbatch `--begin`: the job is not placed before it; null: at once. */
+    beginTime: tstz('begin_time'),
+    /** When it became eligible: its submit time, or its begin time if later (a hold's release does not move it). */
+    eligibleTime: tstz('eligible_time').notNull().defaultNow(),
+    /** sbatch `-o`, `-e`, `-i`: file name patterns as given, expanded by the agent; null: Slurm's defaults. */
+    stdout: text('stdout'),
+    stderr: text('stderr'),
+    stdin: text('stdin'),
+    openMode: text('open_mode', { enum: OPEN_MODES }),
+    /** sbatch `--export` as given (SLURM_EXPORT_ENV); the variables themselves are in `environment`. */
+    exportEnv: text('export_env'),
+    /** sbatch `--signal`: a signal to send before the time limit. */
+    signal: jsonb('signal').$type<TimeLimitSignalColumn>(),
+    comment: text('comment'),
+    /** Peak resident memory of the job's processes (KiB), as its agent reported it at the end. */
+    maxRssKb: bigint('max_rss_kb', { mode: 'number' }),
+    /** Who cancelled it: the cancelling token's owner, or `admin`. */
+    cancelledBy: text('cancelled_by'),
+    /** Signals asked for (scancel --signal) and not yet handed to the agent running the job. */
+    signalPending: jsonb('signal_pending').$type<PendingSignalColumn[]>(),
+    /**
+     * The attempt a requeue (scontrol requeue) took off a running node: that node's agent is told to kill it
+     * (in its cancel list) for an hour, whatever happens to the job meanwhile.
+     */
+    fencedNode: text('fenced_node'),
+    fencedAttempt: integer('fenced_attempt'),
+    fencedAt: tstz('fenced_at'),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
+    check('jobs_open_mode_known', sql`${t.openMode} IS NULL OR ${t.openMode} IN ('append', 'truncate')`),
     check('jobs_resources_valid', sql`${t.gpus} >= 0 AND (${t.memoryMb} IS NULL OR ${t.memoryMb} >= 0)`),
     // The scheduler's queue: only pending rows, in the order they are served.
     index('jobs_pending_queue_idx')
@@ -250,6 +290,11 @@ export const jobs = pgTable(
     index('jobs_owner_id_idx').on(t.owner, t.id.desc()),
     // The jobs that started recently (GET /metrics' queue wait histogram), without reading the history.
     index('jobs_start_time_idx').on(t.startTime),
+    // The jobs waiting for their begin time (a settled pass gives them their reason), without reading the queue.
+    index('jobs_pending_begin_idx')
+      .on(t.beginTime)
+      .where(sql`${t.state} = 'PENDING' AND ${t.beginTime} IS NOT NULL`),
+    index('jobs_fenced_node_idx').on(t.fencedNode).where(sql`${t.fencedNode} IS NOT NULL`),
   ],
 );
 

@@ -7,7 +7,7 @@ import type { Context } from './context.ts';
 import { notFound } from './errors.ts';
 import { expandHostlist } from './hostlist.ts';
 import { readJobCounts } from './job-counts.ts';
-import { type JobRow, jobView } from './jobs.ts';
+import { JOB_COLUMNS, type JobRow, jobView } from './jobs.ts';
 import { liveWorkerIds } from './liveness.ts';
 import { maskIndexes } from './placement.ts';
 import { PARTITION_COLUMNS, type PartitionRow, partitionsOf } from './scheduler.ts';
@@ -610,11 +610,6 @@ export const uiJobsInput = z.strictObject({
   before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
 });
 
-const UI_JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
-  environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
-  end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
-  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task`;
-
 /** The dashboard's job list: GET /api/v1/jobs's, plus `q` (name or account search). Read-only. */
 export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput>, viewer: Principal) {
   const filters = [sql`true`];
@@ -628,7 +623,7 @@ export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput
   if (!seesAllJobs(viewer)) filters.push(sql`owner = ${viewer.owner ?? ''}`);
   const rows = await query<JobRow>(
     ctx.db,
-    sql`SELECT ${UI_JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
+    sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
         ORDER BY id DESC LIMIT ${input.limit + 1}`,
   );
   const page = rows.slice(0, input.limit).map((r) => jobView(r));
@@ -715,12 +710,12 @@ export async function getUiWorker(ctx: Context, id: string, viewer: Principal) {
     ),
     query<JobRow>(
       ctx.db,
-      sql`SELECT ${UI_JOB_COLUMNS} FROM jobs WHERE node = ${id} AND state = 'RUNNING' AND ${mine}
+      sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE node = ${id} AND state = 'RUNNING' AND ${mine}
           ORDER BY id DESC LIMIT 100`,
     ),
     query<JobRow>(
       ctx.db,
-      sql`SELECT ${UI_JOB_COLUMNS} FROM jobs
+      sql`SELECT ${JOB_COLUMNS} FROM jobs
           WHERE id > (SELECT coalesce(max(id), 0) - ${NODE_HISTORY_SCAN} FROM jobs)
             AND node = ${id} AND state <> 'RUNNING' AND ${mine} ORDER BY id DESC LIMIT 20`,
     ),

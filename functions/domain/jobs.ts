@@ -1,6 +1,13 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import { FINAL_STATES, JOB_STATES, type JobState } from '../../db/schema.ts';
+import {
+  FINAL_STATES,
+  JOB_STATES,
+  type JobState,
+  OPEN_MODES,
+  type PendingSignalColumn,
+  type TimeLimitSignalColumn,
+} from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
 import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
@@ -10,6 +17,7 @@ import { admitJobs, type JobResources, resourceFields } from './job-resources.ts
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
 import {
+  beginTimeDetail,
   jobReader,
   PARTITION_COLUMNS,
   type PartitionRow,
@@ -20,6 +28,7 @@ import {
   WORKER_COLUMNS,
   type WorkerRow,
 } from './scheduler.ts';
+import { signalName } from './signals.ts';
 import { jsonColumn, pgArray, pgErrorCode, query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
 
@@ -34,6 +43,15 @@ const label = (what: string) =>
     .min(1, `${what} must not be empty`)
     .max(255, `${what} is at most 255 characters`)
     .refine((s) => !CONTROL_CHARS.test(s), `${what} has control characters`);
+
+/** sbatch `-o`, `-e`, `-i`: a file name pattern, expanded by the agent. */
+const filePattern = (what: string) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .max(4096, `${what} is at most 4096 characters`)
+    .refine((s) => !s.includes('\u0000'), `${what} contains a NUL byte`)
+    .optional();
 
 export const submitJobInput = z.strictObject({
   script: z
@@ -80,7 +98,7 @@ export const submitJobInput = z.strictObject({
         .max(128 * 1024)
         .refine((s) => !s.includes('\u0000'), 'environment values must not contain NUL'),
     )
-    .refine((env) => Object.keys(env).length <= 256, 'environment has at most 256 variables')
+    .refine((env) => Object.keys(env).length <= 1024, 'environment has at most 1024 variables')
     .optional(),
   priority: z.number().int().min(-1_000_000).max(1_000_000).optional(),
   requeue: z.boolean().optional(),
@@ -112,20 +130,110 @@ export const submitJobInput = z.strictObject({
     .min(1, 'cpus_per_task must be at least 1')
     .max(65_536, 'cpus_per_task is at most 65536')
     .optional(),
+  /** The quality of service (SLURM_JOB_QOS); stored and shown, not enforced. */
+  qos: z
+    .string()
+    .min(1, 'qos must not be empty')
+    .max(64, 'qos is at most 64 characters')
+    .regex(/^[A-Za-z0-9._-]+$/, 'qos is a name: letters, digits, ".", "-" and "_"')
+    .optional(),
+  /** sbatch `--begin`: not placed before this time. */
+  begin_time: z.iso
+    .datetime({
+      offset: true,
+      error: 'begin_time is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"',
+    })
+    .optional(),
+  /** sbatch `-H`: submitted held by its user (release it to let it run). */
+  hold: z.boolean().optional(),
+  stdout: filePattern('stdout'),
+  stderr: filePattern('stderr'),
+  stdin: filePattern('stdin'),
+  open_mode: z.enum(OPEN_MODES, { error: 'open_mode is append or truncate' }).optional(),
+  /** sbatch `--export` as given (ALL, NONE, a list); the variables themselves come in `environment`. */
+  export_env: z
+    .string()
+    .min(1, 'export_env must not be empty')
+    .max(4096, 'export_env is at most 4096 characters')
+    .refine((s) => !CONTROL_CHARS.test(s), 'export_env has control characters')
+    .optional(),
+  /** sbatch `--signal`: a signal sent `before_s` seconds before the time limit. */
+  signal: z
+    .strictObject({
+      signal: signalName,
+      before_s: z
+        .number({ error: 'signal.before_s is whole seconds from 0 to 65535' })
+        .int('signal.before_s must be whole seconds')
+        .min(0, 'signal.before_s is at least 0')
+        .max(65_535, 'signal.before_s is at most 65535')
+        .default(60),
+      batch_only: z.boolean().default(false),
+    })
+    .optional(),
+  comment: z
+    .string()
+    .max(1024, 'comment is at most 1024 characters')
+    .refine((s) => !s.includes('\u0000'), 'comment contains a NUL byte')
+    .optional(),
   ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
 
-export const listJobsInput = z.strictObject({
-  state: z
+/** Most entries in one list filter of GET /api/v1/jobs. */
+const MAX_FILTER_ITEMS = 1000;
+
+/** A comma list in a query parameter (`a,b`), each item checked with `item`. */
+const commaList = <T extends z.ZodType<unknown, string>>(what: string, item: T) =>
+  z
     .string()
-    .transform((s) => s.split(',').map((x) => x.trim().toUpperCase()))
-    .pipe(z.array(z.enum(JOB_STATES, { error: `state is one of ${JOB_STATES.join(', ')}` })))
-    .optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(50),
-  /** Jobs with an id below this (the `next_before` of the previous page). */
-  before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
-});
+    .max(65_536, `${what} is at most 65536 characters`)
+    .transform((s) => s.split(',').map((x) => x.trim()))
+    .pipe(z.array(item).min(1).max(MAX_FILTER_ITEMS, `${what} lists at most ${MAX_FILTER_ITEMS} values`));
+
+const isoFilter = (what: string) =>
+  z.iso
+    .datetime({ offset: true, error: `${what} is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"` })
+    .optional();
+
+export const listJobsInput = z
+  .strictObject({
+    state: z
+      .string()
+      .transform((s) => s.split(',').map((x) => x.trim().toUpperCase()))
+      .pipe(z.array(z.enum(JOB_STATES, { error: `state is one of ${JOB_STATES.join(', ')}` })))
+      .optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+    /** order=desc: jobs with an id below this (the `next_before` of the previous page). */
+    before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+    /** order=asc: jobs with an id above this (the `next_after` of the previous page). */
+    after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    order: z.enum(['desc', 'asc'], { error: 'order is desc (newest first) or asc' }).default('desc'),
+    ids: commaList(
+      'ids',
+      z
+        .string()
+        .regex(/^[1-9][0-9]{0,15}$/, 'ids is a comma list of job ids')
+        .transform(Number)
+        .pipe(z.number().max(Number.MAX_SAFE_INTEGER, 'ids is a comma list of job ids')),
+    ).optional(),
+    name: commaList('name', label('name')).optional(),
+    owner: commaList('owner', label('owner')).optional(),
+    account: commaList('account', label('account')).optional(),
+    partition: commaList('partition', label('partition')).optional(),
+    node: label('node').optional(),
+    /** Jobs that had not ended by then (sacct -S). */
+    active_since: isoFilter('active_since'),
+    /** Jobs submitted before then (sacct -E). */
+    active_until: isoFilter('active_until'),
+  })
+  .refine((q) => !(q.order === 'asc' && q.before !== undefined), {
+    message: 'before is the cursor of order=desc; with order=asc use after',
+    path: ['before'],
+  })
+  .refine((q) => !(q.order === 'desc' && q.after !== undefined), {
+    message: 'after is the cursor of order=asc (next_after); with order=desc use before',
+    path: ['after'],
+  });
 export type ListJobsInput = z.infer<typeof listJobsInput>;
 
 export interface JobRow {
@@ -161,6 +269,19 @@ export interface JobRow {
   exclude_nodes: string[];
   held: 'user' | 'admin' | null;
   allocated_gpus: number[] | null;
+  qos: string | null;
+  begin_time: Date | string | null;
+  eligible_time: Date | string;
+  stdout: string | null;
+  stderr: string | null;
+  stdin: string | null;
+  open_mode: 'append' | 'truncate' | null;
+  export_env: string | null;
+  signal: TimeLimitSignalColumn | string | null;
+  comment: string | null;
+  max_rss_kb: number | string | null;
+  cancelled_by: string | null;
+  requeues: number;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -206,6 +327,19 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     // A job back in the queue (requeued) holds no GPUs until it is placed again.
     allocated_gpus: row.state === 'PENDING' ? null : row.allocated_gpus,
     owner: row.owner,
+    qos: row.qos,
+    begin_time: iso(row.begin_time),
+    eligible_time: iso(row.eligible_time),
+    stdout: row.stdout,
+    stderr: row.stderr,
+    stdin: row.stdin,
+    open_mode: row.open_mode,
+    export_env: row.export_env,
+    signal: jsonColumn(row.signal),
+    comment: row.comment,
+    max_rss_kb: row.max_rss_kb === null ? null : Number(row.max_rss_kb),
+    cancelled_by: row.cancelled_by,
+    requeues: Number(row.requeues),
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -214,10 +348,12 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
 }
 export type JobView = ReturnType<typeof jobView>;
 
-const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
+/** The columns `jobView` reads (JobRow). */
+export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
   environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
-  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task`;
+  allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
+  stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -365,6 +501,36 @@ const liveNodesSql = (ttlSeconds: number) =>
 const NEW_REASON = sql`CASE WHEN live.nodes = 0 THEN 'Resources' ELSE 'None' END`;
 const NEW_REASON_DETAIL = sql`CASE WHEN live.nodes = 0 THEN 'waiting for a node: no node is live' END`;
 
+/**
+ * A new job's reason and its detail: held at submission (JobHeldUser), waiting for its begin time (BeginTime),
+ * else `reason`/`detail` (NEW_REASON).
+ */
+function submitReason(hold: SQL, begin: SQL, heldBy: SQL, reason: SQL, detail: SQL) {
+  return {
+    reason: sql`CASE WHEN ${hold} THEN 'JobHeldUser' WHEN ${begin} > now() THEN 'BeginTime' ELSE ${reason} END`,
+    detail: sql`CASE WHEN ${hold} THEN 'held by ' || coalesce(${heldBy}, 'its owner') || ': release it to let it run'
+                     WHEN ${begin} > now() THEN ${beginTimeDetail(begin)} ELSE ${detail} END`,
+  };
+}
+
+/** The columns of sbatch's options beyond resources, in the order of `slurmValues`. */
+const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, stdin, open_mode, export_env, signal,
+  comment`;
+
+/** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
+const slurmFields = (input: SubmitJobInput) => ({
+  qos: input.qos ?? null,
+  begin_time: input.begin_time ?? null,
+  hold: input.hold ?? false,
+  stdout: input.stdout ?? null,
+  stderr: input.stderr ?? null,
+  stdin: input.stdin ?? null,
+  open_mode: input.open_mode ?? null,
+  export_env: input.export_env ?? null,
+  signal: input.signal ?? null,
+  comment: input.comment ?? null,
+});
+
 const withTimeLimit = (input: SubmitJobInput) => ({
   ...input,
   time_limit_s: input.time_limit === undefined ? null : parseTimeLimit(input.time_limit),
@@ -391,14 +557,27 @@ function submitStatement(
   const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
   const ttl = ctx.config.workerTtlSeconds;
   const live = sql`(${liveNodesSql(ttl)}) live`;
+  const f = slurmFields(input);
+  const begin = sql`${f.begin_time}::timestamptz`;
+  const why = submitReason(
+    sql`${f.hold}::boolean`,
+    begin,
+    sql`${owner}::text`,
+    sql`(SELECT ${NEW_REASON} FROM ${live})`,
+    sql`(SELECT ${NEW_REASON_DETAIL} FROM ${live})`,
+  );
   const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
                 ${input.work_dir ?? null}, ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0},
                 ${input.requeue ?? false}, ${owner}::text, ${submittedBy}::bigint,
                 ${input.submit_dir ?? null}::text, ${input.submit_host ?? null}::text, ${input.ntasks ?? null}::int,
-                ${input.cpus_per_task ?? null}::int, (SELECT ${NEW_REASON} FROM ${live}), (SELECT ${NEW_REASON_DETAIL} FROM ${live}),
-                ${resourceValues(resources)}`;
+                ${input.cpus_per_task ?? null}::int, ${why.reason}, ${why.detail},
+                ${resourceValues(resources)},
+                ${f.qos}::text, ${begin}, greatest(now(), ${begin}), ${f.hold ? 'user' : null}::text,
+                ${f.stdout}::text, ${f.stderr}::text, ${f.stdin}::text, ${f.open_mode}::text, ${f.export_env}::text,
+                ${f.signal === null ? null : JSON.stringify(f.signal)}::jsonb, ${f.comment}::text`;
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
-                      owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS}`;
+                      owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
+                      ${SLURM_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
@@ -591,13 +770,21 @@ function batchStatement(
         exclusive: r.exclusive,
         nodelist: r.nodelist,
         exclude_nodes: r.exclude,
+        ...slurmFields(input),
       };
     }),
   );
   const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
                       owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
                       exclusive, nodelist, exclude_nodes, memory_per_cpu, submit_dir, submit_host, ntasks,
-                      cpus_per_task`;
+                      cpus_per_task, ${SLURM_COLUMNS}`;
+  const why = submitReason(
+    sql`x.hold`,
+    sql`x.begin_time`,
+    sql`${owner}::text`,
+    NEW_REASON,
+    NEW_REASON_DETAIL,
+  );
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner,
@@ -629,7 +816,8 @@ function batchStatement(
                  account text, partition text, time_limit_s int, work_dir text, environment jsonb, priority int,
                  requeue boolean, memory_mb int, gpus int, gpu_type text, gres jsonb, feature_constraint text,
                  exclusive boolean, nodelist text[], exclude_nodes text[], memory_per_cpu int, submit_dir text,
-                 submit_host text, ntasks int, cpus_per_task int)
+                 submit_host text, ntasks int, cpus_per_task int, qos text, begin_time timestamptz, hold boolean,
+                 stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -643,9 +831,11 @@ function batchStatement(
                INSERT INTO jobs (id, ${columns})
                SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
                       x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
-                      ${NEW_REASON}, ${NEW_REASON_DETAIL}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
+                      ${why.reason}, ${why.detail}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
                       x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes, x.memory_per_cpu,
-                      x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task
+                      x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task, x.qos, x.begin_time,
+                      greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
+                      x.open_mode, x.export_env, x.signal, x.comment
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i
@@ -666,16 +856,35 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   const filters = [sql`true`];
   if (input.state) filters.push(sql`state = ANY(${`{${input.state.join(',')}}`}::text[])`);
   if (input.before) filters.push(sql`id < ${input.before}`);
+  if (input.after !== undefined) filters.push(sql`id > ${input.after}`);
+  if (input.ids) filters.push(sql`id = ANY(${pgArray(input.ids)}::bigint[])`);
+  if (input.name) filters.push(sql`name = ANY(${pgArray(input.name)}::text[])`);
+  if (input.owner) filters.push(sql`owner = ANY(${pgArray(input.owner)}::text[])`);
+  if (input.account) filters.push(sql`account = ANY(${pgArray(input.account)}::text[])`);
+  // A pending job may name several partitions (`a,b`); a placed one holds the one it runs in.
+  if (input.partition) {
+    filters.push(sql`string_to_array(partition, ',') && ${pgArray(input.partition)}::text[]`);
+  }
+  if (input.node) filters.push(sql`node = ${input.node}`);
+  if (input.active_since) {
+    filters.push(sql`(end_time IS NULL OR end_time >= ${input.active_since}::timestamptz)`);
+  }
+  if (input.active_until) filters.push(sql`submit_time < ${input.active_until}::timestamptz`);
   if (!seesAllJobs(viewer)) filters.push(sql`owner = ${viewer.owner ?? ''}`);
+  const asc = input.order === 'asc';
   const rows = await query<JobRow>(
     db,
     sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
-        ORDER BY id DESC LIMIT ${input.limit + 1}`,
+        ORDER BY ${asc ? sql`id ASC` : sql`id DESC`} LIMIT ${input.limit + 1}`,
   );
   const page = rows.slice(0, input.limit).map((r) => jobView(r));
-  const more = rows.length > input.limit;
-  return { jobs: page, next_before: more ? (page.at(-1)?.id ?? null) : null };
+  const next = rows.length > input.limit ? (page.at(-1)?.id ?? null) : null;
+  return { jobs: page, next_before: asc ? null : next, next_after: asc ? next : null };
 }
+
+/** Who acts, as a job records it (cancelled_by): the caller's owner, or `admin` for an admin without one. */
+const actingAs = (caller: Principal): string | null =>
+  caller.owner ?? (hasScope(caller, 'admin') ? 'admin' : null);
 
 /**
  * Cancels a job. PENDING, or placed but not yet started by its agent: CANCELLED at once (allocation
@@ -684,11 +893,13 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
  */
 export async function cancelJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
   const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
+  const by = actingAs(caller);
   if (!seesAllJobs(caller)) await getJob(ctx.db, id, caller); // 404 for another owner's job
   const ended = await endJobsAndRelease(
     ctx,
     {
       update: sql`UPDATE jobs SET state = 'CANCELLED', end_time = now(), reason = 'cancelled by user',
+          cancelled_by = ${by}::text,
           exit_code = CASE WHEN state = 'RUNNING' THEN '0:15' ELSE NULL END
         WHERE id = ${id} AND ${mine} AND (state = 'PENDING' OR (state = 'RUNNING' AND start_time IS NULL))
         RETURNING id, state, node, attempt, exit_code`,
@@ -699,7 +910,8 @@ export async function cancelJob(ctx: Context, id: number, caller: Principal = AN
   if (ended.length === 0) {
     const marked = await queryOne<{ node: string }>(
       ctx.db,
-      sql`UPDATE jobs SET cancel_requested = true WHERE id = ${id} AND ${mine} AND state = 'RUNNING' RETURNING node`,
+      sql`UPDATE jobs SET cancel_requested = true, cancelled_by = ${by}::text
+          WHERE id = ${id} AND ${mine} AND state = 'RUNNING' RETURNING node`,
     );
     if (marked) {
       ctx.notifier.notify(marked.node);
@@ -805,25 +1017,7 @@ async function refuseHoldChange(ctx: Context, id: number, caller: Principal, wha
 export async function explainJob(ctx: Context, id: number, caller: Principal = ANONYMOUS) {
   const job = await getJob(ctx.db, id, caller);
   const [row] = await query<QueueRow>(ctx.db, sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE id = ${id}`);
-  const partitionRows = await query<PartitionRow>(ctx.db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
-  const workers = await query<WorkerRow & { live: boolean; status: string }>(
-    ctx.db,
-    sql`SELECT ${WORKER_COLUMNS}, status, drained,
-               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS live
-        FROM workers ORDER BY id`,
-  );
-  const reservations = await query<{ id: number | string; reserved_worker: string }>(
-    ctx.db,
-    sql`SELECT id, reserved_worker FROM jobs WHERE state = 'PENDING' AND reserved_worker IS NOT NULL`,
-  );
-  const partitions = partitionsOf(partitionRows);
-  const pending = jobReader(partitions)(row as QueueRow);
-  const verdicts = explainPlacement(
-    pending,
-    workers.map((w) => toWorker(w, partitions)),
-    partitions.rules,
-    new Map(reservations.map((r) => [r.reserved_worker, Number(r.id)])),
-  );
+  const { workers, verdicts } = await nodeVerdicts(ctx, row as QueueRow);
   return {
     job_id: id,
     state: job.state,
@@ -839,5 +1033,338 @@ export async function explainJob(ctx: Context, id: number, caller: Principal = A
       const why = [...down, ...v.why];
       return { node: v.node, fits: why.length === 0, why };
     }),
+  };
+}
+
+/** For each known node, live or not, whether a job (its queue row) could start there now, and what stops it. */
+async function nodeVerdicts(ctx: Context, row: QueueRow) {
+  const partitionRows = await query<PartitionRow>(ctx.db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
+  const workers = await query<WorkerRow & { live: boolean; status: string }>(
+    ctx.db,
+    sql`SELECT ${WORKER_COLUMNS}, status, drained,
+               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS live
+        FROM workers ORDER BY id`,
+  );
+  const reservations = await query<{ id: number | string; reserved_worker: string }>(
+    ctx.db,
+    sql`SELECT id, reserved_worker FROM jobs WHERE state = 'PENDING' AND reserved_worker IS NOT NULL`,
+  );
+  const partitions = partitionsOf(partitionRows);
+  const pending = jobReader(partitions)(row);
+  const candidates = workers.map((w) => toWorker(w, partitions));
+  const verdicts = explainPlacement(
+    pending,
+    candidates,
+    partitions.rules,
+    new Map(reservations.map((r) => [r.reserved_worker, Number(r.id)])),
+  );
+  return { workers, candidates, verdicts, pending };
+}
+
+/** `PATCH /api/v1/jobs/{id}` (scontrol update): at least one field. */
+export const updateJobInput = z
+  .strictObject({
+    time_limit: submitJobInput.shape.time_limit,
+    partition: label('partition').optional(),
+    name: label('name').optional(),
+    comment: submitJobInput.shape.comment,
+    qos: submitJobInput.shape.qos,
+  })
+  .refine((input) => Object.values(input).some((v) => v !== undefined), {
+    message: 'give at least one of time_limit, partition, name, comment, qos',
+  });
+export type UpdateJobInput = z.infer<typeof updateJobInput>;
+
+const isFinal = (state: string) => (FINAL_STATES as readonly string[]).includes(state);
+
+const finished = (id: number, state: string, what: string) =>
+  conflict('job_finished', `Job ${id} already ended as ${state}; there is nothing to ${what}`, { state });
+
+/** A stored job's resource request, as a submission would give it (for admission into another partition). */
+async function storedRequest(db: Database, id: number) {
+  const row = await queryOne<{
+    cpus: number;
+    account: string | null;
+    memory_mb: number | null;
+    memory_per_cpu: number | null;
+    gpus: number;
+    gpu_type: string | null;
+    gres: Record<string, number> | string;
+    feature_constraint: string | null;
+    exclusive: boolean;
+    nodelist: string[] | null;
+    exclude_nodes: string[];
+  }>(
+    db,
+    sql`SELECT cpus, account, memory_mb, memory_per_cpu, gpus, gpu_type, gres, feature_constraint, exclusive,
+               nodelist, exclude_nodes FROM jobs WHERE id = ${id}`,
+  );
+  if (!row) throw notFound('job_not_found', `Job ${id} does not exist`);
+  const gres = Object.entries(jsonColumn(row.gres) ?? {});
+  return {
+    cpus: Number(row.cpus),
+    ...(row.account === null ? {} : { account: row.account }),
+    ...(row.memory_per_cpu !== null
+      ? { memory_per_cpu: Number(row.memory_per_cpu) }
+      : row.memory_mb !== null
+        ? { memory_per_node: Number(row.memory_mb) }
+        : {}),
+    gpus: row.gpu_type ? `${row.gpu_type}:${row.gpus}` : Number(row.gpus),
+    ...(gres.length > 0 ? { gres: gres.map(([name, n]) => `${name}:${n}`).join(',') } : {}),
+    ...(row.feature_constraint === null ? {} : { constraint: row.feature_constraint }),
+    exclusive: row.exclusive,
+    ...(row.nodelist === null ? {} : { nodelist: row.nodelist }),
+    ...(row.exclude_nodes.length === 0 ? {} : { exclude: row.exclude_nodes }),
+  };
+}
+
+/**
+ * Changes a job (Slurm's `scontrol update`): its name, comment and QOS until it ends; its time limit until it
+ * ends, only lower unless the caller is an admin; its partition while it is PENDING, into partitions that
+ * admit it as a submission would. One conditional UPDATE: a job that ended or started meanwhile is refused.
+ */
+export async function updateJob(
+  ctx: Context,
+  id: number,
+  input: UpdateJobInput,
+  caller: Principal = ANONYMOUS,
+): Promise<JobView> {
+  const job = await getJob(ctx.db, id, caller);
+  if (isFinal(job.state)) throw finished(id, job.state, 'update');
+  if (input.partition !== undefined && job.state !== 'PENDING') {
+    throw conflict(
+      'job_not_pending',
+      `Job ${id} is ${job.state}: its partition can only change while it is pending`,
+      { state: job.state },
+    );
+  }
+  const admin = hasScope(caller, 'admin');
+  const limitS = input.time_limit === undefined ? null : parseTimeLimit(input.time_limit);
+  const raise = () =>
+    forbidden(
+      'time_limit_not_allowed',
+      `Job ${id}: only an admin may raise a time limit (it is ${job.time_limit === null ? 'unlimited' : `${job.time_limit} minutes`}); give a lower one`,
+    );
+  if (limitS !== null && !admin && job.time_limit !== null && limitS > job.time_limit * 60) throw raise();
+  const resources =
+    input.partition === undefined
+      ? null
+      : (
+          await admitJobs(
+            ctx,
+            [
+              {
+                ...(await storedRequest(ctx.db, id)),
+                partition: input.partition,
+                time_limit_s: limitS ?? (job.time_limit === null ? null : Math.round(job.time_limit * 60)),
+              },
+            ],
+            (_, name) => name,
+          )
+        )[0];
+  const setLimit = limitS !== null || resources !== null;
+  const newLimit = resources ? resources.timeLimitS : limitS;
+  const row = await queryOne<{ id: number }>(
+    ctx.db,
+    sql`UPDATE jobs SET
+          time_limit_s = CASE WHEN ${setLimit}::boolean THEN ${newLimit}::int ELSE time_limit_s END,
+          partition = coalesce(${resources?.partition ?? null}::text, partition),
+          memory_mb = CASE WHEN ${resources !== null}::boolean THEN ${resources?.memoryMb ?? null}::int ELSE memory_mb END,
+          reserved_worker = CASE WHEN ${resources !== null}::boolean THEN NULL ELSE reserved_worker END,
+          name = coalesce(${input.name ?? null}::text, name),
+          comment = coalesce(${input.comment ?? null}::text, comment),
+          qos = coalesce(${input.qos ?? null}::text, qos)
+        WHERE id = ${id} AND NOT (state = ANY(${pgArray(FINAL_STATES)}::text[]))
+          AND (${resources === null}::boolean OR state = 'PENDING')
+          AND (${admin || limitS === null}::boolean OR time_limit_s IS NULL OR ${limitS}::int <= time_limit_s)
+        RETURNING id`,
+  );
+  if (!row) {
+    const now = await getJob(ctx.db, id, caller);
+    if (isFinal(now.state)) throw finished(id, now.state, 'update');
+    if (input.partition !== undefined && now.state !== 'PENDING') {
+      throw conflict('job_not_pending', `Job ${id} started meanwhile: its partition can no longer change`, {
+        state: now.state,
+      });
+    }
+    throw raise();
+  }
+  await recordAudit(ctx.db, caller, 'job.update', `job:${id}`, {
+    fields: Object.keys(input).filter((k) => input[k as keyof UpdateJobInput] !== undefined),
+  });
+  if (job.state === 'PENDING') ctx.defer(ctx.requestSchedule());
+  return getJob(ctx.db, id, caller);
+}
+
+export const requeueJobInput = z.strictObject({
+  /** scontrol requeuehold: back in the queue, held. */
+  hold: z.boolean().optional(),
+});
+export type RequeueJobInput = z.infer<typeof requeueJobInput>;
+
+/**
+ * Puts a job back in the queue (Slurm's `scontrol requeue`, `requeuehold` with `hold`). RUNNING: its
+ * allocation is released and it is PENDING again at once, as a lost node's job is requeued; the attempt it ran
+ * is fenced (its reports are stale) and its node's agent finds it in its cancel list and kills it. Ended: PENDING
+ * again. The next placement runs it as the next attempt, with SLURM_RESTART_COUNT one higher.
+ */
+export async function requeueJob(
+  ctx: Context,
+  id: number,
+  input: RequeueJobInput,
+  caller: Principal = ANONYMOUS,
+): Promise<JobView> {
+  const job = await getJob(ctx.db, id, caller);
+  if (job.state === 'PENDING') {
+    throw conflict('job_pending', `Job ${id} is pending: it is in the queue already`, { state: job.state });
+  }
+  const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
+  const hold = input.hold === true;
+  const by = actingAs(caller) ?? 'its owner';
+  const again = sql`state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL, start_time = NULL,
+      end_time = NULL, exit_code = NULL, requeues = requeues + 1, cancel_requested = false, cancelled_by = NULL,
+      reserved_worker = NULL, signal_pending = NULL, max_rss_kb = NULL,
+      held = CASE WHEN ${hold}::boolean THEN ${admin ? 'admin' : 'user'}::text ELSE held END,
+      reason = CASE WHEN ${hold}::boolean THEN ${admin ? 'JobHeldAdmin' : 'JobHeldUser'}::text
+                    WHEN held = 'admin' THEN 'JobHeldAdmin' WHEN held = 'user' THEN 'JobHeldUser' ELSE 'None' END,
+      reason_detail = ${`requeued by ${by}`}::text
+        || CASE WHEN ${hold}::boolean OR held IS NOT NULL THEN ', held: release it to let it run' ELSE '' END`;
+  const ended = await endJobsAndRelease(
+    ctx,
+    {
+      update: sql`UPDATE jobs SET ${again}, fenced_node = node, fenced_attempt = attempt, fenced_at = now()
+        WHERE id = ${id} AND state = 'RUNNING' AND NOT cancel_requested
+        RETURNING id, state, node, attempt, exit_code`,
+      workers: sql`SELECT node FROM jobs WHERE id = ${id}`,
+    },
+    { racesPlacement: true },
+  );
+  let stage = 'running';
+  if (ended.length > 0) {
+    if (job.node) ctx.notifier.notify(job.node);
+  } else {
+    // An ended job holds nothing; one the server timed out may still be dying on its node: fence that attempt.
+    const row = await queryOne<{ id: number }>(
+      ctx.db,
+      sql`UPDATE jobs SET ${again},
+            fenced_node = CASE WHEN cancel_requested THEN node ELSE fenced_node END,
+            fenced_attempt = CASE WHEN cancel_requested THEN attempt ELSE fenced_attempt END,
+            fenced_at = CASE WHEN cancel_requested THEN now() ELSE fenced_at END
+          WHERE id = ${id} AND state = ANY(${pgArray(FINAL_STATES)}::text[])
+          RETURNING id`,
+    );
+    if (!row) {
+      const now = await getJob(ctx.db, id, caller);
+      if (now.state === 'RUNNING' && now.cancel_requested) {
+        throw conflict('cancel_requested', `Job ${id} is being cancelled; requeue it once it ended`);
+      }
+      throw conflict('requeue_raced', `Job ${id} changed state meanwhile (${now.state}); try again`, {
+        state: now.state,
+      });
+    }
+    stage = 'ended';
+    ctx.defer(ctx.requestSchedule());
+  }
+  await recordAudit(ctx.db, caller, 'job.requeue', `job:${id}`, { from: stage, hold });
+  return getJob(ctx.db, id, caller);
+}
+
+export const signalJobInput = z.strictObject({
+  signal: signalName,
+  /** scancel --batch: the batch shell only, not its children. */
+  batch_only: z.boolean().optional(),
+});
+export type SignalJobInput = z.infer<typeof signalJobInput>;
+
+/** Signals asked for one job and not yet handed to its agent, at most. */
+const MAX_PENDING_SIGNALS = 64;
+
+/**
+ * Sends a signal to a running job (Slurm's `scancel --signal`): kept on the job until its agent's next heartbeat
+ * or claim hands it out (once), and the agent is woken.
+ */
+export async function signalJob(
+  ctx: Context,
+  id: number,
+  input: SignalJobInput,
+  caller: Principal = ANONYMOUS,
+): Promise<JobView> {
+  await getJob(ctx.db, id, caller);
+  const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
+  const signal: PendingSignalColumn = { signal: input.signal, batch_only: input.batch_only ?? false };
+  const row = await queryOne<{ node: string }>(
+    ctx.db,
+    sql`UPDATE jobs SET signal_pending = coalesce(signal_pending, '[]'::jsonb) || ${JSON.stringify([signal])}::jsonb
+        WHERE id = ${id} AND ${mine} AND state = 'RUNNING' AND NOT cancel_requested
+          AND coalesce(jsonb_array_length(signal_pending), 0) < ${MAX_PENDING_SIGNALS}
+        RETURNING node`,
+  );
+  if (!row) {
+    const job = await getJob(ctx.db, id, caller);
+    if (job.state !== 'RUNNING' || job.cancel_requested) {
+      throw conflict(
+        'job_not_running',
+        `Job ${id} is ${job.cancel_requested ? 'being cancelled' : job.state}: only a running job can be signalled`,
+        { state: job.state },
+      );
+    }
+    throw conflict(
+      'too_many_signals',
+      `Job ${id} has ${MAX_PENDING_SIGNALS} signals waiting for its agent; try again once they are delivered`,
+    );
+  }
+  ctx.notifier.notify(row.node);
+  await recordAudit(ctx.db, caller, 'job.signal', `job:${id}`, { ...signal });
+  return getJob(ctx.db, id, caller);
+}
+
+/**
+ * sbatch --test-only: checks a submission exactly as submitting it would (400, 403 on the same bodies) and
+ * stores nothing; says on which live node it could start now, if any.
+ */
+export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
+  checkPriorities(ctx, caller, [input], () => 'priority');
+  const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  const row: QueueRow = {
+    id: 0,
+    cpus: input.cpus,
+    reason: null,
+    reason_detail: null,
+    reserved_worker: null,
+    priority: input.priority ?? 0,
+    submitted: new Date().toISOString(),
+    memory_mb: r.memoryMb,
+    gpus: r.gpus,
+    gpu_type: r.gpuType,
+    gres: r.gres,
+    feature_constraint: r.constraint,
+    exclusive: r.exclusive,
+    nodelist: r.nodelist,
+    exclude_nodes: r.exclude,
+    partition: r.partition,
+    time_limit_s: r.timeLimitS,
+  };
+  const { workers, candidates, verdicts, pending } = await nodeVerdicts(ctx, row);
+  const fits = verdicts.findIndex((v, i) => v.fits && workers[i]?.live && workers[i]?.status === 'ready');
+  const node = fits < 0 ? null : (workers[fits]?.id ?? null);
+  const served = fits < 0 ? undefined : candidates[fits]?.partitions;
+  const partition =
+    pending.partitions?.find((p) => served === undefined || served.has(p)) ??
+    r.partition?.split(',')[0] ??
+    '';
+  const reason = input.hold
+    ? 'JobHeldUser'
+    : input.begin_time !== undefined && new Date(input.begin_time).getTime() > Date.now()
+      ? 'BeginTime'
+      : node === null
+        ? 'Resources'
+        : null;
+  return {
+    ok: true as const,
+    node: reason === null ? node : null,
+    partition,
+    cpus: input.cpus,
+    start: reason === null ? ('now' as const) : null,
+    reason,
   };
 }

@@ -68,6 +68,13 @@ export const QUEUE_COLUMNS = sql`id, cpus, reason, reason_detail, reserved_worke
 // jobs, against 0.7 ms reading the index in order).
 const QUEUE_ORDER = sql`priority DESC NULLS LAST, submit_time, id`;
 
+/** sbatch `--begin`: a job is placed only once its begin time has come (part of every placing statement). */
+const BEGUN = sql`(begin_time IS NULL OR begin_time <= now())`;
+
+/** A BeginTime job's reason_detail, from its begin time (an SQL expression). */
+export const beginTimeDetail = (begin: ReturnType<typeof sql>) =>
+  sql`'not eligible before ' || to_char(${begin} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`;
+
 /** The workers a pass may place on: ready and live (`live`: the registry's ids, or Postgres's heartbeats). */
 const placeableWorkers = (live: ReturnType<typeof sql>) => sql`status = 'ready' AND NOT drained AND ${live}`;
 
@@ -247,7 +254,8 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
 
       const holders = await query<QueueRow>(
         tx,
-        sql`SELECT ${QUEUE_COLUMNS} FROM jobs WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL
+        sql`SELECT ${QUEUE_COLUMNS} FROM jobs
+            WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL AND ${BEGUN}
             ORDER BY ${QUEUE_ORDER}`,
       );
       const batch = config.scheduleBatchSize;
@@ -262,7 +270,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         const rows = await query<QueueRow>(
           tx,
           sql`SELECT ${QUEUE_COLUMNS} FROM jobs
-              WHERE state = 'PENDING' AND held IS NULL AND cpus <= ${planner.largestUseful} ${after}
+              WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND cpus <= ${planner.largestUseful} ${after}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
         for (const row of rows) {
@@ -411,10 +419,12 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
         j AS (
           UPDATE jobs SET state = 'RUNNING', node = p.node, attempt = jobs.attempt + 1, reason = NULL,
             reason_detail = NULL, reserved_worker = NULL, claimed_session = NULL, claimed_at = NULL,
-            start_time = NULL, end_time = NULL, exit_code = NULL, cancel_requested = false,
+            start_time = NULL, end_time = NULL, exit_code = NULL, cancel_requested = false, max_rss_kb = NULL,
+            signal_pending = NULL,
             allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
             partition = coalesce(nullif(p.part, ''), jobs.partition)
           FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
+            AND (jobs.begin_time IS NULL OR jobs.begin_time <= now())
           RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),
         per_worker AS (
@@ -508,13 +518,20 @@ async function explainQueue(
   await query(
     tx,
     sql`WITH explained AS (${explain} RETURNING 1),
+        waiting AS (
+          UPDATE jobs SET reason = 'BeginTime', reason_detail = ${beginTimeDetail(sql`begin_time`)}, reserved_worker = NULL
+          WHERE state = 'PENDING' AND held IS NULL AND begin_time > now()
+            AND (reason IS DISTINCT FROM 'BeginTime' OR reserved_worker IS NOT NULL)
+          RETURNING 1
+        ),
         stale AS (
           SELECT id FROM jobs
-          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL
+          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL AND ${BEGUN}
             AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
             AND CASE WHEN cpus > ${largest}::int
                      THEN reason IS DISTINCT FROM 'Resources' OR reason_detail IS DISTINCT FROM ${tooLarge}
-                     ELSE reason IS NULL OR reason = 'None' OR starts_with(reason_detail, ${TOO_LARGE_PREFIX}) END
+                     ELSE reason IS NULL OR reason IN ('None', 'BeginTime')
+                          OR starts_with(reason_detail, ${TOO_LARGE_PREFIX}) END
           ORDER BY ${QUEUE_ORDER} LIMIT ${MAX_EXPLAINED_BEHIND}
         )
         UPDATE jobs SET reason = ${reason}, reason_detail = ${detail} FROM stale WHERE jobs.id = stale.id`,

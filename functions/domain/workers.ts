@@ -5,9 +5,11 @@ import type {
   FinishRequest,
   HeartbeatResponse,
   JobRef,
+  JobSignal,
   OutputRequest,
   RegisterRequest,
   RegisterResponse,
+  TimeLimitSignal,
 } from '../../agent/src/protocol.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
 import { type EndedJob, endJobsAndRelease, inReleasingTransaction, loseJobs } from './allocation.ts';
@@ -245,12 +247,38 @@ async function sessionError(ctx: Context, input: SessionCheck, caller: Principal
   return notFound('unknown_worker', `Worker ${input.worker_id} is not registered; register again`);
 }
 
-/** Jobs the worker must kill: cancelled while running, or ended by the server past their time limit. */
-function cancelsSql(workerId: string) {
-  return sql`(SELECT coalesce(json_agg(json_build_object('job_id', id, 'attempt', attempt)), '[]'::json)
-              FROM jobs WHERE node = ${workerId} AND cancel_requested
-                AND (state = 'RUNNING' OR (state = 'TIMEOUT' AND end_time > now() - interval '1 hour')))`;
+/**
+ * Jobs the worker must kill: cancelled while running, ended by the server past their time limit, or taken off
+ * it by a requeue (the attempt it ran, whatever became of the job since) within `fencedFor`. A claim answers at
+ * once when there is any, so it looks back a minute only (the requeue wakes it); heartbeats an hour.
+ */
+function cancelsSql(workerId: string, fencedFor: SQL = sql`interval '1 hour'`) {
+  return sql`(SELECT coalesce(json_agg(json_build_object('job_id', k.id, 'attempt', k.attempt)), '[]'::json)
+              FROM (SELECT id, attempt FROM jobs WHERE node = ${workerId} AND cancel_requested
+                      AND (state = 'RUNNING' OR (state = 'TIMEOUT' AND end_time > now() - interval '1 hour'))
+                    UNION ALL
+                    SELECT id, fenced_attempt FROM jobs
+                    WHERE fenced_node = ${workerId} AND fenced_at > now() - ${fencedFor}) k)`;
 }
+
+/**
+ * Hands out the signals asked for jobs this worker runs (started ones), clearing them in the same statement:
+ * each is delivered once. `when`: the statement's check that the caller is the worker's current session.
+ */
+function signalsSql(workerId: string, when: SQL) {
+  return sql`UPDATE jobs SET signal_pending = NULL
+             FROM (SELECT id, signal_pending FROM jobs
+                   WHERE node = ${workerId} AND state = 'RUNNING' AND start_time IS NOT NULL
+                     AND signal_pending IS NOT NULL AND ${when}
+                   FOR UPDATE) asked
+             WHERE jobs.id = asked.id
+             RETURNING jobs.id, jobs.attempt, asked.signal_pending AS signals`;
+}
+
+/** The signals `signalsSql` handed out (its CTE `sig`), as one JSON array of JobSignal. */
+const SIGNALS_JSON = sql`(SELECT coalesce(json_agg(json_build_object('job_id', sig.id, 'attempt', sig.attempt,
+                            'signal', e.value ->> 'signal', 'batch_only', (e.value ->> 'batch_only')::boolean)), '[]'::json)
+                          FROM sig, jsonb_array_elements(sig.signals) e)`;
 
 export async function heartbeatWorker(
   ctx: Context,
@@ -262,12 +290,21 @@ export async function heartbeatWorker(
   // One row, yet it can be the victim of another pair's deadlock: the first in line for a row holds its
   // tuple lock while it waits, and the next waiter waits on it.
   const row = await withRetry(() =>
-    queryOne<{ last_heartbeat: Date | string; status: WorkerStatus; cancel: JobRef[] | string }>(
+    queryOne<{
+      last_heartbeat: Date | string;
+      status: WorkerStatus;
+      cancel: JobRef[] | string;
+      signal: JobSignal[] | string;
+    }>(
       ctx.db,
-      sql`UPDATE workers SET last_heartbeat = now(),
-            status = CASE WHEN ${draining}::boolean THEN 'draining' ELSE status END
-          WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
-          RETURNING last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel`,
+      sql`WITH w AS (
+            UPDATE workers SET last_heartbeat = now(),
+              status = CASE WHEN ${draining}::boolean THEN 'draining' ELSE status END
+            WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
+            RETURNING last_heartbeat, status
+          ),
+          sig AS (${signalsSql(input.worker_id, sql`EXISTS (SELECT 1 FROM w)`)})
+          SELECT last_heartbeat, status, ${cancelsSql(input.worker_id)} AS cancel, ${SIGNALS_JSON} AS signal FROM w`,
     ),
   );
   if (!row) throw await sessionError(ctx, input, caller);
@@ -290,6 +327,7 @@ export async function heartbeatWorker(
     heartbeat_interval_s: ctx.config.heartbeatIntervalSeconds,
     status: row.status === 'draining' ? 'draining' : 'ready',
     cancel: jsonColumn(row.cancel),
+    signal: jsonColumn(row.signal),
   };
 }
 
@@ -351,6 +389,14 @@ interface AssignmentRow {
   cpus_per_task: number | null;
   memory_per_cpu: number | null;
   requeues: number;
+  stdout: string | null;
+  stderr: string | null;
+  stdin: string | null;
+  open_mode: 'append' | 'truncate' | null;
+  export_env: string | null;
+  qos: string | null;
+  signal: TimeLimitSignal | string | null;
+  start_time: string | null;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -359,6 +405,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
     known: boolean;
     jobs: AssignmentRow[] | string;
     cancel: JobRef[] | string;
+    signal: JobSignal[] | string;
     redeliver_in_s: number | string | null;
   }>(
     ctx.db,
@@ -375,6 +422,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
             AND EXISTS (SELECT 1 FROM me)
           RETURNING id, attempt, name, script, work_dir, environment, time_limit_s, requeue, owner, memory_mb,
             allocated_gpus, gres, account, submit_dir, submit_host, ntasks, cpus_per_task, memory_per_cpu, requeues,
+            stdout, stderr, stdin, open_mode, export_env, qos, signal, start_time,
             -- Of the partitions it may use, the first this node serves (a node without any serves the default).
             coalesce(
               (SELECT p FROM unnest(string_to_array(jobs.partition, ',')) WITH ORDINALITY AS u(p, n)
@@ -382,10 +430,11 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
               split_part(jobs.partition, ',', 1)) AS partition,
             -- An exclusive job holds all of its node's CPUs.
             coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus
-        )
-        SELECT EXISTS (SELECT 1 FROM me) AS known,
+        ),
+        sig AS (${signalsSql(input.worker_id, sql`EXISTS (SELECT 1 FROM me)`)})
+        SELECT EXISTS (SELECT 1 FROM me) AS known, ${SIGNALS_JSON} AS signal,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
-               ${cancelsSql(input.worker_id)} AS cancel,
+               ${cancelsSql(input.worker_id, sql`interval '1 minute'`)} AS cancel,
                (SELECT extract(epoch FROM min(claimed_at) + make_interval(secs => ${redelivery}) - now())
                   FROM jobs
                   WHERE node = ${input.worker_id} AND state = 'RUNNING' AND start_time IS NULL
@@ -413,9 +462,15 @@ export async function claimAssignments(
     if (!row?.known) throw await sessionError(ctx, input, caller);
     const jobs = jsonColumn(row.jobs);
     const cancel = jsonColumn(row.cancel);
+    // Handed out signals are cleared: they must go back in this answer.
+    const signals = jsonColumn(row.signal);
     const left = deadline - Date.now();
-    if (jobs.length > 0 || cancel.length > 0 || left <= 0 || signal?.aborted) {
-      return { jobs: jobs.map((row) => assignmentView(row, ctx.config.clusterName)), cancel };
+    if (jobs.length > 0 || cancel.length > 0 || signals.length > 0 || left <= 0 || signal?.aborted) {
+      return {
+        jobs: jobs.map((row) => assignmentView(row, ctx.config.clusterName)),
+        cancel,
+        signal: signals,
+      };
     }
     // Wake for new work, or when an unstarted assignment becomes due again.
     const redeliverMs =
@@ -448,6 +503,14 @@ function assignmentView(row: AssignmentRow, clusterName: string): Assignment {
     memory_per_cpu: row.memory_per_cpu === null ? null : Number(row.memory_per_cpu),
     requeues: Number(row.requeues),
     cluster_name: clusterName,
+    stdout: row.stdout,
+    stderr: row.stderr,
+    stdin: row.stdin,
+    open_mode: row.open_mode,
+    export_env: row.export_env,
+    qos: row.qos,
+    signal: jsonColumn(row.signal),
+    start_time: row.start_time === null ? null : new Date(row.start_time).toISOString(),
   };
 }
 
@@ -644,12 +707,13 @@ async function endReportedJobs(
             WHEN r.outcome = 'exited' AND r.exit_code = '0:0' THEN 'COMPLETED'
             ELSE 'FAILED' END,
           exit_code = r.exit_code, end_time = now(), start_time = coalesce(start_time, now()),
-          reason = coalesce(nullif(r.message, ''), reason)
+          reason = coalesce(nullif(r.message, ''), reason),
+          max_rss_kb = coalesce(nullif(r.max_rss_kb, -1), jobs.max_rss_kb)
         FROM unnest(${column((r) => r.jobId)}::bigint[], ${column((r) => r.input.worker_id)}::text[],
                     ${column((r) => r.input.attempt)}::int[], ${column((r) => r.input.outcome)}::text[],
                     ${column((r) => r.input.exit_code)}::text[], ${column((r) => r.input.message ?? '')}::text[],
-                    ${column(callerTokenColumn)}::text[])
-             AS r(id, worker_id, attempt, outcome, exit_code, message, token_id)
+                    ${column(callerTokenColumn)}::text[], ${column((r) => r.input.max_rss_kb ?? -1)}::bigint[])
+             AS r(id, worker_id, attempt, outcome, exit_code, message, token_id, max_rss_kb)
         WHERE jobs.id = r.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt AND jobs.state = 'RUNNING'
           AND ${reporterMatches}
         RETURNING jobs.id, jobs.state, jobs.node, jobs.attempt, jobs.exit_code`,

@@ -120,6 +120,7 @@ export const finishRequest = z.strictObject({
     ) as unknown as z.ZodType<`${number}:${number}`>,
   outcome: z.enum(['exited', 'cancelled', 'timeout', 'failed_to_start', 'lost', 'out_of_memory']),
   message: z.string().max(4096).optional(),
+  max_rss_kb: z.number().int('max_rss_kb is whole KiB').min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 
 export const workerIdParam = z.strictObject({ id: workerId });

@@ -73,6 +73,37 @@ export const jobSchema = z
     exclude: z.array(z.string()),
     held: z.enum(['user', 'admin']).nullable(),
     allocated_gpus: z.array(z.number().int()).nullable().openapi({ description: 'GPU indexes on its node' }),
+    qos: z.string().nullable(),
+    begin_time: isoTime.nullable().openapi({ description: 'Not placed before this time (sbatch --begin)' }),
+    eligible_time: isoTime
+      .nullable()
+      .openapi({ description: 'When it became eligible: its submit time, or its begin time if later' }),
+    stdout: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Output file pattern (sbatch -o); null: slurm-%j.out' }),
+    stderr: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Error file pattern (sbatch -e); null: the output file' }),
+    stdin: z.string().nullable().openapi({ description: 'Input file pattern (sbatch -i); null: /dev/null' }),
+    open_mode: z.enum(['append', 'truncate']).nullable(),
+    export_env: z.string().nullable().openapi({ description: 'sbatch --export as given (SLURM_EXPORT_ENV)' }),
+    signal: z
+      .object({ signal: z.string(), before_s: z.number().int(), batch_only: z.boolean() })
+      .nullable()
+      .openapi({ description: 'sbatch --signal: sent before_s seconds before the time limit' }),
+    comment: z.string().nullable(),
+    max_rss_kb: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: "Peak resident memory of the job's processes (KiB); null until known" }),
+    cancelled_by: z
+      .string()
+      .nullable()
+      .openapi({ description: "Who cancelled it: the cancelling token's owner, or admin" }),
+    requeues: z.number().int().openapi({ description: 'Times it went back to the queue' }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),
@@ -82,6 +113,18 @@ export const jobSchema = z
   .openapi('Job');
 
 export const jobBatchSchema = z.object({ jobs: z.array(jobSchema) });
+export const jobTestSchema = z
+  .object({
+    ok: z.literal(true),
+    node: z.string().nullable().openapi({ description: 'A live node that could start it now; null: none' }),
+    partition: z.string(),
+    cpus: z.number().int(),
+    start: z.literal('now').nullable(),
+    reason: z.string().nullable().openapi({
+      description: 'Why it would not start now (Resources, BeginTime, JobHeldUser); null: it would',
+    }),
+  })
+  .openapi('JobTest');
 export const jobExplanationSchema = z
   .object({
     job_id: z.number().int(),
@@ -115,7 +158,15 @@ export const partitionSchema = z
   })
   .openapi('Partition');
 export const partitionListSchema = z.object({ partitions: z.array(partitionSchema) });
-export const jobListSchema = z.object({ jobs: z.array(jobSchema), next_before: z.number().int().nullable() });
+export const jobListSchema = z.object({
+  jobs: z.array(jobSchema),
+  next_before: z
+    .number()
+    .int()
+    .nullable()
+    .openapi({ description: 'order=desc: the `before` of the next page' }),
+  next_after: z.number().int().nullable().openapi({ description: 'order=asc: the `after` of the next page' }),
+});
 
 const streamSchema = z.object({ content: z.string(), bytes: z.number().int(), truncated: z.boolean() });
 export const logsSchema = z.object({
@@ -345,10 +396,15 @@ export const registerResponse = z.object({
   cancel: z.array(jobRef),
   token: z.string().optional(),
 });
+const jobSignal = jobRef.extend({ signal: z.string(), batch_only: z.boolean() });
 export const heartbeatResponse = z.object({
   heartbeat_interval_s: z.number(),
   status: z.enum(['ready', 'draining']),
   cancel: z.array(jobRef),
+  signal: z
+    .array(jobSignal)
+    .optional()
+    .openapi({ description: 'Signals to deliver now (each handed out once)' }),
 });
 export const claimResponse = z.object({
   jobs: z.array(
@@ -373,9 +429,24 @@ export const claimResponse = z.object({
       memory_per_cpu: z.number().int().nullable().optional(),
       requeues: z.number().int().optional(),
       cluster_name: z.string().optional(),
+      stdout: z.string().nullable().optional(),
+      stderr: z.string().nullable().optional(),
+      stdin: z.string().nullable().optional(),
+      open_mode: z.enum(['append', 'truncate']).nullable().optional(),
+      export_env: z.string().nullable().optional(),
+      qos: z.string().nullable().optional(),
+      signal: z
+        .object({ signal: z.string(), before_s: z.number().int(), batch_only: z.boolean() })
+        .nullable()
+        .optional(),
+      start_time: isoTime.nullable().optional(),
     }),
   ),
   cancel: z.array(jobRef),
+  signal: z
+    .array(jobSignal)
+    .optional()
+    .openapi({ description: 'Signals to deliver now (each handed out once)' }),
 });
 export const okResponse = z.object({ ok: z.literal(true) });
 export const stateResponse = z.object({ state: z.string() });

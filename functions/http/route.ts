@@ -45,7 +45,7 @@ export interface RouteSpec<
   Q extends Schema | undefined,
   B extends Schema | undefined,
 > {
-  method: 'get' | 'post' | 'delete';
+  method: 'get' | 'post' | 'patch' | 'delete';
   /** Relative to the group it is mounted in, OpenAPI's form: `/{id}/cancel`. */
   path: string;
   operationId: string;

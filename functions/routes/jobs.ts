@@ -24,12 +24,19 @@ import {
   listJobs,
   listJobsInput,
   releaseJob,
+  requeueJob,
+  requeueJobInput,
   type SubmitJobInput,
+  signalJob,
+  signalJobInput,
   submitBatchEnvelope,
   submitBatchInput,
   submitJobInput,
   submitJobOnce,
   submitJobsBatch,
+  testSubmission,
+  updateJob,
+  updateJobInput,
 } from '../domain/jobs.ts';
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
@@ -39,6 +46,7 @@ import {
   jobExplanationSchema,
   jobListSchema,
   jobSchema,
+  jobTestSchema,
   logsSchema,
 } from '../http/responses.ts';
 import { mount, type RouteSpec } from '../http/route.ts';
@@ -90,6 +98,18 @@ export function jobRoutes(ctx: Context) {
     if (duplicate) c.header('Idempotent-Replayed', 'true');
     return c.json({ jobs }, 201);
   });
+  mount(app, testJobRoute, async (c, { body }) =>
+    c.json(await testSubmission(ctx, await body(), c.get('principal'))),
+  );
+  mount(app, updateJobRoute, async (c, { params, body }) =>
+    c.json(await updateJob(ctx, params.id, await body(), c.get('principal'))),
+  );
+  mount(app, requeueJobRoute, async (c, { params, body }) =>
+    c.json(await requeueJob(ctx, params.id, await body(), c.get('principal'))),
+  );
+  mount(app, signalJobRoute, async (c, { params, body }) =>
+    c.json(await signalJob(ctx, params.id, await body(), c.get('principal'))),
+  );
   mount(app, listJobsRoute, async (c, { query }) =>
     c.json(await listJobs(ctx.db, query, c.get('principal'))),
   );
@@ -261,6 +281,19 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   exclude: [],
   held: null,
   allocated_gpus: null,
+  qos: null,
+  begin_time: null,
+  eligible_time: '2025-11-11T10:00:00.000Z',
+  stdout: 'train-%j.out',
+  stderr: null,
+  stdin: null,
+  open_mode: null,
+  export_env: 'ALL',
+  signal: { signal: 'USR1', before_s: 60, batch_only: true },
+  comment: null,
+  max_rss_kb: null,
+  cancelled_by: null,
+  requeues: 0,
   submit_time: '2025-11-11T10:00:00.000Z',
   start_time: null,
   end_time: null,
@@ -340,7 +373,8 @@ const listJobsRoute = {
   method: 'get',
   path: '/',
   operationId: 'listJobs',
-  summary: 'List jobs, newest first',
+  summary:
+    'List jobs, newest first (order=asc: oldest first), filtered by ids, name, owner, account, partition, node or time',
   tag: 'jobs',
   access: 'jobs:read',
   query: listJobsInput,
@@ -390,6 +424,87 @@ const holdJobRoute = {
     409: 'The job is not pending (job_not_pending)',
   },
 } satisfies RouteSpec<typeof jobIdParam, undefined, undefined>;
+
+const testJobRoute = {
+  method: 'post',
+  path: '/test',
+  operationId: 'testJob',
+  summary: 'Check a submission without storing it (sbatch --test-only)',
+  description:
+    'The body is a /submit body, checked exactly as a submission (the same 400s and 403s); nothing is stored. ' +
+    'The answer names a live node that could start it now, or why it would wait.',
+  tag: 'jobs',
+  access: 'jobs:write',
+  body: submitJobInput,
+  bodyExample: { script: 'python3 train.py', cpus: 8, partition: 'batch' },
+  responses: {
+    200: {
+      description: 'It would be accepted',
+      schema: jobTestSchema,
+      example: { ok: true, node: 'node-01', partition: 'batch', cpus: 8, start: 'now', reason: null },
+    },
+  },
+} satisfies RouteSpec<undefined, undefined, typeof submitJobInput>;
+
+const updateJobRoute = {
+  method: 'patch',
+  path: '/{id}',
+  operationId: 'updateJob',
+  summary: 'Change a job (scontrol update): time limit, partition, name, comment, QOS',
+  description:
+    'As in Slurm, only an admin may raise a time limit (403 time_limit_not_allowed); the partition changes only ' +
+    'while the job is pending, into partitions that admit it (400 invalid_partition, partition_refuses_job).',
+  tag: 'jobs',
+  access: 'jobs:write',
+  params: jobIdParam,
+  body: updateJobInput,
+  bodyExample: { time_limit: 30, comment: 'rerun with fewer epochs' },
+  responses: { 200: { description: 'The job after the change', schema: jobSchema } },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    409: 'The job ended (job_finished), or a partition change for a job that is not pending (job_not_pending)',
+  },
+} satisfies RouteSpec<typeof jobIdParam, undefined, typeof updateJobInput>;
+
+const requeueJobRoute = {
+  method: 'post',
+  path: '/{id}/requeue',
+  operationId: 'requeueJob',
+  summary: 'Put a job back in the queue (scontrol requeue; with hold: requeuehold)',
+  description:
+    'A running job is stopped on its node and pending again at once (its allocation released; the attempt it ran ' +
+    'is fenced); an ended job is pending again. It runs again as the next attempt.',
+  tag: 'jobs',
+  access: 'jobs:write',
+  params: jobIdParam,
+  body: requeueJobInput,
+  bodyExample: { hold: false },
+  responses: { 200: { description: 'The requeued job', schema: jobSchema } },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    409: 'The job is pending already (job_pending), or being cancelled (cancel_requested)',
+  },
+} satisfies RouteSpec<typeof jobIdParam, undefined, typeof requeueJobInput>;
+
+const signalJobRoute = {
+  method: 'post',
+  path: '/{id}/signal',
+  operationId: 'signalJob',
+  summary: 'Send a signal to a running job (scancel --signal)',
+  description:
+    'The signal (USR1, SIGUSR1, TERM or a number 1 to 64) reaches its agent with its next heartbeat or claim, once; ' +
+    'batch_only: the batch shell only, else every process of the job.',
+  tag: 'jobs',
+  access: 'jobs:write',
+  params: jobIdParam,
+  body: signalJobInput,
+  bodyExample: { signal: 'USR1' },
+  responses: { 200: { description: 'The job', schema: jobSchema } },
+  refusals: {
+    404: 'No such job, or not this token’s owner’s (job_not_found)',
+    409: 'The job is not running (job_not_running), or too many signals wait (too_many_signals)',
+  },
+} satisfies RouteSpec<typeof jobIdParam, undefined, typeof signalJobInput>;
 
 const releaseJobRoute = {
   method: 'post',

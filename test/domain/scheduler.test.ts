@@ -389,4 +389,47 @@ describe.each(backends)('scheduler on $name', (factory) => {
       expect((await jobsOf(backend.db.db)).find((j) => Number(j.id) === one.id)?.state).toBe('RUNNING');
     },
   );
+
+  it('never places a job before its begin_time (its reason is BeginTime), in a single or a batch submission', async () => {
+    await reset();
+    const { ctx, settle } = testContext(backend);
+    await registerWorker(ctx, { worker_id: 'node-a', hostname: 'node-a', cpus: 8 });
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    const future = await submitJob(ctx, { script: 'true', cpus: 1, begin_time: later });
+    const past = await submitJob(ctx, {
+      script: 'true',
+      cpus: 1,
+      begin_time: new Date(Date.now() - 60_000).toISOString(),
+    });
+    const { jobs: batch } = await submitJobsBatch(ctx, [
+      { script: 'true', cpus: 1, begin_time: later },
+      { script: 'true', cpus: 1 },
+    ]);
+    expect(future.reason).toBe('BeginTime');
+    expect(future.begin_time).toBe(later);
+    expect(future.eligible_time).toBe(later);
+    expect(new Date(past.eligible_time as string).getTime()).toBe(
+      new Date(past.submit_time as string).getTime(),
+    );
+    expect(batch[0]?.reason).toBe('BeginTime');
+    await settle();
+    await runSchedulingPass(ctx);
+    await runSchedulingPass(ctx);
+    const rows = await jobsOf(backend.db.db);
+    const state = (id: number) => rows.find((j) => Number(j.id) === id);
+    for (const id of [future.id, batch[0]?.id as number]) {
+      expect(state(id)).toMatchObject({ state: 'PENDING', reason: 'BeginTime', reserved_worker: null });
+      expect(state(id)?.reason_detail).toBe(`not eligible before ${later.slice(0, 19)}Z`);
+    }
+    expect(state(past.id)?.state).toBe('RUNNING');
+    expect(state(batch[1]?.id as number)?.state).toBe('RUNNING');
+    // Its time comes: the next pass places it.
+    await query(
+      backend.db.db,
+      sql`UPDATE jobs SET begin_time = now() - interval '1 second' WHERE id = ${future.id}`,
+    );
+    await runSchedulingPass(ctx);
+    expect((await jobsOf(backend.db.db)).find((j) => Number(j.id) === future.id)?.state).toBe('RUNNING');
+    await checkInvariants(backend.db.db, backend.registry);
+  });
 });
