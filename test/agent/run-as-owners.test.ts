@@ -108,8 +108,8 @@ describe.skipIf(why !== undefined)('jobs of two owners on one node', () => {
   it('run under their own users, and an unmapped owner gets a clear refusal', async () => {
     const alice = run('alice', 'id -u');
     const bob = run('bob', 'id -u');
-    expect(await alice.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
-    expect(await bob.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await alice.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
+    expect(await bob.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     expect(readFileSync(alice.stdoutPath, 'utf8')).toBe(`${nobody!.uid}\n`);
     expect(readFileSync(bob.stdoutPath, 'utf8')).toBe(`${daemon!.uid}\n`);
 
