@@ -9,7 +9,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   type AgentConfig,
   isRunAsMap,
@@ -57,7 +56,6 @@ export const ROOT_REFUSAL =
 export function resolveSafety(
   config: AgentConfig,
   safety: SafetySettings,
-  env: NodeJS.ProcessEnv,
   uid: number | undefined,
   lookup: (nameOrUid: string) => RunAsUser | undefined = lookupUser,
 ): { config: AgentConfig } | { error: string } {

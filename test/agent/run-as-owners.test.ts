@@ -50,7 +50,6 @@ describe('CONDUCTOR_RUN_AS=<owner>:<user>,...', () => {
     const resolved = resolveSafety(
       config,
       { ...base, runAs: 'alice:batch,bob:bob-jobs,*:batch' },
-      {},
       0,
       lookup,
     );
@@ -70,14 +69,14 @@ describe('CONDUCTOR_RUN_AS=<owner>:<user>,...', () => {
         message: expect.stringContaining('CONDUCTOR_RUN_AS'),
       });
     }
-    expect(resolveSafety(config, { ...base, runAs: 'alice:batch,bob:nobody-here' }, {}, 0, lookup)).toEqual({
+    expect(resolveSafety(config, { ...base, runAs: 'alice:batch,bob:nobody-here' }, 0, lookup)).toEqual({
       error: 'CONDUCTOR_RUN_AS: no user "nobody-here" on this machine (for owner bob)',
     });
     const withRoot = (name: string) => (name === 'root' ? { ...batch, uid: 0, name: 'root' } : lookup(name));
-    expect(resolveSafety(config, { ...base, runAs: 'alice:root' }, {}, 0, withRoot)).toMatchObject({
+    expect(resolveSafety(config, { ...base, runAs: 'alice:root' }, 0, withRoot)).toMatchObject({
       error: expect.stringContaining('refusing to start as root'),
     });
-    expect(resolveSafety(config, { ...base, runAs: 'alice:batch' }, {}, 1000, lookup)).toMatchObject({
+    expect(resolveSafety(config, { ...base, runAs: 'alice:batch' }, 1000, lookup)).toMatchObject({
       error: expect.stringContaining('needs the agent to run as root'),
     });
   });
