@@ -1,8 +1,9 @@
 /**
  * Runs one assignment as `bash <jobdir>/script.sh` in its own process group (and cgroup, see
  * containment.ts), with a clean environment and stdout/stderr written straight to files in the job folder
- * (the agent never pipes job output through itself). Cancels and time limits signal all the job's
- * processes: SIGTERM, then SIGKILL after a grace period; whatever is left when the job ends is SIGKILLed.
+ * (no pipe through the agent: a busy agent never slows a job down). An sbatch job's own output files are
+ * filled from those (job-files.ts). Cancels and time limits signal all the job's processes: SIGTERM, then
+ * SIGKILL after a grace period; whatever is left when the job ends is SIGKILLed.
  */
 import { spawn } from 'node:child_process';
 import {

@@ -221,14 +221,11 @@ class FileWriter {
     return (this.child.stdin?.writableLength ?? 0) >= COPY_CHUNK_BYTES;
   }
 
-  write(data: Buffer): Promise<void> {
-    return new Promise((resolve) => {
-      const stdin = this.child.stdin;
-      if (!stdin || this.failure || !stdin.write(data)) {
-        if (!stdin || this.failure) resolve();
-        else stdin.once('drain', resolve).once('error', () => resolve());
-      } else resolve();
-    });
+  /** Resolves once the writer can take more (or is gone: a failure then says why). */
+  async write(data: Buffer): Promise<void> {
+    const stdin = this.child.stdin;
+    if (!stdin || this.failure || stdin.write(data)) return;
+    await Promise.race([new Promise((resolve) => stdin.once('drain', resolve)), this.exited]);
   }
 }
 
