@@ -124,7 +124,7 @@ export function prepareJobPlace(
   dir: string,
   names: { output: string; error?: string; input?: string; append: boolean } | undefined,
   runAs: RunAsUser | undefined,
-  path: string | undefined,
+  envPath: string | undefined,
 ): PreparedPlace | { problem: string } {
   const run = spawnSync(
     'bash',
@@ -139,7 +139,7 @@ export function prepareJobPlace(
       names?.append ? 'append' : 'truncate',
     ],
     {
-      env: { PATH: path ?? '/usr/bin:/bin', LC_ALL: 'C' },
+      env: { PATH: envPath ?? '/usr/bin:/bin', LC_ALL: 'C' },
       stdio: ['ignore', 'pipe', 'pipe'],
       encoding: 'utf8',
       timeout: 30_000,

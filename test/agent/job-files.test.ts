@@ -212,6 +212,16 @@ describe('where the job runs and writes', () => {
     );
   });
 
+  it('a job writing fast: its file gets every byte, in order', async () => {
+    const dir = submitDir();
+    const a = assignment('seq 1 3000000', { submit_dir: dir });
+    const job = run(a);
+    expect(await job.result).toMatchObject({ outcome: 'exited', exit_code: '0:0' });
+    const lines = readFileSync(join(dir, `slurm-${a.job_id}.out`), 'utf8').split('\n');
+    expect(lines).toHaveLength(3_000_001);
+    expect(lines.every((line, i) => line === (i < 3_000_000 ? String(i + 1) : ''))).toBe(true);
+  });
+
   it('the files get all the output; what is captured for the control plane stays held to the limit', async () => {
     const dir = submitDir();
     const a = assignment('head -c 300000 /dev/zero | tr "\\0" x; echo', { submit_dir: dir });
