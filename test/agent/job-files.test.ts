@@ -409,6 +409,18 @@ describe('on an agent (scripted control plane)', () => {
     );
   });
 
+  it('an output file that cannot be opened: finish failed_to_start with the reason, nothing started', async () => {
+    const dir = submitDir();
+    const a = assignment('true', { submit_dir: dir, stdout: 'no/such/dir/%j.out' });
+    cp.assign(a);
+    expect(await cp.finish(a.job_id)).toMatchObject({
+      outcome: 'failed_to_start',
+      exit_code: '1:0',
+      message: `couldn't open output file ${dir}/no/such/dir/${a.job_id}.out: No such file or directory`,
+    });
+    expect(cp.requests.some((r) => r.path === `/jobs/${a.job_id}/started`)).toBe(false);
+  });
+
   it('reports the MaxRSS of the job (about 50 MB held for 2 s) in max_rss_kb', async () => {
     const a = assignment('python3 -c "b=bytearray(50*1024*1024); import time; time.sleep(2)"');
     cp.assign(a);
