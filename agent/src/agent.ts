@@ -21,7 +21,14 @@ import {
 import type { ExecutorOptions } from './executor.ts';
 import { JobRunner, type JobRunnerDeps, jobKey, jobLabel } from './job-runner.ts';
 import { type AgentLogger, createLogger, describeError } from './log.ts';
-import type { Assignment, JobRef, MemoryEnforcement, RegisterRequest, RegisterResponse } from './protocol.ts';
+import type {
+  Assignment,
+  JobRef,
+  JobSignal,
+  MemoryEnforcement,
+  RegisterRequest,
+  RegisterResponse,
+} from './protocol.ts';
 import { describeGpus, detectGpus, formatGres, jobMemoryMb } from './resources.ts';
 import { acquireStateLock, readSavedSession, saveSession, scanLeftovers } from './state.ts';
 
@@ -436,6 +443,7 @@ export class Agent {
           this.heartbeatIntervalS = response.heartbeat_interval_s;
         }
         this.applyCancels(response?.cancel, 'heartbeat');
+        this.applySignals(response?.signal, 'heartbeat');
       } catch (err) {
         if (this.lifeAbort.signal.aborted) return;
         failed = true;
@@ -545,6 +553,7 @@ export class Agent {
       if (!signal.aborted)
         for (const assignment of response?.jobs ?? []) news += this.accept(assignment) ? 1 : 0;
       news += this.applyCancels(response?.cancel, 'claim');
+      news += this.applySignals(response?.signal, 'claim');
       // Answers with nothing new (assignments whose `started` is still on its way, cancels already acted on, a
       // server that does not long-poll) come back at once: pace the loop instead of spinning.
       const elapsed = Date.now() - began;
@@ -613,6 +622,19 @@ export class Agent {
       const runner = this.runners.get(jobKey(ref));
       if (runner?.running && !runner.process?.terminating) {
         runner.cancel('cancelled by user', source);
+        acted++;
+      }
+    }
+    return acted;
+  }
+
+  /** Delivers signals to the running attempts named; returns how many were delivered. */
+  private applySignals(signals: JobSignal[] | undefined, source: string): number {
+    let acted = 0;
+    for (const signal of signals ?? []) {
+      const runner = this.runners.get(jobKey(signal));
+      if (runner?.running) {
+        runner.signal(signal.signal, signal.batch_only, source);
         acted++;
       }
     }

@@ -35,7 +35,7 @@ export async function main(
     );
     return 2;
   }
-  const safe = resolveSafety(parsed.config, parsed.safety, env, process.getuid?.());
+  const safe = resolveSafety(parsed.config, parsed.safety, process.getuid?.());
   if ('error' in safe) {
     process.stderr.write(`conductor-agent: ${safe.error}\n`);
     return 2;

@@ -108,11 +108,12 @@ export interface AgentConfig {
    * other owner and for jobs without one. Instead of runAs.
    */
   runAsByOwner?: Record<string, RunAsUser>;
-  /** With runAsByOwner: each job's work_dir must be inside its user's home (no CONDUCTOR_JOB_ROOT given). */
+  /** With runAsByOwner: each job's working directory must be inside its user's home (no CONDUCTOR_JOB_ROOT). */
   jobRootIsHome?: boolean;
   /**
-   * Jobs' work_dir must resolve (symlinks followed) inside this directory; undefined: anywhere. The command
-   * line defaults it to the job user's home (CONDUCTOR_JOB_ROOT, CONDUCTOR_ALLOW_ANY_WORKDIR).
+   * Jobs' working directories must resolve (symlinks followed) inside this directory, else they run in /tmp;
+   * undefined: anywhere. The command line defaults it to the run-as user's home (CONDUCTOR_JOB_ROOT,
+   * CONDUCTOR_ALLOW_ANY_WORKDIR).
    */
   jobRoot?: string;
   /** How jobs' processes are tracked and killed (CONDUCTOR_JOB_CONTAINMENT); `auto` by default. */
@@ -231,7 +232,8 @@ Options (each overrides the environment variable named after it):
   --run-as <user>              run jobs as this unprivileged user          CONDUCTOR_RUN_AS
                                (the agent then runs as root); or per owner:
                                alice:alice,bob:bob-jobs,*:nobody
-  --job-root <dir>             work_dir must be inside it  CONDUCTOR_JOB_ROOT (default: the job user's home)
+  --job-root <dir>             a job's working directory must be inside it, else the job runs in /tmp
+                               CONDUCTOR_JOB_ROOT (default: the run-as user's home; none without --run-as)
   --job-containment <how>      auto, cgroup2, cgroup1 or sweep: how a job's processes are found and
                                killed                      CONDUCTOR_JOB_CONTAINMENT (default auto)
   --debug                      log more                    CONDUCTOR_DEBUG=1
@@ -245,7 +247,13 @@ CONDUCTOR_OUTPUT_LIMIT (environment only, default 64M): bytes of each output str
 this node's disk (the first ones; K, M, G suffixes); the rest is dropped and a line says so.
 Jobs run with a clean environment: the agent's variables (the token included) never reach them.
 As root the agent refuses to start unless CONDUCTOR_RUN_AS names the user jobs run as, or
-CONDUCTOR_ALLOW_ROOT=1 lets them run as root. CONDUCTOR_ALLOW_ANY_WORKDIR=1 lets work_dir be anywhere.
+CONDUCTOR_ALLOW_ROOT=1 lets them run as root. CONDUCTOR_ALLOW_ANY_WORKDIR=1 lifts the job root.
+A job runs in its work_dir (--chdir), else its submit dir, else a folder of its own. A directory it
+cannot enter (missing, not a directory, no permission, outside the job root): /tmp, and its stderr
+says so as slurmstepd does. Jobs with a submit dir or -o/-e/-i get their output file (slurm-%j.out by
+default, stderr in it unless -e) written there by the agent, as the job's user; a file that cannot be
+opened fails the job. Those files get all the output; CONDUCTOR_OUTPUT_LIMIT holds what is sent to the
+control plane.
 A second SIGTERM/SIGINT kills running jobs and exits at once (exit code 130).
 Exit codes: 0 stopped, 1 fatal error (e.g. registration rejected), 2 bad configuration.`;
 
@@ -632,15 +640,20 @@ export const AGENT_OPTION_DOCS: readonly {
   {
     env: 'CONDUCTOR_JOB_ROOT',
     flag: '--job-root',
-    default: "the job user's home",
-    description: "a job's `work_dir` must be inside it",
+    default: "the run-as user's home (`CONDUCTOR_RUN_AS`); none without it",
+    description:
+      "a job's working directory (`work_dir`, else its submit dir) must resolve inside it; one outside it, like one the job's user cannot enter, gives `/tmp` and slurmstepd's `couldn't chdir` message on the job's stderr",
   },
-  { env: 'CONDUCTOR_ALLOW_ANY_WORKDIR', default: '`0`', description: '`1`: `work_dir` may be anywhere' },
+  {
+    env: 'CONDUCTOR_ALLOW_ANY_WORKDIR',
+    default: '`0`',
+    description: '`1`: no job root, even with `CONDUCTOR_RUN_AS`',
+  },
   {
     env: 'CONDUCTOR_OUTPUT_LIMIT',
     default: '`64M`',
     description:
-      "bytes of each output stream of a job kept on the node's disk (the first ones; `K`, `M`, `G` suffixes, at least 1024)",
+      "bytes of each output stream of a job kept on the node's disk and sent to the control plane (the first ones; `K`, `M`, `G` suffixes, at least 1024); a job's own output files (`slurm-%j.out`, `-o`, `-e`) get all of it",
   },
   {
     env: 'CONDUCTOR_JOB_CONTAINMENT',

@@ -1,8 +1,9 @@
 /**
  * Runs one assignment as `bash <jobdir>/script.sh` in its own process group (and cgroup, see
  * containment.ts), with a clean environment and stdout/stderr written straight to files in the job folder
- * (the agent never pipes job output through itself). Cancels and time limits signal all the job's
- * processes: SIGTERM, then SIGKILL after a grace period; whatever is left when the job ends is SIGKILLed.
+ * (no pipe through the agent: a busy agent never slows a job down). An sbatch job's own output files are
+ * filled from those (job-files.ts). Cancels and time limits signal all the job's processes: SIGTERM, then
+ * SIGKILL after a grace period; whatever is left when the job ends is SIGKILLed.
  */
 import { spawn } from 'node:child_process';
 import {
@@ -20,8 +21,9 @@ import {
   truncateSync,
   writeFile,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
-import { constants, userInfo } from 'node:os';
+import { constants, hostname, userInfo } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_OUTPUT_LIMIT_BYTES, type RunAsUser } from './config.ts';
@@ -35,6 +37,14 @@ import {
   jobMarker,
   sweepJobProcesses,
 } from './containment.ts';
+import {
+  chdirMessage,
+  expandFilenamePattern,
+  JobFileCopier,
+  type PreparedPlace,
+  prepareJobPlace,
+  writesJobFiles,
+} from './job-files.ts';
 import type { Assignment, ExitCode, JobOutcome, JobRef, MemoryEnforcement } from './protocol.ts';
 import { processRssKb } from './resources.ts';
 
@@ -43,6 +53,8 @@ export interface JobResult {
   outcome: JobOutcome;
   /** Why, for outcomes other than `exited`. */
   message?: string;
+  /** The peak resident memory of the job's processes seen by the agent's sampling, in KiB. */
+  max_rss_kb?: number;
 }
 
 /** The agent variables a job inherits; everything else (CONDUCTOR_TOKEN included) stays out. */
@@ -128,6 +140,16 @@ export const SLURM_JOB_ENV = [
   'SLURM_RESTART_COUNT',
   'SLURM_GPUS_ON_NODE',
   'SLURM_JOB_GRES',
+  'SLURM_JOB_QOS',
+  'SLURM_EXPORT_ENV',
+  'SLURM_JOB_START_TIME',
+  'SLURM_JOB_END_TIME',
+  'SLURM_JOB_UID',
+  'SLURM_JOB_GID',
+  'SLURM_GTIDS',
+  'SLURM_LOCALID',
+  'SLURM_NODEID',
+  'SLURM_PROCID',
 ] as const;
 
 /** What buildJobEnv needs to know of the node the job runs on. */
@@ -148,7 +170,11 @@ export interface JobNode {
  * job's owner, else the user the job runs as. SLURM_NTASKS (and SLURM_NPROCS, SLURM_NTASKS_PER_NODE,
  * SLURM_TASKS_PER_NODE) is `ntasks`, 1 when not asked; SLURM_CPUS_PER_TASK only when asked;
  * SLURM_CPUS_ON_NODE and SLURM_JOB_CPUS_PER_NODE the CPUs it holds (all of the node's for an exclusive job).
- * SLURM_MEM_PER_CPU when memory was asked per CPU, else SLURM_MEM_PER_NODE = memory_mb.
+ * SLURM_MEM_PER_CPU when memory was asked per CPU, else SLURM_MEM_PER_NODE = memory_mb. SLURM_JOB_QOS and
+ * SLURM_EXPORT_ENV (`--export` as given) when set. SLURM_JOB_START_TIME is the attempt's `start_time` (else
+ * now) in Unix seconds, SLURM_JOB_END_TIME that plus the time limit, when there is one. SLURM_JOB_UID and
+ * SLURM_JOB_GID are the ids the job runs as. The batch script is the job's only task, on its only node:
+ * SLURM_GTIDS, SLURM_LOCALID, SLURM_NODEID and SLURM_PROCID are 0.
  *
  * Resources: GPU_ENV = the assigned GPU indexes (`0,1`), SLURM_GPUS_ON_NODE their count; SLURM_JOB_GRES =
  * `gpu:<n>,<name>:<count>,...`. One exception to "unset when it has none": a job without GPUs on a node that
@@ -247,15 +273,35 @@ function slurmJobEnv(
     set('SLURM_MEM_PER_NODE', assignment.memory_mb);
   }
   set('SLURM_RESTART_COUNT', assignment.requeues ?? 0);
+  set('SLURM_JOB_QOS', assignment.qos);
+  set('SLURM_EXPORT_ENV', assignment.export_env);
+  const startedMs = assignment.start_time ? Date.parse(assignment.start_time) : Number.NaN;
+  const startS = Math.floor((Number.isNaN(startedMs) ? Date.now() : startedMs) / 1000);
+  set('SLURM_JOB_START_TIME', startS);
+  if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
+    set('SLURM_JOB_END_TIME', startS + assignment.time_limit_s);
+  }
+  set('SLURM_JOB_UID', runAs ? runAs.uid : process.getuid?.());
+  set('SLURM_JOB_GID', runAs ? runAs.gid : process.getgid?.());
+  for (const name of ['SLURM_GTIDS', 'SLURM_LOCALID', 'SLURM_NODEID', 'SLURM_PROCID'] as const) set(name, 0);
   return env;
 }
 
-/** The directory a job runs in: its work_dir (`~` expanded, relative paths from HOME), else its folder. */
-export function resolveWorkDir(workDir: string | null, jobDir: string, home: string | undefined): string {
-  if (!workDir) return jobDir;
+/**
+ * The directory a job asks to run in: its work_dir (`~` expanded; relative to the submit dir, else to HOME),
+ * else its submit dir (sbatch's default), else undefined: the job's own folder.
+ */
+export function resolveWorkDir(
+  assignment: Pick<Assignment, 'work_dir' | 'submit_dir'>,
+  jobDir: string,
+  home: string | undefined,
+): string | undefined {
+  const workDir = assignment.work_dir;
+  const submitDir = assignment.submit_dir || undefined;
+  if (!workDir) return submitDir;
   if (home && (workDir === '~' || workDir.startsWith('~/'))) return join(home, workDir.slice(1));
   if (isAbsolute(workDir)) return workDir;
-  return resolve(home ?? jobDir, workDir);
+  return resolve(submitDir ?? home ?? jobDir, workDir);
 }
 
 export interface ExecutorOptions {
@@ -308,11 +354,17 @@ const OUTPUT_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_
 
 type Termination = { outcome: 'cancelled' | 'timeout' | 'lost' | 'out_of_memory'; message: string };
 
+/** How often a job's processes' resident memory is summed for its MaxRSS (when no limit asks for more). */
+const RSS_SAMPLE_MS = 1_000;
+
 /** How long a result waits for SIGKILLed processes to leave the job's cgroup. */
 const REAP_WAIT_MS = 5_000;
 
 /** Runs the job's script once its first line arrives on fd 4: the agent puts the process in its cgroup first. */
 const GATED_START = 'IFS= read -r go <&4 && [ "$go" = go ] || exit 126; exec 4<&-; exec bash "$1"';
+
+/** Runs "$@" with its standard input read from the file $0. */
+const WITH_INPUT = 'exec <"$0" || exit 1; exec "$@"';
 
 /**
  * The same gate inside the job's own bash: its startup file (BASH_ENV, read by a non-interactive bash before
@@ -378,6 +430,12 @@ export class JobProcess {
   private readonly outputCheckMs: number;
   private outputTimer: NodeJS.Timeout | undefined;
   private memoryTimer: NodeJS.Timeout | undefined;
+  /** Sends the job its `--signal` ahead of its time limit. */
+  private warningTimer: LongTimeout | undefined;
+  /** The job's output and error files (sbatch jobs), which the agent fills from its captured streams. */
+  private copier: JobFileCopier | undefined;
+  /** The largest sum of the job's resident memory seen (KiB), 0 before the first sample. */
+  private peakRssKb = 0;
   private readonly memoryEnforcement: MemoryEnforcement;
   private readonly memorySampleMs: number;
   /** The MB memory.max holds the job's cgroup to (the kernel then OOM-kills in it). */
@@ -451,16 +509,28 @@ export class JobProcess {
   start(
     assignment: Assignment,
     env: Record<string, string>,
-    cwd: string,
+    place: PreparedPlace,
     scriptPath: string,
     runAs?: RunAsUser,
   ): void {
     let outFd: number | undefined;
     let errFd: number | undefined;
     let scriptFd: number | undefined;
+    const files = place.files;
     try {
       outFd = openSync(this.stdoutPath, OUTPUT_FLAGS, 0o600);
       errFd = openSync(this.stderrPath, OUTPUT_FLAGS, 0o600);
+      // Without an error file the job's stderr is its stdout's open file, as slurmstepd gives it.
+      const jobErrFd = files && files.error === undefined ? outFd : errFd;
+      if (place.chdirMessage) writeSync(jobErrFd, place.chdirMessage);
+      if (files) {
+        this.copier = new JobFileCopier(
+          { stdout: this.stdoutPath, stderr: this.stderrPath },
+          files,
+          runAs,
+          env.PATH,
+        );
+      }
       // As another user, bash reads its script through fd 3 (opened here): the state dir's parents (root's
       // home, say) need not be passable by that user. cwd is entered before the switch of user.
       if (runAs) scriptFd = openSync(scriptPath, 'r');
@@ -470,12 +540,12 @@ export class JobProcess {
         typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0
           ? assignment.memory_mb
           : undefined;
-      let sampleMemory = memoryMb !== undefined && this.memoryEnforcement !== 'none';
+      let enforceByRss = memoryMb !== undefined && this.memoryEnforcement !== 'none';
       if (memoryMb !== undefined && this.cgroup && this.memoryEnforcement === 'cgroup') {
         try {
           this.cgroup.limitMemory(memoryMb);
           this.cgroupMemoryLimitMb = memoryMb;
-          sampleMemory = false;
+          enforceByRss = false;
         } catch {
           // memory.max refused (the controller went away): the sampling below still holds the job to it
         }
@@ -484,17 +554,17 @@ export class JobProcess {
       // starts can be outside.
       const gated = this.cgroup !== undefined;
       const gateFile = gated && !runAs && env.BASH_ENV === undefined ? bashGateFile(this.jobsDir) : undefined;
-      const child = spawn(
-        gated && !gateFile ? '/bin/sh' : 'bash',
-        gated && !gateFile ? ['-c', GATED_START, 'conductor-job', script] : [script],
-        {
-          cwd,
-          env: gateFile ? { ...env, BASH_ENV: gateFile } : env,
-          detached: true,
-          stdio: ['ignore', outFd, errFd, scriptFd ?? 'ignore', ...(gated ? (['pipe'] as const) : [])],
-          ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-        },
-      );
+      const run =
+        gated && !gateFile ? ['/bin/sh', '-c', GATED_START, 'conductor-job', script] : ['bash', script];
+      // The input file is opened by the job's own first process, as its user.
+      const argv = files?.input !== undefined ? ['/bin/sh', '-c', WITH_INPUT, files.input, ...run] : run;
+      const child = spawn(argv[0]!, argv.slice(1), {
+        cwd: place.cwd,
+        env: gateFile ? { ...env, BASH_ENV: gateFile } : env,
+        detached: true,
+        stdio: ['ignore', outFd, jobErrFd, scriptFd ?? 'ignore', ...(gated ? (['pipe'] as const) : [])],
+        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+      });
       child.once('error', (err) => {
         // The process could not be spawned (bash missing, cwd vanished, ...): no exit event follows.
         if (child.pid === undefined) {
@@ -518,12 +588,21 @@ export class JobProcess {
           this.supervisor.watch(this.pid);
         }
         writeProcessMarker(this.dir, this.pid, this.cgroup?.path);
-        this.outputTimer = setInterval(() => this.holdOutputToLimit(), this.outputCheckMs);
-        if (sampleMemory && memoryMb !== undefined) {
-          this.memoryTimer = setInterval(() => this.checkMemory(memoryMb), this.memorySampleMs);
-        }
+        this.outputTimer = setInterval(() => this.holdOutputToLimit(false), this.outputCheckMs);
+        const enforcedMb = enforceByRss ? memoryMb : undefined;
+        this.memoryTimer = setInterval(
+          () => this.sampleMemory(enforcedMb),
+          enforcedMb !== undefined ? this.memorySampleMs : RSS_SAMPLE_MS,
+        );
         if (assignment.time_limit_s !== null && assignment.time_limit_s > 0) {
           const limit = assignment.time_limit_s;
+          const warning = assignment.signal;
+          if (warning) {
+            this.warningTimer = setLongTimeout(
+              () => this.signal(warning.signal, warning.batch_only),
+              Math.max(0, limit - warning.before_s) * 1000,
+            );
+          }
           this.limitTimer = setLongTimeout(
             () =>
               this.terminate(
@@ -572,16 +651,18 @@ export class JobProcess {
   }
 
   /**
-   * Sums the resident memory of the job's processes (its cgroup's, else what the /proc sweep finds) and
-   * SIGKILLs them all once it is past `limitMb`: outcome `out_of_memory`.
+   * Sums the resident memory of the job's processes (its cgroup's, else what the /proc sweep finds: its
+   * process group and what descends from it), keeps the peak (MaxRSS), and SIGKILLs them all once it is past
+   * `limitMb` (when the agent enforces one this way): outcome `out_of_memory`.
    */
-  private checkMemory(limitMb: number): void {
+  private sampleMemory(limitMb: number | undefined): void {
     if (this.settled || this.termination || this.pid === undefined) return;
     const pids = this.cgroup
       ? this.cgroup.pids()
       : findJobProcesses(this.marker, this.pid, this.supervisor?.pid ? [this.supervisor.pid] : []);
     const rssKb = pids.reduce((sum, pid) => sum + processRssKb(pid), 0);
-    if (rssKb <= limitMb * 1024) return;
+    this.peakRssKb = Math.max(this.peakRssKb, rssKb);
+    if (limitMb === undefined || rssKb <= limitMb * 1024) return;
     this.termination = {
       outcome: 'out_of_memory',
       message: `exceeded its memory limit of ${limitMb} MB (resident memory ${Math.round(rssKb / 1024)} MB)`,
@@ -592,23 +673,53 @@ export class JobProcess {
     this.pollTimer ??= setInterval(() => this.maybeSettle(), this.groupPollMs);
   }
 
+  /**
+   * Sends `name` (`USR1`, `SIGUSR1` or a number) to the job's batch shell only, or to its whole process
+   * group; false when the job is not running or the signal is unknown.
+   */
+  signal(name: string, batchOnly: boolean): boolean {
+    if (this.settled || this.pid === undefined) return false;
+    const upper = name.toUpperCase();
+    const signal = /^\d+$/.test(name)
+      ? Number(name)
+      : constants.signals[(upper.startsWith('SIG') ? upper : `SIG${upper}`) as NodeJS.Signals];
+    if (signal === undefined) return false;
+    try {
+      process.kill(batchOnly ? this.pid : -this.pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Why copying into the job's output or error file stopped, if it did. */
+  get fileProblems(): string[] {
+    return this.copier?.failures ?? [];
+  }
+
   /** @internal */
   settle(result: JobResult): void {
     if (this.settled) return;
     this.settled = true;
     if (this.memoryTimer) clearInterval(this.memoryTimer);
     this.memoryTimer = undefined;
-    if (this.outputTimer) {
-      clearInterval(this.outputTimer);
-      this.outputTimer = undefined;
-      this.holdOutputToLimit();
-      this.markCutOutput();
-    }
+    const ran = this.outputTimer !== undefined;
+    if (this.outputTimer) clearInterval(this.outputTimer);
+    this.outputTimer = undefined;
     this.clearLimitTimer();
     if (this.killTimer) clearTimeout(this.killTimer);
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.killTimer = this.pollTimer = undefined;
-    this.resolveResult(result);
+    const full = { ...result, ...(this.peakRssKb > 0 ? { max_rss_kb: this.peakRssKb } : {}) };
+    // The user's files get the whole output before the captured streams are cut to the limit.
+    const copied = this.copier?.finish() ?? Promise.resolve();
+    void copied.then(() => {
+      if (ran) {
+        this.holdOutputToLimit(true);
+        this.markCutOutput();
+      }
+      this.resolveResult(full);
+    });
   }
 
   /**
@@ -645,8 +756,16 @@ export class JobProcess {
     else this.settle({ exit_code, outcome: 'exited' });
   }
 
-  /** Cuts an output file that grew past the limit back to it. */
-  private holdOutputToLimit(): void {
+  /**
+   * Cuts an output file that grew past the limit back to it. While a job with files of its own runs, its
+   * output is copied into them instead, and cut only once it is over: a cut while the job writes could drop
+   * bytes not copied yet.
+   */
+  private holdOutputToLimit(final: boolean): void {
+    if (this.copier && !final) {
+      this.copier.copyNew();
+      return;
+    }
     for (const path of [this.stdoutPath, this.stderrPath]) {
       try {
         const size = statSync(path).size;
@@ -712,6 +831,8 @@ export class JobProcess {
   private clearLimitTimer(): void {
     this.limitTimer?.clear();
     this.limitTimer = undefined;
+    this.warningTimer?.clear();
+    this.warningTimer = undefined;
   }
 }
 
@@ -758,28 +879,74 @@ export function startJob(assignment: Assignment, options: ExecutorOptions): JobP
     chownSync(ownFolder, runAs.uid, runAs.gid);
   }
   const agentEnv = options.agentEnv ?? process.env;
-  const home = runAs ? runAs.home : agentEnv.HOME;
-  let cwd = resolveWorkDir(assignment.work_dir, ownFolder, home);
-  let problem = typeof user === 'string' ? user : workDirProblem(cwd);
-  const jobRoot = options.jobRoot ?? (options.jobRootIsHome ? runAs?.home : undefined);
-  if (!problem && assignment.work_dir && jobRoot) {
-    const inside = insideRoot(cwd, jobRoot);
-    if (typeof inside === 'string') cwd = inside;
-    else problem = inside.problem;
-  }
-  if (problem) {
+  const place =
+    typeof user === 'string' ? { problem: user } : jobPlace(assignment, ownFolder, runAs, options);
+  if ('problem' in place) {
     // Output files exist for every attempt, even one that never ran.
     writeFileSync(job.stdoutPath, '', { mode: 0o600 });
     writeFileSync(job.stderrPath, '', { mode: 0o600 });
-    job.settle({ exit_code: '1:0', outcome: 'failed_to_start', message: problem });
+    job.settle({ exit_code: '1:0', outcome: 'failed_to_start', message: place.problem });
     return job;
   }
   const env = buildJobEnv(assignment, agentEnv, runAs, job.marker, {
     hasGpus: options.nodeHasGpus ?? false,
     ...(options.nodeName !== undefined ? { name: options.nodeName } : {}),
   });
-  job.start(assignment, env, cwd, scriptPath, runAs);
+  job.start(assignment, env, place, scriptPath, runAs);
   return job;
+}
+
+/**
+ * Where the job runs and which files it reads and writes. A job that asks for no directory (work_dir,
+ * submit dir) and names no file runs in its own folder, as it always did. Otherwise its directory is
+ * entered and its files are opened as its user (prepareJobPlace): a directory that cannot be entered, or
+ * lies outside the job root, gives /tmp and slurmstepd's message on the job's stderr; a file that cannot be
+ * opened, a failed start.
+ */
+function jobPlace(
+  assignment: Assignment,
+  ownFolder: string,
+  runAs: RunAsUser | undefined,
+  options: ExecutorOptions,
+): PreparedPlace | { problem: string } {
+  const agentEnv = options.agentEnv ?? process.env;
+  const asked = resolveWorkDir(assignment, ownFolder, runAs ? runAs.home : agentEnv.HOME);
+  const files = writesJobFiles(assignment);
+  if (asked === undefined && !files) return { cwd: ownFolder };
+  let dir = asked ?? ownFolder;
+  let outsideRoot: string | undefined;
+  const jobRoot = options.jobRoot ?? (options.jobRootIsHome ? runAs?.home : undefined);
+  if (asked !== undefined && jobRoot) {
+    const inside = insideRoot(asked, jobRoot);
+    if (typeof inside === 'string') dir = inside;
+    else if (inside.outside) {
+      outsideRoot = chdirMessage(asked, `outside the agent's job root (CONDUCTOR_JOB_ROOT=${jobRoot})`);
+      dir = '/tmp';
+    }
+  }
+  const values = {
+    jobId: assignment.job_id,
+    jobName: assignment.name,
+    user: jobUser(runAs, agentEnv) ?? '',
+    node: (options.nodeName ?? hostname()).split('.')[0] ?? '',
+  };
+  const expand = (pattern: string | null | undefined) =>
+    pattern ? expandFilenamePattern(pattern, values) : undefined;
+  const place = prepareJobPlace(
+    dir,
+    files
+      ? {
+          output: expand(assignment.stdout || 'slurm-%j.out')!,
+          ...(assignment.stderr ? { error: expand(assignment.stderr)! } : {}),
+          ...(assignment.stdin ? { input: expand(assignment.stdin)! } : {}),
+          append: assignment.open_mode === 'append',
+        }
+      : undefined,
+    runAs,
+    agentEnv.PATH,
+  );
+  if (outsideRoot && !('problem' in place)) place.chdirMessage = outsideRoot;
+  return place;
 }
 
 /** The user a job runs as (undefined: the agent's own), or why it has none. */
@@ -798,9 +965,9 @@ function runAsOf(assignment: Assignment, options: ExecutorOptions): RunAsUser | 
 
 /**
  * The real path of `dir` when it is `root` or inside it (symlinks followed, so a link cannot lead out), or
- * why not.
+ * why not: `outside` when it resolves elsewhere, else it cannot be resolved (it does not exist, say).
  */
-export function insideRoot(dir: string, root: string): string | { problem: string } {
+export function insideRoot(dir: string, root: string): string | { problem: string; outside: boolean } {
   let real: string;
   let realRoot: string;
   try {
@@ -809,6 +976,7 @@ export function insideRoot(dir: string, root: string): string | { problem: strin
   } catch (err) {
     return {
       problem: `work_dir ${dir} cannot be checked against the job root ${root}: ${(err as Error).message}`,
+      outside: false,
     };
   }
   if (real === realRoot || real.startsWith(realRoot.endsWith(sep) ? realRoot : realRoot + sep)) return real;
@@ -816,18 +984,8 @@ export function insideRoot(dir: string, root: string): string | { problem: strin
     problem:
       `work_dir ${dir}${real !== dir ? ` (${real})` : ''} is outside this agent's job root ${root} ` +
       '(CONDUCTOR_JOB_ROOT; CONDUCTOR_ALLOW_ANY_WORKDIR=1 lifts the limit)',
+    outside: true,
   };
-}
-
-function workDirProblem(dir: string): string | undefined {
-  try {
-    if (!statSync(dir).isDirectory()) return `work_dir ${dir} is not a directory`;
-    return undefined;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return `work_dir ${dir} does not exist`;
-    return `work_dir ${dir} is not usable: ${(err as Error).message}`;
-  }
 }
 
 /** True while any process of group `pgid` exists. */

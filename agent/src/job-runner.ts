@@ -75,6 +75,9 @@ export function readResultFile(dir: string, ref: JobRef): StoredResult | undefin
     exit_code: r.exit_code as ExitCode,
     outcome: r.outcome as JobOutcome,
     ...(typeof r.message === 'string' ? { message: r.message } : {}),
+    ...(typeof r.max_rss_kb === 'number' && Number.isSafeInteger(r.max_rss_kb) && r.max_rss_kb > 0
+      ? { max_rss_kb: r.max_rss_kb }
+      : {}),
     ended_at: typeof r.ended_at === 'string' ? r.ended_at : new Date().toISOString(),
   };
 }
@@ -215,6 +218,15 @@ export class JobRunner {
     return this.process?.running ?? false;
   }
 
+  /** Delivers a signal to a running job (scancel --signal): its batch shell only, or all its processes. */
+  signal(name: string, batchOnly: boolean, via: string): void {
+    if (!this.process?.running) return;
+    const sent = this.process.signal(name, batchOnly);
+    this.deps.logger.info(
+      `Job ${this.label}: ${sent ? 'sent' : 'could not send'} signal ${name} to ${batchOnly ? 'its batch shell' : 'its processes'} (via ${via})`,
+    );
+  }
+
   /** Cancels a running job (SIGTERM to its group, SIGKILL after the grace); reported as `cancelled`. */
   cancel(message = 'cancelled', via?: string): void {
     if (!this.process?.running || this.process.terminating) return;
@@ -257,6 +269,7 @@ export class JobRunner {
     });
 
     const result = await process.result;
+    for (const problem of process.fileProblems) logger.warn(`Job ${this.label}: ${problem}`);
     if (this.stale) return this.dropStale();
     logger.info(`Job ${this.label} ended: ${describeResult(result)}`);
     this.saveResult(result);
@@ -325,19 +338,31 @@ export class JobRunner {
   }
 
   private async reportFinish(result: JobResult): Promise<void> {
-    const delivery = await deliver(this.deps, `Job ${this.label} finish report`, (signal) =>
-      this.deps.client.finish(
-        this.ref.job_id,
-        {
-          worker_id: this.deps.workerId(),
-          attempt: this.ref.attempt,
-          exit_code: result.exit_code,
-          outcome: result.outcome,
-          ...(result.message !== undefined ? { message: result.message } : {}),
-        },
-        { signal },
-      ),
-    );
+    const send = (withRss: boolean) =>
+      deliver(this.deps, `Job ${this.label} finish report`, (signal) =>
+        this.deps.client.finish(
+          this.ref.job_id,
+          {
+            worker_id: this.deps.workerId(),
+            attempt: this.ref.attempt,
+            exit_code: result.exit_code,
+            outcome: result.outcome,
+            ...(result.message !== undefined ? { message: result.message } : {}),
+            ...(withRss && result.max_rss_kb !== undefined ? { max_rss_kb: result.max_rss_kb } : {}),
+          },
+          { signal },
+        ),
+      );
+    let delivery = await send(true);
+    // A control plane older than max_rss_kb refuses the field (400): the result matters more than the MaxRSS.
+    if (
+      delivery.kind === 'rejected' &&
+      result.max_rss_kb !== undefined &&
+      delivery.error instanceof AgentApiError &&
+      delivery.error.status === 400
+    ) {
+      delivery = await send(false);
+    }
     switch (delivery.kind) {
       case 'ok':
         this.deps.logger.info(`Job ${this.label} reported: ${delivery.value?.state ?? result.outcome}`);

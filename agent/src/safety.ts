@@ -3,12 +3,12 @@
  *
  * - As root, the agent refuses to start unless CONDUCTOR_RUN_AS names an unprivileged user (each job is
  *   spawned with that uid/gid) or CONDUCTOR_ALLOW_ROOT=1 says that jobs may run as root.
- * - A job's work_dir must resolve (symlinks followed) inside the job root: CONDUCTOR_JOB_ROOT, by default
- *   the job user's home; CONDUCTOR_ALLOW_ANY_WORKDIR=1 lifts that.
+ * - A job's working directory must resolve (symlinks followed) inside the job root, or it runs in /tmp:
+ *   CONDUCTOR_JOB_ROOT, by default the run-as user's home (none without CONDUCTOR_RUN_AS: jobs then run
+ *   as the agent's own user, who may enter any directory anyway); CONDUCTOR_ALLOW_ANY_WORKDIR=1 lifts that.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   type AgentConfig,
   isRunAsMap,
@@ -56,7 +56,6 @@ export const ROOT_REFUSAL =
 export function resolveSafety(
   config: AgentConfig,
   safety: SafetySettings,
-  env: NodeJS.ProcessEnv,
   uid: number | undefined,
   lookup: (nameOrUid: string) => RunAsUser | undefined = lookupUser,
 ): { config: AgentConfig } | { error: string } {
@@ -77,9 +76,7 @@ export function resolveSafety(
   } else if (uid === 0 && !safety.allowRoot) {
     return { error: ROOT_REFUSAL };
   }
-  const jobRoot = safety.allowAnyWorkDir
-    ? undefined
-    : (safety.jobRoot ?? runAs?.home ?? (env.HOME || join(config.stateDir, 'jobs')));
+  const jobRoot = safety.allowAnyWorkDir ? undefined : (safety.jobRoot ?? runAs?.home);
   return {
     config: {
       ...config,

@@ -186,15 +186,18 @@ describe('Agent against the real control plane on pglite+memory: what the agent 
     await eventually(() => agent.activeJobs().length === 0, { what: 'the agent to be idle' });
   });
 
-  it('reports a missing work_dir as failed_to_start', async () => {
+  it("runs a job whose work_dir is missing in /tmp, with slurmstepd's message on its stderr", async () => {
     const cp = control();
     const { agent } = makeAgent();
     await agent.start();
-    const job = await cp.submit({ script: 'true', cpus: 1, work_dir: '/nonexistent/conductor-dir' });
+    const job = await cp.submit({ script: 'pwd', cpus: 1, work_dir: '/nonexistent/conductor-dir' });
     const done = await cp.finished(job.id);
-    expect(done).toMatchObject({ state: 'FAILED', exit_code: '1:0' });
-    expect(done.reason).toContain('/nonexistent/conductor-dir');
-    expect(cp.proxy.calls(`/jobs/${job.id}/started`)).toHaveLength(0);
+    expect(done).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
+    const logs = await cp.logs(job.id);
+    expect(logs.stdout.content).toBe('/tmp\n');
+    expect(logs.stderr.content).toBe(
+      "slurmstepd: error: couldn't chdir to `/nonexistent/conductor-dir': No such file or directory: going to /tmp instead\n",
+    );
   });
 
   it('retries registration until the control plane is up, then registers', async () => {

@@ -101,7 +101,7 @@ describe.each(kinds)('job containment: %s', (kind) => {
   it('kills a setsid child when the job ends', async () => {
     const job = run(`${ESCAPE} sleep 1`);
     await eventually(() => processesNamed(escapee(job)).length === 1, { what: 'the escapee to start' });
-    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await job.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     expect(processesNamed(escapee(job))).toEqual([]);
   });
 
@@ -130,7 +130,7 @@ describe.each(kinds)('job containment: %s', (kind) => {
         'return 3 2>/dev/null; echo "after return: $?"',
       ].join('\n'),
     );
-    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await job.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     const [first, fd4, inCgroup, after] = readFileSync(job.stdoutPath, 'utf8').trim().split('\n');
     const scriptPath = join(job.dir, 'script.sh');
     expect(first).toBe(`0=${scriptPath} BASH_ENV=unset GATE=unset source=${scriptPath} funcs=none`);
@@ -144,7 +144,7 @@ describe.each(kinds)('job containment: %s', (kind) => {
     writeFileSync(rc, 'FROM_BASH_ENV=yes\n');
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash parameter expansion, not a template
     const job = run('echo "from=${FROM_BASH_ENV-no} BASH_ENV=$BASH_ENV"', { environment: { BASH_ENV: rc } });
-    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await job.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     expect(readFileSync(job.stdoutPath, 'utf8')).toBe(`from=yes BASH_ENV=${rc}\n`);
   });
 });

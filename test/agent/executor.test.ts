@@ -72,15 +72,15 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
 
 describe('exit codes', () => {
   it('exit 0 is 0:0', async () => {
-    expect(await run('exit 0').result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await run('exit 0').result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
   });
 
   it('exit 3 is 3:0', async () => {
-    expect(await run('echo hi; exit 3').result).toEqual({ exit_code: '3:0', outcome: 'exited' });
+    expect(await run('echo hi; exit 3').result).toMatchObject({ exit_code: '3:0', outcome: 'exited' });
   });
 
   it('kill -9 $$ is 0:9', async () => {
-    expect(await run('kill -9 $$').result).toEqual({ exit_code: '0:9', outcome: 'exited' });
+    expect(await run('kill -9 $$').result).toMatchObject({ exit_code: '0:9', outcome: 'exited' });
   });
 
   it('formats code:signal', () => {
@@ -190,6 +190,10 @@ describe("the job's Slurm environment", () => {
       memory_per_cpu: 1024,
       requeues: 2,
       cluster_name: 'lab',
+      qos: 'high',
+      export_env: 'ALL,EPOCHS=3',
+      start_time: '2026-01-02T03:04:05.678Z',
+      time_limit_s: 3600,
     });
     expect(slurmOf(buildJobEnv(job, { USER: 'agent' }, undefined, undefined, { name: 'node07' }))).toEqual({
       SLURM_JOB_ID: '41',
@@ -215,6 +219,16 @@ describe("the job's Slurm environment", () => {
       SLURM_JOB_CPUS_PER_NODE: '6',
       SLURM_MEM_PER_CPU: '1024',
       SLURM_RESTART_COUNT: '2',
+      SLURM_JOB_QOS: 'high',
+      SLURM_EXPORT_ENV: 'ALL,EPOCHS=3',
+      SLURM_JOB_START_TIME: '1767323045',
+      SLURM_JOB_END_TIME: '1767326645',
+      SLURM_JOB_UID: String(process.getuid?.()),
+      SLURM_JOB_GID: String(process.getgid?.()),
+      SLURM_GTIDS: '0',
+      SLURM_LOCALID: '0',
+      SLURM_NODEID: '0',
+      SLURM_PROCID: '0',
     });
   });
 
@@ -264,14 +278,14 @@ describe('work_dir', () => {
     expect(readFileSync(join(dir, 'made-here'), 'utf8')).toBe('');
   });
 
-  it('a missing work_dir is failed_to_start 1:0 naming the directory', async () => {
+  it('a missing work_dir runs the job in /tmp, saying so on its stderr as slurmstepd does', async () => {
     const missing = join(root, 'does-not-exist');
-    const job = run('touch should-not-run', { work_dir: missing });
-    const result = await job.result;
-    expect(result.outcome).toBe('failed_to_start');
-    expect(result.exit_code).toBe('1:0');
-    expect(result.message).toContain(missing);
-    expect(job.pid).toBeUndefined();
+    const job = run('pwd', { work_dir: missing });
+    expect(await job.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
+    expect(readFileSync(job.stdoutPath, 'utf8')).toBe('/tmp\n');
+    expect(readFileSync(job.stderrPath, 'utf8')).toBe(
+      `slurmstepd: error: couldn't chdir to \`${missing}': No such file or directory: going to /tmp instead\n`,
+    );
   });
 });
 
@@ -332,7 +346,7 @@ describe('cancel and time limit', () => {
 
   it('kills background processes left behind by a job that exited', async () => {
     const job = run('sleep 300 & echo $! > pids; exit 0');
-    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await job.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     const child = Number(readFileSync(join(job.dir, 'pids'), 'utf8').trim());
     expect(await waitFor(() => !alive(child), 1000)).toBe(true);
   });

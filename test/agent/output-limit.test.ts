@@ -31,7 +31,7 @@ describe('the output limit on the agent disk', () => {
       time_limit_s: null,
     };
     const job = startJob(assignment, { jobsDir: join(root, 'jobs'), outputLimitBytes: LIMIT });
-    expect(await job.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await job.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     const stdout = readFileSync(job.stdoutPath, 'utf8');
     expect(stdout.slice(0, LIMIT)).toBe('x'.repeat(LIMIT));
     expect(stdout.slice(LIMIT)).toMatch(

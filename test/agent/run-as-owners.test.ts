@@ -50,7 +50,6 @@ describe('CONDUCTOR_RUN_AS=<owner>:<user>,...', () => {
     const resolved = resolveSafety(
       config,
       { ...base, runAs: 'alice:batch,bob:bob-jobs,*:batch' },
-      {},
       0,
       lookup,
     );
@@ -70,14 +69,14 @@ describe('CONDUCTOR_RUN_AS=<owner>:<user>,...', () => {
         message: expect.stringContaining('CONDUCTOR_RUN_AS'),
       });
     }
-    expect(resolveSafety(config, { ...base, runAs: 'alice:batch,bob:nobody-here' }, {}, 0, lookup)).toEqual({
+    expect(resolveSafety(config, { ...base, runAs: 'alice:batch,bob:nobody-here' }, 0, lookup)).toEqual({
       error: 'CONDUCTOR_RUN_AS: no user "nobody-here" on this machine (for owner bob)',
     });
     const withRoot = (name: string) => (name === 'root' ? { ...batch, uid: 0, name: 'root' } : lookup(name));
-    expect(resolveSafety(config, { ...base, runAs: 'alice:root' }, {}, 0, withRoot)).toMatchObject({
+    expect(resolveSafety(config, { ...base, runAs: 'alice:root' }, 0, withRoot)).toMatchObject({
       error: expect.stringContaining('refusing to start as root'),
     });
-    expect(resolveSafety(config, { ...base, runAs: 'alice:batch' }, {}, 1000, lookup)).toMatchObject({
+    expect(resolveSafety(config, { ...base, runAs: 'alice:batch' }, 1000, lookup)).toMatchObject({
       error: expect.stringContaining('needs the agent to run as root'),
     });
   });
@@ -108,8 +107,8 @@ describe.skipIf(why !== undefined)('jobs of two owners on one node', () => {
   it('run under their own users, and an unmapped owner gets a clear refusal', async () => {
     const alice = run('alice', 'id -u');
     const bob = run('bob', 'id -u');
-    expect(await alice.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
-    expect(await bob.result).toEqual({ exit_code: '0:0', outcome: 'exited' });
+    expect(await alice.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
+    expect(await bob.result).toMatchObject({ exit_code: '0:0', outcome: 'exited' });
     expect(readFileSync(alice.stdoutPath, 'utf8')).toBe(`${nobody!.uid}\n`);
     expect(readFileSync(bob.stdoutPath, 'utf8')).toBe(`${daemon!.uid}\n`);
 

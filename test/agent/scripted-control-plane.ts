@@ -6,7 +6,13 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Assignment, FinishRequest, OutputRequest, RegisterRequest } from '../../agent/src/protocol.ts';
+import type {
+  Assignment,
+  FinishRequest,
+  JobSignal,
+  OutputRequest,
+  RegisterRequest,
+} from '../../agent/src/protocol.ts';
 import { eventually } from '../support/agent-process.ts';
 
 export interface RecordedRequest {
@@ -19,6 +25,7 @@ export class ScriptedControlPlane {
   readonly requests: RecordedRequest[] = [];
   url = '';
   private readonly queue: Assignment[] = [];
+  private readonly signals: JobSignal[] = [];
   private wakeClaims: (() => void)[] = [];
   private server: Server | undefined;
 
@@ -46,6 +53,12 @@ export class ScriptedControlPlane {
   /** Hands `assignment` to the next claim. */
   assign(assignment: Assignment): void {
     this.queue.push(assignment);
+    for (const wake of this.wakeClaims.splice(0)) wake();
+  }
+
+  /** Hands `signal` to the next heartbeat or claim answer (whichever comes first), once. */
+  signal(signal: JobSignal): void {
+    this.signals.push(signal);
     for (const wake of this.wakeClaims.splice(0)) wake();
   }
 
@@ -90,9 +103,11 @@ export class ScriptedControlPlane {
         cancel: [],
       };
     }
-    if (path === '/heartbeat') return { heartbeat_interval_s: 1, status: 'ready', cancel: [] };
+    if (path === '/heartbeat') {
+      return { heartbeat_interval_s: 1, status: 'ready', cancel: [], signal: this.signals.splice(0) };
+    }
     if (path === '/claim') {
-      if (this.queue.length === 0) {
+      if (this.queue.length === 0 && this.signals.length === 0) {
         const wait = Math.min((body as { wait_s?: number }).wait_s ?? 0, 2) * 1000;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, wait);
@@ -102,7 +117,7 @@ export class ScriptedControlPlane {
           });
         });
       }
-      return { jobs: this.queue.splice(0), cancel: [] };
+      return { jobs: this.queue.splice(0), cancel: [], signal: this.signals.splice(0) };
     }
     if (/^\/jobs\/\d+\/started$/.test(path)) return { state: 'RUNNING' };
     if (/^\/jobs\/\d+\/output$/.test(path)) {

@@ -3,7 +3,9 @@
  * backend), real agents, real scripts that print `env | grep ^SLURM | sort`. Each job's variables are compared,
  * one by one, with what sbatch(1) documents for the same request.
  */
-import { userInfo } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../functions/node/server.ts';
 import { AgentProcess, eventually } from '../support/agent-process.ts';
@@ -87,6 +89,8 @@ describe.runIf(factory)("a job's SLURM_* environment with real agents", () => {
     parseEnv(((await api('GET', `/api/v1/jobs/${id}/logs`)).body.stdout as { content: string }).content);
 
   it('-J -A -n 2 -c 3 --mem-per-cpu: every variable as sbatch(1) documents it', async () => {
+    // A real directory: the job runs there, and writes its slurm-<id>.out there.
+    const submitDir = mkdtempSync(join(tmpdir(), 'conductor-env-submit-'));
     const job = await submit({
       script: PRINT_SLURM_ENV,
       name: 'envcheck',
@@ -95,14 +99,14 @@ describe.runIf(factory)("a job's SLURM_* environment with real agents", () => {
       ntasks: 2,
       cpus_per_task: 3,
       memory_per_cpu: '512M',
-      submit_dir: '/home/alice/runs',
+      submit_dir: submitDir,
       submit_host: 'login01',
       // Submitted from inside another job: the agent's values win.
       environment: { SLURM_JOB_ID: '999999', SLURM_CPUS_ON_NODE: '64' },
     });
     expect(await ended(job.id)).toMatchObject({ state: 'COMPLETED', node });
     // sbatch(1), Slurm 22.05, "OUTPUT ENVIRONMENT VARIABLES", for `sbatch -J envcheck -A physics -n 2 -c 3
-    // --mem-per-cpu=512M` placed on one node of the default partition, run from login01:/home/alice/runs.
+    // --mem-per-cpu=512M` placed on one node of the default partition, run from login01:<submitDir>.
     const expected: Record<string, string> = {
       SLURM_JOB_ID: String(job.id), // "The ID of the job allocation."
       SLURM_JOBID: String(job.id), // "The ID of the job allocation. See SLURM_JOB_ID. Included for backwards compatibility."
@@ -110,7 +114,7 @@ describe.runIf(factory)("a job's SLURM_* environment with real agents", () => {
       SLURM_JOB_USER: user, // (srun's batch step) the user name of the job's owner
       SLURM_JOB_ACCOUNT: 'physics', // "Account name associated of the job allocation."
       SLURM_JOB_PARTITION: 'default', // "Name of the partition in which the job is running."
-      SLURM_SUBMIT_DIR: '/home/alice/runs', // "The directory from which sbatch was invoked."
+      SLURM_SUBMIT_DIR: submitDir, // "The directory from which sbatch was invoked."
       SLURM_SUBMIT_HOST: 'login01', // "The hostname of the computer from which sbatch was invoked."
       SLURM_CLUSTER_NAME: 'testlab', // "Name of the cluster on which the job is executing."
       SLURM_JOB_NODELIST: node, // "List of nodes allocated to the job."
@@ -127,10 +131,19 @@ describe.runIf(factory)("a job's SLURM_* environment with real agents", () => {
       SLURM_JOB_CPUS_PER_NODE: '6', // "Count of CPUs available to the job on the nodes in the allocation"
       SLURM_MEM_PER_CPU: '512', // "Same as --mem-per-cpu" (MB); SLURM_MEM_PER_NODE is not set with it
       SLURM_RESTART_COUNT: '0', // "the number of times the job has been restarted"
+      SLURM_GTIDS: '0', // "Global task IDs running on this node." (the batch script is task 0)
+      SLURM_LOCALID: '0', // "Node local task ID for the process within a job."
+      SLURM_NODEID: '0', // "ID of the nodes allocated."
+      SLURM_PROCID: '0', // "The MPI rank (or relative process ID) of the current process"
+      SLURM_JOB_UID: String(userInfo().uid), // (slurmd) the uid the job runs as
+      SLURM_JOB_GID: String(userInfo().gid), // (slurmd) its gid
     };
     const actual = await slurmEnvOf(job.id);
+    rmSync(submitDir, { recursive: true, force: true });
     for (const [name, value] of Object.entries(expected)) expect(actual[name], name).toBe(value);
-    expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
+    // Newer Slurm: when the job started, in Unix seconds (no time limit here: no SLURM_JOB_END_TIME).
+    expect(Math.abs(Number(actual.SLURM_JOB_START_TIME) - Date.now() / 1000)).toBeLessThan(60);
+    expect(Object.keys(actual).sort()).toEqual([...Object.keys(expected), 'SLURM_JOB_START_TIME'].sort());
   });
 
   it('without -c: no SLURM_CPUS_PER_TASK, one task; --mem gives SLURM_MEM_PER_NODE; no account, none set', async () => {

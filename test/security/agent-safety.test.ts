@@ -54,28 +54,29 @@ describe('resolveSafety', () => {
   const base = { allowRoot: false, allowAnyWorkDir: false };
 
   it('refuses root without CONDUCTOR_RUN_AS or CONDUCTOR_ALLOW_ROOT, with a message saying what to set', () => {
-    expect(resolveSafety(config, base, { HOME: '/root' }, 0, lookup)).toEqual({ error: ROOT_REFUSAL });
+    expect(resolveSafety(config, base, 0, lookup)).toEqual({ error: ROOT_REFUSAL });
     expect(ROOT_REFUSAL).toContain('CONDUCTOR_RUN_AS');
     expect(ROOT_REFUSAL).toContain('CONDUCTOR_ALLOW_ROOT=1');
-    expect(resolveSafety(config, { ...base, runAs: 'root' }, {}, 0, lookup)).toEqual({ error: ROOT_REFUSAL });
-    const allowed = resolveSafety(config, { ...base, allowRoot: true }, { HOME: '/root' }, 0, lookup);
-    expect(allowed).toMatchObject({ config: { jobRoot: '/root' } });
+    expect(resolveSafety(config, { ...base, runAs: 'root' }, 0, lookup)).toEqual({ error: ROOT_REFUSAL });
+    const allowed = resolveSafety(config, { ...base, allowRoot: true }, 0, lookup);
+    // Jobs run as the agent's own user, who may enter any directory anyway: no job root unless one is set.
+    expect(allowed).toEqual({ config: expect.not.objectContaining({ jobRoot: expect.anything() }) });
   });
 
   it('runs jobs as the RUN_AS user, confined to its home by default', () => {
-    const result = resolveSafety(config, { ...base, runAs: 'batch' }, { HOME: '/root' }, 0, lookup);
+    const result = resolveSafety(config, { ...base, runAs: 'batch' }, 0, lookup);
     expect(result).toMatchObject({ config: { runAs: user, jobRoot: '/home/batch' } });
-    expect(resolveSafety(config, { ...base, runAs: 'nobody-here' }, {}, 0, lookup)).toMatchObject({
+    expect(resolveSafety(config, { ...base, runAs: 'nobody-here' }, 0, lookup)).toMatchObject({
       error: expect.stringContaining('no user "nobody-here"'),
     });
-    expect(resolveSafety(config, { ...base, runAs: 'batch' }, {}, 1000, lookup)).toMatchObject({
+    expect(resolveSafety(config, { ...base, runAs: 'batch' }, 1000, lookup)).toMatchObject({
       error: expect.stringContaining('needs the agent to run as root'),
     });
-    expect(resolveSafety(config, { ...base, allowAnyWorkDir: true }, { HOME: '/h' }, 1000, lookup)).toEqual({
+    expect(resolveSafety(config, { ...base, allowAnyWorkDir: true }, 1000, lookup)).toEqual({
       config: expect.not.objectContaining({ jobRoot: expect.anything() }),
     });
     expect(
-      resolveSafety(config, { ...base, jobRoot: '/srv/work' }, { HOME: '/h' }, 1000, lookup),
+      resolveSafety(config, { ...base, jobRoot: '/srv/work' }, 1000, lookup),
     ).toMatchObject({
       config: { jobRoot: '/srv/work' },
     });
@@ -202,10 +203,14 @@ describe.runIf(pglite)('agent safety with real agents (tokens required)', () => 
       job: { state: 'COMPLETED' },
       stdout: `${inside}\n`,
     });
+    // As slurmstepd with a directory it cannot enter: the job runs in /tmp, and its stderr says why.
     for (const workDir of ['/etc', join(root, 'escape'), `${root}/../`]) {
-      const { job } = await run({ script: 'touch should-not-exist; pwd', work_dir: workDir });
-      expect(job, workDir).toMatchObject({ state: 'FAILED', exit_code: '1:0' });
-      expect(job.reason).toContain("outside this agent's job root");
+      const { job, stdout, stderr } = await run({ script: 'pwd', work_dir: workDir });
+      expect(job, workDir).toMatchObject({ state: 'COMPLETED', exit_code: '0:0' });
+      expect(stdout).toBe('/tmp\n');
+      expect(stderr).toBe(
+        `slurmstepd: error: couldn't chdir to \`${workDir}': outside the agent's job root (CONDUCTOR_JOB_ROOT=${root}): going to /tmp instead\n`,
+      );
     }
     await stopAll();
     await start('unconfined', { CONDUCTOR_JOB_ROOT: root, CONDUCTOR_ALLOW_ANY_WORKDIR: '1' });
