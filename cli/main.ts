@@ -12,7 +12,7 @@ import { userInfo } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ApiError, Client, resolveConfig } from './api.ts';
 import { type Io, jobExitStatus, UsageError } from './io.ts';
-import { buildSubmission, readScript, submitOrigin } from './slurm/sbatch.ts';
+import { buildSubmission, readScript, requestLine, submitOrigin, testOnly } from './slurm/sbatch.ts';
 
 export { type Io, jobExitStatus };
 
@@ -584,7 +584,12 @@ const COMMANDS: Record<string, Command> = {
       return 2;
     }
     const body = submission.body!;
+    if (flags.has('verbose')) io.err(`conductor submit: ${requestLine(body)}\n`);
     const api = client({ url: submission.url, token: submission.token }, env);
+    if (flags.has('test-only')) {
+      io.err(`conductor submit: ${await testOnly(api, body)}\n`);
+      return 0;
+    }
     const job = await api.request<Job>('POST', '/api/v1/jobs/submit', body);
     const following = flags.has('wait') || flags.has('follow');
     if (flags.has('json')) io.out(`${JSON.stringify(job, null, 2)}\n`);

@@ -488,7 +488,13 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
   },
   { long: 'usage', arg: 'none', fate: 'honoured', note: 'prints a short usage' },
   { long: 'use-min-nodes', arg: 'none', fate: 'warned', note: ONE_NODE },
-  { long: 'verbose', short: 'v', arg: 'none', fate: 'honoured', note: 'prints the request sent' },
+  {
+    long: 'verbose',
+    short: 'v',
+    arg: 'none',
+    fate: 'honoured',
+    note: "prints the request on stderr (the environment's names only)",
+  },
   { long: 'version', short: 'V', arg: 'none', fate: 'honoured', note: 'prints the version' },
   {
     long: 'wait',

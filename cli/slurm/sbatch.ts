@@ -558,7 +558,7 @@ export function buildSubmission(input: SubmissionInput): Submission {
     const fates = fatesOf([setting.option]);
     for (const w of fates.warnings) warnings.push(at(setting.where, w.message));
     for (const p of fates.problems) problems.push(at(setting.where, p.message));
-    if (spec.fate !== 'honoured') continue;
+    if (spec.fate === 'refused') continue;
     let converted: unknown;
     try {
       converted = convert(setting.option, input.now ?? new Date());
@@ -711,12 +711,28 @@ export function readScript(path: string | undefined): string {
 
 const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY']);
 
-interface TestAnswer {
-  node: string | null;
-  partition: string;
-  cpus: number;
-  start: 'now' | null;
-  reason: string | null;
+/**
+ * `--test-only`: asks the control plane where and when the job would start (it stores nothing) and says it
+ * as sbatch does, without a job id since none is given.
+ */
+export async function testOnly(api: Client, body: SubmitBody, now = new Date()): Promise<string> {
+  const answer = await api.request<{
+    node: string | null;
+    partition: string;
+    cpus: number;
+    start: 'now' | null;
+    reason: string | null;
+  }>('POST', '/api/v1/jobs/test', body);
+  const start = answer.start === 'now' ? timestamp(now.toISOString()) : 'a later time';
+  const reason = answer.start === 'now' || !answer.reason ? '' : ` (${answer.reason})`;
+  return `Job to start at ${start}${reason} using ${answer.cpus} processors on nodes ${answer.node ?? '(none yet)'} in partition ${answer.partition}`;
+}
+
+/** `--verbose`: the request, but for the script (the file has it) and the environment's values (secrets). */
+export function requestLine(body: SubmitBody): string {
+  const { script: _, environment, ...rest } = body;
+  const names = environment ? { environment: Object.keys(environment).sort() } : {};
+  return `submitting ${JSON.stringify({ ...rest, ...names })}`;
 }
 
 /** `sbatch`: submits as Slurm's does; prints and exits as it does. */
@@ -752,17 +768,11 @@ export async function runSbatch(
     return 0;
   }
   const body = submission.body as SubmitBody;
-  if (flags.has('verbose')) io.err(`sbatch: submitting ${JSON.stringify({ ...body, script: undefined })}\n`);
+  if (flags.has('verbose')) io.err(`sbatch: ${requestLine(body)}\n`);
   try {
     const api = new Client(resolveConfig({}, env));
     if (flags.has('test-only')) {
-      const answer = await api.request<TestAnswer>('POST', '/api/v1/jobs/test', body);
-      const start =
-        answer.start === 'now' ? timestamp((options.now ?? new Date()).toISOString()) : 'a later time';
-      const reason = answer.start === 'now' || !answer.reason ? '' : ` (${answer.reason})`;
-      io.err(
-        `sbatch: Job to start at ${start}${reason} using ${answer.cpus} processors on nodes ${answer.node ?? '(none yet)'} in partition ${answer.partition}\n`,
-      );
+      io.err(`sbatch: ${await testOnly(api, body, options.now)}\n`);
       return 0;
     }
     const job = await api.request<{ id: number }>('POST', '/api/v1/jobs/submit', body);

@@ -125,7 +125,8 @@ describe("sbatch's option table", () => {
         else expect(result.body).toEqual(JSON.parse(JSON.stringify({ ...plain, ...sample?.body })));
         return;
       }
-      const args = spec.arg === 'required' ? [`--${spec.long}=x`] : [`--${spec.long}`];
+      const value = spec.long === 'kill-on-invalid-dep' ? 'yes' : 'x';
+      const args = spec.arg === 'required' ? [`--${spec.long}=${value}`] : [`--${spec.long}`];
       const result = sbatch(args);
       if (spec.fate === 'warned') {
         expect(result.problems).toEqual([]);
@@ -137,6 +138,13 @@ describe("sbatch's option table", () => {
       }
     });
   }
+
+  it('--kill-on-invalid-dep takes yes or no, though no dependency can become invalid yet', () => {
+    expect(sbatch(['--kill-on-invalid-dep=no']).problems).toEqual([]);
+    expect(sbatch(['--kill-on-invalid-dep=maybe']).problems).toEqual([
+      '--kill-on-invalid-dep "maybe": yes or no',
+    ]);
+  });
 
   it('an empty --dependency asks for nothing and is accepted', () => {
     expect(sbatch(['--dependency=']).problems).toEqual([]);
