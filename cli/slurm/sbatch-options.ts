@@ -154,7 +154,7 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
     arg: 'required',
     fate: 'honoured',
     value: 'ALL|NONE|[ALL,]VAR[=value],...',
-    note: "the submitter's environment (ALL, default; never CONDUCTOR_* settings), none, or the listed variables (SLURM_EXPORT_ENV)",
+    note: "the submitter's environment (ALL, the default; never its CONDUCTOR_* settings nor exported shell functions), none, or the listed variables (SLURM_EXPORT_ENV)",
   },
   { long: 'export-file', arg: 'required', fate: 'refused', value: 'filename|fd', note: NOT_YET },
   {
@@ -533,7 +533,7 @@ export const SUBMIT_OPTIONS: readonly OptionSpec[] = [
     arg: 'required',
     fate: 'honoured',
     value: 'VAR[=value]',
-    note: 'one variable (repeatable; a bare VAR takes this shell value)',
+    note: "one variable (repeatable; a bare VAR takes this shell's value)",
   },
   {
     long: 'follow',

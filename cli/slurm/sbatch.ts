@@ -314,16 +314,17 @@ function exportItems(spec: string): string[] {
 const NOT_EXPORTED = /^CONDUCTOR_/;
 
 /**
- * The environment `--export` sends: ALL is this environment (but for the CLI's own CONDUCTOR_* settings: the
- * token stays here), NONE nothing; with a list, only the listed names (a bare name takes this environment's
- * value) on top.
+ * The environment `--export` sends: ALL is this environment, NONE nothing; with a list, only the listed names
+ * (a bare name takes this environment's value) on top. ALL leaves out the CLI's own CONDUCTOR_* settings (the
+ * token stays here) and the names a job's environment cannot have (exported shell functions such as Lmod's
+ * `BASH_FUNC_module%%`, which the API would refuse with the whole submission).
  */
 export function exportedEnvironment(spec: string, env: NodeJS.ProcessEnv): Record<string, string> {
   const items = exportItems(spec);
   const out: Record<string, string> = {};
   if (items.includes('ALL')) {
     for (const [name, value] of Object.entries(env)) {
-      if (value !== undefined && !NOT_EXPORTED.test(name)) out[name] = value;
+      if (value !== undefined && VARIABLE.test(name) && !NOT_EXPORTED.test(name)) out[name] = value;
     }
   }
   for (const item of items) {

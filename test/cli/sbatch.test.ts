@@ -228,7 +228,14 @@ describe('#SBATCH directives', () => {
   });
 
   it('--export: ALL (without CONDUCTOR_* settings), NONE, lists, ALL,VAR=val; sbatch sends ALL by default', () => {
-    const env = { PATH: '/bin', HOME: '/home/a', B: 'two', CONDUCTOR_TOKEN: 't', CONDUCTOR_URL: 'u' };
+    const env = {
+      PATH: '/bin',
+      HOME: '/home/a',
+      B: 'two',
+      CONDUCTOR_TOKEN: 't',
+      CONDUCTOR_URL: 'u',
+      'BASH_FUNC_module%%': '() {  eval $($LMOD_CMD bash "$@")\n}',
+    };
     expect(exportedEnvironment('ALL', env)).toEqual({ PATH: '/bin', HOME: '/home/a', B: 'two' });
     expect(exportedEnvironment('NONE', env)).toEqual({});
     expect(exportedEnvironment('B,A=1,MISSING', env)).toEqual({ B: 'two', A: '1' });
