@@ -666,8 +666,8 @@ export function buildSubmission(input: SubmissionInput): Submission {
 }
 
 /** sbatch --help: every option and its fate here. */
-export function sbatchHelp(table: readonly OptionSpec[] = SBATCH_OPTIONS): string {
-  const lines = [...table]
+export function sbatchHelp(): string {
+  const lines = [...SBATCH_OPTIONS]
     .sort((a, b) => a.long.localeCompare(b.long))
     .map((s) => {
       const value = s.arg === 'none' ? '' : s.arg === 'optional' ? `[=${s.value}]` : `=${s.value}`;
