@@ -507,7 +507,10 @@ export function buildSubmission(input: SubmissionInput): Submission {
       try {
         script = input.readScript(path);
       } catch (error) {
-        problems.push(`unable to open file ${path ?? '-'}: ${(error as Error).message}`);
+        // "no such file or directory", not "ENOENT: no such file or directory, open 'job.sh'".
+        const message = (error as Error).message;
+        const why = /^[A-Z]+: (.+?), \w+ '.*'$/.exec(message)?.[1] ?? message;
+        problems.push(`unable to open file ${path ?? '-'}: ${why}`);
       }
       if (input.command === 'sbatch' && script !== '' && !script.startsWith('#!')) {
         problems.push(

@@ -330,11 +330,11 @@ describe('#SBATCH directives', () => {
       args: ['nope.sh'],
       env: {},
       readScript: () => {
-        throw new Error('ENOENT: no such file or directory');
+        throw new Error("ENOENT: no such file or directory, open 'nope.sh'");
       },
       origin: ORIGIN,
     });
-    expect(unreadable.problems).toEqual(['unable to open file nope.sh: ENOENT: no such file or directory']);
+    expect(unreadable.problems).toEqual(['unable to open file nope.sh: no such file or directory']);
   });
 
   it('maps exit codes like a shell', () => {
