@@ -6,29 +6,15 @@
  * which loads cli/commands.ts when they run; without it (the package) they say where to run them.
  *
  * Exit codes: 0 ok, 1 an API error or a failed job, 2 a usage error; `submit --wait`/`--follow` exit with
- * the job's own code (a signal N is 128+N), even when an --output/--error file cannot be written (a warning).
+ * the job's own code (a signal N is 128+N).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { hostname, userInfo } from 'node:os';
+import { userInfo } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ApiError, Client, resolveConfig } from './api.ts';
-import {
-  buildSubmitBody,
-  expandPattern,
-  plainExclusive,
-  SUBMIT_OPTIONS,
-  type SubmitOrigin,
-  type SubmitValues,
-  UsageError,
-} from './sbatch.ts';
+import { type Io, jobExitStatus, UsageError } from './io.ts';
+import { buildSubmission, readScript, requestLine, submitOrigin, testOnly } from './slurm/sbatch.ts';
 
-export interface Io {
-  out(text: string): void;
-  err(text: string): void;
-  /** Whether stdout / stderr are terminals (colours, spinner). */
-  isTTY?: boolean;
-  errIsTTY?: boolean;
-}
+export { type Io, jobExitStatus };
 
 interface Job {
   id: number;
@@ -165,25 +151,31 @@ Examples:
 `,
   submit: `Usage: conductor submit <script | -> [options]
 
-Submits a batch script (a file, or - for stdin). Options may also be given in the script as #SBATCH or
-#CONDUCTOR lines at its top (before the first command); the command line wins over #CONDUCTOR, which wins
-over #SBATCH.
+Submits a batch script (a file, or - for stdin) with sbatch's options (Slurm 22.05: every one is honoured,
+ignored with a warning, or refused; docs/slurm/sbatch.md lists them). Options may also be given as SBATCH_*
+variables and in the script as #SBATCH or #CONDUCTOR lines before its first command; the command line wins
+over SBATCH_* variables, which win over #CONDUCTOR lines, which win over #SBATCH lines. Every problem is
+reported at once, a directive's with its line number.
 
   -c, --cpus-per-task <n>   CPUs per task (default 1)
   -n, --ntasks <n>          tasks (default 1); the job gets ntasks x cpus-per-task CPUs, on one node
       --cpus <n>            CPUs, directly
-  -J, --job-name <name>
+  -J, --job-name <name>     -A, --account <name>     -q, --qos <qos>     --comment <text>
   -t, --time <time>         time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, UNLIMITED
+  -b, --begin <time>        not before: now+1hour, 16:00, 2026-12-24T08:00, tomorrow, teatime...
+  -H, --hold                submit it held (conductor release starts it)
   -p, --partition <name>    a partition, or a comma list (the first that can run the job)
-  -A, --account <name>
-  -D, --chdir <dir>         the job's working directory (absolute)
-      --export <list>       ALL, NONE, or [ALL,]VAR=value,VAR2,... (a bare VAR takes this shell's value)
-      --env VAR=value       one variable (repeatable)
+  -D, --chdir <dir>         the job's working directory (relative: to this directory)
+      --export <list>       ALL (this shell's variables but CONDUCTOR_*), NONE, or [ALL,]VAR[=value],...
+                            (default: none sent)
+      --env VAR[=value]     one variable (repeatable; a bare VAR takes this shell's value)
+  -o, --output <pattern>    the job's stdout file, written by the agent (default slurm-%j.out in the
+                            job's working directory; %j job id, %x job name, %u user, %N node...)
+  -e, --error <pattern>     its stderr file (default: into the output file)
+  -i, --input <pattern>     its stdin file (default /dev/null)
+      --open-mode <mode>    append or truncate (default) the output files
+      --signal <[B:]sig[@s]> send sig s seconds (default 60) before the time limit (B: the shell only)
       --requeue             put the job back in the queue if its node is lost (--no-requeue: don't)
-  -o, --output <file>       -e, --error <file>: passed to the job as CONDUCTOR_OUTPUT / CONDUCTOR_ERROR
-                            (%j: job id, %x: job name); with --wait or --follow the command also writes
-                            the job's captured stdout / stderr there when it ends (a file it cannot
-                            write is a warning: the exit code stays the job's)
       --priority <n>
       --mem <size>          memory for the job (per node): MB, or with a unit K, M, G, T (4G, 512M)
       --mem-per-cpu <size>  memory per CPU instead (not with --mem, as in Slurm)
@@ -194,16 +186,19 @@ over #SBATCH.
   -w, --nodelist <hosts>    the node to run on (a hostlist: node[01-03],gpu01)
   -x, --exclude <hosts>     nodes not to run on
   -N, --nodes <n>           1 (or 1-1): each job runs on one node; more is refused
+      --wrap <command>      run this command instead of a script
       --wait                wait for the job to end (a spinner on a terminal), exit with its exit code
       --follow              stream its output while it runs, then exit with its exit code
+      --parsable            print the job id only
       --json                print the job as JSON
+  -Q, --quiet               no warnings
 
 ${GLOBAL}
 
 Examples:
   conductor submit train.sh                      # prints: Submitted batch job 42
   conductor submit -c 8 -J train -t 2:00:00 train.sh --wait
-  conductor submit -c 8 --mem 32G -G a100:1 -p gpu train.sh
+  conductor submit -c 8 --mem 32G -G a100:1 -p gpu -o train-%j.log train.sh
   echo 'echo hi' | conductor submit - --follow
 `,
   jobs: `Usage: conductor jobs [--state S1,S2] [--me] [--limit N] [--json]
@@ -395,19 +390,6 @@ function jobId(text: string): number {
   return Number(text);
 }
 
-/** The exit code a shell would show for a job: its code, 128+signal for a signal, 1 when it has none. */
-export function jobExitStatus(job: { state: string; exit_code: string | null }): number {
-  const match = /^(\d+):(\d+)$/.exec(job.exit_code ?? '');
-  if (match) {
-    const code = Number(match[1]);
-    const signal = Number(match[2]);
-    if (signal > 0) return 128 + signal;
-    if (code > 0) return code > 255 ? 1 : code;
-    return job.state === 'COMPLETED' ? 0 : 1;
-  }
-  return job.state === 'COMPLETED' ? 0 : 1;
-}
-
 function colours(io: Io, env: NodeJS.ProcessEnv, stream: 'out' | 'err' = 'out') {
   const on = (stream === 'out' ? io.isTTY : io.errIsTTY) === true && !env.NO_COLOR;
   const paint = (code: string) => (text: string) => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
@@ -586,38 +568,38 @@ const client = (values: Record<string, unknown>, env: NodeJS.ProcessEnv) =>
 
 const COMMANDS: Record<string, Command> = {
   async submit(args, io, env) {
-    const { values, positionals } = parse(
-      plainExclusive(args),
-      {
-        ...SUBMIT_OPTIONS,
-        wait: { type: 'boolean' },
-        follow: { type: 'boolean' },
-        json: { type: 'boolean' },
-      },
-      [1, 1],
-    );
-    if (values.help) return help('submit', io);
-    const file = positionals[0] as string;
-    let script: string;
-    try {
-      script = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
-    } catch (error) {
-      throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
+    const submission = buildSubmission({ command: 'submit', args, env, readScript, origin: submitOrigin() });
+    const { flags } = submission;
+    if (flags.has('help') || flags.has('usage')) return help('submit', io);
+    if (flags.has('version')) {
+      io.out('conductor 0.1.0\n');
+      return 0;
     }
-    const flags: SubmitValues = {};
-    for (const key of Object.keys(SUBMIT_OPTIONS) as (keyof typeof SUBMIT_OPTIONS)[]) {
-      const value = values[key];
-      if (value !== undefined) flags[key] = value;
+    if (!flags.has('quiet')) {
+      for (const warning of submission.warnings) io.err(`conductor submit: warning: ${warning}\n`);
     }
-    const body = buildSubmitBody(script, flags, env, submitOrigin());
-    const api = client(values, env);
+    if (submission.problems.length > 0) {
+      for (const problem of submission.problems) io.err(`conductor submit: ${problem}\n`);
+      io.err('(see conductor submit --help)\n');
+      return 2;
+    }
+    const body = submission.body!;
+    if (flags.has('verbose')) io.err(`conductor submit: ${requestLine(body)}\n`);
+    const api = client({ url: submission.url, token: submission.token }, env);
+    if (flags.has('test-only')) {
+      io.err(`conductor submit: ${await testOnly(api, body)}\n`);
+      return 0;
+    }
     const job = await api.request<Job>('POST', '/api/v1/jobs/submit', body);
-    if (values.json) io.out(`${JSON.stringify(job, null, 2)}\n`);
-    else if (values.wait || values.follow) io.err(`Submitted batch job ${job.id}\n`);
-    else io.out(`Submitted batch job ${job.id}\n`);
-    if (!values.wait && !values.follow) return 0;
-    const ended = values.follow ? await followJob(api, job.id, io) : await waitForJob(api, job.id, io, env);
-    await writeOutputFiles(api, job, body.environment, io);
+    const following = flags.has('wait') || flags.has('follow');
+    if (flags.has('json')) io.out(`${JSON.stringify(job, null, 2)}\n`);
+    else if (flags.has('parsable')) io.out(`${job.id}\n`);
+    else if (following) io.err(`Submitted batch job ${job.id}\n`);
+    else if (!flags.has('quiet')) io.out(`Submitted batch job ${job.id}\n`);
+    if (!following) return 0;
+    const ended = flags.has('follow')
+      ? await followJob(api, job.id, io)
+      : await waitForJob(api, job.id, io, env);
     finishedLine(ended, job.id, io, env);
     return jobExitStatus(ended);
   },
@@ -976,51 +958,6 @@ async function setDrain(action: 'drain' | 'undrain', args: string[], io: Io, env
   return 0;
 }
 
-/**
- * With --wait/--follow, --output/--error name local files for the job's captured stdout/stderr. The job has
- * ended by now and its own exit code is the command's: a file that cannot be written is a warning (the
- * output stays on the server), never a different exit code.
- */
-async function writeOutputFiles(
-  api: Client,
-  job: Job,
-  environment: Record<string, string> | undefined,
-  io: Io,
-) {
-  const out = environment?.CONDUCTOR_OUTPUT;
-  const err = environment?.CONDUCTOR_ERROR;
-  if (!out && !err) return;
-  const warn = (what: string) =>
-    io.err(`conductor submit: warning: ${what} (conductor logs ${job.id} prints it)\n`);
-  let logs: { stdout: { content: string }; stderr: { content: string } };
-  try {
-    logs = await api.request('GET', `/api/v1/jobs/${job.id}/logs`);
-  } catch (error) {
-    if (!(error instanceof ApiError)) throw error;
-    warn(
-      `cannot fetch job ${job.id}'s output for ${[out, err].filter(Boolean).join(' and ')}: ${error.message}`,
-    );
-    return;
-  }
-  const files: [string, string, string][] = [];
-  if (out)
-    files.push(['stdout', expandPattern(out, job), logs.stdout.content + (err ? '' : logs.stderr.content)]);
-  if (err) files.push(['stderr', expandPattern(err, job), logs.stderr.content]);
-  for (const [stream, path, content] of files) {
-    try {
-      writeFileSync(path, content);
-    } catch (error) {
-      warn(`cannot write job ${job.id}'s ${stream} to ${path}: ${fileProblem(error)}`);
-    }
-  }
-}
-
-/** A file system error in words: "no such file or directory", not "ENOENT: ..., open '...'". */
-function fileProblem(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return /^[A-Z]+: (.+?), \w+ '.*'$/.exec(message)?.[1] ?? message;
-}
-
 function help(command: string, io: Io): number {
   io.out(HELP[command] ?? HELP['']!);
   return 0;
@@ -1080,12 +1017,6 @@ function leadingOptions(argv: string[]) {
     } else break;
   }
   return { options, help, version, rest: argv.slice(i) };
-}
-
-/** Where this submission comes from, for SLURM_SUBMIT_DIR and SLURM_SUBMIT_HOST (a host name the API refuses is left out). */
-function submitOrigin(): SubmitOrigin {
-  const host = hostname();
-  return { dir: process.cwd(), ...(/^[A-Za-z0-9._-]{1,255}$/.test(host) ? { host } : {}) };
 }
 
 /** Runs one command; returns the exit code. */

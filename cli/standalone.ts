@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `conductor` as the `conductor-cli` package ships it (cli/package.json: `npm run build:cli` compiles this file
- * and what it imports, cli/main.ts, cli/api.ts and cli/sbatch.ts, to plain JavaScript in cli/dist). Node
+ * and what it imports, cli/main.ts, cli/api.ts, cli/io.ts and cli/slurm/, to plain JavaScript in cli/dist). Node
  * built-ins and fetch only, no dependencies. `conductor token|webhook` are not here: they need the control
  * plane's code and database, and say so (see databaseCommandsUnavailable in cli/main.ts).
  */

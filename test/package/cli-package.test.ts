@@ -127,16 +127,20 @@ describe('conductor-cli from its packed tarball', () => {
       'conductor-cli',
     ]);
     // The control plane's code is not in it: only the CLI's own compiled files.
-    expect(readdirSync(join(installed, 'dist')).sort()).toEqual([
+    const files = (readdirSync(join(installed, 'dist'), { recursive: true }) as string[])
+      .filter((file) => file.endsWith('.js'))
+      .sort();
+    expect(files.filter((file) => !file.startsWith('slurm/'))).toEqual([
       'api.js',
+      'io.js',
       'main.js',
-      'sbatch.js',
       'standalone.js',
     ]);
-    for (const file of readdirSync(join(installed, 'dist'))) {
+    expect(files).toContain('slurm/sbatch.js');
+    for (const file of files) {
       const code = readFileSync(join(installed, 'dist', file), 'utf8');
       expect(code, file).not.toMatch(/\bimport\s*\(/);
-      expect(code, file).not.toMatch(/from\s+['"](?!node:|\.\/)/);
+      expect(code, file).not.toMatch(/from\s+['"](?!node:|\.\.?\/)/);
     }
   });
 
