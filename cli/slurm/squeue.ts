@@ -99,11 +99,15 @@ export function parseStates(list: string): { states: string[] } | { bad: string 
   return { states };
 }
 
-/** The user as Conductor names owners: CONDUCTOR_OWNER, else the login name. */
+/**
+ * The user as Conductor names owners: CONDUCTOR_OWNER, else the login name; its uid only when that owner
+ * is the login user (Slurm prints uids, and only this one is known here).
+ */
 export function currentUser(env: NodeJS.ProcessEnv): { name: string; uid: number | null } {
   try {
     const info = userInfo();
-    return { name: env.CONDUCTOR_OWNER || info.username, uid: info.uid };
+    const name = env.CONDUCTOR_OWNER || info.username;
+    return { name, uid: name === info.username ? info.uid : null };
   } catch {
     return { name: env.CONDUCTOR_OWNER ?? '', uid: null };
   }
