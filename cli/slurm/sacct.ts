@@ -939,7 +939,7 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   const nodes = listOption(options, 'nodelist');
   if (users) filter.owners = userNames(users.join(','), env);
   else if (!given(options, 'allusers') && !jobsGiven && !nodes && me.uid !== 0) filter.owners = [me.name];
-  filter.ownerlessIsMine = filter.owners !== undefined && !client.config.token;
+  filter.ownerlessIsMine = filter.owners?.includes(me.name) === true && !client.config.token;
   const accounts = listOption(options, 'accounts');
   if (accounts) filter.accounts = accounts;
   const partitions = listOption(options, 'partition');

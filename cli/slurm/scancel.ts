@@ -21,6 +21,7 @@ import {
   slurmClient,
   userNames,
   VERSION,
+  withEnvironment,
 } from './squeue.ts';
 
 const NOT_HERE = 'Conductor has';
@@ -224,7 +225,25 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
   const parsed = getoptLong(args, SCANCEL_OPTIONS);
   const stop = reportParse('scancel', parsed, io);
   if (stop !== null) return stop;
-  const { options, positionals } = parsed;
+  const { positionals } = parsed;
+  const options = withEnvironment(
+    parsed.options,
+    SCANCEL_OPTIONS,
+    env,
+    {
+      SCANCEL_ACCOUNT: 'account',
+      SCANCEL_BATCH: 'batch',
+      SCANCEL_FULL: 'full',
+      SCANCEL_INTERACTIVE: 'interactive',
+      SCANCEL_NAME: 'jobname',
+      SCANCEL_PARTITION: 'partition',
+      SCANCEL_QOS: 'qos',
+      SCANCEL_STATE: 'state',
+      SCANCEL_USER: 'user',
+      SCANCEL_VERBOSE: 'verbose',
+    },
+    [['jobname', 'name']],
+  );
   if (given(options, 'help')) {
     io.out(scancelHelp());
     return 0;
@@ -276,7 +295,7 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
   const users = listOption(options, 'user');
   if (given(options, 'me')) filter.owners = [...(users ? userNames(users.join(','), env) : []), me.name];
   else if (users) filter.owners = userNames(users.join(','), env);
-  if (filter.owners) filter.ownerlessIsMine = !client.config.token;
+  if (filter.owners) filter.ownerlessIsMine = filter.owners.includes(me.name) && !client.config.token;
   const partitions = listOption(options, 'partition');
   if (partitions) filter.partitions = partitions;
   const accounts = listOption(options, 'account');

@@ -135,7 +135,7 @@ export interface JobFilter {
   activeSince?: Date;
   /** Jobs submitted before this. */
   activeUntil?: Date;
-  /** Whether a job without an owner is the caller's (no token: the open cluster's jobs are everyone's). */
+  /** Whether a job without an owner counts as one of `owners` (the caller's, on an open cluster without tokens). */
   ownerlessIsMine?: boolean;
 }
 
@@ -208,6 +208,7 @@ export async function listJobs(client: Client, filter: JobFilter): Promise<Slurm
       page = await client.request('GET', `/api/v1/jobs?${query}`);
     } catch (error) {
       if (withNewFilters && error instanceof ApiError && error.code === 'invalid_request') {
+        if (filter.ids && filter.ids.length <= ONE_BY_ONE) return jobsById(client, filter);
         withNewFilters = false;
         jobs.length = 0;
         before = null;
@@ -220,6 +221,21 @@ export async function listJobs(client: Client, filter: JobFilter): Promise<Slurm
     before = page.next_before;
   }
   return jobs.sort((a, b) => a.id - b.id);
+}
+
+/** Up to this many ids, a server without the `ids` filter is asked for each job rather than for all. */
+const ONE_BY_ONE = 50;
+
+async function jobsById(client: Client, filter: JobFilter): Promise<SlurmJob[]> {
+  const jobs: SlurmJob[] = [];
+  for (const id of filter.ids ?? []) {
+    try {
+      jobs.push(await client.request<SlurmJob>('GET', `/api/v1/jobs/${id}`));
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404) throw error;
+    }
+  }
+  return jobs.filter((j) => matchesFilter(j, filter)).sort((a, b) => a.id - b.id);
 }
 
 export function slurmClient(env: NodeJS.ProcessEnv): Client {
@@ -246,6 +262,28 @@ export function reportParse(command: string, parsed: Parsed, io: Io): number | n
 /** Every value given for the options of these long names, in order. */
 export function allValues(options: readonly ParsedOption[], ...longs: string[]): string[] {
   return options.filter((o) => longs.includes(o.spec.long)).map((o) => o.value ?? '');
+}
+
+/**
+ * The options as the command line and the environment give them: a variable (SQUEUE_SORT, SCANCEL_USER,
+ * ...) stands for its option unless the command line gives that option, or one of its `group`.
+ */
+export function withEnvironment(
+  options: readonly ParsedOption[],
+  table: readonly OptionSpec[],
+  env: NodeJS.ProcessEnv,
+  variables: Record<string, string>,
+  groups: string[][] = [],
+): ParsedOption[] {
+  const fromEnv: ParsedOption[] = [];
+  for (const [variable, long] of Object.entries(variables)) {
+    const value = env[variable];
+    const group = groups.find((g) => g.includes(long)) ?? [long];
+    const spec = table.find((s) => s.long === long);
+    if (value === undefined || !spec || given(options, ...group)) continue;
+    fromEnv.push({ spec, written: variable, index: -1, ...(spec.arg === 'none' ? {} : { value }) });
+  }
+  return [...fromEnv, ...options];
 }
 
 export function given(options: readonly ParsedOption[], ...longs: string[]): boolean {
@@ -984,7 +1022,23 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
   const parsed = getoptLong(args, SQUEUE_OPTIONS);
   const stop = reportParse('squeue', parsed, io);
   if (stop !== null) return stop;
-  const { options } = parsed;
+  const options = withEnvironment(
+    parsed.options,
+    SQUEUE_OPTIONS,
+    env,
+    {
+      SQUEUE_ACCOUNT: 'account',
+      SQUEUE_FORMAT: 'format',
+      SQUEUE_FORMAT2: 'Format',
+      SQUEUE_NAMES: 'name',
+      SQUEUE_PARTITION: 'partition',
+      SQUEUE_QOS: 'qos',
+      SQUEUE_SORT: 'sort',
+      SQUEUE_STATES: 'states',
+      SQUEUE_USERS: 'user',
+    },
+    [['format', 'Format']],
+  );
   if (given(options, 'help')) {
     io.out(squeueHelp());
     return 0;
@@ -1051,8 +1105,7 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
 
   const formatOption = options.filter((o) => o.spec.long === 'format' || o.spec.long === 'Format').at(-1);
   const formatText =
-    formatOption?.value ??
-    (given(options, 'long') ? LONG_FORMAT : start ? START_FORMAT : (env.SQUEUE_FORMAT ?? DEFAULT_FORMAT));
+    formatOption?.value ?? (given(options, 'long') ? LONG_FORMAT : start ? START_FORMAT : DEFAULT_FORMAT);
   const columns =
     formatOption?.spec.long === 'Format' ? parseLongFormat(formatText) : parseFormat(formatText);
   if ('bad' in columns) {
@@ -1065,13 +1118,14 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
     io.err('squeue: error: --iterate=<seconds> must be a positive integer\n');
     return 1;
   }
-  if (given(options, 'verbose')) {
+  const verbose = given(options, 'verbose');
+  if (verbose) {
     io.err(
       `-----------------------------\nformat     = ${formatText}\niterate    = ${iterate ?? 0}\njobs       = ${filter.ids?.join(',') ?? '(null)'}\nsort       = ${sort}\nstates     = ${filter.states?.join(',') ?? 'all'}\nusers      = ${filter.owners?.join(',') ?? '(null)'}\n-----------------------------\n\n\n`,
     );
   }
-  filter.ownerlessIsMine = filter.owners !== undefined && !slurmClient(env).config.token;
   const client = slurmClient(env);
+  filter.ownerlessIsMine = filter.owners?.includes(me.name) === true && !client.config.token;
   const header = !given(options, 'noheader');
   const once = async (): Promise<number> => {
     let jobs: SlurmJob[];
@@ -1095,7 +1149,8 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
     }
     for (const bad of sortJobs(jobs, sort, now))
       io.err(`squeue: error: Invalid sort specification: ${bad}\n`);
-    if (iterate !== undefined) io.out(`${ctime(new Date(now))}\n`);
+    if (header && (iterate !== undefined || verbose || given(options, 'long')))
+      io.out(`${ctime(new Date(now))}\n`);
     io.out(renderSqueue(jobs, columns, { header, now, me, noconvert: given(options, 'noconvert') }));
     return 0;
   };

@@ -198,6 +198,18 @@ describe('scancel', () => {
     );
   });
 
+  it('takes SCANCEL_* variables for options the command line does not give', async () => {
+    const { io } = capture();
+    expect(await runScancel(['--me'], io, { ...env, SCANCEL_PARTITION: 'debug' })).toBe(0);
+    expect(
+      await runScancel(['--me', '-p', 'batch', '-t', 'R'], io, { ...env, SCANCEL_PARTITION: 'debug' }),
+    ).toBe(0);
+    expect(calls().filter((c) => c.startsWith('POST'))).toEqual([
+      'POST /api/v1/jobs/303/cancel',
+      'POST /api/v1/jobs/301/cancel',
+    ]);
+  });
+
   it('knows signals by name or number', () => {
     expect(signalName('SIGUSR2')).toBe('USR2');
     expect(signalName('9')).toBe('KILL');

@@ -248,6 +248,9 @@ function stubApi(jobs: SlurmJob[], options: { pageSize?: number; strict?: boolea
         res.writeHead(status, { 'Content-Type': 'application/json' });
         res.end(JSON.stringify(json));
       };
+      const one = /^\/api\/v1\/jobs\/(\d+)$/.exec(url.pathname);
+      const found = jobs.find((j) => j.id === Number(one?.[1]));
+      if (found) return send(200, found);
       if (url.pathname !== '/api/v1/jobs') return send(404, { error: { code: 'not_found', message: 'no' } });
       const extra = [...url.searchParams.keys()].find((k) => !['state', 'limit', 'before'].includes(k));
       if (options.strict && extra) {
@@ -381,11 +384,69 @@ describe('squeue against the API', () => {
     await old.stop();
   });
 
+  it('asks an old server for each job given by -j rather than for every job', async () => {
+    const old = stubApi(all, { strict: true });
+    const url = await old.start();
+    const { io, out } = capture();
+    expect(
+      await runSqueue(['-h', '-o', '%i', '-j', '103,999,101', '-p', 'debug'], io, {
+        ...env,
+        CONDUCTOR_URL: url,
+      }),
+    ).toBe(0);
+    expect(out.join('')).toBe('103\n');
+    expect(old.requests.map((r) => r.url)).toEqual([
+      '/api/v1/jobs?limit=1000&ids=103%2C999%2C101&partition=debug',
+      '/api/v1/jobs/103',
+      '/api/v1/jobs/999',
+      '/api/v1/jobs/101',
+    ]);
+    await old.stop();
+  });
+
+  it('takes SQUEUE_* variables for options the command line does not give', async () => {
+    let { io, out } = capture();
+    const vars = { SQUEUE_SORT: '-i', SQUEUE_FORMAT: '%i:%u', SQUEUE_PARTITION: 'batch' };
+    expect(await runSqueue(['-h'], io, { ...env, ...vars })).toBe(0);
+    expect(out.join('')).toBe(`108:${userInfo().username}\n102:bob\n101:alice\n`);
+    ({ io, out } = capture());
+    expect(await runSqueue(['-h', '-O', 'JobID:4', '-p', 'debug'], io, { ...env, ...vars })).toBe(0);
+    expect(out.join('')).toBe('103 \n');
+  });
+
+  it("counts jobs without an owner as the caller's on an open cluster (no token)", async () => {
+    const open = stubApi([job({ id: 1, owner: null }), job({ id: 2, owner: 'bob' })]);
+    const url = await open.start();
+    const { io, out } = capture();
+    const openEnv = { CONDUCTOR_URL: url, CONDUCTOR_CONFIG: '/nonexistent', CONDUCTOR_OWNER: 'alice' };
+    expect(await runSqueue(['-h', '-o', '%i %u', '--me'], io, openEnv)).toBe(0);
+    expect(out.join('')).toBe('1 nobody\n');
+    expect(open.requests[0]?.url).toBe('/api/v1/jobs?limit=1000&state=PENDING%2CRUNNING');
+    await open.stop();
+  });
+
+  it('prints again every --iterate seconds under a time stamp', async () => {
+    vi.useRealTimers();
+    const out: string[] = [];
+    const stop = new Error('enough');
+    const io = {
+      out: (t: string) => {
+        out.push(t);
+        if (out.length === 5) throw stop;
+      },
+      err: () => {},
+    };
+    await expect(runSqueue(['-i', '1', '-o', '%i', '-j', '101'], io, env)).rejects.toBe(stop);
+    const stamp = expect.stringMatching(/^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n$/);
+    expect(out).toEqual([stamp, 'JOBID\n101\n', '\n', stamp, 'JOBID\n101\n']);
+  });
+
   it('uses the long format with -l', async () => {
     const { io, out } = capture();
     expect(await runSqueue(['-l', '-j', '101'], io, env)).toBe(0);
     expect(out.join('')).toBe(
       [
+        'Sun Dec  6 12:00:00 2026',
         '             JOBID PARTITION     NAME     USER    STATE       TIME TIME_LIMI  NODES NODELIST(REASON)',
         '               101     batch    train    alice  RUNNING      10:30   1:00:00      1 n1',
         '',
