@@ -584,8 +584,8 @@ interface FieldContext {
 interface Field {
   header: string;
   value(job: SlurmJob, ctx: FieldContext): string;
-  /** Node lists are never cut (squeue's _print_nodes). */
-  uncut?: boolean;
+  /** Values never cut to the width: node lists and times (squeue's _print_nodes, _print_secs). */
+  uncut?: boolean | ((job: SlurmJob) => boolean);
 }
 
 /** The state squeue shows: a running job being cancelled is COMPLETING, as in Slurm. */
@@ -625,7 +625,8 @@ function expectedEnd(job: SlurmJob): string | null {
 
 function timeLeft(job: SlurmJob, now: number): string {
   if (job.time_limit === null) return 'UNLIMITED';
-  return squeueSeconds(Math.max(0, job.time_limit * 60 - elapsedSeconds(job, now)));
+  const left = job.time_limit * 60 - elapsedSeconds(job, now);
+  return left < 0 ? 'INVALID' : squeueSeconds(left);
 }
 
 function uidOf(job: SlurmJob, ctx: FieldContext): string {
@@ -654,7 +655,10 @@ const FIELDS: Record<string, Field> = {
   C: { header: 'CPUS', value: (j) => String(j.cpus) },
   d: { header: 'MIN_TMP_DISK', value: () => '0' },
   D: { header: 'NODES', value: () => '1' },
-  e: { header: 'END_TIME', value: (j) => time(expectedEnd(j)) },
+  e: {
+    header: 'END_TIME',
+    value: (j) => (j.time_limit === null && j.start_time && !j.end_time ? 'NONE' : time(expectedEnd(j))),
+  },
   E: { header: 'DEPENDENCY', value: () => '(null)' },
   f: { header: 'FEATURES', value: (j) => plain(j.constraint) },
   F: { header: 'ARRAY_JOB_ID', value: (j) => String(j.id) },
@@ -668,10 +672,10 @@ const FIELDS: Record<string, Field> = {
   J: { header: 'THREADS_PER_CORE', value: () => '*' },
   k: { header: 'COMMENT', value: (j) => plain(j.comment) },
   K: { header: 'ARRAY_TASK_ID', value: () => 'N/A' },
-  l: { header: 'TIME_LIMIT', value: (j) => timeLimit(j.time_limit, 'squeue') },
-  L: { header: 'TIME_LEFT', value: (j, c) => timeLeft(j, c.now) },
+  l: { header: 'TIME_LIMIT', value: (j) => timeLimit(j.time_limit, 'squeue'), uncut: true },
+  L: { header: 'TIME_LEFT', value: (j, c) => timeLeft(j, c.now), uncut: true },
   m: { header: 'MIN_MEMORY', value: minMemory },
-  M: { header: 'TIME', value: (j, c) => squeueSeconds(elapsedSeconds(j, c.now)) },
+  M: { header: 'TIME', value: (j, c) => squeueSeconds(elapsedSeconds(j, c.now)), uncut: true },
   n: { header: 'REQ_NODES', value: (j) => (j.nodelist ?? []).join(','), uncut: true },
   N: { header: 'NODELIST', value: (j) => j.node ?? '', uncut: true },
   o: { header: 'COMMAND', value: () => '(null)' },
@@ -681,13 +685,13 @@ const FIELDS: Record<string, Field> = {
   q: { header: 'QOS', value: (j) => j.qos ?? 'normal' },
   Q: { header: 'PRIORITY', value: (j) => String(j.priority ?? 0) },
   r: { header: 'REASON', value: reasonCode },
-  R: { header: 'NODELIST(REASON)', value: reasonList, uncut: true },
+  R: { header: 'NODELIST(REASON)', value: reasonList, uncut: (j) => !reasonList(j).startsWith('(') },
   s: { header: 'SELECT_JOBINFO', value: () => 'N/A' },
   S: { header: 'START_TIME', value: (j) => time(j.start_time) },
   t: { header: 'ST', value: (j) => STATE_CODES[shownState(j)] ?? shownState(j) },
   T: { header: 'STATE', value: shownState },
   u: { header: 'USER', value: (j) => j.owner ?? 'nobody' },
-  U: { header: 'UID', value: uidOf },
+  U: { header: 'USER', value: uidOf },
   v: { header: 'RESERVATION', value: () => '(null)' },
   V: { header: 'SUBMIT_TIME', value: (j) => time(j.submit_time) },
   w: { header: 'WCKEY', value: () => '(null)' },
@@ -898,12 +902,15 @@ export function parseLongFormat(format: string): Column[] | { bad: string } {
   return columns;
 }
 
-function renderLine(columns: Column[], cell: (c: Column) => string): string {
+/** A line of cells; a job's value of an uncut field may overflow its width (headers are always cut). */
+function renderLine(columns: Column[], cell: (c: Column) => string, job?: SlurmJob): string {
   return columns
     .map((c) => {
       const text = cell(c);
+      const { uncut } = c.field;
+      const overflow = job !== undefined && (typeof uncut === 'function' ? uncut(job) : uncut === true);
       const shown =
-        c.field.uncut && c.width !== undefined && text.length > c.width ? text : fit(text, c.width, c.right);
+        overflow && c.width !== undefined && text.length > c.width ? text : fit(text, c.width, c.right);
       return `${c.prefix}${shown}${c.suffix}`;
     })
     .join('');
@@ -918,7 +925,7 @@ export function renderSqueue(
   const ctx: FieldContext = { now: options.now, me: options.me, noconvert: options.noconvert === true };
   const lines = options.header ? [renderLine(columns, (c) => c.field.header)] : [];
   for (const job of jobs) {
-    lines.push(renderLine(columns, (c) => c.field.value(job, ctx)));
+    lines.push(renderLine(columns, (c) => c.field.value(job, ctx), job));
   }
   return lines.map((l) => `${l}\n`).join('');
 }

@@ -174,6 +174,11 @@ describe("squeue's text", () => {
       'node-with-long-name|node-with-long-name\n',
     );
     expect(parseFormat('%b')).toEqual({ bad: 'b' });
+    expect(render([RUNNING], '%.3M|%U|%.4R')).toBe('TIM|USER|NODE\n10:30|1000|  n1\n');
+    expect(render([PENDING], '%.4R', false)).toBe('(Res\n');
+    expect(render([job({ id: 1, time_limit: null }), job({ id: 2, time_limit: 5 })], '%e|%L', false)).toBe(
+      'NONE|UNLIMITED\n2026-12-06T11:54:30|INVALID\n',
+    );
   });
 
   it('takes -O names with sizes and suffixes (default width 20, left)', () => {
