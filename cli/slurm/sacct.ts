@@ -388,10 +388,11 @@ function size(row: Row, value: number, unit: 'K' | 'M'): string {
   return `${Number.isInteger(n) ? n : n.toFixed(2)}${row.units}`;
 }
 
+/** Start and end as sacct shows them: a job that ended without starting (cancelled while pending) started when it ended, as slurmctld records it. */
 function times(row: Row): { start: number | null; end: number | null } {
   const { job, clip, now } = row;
-  let start = job.start_time ? Date.parse(job.start_time) : null;
   let end = job.end_time ? Date.parse(job.end_time) : null;
+  let start = job.start_time ? Date.parse(job.start_time) : end;
   if (clip && start !== null) {
     start = Math.max(start, clip.start);
     end = Math.min(end ?? now, clip.end);

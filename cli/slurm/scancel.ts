@@ -16,6 +16,7 @@ import {
   listJobs,
   listOption,
   matchesFilter,
+  parseStates,
   reportParse,
   type SlurmJob,
   slurmClient,
@@ -147,7 +148,7 @@ export const SCANCEL_OPTIONS: readonly OptionSpec[] = [
     short: 't',
     arg: 'required',
     fate: 'honoured',
-    note: 'only jobs in this state: PENDING, RUNNING or SUSPENDED (long or compact, any case)',
+    note: 'only jobs in this state (PENDING, RUNNING or SUSPENDED; long or compact, any case)',
     value: 'job_state_name',
   },
   { long: 'usage', arg: 'none', fate: 'honoured', note: 'prints the usage' },
@@ -179,7 +180,7 @@ export const SCANCEL_OPTIONS: readonly OptionSpec[] = [
 const SCANCEL_USAGE = `Usage: scancel [-A account] [--batch] [--full] [--interactive] [-n job_name]
                [-p partition] [-Q] [-q qos] [-R reservation] [-s signal | integer]
                [-t PENDING | RUNNING | SUSPENDED] [--usage] [-u user_name]
-               [--hurry] [-V] [-v] [-w hosts...] [--wckey=wckey] [--me]
+               [--hurry] [-V] [-v] [-w hosts...] [--wckey=wckey]
                [job_id[_array_id][.step_id]]
 `;
 
@@ -258,19 +259,15 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
   }
   const quiet = given(options, 'quiet');
   const verbose = given(options, 'verbose');
-  if (quiet && verbose) {
-    io.err('scancel: error: --quiet and --verbose are incompatible\n');
-    return 1;
-  }
   const signalText = options.filter((o) => o.spec.long === 'signal').at(-1)?.value;
   const signal = signalText === undefined ? undefined : signalName(signalText);
   if (signal === null) {
-    io.err(`scancel: error: Unknown job signal: ${signalText}\n`);
+    io.err(`Unknown job signal: ${signalText}\n`);
     return 1;
   }
 
   const ids: { id: number; text: string }[] = [];
-  for (const word of positionals) {
+  for (const word of positionals.flatMap((p) => p.split(','))) {
     if (/^\d+_/.test(word)) {
       io.err(`scancel: error: job arrays are not supported on Conductor yet (issue 16): ${word}\n`);
       return 1;
@@ -306,21 +303,15 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
   if (nodes) filter.nodes = nodes.flatMap(expandHostlist);
   const stateText = options.filter((o) => o.spec.long === 'state').at(-1)?.value;
   if (stateText !== undefined) {
-    const state = {
-      PD: 'PENDING',
-      PENDING: 'PENDING',
-      R: 'RUNNING',
-      RUNNING: 'RUNNING',
-      S: 'SUSPENDED',
-      SUSPENDED: 'SUSPENDED',
-    }[stateText.toUpperCase()];
-    if (!state) {
-      io.err(
-        `scancel: error: Invalid job state specified: ${stateText}\nscancel: error: Valid job states are PENDING, RUNNING, and SUSPENDED\n`,
-      );
+    const state = parseStates(stateText);
+    if ('bad' in state || state.states.length !== 1) {
+      const source = given(parsed.options, 'state')
+        ? 'Invalid job state specified'
+        : 'Unrecognized SCANCEL_STATE value';
+      io.err(`${source}: ${stateText}\nValid job states are PENDING, RUNNING, and SUSPENDED\n`);
       return 1;
     }
-    filter.states = [state];
+    filter.states = state.states;
   }
   const filtered = Object.keys(filter).length > 0;
   if (ids.length === 0 && !filtered) {

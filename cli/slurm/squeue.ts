@@ -266,7 +266,8 @@ export function allValues(options: readonly ParsedOption[], ...longs: string[]):
 
 /**
  * The options as the command line and the environment give them: a variable (SQUEUE_SORT, SCANCEL_USER,
- * ...) stands for its option unless the command line gives that option, or one of its `group`.
+ * ...) stands for its option unless the command line gives that option, or one of its `group`; a flag's
+ * variable sets it when `true` or `T`, as Slurm reads them.
  */
 export function withEnvironment(
   options: readonly ParsedOption[],
@@ -281,6 +282,7 @@ export function withEnvironment(
     const group = groups.find((g) => g.includes(long)) ?? [long];
     const spec = table.find((s) => s.long === long);
     if (value === undefined || !spec || given(options, ...group)) continue;
+    if (spec.arg === 'none' && !/^(true|t)$/i.test(value)) continue;
     fromEnv.push({ spec, written: variable, index: -1, ...(spec.arg === 'none' ? {} : { value }) });
   }
   return [...fromEnv, ...options];

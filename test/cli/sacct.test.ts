@@ -175,6 +175,13 @@ describe("sacct's text", () => {
     });
   });
 
+  it('shows a job cancelled while pending as starting when it ended, with no step line', () => {
+    const gone = job({ id: 5, state: 'CANCELLED', start_time: null, max_rss_kb: null, exit_code: null });
+    expect(render([gone], 'jobid,start,end,elapsed,alloccpus', { parsable: 'between', header: false })).toBe(
+      '5|2026-12-06T11:02:10|2026-12-06T11:02:10|00:00:00|0\n',
+    );
+  });
+
   it('takes any case and any prefix, %N widths (right; %-N left), and -p with its trailing |', () => {
     expect(render([DONE], 'jobid%-5,JOBNAME%3,elap%12', { header: false })).toBe(
       '201   tr+     01:02:05 \n201.+ ba+     01:02:05 \n',
