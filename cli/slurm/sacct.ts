@@ -4,6 +4,7 @@
  * default time window, and a `<id>.batch` step line under each job that started (as Slurm records the
  * batch step), so scripts that parse sacct read the same text here.
  */
+import { ApiError } from '../api.ts';
 import type { Io } from '../main.ts';
 import { clockSeconds, timestamp } from './format.ts';
 import { getoptLong, type OptionSpec, type ParsedOption } from './getopt.ts';
@@ -974,7 +975,10 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   try {
     jobs = await listJobs(client, filter);
   } catch (error) {
-    io.err(`sacct: error: ${(error as Error).message}\n`);
+    if (!(error instanceof ApiError)) throw error;
+    const reason =
+      error.code === 'unreachable' ? `Problem talking to the database: ${error.message}` : error.message;
+    io.err(`sacct: error: ${reason}\n`);
     return 1;
   }
   const from = start.getTime();

@@ -9,6 +9,7 @@ import { ApiError } from '../api.ts';
 import type { Io } from '../main.ts';
 import { getoptLong, type OptionSpec } from './getopt.ts';
 import {
+  controllerError,
   currentUser,
   expandHostlist,
   given,
@@ -210,7 +211,7 @@ function slurmError(error: ApiError): { text: string; done: boolean } {
   if (error.status === 404) return { text: 'Invalid job id specified', done: true };
   if (error.code === 'job_finished') return { text: 'Job/step already completing or completed', done: true };
   if (error.code === 'job_not_running') return { text: 'Job is pending execution', done: false };
-  return { text: error.message, done: false };
+  return { text: controllerError(error), done: false };
 }
 
 /** One answer per prompt from stdin, as fgets reads them; EOF answers no. */
@@ -328,7 +329,7 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
       jobs = await listJobs(client, filter);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      io.err(`scancel: error: slurm_load_jobs error: ${error.message}\n`);
+      io.err(`scancel: error: slurm_load_jobs error: ${controllerError(error)}\n`);
       return 1;
     }
     targets = jobs

@@ -238,6 +238,16 @@ async function jobsById(client: Client, filter: JobFilter): Promise<SlurmJob[]> 
   return jobs.filter((j) => matchesFilter(j, filter)).sort((a, b) => a.id - b.id);
 }
 
+/**
+ * An API failure in Slurm's words where scripts look for them (an unreachable control plane is an
+ * unreachable slurmctld), with Conductor's own reason after it.
+ */
+export function controllerError(error: ApiError): string {
+  return error.code === 'unreachable'
+    ? `Unable to contact slurm controller (connect failure): ${error.message}`
+    : error.message;
+}
+
 export function slurmClient(env: NodeJS.ProcessEnv): Client {
   return new Client(resolveConfig({}, env));
 }
@@ -1142,7 +1152,7 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
       jobs = await listJobs(client, filter);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      io.err(`slurm_load_jobs error: ${error.message}\n`);
+      io.err(`slurm_load_jobs error: ${controllerError(error)}\n`);
       return 1;
     }
     const now = Date.now();

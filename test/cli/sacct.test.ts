@@ -399,6 +399,12 @@ describe('sacct against the API', () => {
     expect(api.requests).toEqual([]);
   });
 
+  it('says an unreachable control plane is an unreachable database', async () => {
+    const { io, err } = capture();
+    expect(await runSacct([], io, { ...env, CONDUCTOR_URL: 'http://127.0.0.1:1' })).toBe(1);
+    expect(err.join('')).toMatch(/^sacct: error: Problem talking to the database: cannot reach /);
+  });
+
   it('warns for ignored options and still answers', async () => {
     const { io, out, err } = capture();
     expect(await runSacct(['-D', '-j', '201', '-X', '-Pn', '-ojobid'], io, env)).toBe(0);

@@ -215,6 +215,14 @@ describe('scancel', () => {
     ]);
   });
 
+  it('says an unreachable control plane is an unreachable slurmctld', async () => {
+    const { io, err } = capture();
+    expect(await runScancel(['301'], io, { ...env, CONDUCTOR_URL: 'http://127.0.0.1:1' })).toBe(1);
+    expect(err.join('')).toMatch(
+      /^scancel: error: Kill job error on job id 301: Unable to contact slurm controller \(connect failure\): cannot reach http:\/\/127\.0\.0\.1:1/,
+    );
+  });
+
   it('knows signals by name or number', () => {
     expect(signalName('SIGUSR2')).toBe('USR2');
     expect(signalName('9')).toBe('KILL');

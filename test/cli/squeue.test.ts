@@ -487,6 +487,14 @@ describe('squeue against the API', () => {
     expect(await runSqueue(['-i', 'x'], io, env)).toBe(1);
   });
 
+  it('says an unreachable control plane is an unreachable slurmctld', async () => {
+    const { io, err } = capture();
+    expect(await runSqueue([], io, { ...env, CONDUCTOR_URL: 'http://127.0.0.1:1' })).toBe(1);
+    expect(err.join('')).toMatch(
+      /^slurm_load_jobs error: Unable to contact slurm controller \(connect failure\): /,
+    );
+  });
+
   it('prints its version, usage and help', async () => {
     const { io, out } = capture();
     expect(await runSqueue(['-V'], io, env)).toBe(0);
