@@ -765,6 +765,14 @@ export function parseSlurmTime(text: string, now: Date): Date | null {
   return at;
 }
 
+/** slurm_ctime2_r: `%a %b %d %T %Y` in local time. */
+function ctime2(date: Date): string {
+  const two = (n: number) => String(n).padStart(2, '0');
+  const day = date.toLocaleString('en-US', { weekday: 'short' });
+  const month = date.toLocaleString('en-US', { month: 'short' });
+  return `${day} ${month} ${two(date.getDate())} ${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())} ${date.getFullYear()}`;
+}
+
 /** Slurm's time_str2mins: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`; or null. */
 function minutesOf(text: string): number | null {
   const m = /^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$/.exec(text.trim());
@@ -927,8 +935,8 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   }
   if (given(options, 'verbose')) {
     const words = states?.join(',') ?? 'Eligible';
-    const from = start.getTime() === 0 ? 'Epoch 0' : start.toString().slice(0, 24);
-    io.err(`sacct: Jobs ${words} in the time window from ${from} to ${end.toString().slice(0, 24)}\n`);
+    const from = start.getTime() === 0 ? 'Epoch 0' : ctime2(start);
+    io.err(`sacct: Jobs ${words} in the time window from ${from} to ${ctime2(end)}\n`);
   }
 
   const me = currentUser(env);

@@ -214,12 +214,16 @@ function slurmError(error: ApiError): { text: string; done: boolean } {
   return { text: controllerError(error), done: false };
 }
 
-/** One answer per prompt from stdin, as fgets reads them; EOF answers no. */
-function answers(): () => Promise<string | null> {
-  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-  return async () => {
-    const next = await lines.next();
-    return next.done ? null : next.value;
+/** One answer per prompt from stdin, as fgets reads them (null at EOF); closed, stdin lets the process end. */
+function answers(): { next(): Promise<string | null>; close(): void } {
+  const reader = createInterface({ input: process.stdin });
+  const lines = reader[Symbol.asyncIterator]();
+  return {
+    next: async () => {
+      const line = await lines.next();
+      return line.done ? null : line.value;
+    },
+    close: () => reader.close(),
   };
 }
 
@@ -341,32 +345,36 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
   const batchOnly = given(options, 'batch') && !given(options, 'full');
   const signalNumber = signal ? (constants.signals as Record<string, number>)[`SIG${signal}`] : undefined;
   let rc = 0;
-  for (const target of targets) {
-    try {
-      if (ask) {
-        const job = target.job ?? (await client.request<SlurmJob>('GET', `/api/v1/jobs/${target.id}`));
-        let answer: string | null;
-        do {
-          io.out(`Cancel job_id=${target.text} name=${job.name} partition=${job.partition ?? ''} [y/n]? `);
-          answer = await ask();
-        } while (answer !== null && !/^[yYnN]/.test(answer));
-        if (answer === null || /^[nN]/.test(answer)) continue;
+  try {
+    for (const target of targets) {
+      try {
+        if (ask) {
+          const job = target.job ?? (await client.request<SlurmJob>('GET', `/api/v1/jobs/${target.id}`));
+          let answer: string | null;
+          do {
+            io.out(`Cancel job_id=${target.text} name=${job.name} partition=${job.partition ?? ''} [y/n]? `);
+            answer = await ask.next();
+          } while (answer !== null && !/^[yYnN]/.test(answer));
+          if (answer === null || /^[nN]/.test(answer)) continue;
+        }
+        if (signal) {
+          if (verbose)
+            io.err(`scancel: Signal ${signalNumber} to ${batchOnly ? 'batch ' : ''}job ${target.text}\n`);
+          await client.request('POST', `/api/v1/jobs/${target.id}/signal`, { signal, batch_only: batchOnly });
+        } else {
+          if (verbose) io.err(`scancel: Terminating job ${target.text}\n`);
+          await client.request('POST', `/api/v1/jobs/${target.id}/cancel`);
+        }
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        const { text, done } = slurmError(error);
+        if (quiet && done) continue;
+        io.err(`scancel: error: Kill job error on job id ${target.text}: ${text}\n`);
+        rc = 1;
       }
-      if (signal) {
-        if (verbose)
-          io.err(`scancel: Signal ${signalNumber} to ${batchOnly ? 'batch ' : ''}job ${target.text}\n`);
-        await client.request('POST', `/api/v1/jobs/${target.id}/signal`, { signal, batch_only: batchOnly });
-      } else {
-        if (verbose) io.err(`scancel: Terminating job ${target.text}\n`);
-        await client.request('POST', `/api/v1/jobs/${target.id}/cancel`);
-      }
-    } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
-      const { text, done } = slurmError(error);
-      if (quiet && done) continue;
-      io.err(`scancel: error: Kill job error on job id ${target.text}: ${text}\n`);
-      rc = 1;
     }
+  } finally {
+    ask?.close();
   }
   return rc;
 }

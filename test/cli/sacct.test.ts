@@ -405,6 +405,14 @@ describe('sacct against the API', () => {
     expect(err.join('')).toMatch(/^sacct: error: Problem talking to the database: cannot reach /);
   });
 
+  it('says the time window with -v', async () => {
+    const { io, err } = capture();
+    expect(await runSacct(['-v', '-n'], io, env)).toBe(0);
+    expect(err.join('')).toBe(
+      'sacct: Jobs Eligible in the time window from Sun Dec 06 00:00:00 2026 to Sun Dec 06 12:00:00 2026\n',
+    );
+  });
+
   it('warns for ignored options and still answers', async () => {
     const { io, out, err } = capture();
     expect(await runSacct(['-D', '-j', '201', '-X', '-Pn', '-ojobid'], io, env)).toBe(0);

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { renderFateTable } from '../../cli/slurm/getopt.ts';
 import { runScancel, SCANCEL_OPTIONS, signalName } from '../../cli/slurm/scancel.ts';
@@ -63,6 +64,8 @@ function stubApi() {
           next_before: null,
         });
       }
+      const single = JOBS.find((j) => url.pathname === `/api/v1/jobs/${j.id}`);
+      if (single) return send(200, single);
       const m = /^\/api\/v1\/jobs\/(\d+)\/(cancel|signal)$/.exec(url.pathname);
       const found = JOBS.find((j) => j.id === Number(m?.[1]));
       if (!m || !found) return send(404, { error: { code: 'job_not_found', message: 'no such job' } });
@@ -221,6 +224,26 @@ describe('scancel', () => {
     expect(err.join('')).toMatch(
       /^scancel: error: Kill job error on job id 301: Unable to contact slurm controller \(connect failure\): cannot reach http:\/\/127\.0\.0\.1:1/,
     );
+  });
+
+  it('asks for each job with -i and cancels those answered yes', async () => {
+    const stdin = Object.getOwnPropertyDescriptor(process, 'stdin') as PropertyDescriptor;
+    Object.defineProperty(process, 'stdin', { value: Readable.from(['maybe\ny\nn\n']), configurable: true });
+    try {
+      const { io, out } = capture();
+      expect(await runScancel(['-i', '301', '303'], io, env)).toBe(0);
+      expect(out.join('')).toBe(
+        'Cancel job_id=301 name=train partition=batch [y/n]? '.repeat(2) +
+          'Cancel job_id=303 name=train partition=debug [y/n]? ',
+      );
+      expect(calls()).toEqual([
+        'GET /api/v1/jobs/301',
+        'POST /api/v1/jobs/301/cancel',
+        'GET /api/v1/jobs/303',
+      ]);
+    } finally {
+      Object.defineProperty(process, 'stdin', stdin);
+    }
   });
 
   it('knows signals by name or number', () => {
