@@ -16,7 +16,6 @@ import {
   type JobFilter,
   listJobs,
   listOption,
-  matchesFilter,
   memoryPerNode,
   memoryUnits,
   parseStates,
@@ -992,7 +991,6 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   const from = start.getTime();
   const to = end.getTime();
   jobs = jobs.filter((job) => {
-    if (!matchesFilter(job, filter)) return false;
     if (states) {
       if (!inStateDuring(job, states, from, to)) return false;
     } else if (!jobsGiven || startGiven || endGiven) {

@@ -16,7 +16,6 @@ import {
   type JobFilter,
   listJobs,
   listOption,
-  matchesFilter,
   parseStates,
   reportParse,
   type SlurmJob,
@@ -336,9 +335,7 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
       io.err(`scancel: error: slurm_load_jobs error: ${controllerError(error)}\n`);
       return 1;
     }
-    targets = jobs
-      .filter((j) => matchesFilter(j, filter))
-      .map((job) => ({ id: job.id, text: String(job.id), job }));
+    targets = jobs.map((job) => ({ id: job.id, text: String(job.id), job }));
   }
 
   const ask = given(options, 'interactive') ? answers() : null;

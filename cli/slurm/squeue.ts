@@ -270,7 +270,7 @@ export function reportParse(command: string, parsed: Parsed, io: Io): number | n
 }
 
 /** Every value given for the options of these long names, in order. */
-export function allValues(options: readonly ParsedOption[], ...longs: string[]): string[] {
+function allValues(options: readonly ParsedOption[], ...longs: string[]): string[] {
   return options.filter((o) => longs.includes(o.spec.long)).map((o) => o.value ?? '');
 }
 
