@@ -149,7 +149,10 @@ export function matchesFilter(job: SlurmJob, filter: JobFilter): boolean {
     if (!mine && !filter.owners.includes(job.owner ?? '')) return false;
   }
   if (filter.accounts && !filter.accounts.includes(job.account ?? '')) return false;
-  if (filter.partitions && !filter.partitions.includes(job.partition ?? '')) return false;
+  // A pending job may name several partitions (`a,b`): any of them matches, as the server's filter does.
+  if (filter.partitions && !(job.partition ?? '').split(',').some((p) => filter.partitions?.includes(p))) {
+    return false;
+  }
   if (filter.qos && !filter.qos.includes(job.qos ?? 'normal')) return false;
   if (filter.nodes && !filter.nodes.includes(job.node ?? '')) return false;
   if (filter.activeSince && job.end_time && Date.parse(job.end_time) < filter.activeSince.getTime()) {

@@ -354,6 +354,15 @@ describe('squeue against the API', () => {
     });
   });
 
+  it('matches a pending job naming several partitions by any of them', async () => {
+    const multi = stubApi([job({ id: 1, state: 'PENDING', partition: 'a,b', node: null, start_time: null })]);
+    const url = await multi.start();
+    const { io, out } = capture();
+    expect(await runSqueue(['-h', '-o', '%i %P', '-p', 'b'], io, { ...env, CONDUCTOR_URL: url })).toBe(0);
+    expect(out.join('')).toBe('1 a,b\n');
+    await multi.stop();
+  });
+
   it('filters by --me and -t all', async () => {
     const { io, out } = capture();
     expect(await runSqueue(['-h', '-o', '%i', '--me', '-t', 'all'], io, env)).toBe(0);
