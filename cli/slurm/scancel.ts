@@ -194,13 +194,15 @@ function scancelHelp(): string {
   return `Usage: scancel [OPTIONS] [job_id[_array_id][.step_id]]\n${lines.join('\n')}\n`;
 }
 
-/** A signal's name without SIG (`USR1`) from a name or a number; null when unknown. */
+/** A signal as the API takes it: its name without SIG (`USR1`), or a bare number 1..64; null when unknown. */
 export function signalName(text: string): string | null {
   const upper = text.trim().toUpperCase().replace(/^SIG/, '');
   const signals = constants.signals as Record<string, number>;
   if (/^\d+$/.test(upper)) {
     const found = Object.keys(signals).find((name) => signals[name] === Number(upper));
-    return found ? found.replace(/^SIG/, '') : null;
+    if (found) return found.replace(/^SIG/, '');
+    // Real-time signals have numbers but no names.
+    return Number(upper) >= 1 && Number(upper) <= 64 ? String(Number(upper)) : null;
   }
   return `SIG${upper}` in signals ? upper : null;
 }
@@ -340,7 +342,9 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
 
   const ask = given(options, 'interactive') ? answers() : null;
   const batchOnly = given(options, 'batch') && !given(options, 'full');
-  const signalNumber = signal ? (constants.signals as Record<string, number>)[`SIG${signal}`] : undefined;
+  const signalNumber = signal
+    ? ((constants.signals as Record<string, number>)[`SIG${signal}`] ?? Number(signal))
+    : undefined;
   let rc = 0;
   try {
     for (const target of targets) {

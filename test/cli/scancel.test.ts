@@ -249,6 +249,8 @@ describe('scancel', () => {
   it('knows signals by name or number', () => {
     expect(signalName('SIGUSR2')).toBe('USR2');
     expect(signalName('9')).toBe('KILL');
+    expect(signalName('40')).toBe('40');
+    expect(signalName('65')).toBeNull();
     expect(signalName('bogus')).toBeNull();
   });
 
