@@ -372,6 +372,21 @@ describe('sacct against the API', () => {
     );
   });
 
+  it('clips times to the window with -T, and converts sizes with --units and --noconvert', async () => {
+    let { io, out } = capture();
+    const window = ['-S', '2026-12-06T10:30', '-E', '2026-12-06T11:00'];
+    expect(await runSacct(['-j', '201', ...window, '-T', '-XPn', '-o', 'start,end,elapsed'], io, env)).toBe(
+      0,
+    );
+    expect(out.join('')).toBe('2026-12-06T10:30:00|2026-12-06T11:00:00|00:30:00\n');
+    ({ io, out } = capture());
+    expect(await runSacct(['-j', '201', '--units=K', '-Pn', '-o', 'reqmem,maxrss'], io, env)).toBe(0);
+    expect(out.join('')).toBe('4194304K|\n|51200K\n');
+    ({ io, out } = capture());
+    expect(await runSacct(['-j', '201', '--noconvert', '-Pn', '-o', 'reqmem,maxrss'], io, env)).toBe(0);
+    expect(out.join('')).toBe('4096M|\n|51200K\n');
+  });
+
   it('prints a job script with -B -j', async () => {
     const { io, out } = capture();
     expect(await runSacct(['-B', '-j', '201'], io, env)).toBe(0);

@@ -455,6 +455,18 @@ describe('squeue against the API', () => {
     expect(out).toEqual([stamp, 'JOBID\n101\n', '\n', stamp, 'JOBID\n101\n']);
   });
 
+  it('lists pending jobs by expected start with --start', async () => {
+    const { io, out } = capture();
+    expect(await runSqueue(['--start', '-h'], io, env)).toBe(0);
+    expect(out.join('')).toBe(
+      [
+        '               102     batch    train      bob PD                  N/A      1 (null)               (Resources)',
+        '               103     debug    train    alice PD                  N/A      1 (null)               (JobHeldUser)',
+        '',
+      ].join('\n'),
+    );
+  });
+
   it('uses the long format with -l', async () => {
     const { io, out } = capture();
     expect(await runSqueue(['-l', '-j', '101'], io, env)).toBe(0);
