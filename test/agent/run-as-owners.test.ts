@@ -47,12 +47,7 @@ describe('CONDUCTOR_RUN_AS=<owner>:<user>,...', () => {
   it('maps owners to users, * for every other owner and for jobs without one', () => {
     const parsed = parseAgentArgs([], { CONDUCTOR_RUN_AS: 'alice:batch, bob:bob-jobs ,*:batch' });
     expect(parsed).toMatchObject({ kind: 'run', safety: { runAs: 'alice:batch, bob:bob-jobs ,*:batch' } });
-    const resolved = resolveSafety(
-      config,
-      { ...base, runAs: 'alice:batch,bob:bob-jobs,*:batch' },
-      0,
-      lookup,
-    );
+    const resolved = resolveSafety(config, { ...base, runAs: 'alice:batch,bob:bob-jobs,*:batch' }, 0, lookup);
     expect(resolved).toEqual({
       config: {
         ...config,

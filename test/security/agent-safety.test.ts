@@ -75,9 +75,7 @@ describe('resolveSafety', () => {
     expect(resolveSafety(config, { ...base, allowAnyWorkDir: true }, 1000, lookup)).toEqual({
       config: expect.not.objectContaining({ jobRoot: expect.anything() }),
     });
-    expect(
-      resolveSafety(config, { ...base, jobRoot: '/srv/work' }, 1000, lookup),
-    ).toMatchObject({
+    expect(resolveSafety(config, { ...base, jobRoot: '/srv/work' }, 1000, lookup)).toMatchObject({
       config: { jobRoot: '/srv/work' },
     });
   });
