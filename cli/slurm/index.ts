@@ -1,0 +1,58 @@
+/**
+ * The drop-in Slurm commands: `conductor slurm <command> [options]` runs one, and `conductor slurm-commands
+ * DIR` writes an executable per command into DIR that runs this same CLI, so that DIR first on PATH makes
+ * `sinfo`, `scontrol`, `srun` ... (and the tools that call them) talk to Conductor.
+ */
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Io } from '../main.ts';
+import type { SlurmCommand } from './command.ts';
+import { runScontrol } from './scontrol.ts';
+import { runSinfo } from './sinfo.ts';
+import { runSrun } from './srun.ts';
+
+/** Every drop-in command by name: the one place a new command is added. */
+export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
+  scontrol: runScontrol,
+  sinfo: runSinfo,
+  srun: runSrun,
+};
+
+/**
+ * How to start this CLI again: the node binary, its options (tsx's loader when run from a checkout with
+ * `npm run conductor`) and the entry file (cli/bin/conductor.js, cli/conductor.ts, or the package's
+ * dist/standalone.js).
+ */
+export function currentEntry(): string[] {
+  return [process.execPath, ...process.execArgv, resolve(process.argv[1] as string)];
+}
+
+const quote = (word: string) => `'${word.replace(/'/g, `'\\''`)}'`;
+
+/** Writes one executable per command into `dir`; returns their paths. */
+export function writeSlurmCommands(dir: string, entry: readonly string[]): string[] {
+  mkdirSync(dir, { recursive: true });
+  return Object.keys(SLURM_COMMANDS).map((name) => {
+    const path = join(dir, name);
+    writeFileSync(
+      path,
+      `#!/bin/sh\n# Slurm's ${name} on Conductor (written by conductor slurm-commands)\nexec ${entry.map(quote).join(' ')} slurm ${name} "$@"\n`,
+    );
+    chmodSync(path, 0o755);
+    return path;
+  });
+}
+
+/** `conductor slurm <command> [options]`: the command's own exit code and messages. */
+export async function runSlurm(args: string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
+  const [name, ...rest] = args;
+  const command = name === undefined ? undefined : SLURM_COMMANDS[name];
+  if (!command) {
+    if (name !== undefined && name !== '--help' && name !== '-h') {
+      io.err(`conductor slurm: unknown command ${name} (one of ${Object.keys(SLURM_COMMANDS).join(', ')})\n`);
+    }
+    io.err(`Usage: conductor slurm <${Object.keys(SLURM_COMMANDS).join('|')}> [options]\n`);
+    return name === '--help' || name === '-h' ? 0 : 2;
+  }
+  return command(rest, io, env);
+}
