@@ -3,9 +3,12 @@
  * every request recorded. And a small cluster as the API lists it: two partitions, four workers in every
  * state sinfo distinguishes.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import type { Io } from '../../cli/main.ts';
+import type { OptionSpec } from '../../cli/slurm/getopt.ts';
 
 export interface Recorded {
   method: string;
@@ -148,3 +151,19 @@ export const CLUSTER_ROUTES: Record<string, Answer> = {
   'GET /api/v1/partitions': { body: { partitions: PARTITIONS } },
   'GET /api/v1/workers?all=true': { body: { workers: WORKERS } },
 };
+
+/** The options of a Slurm 22.05 man page (test/fixtures/slurm-22.05/<command>-options.txt), as `-s, --long`. */
+export function manPageOptions(command: string): string[] {
+  const path = fileURLToPath(new URL(`../fixtures/slurm-22.05/${command}-options.txt`, import.meta.url));
+  return readFileSync(path, 'utf8').split('\n').filter(Boolean).sort();
+}
+
+/** A table's options written as the fixture writes them. */
+export function tableOptions(table: readonly OptionSpec[]): string[] {
+  return table.map((s) => `${s.short ? `-${s.short}, ` : ''}--${s.long}`).sort();
+}
+
+/** One word that gives the option (an argument attached when it takes one). */
+export function optionWord(spec: OptionSpec): string {
+  return spec.arg === 'required' ? `--${spec.long}=1` : `--${spec.long}`;
+}
