@@ -6,7 +6,7 @@
  * and srun exits with the job's exit code, as `srun` without an allocation does on Slurm.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, openSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, openSync, readdirSync, readFileSync, type WriteStream } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { followJob, type Io, jobExitStatus } from '../main.ts';
@@ -811,6 +811,41 @@ function nextStepId(jobId: string): number {
   }
 }
 
+/**
+ * Kills a task and what it started: the tasks share srun's process group (so that ending the job ends
+ * them), so its descendants are found through /proc; elsewhere only the task itself is killed.
+ */
+function killTree(pid: number) {
+  const children = new Map<number, number[]>();
+  try {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+      } catch {
+        // The process ended while the list was read.
+      }
+    }
+  } catch {
+    // No /proc: only the task itself.
+  }
+  const all: number[] = [];
+  for (let queue = [pid]; queue.length > 0; ) {
+    const next = queue.shift() as number;
+    all.push(next);
+    queue = queue.concat(children.get(next) ?? []);
+  }
+  for (const target of all) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
 /** An -o/-e/-i pattern for one task: %% %j %J %s %t %N %n %u %x (a number after % zero-pads). */
 function expand(pattern: string, vars: Record<string, string>): string {
   return pattern.replace(/%(\d*)([%jJsStNnux])/g, (whole, digits: string, letter: string) => {
@@ -966,8 +1001,9 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
         child.on('close', (code, signal) => {
           out.end();
           err.end();
-          if (killOnBadExit && (code !== 0 || signal))
-            for (const other of children) if (other !== child) other.kill('SIGKILL');
+          if (killOnBadExit && (code !== 0 || signal)) {
+            for (const other of children) if (other !== child && other.pid) killTree(other.pid);
+          }
           done({ task, code, signal });
         });
       });
