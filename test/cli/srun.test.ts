@@ -183,7 +183,7 @@ describe('srun outside a job: the command as a job, followed', () => {
       export_env: 'ALL',
       environment: { CONDUCTOR_URL: server.url, HOME: '/nonexistent', PATH: '/usr/bin', FOO: 'bar' },
     });
-    expect((submit?.body as { script: string }).script).toBe(
+    expect((submit?.body as { script?: string } | undefined)?.script).toBe(
       stepScript(['python3', '-c', "print('hi there')"], 2, false),
     );
   });
