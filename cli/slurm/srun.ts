@@ -811,11 +811,8 @@ function nextStepId(jobId: string): number {
   }
 }
 
-/**
- * Kills a task and what it started: the tasks share srun's process group (so that ending the job ends
- * them), so its descendants are found through /proc; elsewhere only the task itself is killed.
- */
-function killTree(pid: number) {
+/** The process and its descendants, through /proc (without it: the process alone). */
+function processTree(pid: number): number[] {
   const children = new Map<number, number[]>();
   try {
     for (const entry of readdirSync('/proc')) {
@@ -829,7 +826,7 @@ function killTree(pid: number) {
       }
     }
   } catch {
-    // No /proc: only the task itself.
+    // No /proc.
   }
   const all: number[] = [];
   for (let queue = [pid]; queue.length > 0; ) {
@@ -837,13 +834,32 @@ function killTree(pid: number) {
     all.push(next);
     queue = queue.concat(children.get(next) ?? []);
   }
-  for (const target of all) {
-    try {
-      process.kill(target, 'SIGKILL');
-    } catch {
-      // Already gone.
+  return all;
+}
+
+const signal = (pid: number, name: NodeJS.Signals) => {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // Already gone.
+  }
+};
+
+/**
+ * Kills a task and what it started. The tasks share srun's process group (so that ending the job ends
+ * them), so the descendants are found through /proc, each stopped first so that none forks unseen.
+ */
+function killTree(pid: number) {
+  const stopped = new Set<number>();
+  for (;;) {
+    const fresh = processTree(pid).filter((p) => !stopped.has(p));
+    if (fresh.length === 0) break;
+    for (const p of fresh) {
+      signal(p, 'SIGSTOP');
+      stopped.add(p);
     }
   }
+  for (const p of stopped) signal(p, 'SIGKILL');
 }
 
 /** An -o/-e/-i pattern for one task: %% %j %J %s %t %N %n %u %x (a number after % zero-pads). */
