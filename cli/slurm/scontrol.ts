@@ -42,7 +42,7 @@ export const SCONTROL_OPTIONS: readonly OptionSpec[] = [
     short: 'd',
     arg: 'none',
     fate: 'honoured',
-    note: 'show job: twice (-dd) adds the batch script (BatchScript=)',
+    note: "show job adds a running job's allocation line (Nodes= Mem= GRES= with the GPU indexes; CPU ids are not known here)",
   },
   { long: 'federation', arg: 'none', fate: 'warned', note: 'Conductor has no federation' },
   { long: 'future', short: 'F', arg: 'none', fate: 'warned', note: 'Conductor has no FUTURE nodes' },
@@ -166,7 +166,7 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   {
     name: 'write',
     fate: 'refused',
-    note: '`scontrol show job -dd <id>` prints the batch script; Conductor has no slurm.conf to write',
+    note: '`conductor show <id>` prints the batch script; Conductor has no slurm.conf to write',
   },
 ];
 
@@ -217,7 +217,7 @@ export interface ScontrolJob {
   submit_time: string | null;
   start_time: string | null;
   end_time: string | null;
-  script?: string;
+  allocated_gpus?: number[] | null;
   qos?: string | null;
   eligible_time?: string | null;
   stdout?: string | null;
@@ -252,7 +252,7 @@ function outputPath(pattern: string, job: ScontrolJob, dir: string): string {
 }
 
 /** `scontrol show job`: Slurm's layout, with the fields Conductor has. */
-export function formatJob(job: ScontrolJob, options: { now?: number; script?: boolean } = {}): string[] {
+export function formatJob(job: ScontrolJob, options: { now?: number; details?: boolean } = {}): string[] {
   const now = options.now ?? Date.now();
   const started = job.start_time ? Date.parse(job.start_time) : undefined;
   const runSeconds =
@@ -267,7 +267,7 @@ export function formatJob(job: ScontrolJob, options: { now?: number; script?: bo
     ...Object.entries(job.gres).map(([name, n]) => `gres:${name}:${n}`),
   ].join(',');
   const running = job.state === 'RUNNING';
-  const lines = [
+  return [
     `JobId=${job.id} JobName=${job.name}`,
     `UserId=${job.owner ?? '(null)'} GroupId=${job.owner ?? '(null)'} MCS_label=N/A`,
     `Priority=${job.priority} Nice=0 Account=${job.account ?? '(null)'} QOS=${job.qos ?? 'normal'}`,
@@ -284,6 +284,7 @@ export function formatJob(job: ScontrolJob, options: { now?: number; script?: bo
     `NumNodes=1 NumCPUs=${job.cpus} NumTasks=${job.ntasks ?? 1} CPUs/Task=${job.cpus_per_task ?? 1} ReqB:S:C:T=0:0:*:*`,
     `TRES=${tres}`,
     `Socks/Node=* NtasksPerN:B:S:C=0:0:*:* CoreSpec=*`,
+    ...(options.details && running && job.node ? [`  ${allocationLine(job)}`] : []),
     job.memory_per_cpu
       ? `MinCPUsNode=${job.cpus_per_task ?? 1} MinMemoryCPU=${memory(job.memory_per_cpu)} MinTmpDiskNode=0`
       : `MinCPUsNode=${job.cpus_per_task ?? 1} MinMemoryNode=${job.memory_mb ? memory(job.memory_mb) : '0'} MinTmpDiskNode=0`,
@@ -297,9 +298,19 @@ export function formatJob(job: ScontrolJob, options: { now?: number; script?: bo
     `StdOut=${stdout}`,
     ...(gresPerNode ? [`TresPerNode=${gresPerNode}`] : []),
   ];
-  if (options.script && job.script !== undefined)
-    lines.push(`BatchScript=\n${job.script.replace(/\n$/, '')}`);
-  return lines;
+}
+
+/** `-d`: the job's allocation on its node, as Slurm's detail line (without CPU ids, which are not known). */
+function allocationLine(job: ScontrolJob): string {
+  const indexes = job.allocated_gpus ?? [];
+  const gpus =
+    job.gpus > 0
+      ? `gpu${job.gpu_type ? `:${job.gpu_type}` : ''}:${job.gpus}${indexes.length > 0 ? `(IDX:${indexes.join(',')})` : ''}`
+      : '';
+  const gres = [gpus, ...Object.entries(job.gres).map(([name, n]) => `${name}:${n}`)]
+    .filter(Boolean)
+    .join(',');
+  return `Nodes=${job.node} Mem=${job.memory_mb ?? 0} GRES=${gres}`;
 }
 
 const SLURM_NODE_STATE: Record<NodeInfo['state'], string> = {
@@ -427,7 +438,7 @@ async function show(words: string[], ctx: Context): Promise<number> {
     for (const jobId of ids) {
       try {
         const job = await ctx.api.request<ScontrolJob>('GET', `/api/v1/jobs/${jobId}`);
-        records.push(formatJob(job, { script: ctx.details >= 2 }));
+        records.push(formatJob(job, { details: ctx.details > 0 }));
       } catch (error) {
         if ((error as { status?: number }).status !== 404) throw error;
         if (!ctx.quiet) ctx.io.err('slurm_load_jobs error: Invalid job id specified\n');

@@ -54,7 +54,7 @@ const JOB: ScontrolJob = {
   submit_time: '2026-12-06T10:00:00Z',
   start_time: '2026-12-06T10:00:05Z',
   end_time: null,
-  script: '#!/bin/bash\npython train.py\n',
+  allocated_gpus: [0, 1],
   qos: null,
   stdout: 'logs/%x-%j.out',
   stderr: null,
@@ -121,12 +121,13 @@ describe('scontrol show', () => {
     ]);
   });
 
-  it('show jobid -dd: indented lines, a blank line after, the batch script; JobState= as snakemake reads it', async () => {
+  it('show jobid -dd: indented lines, the allocation line, a blank line after; JobState= as snakemake reads it', async () => {
     const { code, stdout } = await scontrol(['show', 'jobid', '-dd', '42']);
     expect(code).toBe(0);
     expect(stdout).toMatch(/^JobId=42 JobName=train\n {3}UserId=alice /);
     expect(/JobState=(\w+)/.exec(stdout)?.[1]).toBe('RUNNING');
-    expect(stdout.endsWith('   BatchScript=\n#!/bin/bash\npython train.py\n\n')).toBe(true);
+    expect(stdout).toContain('\n     Nodes=gpu01 Mem=16384 GRES=gpu:a100:2(IDX:0,1)\n');
+    expect(stdout.endsWith('gres:gpu:a100:2\n\n')).toBe(true);
     const one = await scontrol(['-o', 'show', 'job=42']);
     expect(one.stdout.split('\n')).toHaveLength(2);
     expect(one.stdout).toMatch(
