@@ -1130,7 +1130,20 @@ async function runAsJob(command: string[], parsed: Parsed, io: Io, env: NodeJS.P
   const job = await api.request<{ id: number; state: string }>('POST', '/api/v1/jobs/submit', body);
   if (job.state === 'PENDING' && !has(parsed, 'quiet'))
     io.err(`srun: job ${job.id} queued and waiting for resources\n`);
-  const ended = await followJob(api, job.id, io);
+  // As Slurm's srun: interrupted, it ends its job (which then ends the stream below).
+  const cancel = () => {
+    io.err('srun: forcing job termination\n');
+    api.request('POST', `/api/v1/jobs/${job.id}/cancel`).catch((error: Error) => {
+      io.err(`srun: error: cannot cancel job ${job.id}: ${error.message}\n`);
+    });
+  };
+  process.on('SIGINT', cancel).on('SIGTERM', cancel);
+  let ended: Awaited<ReturnType<typeof followJob>>;
+  try {
+    ended = await followJob(api, job.id, io);
+  } finally {
+    process.off('SIGINT', cancel).off('SIGTERM', cancel);
+  }
   const code = jobExitStatus(ended);
   if (code !== 0)
     io.err(`srun: error: job ${job.id} ${ended.state} (exit code ${ended.exit_code ?? 'none'})\n`);

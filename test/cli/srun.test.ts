@@ -3,13 +3,18 @@
  * allocation's limit); outside a job it submits the command to a stub control plane and streams the job's
  * output back. And its option table against the man page.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderFateTable } from '../../cli/slurm/getopt.ts';
 import { runSrun, SRUN_OPTIONS, stepScript } from '../../cli/slurm/srun.ts';
 import { captureIo, manPageOptions, optionWord, stubServer, tableOptions } from './slurm-stub.ts';
+
+const BIN = fileURLToPath(new URL('../../cli/bin/conductor.js', import.meta.url));
 
 let jobs = 0;
 /** The environment of a job with `cpus` CPUs on node `n1` (a fresh job id: its steps count from 0). */
@@ -186,6 +191,44 @@ describe('srun outside a job: the command as a job, followed', () => {
     expect((submit?.body as { script?: string } | undefined)?.script).toBe(
       stepScript(['python3', '-c', "print('hi there')"], 2, false),
     );
+  });
+
+  it('interrupted, it cancels its job and exits with how the job ended', async () => {
+    let stream: ServerResponse | undefined;
+    const stub = await stubServer({
+      'POST /api/v1/jobs/submit': { body: { id: 6, state: 'RUNNING' } },
+      'GET /api/v1/jobs/6/logs': (_req, res) => {
+        res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+        res.write(`event: stdout\nid: 1\ndata: ${JSON.stringify('started\n')}\n\n`);
+        stream = res;
+      },
+      'POST /api/v1/jobs/6/cancel': (_req, res) => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ id: 6, state: 'CANCELLED' }));
+        stream?.end('event: end\nid: 2\ndata: {"state":"CANCELLED","exit_code":"0:15"}\n\n');
+      },
+    });
+    const child = spawn(process.execPath, [BIN, 'slurm', 'srun', 'sleep', '100'], {
+      env: { PATH: process.env.PATH, HOME: tmpdir(), CONDUCTOR_URL: stub.url },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout === 'started\n') child.kill('SIGINT');
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    await stub.close();
+    expect(stub.requests.map((r) => `${r.method} ${r.url.split('?')[0]}`)).toEqual([
+      'POST /api/v1/jobs/submit',
+      'GET /api/v1/jobs/6/logs',
+      'POST /api/v1/jobs/6/cancel',
+    ]);
+    expect(stderr).toBe('srun: forcing job termination\nsrun: error: job 6 CANCELLED (exit code 0:15)\n');
+    expect(code).toBe(143);
   });
 
   it('the batch script execs one task, or runs n copies with their ids and exits with the highest code', () => {
