@@ -273,7 +273,7 @@ interface Row {
 interface Field {
   header: string;
   /** Which record property the field shows: rows are only merged when they agree on it. */
-  match?: 'partition' | 'state' | 'reason' | 'cpus' | 'memory' | 'features' | 'gres' | 'node';
+  match?: 'partition' | 'state' | 'reason' | 'features' | 'gres';
   value(row: Row): string;
 }
 
@@ -329,7 +329,7 @@ const FIELDS: Record<string, Field> = {
     match: 'partition',
     value: (r) => part(r, (p) => (p.max_cpus_per_node ? String(p.max_cpus_per_node) : 'UNLIMITED')),
   },
-  c: { header: 'CPUS', match: 'cpus', value: (r) => minPlus(r.nodes.map((n) => n.cpus)) },
+  c: { header: 'CPUS', value: (r) => minPlus(r.nodes.map((n) => n.cpus)) },
   C: {
     header: 'CPUS(A/I/O/T)',
     value: (r) => {
@@ -372,7 +372,7 @@ const FIELDS: Record<string, Field> = {
     match: 'partition',
     value: (r) => part(r, (p) => limit(p.default_time, 'n/a')),
   },
-  m: { header: 'MEMORY', match: 'memory', value: (r) => minPlus(r.nodes.map((n) => n.memoryMb)) },
+  m: { header: 'MEMORY', value: (r) => minPlus(r.nodes.map((n) => n.memoryMb)) },
   M: { header: 'PREEMPT_MODE', match: 'partition', value: (r) => part(r, () => 'OFF') },
   n: { header: 'HOSTNAMES', value: (r) => compressHostlist(r.nodes.map((n) => n.name)) },
   N: { header: 'NODELIST', value: (r) => compressHostlist(r.nodes.map((n) => n.name)) },
@@ -396,9 +396,9 @@ const FIELDS: Record<string, Field> = {
   V: { header: 'CLUSTER', value: () => 'N/A' },
   w: { header: 'WEIGHT', value: () => '1' },
   X: { header: 'SOCKETS', value: () => '1' },
-  Y: { header: 'CORES', match: 'cpus', value: (r) => minPlus(r.nodes.map((n) => n.cpus)) },
+  Y: { header: 'CORES', value: (r) => minPlus(r.nodes.map((n) => n.cpus)) },
   Z: { header: 'THREADS', value: () => '1' },
-  z: { header: 'S:C:T', match: 'cpus', value: (r) => `1:${minPlus(r.nodes.map((n) => n.cpus))}:1` },
+  z: { header: 'S:C:T', value: (r) => `1:${minPlus(r.nodes.map((n) => n.cpus))}:1` },
 };
 
 /** `-O` names and the `-o` letter each stands for. */
@@ -462,16 +462,18 @@ interface Format {
   columns: Column[];
 }
 
-/** An `-o` format: `%[.][size]type` fields and the text between them. */
+/** An `-o` format: `%[.][size]type` fields and the text between them (`%%`: a percent sign). */
 export function parseFormat(text: string): Format {
   const format: Format = { prefix: '', columns: [] };
-  const re = /%(\.)?(#|\d+)?([A-Za-z])/g;
+  const re = /%%|%(\.)?(#|\d+)?([A-Za-z])/g;
   let last = 0;
   for (let m = re.exec(text); m; m = re.exec(text)) {
-    const literal = text.slice(last, m.index);
+    const literal = text.slice(last, m.index) + (m[0] === '%%' ? '%' : '');
     const previous = format.columns.at(-1);
     if (previous) previous.suffix += literal;
     else format.prefix += literal;
+    last = re.lastIndex;
+    if (m[0] === '%%') continue;
     const field = FIELDS[m[3] as string];
     if (!field) throw new SlurmError(`Invalid node format specification: ${m[3]}`);
     format.columns.push({
@@ -480,7 +482,6 @@ export function parseFormat(text: string): Format {
       right: m[1] === '.',
       suffix: '',
     });
-    last = re.lastIndex;
   }
   const rest = text.slice(last);
   const previous = format.columns.at(-1);

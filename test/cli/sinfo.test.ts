@@ -55,6 +55,7 @@ describe('sinfo views', () => {
   it('-o %P: one entry per partition, the default with * (what snakemake reads)', async () => {
     expect((await sinfo(['-o', '%P'])).stdout).toBe('PARTITION\nbatch*\ngpu\n');
     expect((await sinfo(['--format=%R', '--noheader'])).stdout).toBe('batch\ngpu\n');
+    expect((await sinfo(['-h', '-o', '%R 100%% %D', '-p', 'gpu'])).stdout).toBe('gpu 100% 2\n');
   });
 
   it('groups nodes of the same state and compresses them', async () => {
