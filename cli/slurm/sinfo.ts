@@ -463,7 +463,7 @@ interface Format {
 }
 
 /** An `-o` format: `%[.][size]type` fields and the text between them (`%%`: a percent sign). */
-export function parseFormat(text: string): Format {
+function parseFormat(text: string): Format {
   const format: Format = { prefix: '', columns: [] };
   const re = /%%|%(\.)?(#|\d+)?([A-Za-z])/g;
   let last = 0;
@@ -491,7 +491,7 @@ export function parseFormat(text: string): Format {
 }
 
 /** An `-O` format: `type[:[.][size][suffix]]`, comma separated; a field is 20 wide unless told. */
-export function parseLongFormat(text: string): Format {
+function parseLongFormat(text: string): Format {
   const columns = text
     .split(',')
     .filter((item) => item !== '')
@@ -518,11 +518,7 @@ interface View {
 }
 
 /** The rows of the view: nodes grouped by partition and by whatever the format shows of them. */
-export function buildRows(
-  partitions: readonly SinfoPartition[],
-  nodes: readonly NodeInfo[],
-  view: View,
-): Row[] {
+function buildRows(partitions: readonly SinfoPartition[], nodes: readonly NodeInfo[], view: View): Row[] {
   const matches = new Set(view.format.columns.map((c) => c.field.match).filter(Boolean));
   const byPartition = matches.has('partition') || view.perNode;
   const key = (node: NodeInfo) =>
@@ -546,10 +542,11 @@ export function buildRows(
       }
       row.nodes.push(node);
     }
-    const list = [...groups.values()];
-    if (view.perNode) list.sort((a, b) => ((a.nodes[0]?.name ?? '') < (b.nodes[0]?.name ?? '') ? -1 : 1));
-    else list.sort((a, b) => STATE_RANK[b.nodes[0]!.state] - STATE_RANK[a.nodes[0]!.state]);
-    if (list.length === 0 && partition && !view.reasons) list.push({ partition, nodes: [] });
+    const list = [...groups.values()].sort(
+      (a, b) => STATE_RANK[b.nodes[0]!.state] - STATE_RANK[a.nodes[0]!.state],
+    );
+    // A partition without nodes still has its line, as in Slurm (not in the node-oriented views).
+    if (list.length === 0 && partition && !view.reasons && !view.perNode) list.push({ partition, nodes: [] });
     rows.push(...list);
   };
   if (byPartition) {
@@ -568,7 +565,7 @@ export function buildRows(
 }
 
 /** The lines sinfo prints for these rows (with the header unless `noHeader`). */
-export function renderRows(rows: readonly Row[], format: Format, noHeader: boolean): string {
+function renderRows(rows: readonly Row[], format: Format, noHeader: boolean): string {
   const widths = format.columns.map((c) => {
     if (c.width !== -1) return c.width;
     return Math.max(9, ...rows.map((r) => c.field.value(r).length));

@@ -75,6 +75,25 @@ describe('sinfo views', () => {
     );
   });
 
+  it('a partition without nodes has its line (0 nodes, state n/a)', async () => {
+    const stub = await stubServer({
+      'GET /api/v1/partitions': {
+        body: {
+          partitions: [
+            ...PARTITIONS,
+            { ...PARTITIONS[1], name: 'empty', state: 'DOWN', live_nodes: [], nodes: null },
+          ],
+        },
+      },
+      'GET /api/v1/workers?all=true': { body: { workers: WORKERS } },
+    });
+    const { stdout } = await sinfo(['-h', '-p', 'empty'], { ...env, CONDUCTOR_URL: stub.url });
+    const nodes = await sinfo(['-h', '-N', '-p', 'empty'], { ...env, CONDUCTOR_URL: stub.url });
+    await stub.close();
+    expect(stdout).toBe('empty      down    2:00:00      0    n/a \n');
+    expect(nodes.stdout).toBe('');
+  });
+
   it('-s summarizes each partition as NODES(A/I/O/T)', async () => {
     expect((await sinfo(['-s'])).stdout).toBe(
       [
