@@ -45,14 +45,11 @@ export function writeSlurmCommands(dir: string, entry: readonly string[]): strin
 
 /** `conductor slurm <command> [options]`: the command's own exit code and messages. */
 export async function runSlurm(args: string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
-  const [name, ...rest] = args;
-  const command = name === undefined ? undefined : SLURM_COMMANDS[name];
-  if (!command) {
-    if (name !== undefined && name !== '--help' && name !== '-h') {
-      io.err(`conductor slurm: unknown command ${name} (one of ${Object.keys(SLURM_COMMANDS).join(', ')})\n`);
-    }
-    io.err(`Usage: conductor slurm <${Object.keys(SLURM_COMMANDS).join('|')}> [options]\n`);
-    return name === '--help' || name === '-h' ? 0 : 2;
-  }
-  return command(rest, io, env);
+  const [name = '', ...rest] = args;
+  const command = Object.hasOwn(SLURM_COMMANDS, name) ? SLURM_COMMANDS[name] : undefined;
+  if (command) return command(rest, io, env);
+  const names = Object.keys(SLURM_COMMANDS);
+  io.err(`conductor slurm: unknown command ${name} (one of ${names.join(', ')})\n`);
+  io.err(`Usage: conductor slurm <${names.join('|')}> [options]\n`);
+  return 2;
 }
