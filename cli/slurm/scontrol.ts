@@ -17,7 +17,7 @@ import {
   SlurmError,
 } from './command.ts';
 import { clockSeconds, timeLimit, timestamp } from './format.ts';
-import type { Fate, OptionSpec } from './getopt.ts';
+import { type Fate, type OptionSpec, renderFateTable } from './getopt.ts';
 import { compressHostlist } from './hostlist.ts';
 import { loadCluster, type NodeInfo, nodesOf, type SinfoPartition } from './sinfo.ts';
 
@@ -183,6 +183,11 @@ export function renderCommandTable(commands: readonly CommandSpec[]): string {
     ...commands.map((c) => `| \`${c.name}\` | ${label[c.fate]} | ${c.note.replace(/\|/g, '\\|')} |`),
     '',
   ].join('\n');
+}
+
+/** docs/slurm/scontrol.md: the options table, then the commands table. */
+export function scontrolDocs(): string {
+  return `${renderFateTable('scontrol', SCONTROL_OPTIONS)}\n${renderCommandTable(SCONTROL_COMMANDS)}`;
 }
 
 /** A job as GET /api/v1/jobs/{id} returns it: the fields `show job` prints. */

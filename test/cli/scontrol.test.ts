@@ -13,6 +13,7 @@ import {
   SCONTROL_COMMANDS,
   SCONTROL_OPTIONS,
   type ScontrolJob,
+  scontrolDocs,
 } from '../../cli/slurm/scontrol.ts';
 import {
   CLUSTER_ROUTES,
@@ -264,6 +265,7 @@ describe('scontrol options and commands', () => {
 
   it('docs/slurm/scontrol.md is the generated options and commands tables', () => {
     const docs = readFileSync(new URL('../../docs/slurm/scontrol.md', import.meta.url), 'utf8');
+    expect(docs).toBe(scontrolDocs());
     expect(docs).toBe(
       `${renderFateTable('scontrol', SCONTROL_OPTIONS)}\n${renderCommandTable(SCONTROL_COMMANDS)}`,
     );
