@@ -356,7 +356,9 @@ Runs one of Slurm's commands over Conductor, with Slurm's own options and output
 tools parse it): ${Object.keys(SLURM_COMMANDS).join(', ')}. \`conductor slurm <command> --help\` lists its options;
 docs/slurm/<command>.md says what each one does here. Errors print as Slurm's do (\`sinfo: error: ...\`).
 
-${GLOBAL}
+The control plane is found as for every command (CONDUCTOR_URL, CONDUCTOR_TOKEN, the config file); --url and
+--token go before the Slurm command's name (conductor slurm --url <url> sinfo): after it, every option is
+that command's own.
 
 Examples:
   conductor slurm sinfo
