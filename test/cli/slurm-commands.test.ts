@@ -64,6 +64,32 @@ describe('conductor slurm-commands DIR', () => {
     const scontrol = await run(join(dir, 'scontrol'), ['--version'], { PATH: process.env.PATH, HOME: home });
     expect(scontrol).toEqual({ code: 0, stdout: 'slurm 22.05.0\n', stderr: '' });
   });
+
+  it('from the conductor-cli package (dist/standalone.js) too', async () => {
+    const dist = mkdtempSync(join(tmpdir(), 'cli-dist-'));
+    const tsc = fileURLToPath(new URL('../../node_modules/typescript/bin/tsc', import.meta.url));
+    const config = fileURLToPath(new URL('../../cli/tsconfig.build.json', import.meta.url));
+    const built = await run(process.execPath, [tsc, '-p', config, '--outDir', dist], {
+      PATH: process.env.PATH,
+    });
+    expect(built.code, built.stdout).toBe(0);
+    const dir = join(dist, 'bin');
+    const home = mkdtempSync(join(tmpdir(), 'home-'));
+    const written = await run(process.execPath, [join(dist, 'standalone.js'), 'slurm-commands', dir], {
+      PATH: process.env.PATH,
+      HOME: home,
+    });
+    expect(written.code).toBe(0);
+    expect(readFileSync(join(dir, 'sinfo'), 'utf8')).toContain(
+      `'${join(dist, 'standalone.js')}' slurm sinfo "$@"`,
+    );
+    const sinfo = await run(join(dir, 'sinfo'), ['-h', '-o', '%P'], {
+      PATH: process.env.PATH,
+      HOME: home,
+      CONDUCTOR_URL: server.url,
+    });
+    expect(sinfo).toEqual({ code: 0, stdout: 'batch*\ngpu\n', stderr: '' });
+  }, 60_000);
 });
 
 describe('conductor slurm <command>', () => {
