@@ -950,7 +950,17 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
     );
     let stream = files.get(path);
     if (!stream) {
-      stream = createWriteStream(path, { flags });
+      let fd: number;
+      try {
+        fd = openSync(path, flags);
+      } catch (error) {
+        const why =
+          (error as NodeJS.ErrnoException).code === 'ENOENT'
+            ? 'No such file or directory'
+            : (error as Error).message;
+        throw new SlurmError(`Could not open output file ${path}: ${why}`);
+      }
+      stream = createWriteStream('', { fd });
       files.set(path, stream);
     }
     return stream;
@@ -960,6 +970,11 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
   const name = value(parsed, 'job-name');
   if (has(parsed, 'verbose'))
     io.err(`srun: launching StepId=${jobId}.${stepId} with ${ntasks} task(s) on ${node}\n`);
+  // Every file is opened before any task starts: one that cannot be is srun's error, with nothing running.
+  const sinks = Array.from({ length: ntasks }, (_, task) => {
+    const out = fileSink(value(parsed, 'output'), task);
+    return { out, err: fileSink(value(parsed, 'error'), task) ?? out };
+  });
   const children: ChildProcess[] = [];
   const results = await Promise.all(
     Array.from({ length: ntasks }, (_, task) => {
@@ -981,12 +996,8 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
         ...(name === undefined ? {} : { SLURM_STEP_NAME: name }),
       };
       const prefix = label ? `${String(task).padStart(width)}: ` : undefined;
-      const out = taskSink(fileSink(value(parsed, 'output'), task) ?? { write: (t) => io.out(t) }, prefix);
-      const err = taskSink(
-        fileSink(value(parsed, 'error'), task) ??
-          fileSink(value(parsed, 'output'), task) ?? { write: (t) => io.err(t) },
-        prefix,
-      );
+      const out = taskSink(sinks[task]?.out ?? { write: (t) => io.out(t) }, prefix);
+      const err = taskSink(sinks[task]?.err ?? { write: (t) => io.err(t) }, prefix);
       const stdin =
         input === undefined
           ? task === 0

@@ -127,6 +127,15 @@ describe('srun inside a job: a job step on its allocation', () => {
     expect(readFileSync(join(dir, 'out-1.txt'), 'utf8')).toBe('bar--1\n');
   });
 
+  it('an output file that cannot be opened is an error before any task starts', async () => {
+    const { code, stdout, stderr } = await srun(['-o', '/no/such/dir/out', 'echo', 'x'], jobEnv(1));
+    expect({ code, stdout, stderr }).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'srun: error: Could not open output file /no/such/dir/out: No such file or directory\n',
+    });
+  });
+
   it('--jobid must be the job srun runs in', async () => {
     const { code, stderr } = await srun(['--jobid=1', 'true'], jobEnv(1, { SLURM_JOB_ID: '2' }));
     expect(code).toBe(1);
