@@ -895,6 +895,22 @@ function taskSink(target: Sink, label: string | undefined) {
   };
 }
 
+/** A task's file, or srun's error naming it as slurmstepd does. */
+function openFile(path: string, flags: string, what: 'input' | 'output'): number {
+  try {
+    return openSync(path, flags);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'No such file or directory'
+        : code === 'EACCES'
+          ? 'Permission denied'
+          : (error as Error).message;
+    throw new SlurmError(`Could not open ${what} file ${path}: ${why}`);
+  }
+}
+
 /** Runs the step's tasks on this node; resolves with srun's exit code. */
 async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.ProcessEnv): Promise<number> {
   const jobId = env.SLURM_JOB_ID as string;
@@ -950,22 +966,19 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
     );
     let stream = files.get(path);
     if (!stream) {
-      let fd: number;
-      try {
-        fd = openSync(path, flags);
-      } catch (error) {
-        const why =
-          (error as NodeJS.ErrnoException).code === 'ENOENT'
-            ? 'No such file or directory'
-            : (error as Error).message;
-        throw new SlurmError(`Could not open output file ${path}: ${why}`);
-      }
-      stream = createWriteStream('', { fd });
+      stream = createWriteStream('', { fd: openFile(path, flags, 'output') });
       files.set(path, stream);
     }
     return stream;
   };
   const input = value(parsed, 'input');
+  const inputFile = (pattern: string, task: number) => {
+    const path = resolve(
+      cwd,
+      expand(pattern, { t: String(task), j: jobId, s: String(stepId), N: node, n: '0' }),
+    );
+    return openFile(path, 'r', 'input');
+  };
   const width = String(ntasks - 1).length;
   const name = value(parsed, 'job-name');
   if (has(parsed, 'verbose'))
@@ -973,7 +986,15 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
   // Every file is opened before any task starts: one that cannot be is srun's error, with nothing running.
   const sinks = Array.from({ length: ntasks }, (_, task) => {
     const out = fileSink(value(parsed, 'output'), task);
-    return { out, err: fileSink(value(parsed, 'error'), task) ?? out };
+    const stdin: 'inherit' | 'ignore' | number =
+      input === undefined
+        ? task === 0
+          ? 'inherit'
+          : 'ignore'
+        : input === 'none'
+          ? 'ignore'
+          : inputFile(input, task);
+    return { out, err: fileSink(value(parsed, 'error'), task) ?? out, stdin };
   });
   const children: ChildProcess[] = [];
   const results = await Promise.all(
@@ -998,19 +1019,11 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
       const prefix = label ? `${String(task).padStart(width)}: ` : undefined;
       const out = taskSink(sinks[task]?.out ?? { write: (t) => io.out(t) }, prefix);
       const err = taskSink(sinks[task]?.err ?? { write: (t) => io.err(t) }, prefix);
-      const stdin =
-        input === undefined
-          ? task === 0
-            ? 'inherit'
-            : 'ignore'
-          : input === 'none'
-            ? 'ignore'
-            : openSync(resolve(cwd, expand(input, { t: String(task), j: jobId, s: String(stepId) })), 'r');
       return new Promise<{ task: number; code: number | null; signal: NodeJS.Signals | null }>((done) => {
         const child = spawn(command[0] as string, command.slice(1), {
           cwd,
           env: taskEnv,
-          stdio: [stdin, 'pipe', 'pipe'],
+          stdio: [sinks[task]?.stdin ?? 'ignore', 'pipe', 'pipe'],
         });
         children.push(child);
         child.stdout?.setEncoding('utf8').on('data', (t: string) => out.data(t));

@@ -4,7 +4,7 @@
  * output back. And its option table against the man page.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -134,6 +134,19 @@ describe('srun inside a job: a job step on its allocation', () => {
       stdout: '',
       stderr: 'srun: error: Could not open output file /no/such/dir/out: No such file or directory\n',
     });
+  });
+
+  it('-i gives every task the file; a missing one is an error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'srun-in-'));
+    const path = join(dir, 'in.txt');
+    writeFileSync(path, 'line\n');
+    expect(sorted((await srun(['-n2', '-l', '-i', path, 'cat'], jobEnv(2))).stdout)).toEqual([
+      '0: line',
+      '1: line',
+    ]);
+    expect((await srun(['-i', join(dir, 'none.txt'), 'cat'], jobEnv(1))).stderr).toBe(
+      `srun: error: Could not open input file ${join(dir, 'none.txt')}: No such file or directory\n`,
+    );
   });
 
   it('--jobid must be the job srun runs in', async () => {
