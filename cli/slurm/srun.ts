@@ -317,7 +317,7 @@ export const SRUN_OPTIONS: readonly OptionSpec[] = [
     short: 'i',
     arg: 'required',
     fate: 'honoured',
-    note: "a file for every task's stdin, or none (the default: task 0 reads srun's stdin); outside a job: the job's",
+    note: "a file (pattern) for every task's stdin, none, or the task id that reads srun's stdin (default and `all`: task 0; Slurm gives it to all); outside a job: the job's",
     value: 'mode',
   },
   {
@@ -986,14 +986,16 @@ async function runStep(command: string[], parsed: Parsed, io: Io, env: NodeJS.Pr
   // Every file is opened before any task starts: one that cannot be is srun's error, with nothing running.
   const sinks = Array.from({ length: ntasks }, (_, task) => {
     const out = fileSink(value(parsed, 'output'), task);
+    const reader =
+      input === undefined || input === 'all' ? 0 : /^\d+$/.test(input) ? Number(input) : undefined;
     const stdin: 'inherit' | 'ignore' | number =
-      input === undefined
-        ? task === 0
+      reader !== undefined
+        ? task === reader
           ? 'inherit'
           : 'ignore'
         : input === 'none'
           ? 'ignore'
-          : inputFile(input, task);
+          : inputFile(input as string, task);
     return { out, err: fileSink(value(parsed, 'error'), task) ?? out, stdin };
   });
   const children: ChildProcess[] = [];
