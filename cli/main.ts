@@ -9,9 +9,11 @@
  * the job's own code (a signal N is 128+N).
  */
 import { userInfo } from 'node:os';
+import { resolve } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ApiError, Client, resolveConfig } from './api.ts';
 import { type Io, jobExitStatus, UsageError } from './io.ts';
+import { currentEntry, runSlurm, SLURM_COMMANDS, writeSlurmCommands } from './slurm/index.ts';
 import { buildSubmission, readScript, requestLine, submitOrigin, testOnly } from './slurm/sbatch.ts';
 
 export { type Io, jobExitStatus };
@@ -137,6 +139,8 @@ Commands:
   undrain <node>        put a node back
   partitions            the partitions (like sinfo -s)
   partition <name> ...  show, create, change or delete a partition (admin)
+  slurm <cmd> ...       Slurm's own commands over Conductor: ${Object.keys(SLURM_COMMANDS).join(', ')}
+  slurm-commands <dir>  write those commands into dir as executables (put dir first on PATH)
   token ...             API tokens, straight in the database (conductor token --help)
   webhook ...           webhooks, straight in the database
 
@@ -341,6 +345,33 @@ Examples:
   conductor partition debug --state DOWN
   conductor partition old --delete
 `,
+  slurm: `Usage: conductor slurm <command> [options]
+
+Runs one of Slurm's commands over Conductor, with Slurm's own options and output (scripts and workflow
+tools parse it): ${Object.keys(SLURM_COMMANDS).join(', ')}. \`conductor slurm <command> --help\` lists its options;
+docs/slurm/<command>.md says what each one does here. Errors print as Slurm's do (\`sinfo: error: ...\`).
+
+The control plane is found as for every command (CONDUCTOR_URL, CONDUCTOR_TOKEN, the config file); --url and
+--token go before the Slurm command's name (conductor slurm --url <url> sinfo): after it, every option is
+that command's own.
+
+Examples:
+  conductor slurm sinfo
+  conductor slurm scontrol show job 42
+  conductor slurm srun -n2 hostname
+`,
+  'slurm-commands': `Usage: conductor slurm-commands <dir>
+
+Writes executables named ${Object.keys(SLURM_COMMANDS).join(', ')} into dir (created if missing), each
+running \`conductor slurm <command>\` with this same node and conductor; put dir first on PATH and tools
+that call Slurm's commands (snakemake, nextflow, scripts) run on Conductor. They find the control plane as
+conductor does (CONDUCTOR_URL, CONDUCTOR_TOKEN, the config file).
+
+${GLOBAL}
+
+Example:
+  conductor slurm-commands ~/.conductor/bin && export PATH=~/.conductor/bin:$PATH
+`,
   undrain: `Usage: conductor undrain <node>
 
 Puts a drained node back in service. Needs an admin token.
@@ -509,7 +540,7 @@ async function waitForJob(client: Client, id: number, io: Io, env: NodeJS.Proces
  * comes JSON-encoded (`encoding=json`), so it is byte-exact (carriage returns included). A dropped stream is
  * resumed where it stopped (`Last-Event-ID`): nothing is printed twice or lost.
  */
-async function followJob(
+export async function followJob(
   client: Client,
   id: number,
   io: Io,
@@ -818,6 +849,30 @@ const COMMANDS: Record<string, Command> = {
         }),
       ),
     );
+    return 0;
+  },
+
+  async slurm(args, io, env) {
+    // --url and --token given before `slurm` reach the command as the environment it reads them from.
+    const commandEnv = { ...env };
+    let i = 0;
+    for (; i < args.length; i++) {
+      const match = /^--(url|token)(?:=(.*))?$/.exec(args[i] as string);
+      if (!match) break;
+      const value = match[2] ?? args[++i];
+      if (value === undefined) throw new UsageError(`option --${match[1]} needs a value`);
+      commandEnv[match[1] === 'url' ? 'CONDUCTOR_URL' : 'CONDUCTOR_TOKEN'] = value;
+    }
+    if (args[i] === undefined || args[i] === '-h' || args[i] === '--help') return help('slurm', io);
+    return runSlurm(args.slice(i), io, commandEnv);
+  },
+
+  async 'slurm-commands'(args, io) {
+    const { values, positionals } = parse(args, {}, [1, 1]);
+    if (values.help) return help('slurm-commands', io);
+    const dir = resolve(positionals[0] as string);
+    for (const path of writeSlurmCommands(dir, currentEntry())) io.out(`${path}\n`);
+    io.err(`Put them first on PATH:\n  export PATH=${dir}:$PATH\n`);
     return 0;
   },
 

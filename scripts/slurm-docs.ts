@@ -9,18 +9,30 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type OptionSpec, renderFateTable } from '../cli/slurm/getopt.ts';
+import { SACCT_OPTIONS } from '../cli/slurm/sacct.ts';
 import { SBATCH_OPTIONS } from '../cli/slurm/sbatch-options.ts';
+import { SCANCEL_OPTIONS } from '../cli/slurm/scancel.ts';
+import { renderCommandTable, SCONTROL_COMMANDS, SCONTROL_OPTIONS } from '../cli/slurm/scontrol.ts';
+import { SINFO_OPTIONS } from '../cli/slurm/sinfo.ts';
+import { SQUEUE_OPTIONS } from '../cli/slurm/squeue.ts';
+import { SRUN_OPTIONS } from '../cli/slurm/srun.ts';
 
-/** One line per command. */
-export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[] }[] = [
+/** One line per command; `more` follows the options table (scontrol's commands). */
+export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[]; more?: string }[] = [
   { command: 'sbatch', table: SBATCH_OPTIONS },
+  { command: 'squeue', table: SQUEUE_OPTIONS },
+  { command: 'sacct', table: SACCT_OPTIONS },
+  { command: 'scancel', table: SCANCEL_OPTIONS },
+  { command: 'sinfo', table: SINFO_OPTIONS },
+  { command: 'scontrol', table: SCONTROL_OPTIONS, more: renderCommandTable(SCONTROL_COMMANDS) },
+  { command: 'srun', table: SRUN_OPTIONS },
 ];
 
 export function slurmDocPath(command: string): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'slurm', `${command}.md`);
 }
 
-export function renderSlurmDoc(command: string, table: readonly OptionSpec[]): string {
+export function renderSlurmDoc(command: string, table: readonly OptionSpec[], more?: string): string {
   return [
     `# ${command} on Conductor`,
     '',
@@ -31,15 +43,16 @@ export function renderSlurmDoc(command: string, table: readonly OptionSpec[]): s
     '**refused** (it cannot be honoured here: the command says why and does nothing).',
     '',
     renderFateTable(command, table),
+    ...(more === undefined ? [] : [more]),
   ].join('\n');
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const check = process.argv.includes('--check');
   let stale = 0;
-  for (const { command, table } of SLURM_DOCS) {
+  for (const { command, table, more } of SLURM_DOCS) {
     const path = slurmDocPath(command);
-    const text = renderSlurmDoc(command, table);
+    const text = renderSlurmDoc(command, table, more);
     let current = '';
     try {
       current = readFileSync(path, 'utf8');

@@ -5,7 +5,7 @@
  * batch step), so scripts that parse sacct read the same text here.
  */
 import { ApiError } from '../api.ts';
-import type { Io } from '../main.ts';
+import type { Io } from '../io.ts';
 import { clockSeconds, timestamp } from './format.ts';
 import { getoptLong, type OptionSpec, type ParsedOption } from './getopt.ts';
 import {

@@ -6,7 +6,7 @@
 import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { ApiError } from '../api.ts';
-import type { Io } from '../main.ts';
+import type { Io } from '../io.ts';
 import { getoptLong, type OptionSpec } from './getopt.ts';
 import {
   controllerError,

@@ -8,7 +8,7 @@
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, Client, resolveConfig } from '../api.ts';
-import type { Io } from '../main.ts';
+import type { Io } from '../io.ts';
 import { fit, squeueSeconds, timeLimit, timestamp } from './format.ts';
 import { fatesOf, getoptLong, type OptionSpec, type Parsed, type ParsedOption } from './getopt.ts';
 

@@ -7,7 +7,6 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { renderFateTable } from '../../cli/slurm/getopt.ts';
 import {
   helpFormat,
   parseFields,
@@ -233,12 +232,6 @@ describe("sacct's options", () => {
       .split('\n');
     const table = SACCT_OPTIONS.map((s) => `${s.short ? `-${s.short}, ` : ''}--${s.long}`);
     expect([...table].sort()).toEqual([...fixture].sort());
-  });
-
-  it('gives every option a fate with its reason, and the docs file is the rendered table', () => {
-    for (const spec of SACCT_OPTIONS) expect(spec.note.length).toBeGreaterThan(10);
-    const docs = readFileSync(new URL('../../docs/slurm/sacct.md', import.meta.url), 'utf8');
-    expect(docs).toBe(renderFateTable('sacct', SACCT_OPTIONS));
   });
 });
 

@@ -11,7 +11,6 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { buildSubmission, type SubmitBody } from '../../cli/slurm/sbatch.ts';
 import { SBATCH_OPTIONS } from '../../cli/slurm/sbatch-options.ts';
-import { renderSlurmDoc, SLURM_DOCS, slurmDocPath } from '../../scripts/slurm-docs.ts';
 
 const FIXTURE = new URL('../fixtures/slurm-22.05/sbatch-options.txt', import.meta.url);
 const manOptions = readFileSync(FIXTURE, 'utf8')
@@ -151,12 +150,5 @@ describe("sbatch's option table", () => {
     expect(sbatch(['-d', 'afterok:12']).problems).toEqual([
       '--dependency is not supported: job dependencies are not supported yet (an empty list is accepted)',
     ]);
-  });
-
-  it('docs/slurm/*.md hold what scripts/slurm-docs.ts generates (npm run docs:slurm)', () => {
-    expect(SLURM_DOCS.map((d) => d.command)).toContain('sbatch');
-    for (const { command, table } of SLURM_DOCS) {
-      expect(readFileSync(slurmDocPath(command), 'utf8'), command).toBe(renderSlurmDoc(command, table));
-    }
   });
 });

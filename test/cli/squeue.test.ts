@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { userInfo } from 'node:os';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { getoptLong, renderFateTable } from '../../cli/slurm/getopt.ts';
+import { getoptLong } from '../../cli/slurm/getopt.ts';
 import {
   expandHostlist,
   parseFormat,
@@ -218,12 +218,6 @@ describe("squeue's options", () => {
       .split('\n');
     const table = SQUEUE_OPTIONS.map((s) => `${s.short ? `-${s.short}, ` : ''}--${s.long}`);
     expect([...table].sort()).toEqual([...fixture].sort());
-  });
-
-  it('gives every option a fate with its reason, and the docs file is the rendered table', () => {
-    for (const spec of SQUEUE_OPTIONS) expect(spec.note.length).toBeGreaterThan(10);
-    const docs = readFileSync(new URL('../../docs/slurm/squeue.md', import.meta.url), 'utf8');
-    expect(docs).toBe(renderFateTable('squeue', SQUEUE_OPTIONS));
   });
 
   it('takes -j with the list attached, or as the next word (its argument is optional)', () => {
