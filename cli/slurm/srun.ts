@@ -9,7 +9,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, openSync, readdirSync, readFileSync, type WriteStream } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { followJob, type Io, jobExitStatus } from '../main.ts';
+import { followJob } from '../follow.ts';
+import { type Io, jobExitStatus } from '../io.ts';
 import { apiClient, guarded, has, optionHelp, parseOptions, SLURM_VERSION, SlurmError } from './command.ts';
 import { lastValue, type OptionSpec, type Parsed } from './getopt.ts';
 

@@ -15,6 +15,8 @@ import { availableBackends, type Backend, startTestServer } from '../support/clu
 const BIN = fileURLToPath(new URL('../../cli/bin/conductor.js', import.meta.url));
 const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
 
+const SUBMIT_DIR = mkdtempSync(join(tmpdir(), 'conductor-cli-submit-'));
+
 interface Run {
   code: number | null;
   stdout: string;
@@ -29,6 +31,8 @@ function conductor(
 ): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
+      // As a user submits: from a directory of theirs, which the agent's job root (the temp folder) holds.
+      cwd: SUBMIT_DIR,
       env: { PATH: process.env.PATH, HOME: env.HOME ?? tmpdir(), ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -198,7 +202,8 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
   it('logs -f streams output while the job runs, then exits with its code', async () => {
     // The job goes on only once the test has seen its first line through `logs -f`: proof that it streams.
     const go = join(dir, 'go-logs');
-    const submitted = await conductor(['submit', '-'], env, {
+    // With -e, stderr has its own file and stream; without it, both go to slurm-<id>.out (as in Slurm).
+    const submitted = await conductor(['submit', '-', '-e', 'slurm-%j.err'], env, {
       input: `echo first; while [ ! -e ${go} ]; do sleep 0.1; done; echo second >&2; sleep 0.5; echo third; exit 4\n`,
     });
     expect(submitted.stdout).toMatch(/^Submitted batch job \d+\n$/);
@@ -211,6 +216,9 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect(run.code).toBe(4);
     expect(run.stdout).toBe('first\nthird\n');
     expect(run.stderr).toBe('second\n');
+    // The agent wrote the same into the files, in the directory the job was submitted from.
+    expect(readFileSync(join(SUBMIT_DIR, `slurm-${id}.out`), 'utf8')).toBe('first\nthird\n');
+    expect(readFileSync(join(SUBMIT_DIR, `slurm-${id}.err`), 'utf8')).toBe('second\n');
   }, 60_000);
 
   it('submit --follow streams and exits with the code', async () => {
@@ -456,7 +464,7 @@ describe('conductor against a stand-in control plane: the resource requests and 
         cpus: 8,
         cpus_per_task: 8,
         // The command's directory and host, for the job's SLURM_SUBMIT_DIR and SLURM_SUBMIT_HOST.
-        submit_dir: process.cwd(),
+        submit_dir: SUBMIT_DIR,
         submit_host: hostname(),
         partition: 'gpu',
         memory_per_node: '32G',

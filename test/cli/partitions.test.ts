@@ -15,6 +15,8 @@ import { availableBackends, type Backend, startTestServer, testConfig } from '..
 const BIN = fileURLToPath(new URL('../../cli/bin/conductor.js', import.meta.url));
 const [pglite] = (await availableBackends()).filter((b) => b.name === 'pglite+memory');
 
+const SUBMIT_DIR = mkdtempSync(join(tmpdir(), 'conductor-cli-submit-'));
+
 interface Run {
   code: number | null;
   stdout: string;
@@ -24,6 +26,8 @@ interface Run {
 function conductor(args: string[], env: Record<string, string>, input = ''): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
+      // As a user submits: from a directory of theirs, which the agent's job root (the temp folder) holds.
+      cwd: SUBMIT_DIR,
       env: { PATH: process.env.PATH, HOME: env.HOME ?? tmpdir(), ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
