@@ -981,6 +981,8 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   let jobs: SlurmJob[];
   try {
     jobs = await listJobs(client, filter);
+    // On an open cluster (no tokens) jobs have no owner: they are the caller's, and run as the agent's user.
+    if (!client.config.token) for (const job of jobs) job.owner ??= me.name;
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     const reason =

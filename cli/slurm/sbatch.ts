@@ -14,6 +14,7 @@
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { basename } from 'node:path';
 import { Client, resolveConfig } from '../api.ts';
 import { type Io, jobExitStatus } from '../io.ts';
 import { timestamp } from './format.ts';
@@ -647,6 +648,13 @@ export function buildSubmission(input: SubmissionInput): Submission {
   ];
   const record = body as unknown as Record<string, unknown>;
   for (const [long, field] of fields) if (effective.has(long)) record[field] = value(long);
+  // sbatch(1) -J: "the default is the name of the batch script, or just "sbatch" if the script is read on
+  // standard input"; a --wrap job is named "wrap".
+  if (body.name === undefined) {
+    if (wrap !== undefined) body.name = 'wrap';
+    else if (path !== undefined && path !== '-') body.name = basename(path);
+    else if (input.command === 'sbatch') body.name = 'sbatch';
+  }
   const time = value<string | null>('time');
   if (time) body.time_limit = time;
 

@@ -463,6 +463,7 @@ describe('conductor against a stand-in control plane: the resource requests and 
         script: readFileSync(script, 'utf8'),
         cpus: 8,
         cpus_per_task: 8,
+        name: 'train.sh',
         // The command's directory and host, for the job's SLURM_SUBMIT_DIR and SLURM_SUBMIT_HOST.
         submit_dir: SUBMIT_DIR,
         submit_host: hostname(),

@@ -86,7 +86,7 @@ const HONOURED: Record<string, { args: string[]; body?: Partial<SubmitBody>; fla
   wait: { args: ['-W'], flag: 'wait' },
   wrap: {
     args: ['--wrap=hostname'],
-    body: { script: '#!/bin/sh\n# This script was created by sbatch --wrap.\n\nhostname\n' },
+    body: { script: '#!/bin/sh\n# This script was created by sbatch --wrap.\n\nhostname\n', name: 'wrap' },
   },
 };
 

@@ -37,7 +37,8 @@ function body(script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, 
   return result.body!;
 }
 
-const at = { submit_dir: ORIGIN.dir, submit_host: ORIGIN.host };
+// With no -J, a job is named after its script, as sbatch names it.
+const at = { name: 'job.sh', submit_dir: ORIGIN.dir, submit_host: ORIGIN.host };
 
 describe('#SBATCH directives', () => {
   const script = [
@@ -61,7 +62,6 @@ describe('#SBATCH directives', () => {
       cpus: 8,
       ntasks: 4,
       cpus_per_task: 2,
-      name: 'sim',
       time_limit: '1-12:00:00',
       partition: 'batch',
       account: 'physics',
@@ -71,6 +71,7 @@ describe('#SBATCH directives', () => {
       export_env: 'NONE,STEPS=10',
       environment: { STEPS: '10' },
       ...at,
+      name: 'sim',
     });
   });
 
@@ -87,7 +88,7 @@ describe('#SBATCH directives', () => {
       body(full, [], { HOME: '/home/alice', CONDUCTOR_TOKEN: 'secret', CONDUCTOR_URL: 'http://x' }),
     ).toMatchInlineSnapshot(`
       {
-        "begin_time": "${new Date(2026, 11, 7).toISOString()}",
+        "begin_time": "2026-12-07T00:00:00.000Z",
         "comment": "a long run",
         "cpus": 1,
         "environment": {
@@ -96,6 +97,7 @@ describe('#SBATCH directives', () => {
         },
         "export_env": "ALL,MODE=fast",
         "hold": true,
+        "name": "job.sh",
         "open_mode": "append",
         "qos": "high",
         "script": "#!/bin/bash
@@ -138,7 +140,7 @@ describe('#SBATCH directives', () => {
     ]);
     expect(body(script)).toMatchObject({ name: 'first', cpus: 2 });
     // Only at the start of the line, as sbatch: an indented one is a comment.
-    expect(body('  #SBATCH -J indented\necho\n').name).toBeUndefined();
+    expect(body('  #SBATCH -J indented\necho\n').name).toBe('job.sh');
   });
 
   it('splits words as sbatch: quotes group, a word starting with # starts a comment', () => {

@@ -428,7 +428,8 @@ describe('squeue against the API', () => {
     const { io, out } = capture();
     const openEnv = { CONDUCTOR_URL: url, CONDUCTOR_CONFIG: '/nonexistent', CONDUCTOR_OWNER: 'alice' };
     expect(await runSqueue(['-h', '-o', '%i %u', '--me'], io, openEnv)).toBe(0);
-    expect(out.join('')).toBe('1 nobody\n');
+    // Shown as the caller's too: there are no owners on an open cluster.
+    expect(out.join('')).toBe('1 alice\n');
     expect(open.requests[0]?.url).toBe('/api/v1/jobs?limit=1000&state=PENDING%2CRUNNING');
     await open.stop();
   });
