@@ -613,7 +613,7 @@ export function buildSubmission(input: SubmissionInput): Submission {
   }
   for (const setting of settings)
     if (FLAGS.includes(setting.option.spec.long)) flags.add(setting.option.spec.long);
-  if (problems.length > 0) return { problems, warnings, flags };
+  if (problems.length > 0) return { problems: inScriptOrder(problems), warnings, flags };
 
   const body: SubmitBody = { script, cpus: value<number>('cpus') ?? (cpusPerTask ?? 1) * (ntasks ?? 1) };
   if (ntasks !== undefined) body.ntasks = ntasks;
@@ -748,6 +748,16 @@ export function requestLine(body: SubmitBody): string {
 }
 
 /** `sbatch`: submits as Slurm's does; prints and exits as it does. */
+const lineOf = (problem: string) => Number(/^line (\d+): /.exec(problem)?.[1] ?? Number.POSITIVE_INFINITY);
+
+/** The script's problems by line, then those of SBATCH_* variables and the command line (a stable sort). */
+function inScriptOrder(problems: string[]): string[] {
+  return problems
+    .map((p, i) => [p, i] as const)
+    .sort(([a, i], [b, j]) => lineOf(a) - lineOf(b) || i - j)
+    .map(([p]) => p);
+}
+
 export async function runSbatch(
   args: string[],
   io: Io,

@@ -154,8 +154,8 @@ describe('#SBATCH directives', () => {
     const script = [
       '#!/bin/bash',
       '#SBATCH -J fine',
-      '#SBATCH --foo',
       '#SBATCH --time=soon',
+      '#SBATCH --foo',
       '#SBATCH --mem=lots',
       '# a comment',
       '#SBATCH --array=1-4',
@@ -164,17 +164,18 @@ describe('#SBATCH directives', () => {
     const result = submission(script, [], {}, 'sbatch');
     expect(result.body).toBeUndefined();
     expect(result.problems).toEqual([
-      "line 3: unrecognized option '--foo'",
-      'line 4: --time "soon" is not a Slurm time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS',
+      // In the script's order, though options are parsed before their values are checked.
+      'line 3: --time "soon" is not a Slurm time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS',
+      "line 4: unrecognized option '--foo'",
       'line 5: --mem "lots" is not a memory size: a whole number with an optional unit K, M, G or T (default M), e.g. 4G or 512',
       'line 7: --array is not supported: job arrays are not supported yet (issue 16)',
     ]);
     // And with the command line's and the environment's own.
     const more = submission(script, ['--bogus', '-c', '0'], { SBATCH_QOS: '' }, 'sbatch');
+    // The script's by line, then the environment's and the command line's.
     expect(more.problems).toEqual([
+      ...result.problems,
       "unrecognized option '--bogus'",
-      "line 3: unrecognized option '--foo'",
-      ...result.problems.slice(1),
       'SBATCH_QOS: --qos needs a value',
       '--cpus-per-task must be a positive whole number, got "0"',
     ]);
