@@ -536,14 +536,22 @@ async function waitForJob(client: Client, id: number, io: Io, env: NodeJS.Proces
   return job;
 }
 
+/** A followed job's end, with the reason the job has when it did not complete. */
+async function withReason(api: Client, id: number, end: { state: string; exit_code: string | null }) {
+  if (end.state === 'COMPLETED') return end;
+  return { ...end, reason: (await api.request<Job>('GET', `/api/v1/jobs/${id}`)).reason };
+}
+
+/** How a waited-for job ended; one that did not complete says why, when the control plane knows. */
 function finishedLine(
-  job: { state: string; exit_code: string | null },
+  job: { state: string; exit_code: string | null; reason?: string | null },
   id: number,
   io: Io,
   env: NodeJS.ProcessEnv,
 ) {
   const c = colours(io, env, 'err');
-  io.err(`Job ${id} ${c.state(job.state)} (exit code ${job.exit_code ?? 'none'})\n`);
+  const why = job.state !== 'COMPLETED' && job.reason ? `: ${job.reason}` : '';
+  io.err(`Job ${id} ${c.state(job.state)} (exit code ${job.exit_code ?? 'none'})${why}\n`);
 }
 
 type Command = (args: string[], io: Io, env: NodeJS.ProcessEnv) => Promise<number>;
@@ -591,7 +599,7 @@ const COMMANDS: Record<string, Command> = {
     else if (!flags.has('quiet')) io.out(`Submitted batch job ${job.id}\n`);
     if (!following) return 0;
     const ended = flags.has('follow')
-      ? await followJob(api, job.id, io)
+      ? await withReason(api, job.id, await followJob(api, job.id, io))
       : await waitForJob(api, job.id, io, env);
     finishedLine(ended, job.id, io, env);
     return jobExitStatus(ended);

@@ -199,6 +199,18 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect(killed.code, killed.stderr).toBe(137);
   });
 
+  it('an output file that cannot be created fails the job, and --wait, --follow and show say why', async () => {
+    const missing = join(dir, 'no-such-folder', 'out.log');
+    const why = `couldn't open output file ${missing}: No such file or directory`;
+    for (const mode of ['--wait', '--follow']) {
+      const run = await conductor(['submit', '-', '-o', missing, mode], env, { input: 'echo never\n' });
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toContain(` FAILED (exit code 1:0): ${why}\n`);
+      const id = /Job (\d+) FAILED/.exec(run.stderr)?.[1] as string;
+      expect((await conductor(['show', id], env)).stdout).toContain(why);
+    }
+  }, 60_000);
+
   it('logs -f streams output while the job runs, then exits with its code', async () => {
     // The job goes on only once the test has seen its first line through `logs -f`: proof that it streams.
     const go = join(dir, 'go-logs');
