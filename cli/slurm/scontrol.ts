@@ -20,6 +20,7 @@ import { clockSeconds, timeLimit, timestamp } from './format.ts';
 import type { Fate, OptionSpec } from './getopt.ts';
 import { compressHostlist } from './hostlist.ts';
 import { loadCluster, type NodeInfo, nodesOf, type SinfoPartition } from './sinfo.ts';
+import { currentUser } from './squeue.ts';
 
 export const SCONTROL_OPTIONS: readonly OptionSpec[] = [
   {
@@ -410,10 +411,15 @@ function commandOf(word: string): CommandSpec {
 interface Context {
   io: Io;
   api: Client;
+  /** Who a job without an owner belongs to: the caller on an open cluster (no token), else nobody known. */
+  ownerlessAs: string | null;
   details: number;
   oneliner: boolean;
   quiet: boolean;
 }
+
+const owned = (job: ScontrolJob, ctx: Context): ScontrolJob =>
+  job.owner === null && ctx.ownerlessAs !== null ? { ...job, owner: ctx.ownerlessAs } : job;
 
 async function show(words: string[], ctx: Context): Promise<number> {
   const [entityWord, ...rest] = words;
@@ -428,7 +434,7 @@ async function show(words: string[], ctx: Context): Promise<number> {
       if (jobs.length === 0) ctx.io.out('No jobs in the system\n');
       printRecords(
         ctx.io,
-        jobs.map((j) => formatJob(j)),
+        jobs.map((j) => formatJob(owned(j, ctx))),
         ctx.oneliner,
       );
       return 0;
@@ -438,7 +444,7 @@ async function show(words: string[], ctx: Context): Promise<number> {
     for (const jobId of ids) {
       try {
         const job = await ctx.api.request<ScontrolJob>('GET', `/api/v1/jobs/${jobId}`);
-        records.push(formatJob(job, { details: ctx.details > 0 }));
+        records.push(formatJob(owned(job, ctx), { details: ctx.details > 0 }));
       } catch (error) {
         if ((error as { status?: number }).status !== 404) throw error;
         if (!ctx.quiet) ctx.io.err('slurm_load_jobs error: Invalid job id specified\n');
@@ -595,6 +601,7 @@ export async function runScontrol(args: string[], io: Io, env: NodeJS.ProcessEnv
     const ctx: Context = {
       io,
       api,
+      ownerlessAs: api.config.token ? null : currentUser(env).name,
       details: count(parsed, 'details'),
       oneliner: has(parsed, 'oneliner'),
       quiet: has(parsed, 'quiet'),

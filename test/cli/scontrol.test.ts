@@ -60,6 +60,7 @@ beforeAll(async () => {
   server = await stubServer({
     ...CLUSTER_ROUTES,
     'GET /api/v1/jobs/42': { body: JOB },
+    'GET /api/v1/jobs/44': { body: { ...JOB, id: 44, owner: null } },
     'POST /api/v1/jobs/42/hold': { body: { ...JOB, state: 'PENDING', reason: 'JobHeldUser' } },
     'POST /api/v1/jobs/43/hold': {
       status: 409,
@@ -111,6 +112,19 @@ describe('scontrol show', () => {
       'StdOut=/home/alice/runs/logs/train-42.out',
       'TresPerNode=gres:gpu:a100:2',
     ]);
+  });
+
+  it("shows a job without an owner as the caller's on an open cluster (no token), and as (null) with one", async () => {
+    const io = captureIo();
+    expect(await runScontrol(['show', 'job', '44'], io, { ...env, CONDUCTOR_OWNER: 'bob' })).toBe(0);
+    expect(io.stdout).toMatch(/^ {3}UserId=bob GroupId=bob /m);
+    const withToken = captureIo();
+    await runScontrol(['show', 'job', '44'], withToken, {
+      ...env,
+      CONDUCTOR_OWNER: 'bob',
+      CONDUCTOR_TOKEN: 'cnd_x',
+    });
+    expect(withToken.stdout).toMatch(/^ {3}UserId=\(null\) /m);
   });
 
   it('show jobid -dd: indented lines, the allocation line, a blank line after; JobState= as snakemake reads it', async () => {
