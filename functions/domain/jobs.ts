@@ -1409,6 +1409,7 @@ export async function signalJob(
 export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
   checkPriorities(ctx, caller, [input], () => 'priority');
   const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  await checkDependencies(ctx, [input], () => 'dependency');
   const row: QueueRow = {
     id: 0,
     cpus: input.cpus,

@@ -43,25 +43,31 @@ describe.each(backends)('dependency over HTTP on $name', (factory) => {
     ['aftercorr:1', 'job arrays are not supported yet'],
     ['afterok:1,afterany:2?after:3', 'mixes'],
     ['before:1', 'unknown dependency type "before"'],
-  ])('refuses dependency %s: 400 invalid_dependency, single and batch', async (dependency, message) => {
-    const res = await post('/api/v1/jobs/submit', { script: 'true', cpus: 1, dependency });
-    expect(res.status).toBe(400);
-    expect(await errorOf(res)).toMatchObject({
-      code: 'invalid_dependency',
-      message: expect.stringContaining(message),
-    });
-    const batch = await post('/api/v1/jobs/batch', {
-      jobs: [
-        { script: 'true', cpus: 1 },
-        { script: 'true', cpus: 1, dependency },
-      ],
-    });
-    expect(batch.status).toBe(400);
-    expect(await errorOf(batch)).toMatchObject({
-      code: 'invalid_dependency',
-      message: expect.stringContaining('jobs[1].dependency'),
-    });
-  });
+  ])(
+    'refuses dependency %s: 400 invalid_dependency, /submit, /batch and /test',
+    async (dependency, message) => {
+      const res = await post('/api/v1/jobs/submit', { script: 'true', cpus: 1, dependency });
+      expect(res.status).toBe(400);
+      expect(await errorOf(res)).toMatchObject({
+        code: 'invalid_dependency',
+        message: expect.stringContaining(message),
+      });
+      const tested = await post('/api/v1/jobs/test', { script: 'true', cpus: 1, dependency });
+      expect(tested.status).toBe(400);
+      expect((await errorOf(tested)).code).toBe('invalid_dependency');
+      const batch = await post('/api/v1/jobs/batch', {
+        jobs: [
+          { script: 'true', cpus: 1 },
+          { script: 'true', cpus: 1, dependency },
+        ],
+      });
+      expect(batch.status).toBe(400);
+      expect(await errorOf(batch)).toMatchObject({
+        code: 'invalid_dependency',
+        message: expect.stringContaining('jobs[1].dependency'),
+      });
+    },
+  );
 
   it('refuses a kill_on_invalid_dep that is not a boolean', async () => {
     const res = await post('/api/v1/jobs/submit', { script: 'true', cpus: 1, kill_on_invalid_dep: 'yes' });
