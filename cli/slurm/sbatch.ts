@@ -61,9 +61,6 @@ export interface SubmitBody {
   export_env?: string;
   signal?: { signal: string; before_s: number; batch_only: boolean };
   comment?: string;
-  /** `-d`, in Slurm's syntax; the control plane parses it. */
-  dependency?: string;
-  kill_on_invalid_dep?: boolean;
 }
 
 export type SubmitCommand = 'sbatch' | 'submit';
@@ -411,7 +408,7 @@ function convert(option: ParsedOption, now: Date): unknown {
       if (!/^(yes|no)$/i.test((v ?? '').trim())) {
         throw new Problem(`--kill-on-invalid-dep ${JSON.stringify(v)}: yes or no`);
       }
-      return (v ?? '').trim().toLowerCase() === 'yes';
+      return v;
     case 'export':
       exportItems(text(v, name));
       return v;
@@ -560,7 +557,9 @@ export function buildSubmission(input: SubmissionInput): Submission {
   const given = (long: string) => settings.filter((s) => s.option.spec.long === long);
   const environmentItems: string[] = [];
   for (const setting of settings) {
-    const { spec } = setting.option;
+    const { spec, value } = setting.option;
+    // An empty dependency list asks for nothing, which is what is supported.
+    if (spec.long === 'dependency' && (value ?? '').trim() === '') continue;
     const fates = fatesOf([setting.option]);
     for (const w of fates.warnings) warnings.push(at(setting.where, w.message));
     for (const p of fates.problems) problems.push(at(setting.where, p.message));
@@ -645,8 +644,6 @@ export function buildSubmission(input: SubmissionInput): Submission {
     ['open-mode', 'open_mode'],
     ['signal', 'signal'],
     ['comment', 'comment'],
-    ['dependency', 'dependency'],
-    ['kill-on-invalid-dep', 'kill_on_invalid_dep'],
     ['export', 'export_env'],
   ];
   const record = body as unknown as Record<string, unknown>;
