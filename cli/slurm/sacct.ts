@@ -7,7 +7,7 @@
 import { ApiError } from '../api.ts';
 import type { Io } from '../io.ts';
 import { clockSeconds, timestamp } from './format.ts';
-import { getoptLong, type OptionSpec, type ParsedOption } from './getopt.ts';
+import { getoptLong, lastValue, type OptionSpec, type ParsedOption } from './getopt.ts';
 import {
   currentUser,
   elapsedSeconds,
@@ -815,8 +815,7 @@ function sacctHelp(): string {
   return `sacct [<OPTION>]\n${lines.join('\n')}\n`;
 }
 
-const last = (options: readonly ParsedOption[], long: string) =>
-  options.filter((o) => o.spec.long === long).at(-1)?.value;
+const last = (options: readonly ParsedOption[], long: string) => lastValue(options, long)?.value;
 
 /** A selected job id: the job line, its batch step line, or both. */
 interface Selection {

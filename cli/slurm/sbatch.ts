@@ -17,6 +17,7 @@ import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { Client, resolveConfig } from '../api.ts';
 import { type Io, jobExitStatus } from '../io.ts';
+import { SLURM_VERSION } from './command.ts';
 import { timestamp } from './format.ts';
 import { fatesOf, getoptLong, type OptionSpec, type ParsedOption } from './getopt.ts';
 import { SBATCH_ENV, SBATCH_OPTIONS, SUBMIT_OPTIONS } from './sbatch-options.ts';
@@ -786,7 +787,7 @@ export async function runSbatch(
     return 0;
   }
   if (flags.has('version')) {
-    io.out('slurm 22.05.0 (Conductor 0.1.0)\n');
+    io.out(`slurm ${SLURM_VERSION} (Conductor 0.1.0)\n`);
     return 0;
   }
   const body = submission.body as SubmitBody;

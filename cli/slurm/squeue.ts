@@ -9,6 +9,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, Client, resolveConfig } from '../api.ts';
 import type { Io } from '../io.ts';
+import { SLURM_VERSION } from './command.ts';
 import { fit, squeueSeconds, timeLimit, timestamp } from './format.ts';
 import { fatesOf, getoptLong, type OptionSpec, type Parsed, type ParsedOption } from './getopt.ts';
 
@@ -335,7 +336,7 @@ export function expandHostlist(list: string): string[] {
   return names;
 }
 
-export const VERSION = 'slurm 22.05.0';
+export const VERSION = `slurm ${SLURM_VERSION}`;
 
 const seconds = (from: string | null, to: number) => (from ? (to - Date.parse(from)) / 1000 : 0);
 

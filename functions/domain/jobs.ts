@@ -1082,19 +1082,22 @@ const finished = (id: number, state: string, what: string) =>
 
 /** A stored job's resource request, as a submission would give it (for admission into another partition). */
 async function storedRequest(db: Database, id: number) {
-  const row = await queryOne<{
-    cpus: number;
-    account: string | null;
-    memory_mb: number | null;
-    memory_per_cpu: number | null;
-    gpus: number;
-    gpu_type: string | null;
-    gres: Record<string, number> | string;
-    feature_constraint: string | null;
-    exclusive: boolean;
-    nodelist: string[] | null;
-    exclude_nodes: string[];
-  }>(
+  const row = await queryOne<
+    Pick<
+      JobRow,
+      | 'cpus'
+      | 'account'
+      | 'memory_mb'
+      | 'memory_per_cpu'
+      | 'gpus'
+      | 'gpu_type'
+      | 'gres'
+      | 'feature_constraint'
+      | 'exclusive'
+      | 'nodelist'
+      | 'exclude_nodes'
+    >
+  >(
     db,
     sql`SELECT cpus, account, memory_mb, memory_per_cpu, gpus, gpu_type, gres, feature_constraint, exclusive,
                nodelist, exclude_nodes FROM jobs WHERE id = ${id}`,
