@@ -273,6 +273,12 @@ export const jobs = pgTable(
     fencedNode: text('fenced_node'),
     fencedAttempt: integer('fenced_attempt'),
     fencedAt: tstz('fenced_at'),
+    /** sbatch `--dependency` as given (for display); its items are in job_dependencies. Null: none. */
+    dependency: text('dependency'),
+    /** `?`: any one item of job_dependencies satisfied is enough; false: all of them must be. */
+    dependencyAny: boolean('dependency_any').notNull().default(false),
+    /** sbatch `--kill-on-invalid-dep=yes`: a dependency that can never be met cancels the job. */
+    killOnInvalidDep: boolean('kill_on_invalid_dep').notNull().default(false),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -295,6 +301,31 @@ export const jobs = pgTable(
       .on(t.beginTime)
       .where(sql`${t.state} = 'PENDING' AND ${t.beginTime} IS NOT NULL`),
     index('jobs_fenced_node_idx').on(t.fencedNode).where(sql`${t.fencedNode} IS NOT NULL`),
+    // The jobs waiting for a dependency (every pass gives them their reason), without reading the queue.
+    index('jobs_pending_dependency_idx')
+      .on(t.id)
+      .where(sql`${t.state} = 'PENDING' AND ${t.dependency} IS NOT NULL`),
+  ],
+);
+
+/** The items of a job's `--dependency`: what it waits for (the scheduler reads them in its statements). */
+export const jobDependencies = pgTable(
+  'job_dependencies',
+  {
+    jobId: bigint('job_id', { mode: 'number' })
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    kind: text('kind', { enum: ['after', 'afterany', 'afterok', 'afternotok', 'singleton'] }).notNull(),
+    /** Null for singleton. */
+    targetJobId: bigint('target_job_id', { mode: 'number' }),
+    delayS: integer('delay_s').notNull().default(0),
+  },
+  (t) => [
+    index('job_dependencies_job_idx').on(t.jobId),
+    check(
+      'job_dependencies_kind_known',
+      sql`${t.kind} IN ('after', 'afterany', 'afterok', 'afternotok', 'singleton') AND (${t.targetJobId} IS NULL) = (${t.kind} = 'singleton')`,
+    ),
   ],
 );
 

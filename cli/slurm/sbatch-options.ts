@@ -114,9 +114,9 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
     long: 'dependency',
     short: 'd',
     arg: 'required',
-    fate: 'refused',
+    fate: 'honoured',
     value: 'dependency_list',
-    note: `job dependencies are ${NOT_YET} (an empty list is accepted)`,
+    note: 'the job starts only once its dependency is met: after, afterany, afterok, afternotok (job ids, each with an optional +minutes delay) and singleton, joined by "," (all) or "?" (any); aftercorr is refused until job arrays exist; an empty list asks for nothing',
   },
   {
     long: 'distribution',
@@ -259,9 +259,9 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
   {
     long: 'kill-on-invalid-dep',
     arg: 'required',
-    fate: 'warned',
+    fate: 'honoured',
     value: 'yes|no',
-    note: 'there are no dependencies yet, so none can become invalid',
+    note: 'yes: a job whose dependency can never be met is cancelled (reason DependencyNeverSatisfied); no: it stays pending',
   },
   {
     long: 'licenses',

@@ -62,6 +62,9 @@ export interface SubmitBody {
   export_env?: string;
   signal?: { signal: string; before_s: number; batch_only: boolean };
   comment?: string;
+  /** `-d`, in Slurm's syntax; the control plane parses it. */
+  dependency?: string;
+  kill_on_invalid_dep?: boolean;
 }
 
 export type SubmitCommand = 'sbatch' | 'submit';
@@ -409,7 +412,7 @@ function convert(option: ParsedOption, now: Date): unknown {
       if (!/^(yes|no)$/i.test((v ?? '').trim())) {
         throw new Problem(`--kill-on-invalid-dep ${JSON.stringify(v)}: yes or no`);
       }
-      return v;
+      return (v ?? '').trim().toLowerCase() === 'yes';
     case 'export':
       exportItems(text(v, name));
       return v;
@@ -558,9 +561,7 @@ export function buildSubmission(input: SubmissionInput): Submission {
   const given = (long: string) => settings.filter((s) => s.option.spec.long === long);
   const environmentItems: string[] = [];
   for (const setting of settings) {
-    const { spec, value } = setting.option;
-    // An empty dependency list asks for nothing, which is what is supported.
-    if (spec.long === 'dependency' && (value ?? '').trim() === '') continue;
+    const { spec } = setting.option;
     const fates = fatesOf([setting.option]);
     for (const w of fates.warnings) warnings.push(at(setting.where, w.message));
     for (const p of fates.problems) problems.push(at(setting.where, p.message));
@@ -645,6 +646,8 @@ export function buildSubmission(input: SubmissionInput): Submission {
     ['open-mode', 'open_mode'],
     ['signal', 'signal'],
     ['comment', 'comment'],
+    ['dependency', 'dependency'],
+    ['kill-on-invalid-dep', 'kill_on_invalid_dep'],
     ['export', 'export_env'],
   ];
   const record = body as unknown as Record<string, unknown>;

@@ -226,6 +226,7 @@ export interface ScontrolJob {
   stdin?: string | null;
   comment?: string | null;
   requeues?: number;
+  dependency?: string | null;
 }
 
 /** Memory as Slurm prints it in TRES and limits: whole gigabytes as `G`, else `M`. */
@@ -272,7 +273,7 @@ export function formatJob(job: ScontrolJob, options: { now?: number; details?: b
     `JobId=${job.id} JobName=${job.name}`,
     `UserId=${job.owner ?? '(null)'} GroupId=${job.owner ?? '(null)'} MCS_label=N/A`,
     `Priority=${job.priority} Nice=0 Account=${job.account ?? '(null)'} QOS=${job.qos ?? 'normal'}`,
-    `JobState=${job.state} Reason=${job.reason ?? 'None'} Dependency=(null)`,
+    `JobState=${job.state} Reason=${job.reason ?? 'None'} Dependency=${job.dependency || '(null)'}`,
     `Requeue=${job.requeue ? 1 : 0} Restarts=${job.requeues ?? Math.max(0, job.attempt - 1)} BatchFlag=1 Reboot=0 ExitCode=${job.exit_code ?? '0:0'}`,
     `RunTime=${clockSeconds(runSeconds)} TimeLimit=${timeLimit(job.time_limit, 'clock')} TimeMin=N/A`,
     `SubmitTime=${timestamp(job.submit_time)} EligibleTime=${timestamp(job.eligible_time ?? job.submit_time)}`,

@@ -56,6 +56,8 @@ export interface SlurmJob {
   stderr?: string | null;
   stdin?: string | null;
   requeues?: number;
+  /** `--dependency` as submitted. */
+  dependency?: string | null;
 }
 
 /** Slurm's job states, long name → compact code (squeue(1) "JOB STATE CODES"). */
@@ -675,7 +677,7 @@ const FIELDS: Record<string, Field> = {
     header: 'END_TIME',
     value: (j) => (j.time_limit === null && j.start_time && !j.end_time ? 'NONE' : time(expectedEnd(j))),
   },
-  E: { header: 'DEPENDENCY', value: () => '(null)' },
+  E: { header: 'DEPENDENCY', value: (j) => j.dependency || '(null)' },
   f: { header: 'FEATURES', value: (j) => plain(j.constraint) },
   F: { header: 'ARRAY_JOB_ID', value: (j) => String(j.id) },
   g: { header: 'GROUP', value: () => 'N/A' },

@@ -12,7 +12,8 @@ import { endJobsAndRelease } from './allocation.ts';
 import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
 import type { Context } from './context.ts';
-import { ConductorError, conflict, forbidden, notFound } from './errors.ts';
+import { type Dependency, DependencyError, dependencyTargets, parseDependency } from './dependency.ts';
+import { ConductorError, conflict, forbidden, invalid, notFound } from './errors.ts';
 import { admitJobs, type JobResources, resourceFields } from './job-resources.ts';
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
@@ -175,6 +176,13 @@ export const submitJobInput = z.strictObject({
     .max(1024, 'comment is at most 1024 characters')
     .refine((s) => !s.includes('\u0000'), 'comment contains a NUL byte')
     .optional(),
+  /**
+   * sbatch `--dependency`: `type:id[+minutes][:id...]` items joined by `,` (all) or `?` (any), types after,
+   * afterany, afterok, afternotok and singleton; empty: none. Checked by checkDependencies (400 invalid_dependency).
+   */
+  dependency: z.string().max(65_536, 'dependency is at most 65536 characters').optional(),
+  /** sbatch `--kill-on-invalid-dep=yes`: cancel the job when its dependency can never be met. */
+  kill_on_invalid_dep: z.boolean().optional(),
   ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
@@ -282,6 +290,8 @@ export interface JobRow {
   max_rss_kb: number | string | null;
   cancelled_by: string | null;
   requeues: number;
+  dependency: string | null;
+  kill_on_invalid_dep: boolean;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -340,6 +350,8 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     max_rss_kb: row.max_rss_kb === null ? null : Number(row.max_rss_kb),
     cancelled_by: row.cancelled_by,
     requeues: Number(row.requeues),
+    dependency: row.dependency,
+    kill_on_invalid_dep: row.kill_on_invalid_dep,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -353,7 +365,8 @@ export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, 
   environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
   allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
-  stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues`;
+  stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues, dependency,
+  kill_on_invalid_dep`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -440,6 +453,7 @@ export async function submitJobOnce(
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, [input], () => 'priority');
   const [resources] = await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name);
+  await checkDependencies(ctx, [input], () => 'dependency');
   const keys = [...(options.keys ?? [])].sort((a, b) =>
     `${a.scope}\u0000${a.key}` < `${b.scope}\u0000${b.key}` ? -1 : 1,
   );
@@ -515,7 +529,7 @@ function submitReason(hold: SQL, begin: SQL, heldBy: SQL, reason: SQL, detail: S
 
 /** The columns of sbatch's options beyond resources, in the order of `slurmValues`. */
 const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, stdin, open_mode, export_env, signal,
-  comment`;
+  comment, dependency, dependency_any, kill_on_invalid_dep`;
 
 /** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
 const slurmFields = (input: SubmitJobInput) => ({
@@ -529,7 +543,69 @@ const slurmFields = (input: SubmitJobInput) => ({
   export_env: input.export_env ?? null,
   signal: input.signal ?? null,
   comment: input.comment ?? null,
+  ...dependencyFields(input.dependency),
+  kill_on_invalid_dep: input.kill_on_invalid_dep ?? false,
 });
+
+/** A submission's dependency: as given (null: none), whether any item is enough, and its items. */
+function dependencyFields(text: string | undefined) {
+  const parsed = parseDependency(text ?? '');
+  return {
+    dependency: parsed ? (text as string).trim() : null,
+    dependency_any: parsed?.any ?? false,
+    deps: (parsed?.items ?? []).map((d) => ({
+      kind: d.kind,
+      target_job_id: d.targetJobId,
+      delay_s: d.delayS,
+    })),
+  };
+}
+
+/** Inserts the job_dependencies rows of the jobs `job` inserted; `deps` is a json array per job (a column or a parameter). */
+const dependenciesInsert = (from: SQL, deps: SQL) =>
+  sql`INSERT INTO job_dependencies (job_id, kind, target_job_id, delay_s)
+      SELECT job.id, d.kind, d.target_job_id, d.delay_s
+      FROM ${from}, json_to_recordset(${deps}) AS d(kind text, target_job_id bigint, delay_s int)
+      RETURNING 1`;
+
+/**
+ * Refuses a dependency that does not parse, or that names jobs that do not exist (Slurm's "Job dependency
+ * problem"): 400 invalid_dependency. A new job cannot name itself: its id is not known before it is inserted.
+ */
+async function checkDependencies(
+  ctx: Context,
+  inputs: readonly SubmitJobInput[],
+  field: (k: number) => string,
+) {
+  const targets = new Map<number, number[]>();
+  inputs.forEach((input, k) => {
+    let parsed: Dependency | null;
+    try {
+      parsed = parseDependency(input.dependency ?? '');
+    } catch (error) {
+      if (!(error instanceof DependencyError)) throw error;
+      throw invalid('invalid_dependency', `${field(k)}: ${error.message}`);
+    }
+    if (parsed) targets.set(k, dependencyTargets(parsed));
+  });
+  const all = [...new Set([...targets.values()].flat())];
+  if (all.length === 0) return;
+  const found = await query<{ id: string | number }>(
+    ctx.db,
+    sql`SELECT id FROM jobs WHERE id = ANY(${pgArray(all)}::bigint[])`,
+  );
+  const known = new Set(found.map((r) => Number(r.id)));
+  for (const [k, ids] of targets) {
+    const missing = ids.filter((id) => !known.has(id));
+    if (missing.length > 0) {
+      throw invalid(
+        'invalid_dependency',
+        `${field(k)}: Job dependency problem: no job ${missing.join(', ')}`,
+        { missing_job_ids: missing },
+      );
+    }
+  }
+}
 
 const withTimeLimit = (input: SubmitJobInput) => ({
   ...input,
@@ -574,7 +650,9 @@ function submitStatement(
                 ${resourceValues(resources)},
                 ${f.qos}::text, ${begin}, greatest(now(), ${begin}), ${f.hold ? 'user' : null}::text,
                 ${f.stdout}::text, ${f.stderr}::text, ${f.stdin}::text, ${f.open_mode}::text, ${f.export_env}::text,
-                ${f.signal === null ? null : JSON.stringify(f.signal)}::jsonb, ${f.comment}::text`;
+                ${f.signal === null ? null : JSON.stringify(f.signal)}::jsonb, ${f.comment}::text,
+                ${f.dependency}::text, ${f.dependency_any}::boolean, ${f.kill_on_invalid_dep}::boolean`;
+  const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(f.deps)}::json`);
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
                       owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
                       ${SLURM_COLUMNS}`;
@@ -585,7 +663,8 @@ function submitStatement(
   });
   if (keys.length === 0) {
     return sql`WITH job AS (INSERT INTO jobs (${columns}) VALUES (${values}) RETURNING ${JOB_COLUMNS}),
-               audit AS (${audit})
+               audit AS (${audit}),
+               deps AS (${deps})
                SELECT * FROM job`;
   }
   return sql`WITH reserved AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id),
@@ -608,7 +687,8 @@ function submitStatement(
                WHERE (SELECT count(*) FROM claim) = ${keys.length}
                RETURNING ${JOB_COLUMNS}
              ),
-             audit AS (${audit})
+             audit AS (${audit}),
+             deps AS (${deps})
              SELECT * FROM job`;
 }
 
@@ -663,6 +743,7 @@ export async function submitJobsBatch(
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, inputs, (k) => `jobs[${k}].priority`);
   const resources = await admitJobs(ctx, inputs.map(withTimeLimit), (k, name) => `jobs[${k}].${name}`);
+  await checkDependencies(ctx, inputs, (k) => `jobs[${k}].dependency`);
   const idem = options.idempotency;
   for (let attempt = 1; ; attempt++) {
     let rows: JobRow[] | undefined;
@@ -817,7 +898,8 @@ function batchStatement(
                  requeue boolean, memory_mb int, gpus int, gpu_type text, gres jsonb, feature_constraint text,
                  exclusive boolean, nodelist text[], exclude_nodes text[], memory_per_cpu int, submit_dir text,
                  submit_host text, ntasks int, cpus_per_task int, qos text, begin_time timestamptz, hold boolean,
-                 stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text)
+                 stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text,
+                 dependency text, dependency_any boolean, kill_on_invalid_dep boolean, deps json)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -835,13 +917,15 @@ function batchStatement(
                       x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes, x.memory_per_cpu,
                       x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task, x.qos, x.begin_time,
                       greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
-                      x.open_mode, x.export_env, x.signal, x.comment
+                      x.open_mode, x.export_env, x.signal, x.comment, x.dependency, x.dependency_any,
+                      x.kill_on_invalid_dep
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i
                RETURNING ${JOB_COLUMNS}
              ),
-             audit AS (${audit})
+             audit AS (${audit}),
+             deps AS (${dependenciesInsert(sql`job JOIN reserved r ON r.id = job.id JOIN input x ON x.i = r.i`, sql`x.deps`)})
              SELECT * FROM job`;
 }
 
@@ -1328,6 +1412,7 @@ export async function signalJob(
 export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
   checkPriorities(ctx, caller, [input], () => 'priority');
   const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  await checkDependencies(ctx, [input], () => 'dependency');
   const row: QueueRow = {
     id: 0,
     cpus: input.cpus,

@@ -71,6 +71,66 @@ const QUEUE_ORDER = sql`priority DESC NULLS LAST, submit_time, id`;
 /** sbatch `--begin`: a job is placed only once its begin time has come (part of every placing statement). */
 const BEGUN = sql`(begin_time IS NULL OR begin_time <= now())`;
 
+/** One job_dependencies row `d` (its target `t`, LEFT JOINed) is satisfied, for the job `jobs`. */
+const ITEM_MET = sql`CASE d.kind
+    WHEN 'singleton' THEN NOT EXISTS (
+      SELECT 1 FROM jobs o WHERE o.name = jobs.name AND o.owner IS NOT DISTINCT FROM jobs.owner
+        AND o.id < jobs.id AND o.state IN ('PENDING', 'RUNNING'))
+    -- A target that is gone (purged) ended long ago, its outcome unknown.
+    WHEN 'after' THEN t.id IS NULL OR coalesce(t.start_time, t.end_time) + make_interval(secs => d.delay_s) <= now()
+    WHEN 'afterany' THEN t.id IS NULL
+      OR (t.state NOT IN ('PENDING', 'RUNNING') AND t.end_time + make_interval(secs => d.delay_s) <= now())
+    WHEN 'afterok' THEN t.state = 'COMPLETED' AND t.end_time + make_interval(secs => d.delay_s) <= now()
+    ELSE t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED') AND t.end_time + make_interval(secs => d.delay_s) <= now()
+  END`;
+/** The item `d` can never be satisfied: its target ended the other way (or is gone, its outcome unknown). */
+const ITEM_IMPOSSIBLE = sql`CASE d.kind
+    WHEN 'afterok' THEN t.id IS NULL OR t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED')
+    WHEN 'afternotok' THEN t.id IS NULL OR t.state = 'COMPLETED'
+    ELSE false
+  END`;
+const ITEMS = sql`FROM job_dependencies d LEFT JOIN jobs t ON t.id = d.target_job_id WHERE d.job_id = jobs.id`;
+
+/**
+ * sbatch `--dependency`: a job is placed only once its dependency is satisfied, all items (`,`) or any (`?`)
+ * (part of every placing statement, like BEGUN); a job without one pays nothing.
+ */
+export const DEPENDENCIES_MET = sql`(jobs.dependency IS NULL OR CASE WHEN jobs.dependency_any
+    THEN EXISTS (SELECT 1 ${ITEMS} AND coalesce(${ITEM_MET}, false))
+    ELSE NOT EXISTS (SELECT 1 ${ITEMS} AND NOT coalesce(${ITEM_MET}, false)) END)`;
+/** The dependency of `jobs` can never be satisfied: one item can't (`,`), or none can (`?`). */
+const DEPENDENCY_NEVER_MET = sql`CASE WHEN jobs.dependency_any
+    THEN NOT EXISTS (SELECT 1 ${ITEMS} AND NOT coalesce(${ITEM_IMPOSSIBLE}, false))
+    ELSE EXISTS (SELECT 1 ${ITEMS} AND coalesce(${ITEM_IMPOSSIBLE}, false)) END`;
+
+/**
+ * The pending jobs whose dependency is not met say why: Dependency, or DependencyNeverSatisfied; with
+ * kill_on_invalid_dep the latter are CANCELLED (they never ran: nothing to release). One statement, writing
+ * only what changed; every pass runs it, so that a dependency's end is seen without waiting for a settled queue.
+ */
+async function explainDependencies(tx: Tx): Promise<void> {
+  await query(
+    tx,
+    sql`WITH waiting AS (
+          SELECT id, kill_on_invalid_dep AND never AS kill,
+                 CASE WHEN never THEN 'DependencyNeverSatisfied' ELSE 'Dependency' END AS reason,
+                 CASE WHEN never AND kill_on_invalid_dep
+                      THEN 'cancelled: dependency ' || dependency || ' can never be satisfied (kill_on_invalid_dep)'
+                      WHEN never THEN 'dependency ' || dependency || ' can never be satisfied: cancel it, or change it'
+                      ELSE 'waiting for dependency ' || dependency END AS detail
+          FROM (SELECT jobs.*, ${DEPENDENCY_NEVER_MET} AS never FROM jobs
+                WHERE state = 'PENDING' AND held IS NULL AND dependency IS NOT NULL AND NOT ${DEPENDENCIES_MET}) j
+        )
+        UPDATE jobs SET state = CASE WHEN w.kill THEN 'CANCELLED' ELSE jobs.state END,
+          end_time = CASE WHEN w.kill THEN now() ELSE jobs.end_time END,
+          reason = w.reason, reason_detail = w.detail, reserved_worker = NULL
+        FROM waiting w
+        WHERE jobs.id = w.id AND jobs.state = 'PENDING' AND jobs.held IS NULL
+          AND (w.kill OR jobs.reason IS DISTINCT FROM w.reason OR jobs.reason_detail IS DISTINCT FROM w.detail
+               OR jobs.reserved_worker IS NOT NULL)`,
+  );
+}
+
 /** A BeginTime job's reason_detail, from its begin time (an SQL expression). */
 export const beginTimeDetail = (begin: ReturnType<typeof sql>) =>
   sql`'not eligible before ' || to_char(${begin} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`;
@@ -239,6 +299,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         totals: null,
         touched: [] as string[],
       };
+      await explainDependencies(tx);
       if (workers.length === 0) return nothing;
       const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
       const partitions = partitionsOf(partitionRows);
@@ -256,6 +317,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         tx,
         sql`SELECT ${QUEUE_COLUMNS} FROM jobs
             WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL AND ${BEGUN}
+              AND ${DEPENDENCIES_MET}
             ORDER BY ${QUEUE_ORDER}`,
       );
       const batch = config.scheduleBatchSize;
@@ -270,7 +332,8 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         const rows = await query<QueueRow>(
           tx,
           sql`SELECT ${QUEUE_COLUMNS} FROM jobs
-              WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND cpus <= ${planner.largestUseful} ${after}
+              WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND ${DEPENDENCIES_MET}
+                AND cpus <= ${planner.largestUseful} ${after}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
         for (const row of rows) {
@@ -424,7 +487,7 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
             allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
             partition = coalesce(nullif(p.part, ''), jobs.partition)
           FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
-            AND (jobs.begin_time IS NULL OR jobs.begin_time <= now())
+            AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCIES_MET}
           RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),
         per_worker AS (
@@ -520,17 +583,17 @@ async function explainQueue(
     sql`WITH explained AS (${explain} RETURNING 1),
         waiting AS (
           UPDATE jobs SET reason = 'BeginTime', reason_detail = ${beginTimeDetail(sql`begin_time`)}, reserved_worker = NULL
-          WHERE state = 'PENDING' AND held IS NULL AND begin_time > now()
+          WHERE state = 'PENDING' AND held IS NULL AND begin_time > now() AND ${DEPENDENCIES_MET}
             AND (reason IS DISTINCT FROM 'BeginTime' OR reserved_worker IS NOT NULL)
           RETURNING 1
         ),
         stale AS (
           SELECT id FROM jobs
-          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL AND ${BEGUN}
+          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL AND ${BEGUN} AND ${DEPENDENCIES_MET}
             AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
             AND CASE WHEN cpus > ${largest}::int
                      THEN reason IS DISTINCT FROM 'Resources' OR reason_detail IS DISTINCT FROM ${tooLarge}
-                     ELSE reason IS NULL OR reason IN ('None', 'BeginTime')
+                     ELSE reason IS NULL OR reason IN ('None', 'BeginTime', 'Dependency')
                           OR starts_with(reason_detail, ${TOO_LARGE_PREFIX}) END
           ORDER BY ${QUEUE_ORDER} LIMIT ${MAX_EXPLAINED_BEHIND}
         )

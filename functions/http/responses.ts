@@ -104,6 +104,13 @@ export const jobSchema = z
       .nullable()
       .openapi({ description: "Who cancelled it: the cancelling token's owner, or admin" }),
     requeues: z.number().int().openapi({ description: 'Times it went back to the queue' }),
+    dependency: z
+      .string()
+      .nullable()
+      .openapi({ description: 'sbatch --dependency as submitted; null: none' }),
+    kill_on_invalid_dep: z
+      .boolean()
+      .openapi({ description: 'Cancelled (DependencyNeverSatisfied) when its dependency can never be met' }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),

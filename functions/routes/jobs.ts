@@ -294,6 +294,8 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   max_rss_kb: null,
   cancelled_by: null,
   requeues: 0,
+  dependency: null,
+  kill_on_invalid_dep: false,
   submit_time: '2025-11-11T10:00:00.000Z',
   start_time: null,
   end_time: null,

@@ -38,6 +38,8 @@ const plain = sbatch([]).body as SubmitBody;
 /** A valid value for each honoured option that takes one, and what it changes. */
 const HONOURED: Record<string, { args: string[]; body?: Partial<SubmitBody>; flag?: string }> = {
   account: { args: ['-A', 'physics'], body: { account: 'physics' } },
+  dependency: { args: ['-d', 'afterok:12:13,singleton'], body: { dependency: 'afterok:12:13,singleton' } },
+  'kill-on-invalid-dep': { args: ['--kill-on-invalid-dep=yes'], body: { kill_on_invalid_dep: true } },
   begin: {
     args: ['--begin=now+1hour'],
     body: { begin_time: new Date(NOW.getTime() + 3600_000).toISOString() },
@@ -124,8 +126,7 @@ describe("sbatch's option table", () => {
         else expect(result.body).toEqual(JSON.parse(JSON.stringify({ ...plain, ...sample?.body })));
         return;
       }
-      const value = spec.long === 'kill-on-invalid-dep' ? 'yes' : 'x';
-      const args = spec.arg === 'required' ? [`--${spec.long}=${value}`] : [`--${spec.long}`];
+      const args = spec.arg === 'required' ? [`--${spec.long}=x`] : [`--${spec.long}`];
       const result = sbatch(args);
       if (spec.fate === 'warned') {
         expect(result.problems).toEqual([]);
@@ -138,17 +139,15 @@ describe("sbatch's option table", () => {
     });
   }
 
-  it('--kill-on-invalid-dep takes yes or no, though no dependency can become invalid yet', () => {
-    expect(sbatch(['--kill-on-invalid-dep=no']).problems).toEqual([]);
+  it('--kill-on-invalid-dep takes yes or no', () => {
+    expect(sbatch(['--kill-on-invalid-dep=No']).body?.kill_on_invalid_dep).toBe(false);
     expect(sbatch(['--kill-on-invalid-dep=maybe']).problems).toEqual([
       '--kill-on-invalid-dep "maybe": yes or no',
     ]);
   });
 
-  it('an empty --dependency asks for nothing and is accepted', () => {
+  it('--dependency is sent as given (the control plane parses it; an empty list asks for nothing)', () => {
     expect(sbatch(['--dependency=']).problems).toEqual([]);
-    expect(sbatch(['-d', 'afterok:12']).problems).toEqual([
-      '--dependency is not supported: job dependencies are not supported yet (an empty list is accepted)',
-    ]);
+    expect(sbatch(['-d', 'afterok:12?afternotok:13+5']).body?.dependency).toBe('afterok:12?afternotok:13+5');
   });
 });

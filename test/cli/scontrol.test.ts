@@ -127,6 +127,16 @@ describe('scontrol show', () => {
     expect(withToken.stdout).toMatch(/^ {3}UserId=\(null\) /m);
   });
 
+  it("show job prints the job's dependency as submitted", () => {
+    const lines = formatJob({
+      ...JOB,
+      state: 'PENDING',
+      reason: 'Dependency',
+      dependency: 'afterok:41?singleton',
+    });
+    expect(lines).toContain('JobState=PENDING Reason=Dependency Dependency=afterok:41?singleton');
+  });
+
   it('show jobid -dd: indented lines, the allocation line, a blank line after; JobState= as snakemake reads it', async () => {
     const { code, stdout } = await scontrol(['show', 'jobid', '-dd', '42']);
     expect(code).toBe(0);

@@ -85,6 +85,12 @@ const render = (jobs: SlurmJob[], format: string, header = true) => {
 };
 
 describe("squeue's text", () => {
+  it("%E prints the job's dependency as submitted, (null) without one", () => {
+    expect(render([{ ...PENDING, dependency: 'afterok:101' }, RUNNING], '%i %E', false)).toBe(
+      '102 afterok:101\n101 (null)\n',
+    );
+  });
+
   it('prints the default columns with Slurm widths: reasons in parentheses for pending jobs, nodes for running ones', () => {
     expect(render([RUNNING, PENDING, HELD, CANCELLING], '%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R')).toBe(
       [

@@ -1,0 +1,113 @@
+/**
+ * sbatch `--dependency` end to end: the Node server (real Postgres and Redis), a real agent, and the drop-in
+ * sbatch of `conductor slurm-commands DIR`. `sbatch --parsable -d afterok:<first>` starts only after the first
+ * job ended COMPLETED; `afterok` on a failing job with `--kill-on-invalid-dep=yes` ends CANCELLED, never run.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../functions/node/server.ts';
+import { AgentProcess, eventually } from '../support/agent-process.ts';
+import { availableBackends, type Backend, startTestServer, testConfig } from '../support/cluster.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const [factory] = await availableBackends();
+
+interface Job {
+  id: number;
+  state: string;
+  reason: string | null;
+  start_time: string | null;
+  end_time: string | null;
+}
+
+describe.runIf(factory)('sbatch --dependency with a real agent', () => {
+  let backend: Backend;
+  let server: RunningServer;
+  let agent: AgentProcess;
+  const root = mkdtempSync(join(tmpdir(), 'conductor-e2e-deps-'));
+  const bin = join(root, 'bin');
+  let env: NodeJS.ProcessEnv;
+
+  beforeAll(async () => {
+    backend = await (factory as NonNullable<typeof factory>).create();
+    server = await startTestServer(backend, testConfig({ heartbeatIntervalSeconds: 1, workerTtlSeconds: 3 }));
+    agent = new AgentProcess(`deps01-${process.pid}`, server.url, { cpus: 4 });
+    await agent.registered();
+    execFileSync('npm', ['run', '--silent', 'conductor', '--', 'slurm-commands', bin], {
+      cwd: ROOT,
+      env: { ...process.env, CONDUCTOR_URL: server.url },
+      stdio: 'pipe',
+    });
+    env = {
+      PATH: `${bin}${delimiter}${process.env.PATH}`,
+      HOME: process.env.HOME,
+      USER: userInfo().username,
+      LANG: 'C.UTF-8',
+      CONDUCTOR_URL: server.url,
+    };
+  }, 120_000);
+
+  afterAll(async () => {
+    await agent?.stop().catch(() => agent.kill9());
+    await server?.close();
+    await backend?.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  // Asynchronously: the server runs in this process, and a blocking spawn would keep it from answering.
+  const sbatch = async (args: string[]) => {
+    const { stdout } = await promisify(execFile)('sbatch', ['--parsable', ...args], { cwd: root, env });
+    return Number(stdout.trim());
+  };
+  const job = async (id: number) => (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as Job;
+  const ended = (id: number) =>
+    eventually(
+      async () => {
+        const j = await job(id);
+        return ['PENDING', 'RUNNING'].includes(j.state) ? undefined : j;
+      },
+      { timeoutMs: 30_000, what: `job ${id} ended` },
+    );
+
+  it('afterok: the second job starts after the first ended COMPLETED, and reads what it wrote', {
+    timeout: 60_000,
+  }, async () => {
+    const first = await sbatch(['--wrap', 'sleep 2; echo 21 > first.txt']);
+    const second = await sbatch([
+      `--dependency=afterok:${first}`,
+      '--wrap',
+      'echo $(( $(cat first.txt) * 2 )) > second.txt',
+    ]);
+    const waiting = await job(second);
+    expect(waiting.state).toBe('PENDING');
+    const a = await ended(first);
+    const b = await ended(second);
+    expect(a.state).toBe('COMPLETED');
+    expect(b.state).toBe('COMPLETED');
+    expect(new Date(b.start_time as string).getTime()).toBeGreaterThanOrEqual(
+      new Date(a.end_time as string).getTime(),
+    );
+    expect(readFileSync(join(root, 'second.txt'), 'utf8')).toBe('42\n');
+  });
+
+  it('afterok on a failing job with --kill-on-invalid-dep=yes: CANCELLED, DependencyNeverSatisfied, never run', {
+    timeout: 60_000,
+  }, async () => {
+    const bad = await sbatch(['--wrap', 'exit 3']);
+    const dependant = await sbatch([
+      `-d`,
+      `afterok:${bad}`,
+      '--kill-on-invalid-dep=yes',
+      '--wrap',
+      'touch ran.txt',
+    ]);
+    expect((await ended(bad)).state).toBe('FAILED');
+    const j = await ended(dependant);
+    expect(j).toMatchObject({ state: 'CANCELLED', reason: 'DependencyNeverSatisfied', start_time: null });
+    expect(existsSync(join(root, 'ran.txt'))).toBe(false);
+  });
+});
