@@ -299,8 +299,12 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         totals: null,
         touched: [] as string[],
       };
-      await explainDependencies(tx);
-      if (workers.length === 0) return nothing;
+      // Dependencies are explained after the queue is read (or when it is not), so that the pass reads it as
+      // soon after choosing its live workers as before.
+      if (workers.length === 0) {
+        await explainDependencies(tx);
+        return nothing;
+      }
       const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
       const partitions = partitionsOf(partitionRows);
       const toJob = jobReader(partitions);
@@ -309,6 +313,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       const fullyAllocated = (w: FreeWorker) =>
         w.allocatedCpus >= w.cpus && (w.allocatedMemoryMb ?? 0) >= (w.memoryMb ?? 0);
       if (candidates.every(fullyAllocated)) {
+        await explainDependencies(tx);
         await explainQueue(tx, { largest, explained: [], seen: [] });
         return nothing;
       }
@@ -364,6 +369,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
 
       const { placements, reservations, waits } = planner.result();
       const committed = placements.length > 0 ? await commitPlacements(tx, placements) : null;
+      await explainDependencies(tx);
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
