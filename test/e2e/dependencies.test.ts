@@ -4,7 +4,7 @@
  * job ended COMPLETED; `afterok` on a failing job with `--kill-on-invalid-dep=yes` ends CANCELLED, never run.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -76,14 +76,26 @@ describe.runIf(factory)('sbatch --dependency with a real agent', () => {
   it('afterok: the second job starts after the first ended COMPLETED, and reads what it wrote', {
     timeout: 60_000,
   }, async () => {
-    const first = await sbatch(['--wrap', 'sleep 2; echo 21 > first.txt']);
+    // The first job goes on only once the test has seen the second wait for it.
+    const first = await sbatch(['--wrap', 'while [ ! -e go ]; do sleep 0.1; done; echo 21 > first.txt']);
     const second = await sbatch([
       `--dependency=afterok:${first}`,
       '--wrap',
       'echo $(( $(cat first.txt) * 2 )) > second.txt',
     ]);
-    const waiting = await job(second);
+    await eventually(async () => (await job(first)).state === 'RUNNING', {
+      timeoutMs: 30_000,
+      what: 'first running',
+    });
+    const waiting = await eventually(
+      async () => {
+        const j = await job(second);
+        return j.reason === 'Dependency' ? j : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the second job waiting for its dependency' },
+    );
     expect(waiting.state).toBe('PENDING');
+    writeFileSync(join(root, 'go'), '');
     const a = await ended(first);
     const b = await ended(second);
     expect(a.state).toBe('COMPLETED');
