@@ -54,6 +54,7 @@ import { AgentProcess } from '../test/support/agent-process.ts';
 import { startNeonProxy } from '../test/support/neon-proxy.ts';
 import { startUpstashBridge } from '../test/support/upstash-bridge.ts';
 import { bundleWorker, workerModules } from '../test/support/worker-bundle.ts';
+import { runDependencyChain } from './dependency-chain.ts';
 import {
   countingProxy,
   countingScripts,
@@ -1964,6 +1965,35 @@ async function scenarioStartup() {
   }
 }
 
+// ---------------------------------------------------------------- 9. pipelines
+/**
+ * A dependency chain through `npm start` and the packaged agent (bench/dependency-chain.ts): 1,000 jobs of
+ * `true`, each afterok on the one before; from the first start to the last end, and per link.
+ */
+async function scenarioPipelines() {
+  log('9. pipelines: a dependency chain');
+  const depth = SMALL ? 100 : 1000;
+  const chain = await runDependencyChain({
+    depth,
+    databaseUrl: PG_URL.replace(/\/[^/]+$/, '/conductor_bench_chain'),
+    redisUrl: 'redis://127.0.0.1:6379/14',
+  });
+  results.dependency_chain = { ...chain, link_ms: stats(chain.link_ms) };
+  const goal = SMALL ? 3 : 30;
+  row(
+    '9 pipelines',
+    `${depth.toLocaleString('en')}-deep afterok chain of \`true\` jobs (npm start + packaged agent): first start to last end`,
+    null,
+    '',
+    `< ${goal} s`,
+    chain.seconds < goal ? 'met' : 'not met',
+    `${round(chain.seconds, 1)} s (${Object.entries(chain.states)
+      .map(([state, n]) => `${n} ${state}`)
+      .join(', ')})`,
+  );
+  row('9 pipelines', "  a job's end to its dependant's start", stats(chain.link_ms), 'ms', '< 30 ms');
+}
+
 // ---------------------------------------------------------------- run
 const scenarios: [string, () => Promise<void>][] = [
   ['1', scenarioResources],
@@ -1974,6 +2004,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ['3', scenarioLatencyAndE2E],
   ['6', scenarioIdleAndFootprint],
   ['8', scenarioStartup],
+  ['9', scenarioPipelines],
 ];
 const failures: Record<string, string> = {};
 for (const [name, scenario] of scenarios) {

@@ -279,6 +279,11 @@ export const jobs = pgTable(
     dependencyAny: boolean('dependency_any').notNull().default(false),
     /** sbatch `--kill-on-invalid-dep=yes`: a dependency that can never be met cancels the job. */
     killOnInvalidDep: boolean('kill_on_invalid_dep').notNull().default(false),
+    /**
+     * The dependency is not met yet: set at submission, cleared once by the pass that finds it met (Slurm
+     * clears a satisfied dependency too). The scheduling statements test this column, not job_dependencies.
+     */
+    dependencyPending: boolean('dependency_pending').notNull().default(false),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -301,10 +306,12 @@ export const jobs = pgTable(
       .on(t.beginTime)
       .where(sql`${t.state} = 'PENDING' AND ${t.beginTime} IS NOT NULL`),
     index('jobs_fenced_node_idx').on(t.fencedNode).where(sql`${t.fencedNode} IS NOT NULL`),
-    // The jobs waiting for a dependency (every pass gives them their reason), without reading the queue.
+    // The jobs waiting for a dependency (every pass resolves them), without reading the queue.
     index('jobs_pending_dependency_idx')
       .on(t.id)
-      .where(sql`${t.state} = 'PENDING' AND ${t.dependency} IS NOT NULL`),
+      .where(sql`${t.state} = 'PENDING' AND ${t.dependencyPending}`),
+    // singleton: the active jobs of a name (the pass finds the first of each name and owner).
+    index('jobs_active_name_idx').on(t.name).where(sql`${t.state} IN ('PENDING', 'RUNNING')`),
   ],
 );
 

@@ -529,7 +529,7 @@ function submitReason(hold: SQL, begin: SQL, heldBy: SQL, reason: SQL, detail: S
 
 /** The columns of sbatch's options beyond resources, in the order of `slurmValues`. */
 const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, stdin, open_mode, export_env, signal,
-  comment, dependency, dependency_any, kill_on_invalid_dep`;
+  comment, dependency, dependency_any, kill_on_invalid_dep, dependency_pending`;
 
 /** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
 const slurmFields = (input: SubmitJobInput) => ({
@@ -651,7 +651,8 @@ function submitStatement(
                 ${f.qos}::text, ${begin}, greatest(now(), ${begin}), ${f.hold ? 'user' : null}::text,
                 ${f.stdout}::text, ${f.stderr}::text, ${f.stdin}::text, ${f.open_mode}::text, ${f.export_env}::text,
                 ${f.signal === null ? null : JSON.stringify(f.signal)}::jsonb, ${f.comment}::text,
-                ${f.dependency}::text, ${f.dependency_any}::boolean, ${f.kill_on_invalid_dep}::boolean`;
+                ${f.dependency}::text, ${f.dependency_any}::boolean, ${f.kill_on_invalid_dep}::boolean,
+                ${f.dependency !== null}::boolean`;
   const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(f.deps)}::json`);
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
                       owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
@@ -918,7 +919,7 @@ function batchStatement(
                       x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task, x.qos, x.begin_time,
                       greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
                       x.open_mode, x.export_env, x.signal, x.comment, x.dependency, x.dependency_any,
-                      x.kill_on_invalid_dep
+                      x.kill_on_invalid_dep, x.dependency IS NOT NULL
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i

@@ -71,11 +71,17 @@ const QUEUE_ORDER = sql`priority DESC NULLS LAST, submit_time, id`;
 /** sbatch `--begin`: a job is placed only once its begin time has come (part of every placing statement). */
 const BEGUN = sql`(begin_time IS NULL OR begin_time <= now())`;
 
-/** One job_dependencies row `d` (its target `t`, LEFT JOINed) is satisfied, for the job `jobs`. */
+/**
+ * sbatch `--dependency`: a job is placed only once its dependency is met (part of every placing statement,
+ * like BEGUN). A plain column, kept by resolveDependencies: a correlated subquery here made the planner's
+ * estimate of every queue read cross jit_above_cost, and JIT compiling cost ~600 ms a statement.
+ */
+export const DEPENDENCY_MET = sql`NOT jobs.dependency_pending`;
+
+/** One job_dependencies row `d` of the waiting job `w` is met (`t`: its target; `f`: w's singleton blocker). */
 const ITEM_MET = sql`CASE d.kind
-    WHEN 'singleton' THEN NOT EXISTS (
-      SELECT 1 FROM jobs o WHERE o.name = jobs.name AND o.owner IS NOT DISTINCT FROM jobs.owner
-        AND o.id < jobs.id AND o.state IN ('PENDING', 'RUNNING'))
+    -- The first active job of a name and user is the one that may run; w itself is active.
+    WHEN 'singleton' THEN f.first_id IS NULL OR f.first_id >= w.id
     -- A target that is gone (purged) ended long ago, its outcome unknown.
     WHEN 'after' THEN t.id IS NULL OR coalesce(t.start_time, t.end_time) + make_interval(secs => d.delay_s) <= now()
     WHEN 'afterany' THEN t.id IS NULL
@@ -83,51 +89,68 @@ const ITEM_MET = sql`CASE d.kind
     WHEN 'afterok' THEN t.state = 'COMPLETED' AND t.end_time + make_interval(secs => d.delay_s) <= now()
     ELSE t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED') AND t.end_time + make_interval(secs => d.delay_s) <= now()
   END`;
-/** The item `d` can never be satisfied: its target ended the other way (or is gone, its outcome unknown). */
+/** The item `d` can never be met: its target ended the other way (or is gone, its outcome unknown). */
 const ITEM_IMPOSSIBLE = sql`CASE d.kind
     WHEN 'afterok' THEN t.id IS NULL OR t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED')
     WHEN 'afternotok' THEN t.id IS NULL OR t.state = 'COMPLETED'
     ELSE false
   END`;
-const ITEMS = sql`FROM job_dependencies d LEFT JOIN jobs t ON t.id = d.target_job_id WHERE d.job_id = jobs.id`;
 
 /**
- * sbatch `--dependency`: a job is placed only once its dependency is satisfied, all items (`,`) or any (`?`)
- * (part of every placing statement, like BEGUN); a job without one pays nothing.
+ * The jobs waiting for their dependency (the partial index jobs_pending_dependency_idx), evaluated set-wise:
+ * met ones lose dependency_pending and may be placed by this very pass; the others say why, Dependency or
+ * DependencyNeverSatisfied, and with kill_on_invalid_dep the latter are CANCELLED (they never ran: nothing to
+ * release). Held jobs are resolved too but keep their hold's reason. One statement per pass, writing only
+ * what changed; joins and GROUP BY, no correlated subquery, so that its cost stays proportional to the jobs
+ * waiting, whatever the queue holds. A met dependency stays met: every item's condition, once true, stays true.
  */
-export const DEPENDENCIES_MET = sql`(jobs.dependency IS NULL OR CASE WHEN jobs.dependency_any
-    THEN EXISTS (SELECT 1 ${ITEMS} AND coalesce(${ITEM_MET}, false))
-    ELSE NOT EXISTS (SELECT 1 ${ITEMS} AND NOT coalesce(${ITEM_MET}, false)) END)`;
-/** The dependency of `jobs` can never be satisfied: one item can't (`,`), or none can (`?`). */
-const DEPENDENCY_NEVER_MET = sql`CASE WHEN jobs.dependency_any
-    THEN NOT EXISTS (SELECT 1 ${ITEMS} AND NOT coalesce(${ITEM_IMPOSSIBLE}, false))
-    ELSE EXISTS (SELECT 1 ${ITEMS} AND coalesce(${ITEM_IMPOSSIBLE}, false)) END`;
-
-/**
- * The pending jobs whose dependency is not met say why: Dependency, or DependencyNeverSatisfied; with
- * kill_on_invalid_dep the latter are CANCELLED (they never ran: nothing to release). One statement, writing
- * only what changed; every pass runs it, so that a dependency's end is seen without waiting for a settled queue.
- */
-async function explainDependencies(tx: Tx): Promise<void> {
+async function resolveDependencies(tx: Tx): Promise<void> {
   await query(
     tx,
-    sql`WITH waiting AS (
-          SELECT id, kill_on_invalid_dep AND never AS kill,
-                 CASE WHEN never THEN 'DependencyNeverSatisfied' ELSE 'Dependency' END AS reason,
-                 CASE WHEN never AND kill_on_invalid_dep
+    sql`WITH w AS MATERIALIZED (
+          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep FROM jobs
+          WHERE state = 'PENDING' AND dependency_pending
+        ),
+        singleton AS (
+          SELECT DISTINCT w.name, w.owner FROM w JOIN job_dependencies d ON d.job_id = w.id AND d.kind = 'singleton'
+        ),
+        blocker AS (
+          SELECT o.name, o.owner, min(o.id) AS first_id
+          FROM jobs o JOIN singleton s ON o.name = s.name AND o.owner IS NOT DISTINCT FROM s.owner
+          WHERE o.state IN ('PENDING', 'RUNNING')
+          GROUP BY o.name, o.owner
+        ),
+        verdict AS (
+          SELECT w.id, w.held, w.dependency, w.kill_on_invalid_dep,
+                 CASE WHEN w.dependency_any THEN coalesce(bool_or(coalesce(${ITEM_MET}, false)), true)
+                      ELSE coalesce(bool_and(coalesce(${ITEM_MET}, false)), true) END AS met,
+                 CASE WHEN w.dependency_any THEN coalesce(bool_and(coalesce(${ITEM_IMPOSSIBLE}, false)), false)
+                      ELSE coalesce(bool_or(coalesce(${ITEM_IMPOSSIBLE}, false)), false) END AS never
+          FROM w LEFT JOIN job_dependencies d ON d.job_id = w.id
+            LEFT JOIN jobs t ON t.id = d.target_job_id
+            LEFT JOIN blocker f ON d.kind = 'singleton' AND f.name = w.name AND f.owner IS NOT DISTINCT FROM w.owner
+          GROUP BY w.id, w.held, w.dependency, w.dependency_any, w.kill_on_invalid_dep
+        ),
+        change AS (
+          SELECT id, met, held IS NULL AND NOT met AND never AND kill_on_invalid_dep AS kill,
+                 CASE WHEN met THEN 'None' WHEN never THEN 'DependencyNeverSatisfied' ELSE 'Dependency' END AS reason,
+                 CASE WHEN met THEN NULL
+                      WHEN never AND kill_on_invalid_dep
                       THEN 'cancelled: dependency ' || dependency || ' can never be satisfied (kill_on_invalid_dep)'
                       WHEN never THEN 'dependency ' || dependency || ' can never be satisfied: cancel it, or change it'
                       ELSE 'waiting for dependency ' || dependency END AS detail
-          FROM (SELECT jobs.*, ${DEPENDENCY_NEVER_MET} AS never FROM jobs
-                WHERE state = 'PENDING' AND held IS NULL AND dependency IS NOT NULL AND NOT ${DEPENDENCIES_MET}) j
+          FROM verdict
         )
-        UPDATE jobs SET state = CASE WHEN w.kill THEN 'CANCELLED' ELSE jobs.state END,
-          end_time = CASE WHEN w.kill THEN now() ELSE jobs.end_time END,
-          reason = w.reason, reason_detail = w.detail, reserved_worker = NULL
-        FROM waiting w
-        WHERE jobs.id = w.id AND jobs.state = 'PENDING' AND jobs.held IS NULL
-          AND (w.kill OR jobs.reason IS DISTINCT FROM w.reason OR jobs.reason_detail IS DISTINCT FROM w.detail
-               OR jobs.reserved_worker IS NOT NULL)`,
+        UPDATE jobs SET dependency_pending = NOT c.met,
+          state = CASE WHEN c.kill THEN 'CANCELLED' ELSE jobs.state END,
+          end_time = CASE WHEN c.kill THEN now() ELSE jobs.end_time END,
+          reason = CASE WHEN jobs.held IS NULL THEN c.reason ELSE jobs.reason END,
+          reason_detail = CASE WHEN jobs.held IS NULL THEN c.detail ELSE jobs.reason_detail END,
+          reserved_worker = CASE WHEN jobs.held IS NULL THEN NULL ELSE jobs.reserved_worker END
+        FROM change c
+        WHERE jobs.id = c.id AND jobs.state = 'PENDING' AND jobs.dependency_pending
+          AND (c.met OR c.kill OR (jobs.held IS NULL AND (jobs.reason IS DISTINCT FROM c.reason
+               OR jobs.reason_detail IS DISTINCT FROM c.detail OR jobs.reserved_worker IS NOT NULL)))`,
   );
 }
 
@@ -299,12 +322,9 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         totals: null,
         touched: [] as string[],
       };
-      // Dependencies are explained after the queue is read (or when it is not), so that the pass reads it as
-      // soon after choosing its live workers as before.
-      if (workers.length === 0) {
-        await explainDependencies(tx);
-        return nothing;
-      }
+      // Before the queue is read, so that a job whose dependency just ended is placed by this very pass.
+      await resolveDependencies(tx);
+      if (workers.length === 0) return nothing;
       const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
       const partitions = partitionsOf(partitionRows);
       const toJob = jobReader(partitions);
@@ -313,7 +333,6 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       const fullyAllocated = (w: FreeWorker) =>
         w.allocatedCpus >= w.cpus && (w.allocatedMemoryMb ?? 0) >= (w.memoryMb ?? 0);
       if (candidates.every(fullyAllocated)) {
-        await explainDependencies(tx);
         await explainQueue(tx, { largest, explained: [], seen: [] });
         return nothing;
       }
@@ -322,7 +341,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         tx,
         sql`SELECT ${QUEUE_COLUMNS} FROM jobs
             WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL AND ${BEGUN}
-              AND ${DEPENDENCIES_MET}
+              AND ${DEPENDENCY_MET}
             ORDER BY ${QUEUE_ORDER}`,
       );
       const batch = config.scheduleBatchSize;
@@ -337,7 +356,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         const rows = await query<QueueRow>(
           tx,
           sql`SELECT ${QUEUE_COLUMNS} FROM jobs
-              WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND ${DEPENDENCIES_MET}
+              WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND ${DEPENDENCY_MET}
                 AND cpus <= ${planner.largestUseful} ${after}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
@@ -369,7 +388,6 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
 
       const { placements, reservations, waits } = planner.result();
       const committed = placements.length > 0 ? await commitPlacements(tx, placements) : null;
-      await explainDependencies(tx);
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
@@ -493,7 +511,7 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
             allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
             partition = coalesce(nullif(p.part, ''), jobs.partition)
           FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
-            AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCIES_MET}
+            AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCY_MET}
           RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),
         per_worker AS (
@@ -589,13 +607,13 @@ async function explainQueue(
     sql`WITH explained AS (${explain} RETURNING 1),
         waiting AS (
           UPDATE jobs SET reason = 'BeginTime', reason_detail = ${beginTimeDetail(sql`begin_time`)}, reserved_worker = NULL
-          WHERE state = 'PENDING' AND held IS NULL AND begin_time > now() AND ${DEPENDENCIES_MET}
+          WHERE state = 'PENDING' AND held IS NULL AND begin_time > now() AND ${DEPENDENCY_MET}
             AND (reason IS DISTINCT FROM 'BeginTime' OR reserved_worker IS NOT NULL)
           RETURNING 1
         ),
         stale AS (
           SELECT id FROM jobs
-          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL AND ${BEGUN} AND ${DEPENDENCIES_MET}
+          WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NULL AND ${BEGUN} AND ${DEPENDENCY_MET}
             AND NOT (id = ANY(${pgArray(seen)}::bigint[]))
             AND CASE WHEN cpus > ${largest}::int
                      THEN reason IS DISTINCT FROM 'Resources' OR reason_detail IS DISTINCT FROM ${tooLarge}
