@@ -1,7 +1,7 @@
 /**
- * sbatch `--dependency` end to end: the Node server (real Postgres and Redis), a real agent, and the drop-in
- * sbatch of `conductor slurm-commands DIR`. `sbatch --parsable -d afterok:<first>` starts only after the first
- * job ended COMPLETED; `afterok` on a failing job with `--kill-on-invalid-dep=yes` ends CANCELLED, never run.
+ * sbatch `--dependency`, `--begin` and holds end to end: the Node server (real Postgres and Redis), a real
+ * agent, and the drop-in sbatch and scontrol of `conductor slurm-commands DIR`. The jobs record when they ran
+ * in files; the tests read those, not only the API.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -63,6 +63,7 @@ describe.runIf(factory)('sbatch --dependency with a real agent', () => {
     const { stdout } = await promisify(execFile)('sbatch', ['--parsable', ...args], { cwd: root, env });
     return Number(stdout.trim());
   };
+  const scontrol = (args: string[]) => promisify(execFile)('scontrol', args, { cwd: root, env });
   const job = async (id: number) => (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as Job;
   const ended = (id: number) =>
     eventually(
@@ -121,5 +122,91 @@ describe.runIf(factory)('sbatch --dependency with a real agent', () => {
     const j = await ended(dependant);
     expect(j).toMatchObject({ state: 'CANCELLED', reason: 'DependencyNeverSatisfied', start_time: null });
     expect(existsSync(join(root, 'ran.txt'))).toBe(false);
+  });
+
+  it('afterok on a failing job without kill-on-invalid-dep: stays PENDING, DependencyNeverSatisfied', {
+    timeout: 60_000,
+  }, async () => {
+    const bad = await sbatch(['--wrap', 'exit 1']);
+    const dependant = await sbatch(['-d', `afterok:${bad}`, '--wrap', 'touch never.txt']);
+    expect((await ended(bad)).state).toBe('FAILED');
+    const j = await eventually(
+      async () => {
+        const x = await job(dependant);
+        return x.reason === 'DependencyNeverSatisfied' ? x : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the dependant never satisfied' },
+    );
+    expect(j).toMatchObject({ state: 'PENDING', start_time: null });
+    const { stdout } = await scontrol(['show', 'job', String(dependant)]);
+    expect(stdout).toContain('Reason=DependencyNeverSatisfied');
+    expect(stdout).toContain(`Dependency=afterok:${bad}`);
+    await fetch(`${server.url}/api/v1/jobs/${dependant}/cancel`, { method: 'POST' });
+    expect(existsSync(join(root, 'never.txt'))).toBe(false);
+  });
+
+  it('afternotok runs only after a failure: after a success it never runs', { timeout: 60_000 }, async () => {
+    const good = await sbatch(['--wrap', 'true']);
+    const bad = await sbatch(['--wrap', 'exit 2']);
+    const afterGood = await sbatch(['-d', `afternotok:${good}`, '--wrap', 'touch after-good.txt']);
+    const afterBad = await sbatch(['-d', `afternotok:${bad}`, '--wrap', 'touch after-bad.txt']);
+    expect((await ended(afterBad)).state).toBe('COMPLETED');
+    expect(existsSync(join(root, 'after-bad.txt'))).toBe(true);
+    const never = await eventually(
+      async () => {
+        const x = await job(afterGood);
+        return x.reason === 'DependencyNeverSatisfied' ? x : undefined;
+      },
+      { timeoutMs: 30_000, what: 'afternotok on a success never satisfied' },
+    );
+    expect(never.state).toBe('PENDING');
+    expect(existsSync(join(root, 'after-good.txt'))).toBe(false);
+    await fetch(`${server.url}/api/v1/jobs/${afterGood}/cancel`, { method: 'POST' });
+  });
+
+  it('singleton: jobs of one name and user run one at a time, in submission order', {
+    timeout: 90_000,
+  }, async () => {
+    // Each records its start and end (ns); with 4 CPUs free all three would overlap without the dependency.
+    const script = (k: number) =>
+      `echo start ${k} $(date +%s%N) >> singleton.log; sleep 1; echo end ${k} $(date +%s%N) >> singleton.log`;
+    const ids = [];
+    for (const k of [1, 2, 3])
+      ids.push(await sbatch(['-J', 'same-name', '-d', 'singleton', '--wrap', script(k)]));
+    for (const id of ids) expect((await ended(id)).state).toBe('COMPLETED');
+    const events = readFileSync(join(root, 'singleton.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '));
+    expect(events.map(([what, k]) => `${what} ${k}`)).toEqual([
+      'start 1',
+      'end 1',
+      'start 2',
+      'end 2',
+      'start 3',
+      'end 3',
+    ]);
+  });
+
+  it('--begin=now+5 waits five seconds, with reason BeginTime meanwhile', { timeout: 60_000 }, async () => {
+    const before = Date.now();
+    const id = await sbatch(['--begin=now+5', '--wrap', 'date +%s%N > begun.txt']);
+    const waiting = await job(id);
+    expect(waiting).toMatchObject({ state: 'PENDING', reason: 'BeginTime' });
+    expect((await ended(id)).state).toBe('COMPLETED');
+    const ranAt = Number(readFileSync(join(root, 'begun.txt'), 'utf8').trim()) / 1e6;
+    expect(ranAt - before).toBeGreaterThanOrEqual(4_000);
+  });
+
+  it('hold and release: sbatch -H waits with JobHeldUser until scontrol release', {
+    timeout: 60_000,
+  }, async () => {
+    const id = await sbatch(['-H', '--wrap', 'touch released.txt']);
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(await job(id)).toMatchObject({ state: 'PENDING', reason: 'JobHeldUser', start_time: null });
+    expect(existsSync(join(root, 'released.txt'))).toBe(false);
+    await scontrol(['release', String(id)]);
+    expect((await ended(id)).state).toBe('COMPLETED');
+    expect(existsSync(join(root, 'released.txt'))).toBe(true);
   });
 });
