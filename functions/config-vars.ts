@@ -39,6 +39,14 @@ export const clusterName = z
   )
   .default(DEFAULT_CONFIG.clusterName);
 
+/** Slurm's DependencyParameters=kill_invalid_depend, as a yes/no setting. */
+export const killInvalidDepend = z
+  .enum(['0', '1', 'true', 'false', 'yes', 'no'], {
+    error: 'CONDUCTOR_KILL_INVALID_DEPEND is yes or no (also 1/0, true/false)',
+  })
+  .default(DEFAULT_CONFIG.killInvalidDepend ? 'yes' : 'no')
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
 /** A number of live-log followers: a whole number, 0 (no limit) or more. */
 export const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
 
@@ -104,6 +112,11 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   CONDUCTOR_PUBLIC_URL: {
     description:
       'the URL(s), comma-separated, browsers use for this server when it is not an IP address or `localhost` (a name in `/etc/hosts`, a proxy in front): on loopback their names are accepted as Host, and their origins may write (see [Security](security.md))',
+  },
+  CONDUCTOR_KILL_INVALID_DEPEND: {
+    description:
+      "Slurm's `DependencyParameters=kill_invalid_depend`: cancel a job whose dependency can never be met instead of leaving it PENDING with reason DependencyNeverSatisfied; a job submitted with `kill_on_invalid_dep` (sbatch `--kill-on-invalid-dep=yes|no`) decides for itself",
+    default: 'no',
   },
   CONDUCTOR_MAX_REQUEUES: {
     description:

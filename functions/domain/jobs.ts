@@ -532,7 +532,7 @@ const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, 
   comment, dependency, dependency_any, kill_on_invalid_dep, dependency_pending`;
 
 /** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
-const slurmFields = (input: SubmitJobInput) => ({
+const slurmFields = (input: SubmitJobInput, killInvalidDepend: boolean) => ({
   qos: input.qos ?? null,
   begin_time: input.begin_time ?? null,
   hold: input.hold ?? false,
@@ -544,7 +544,7 @@ const slurmFields = (input: SubmitJobInput) => ({
   signal: input.signal ?? null,
   comment: input.comment ?? null,
   ...dependencyFields(input.dependency),
-  kill_on_invalid_dep: input.kill_on_invalid_dep ?? false,
+  kill_on_invalid_dep: input.kill_on_invalid_dep ?? killInvalidDepend,
 });
 
 /** A submission's dependency: as given (null: none), whether any item is enough, and its items. */
@@ -633,7 +633,7 @@ function submitStatement(
   const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
   const ttl = ctx.config.workerTtlSeconds;
   const live = sql`(${liveNodesSql(ttl)}) live`;
-  const f = slurmFields(input);
+  const f = slurmFields(input, ctx.config.killInvalidDepend);
   const begin = sql`${f.begin_time}::timestamptz`;
   const why = submitReason(
     sql`${f.hold}::boolean`,
@@ -852,7 +852,7 @@ function batchStatement(
         exclusive: r.exclusive,
         nodelist: r.nodelist,
         exclude_nodes: r.exclude,
-        ...slurmFields(input),
+        ...slurmFields(input, ctx.config.killInvalidDepend),
       };
     }),
   );

@@ -225,6 +225,11 @@ export interface ConductorConfig {
   clusterName: string;
   /** Most live-log followers of one token (or of all anonymous callers) at once, per process; 0: no limit. */
   logFollowersPerToken: number;
+  /**
+   * Slurm's DependencyParameters=kill_invalid_depend: a job whose dependency can never be met is cancelled,
+   * unless it was submitted with kill_on_invalid_dep false (sbatch --kill-on-invalid-dep=no).
+   */
+  killInvalidDepend: boolean;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -248,6 +253,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   logFollowersPerJob: 10,
   logFollowersPerToken: 20,
   clusterName: 'conductor',
+  killInvalidDepend: false,
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */

@@ -1,5 +1,12 @@
 import { z } from 'zod';
-import { clusterName, followers, logRetentionDays, maxRequeues, priorityCeiling } from '../config-vars.ts';
+import {
+  clusterName,
+  followers,
+  killInvalidDepend,
+  logRetentionDays,
+  maxRequeues,
+  priorityCeiling,
+} from '../config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from '../domain/ports.ts';
 
 const seconds = (fallback: number) => z.coerce.number().positive().default(fallback);
@@ -53,6 +60,8 @@ export const nodeEnvSchema = z.object({
     .default([]),
   /** Times a `requeue` job is requeued after losing its node before it ends NODE_FAIL. */
   CONDUCTOR_MAX_REQUEUES: maxRequeues,
+  /** Slurm's DependencyParameters=kill_invalid_depend. */
+  CONDUCTOR_KILL_INVALID_DEPEND: killInvalidDepend,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -93,6 +102,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     submitBurst: env.CONDUCTOR_SUBMIT_BURST,
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
+    killInvalidDepend: env.CONDUCTOR_KILL_INVALID_DEPEND,
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,

@@ -11,7 +11,7 @@ import {
   registerWorker,
   reportStarted,
 } from '../../functions/domain/workers.ts';
-import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
+import { availableBackends, type Backend, testConfig, testContext } from '../support/cluster.ts';
 import { checkInvariants } from '../support/invariants.ts';
 
 const backends = await availableBackends();
@@ -90,6 +90,30 @@ describe.each(backends)('dependencies on $name', (factory) => {
       kill_on_invalid_dep: true,
     });
     expect((await job(killed)).end_time).not.toBeNull();
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  it('kill_invalid_depend as the cluster default: cancels, unless the job said kill_on_invalid_dep false', async () => {
+    const killing = testContext(backend, testConfig({ killInvalidDepend: true }));
+    const first = await submit();
+    const byDefault = (
+      await submitJob(killing.ctx, { script: 'true', cpus: 1, dependency: `afterok:${first}` })
+    ).id;
+    const optedOut = (
+      await submitJob(killing.ctx, {
+        script: 'true',
+        cpus: 1,
+        dependency: `afterok:${first}`,
+        kill_on_invalid_dep: false,
+      })
+    ).id;
+    await killing.settle();
+    expect(await job(byDefault)).toMatchObject({ kill_on_invalid_dep: true });
+    await pass();
+    await finish(first, '1:0');
+    await pass();
+    expect(await job(byDefault)).toMatchObject({ state: 'CANCELLED', reason: 'DependencyNeverSatisfied' });
+    expect(await job(optedOut)).toMatchObject({ state: 'PENDING', reason: 'DependencyNeverSatisfied' });
     await checkInvariants(backend.db.db, backend.registry);
   });
 
