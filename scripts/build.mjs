@@ -30,6 +30,16 @@ const BUNDLES = { server: 'functions/node.ts', agent: 'agent/src/cli.ts' };
 const CHUNK = /-[A-Z0-9]{8}\.mjs(\.map)?$/;
 const SOURCES = ['functions', 'db', 'agent/src', 'package.json', 'package-lock.json'];
 /**
+ * The template is older than the migrations (a checkout that pulled new ones): a new data dir copied from it
+ * would start behind, or, when a migration was rewritten before it landed, not start at all.
+ */
+function templateIsStale() {
+  const version = join(PGDATA_TEMPLATE, 'PG_VERSION');
+  if (!existsSync(version)) return true;
+  return newestMtime(join(ROOT, 'db', 'migrations')) > statSync(version).mtimeMs;
+}
+
+/**
  * Packages the server's bundle leaves in node_modules: PGlite (it reads its .wasm and data files beside its
  * own module), and the clients loaded only when configured (nothing to gain at start; pg has an optional
  * native part).
@@ -143,5 +153,6 @@ const ifStale = process.argv.includes('--if-stale');
 // The dashboard's browser bundle first: the server imports it (scripts/build-ui.mjs).
 await writeUiAssetsModule();
 if (!ifStale || bundlesAreStale()) await buildBundles();
-// A checkout built before the template existed gets it once, rather than an initdb at every new data dir.
-if (!ifStale || !existsSync(join(PGDATA_TEMPLATE, 'PG_VERSION'))) await buildPgdataTemplate();
+// A checkout built before the template existed, or before its migrations, gets it once, rather than an initdb
+// (or the newer migrations) at every new data dir.
+if (!ifStale || templateIsStale()) await buildPgdataTemplate();
