@@ -103,11 +103,10 @@ const ITEM_IMPOSSIBLE = sql`CASE d.kind
  * release). Held jobs are resolved too but keep their hold's reason. One statement per pass, writing only
  * what changed; joins and GROUP BY, no correlated subquery, so that its cost stays proportional to the jobs
  * waiting, whatever the queue holds. A met dependency stays met: every item's condition, once true, stays true.
+ * It runs within the statement that locks the pass's workers: before the queue is read, so that a job whose
+ * dependency just ended is placed by this very pass, and without a round trip of its own.
  */
-async function resolveDependencies(tx: Tx): Promise<void> {
-  await query(
-    tx,
-    sql`WITH w AS MATERIALIZED (
+const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
           SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep FROM jobs
           WHERE state = 'PENDING' AND dependency_pending
         ),
@@ -150,9 +149,7 @@ async function resolveDependencies(tx: Tx): Promise<void> {
         FROM change c
         WHERE jobs.id = c.id AND jobs.state = 'PENDING' AND jobs.dependency_pending
           AND (c.met OR c.kill OR (jobs.held IS NULL AND (jobs.reason IS DISTINCT FROM c.reason
-               OR jobs.reason_detail IS DISTINCT FROM c.detail OR jobs.reserved_worker IS NOT NULL)))`,
-  );
-}
+               OR jobs.reason_detail IS DISTINCT FROM c.detail OR jobs.reserved_worker IS NOT NULL)))`;
 
 /** A BeginTime job's reason_detail, from its begin time (an SQL expression). */
 export const beginTimeDetail = (begin: ReturnType<typeof sql>) =>
@@ -295,7 +292,8 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
           : sql`last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})`;
       const locked = await query<WorkerRow>(
         tx,
-        sql`SELECT ${LOCKED_WORKER_COLUMNS} FROM workers WHERE ${placeableWorkers(liveFilter)} ORDER BY id FOR UPDATE`,
+        sql`WITH resolved AS (${RESOLVE_DEPENDENCIES} RETURNING 1)
+            SELECT ${LOCKED_WORKER_COLUMNS} FROM workers WHERE ${placeableWorkers(liveFilter)} ORDER BY id FOR UPDATE`,
       );
       // The generic resources are read once the rows are locked, by a statement of its own: the locking one
       // re-reads a row it waited for, but a subquery of it would still see the worker_gres of its snapshot,
@@ -322,8 +320,6 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         totals: null,
         touched: [] as string[],
       };
-      // Before the queue is read, so that a job whose dependency just ended is placed by this very pass.
-      await resolveDependencies(tx);
       if (workers.length === 0) return nothing;
       const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
       const partitions = partitionsOf(partitionRows);
