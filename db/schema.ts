@@ -162,6 +162,11 @@ export const partitions = pgTable(
     allowAccounts: text('allow_accounts').array(),
     priorityTier: integer('priority_tier').notNull().default(1),
     policy: text('policy', { enum: PLACEMENT_POLICIES }).notNull().default('pack'),
+    /** The retry policy of its jobs that set none (null: the cluster's setting); see jobs.maxRequeues. */
+    maxRequeues: integer('max_requeues'),
+    retryOnFailure: boolean('retry_on_failure'),
+    retryBackoffS: integer('retry_backoff_s'),
+    crashLimit: integer('crash_limit'),
     createdBy: text('created_by', { enum: ['admin', 'agent'] })
       .notNull()
       .default('admin'),
@@ -198,8 +203,25 @@ export const jobs = pgTable(
     requeue: boolean('requeue').notNull().default(false),
     /** Incremented on every placement; reports must name the attempt they belong to (fencing). */
     attempt: integer('attempt').notNull().default(0),
-    /** Times the job went back to the queue because its node was lost; capped by `maxRequeues`. */
+    /** Times the job went back to the queue (SLURM_RESTART_COUNT); automatic requeues are capped by `maxRequeues`. */
     requeues: integer('requeues').notNull().default(0),
+    /**
+     * The retry policy (null: its partition's, else the cluster's): automatic requeues at most (after its node
+     * was lost with `requeue`, or after a non-zero exit with `retryOnFailure`), the back-off before a requeued
+     * attempt may start (doubling with each requeue), and the crash limit (the n-th loss of its node while it
+     * ran ends it NODE_FAIL; 0: none).
+     */
+    maxRequeues: integer('max_requeues'),
+    retryOnFailure: boolean('retry_on_failure'),
+    retryBackoffS: integer('retry_backoff_s'),
+    crashLimit: integer('crash_limit'),
+    /** Times its node was lost while it ran (started): what the crash limit counts. */
+    crashes: integer('crashes').notNull().default(0),
+    /**
+     * Set by the statement that puts a RUNNING job back in the queue: how that attempt ended (NODE_FAIL, FAILED,
+     * REQUEUED), which the job_attempts trigger records.
+     */
+    requeuedFrom: text('requeued_from'),
     /** Set when the assigned agent picked the job up (the session that did). */
     claimedSession: text('claimed_session'),
     claimedAt: tstz('claimed_at'),
@@ -313,6 +335,32 @@ export const jobs = pgTable(
     // singleton: the active jobs of a name (the pass finds the first of each name and owner).
     index('jobs_active_name_idx').on(t.name).where(sql`${t.state} IN ('PENDING', 'RUNNING')`),
   ],
+);
+
+/**
+ * Each ended attempt of a job (a run on a node, from its placement to its end or requeue), written by a row
+ * trigger on jobs in the same statement as the transition out of RUNNING, whichever path made it (migration 0013).
+ * The current attempt of a RUNNING job is the job row itself.
+ */
+export const jobAttempts = pgTable(
+  'job_attempts',
+  {
+    jobId: bigint('job_id', { mode: 'number' })
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    attempt: integer('attempt').notNull(),
+    node: text('node'),
+    /** Null: its agent never started it. */
+    startTime: tstz('start_time'),
+    endTime: tstz('end_time').notNull(),
+    /** How it ended: a job state, or REQUEUED (put back by a requeue). */
+    state: text('state').notNull(),
+    exitCode: text('exit_code'),
+    reason: text('reason'),
+    /** The job went back to the queue after it (another attempt followed or may follow). */
+    requeued: boolean('requeued').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.jobId, t.attempt] })],
 );
 
 /** The items of a job's `--dependency`: what it waits for (the scheduler reads them in its statements). */

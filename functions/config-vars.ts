@@ -22,6 +22,22 @@ export const maxRequeues = z.coerce
   .max(1_000, 'CONDUCTOR_MAX_REQUEUES is at most 1000')
   .default(DEFAULT_CONFIG.maxRequeues);
 
+/** The n-th loss of a job's node while it runs ends it NODE_FAIL (jobs and partitions may set their own). */
+export const crashLimit = z.coerce
+  .number({ error: 'CONDUCTOR_CRASH_LIMIT is a whole number (0: no crash limit)' })
+  .int('CONDUCTOR_CRASH_LIMIT is a whole number (0: no crash limit)')
+  .min(0, 'CONDUCTOR_CRASH_LIMIT is at least 0 (0: no crash limit)')
+  .max(1_000, 'CONDUCTOR_CRASH_LIMIT is at most 1000')
+  .default(DEFAULT_CONFIG.crashLimit);
+
+/** Seconds before an automatically requeued job may start again, doubled with each earlier requeue. */
+export const retryBackoff = z.coerce
+  .number({ error: 'CONDUCTOR_RETRY_BACKOFF is whole seconds from 0 to 86400' })
+  .int('CONDUCTOR_RETRY_BACKOFF is whole seconds from 0 to 86400')
+  .min(0, 'CONDUCTOR_RETRY_BACKOFF is at least 0 (0: at once)')
+  .max(86_400, 'CONDUCTOR_RETRY_BACKOFF is at most 86400 (a day)')
+  .default(DEFAULT_CONFIG.retryBackoffSeconds);
+
 /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
 export const priorityCeiling = z.coerce
   .number({ error: 'CONDUCTOR_PRIORITY_CEILING is a whole number from 0 to 1000000' })
@@ -120,7 +136,15 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   },
   CONDUCTOR_MAX_REQUEUES: {
     description:
-      'times a `requeue` job goes back to the queue after losing its node; the next loss ends it NODE_FAIL (`0`: never requeued)',
+      'times a job is requeued automatically (its node lost with `requeue`, or a non-zero exit with `retry_on_failure`) when neither it nor its partition sets `max_requeues`; then it ends NODE_FAIL or FAILED (`0`: never requeued; Slurm: MaxBatchRequeue)',
+  },
+  CONDUCTOR_CRASH_LIMIT: {
+    description:
+      "the n-th time a job's node is lost while the job runs ends it NODE_FAIL, requeues left or not, when neither it nor its partition sets `crash_limit` (HyperQueue's crash limit; `0`: none)",
+  },
+  CONDUCTOR_RETRY_BACKOFF: {
+    description:
+      'seconds an automatically requeued job waits (reason BeginTime) before it may start again, doubled with each earlier requeue up to an hour, when neither it nor its partition sets `retry_backoff_s` (`0`: at once)',
   },
   CONDUCTOR_PRIORITY_CEILING: {
     description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',

@@ -272,7 +272,8 @@ function slurmJobEnv(
   } else if (typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0) {
     set('SLURM_MEM_PER_NODE', assignment.memory_mb);
   }
-  set('SLURM_RESTART_COUNT', assignment.requeues ?? 0);
+  // Slurm sets it only once the job was restarted (requeued): a first run has none.
+  if ((assignment.requeues ?? 0) > 0) set('SLURM_RESTART_COUNT', assignment.requeues);
   set('SLURM_JOB_QOS', assignment.qos);
   set('SLURM_EXPORT_ENV', assignment.export_env);
   const startedMs = assignment.start_time ? Date.parse(assignment.start_time) : Number.NaN;

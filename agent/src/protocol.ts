@@ -158,7 +158,10 @@ export interface Assignment extends JobRef {
   cpus_per_task?: number | null;
   /** `--mem-per-cpu` as asked (MB): the job sees SLURM_MEM_PER_CPU instead of SLURM_MEM_PER_NODE. */
   memory_per_cpu?: number | null;
-  /** How many times the job went back to the queue (SLURM_RESTART_COUNT). */
+  /**
+   * How many times the job went back to the queue before this attempt (automatically or by scontrol requeue):
+   * the job sees it as SLURM_RESTART_COUNT, set only when above 0 (as Slurm does, only after a restart).
+   */
   requeues?: number;
   /** The cluster's name (SLURM_CLUSTER_NAME). */
   cluster_name?: string;

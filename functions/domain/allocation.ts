@@ -185,23 +185,68 @@ function runEndJobs(db: Database, end: JobEnd | SQL): Promise<EndRow[]> {
   );
 }
 
+/** The most a retry back-off grows to by doubling (a back-off set longer than this stays as set). */
+export const MAX_RETRY_BACKOFF_S = 3600;
+
+type RetryConfig = Pick<ConductorConfig, 'maxRequeues' | 'crashLimit' | 'retryBackoffSeconds'>;
+
+/**
+ * The retry policy in force for each job, as a FROM item `pol` to join on `pol.pol_id = jobs.id`: the job's
+ * own setting, else its partition's (the one it was placed in; none: the default partition), else the
+ * cluster's. Read by the statements that end attempts, never by the scheduling pass.
+ */
+export function retryPolicy(config: RetryConfig): SQL {
+  return sql`(SELECT j.id AS pol_id,
+        coalesce(j.max_requeues, p.max_requeues, ${config.maxRequeues}::int) AS pol_max_requeues,
+        coalesce(j.crash_limit, p.crash_limit, ${config.crashLimit}::int) AS pol_crash_limit,
+        coalesce(j.retry_backoff_s, p.retry_backoff_s, ${config.retryBackoffSeconds}::int) AS pol_backoff_s,
+        coalesce(j.retry_on_failure, p.retry_on_failure, false) AS pol_on_failure
+      FROM jobs j LEFT JOIN partitions p ON p.name = coalesce(nullif(split_part(j.partition, ',', 1), ''),
+        (SELECT d.name FROM partitions d WHERE d.is_default))) pol`;
+}
+
+/**
+ * The begin time of a job requeued automatically (`again`): now plus its back-off, doubled for each requeue
+ * it had before (up to MAX_RETRY_BACKOFF_S, or the back-off itself if longer); no back-off: unchanged.
+ */
+export const retryBeginTime = (again: SQL) =>
+  sql`CASE WHEN ${again} AND pol.pol_backoff_s > 0
+        THEN now() + make_interval(secs => least(pol.pol_backoff_s::float8 * power(2, least(jobs.requeues, 20)),
+                                                 greatest(pol.pol_backoff_s, ${MAX_RETRY_BACKOFF_S}::int)))
+        ELSE jobs.begin_time END`;
+
 /**
  * The job update for jobs whose worker is gone: NODE_FAIL, or back to PENDING for jobs submitted with
- * `requeue` (they run again elsewhere, with the next attempt number) until they were requeued
- * `maxRequeues` times: a job that takes its node down each time it runs must not go round the cluster forever.
+ * `requeue` (they run again elsewhere, with the next attempt number, after their back-off) until they were
+ * requeued `max_requeues` times, or until their node was lost while they ran `crash_limit` times (a job that
+ * takes its node down each time it runs must not go round the cluster forever). The policy is the job's,
+ * else its partition's, else the cluster's (retryPolicy). Every column is qualified: `where` may use the
+ * job's own (unqualified) columns.
  */
-export function loseJobs(where: SQL, reason: string, limits: Pick<ConductorConfig, 'maxRequeues'>): SQL {
+export function loseJobs(where: SQL, reason: string, config: RetryConfig): SQL {
+  // A job that had started was running when its node went: a crash, which the crash limit counts.
+  const crashed = sql`(jobs.start_time IS NOT NULL)`;
+  const overMax = sql`(jobs.requeues >= pol.pol_max_requeues)`;
+  const overCrashes = sql`(${crashed} AND pol.pol_crash_limit > 0 AND jobs.crashes + 1 >= pol.pol_crash_limit)`;
   // A job someone cancelled is not run again: it ends CANCELLED. (SET expressions see the row as it was.)
-  const again = sql`(requeue AND NOT cancel_requested AND requeues < ${limits.maxRequeues}::int)`;
-  const capped = `; not requeued: it was requeued ${limits.maxRequeues} times already (max requeues)`;
+  const again = sql`(jobs.requeue AND NOT jobs.cancel_requested AND NOT ${overMax} AND NOT ${overCrashes})`;
+  const why = sql`CASE WHEN NOT jobs.requeue OR jobs.cancel_requested OR ${again} THEN ''
+      WHEN ${overMax} THEN '; not requeued: it was requeued ' || jobs.requeues || ' times already (max requeues '
+        || pol.pol_max_requeues || ')'
+      ELSE '; not requeued: its node was lost while it ran ' || (jobs.crashes + 1) || ' times (crash limit '
+        || pol.pol_crash_limit || ')' END`;
   return sql`UPDATE jobs SET
-      state = CASE WHEN cancel_requested THEN 'CANCELLED' WHEN ${again} THEN 'PENDING' ELSE 'NODE_FAIL' END,
+      state = CASE WHEN jobs.cancel_requested THEN 'CANCELLED' WHEN ${again} THEN 'PENDING' ELSE 'NODE_FAIL' END,
       end_time = CASE WHEN ${again} THEN NULL ELSE now() END,
       exit_code = CASE WHEN ${again} THEN NULL ELSE '0:0' END,
-      node = CASE WHEN ${again} THEN NULL ELSE node END,
-      requeues = requeues + CASE WHEN ${again} THEN 1 ELSE 0 END,
+      node = CASE WHEN ${again} THEN NULL ELSE jobs.node END,
+      requeues = jobs.requeues + CASE WHEN ${again} THEN 1 ELSE 0 END,
+      crashes = jobs.crashes + CASE WHEN ${crashed} THEN 1 ELSE 0 END,
+      requeued_from = CASE WHEN ${again} THEN 'NODE_FAIL' END,
+      begin_time = ${retryBeginTime(again)},
       claimed_session = NULL, claimed_at = NULL,
-      reason = ${reason}::text || CASE WHEN requeue AND NOT cancel_requested AND NOT ${again} THEN ${capped}::text ELSE '' END
-    WHERE state = 'RUNNING' AND ${where}
-    RETURNING id, state, node, attempt, exit_code`;
+      reason = ${reason}::text || ${why}
+    FROM ${retryPolicy(config)}
+    WHERE pol.pol_id = jobs.id AND jobs.state = 'RUNNING' AND ${where}
+    RETURNING jobs.id, jobs.state, jobs.node, jobs.attempt, jobs.exit_code`;
 }

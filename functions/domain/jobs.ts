@@ -183,6 +183,32 @@ export const submitJobInput = z.strictObject({
   dependency: z.string().max(65_536, 'dependency is at most 65536 characters').optional(),
   /** sbatch `--kill-on-invalid-dep=yes`: cancel the job when its dependency can never be met. */
   kill_on_invalid_dep: z.boolean().optional(),
+  /**
+   * The retry policy (absent: its partition's, else the cluster's). Automatic requeues at most: after its
+   * node is lost (with `requeue`) and after a non-zero exit (with `retry_on_failure`).
+   */
+  max_requeues: z
+    .number({ error: 'max_requeues is a whole number from 0 to 1000 (0: never requeued automatically)' })
+    .int('max_requeues must be a whole number')
+    .min(0, 'max_requeues is at least 0 (0: never requeued automatically)')
+    .max(1000, 'max_requeues is at most 1000')
+    .optional(),
+  /** A non-zero exit puts the job back in the queue (while it has requeues left) instead of ending it FAILED. */
+  retry_on_failure: z.boolean({ error: 'retry_on_failure is true or false' }).optional(),
+  /** Seconds a requeued job waits before it may start again, doubled with each earlier requeue. */
+  retry_backoff_s: z
+    .number({ error: 'retry_backoff_s is whole seconds from 0 to 86400' })
+    .int('retry_backoff_s must be whole seconds')
+    .min(0, 'retry_backoff_s is at least 0 (0: at once)')
+    .max(86_400, 'retry_backoff_s is at most 86400 (a day)')
+    .optional(),
+  /** The n-th loss of its node while it runs ends it NODE_FAIL, requeues left or not (0: no crash limit). */
+  crash_limit: z
+    .number({ error: 'crash_limit is a whole number from 0 to 1000 (0: no crash limit)' })
+    .int('crash_limit must be a whole number')
+    .min(0, 'crash_limit is at least 0 (0: no crash limit)')
+    .max(1000, 'crash_limit is at most 1000')
+    .optional(),
   ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
@@ -292,6 +318,11 @@ export interface JobRow {
   requeues: number;
   dependency: string | null;
   kill_on_invalid_dep: boolean;
+  max_requeues: number | null;
+  retry_on_failure: boolean | null;
+  retry_backoff_s: number | null;
+  crash_limit: number | null;
+  crashes: number;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -352,6 +383,11 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     requeues: Number(row.requeues),
     dependency: row.dependency,
     kill_on_invalid_dep: row.kill_on_invalid_dep,
+    max_requeues: row.max_requeues === null ? null : Number(row.max_requeues),
+    retry_on_failure: row.retry_on_failure,
+    retry_backoff_s: row.retry_backoff_s === null ? null : Number(row.retry_backoff_s),
+    crash_limit: row.crash_limit === null ? null : Number(row.crash_limit),
+    crashes: Number(row.crashes),
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -366,7 +402,7 @@ export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, 
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
   allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
   stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues, dependency,
-  kill_on_invalid_dep`;
+  kill_on_invalid_dep, max_requeues, retry_on_failure, retry_backoff_s, crash_limit, crashes`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -531,6 +567,9 @@ function submitReason(hold: SQL, begin: SQL, heldBy: SQL, reason: SQL, detail: S
 const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, stdin, open_mode, export_env, signal,
   comment, dependency, dependency_any, kill_on_invalid_dep, dependency_pending`;
 
+/** A job's own retry policy (null: its partition's, else the cluster's). */
+const RETRY_COLUMNS = sql`max_requeues, retry_on_failure, retry_backoff_s, crash_limit`;
+
 /** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
 const slurmFields = (input: SubmitJobInput, killInvalidDepend: boolean) => ({
   qos: input.qos ?? null,
@@ -652,11 +691,13 @@ function submitStatement(
                 ${f.stdout}::text, ${f.stderr}::text, ${f.stdin}::text, ${f.open_mode}::text, ${f.export_env}::text,
                 ${f.signal === null ? null : JSON.stringify(f.signal)}::jsonb, ${f.comment}::text,
                 ${f.dependency}::text, ${f.dependency_any}::boolean, ${f.kill_on_invalid_dep}::boolean,
-                ${f.dependency !== null}::boolean`;
+                ${f.dependency !== null}::boolean,
+                ${input.max_requeues ?? null}::int, ${input.retry_on_failure ?? null}::boolean,
+                ${input.retry_backoff_s ?? null}::int, ${input.crash_limit ?? null}::int`;
   const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(f.deps)}::json`);
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
                       owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
-                      ${SLURM_COLUMNS}`;
+                      ${SLURM_COLUMNS}, ${RETRY_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
@@ -853,13 +894,17 @@ function batchStatement(
         nodelist: r.nodelist,
         exclude_nodes: r.exclude,
         ...slurmFields(input, ctx.config.killInvalidDepend),
+        max_requeues: input.max_requeues ?? null,
+        retry_on_failure: input.retry_on_failure ?? null,
+        retry_backoff_s: input.retry_backoff_s ?? null,
+        crash_limit: input.crash_limit ?? null,
       };
     }),
   );
   const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
                       owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
                       exclusive, nodelist, exclude_nodes, memory_per_cpu, submit_dir, submit_host, ntasks,
-                      cpus_per_task, ${SLURM_COLUMNS}`;
+                      cpus_per_task, ${SLURM_COLUMNS}, ${RETRY_COLUMNS}`;
   const why = submitReason(
     sql`x.hold`,
     sql`x.begin_time`,
@@ -900,7 +945,8 @@ function batchStatement(
                  exclusive boolean, nodelist text[], exclude_nodes text[], memory_per_cpu int, submit_dir text,
                  submit_host text, ntasks int, cpus_per_task int, qos text, begin_time timestamptz, hold boolean,
                  stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text,
-                 dependency text, dependency_any boolean, kill_on_invalid_dep boolean, deps json)
+                 dependency text, dependency_any boolean, kill_on_invalid_dep boolean, deps json,
+                 max_requeues int, retry_on_failure boolean, retry_backoff_s int, crash_limit int)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -919,7 +965,8 @@ function batchStatement(
                       x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task, x.qos, x.begin_time,
                       greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
                       x.open_mode, x.export_env, x.signal, x.comment, x.dependency, x.dependency_any,
-                      x.kill_on_invalid_dep, x.dependency IS NOT NULL
+                      x.kill_on_invalid_dep, x.dependency IS NOT NULL,
+                      x.max_requeues, x.retry_on_failure, x.retry_backoff_s, x.crash_limit
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i
@@ -935,6 +982,66 @@ export async function getJob(db: Database, id: number, viewer: Principal = ANONY
   const row = await queryOne<JobRow>(db, sql`SELECT ${JOB_COLUMNS}, script FROM jobs WHERE id = ${id}`);
   if (!row || !seesJobOf(viewer, row.owner)) throw notFound('job_not_found', `Job ${id} does not exist`);
   return jobView(row, { script: true });
+}
+
+/** One run of a job on a node (GET /api/v1/jobs/{id} `attempts`; sacct --duplicates). */
+export interface AttemptView {
+  attempt: number;
+  node: string | null;
+  /** Null: its agent never started it. */
+  start_time: string | null;
+  /** Null: it runs now. */
+  end_time: string | null;
+  /** How it ended (a job state, or REQUEUED: put back by scontrol requeue); RUNNING: it runs now. */
+  state: string;
+  exit_code: string | null;
+  reason: string | null;
+  /** The job went back to the queue after it. */
+  requeued: boolean;
+}
+
+/**
+ * A job's attempts, first to last: the ended ones (job_attempts, written with each transition out of RUNNING)
+ * and, while it runs, the current one (from the job's row).
+ */
+export async function jobAttempts(db: Database, job: JobView): Promise<AttemptView[]> {
+  const rows = await query<{
+    attempt: number;
+    node: string | null;
+    start_time: Date | string | null;
+    end_time: Date | string;
+    state: string;
+    exit_code: string | null;
+    reason: string | null;
+    requeued: boolean;
+  }>(
+    db,
+    sql`SELECT attempt, node, start_time, end_time, state, exit_code, reason, requeued
+        FROM job_attempts WHERE job_id = ${job.id} ORDER BY attempt`,
+  );
+  const attempts: AttemptView[] = rows.map((r) => ({
+    attempt: Number(r.attempt),
+    node: r.node,
+    start_time: iso(r.start_time),
+    end_time: iso(r.end_time),
+    state: r.state,
+    exit_code: r.exit_code,
+    reason: r.reason,
+    requeued: r.requeued,
+  }));
+  if (job.state === 'RUNNING' && !attempts.some((a) => a.attempt === job.attempt)) {
+    attempts.push({
+      attempt: job.attempt,
+      node: job.node,
+      start_time: job.start_time,
+      end_time: null,
+      state: 'RUNNING',
+      exit_code: null,
+      reason: null,
+      requeued: false,
+    });
+  }
+  return attempts;
 }
 
 export async function listJobs(db: Database, input: ListJobsInput, viewer: Principal = ANONYMOUS) {
@@ -1310,7 +1417,8 @@ export async function requeueJob(
   const hold = input.hold === true;
   const by = actingAs(caller) ?? 'its owner';
   const again = sql`state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL, start_time = NULL,
-      end_time = NULL, exit_code = NULL, requeues = requeues + 1, cancel_requested = false, cancelled_by = NULL,
+      end_time = NULL, exit_code = NULL, requeues = requeues + 1, requeued_from = 'REQUEUED',
+      cancel_requested = false, cancelled_by = NULL,
       reserved_worker = NULL, signal_pending = NULL, max_rss_kb = NULL,
       held = CASE WHEN ${hold}::boolean THEN ${admin ? 'admin' : 'user'}::text ELSE held END,
       reason = CASE WHEN ${hold}::boolean THEN ${admin ? 'JobHeldAdmin' : 'JobHeldUser'}::text

@@ -50,6 +50,29 @@ export const partitionInput = z.strictObject({
   allow_accounts: z.array(z.string().min(1).max(255)).max(1000).nullable().optional(),
   priority_tier: z.number().int().min(0).max(65_535).optional(),
   policy: z.enum(PLACEMENT_POLICIES, { error: `policy is ${PLACEMENT_POLICIES.join(' or ')}` }).optional(),
+  /** The retry policy of its jobs that set none (null: the cluster's settings). */
+  max_requeues: z
+    .number({ error: 'max_requeues is a whole number from 0 to 1000, or null' })
+    .int('max_requeues must be a whole number')
+    .min(0, 'max_requeues is at least 0 (0: never requeued automatically)')
+    .max(1000, 'max_requeues is at most 1000')
+    .nullable()
+    .optional(),
+  retry_on_failure: z.boolean({ error: 'retry_on_failure is true, false or null' }).nullable().optional(),
+  retry_backoff_s: z
+    .number({ error: 'retry_backoff_s is whole seconds from 0 to 86400, or null' })
+    .int('retry_backoff_s must be whole seconds')
+    .min(0, 'retry_backoff_s is at least 0')
+    .max(86_400, 'retry_backoff_s is at most 86400 (a day)')
+    .nullable()
+    .optional(),
+  crash_limit: z
+    .number({ error: 'crash_limit is a whole number from 0 to 1000, or null' })
+    .int('crash_limit must be a whole number')
+    .min(0, 'crash_limit is at least 0 (0: no crash limit)')
+    .max(1000, 'crash_limit is at most 1000')
+    .nullable()
+    .optional(),
 });
 export type PartitionInput = z.infer<typeof partitionInput>;
 
@@ -66,13 +89,18 @@ interface PartitionRow {
   allow_accounts: string[] | null;
   priority_tier: number;
   policy: PlacementPolicy;
+  max_requeues: number | null;
+  retry_on_failure: boolean | null;
+  retry_backoff_s: number | null;
+  crash_limit: number | null;
   created_by: 'admin' | 'agent';
   total_cpus: number | string;
   live_nodes: number | string;
 }
 
 const COLUMNS = sql`p.name, p.is_default, p.state, p.nodes, p.max_time_s, p.default_time_s, p.max_cpus_per_node,
-  p.def_mem_per_cpu, p.max_mem_per_cpu, p.allow_accounts, p.priority_tier, p.policy, p.created_by`;
+  p.def_mem_per_cpu, p.max_mem_per_cpu, p.allow_accounts, p.priority_tier, p.policy, p.created_by,
+  p.max_requeues, p.retry_on_failure, p.retry_backoff_s, p.crash_limit`;
 
 /**
  * Which partitions a node serves: those its agent declares (that exist), those whose node list names it, and,
@@ -111,6 +139,10 @@ export function partitionView(row: PartitionRow, members: { nodes: string[]; cpu
     allow_accounts: row.allow_accounts,
     priority_tier: Number(row.priority_tier),
     policy: row.policy,
+    max_requeues: row.max_requeues === null ? null : Number(row.max_requeues),
+    retry_on_failure: row.retry_on_failure,
+    retry_backoff_s: row.retry_backoff_s === null ? null : Number(row.retry_backoff_s),
+    crash_limit: row.crash_limit === null ? null : Number(row.crash_limit),
     created_by: row.created_by,
     /** The live nodes in it now, and their CPUs. */
     live_nodes: members.nodes,
@@ -200,6 +232,9 @@ export async function putPartition(
   if (input.allow_accounts !== undefined) set.allow_accounts = input.allow_accounts;
   if (input.priority_tier !== undefined) set.priority_tier = input.priority_tier;
   if (input.policy !== undefined) set.policy = input.policy;
+  for (const field of ['max_requeues', 'retry_on_failure', 'retry_backoff_s', 'crash_limit'] as const) {
+    if (input[field] !== undefined) set[field] = input[field];
+  }
   const columns = Object.keys(set);
   const value = (column: string) => {
     const v = set[column];

@@ -219,6 +219,17 @@ export interface ConductorConfig {
    * NODE_FAIL (a job that takes its node down must not go round the cluster forever). 0: never requeued.
    */
   maxRequeues: number;
+  /**
+   * A job's crash limit when neither it nor its partition sets one: the n-th time its node is lost while it
+   * runs (started) ends it NODE_FAIL whatever requeues it has left (HyperQueue's crash limit). 0: none.
+   */
+  crashLimit: number;
+  /**
+   * Seconds a job requeued automatically (lost node, or non-zero exit with retry_on_failure) waits before it
+   * may start again, when neither it nor its partition sets a back-off; doubled with each requeue it had
+   * before, at most MAX_RETRY_BACKOFF_S. 0: at once.
+   */
+  retryBackoffSeconds: number;
   /** Most live-log followers (SSE streams) of one job at once, per process (isolate); 0: no limit. */
   logFollowersPerJob: number;
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -250,6 +261,8 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   logRetentionDays: 30,
   logKeepAliveMs: 15_000,
   maxRequeues: 3,
+  crashLimit: 5,
+  retryBackoffSeconds: 0,
   logFollowersPerJob: 10,
   logFollowersPerToken: 20,
   clusterName: 'conductor',

@@ -12,7 +12,14 @@ import type {
   TimeLimitSignal,
 } from '../../agent/src/protocol.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
-import { type EndedJob, endJobsAndRelease, inReleasingTransaction, loseJobs } from './allocation.ts';
+import {
+  type EndedJob,
+  endJobsAndRelease,
+  inReleasingTransaction,
+  loseJobs,
+  retryBeginTime,
+  retryPolicy,
+} from './allocation.ts';
 import { recordAudit } from './audit.ts';
 import { ANONYMOUS, type Principal } from './auth.ts';
 import { createBatcher } from './batcher.ts';
@@ -102,7 +109,7 @@ export async function registerWorker(
     // (as on unregister). Claimed, started and not listed: its process is lost.
     await endJobs(
       sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
-            reason = 'requeued: its agent restarted before starting it'
+            requeued_from = 'REQUEUED', reason = 'requeued: its agent restarted before starting it'
           WHERE node = ${id} AND state = 'RUNNING' AND claimed_session IS NOT NULL AND start_time IS NULL
             AND NOT cancel_requested AND NOT ${keep}
           RETURNING id, state, node, attempt, exit_code`,
@@ -662,6 +669,15 @@ export async function finishAssignment(
       ? await endLostReport(ctx, jobId, input, caller)
       : await batched(ctx, 'finish', endReportedJobs)({ jobId, input, caller });
   if (job) return { state: job.state };
+  // The same report again for an attempt that retry_on_failure put back in the queue: harmless too.
+  await assertWorkerIsCallers(ctx, input.worker_id, caller);
+  const retried = await queryOne<{ state: string }>(
+    ctx.db,
+    sql`SELECT j.state FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+        WHERE a.job_id = ${jobId} AND a.attempt = ${input.attempt} AND a.node = ${input.worker_id}
+          AND a.requeued AND a.state = 'FAILED' AND a.exit_code = ${input.exit_code}`,
+  );
+  if (retried) return { state: retried.state };
   const current = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   // The same report again (a retry whose first answer was lost): harmless. Any other report about an
   // attempt that ended otherwise (reaped as NODE_FAIL, timed out by the server) is stale.
@@ -697,6 +713,11 @@ async function endReportedJobs(
 ): Promise<Map<number, EndedJob>> {
   const column = <T extends string | number>(pick: (r: Report<FinishRequest>) => T) =>
     pgArray(reports.map(pick));
+  // retry_on_failure: a non-zero exit puts the job back in the queue (after its back-off) while it has
+  // requeues left; the attempt is recorded FAILED (requeued_from) and the job keeps the attempt's exit code.
+  const failed = sql`(r.outcome = 'exited' AND r.exit_code <> '0:0')`;
+  const retry = sql`(${failed} AND pol.pol_on_failure AND NOT jobs.cancel_requested
+    AND jobs.requeues < pol.pol_max_requeues)`;
   const ended = await endJobsAndRelease(ctx, {
     workers: sql`SELECT unnest(${column((r) => r.input.worker_id)}::text[])`,
     update: sql`UPDATE jobs SET
@@ -705,17 +726,32 @@ async function endReportedJobs(
             WHEN r.outcome = 'timeout' THEN 'TIMEOUT'
             WHEN r.outcome = 'out_of_memory' THEN 'OUT_OF_MEMORY'
             WHEN r.outcome = 'exited' AND r.exit_code = '0:0' THEN 'COMPLETED'
+            WHEN ${retry} THEN 'PENDING'
             ELSE 'FAILED' END,
-          exit_code = r.exit_code, end_time = now(), start_time = coalesce(start_time, now()),
-          reason = coalesce(nullif(r.message, ''), reason),
+          exit_code = r.exit_code, end_time = CASE WHEN ${retry} THEN NULL ELSE now() END,
+          start_time = coalesce(jobs.start_time, now()),
+          node = CASE WHEN ${retry} THEN NULL ELSE jobs.node END,
+          requeues = jobs.requeues + CASE WHEN ${retry} THEN 1 ELSE 0 END,
+          requeued_from = CASE WHEN ${retry} THEN 'FAILED' END,
+          begin_time = ${retryBeginTime(retry)},
+          claimed_session = CASE WHEN ${retry} THEN NULL ELSE jobs.claimed_session END,
+          claimed_at = CASE WHEN ${retry} THEN NULL ELSE jobs.claimed_at END,
+          reason = CASE WHEN ${retry} THEN 'NonZeroExitCode' ELSE coalesce(nullif(r.message, ''), jobs.reason) END,
+          reason_detail = CASE
+            WHEN ${retry} THEN 'exited ' || r.exit_code || ': requeued (retry ' || (jobs.requeues + 1) || ' of '
+              || pol.pol_max_requeues || ')'
+            WHEN ${failed} AND pol.pol_on_failure AND NOT jobs.cancel_requested
+              THEN 'not requeued: it was requeued ' || jobs.requeues || ' times already (max requeues '
+                || pol.pol_max_requeues || ')'
+            ELSE jobs.reason_detail END,
           max_rss_kb = coalesce(nullif(r.max_rss_kb, -1), jobs.max_rss_kb)
-        FROM unnest(${column((r) => r.jobId)}::bigint[], ${column((r) => r.input.worker_id)}::text[],
+        FROM ${retryPolicy(ctx.config)}, unnest(${column((r) => r.jobId)}::bigint[], ${column((r) => r.input.worker_id)}::text[],
                     ${column((r) => r.input.attempt)}::int[], ${column((r) => r.input.outcome)}::text[],
                     ${column((r) => r.input.exit_code)}::text[], ${column((r) => r.input.message ?? '')}::text[],
                     ${column(callerTokenColumn)}::text[], ${column((r) => r.input.max_rss_kb ?? -1)}::bigint[])
              AS r(id, worker_id, attempt, outcome, exit_code, message, token_id, max_rss_kb)
-        WHERE jobs.id = r.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt AND jobs.state = 'RUNNING'
-          AND ${reporterMatches}
+        WHERE jobs.id = r.id AND pol.pol_id = jobs.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt
+          AND jobs.state = 'RUNNING' AND ${reporterMatches}
         RETURNING jobs.id, jobs.state, jobs.node, jobs.attempt, jobs.exit_code`,
   });
   return new Map(ended.map((e) => [e.id, e]));
@@ -839,7 +875,7 @@ export async function unregisterWorker(
     if (!row) return null;
     await endJobs(
       sql`UPDATE jobs SET state = 'PENDING', node = NULL, claimed_session = NULL, claimed_at = NULL,
-            reason = 'requeued: its worker left before starting it'
+            requeued_from = 'REQUEUED', reason = 'requeued: its worker left before starting it'
           WHERE node = ${id} AND state = 'RUNNING' AND start_time IS NULL AND NOT cancel_requested
           RETURNING id, state, node, attempt, exit_code`,
     );

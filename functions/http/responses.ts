@@ -20,6 +20,23 @@ export const errorSchema = z
 
 const isoTime = z.string().openapi({ format: 'date-time' });
 
+/** One run of a job on a node: ended (recorded with the transition that ended it), or RUNNING now. */
+export const attemptSchema = z
+  .object({
+    attempt: z.number().int(),
+    node: z.string().nullable(),
+    start_time: isoTime.nullable().openapi({ description: 'Null: its agent never started it' }),
+    end_time: isoTime.nullable().openapi({ description: 'Null: it runs now' }),
+    state: z.string().openapi({
+      description:
+        'How it ended: COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, REQUEUED (scontrol requeue); RUNNING: now',
+    }),
+    exit_code: z.string().nullable(),
+    reason: z.string().nullable(),
+    requeued: z.boolean().openapi({ description: 'The job went back to the queue after it' }),
+  })
+  .openapi('JobAttempt');
+
 export const jobSchema = z
   .object({
     id: z.number().int(),
@@ -111,11 +128,31 @@ export const jobSchema = z
     kill_on_invalid_dep: z
       .boolean()
       .openapi({ description: 'Cancelled (DependencyNeverSatisfied) when its dependency can never be met' }),
+    max_requeues: z.number().int().nullable().openapi({
+      description:
+        'Automatic requeues at most (lost node with requeue, non-zero exit with retry_on_failure); null: its partition’s, else CONDUCTOR_MAX_REQUEUES',
+    }),
+    retry_on_failure: z.boolean().nullable().openapi({
+      description: 'A non-zero exit requeues it while requeues are left; null: its partition’s, else no',
+    }),
+    retry_backoff_s: z.number().int().nullable().openapi({
+      description:
+        'Seconds a requeued attempt waits (BeginTime), doubled per earlier requeue; null: its partition’s, else CONDUCTOR_RETRY_BACKOFF',
+    }),
+    crash_limit: z.number().int().nullable().openapi({
+      description:
+        'The n-th loss of its node while it runs ends it NODE_FAIL (0: none); null: its partition’s, else CONDUCTOR_CRASH_LIMIT',
+    }),
+    crashes: z.number().int().openapi({ description: 'Times its node was lost while it ran' }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),
     script: z.string().optional(),
     environment: z.record(z.string(), z.string()).optional(),
+    attempts: z
+      .array(attemptSchema)
+      .optional()
+      .openapi({ description: 'GET /api/v1/jobs/{id} only: every attempt, first to last' }),
   })
   .openapi('Job');
 
@@ -159,6 +196,24 @@ export const partitionSchema = z
     allow_accounts: z.array(z.string()).nullable(),
     priority_tier: z.number().int(),
     policy: z.enum(['pack', 'spread']),
+    max_requeues: z.number().int().nullable().openapi({
+      description: 'Automatic requeues at most of its jobs that set none; null: CONDUCTOR_MAX_REQUEUES',
+    }),
+    retry_on_failure: z
+      .boolean()
+      .nullable()
+      .openapi({ description: 'Its jobs that set none are requeued after a non-zero exit; null: no' }),
+    retry_backoff_s: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({
+        description: 'Seconds before a requeued job may start again; null: CONDUCTOR_RETRY_BACKOFF',
+      }),
+    crash_limit: z.number().int().nullable().openapi({
+      description:
+        'The n-th loss of a node under its job ends the job NODE_FAIL; null: CONDUCTOR_CRASH_LIMIT',
+    }),
     created_by: z.enum(['admin', 'agent']),
     live_nodes: z.array(z.string()),
     total_cpus: z.number().int(),

@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import {
   clusterName,
+  crashLimit,
   followers,
   killInvalidDepend,
   logRetentionDays,
   maxRequeues,
   priorityCeiling,
+  retryBackoff,
 } from '../config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from '../domain/ports.ts';
 
@@ -62,6 +64,10 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_MAX_REQUEUES: maxRequeues,
   /** Slurm's DependencyParameters=kill_invalid_depend. */
   CONDUCTOR_KILL_INVALID_DEPEND: killInvalidDepend,
+  /** The n-th loss of a job's node while it runs ends it NODE_FAIL (0: no crash limit). */
+  CONDUCTOR_CRASH_LIMIT: crashLimit,
+  /** Seconds before an automatically requeued job may start again (doubled per earlier requeue). */
+  CONDUCTOR_RETRY_BACKOFF: retryBackoff,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -103,6 +109,8 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     logRetentionDays: env.CONDUCTOR_LOG_RETENTION_DAYS,
     maxRequeues: env.CONDUCTOR_MAX_REQUEUES,
     killInvalidDepend: env.CONDUCTOR_KILL_INVALID_DEPEND,
+    crashLimit: env.CONDUCTOR_CRASH_LIMIT,
+    retryBackoffSeconds: env.CONDUCTOR_RETRY_BACKOFF,
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,

@@ -21,6 +21,7 @@ import {
   holdJob,
   IDEMPOTENCY_KEY,
   IDEMPOTENCY_TTL_SECONDS,
+  jobAttempts,
   listJobs,
   listJobsInput,
   releaseJob,
@@ -113,9 +114,10 @@ export function jobRoutes(ctx: Context) {
   mount(app, listJobsRoute, async (c, { query }) =>
     c.json(await listJobs(ctx.db, query, c.get('principal'))),
   );
-  mount(app, getJobRoute, async (c, { params }) =>
-    c.json(await getJob(ctx.db, params.id, c.get('principal'))),
-  );
+  mount(app, getJobRoute, async (c, { params }) => {
+    const job = await getJob(ctx.db, params.id, c.get('principal'));
+    return c.json({ ...job, attempts: await jobAttempts(ctx.db, job) });
+  });
   mount(app, cancelJobRoute, async (c, { params }) =>
     c.json(await cancelJob(ctx, params.id, c.get('principal'))),
   );
@@ -296,6 +298,11 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   requeues: 0,
   dependency: null,
   kill_on_invalid_dep: false,
+  max_requeues: null,
+  retry_on_failure: null,
+  retry_backoff_s: null,
+  crash_limit: null,
+  crashes: 0,
   submit_time: '2025-11-11T10:00:00.000Z',
   start_time: null,
   end_time: null,
@@ -387,7 +394,9 @@ const getJobRoute = {
   method: 'get',
   path: '/{id}',
   operationId: 'getJob',
-  summary: 'One job, with its script and environment',
+  summary: 'One job, with its script, environment and attempts',
+  description:
+    'attempts: every run of the job on a node, first to last (node, start and end, how it ended, exit code, reason, whether it was requeued after), as sacct --duplicates shows them; the current one while it runs.',
   tag: 'jobs',
   access: 'jobs:read',
   params: jobIdParam,

@@ -54,7 +54,7 @@ const putPartitionRoute = {
   operationId: 'putPartition',
   summary: 'Create a partition, or change the fields given',
   description:
-    'Slurm’s partition settings: state (UP, DOWN: takes jobs but starts none, DRAIN: starts queued jobs but takes no new ones, INACTIVE), nodes (a hostlist), max_time and default_time (minutes or a Slurm time), max_cpus_per_node, def_mem_per_cpu and max_mem_per_cpu (MB or a size), allow_accounts, priority_tier, policy (pack or spread). default: true makes it the default partition.',
+    'Slurm’s partition settings: state (UP, DOWN: takes jobs but starts none, DRAIN: starts queued jobs but takes no new ones, INACTIVE), nodes (a hostlist), max_time and default_time (minutes or a Slurm time), max_cpus_per_node, def_mem_per_cpu and max_mem_per_cpu (MB or a size), allow_accounts, priority_tier, policy (pack or spread). The retry policy of its jobs that set none (null: the cluster’s): max_requeues (0 to 1000), retry_on_failure, retry_backoff_s (0 to 86400), crash_limit (0 to 1000, 0: none). default: true makes it the default partition.',
   tag: 'admin',
   access: 'admin',
   params: partitionNameParam,

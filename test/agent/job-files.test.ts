@@ -336,7 +336,6 @@ describe('the environment, variable by variable against sbatch(1) OUTPUT ENVIRON
       SLURM_NTASKS: '1',
       SLURM_NTASKS_PER_NODE: '1',
       SLURM_PROCID: '0',
-      SLURM_RESTART_COUNT: '0',
       SLURM_SUBMIT_DIR: dir,
       SLURM_SUBMIT_HOST: 'login01',
       SLURM_TASKS_PER_NODE: '1',
