@@ -108,8 +108,8 @@ export const SACCT_OPTIONS: readonly OptionSpec[] = [
     long: 'duplicates',
     short: 'D',
     arg: 'none',
-    fate: 'warned',
-    note: 'Conductor never reuses a job id: there are no duplicates',
+    fate: 'honoured',
+    note: "also the earlier runs of requeued jobs, before the job's line: each attempt's node, start, end, state (NODE_FAIL, FAILED, REQUEUED) and exit code",
   },
   {
     long: 'endtime',
@@ -1029,10 +1029,16 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   };
   const rows: Row[] = [];
   const steps = !given(options, 'allocations');
+  const duplicates = given(options, 'duplicates');
   for (const job of jobs) {
     const selected = selections.get(job.id) ?? { job: true, step: false };
-    if (selected.job) rows.push({ ...base, job, step: false });
-    if (started(job) && ((selected.job && steps) || selected.step)) rows.push({ ...base, job, step: true });
+    // -D: a requeued job's earlier runs first, one line (and its batch step's) each, as Slurm keeps them.
+    const runs = duplicates && (job.requeues ?? 0) > 0 ? await earlierRuns(client, job) : [];
+    for (const run of [...runs, job]) {
+      if (selected.job) rows.push({ ...base, job: run, step: false });
+      if (started(run) && ((selected.job && steps) || selected.step))
+        rows.push({ ...base, job: run, step: true });
+    }
   }
   const parsable = given(options, 'parsable2')
     ? 'between'
@@ -1048,6 +1054,39 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
     }),
   );
   return 0;
+}
+
+/** One attempt of a job as GET /api/v1/jobs/{id} shows it (`attempts`). */
+interface Attempt {
+  attempt: number;
+  node: string | null;
+  start_time: string | null;
+  end_time: string | null;
+  state: string;
+  exit_code: string | null;
+  reason: string | null;
+  requeued: boolean;
+}
+
+/**
+ * The runs of a job before the one its line shows (the attempts after which it was requeued), each as the job
+ * was then: its node, start and end, how it ended and its exit code.
+ */
+async function earlierRuns(client: ReturnType<typeof slurmClient>, job: SlurmJob): Promise<SlurmJob[]> {
+  const full = await client.request<{ attempts?: Attempt[] }>('GET', `/api/v1/jobs/${job.id}`);
+  return (full.attempts ?? [])
+    .filter((a) => a.requeued)
+    .map((a) => ({
+      ...job,
+      state: a.state,
+      node: a.node,
+      start_time: a.start_time,
+      end_time: a.end_time,
+      exit_code: a.exit_code ?? '0:0',
+      reason: a.reason,
+      attempt: a.attempt,
+      max_rss_kb: null,
+    }));
 }
 
 /** `-B` / `--env-vars`: each job's script or environment, under Slurm's heading (`NONE` without one). */

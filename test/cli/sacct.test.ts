@@ -423,8 +423,94 @@ describe('sacct against the API', () => {
 
   it('warns for ignored options and still answers', async () => {
     const { io, out, err } = capture();
-    expect(await runSacct(['-D', '-j', '201', '-X', '-Pn', '-ojobid'], io, env)).toBe(0);
-    expect(err.join('')).toMatch(/^sacct: warning: --duplicates is ignored: Conductor never reuses a job id/);
+    expect(await runSacct(['--local', '-j', '201', '-X', '-Pn', '-ojobid'], io, env)).toBe(0);
+    expect(err.join('')).toMatch(/^sacct: warning: --local is ignored: /);
     expect(out.join('')).toBe('201\n');
+  });
+});
+
+describe('sacct --duplicates: the earlier runs of a requeued job', () => {
+  const attempts = [
+    {
+      attempt: 1,
+      node: 'n1',
+      start_time: '2026-12-06T10:00:05Z',
+      end_time: '2026-12-06T10:10:00Z',
+      state: 'NODE_FAIL',
+      exit_code: null,
+      reason: 'node lost: its heartbeat lapsed',
+      requeued: true,
+    },
+    {
+      attempt: 2,
+      node: 'n2',
+      start_time: '2026-12-06T10:10:30Z',
+      end_time: '2026-12-06T10:20:00Z',
+      state: 'FAILED',
+      exit_code: '3:0',
+      reason: 'NonZeroExitCode',
+      requeued: true,
+    },
+    {
+      attempt: 3,
+      node: 'n3',
+      start_time: '2026-12-06T10:21:00Z',
+      end_time: '2026-12-06T11:00:00Z',
+      state: 'COMPLETED',
+      exit_code: '0:0',
+      reason: null,
+      requeued: false,
+    },
+  ];
+  const REQUEUED = job({
+    id: 301,
+    node: 'n3',
+    start_time: '2026-12-06T10:21:00Z',
+    end_time: '2026-12-06T11:00:00Z',
+    requeues: 2,
+    attempt: 3,
+  });
+  let api: ReturnType<typeof stubApi>;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(async () => {
+    api = stubApi([{ ...REQUEUED, attempts } as SlurmJob, job({ id: 302 })]);
+    env = {
+      CONDUCTOR_URL: await api.start(),
+      CONDUCTOR_TOKEN: 't',
+      CONDUCTOR_CONFIG: '/x',
+      CONDUCTOR_OWNER: 'alice',
+    };
+  });
+  afterAll(() => api.stop());
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(NOW);
+    api.requests.length = 0;
+  });
+  afterEach(() => vi.useRealTimers());
+
+  it('-D shows each earlier run (node, start, end, state, exit code) before the job line; without it, the last run only', async () => {
+    let { io, out, err } = capture();
+    const format = '-ojobid,nodelist,start,end,state,exitcode';
+    expect(await runSacct(['-D', '-j', '301,302', '-P', '-n', format], io, env)).toBe(0);
+    expect(err).toEqual([]);
+    expect(out.join('')).toBe(
+      [
+        '301|n1|2026-12-06T10:00:05|2026-12-06T10:10:00|NODE_FAIL|0:0',
+        '301.batch|n1|2026-12-06T10:00:05|2026-12-06T10:10:00|NODE_FAIL|0:0',
+        '301|n2|2026-12-06T10:10:30|2026-12-06T10:20:00|FAILED|3:0',
+        '301.batch|n2|2026-12-06T10:10:30|2026-12-06T10:20:00|FAILED|3:0',
+        '301|n3|2026-12-06T10:21:00|2026-12-06T11:00:00|COMPLETED|0:0',
+        '301.batch|n3|2026-12-06T10:21:00|2026-12-06T11:00:00|COMPLETED|0:0',
+        '302|n1|2026-12-06T10:00:05|2026-12-06T11:02:10|COMPLETED|0:0',
+        '302.batch|n1|2026-12-06T10:00:05|2026-12-06T11:02:10|COMPLETED|0:0',
+        '',
+      ].join('\n'),
+    );
+    // Only the requeued job's attempts were asked for.
+    expect(api.requests.filter((r) => r.startsWith('/api/v1/jobs/'))).toEqual(['/api/v1/jobs/301']);
+    ({ io, out, err } = capture());
+    expect(await runSacct(['-j', '301', '-X', '-P', '-n', format], io, env)).toBe(0);
+    expect(out.join('')).toBe('301|n3|2026-12-06T10:21:00|2026-12-06T11:00:00|COMPLETED|0:0\n');
   });
 });
