@@ -87,6 +87,17 @@ interface Worker {
 
 const FINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY']);
 
+/** One run of a job on a node, as GET /api/v1/jobs/:id shows it. */
+interface Attempt {
+  attempt: number;
+  node: string | null;
+  start_time: string | null;
+  end_time: string | null;
+  state: string;
+  exit_code: string | null;
+  requeued: boolean;
+}
+
 /** What a job asked for beyond CPUs, and why it waits: `show` prints these only when they say something. */
 export const SHOWN_WHEN_SET = new Set([
   'memory_mb',
@@ -181,6 +192,10 @@ reported at once, a directive's with its line number.
       --open-mode <mode>    append or truncate (default) the output files
       --signal <[B:]sig[@s]> send sig s seconds (default 60) before the time limit (B: the shell only)
       --requeue             put the job back in the queue if its node is lost (--no-requeue: don't)
+      --max-requeues <n>    requeues at most (lost node, --retry-on-failure); default: the partition's
+      --retry-on-failure    a non-zero exit puts it back in the queue too, while requeues are left
+      --retry-backoff <s>   seconds a requeued job waits before it starts again (doubled each time)
+      --crash-limit <n>     the n-th loss of its node while it runs ends it NODE_FAIL (0: none)
       --priority <n>
       --mem <size>          memory for the job (per node): MB, or with a unit K, M, G, T (4G, 512M)
       --mem-per-cpu <size>  memory per CPU instead (not with --mem, as in Slurm)
@@ -665,11 +680,27 @@ const COMMANDS: Record<string, Command> = {
       io.out(`${JSON.stringify(job, null, 2)}\n`);
       return 0;
     }
-    const { script, ...all } = job;
+    const { script, attempts, ...all } = job as Job & { attempts?: Attempt[] };
     const fields = Object.fromEntries(
       Object.entries(all).filter(([key, value]) => !SHOWN_WHEN_SET.has(key) || isSet(value)),
     );
     const lines = keyValueLines(fields, colours(io, env));
+    // Each run on a node, first to last: number, node, start - end, how it ended, exit code.
+    if (attempts && attempts.length > 0) {
+      const c = colours(io, env);
+      const rows = attempts.map((a) => [
+        String(a.attempt),
+        a.node ?? '-',
+        `${a.start_time ?? '-'} - ${a.end_time ?? '-'}`,
+        a.state + (a.requeued ? ' (requeued)' : ''),
+        a.exit_code ?? '-',
+      ]);
+      const widths = rows[0]!.map((_, k) => Math.max(...rows.map((r) => r[k]!.length)));
+      lines.push(
+        c.bold('attempts'),
+        ...rows.map((r) => `  ${r.map((cell, k) => cell.padEnd(widths[k]!)).join('  ')}`.trimEnd()),
+      );
+    }
     if (script !== undefined) {
       lines.push(
         colours(io, env).bold('script'),

@@ -542,6 +542,33 @@ export const SUBMIT_OPTIONS: readonly OptionSpec[] = [
     note: 'streams the output, then exits with the exit code',
   },
   { long: 'json', arg: 'none', fate: 'honoured', note: 'prints the job as JSON' },
+  {
+    long: 'max-requeues',
+    arg: 'required',
+    fate: 'honoured',
+    value: 'n',
+    note: 'automatic requeues at most (lost node with --requeue, failure with --retry-on-failure); 0 to 1000',
+  },
+  {
+    long: 'retry-on-failure',
+    arg: 'none',
+    fate: 'honoured',
+    note: 'a non-zero exit puts the job back in the queue while requeues are left',
+  },
+  {
+    long: 'retry-backoff',
+    arg: 'required',
+    fate: 'honoured',
+    value: 'seconds',
+    note: 'a requeued job waits this long before it may start again, doubled per earlier requeue',
+  },
+  {
+    long: 'crash-limit',
+    arg: 'required',
+    fate: 'honoured',
+    value: 'n',
+    note: 'the n-th loss of its node while it runs ends it NODE_FAIL (0: none)',
+  },
   { long: 'url', arg: 'required', fate: 'honoured', value: 'url', note: 'the control plane' },
   { long: 'token', arg: 'required', fate: 'honoured', value: 'token', note: 'an API token' },
 ];

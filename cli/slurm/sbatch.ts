@@ -65,6 +65,10 @@ export interface SubmitBody {
   /** `-d`, in Slurm's syntax; the control plane parses it. */
   dependency?: string;
   kill_on_invalid_dep?: boolean;
+  max_requeues?: number;
+  retry_on_failure?: boolean;
+  retry_backoff_s?: number;
+  crash_limit?: number;
 }
 
 export type SubmitCommand = 'sbatch' | 'submit';
@@ -394,6 +398,15 @@ function convert(option: ParsedOption, now: Date): unknown {
         );
       }
       return true;
+    case 'max-requeues':
+    case 'crash-limit':
+    case 'retry-backoff': {
+      const n = Number(v);
+      if (!/^\d+$/.test((v ?? '').trim()) || !Number.isSafeInteger(n)) {
+        throw new Problem(`${name} must be a whole number, 0 or more, got ${JSON.stringify(v)}`);
+      }
+      return n;
+    }
     case 'priority': {
       const p = Number(v);
       if (!/^-?\d+$/.test((v ?? '').trim()) || !Number.isSafeInteger(p)) {
@@ -648,6 +661,10 @@ export function buildSubmission(input: SubmissionInput): Submission {
     ['comment', 'comment'],
     ['dependency', 'dependency'],
     ['kill-on-invalid-dep', 'kill_on_invalid_dep'],
+    ['max-requeues', 'max_requeues'],
+    ['retry-on-failure', 'retry_on_failure'],
+    ['retry-backoff', 'retry_backoff_s'],
+    ['crash-limit', 'crash_limit'],
     ['export', 'export_env'],
   ];
   const record = body as unknown as Record<string, unknown>;

@@ -14,7 +14,7 @@ import {
   utilizationSeries,
 } from '../domain/dashboard.ts';
 import { forbidden } from '../domain/errors.ts';
-import { explainJob, getJob } from '../domain/jobs.ts';
+import { explainJob, getJob, jobAttempts } from '../domain/jobs.ts';
 import { workerIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
 import { parseInput } from '../http/validate.ts';
@@ -79,7 +79,7 @@ export function uiRoutes(ctx: Context) {
       const principal = c.get('principal');
       const job = await getJob(ctx.db, jobIdParam(c.req.param('id')), principal);
       const canCancel = hasScope(principal, 'jobs:write') && !FINAL_STATES.includes(job.state);
-      return c.html(jobFragment(job, canCancel));
+      return c.html(jobFragment(job, canCancel, await jobAttempts(ctx.db, job)));
     })
     .get('/fragments/jobs/:id/explain', async (c) => {
       const principal = c.get('principal');

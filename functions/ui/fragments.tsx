@@ -4,7 +4,7 @@
  * fetched by the client script with the browser's token: `/api/v1/ui/fragments/...` (routes/ui.ts).
  */
 import type { listUiJobs, listUiWorkers, Overview, UiWorkerDetail } from '../domain/dashboard.ts';
-import type { JobView } from '../domain/jobs.ts';
+import type { AttemptView, JobView } from '../domain/jobs.ts';
 import { JobDetail, JobExplain, type JobExplanation } from './components/job-detail.tsx';
 import { JobsTable } from './components/jobs-table.tsx';
 import { NodeDetail } from './components/node-detail.tsx';
@@ -38,8 +38,8 @@ export const nodeFragment = (detail: UiWorkerDetail, canDrain: boolean) => (
   <NodeDetail detail={detail} canDrain={canDrain} />
 );
 
-export const jobFragment = (job: JobView, canCancel: boolean) => (
-  <JobDetail job={job} canCancel={canCancel} />
+export const jobFragment = (job: JobView, canCancel: boolean, attempts: AttemptView[] = []) => (
+  <JobDetail job={job} canCancel={canCancel} attempts={attempts} />
 );
 
 /** `explanation`: null once the job no longer waits. */

@@ -164,7 +164,7 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     const lines = human.split('\n');
     // The resource requests (memory, GPUs...) are shown only when set: this job asks for none.
     const scalars = Object.keys(json).filter(
-      (k) => k !== 'script' && k !== 'environment' && !SHOWN_WHEN_SET.has(k),
+      (k) => k !== 'script' && k !== 'environment' && k !== 'attempts' && !SHOWN_WHEN_SET.has(k),
     );
     for (const key of SHOWN_WHEN_SET) expect(human).not.toMatch(new RegExp(`^${key}\\b`, 'm'));
     const column = lines[0]!.search(/\s\S/) + 1;
@@ -181,6 +181,11 @@ describe.runIf(pglite)('conductor CLI against a running control plane', () => {
     expect(human).toMatch(/^cancel_requested +false$/m);
     expect(human).toContain('\nenvironment\n  ALPHA  1\n  B      two words\n');
     expect(human).toMatch(/\nscript\n {2}echo shown\n$/);
+    // Its one run: number, node, start - end, how it ended, exit code.
+    const [run1] = json.attempts as { node: string; start_time: string; end_time: string }[];
+    expect(human).toContain(
+      `\nattempts\n  1  ${run1!.node}  ${run1!.start_time} - ${run1!.end_time}  COMPLETED  0:0\nscript\n`,
+    );
   }, 60_000);
 
   it('command-line flags win over directives; #CONDUCTOR lines are read too', async () => {

@@ -340,6 +340,50 @@ describe('#SBATCH directives', () => {
     expect(unreadable.problems).toEqual(['unable to open file nope.sh: no such file or directory']);
   });
 
+  it("conductor submit takes the retry policy (sbatch has no such options: Slurm's are cluster-wide)", () => {
+    const built = buildSubmission({
+      command: 'submit',
+      args: [
+        '--wrap',
+        'true',
+        '--requeue',
+        '--max-requeues',
+        '2',
+        '--retry-on-failure',
+        '--retry-backoff=30',
+        '--crash-limit',
+        '1',
+      ],
+      env: {},
+      readScript: () => '',
+      origin: ORIGIN,
+    });
+    expect(built.problems).toEqual([]);
+    expect(built.body).toMatchObject({
+      requeue: true,
+      max_requeues: 2,
+      retry_on_failure: true,
+      retry_backoff_s: 30,
+      crash_limit: 1,
+    });
+    const bad = buildSubmission({
+      command: 'submit',
+      args: ['--wrap', 'true', '--max-requeues', 'many'],
+      env: {},
+      readScript: () => '',
+      origin: ORIGIN,
+    });
+    expect(bad.problems).toEqual(['--max-requeues must be a whole number, 0 or more, got "many"']);
+    const sbatch = buildSubmission({
+      command: 'sbatch',
+      args: ['--wrap', 'true', '--max-requeues', '2'],
+      env: {},
+      readScript: () => '',
+      origin: ORIGIN,
+    });
+    expect(sbatch.problems.join('\n')).toMatch(/max-requeues/);
+  });
+
   it('maps exit codes like a shell', () => {
     expect(jobExitStatus({ state: 'COMPLETED', exit_code: '0:0' })).toBe(0);
     expect(jobExitStatus({ state: 'FAILED', exit_code: '3:0' })).toBe(3);

@@ -383,5 +383,10 @@ describe.each(backends)('retries on $name', (factory) => {
       retry_on_failure: null,
       attempts: [{ attempt: 1, node: run.id, state: 'NODE_FAIL', exit_code: null, requeued: true }],
     });
+    // The dashboard's job page lists them too.
+    const page = await (await app.request(`/api/v1/ui/fragments/jobs/${job.id}`)).text();
+    expect(page).toMatch(
+      /<table id="attempts-table">[\s\S]*NODE_FAIL<\/span> requeued[\s\S]*node lost: its heartbeat lapsed/,
+    );
   });
 });

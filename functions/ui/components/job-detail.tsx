@@ -1,6 +1,6 @@
 /** @jsxImportSource hono/jsx */
-import { FINAL_STATES } from '../../../db/schema.ts';
-import type { explainJob, JobView } from '../../domain/jobs.ts';
+import { FINAL_STATES, type JobState } from '../../../db/schema.ts';
+import type { AttemptView, explainJob, JobView } from '../../domain/jobs.ts';
 import { megabytes, StateBadge, Time } from './format.tsx';
 import { nodePath } from './jobs-table.tsx';
 
@@ -34,7 +34,15 @@ export function resourceFields(job: JobView): [string, string][] {
  * One job: every field `conductor show` prints, its attempts and its script. `data-final` tells the client
  * script to stop following it.
  */
-export const JobDetail = ({ job, canCancel }: { job: JobWithScript; canCancel: boolean }) => {
+export const JobDetail = ({
+  job,
+  canCancel,
+  attempts = [],
+}: {
+  job: JobWithScript;
+  canCancel: boolean;
+  attempts?: AttemptView[];
+}) => {
   const final = FINAL_STATES.includes(job.state);
   const fields: [string, unknown][] = [
     ['State', job.state],
@@ -88,6 +96,44 @@ export const JobDetail = ({ job, canCancel }: { job: JobWithScript; canCancel: b
             : `Placed ${job.attempt} time${job.attempt === 1 ? '' : 's'}; the output below is attempt ${job.attempt}'s.`}{' '}
           {job.requeue ? 'Requeued if its node is lost.' : 'Not requeued if its node is lost.'}
         </p>
+        {attempts.length > 1 || (attempts.length === 1 && attempts[0]?.requeued) ? (
+          <div class="scroll">
+            <table id="attempts-table">
+              <caption class="visually-hidden">Each run of the job on a node, first to last</caption>
+              <thead>
+                <tr>
+                  <th scope="col">#</th>
+                  <th scope="col">Node</th>
+                  <th scope="col">Started</th>
+                  <th scope="col">Ended</th>
+                  <th scope="col">State</th>
+                  <th scope="col">Exit code</th>
+                  <th scope="col">Reason</th>
+                </tr>
+              </thead>
+              <tbody>
+                {attempts.map((a) => (
+                  <tr>
+                    <td>{a.attempt}</td>
+                    <td>{a.node ? <a href={nodePath(a.node)}>{a.node}</a> : '–'}</td>
+                    <td>
+                      <Time at={a.start_time} />
+                    </td>
+                    <td>
+                      <Time at={a.end_time} />
+                    </td>
+                    <td>
+                      <StateBadge state={a.state as JobState} />
+                      {a.requeued ? ' requeued' : ''}
+                    </td>
+                    <td>{dash(a.exit_code)}</td>
+                    <td>{dash(a.reason)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        ) : null}
       </section>
       {env.length > 0 ? (
         <section aria-labelledby="e-h">
