@@ -348,10 +348,15 @@ the rest stays as it was. --delete deletes it (no waiting or running job may nam
   --allow-accounts <a,b>       only jobs of these accounts (ALL: any account)
   --priority-tier <n>          jobs of a higher tier are served first
   --policy <pack|spread>       fill nodes one by one, or spread jobs over them
+  --max-requeues <n>           automatic requeues at most of its jobs that set none
+  --retry-on-failure <yes|no>  its jobs that set none are requeued after a non-zero exit
+  --retry-backoff <s>          seconds before a requeued job of it may start again (doubled each time)
+  --crash-limit <n>            the n-th loss of a node under one of its jobs ends the job NODE_FAIL
   --default                    make it the default partition (jobs that name none go there)
   --delete                     delete it
   --json                       print the partition as JSON
-The limits take "none" (or UNLIMITED for times) to remove them.
+The limits take "none" (or UNLIMITED for times) to remove them; the retry options "none" to go back to
+the cluster's settings.
 
 ${GLOBAL}
 
@@ -921,6 +926,10 @@ const PARTITION_OPTIONS = {
   'allow-accounts': { type: 'string' },
   'priority-tier': { type: 'string' },
   policy: { type: 'string' },
+  'max-requeues': { type: 'string' },
+  'retry-on-failure': { type: 'string' },
+  'retry-backoff': { type: 'string' },
+  'crash-limit': { type: 'string' },
   default: { type: 'boolean' },
   delete: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -963,6 +972,17 @@ export function partitionBody(values: Record<string, unknown>): Record<string, u
   };
   whole('max-cpus-per-node', 'max_cpus_per_node', true);
   whole('priority-tier', 'priority_tier', false);
+  whole('max-requeues', 'max_requeues', true);
+  whole('retry-backoff', 'retry_backoff_s', true);
+  whole('crash-limit', 'crash_limit', true);
+  const onFailure = text('retry-on-failure');
+  if (onFailure !== undefined) {
+    const word = onFailure.trim().toLowerCase();
+    if (!['yes', 'no', 'none'].includes(word)) {
+      throw new UsageError(`--retry-on-failure is yes, no or none, got ${JSON.stringify(onFailure)}`);
+    }
+    body.retry_on_failure = word === 'none' ? null : word === 'yes';
+  }
   const accounts = text('allow-accounts');
   if (accounts !== undefined) {
     const list = accounts

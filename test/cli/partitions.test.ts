@@ -134,6 +134,40 @@ describe.runIf(pglite)('conductor partitions, partition, hold, release, explain'
       live_nodes: ['cli-gpu-1'],
       created_by: 'admin',
     });
+    // The retry policy of its jobs; none: back to the cluster's.
+    const retries = await conductor(
+      [
+        'partition',
+        'batch',
+        '--max-requeues',
+        '4',
+        '--retry-on-failure',
+        'yes',
+        '--retry-backoff',
+        '30',
+        '--crash-limit',
+        '2',
+        '--json',
+      ],
+      env,
+    );
+    expect(retries.code, retries.stderr).toBe(0);
+    expect(JSON.parse(retries.stdout)).toMatchObject({
+      max_requeues: 4,
+      retry_on_failure: true,
+      retry_backoff_s: 30,
+      crash_limit: 2,
+      policy: 'spread',
+    });
+    const cleared = await conductor(
+      ['partition', 'batch', '--max-requeues', 'none', '--retry-on-failure', 'none', '--json'],
+      env,
+    );
+    expect(JSON.parse(cleared.stdout)).toMatchObject({
+      max_requeues: null,
+      retry_on_failure: null,
+      crash_limit: 2,
+    });
     const shown = await conductor(['partition', 'batch'], env);
     expect(shown.code, shown.stderr).toBe(0);
     expect(shown.stdout).toMatch(/^name +batch$/m);
@@ -159,6 +193,8 @@ describe.runIf(pglite)('conductor partitions, partition, hold, release, explain'
       ['partition', 'x', '--state', 'sleepy'],
       ['partition', 'x', '--policy', 'random'],
       ['partition', 'x', '--max-cpus-per-node', 'many'],
+      ['partition', 'x', '--max-requeues', '-1'],
+      ['partition', 'x', '--retry-on-failure', 'sometimes'],
       ['partition', 'x', '--delete', '--state', 'UP'],
       ['partition'],
       ['partitions', 'extra'],
