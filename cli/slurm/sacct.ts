@@ -1032,8 +1032,10 @@ export async function runSacct(args: string[], io: Io, env: NodeJS.ProcessEnv): 
   const duplicates = given(options, 'duplicates');
   for (const job of jobs) {
     const selected = selections.get(job.id) ?? { job: true, step: false };
-    // -D: a requeued job's earlier runs first, one line (and its batch step's) each, as Slurm keeps them.
-    const runs = duplicates && (job.requeues ?? 0) > 0 ? await earlierRuns(client, job) : [];
+    // -D: a requeued job's earlier runs first, one line (and its batch step's) each, as Slurm keeps them
+    // (asked only for jobs that went back to the queue or were placed more than once).
+    const again = (job.requeues ?? 0) > 0 || (job.attempt ?? 0) > 1;
+    const runs = duplicates && again ? await earlierRuns(client, job) : [];
     for (const run of [...runs, job]) {
       if (selected.job) rows.push({ ...base, job: run, step: false });
       if (started(run) && ((selected.job && steps) || selected.step))

@@ -7,7 +7,8 @@ import { query, queryOne } from '../../functions/domain/sql.ts';
 /**
  * What must hold after any scenario: no RUNNING job without a live allocation and no live allocation
  * without a RUNNING job; each worker's allocated CPUs equal its live allocations and fit its CPUs; the
- * cluster counter equals the contract's SUM; jobs per state from job_state_deltas equal a full count; and
+ * cluster counter equals the contract's SUM; every ended attempt is in job_attempts; jobs per state from
+ * job_state_deltas equal a full count; and
  * (when asked) every allocation key of the cache equals Postgres: CPUs, memory, GPUs and generic resources.
  */
 export async function checkInvariants(db: Database, registry?: RegistryStore): Promise<void> {
@@ -51,6 +52,19 @@ export async function checkInvariants(db: Database, registry?: RegistryStore): P
            OR g.allocated > g.total`,
   );
   expect(resources, 'workers whose memory, GPUs or gres disagree with their live allocations').toEqual([]);
+  // Every attempt that ended is recorded (job_attempts, by the transition that ended it): a job placed at least
+  // once and not running now has a row for its last attempt, and none for an attempt it never had.
+  const unrecorded = await query<{ id: number; attempt: number; state: string }>(
+    db,
+    sql`SELECT j.id, j.attempt, j.state FROM jobs j
+        WHERE j.attempt > 0 AND j.state <> 'RUNNING'
+          AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.id AND a.attempt = j.attempt)
+        UNION ALL
+        SELECT a.job_id, a.attempt, 'recorded beyond the job''s attempts' FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+        WHERE a.attempt > j.attempt OR a.attempt < 1
+        LIMIT 20`,
+  );
+  expect(unrecorded, 'ended attempts missing from job_attempts').toEqual([]);
   const sum = await queryOne<{ total: string | number | null }>(
     db,
     sql`SELECT SUM(allocated_cpus) AS total FROM resource_allocations WHERE released = false`,
