@@ -57,7 +57,7 @@ describe.each(backends)('scheduler on $name', (factory) => {
 
   async function reset() {
     await backend.db.db.execute(
-      sql`TRUNCATE jobs, job_dependencies, resource_allocations, workers, worker_gres, job_output, job_output_chunks, submission_keys`,
+      sql`TRUNCATE jobs, job_dependencies, job_attempts, resource_allocations, workers, worker_gres, job_output, job_output_chunks, submission_keys`,
     );
     const [row] = await query<{ v: string }>(
       backend.db.db,
