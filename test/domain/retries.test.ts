@@ -24,6 +24,8 @@ import {
   registerWorker,
   reportStarted,
 } from '../../functions/domain/workers.ts';
+import { configFromEnv, parseNodeEnv } from '../../functions/node/env.ts';
+import { configFromWorkerEnv, parseWorkerEnv } from '../../functions/worker-env.ts';
 import { availableBackends, type Backend, testConfig, testContext } from '../support/cluster.ts';
 import { checkInvariants } from '../support/invariants.ts';
 
@@ -388,5 +390,44 @@ describe.each(backends)('retries on $name', (factory) => {
     expect(page).toMatch(
       /<table id="attempts-table">[\s\S]*NODE_FAIL<\/span> requeued[\s\S]*node lost: its heartbeat lapsed/,
     );
+  });
+});
+
+describe('the cluster retry settings (Node and Workers)', () => {
+  const workerBindings = {
+    DATABASE_URL: 'postgres://db.example/conductor',
+    UPSTASH_REDIS_REST_URL: 'https://redis.example',
+    UPSTASH_REDIS_REST_TOKEN: 'token',
+  };
+
+  it('default to 3 requeues, crash limit 5, no back-off; whole numbers are taken', () => {
+    for (const config of [
+      configFromEnv(parseNodeEnv({})),
+      configFromWorkerEnv(parseWorkerEnv(workerBindings)),
+    ]) {
+      expect(config).toMatchObject({ maxRequeues: 3, crashLimit: 5, retryBackoffSeconds: 0 });
+    }
+    const set = { CONDUCTOR_MAX_REQUEUES: '10', CONDUCTOR_CRASH_LIMIT: '0', CONDUCTOR_RETRY_BACKOFF: '120' };
+    expect(configFromEnv(parseNodeEnv(set))).toMatchObject({
+      maxRequeues: 10,
+      crashLimit: 0,
+      retryBackoffSeconds: 120,
+    });
+    expect(configFromWorkerEnv(parseWorkerEnv({ ...workerBindings, ...set }))).toMatchObject({
+      maxRequeues: 10,
+      crashLimit: 0,
+      retryBackoffSeconds: 120,
+    });
+  });
+
+  it('refuse negative, fractional, non-numeric and too large values, naming the variable', () => {
+    for (const name of ['CONDUCTOR_CRASH_LIMIT', 'CONDUCTOR_RETRY_BACKOFF', 'CONDUCTOR_MAX_REQUEUES']) {
+      for (const value of ['-1', '1.5', 'many', '100000']) {
+        expect(() => parseNodeEnv({ [name]: value }), `${name}=${value}`).toThrow(new RegExp(name));
+        expect(() => parseWorkerEnv({ ...workerBindings, [name]: value }), `${name}=${value}`).toThrow(
+          new RegExp(name),
+        );
+      }
+    }
   });
 });
