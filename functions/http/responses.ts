@@ -203,13 +203,9 @@ export const partitionSchema = z
       .boolean()
       .nullable()
       .openapi({ description: 'Its jobs that set none are requeued after a non-zero exit; null: no' }),
-    retry_backoff_s: z
-      .number()
-      .int()
-      .nullable()
-      .openapi({
-        description: 'Seconds before a requeued job may start again; null: CONDUCTOR_RETRY_BACKOFF',
-      }),
+    retry_backoff_s: z.number().int().nullable().openapi({
+      description: 'Seconds before a requeued job may start again; null: CONDUCTOR_RETRY_BACKOFF',
+    }),
     crash_limit: z.number().int().nullable().openapi({
       description:
         'The n-th loss of a node under its job ends the job NODE_FAIL; null: CONDUCTOR_CRASH_LIMIT',
