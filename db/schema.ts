@@ -306,6 +306,13 @@ export const jobs = pgTable(
      * clears a satisfied dependency too). The scheduling statements test this column, not job_dependencies.
      */
     dependencyPending: boolean('dependency_pending').notNull().default(false),
+    /**
+     * sbatch `--mail-type`, expanded (ALL -> BEGIN, END, FAIL, REQUEUE; TIME_LIMIT -> the three thresholds):
+     * the events mailed to `mail_user` (or the owner). Null: none.
+     */
+    mailType: text('mail_type').array(),
+    /** sbatch `--mail-user`; null: the owner. */
+    mailUser: text('mail_user'),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -612,3 +619,107 @@ export const utilizationSamples = pgTable('utilization_samples', {
   allocatedCpus: integer('allocated_cpus').notNull(),
   liveWorkers: integer('live_workers').notNull(),
 });
+
+/** The events a subscription or a job's `mail_type` can name (sbatch's `--mail-type` names, and worker events). */
+export const JOB_EVENT_TYPES = [
+  'BEGIN',
+  'END',
+  'FAIL',
+  'REQUEUE',
+  'TIME_LIMIT_50',
+  'TIME_LIMIT_80',
+  'TIME_LIMIT_90',
+  'ARRAY_TASKS',
+] as const;
+export const WORKER_EVENT_TYPES = ['WORKER_REGISTERED', 'WORKER_LOST', 'WORKER_DRAINED'] as const;
+export const NOTIFICATION_FORMATS = ['standard', 'slack'] as const;
+export const DELIVERY_STATES = ['pending', 'delivered', 'failed', 'skipped'] as const;
+export type DeliveryState = (typeof DELIVERY_STATES)[number];
+
+/**
+ * Webhook subscriptions to job and worker events (functions/domain/notifications.ts). `owner` null: cluster-wide
+ * (an admin's: every job, and worker events); else the jobs of that owner only.
+ */
+export const notificationSubscriptions = pgTable(
+  'notification_subscriptions',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    owner: text('owner'),
+    url: text('url').notNull(),
+    /** Standard Webhooks secret: `whsec_` and base64 of the HMAC key. Kept as is (an HMAC needs it). */
+    secret: text('secret').notNull(),
+    events: text('events').array().notNull(),
+    format: text('format', { enum: NOTIFICATION_FORMATS }).notNull().default('standard'),
+    description: text('description'),
+    createdBy: text('created_by').notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    check('notification_subscriptions_format_known', sql`${t.format} IN ('standard', 'slack')`),
+    index('notification_subscriptions_owner_idx').on(t.owner),
+  ],
+);
+
+/**
+ * The outbox: one row per event that someone wants (a subscription or the job's mail_type), written by triggers
+ * in the transaction that made it happen (migration 0014); its deliveries are written with it.
+ */
+export const notificationEvents = pgTable(
+  'notification_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    type: text('type').notNull(),
+    jobId: bigint('job_id', { mode: 'number' }),
+    workerId: text('worker_id'),
+    /** The job's owner (null: a worker event, or a job of the open local cluster). */
+    owner: text('owner'),
+    /** The job's attempt the event belongs to. */
+    attempt: integer('attempt'),
+    /** Where mail goes for this event (the job's mail_type asked for it); null: no mail. */
+    mailTo: text('mail_to'),
+    data: jsonb('data').$type<Record<string, unknown>>().notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    // TIME_LIMIT_* once per attempt: the maintenance pass inserts them ON CONFLICT DO NOTHING.
+    uniqueIndex('notification_events_time_limit_key')
+      .on(t.jobId, t.attempt, t.type)
+      .where(sql`${t.type} LIKE 'TIME_LIMIT%'`),
+    index('notification_events_job_idx').on(t.jobId),
+  ],
+);
+
+/** One delivery of one event to one subscription (or one mail): the delivery log, and the retry queue. */
+export const notificationDeliveries = pgTable(
+  'notification_deliveries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    eventId: bigint('event_id', { mode: 'number' })
+      .notNull()
+      .references(() => notificationEvents.id, { onDelete: 'cascade' }),
+    /** Null: an email (recipient). */
+    subscriptionId: bigint('subscription_id', { mode: 'number' }).references(
+      () => notificationSubscriptions.id,
+      { onDelete: 'cascade' },
+    ),
+    recipient: text('recipient'),
+    state: text('state', { enum: DELIVERY_STATES }).notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    /** When it is due (pending): a sender that takes it moves this forward by the lease first. */
+    nextAttemptAt: tstz('next_attempt_at').notNull().defaultNow(),
+    lastAttemptAt: tstz('last_attempt_at'),
+    /** The receiver's HTTP status of the last attempt (null: no answer, or an email). */
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    deliveredAt: tstz('delivered_at'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    check(
+      'notification_deliveries_state_known',
+      sql`${t.state} IN ('pending', 'delivered', 'failed', 'skipped') AND (${t.subscriptionId} IS NULL) = (${t.recipient} IS NOT NULL)`,
+    ),
+    index('notification_deliveries_due_idx').on(t.nextAttemptAt).where(sql`${t.state} = 'pending'`),
+    index('notification_deliveries_subscription_idx').on(t.subscriptionId, t.id.desc()),
+  ],
+);
