@@ -10,6 +10,7 @@ import { tokenRoutes, webhookRoutes } from './routes/admin.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { subscriptionRoutes } from './routes/notifications.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { partitionRoutes } from './routes/partitions.ts';
 import { uiRoutes } from './routes/ui.ts';
@@ -45,6 +46,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   app.route('/api/v1/tokens', tokenRoutes(ctx));
   app.route('/api/v1/webhooks', webhookRoutes(ctx));
   app.route('/api/v1/partitions', partitionRoutes(ctx));
+  app.route('/api/v1/subscriptions', subscriptionRoutes(ctx));
   app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
   app.route('/', opsRoutes(ctx));

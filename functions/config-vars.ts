@@ -63,6 +63,38 @@ export const killInvalidDepend = z
   .default(DEFAULT_CONFIG.killInvalidDepend ? 'yes' : 'no')
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
 
+/** Event notifications' retry timing and limits (seconds, attempts). */
+const notifySeconds = (name: string, fallback: number) =>
+  z.coerce
+    .number({ error: `${name} is a number of seconds` })
+    .positive(`${name} is more than 0 seconds`)
+    .max(86_400 * 7, `${name} is at most 604800 seconds`)
+    .default(fallback);
+export const notifyVars = {
+  CONDUCTOR_NOTIFY_RETRY_BASE: notifySeconds(
+    'CONDUCTOR_NOTIFY_RETRY_BASE',
+    DEFAULT_CONFIG.notifyRetryBaseSeconds,
+  ),
+  CONDUCTOR_NOTIFY_RETRY_MAX: notifySeconds(
+    'CONDUCTOR_NOTIFY_RETRY_MAX',
+    DEFAULT_CONFIG.notifyRetryMaxSeconds,
+  ),
+  CONDUCTOR_NOTIFY_TIMEOUT: notifySeconds('CONDUCTOR_NOTIFY_TIMEOUT', DEFAULT_CONFIG.notifyTimeoutSeconds),
+  CONDUCTOR_NOTIFY_MAX_ATTEMPTS: z.coerce
+    .number({ error: 'CONDUCTOR_NOTIFY_MAX_ATTEMPTS is a whole number' })
+    .int('CONDUCTOR_NOTIFY_MAX_ATTEMPTS is a whole number')
+    .min(1, 'CONDUCTOR_NOTIFY_MAX_ATTEMPTS is at least 1')
+    .max(1000, 'CONDUCTOR_NOTIFY_MAX_ATTEMPTS is at most 1000')
+    .default(DEFAULT_CONFIG.notifyMaxAttempts),
+};
+/** The ConductorConfig fields of notifyVars. */
+export const notifyConfig = (env: { [K in keyof typeof notifyVars]: number }) => ({
+  notifyRetryBaseSeconds: env.CONDUCTOR_NOTIFY_RETRY_BASE,
+  notifyRetryMaxSeconds: env.CONDUCTOR_NOTIFY_RETRY_MAX,
+  notifyTimeoutSeconds: env.CONDUCTOR_NOTIFY_TIMEOUT,
+  notifyMaxAttempts: env.CONDUCTOR_NOTIFY_MAX_ATTEMPTS,
+});
+
 /** A number of live-log followers: a whole number, 0 (no limit) or more. */
 export const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
 
@@ -159,6 +191,23 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   CONDUCTOR_CLUSTER_NAME: {
     description: "the cluster's name, which every job sees as `SLURM_CLUSTER_NAME`",
   },
+  CONDUCTOR_NOTIFY_RETRY_BASE: {
+    description:
+      'seconds before the first retry of a failed notification delivery; each next retry waits twice as long',
+  },
+  CONDUCTOR_NOTIFY_RETRY_MAX: { description: 'seconds: the longest wait between two delivery attempts' },
+  CONDUCTOR_NOTIFY_MAX_ATTEMPTS: {
+    description: 'attempts before a delivery is given up (`failed`; a replay sends it again)',
+  },
+  CONDUCTOR_NOTIFY_TIMEOUT: { description: 'seconds a webhook receiver may take to answer' },
+  CONDUCTOR_NOTIFY_INTERVAL: {
+    description: 'seconds: how often due notification deliveries are sent (on Workers the minute cron)',
+  },
+  CONDUCTOR_SMTP_URL: {
+    description:
+      '`smtp://[user:password@]host[:port]`: the SMTP server job mail (`mail_type`) goes through; without it mail is accepted with a warning and not sent (Node only)',
+  },
+  CONDUCTOR_MAIL_FROM: { description: 'the From address of job mail', default: '`conductor@<hostname>`' },
   ADMIN_TOKEN: {
     description:
       'a secret (at least 32 characters) stored (hashed) as an admin token on first use; revoking it through the API sticks',

@@ -22,6 +22,7 @@ import {
 } from './node/embedded-agent.ts';
 import { configFromEnv, isLoopback, parseNodeEnv } from './node/env.ts';
 import { startServer } from './node/server.ts';
+import { createSmtpMailer } from './node/smtp.ts';
 import { MemoryRegistryStore } from './registry/memory-store.ts';
 
 async function main() {
@@ -110,9 +111,13 @@ async function main() {
       logger,
       config,
       ...(rateLimiter ? { rateLimiter } : {}),
+      ...(env.CONDUCTOR_SMTP_URL
+        ? { mailer: createSmtpMailer(env.CONDUCTOR_SMTP_URL, env.CONDUCTOR_MAIL_FROM) }
+        : {}),
     },
     { port: env.PORT, host: env.HOST },
   );
+  if (env.CONDUCTOR_SMTP_URL) logger.info(`Mail: SMTP at ${new URL(env.CONDUCTOR_SMTP_URL).host}`);
   logger.info(`Conductor control plane listening on http://${env.HOST}:${server.port}`);
   if (!loopback) {
     logger.info('Listening beyond loopback: every request but GET /api/v1/health needs an API token');

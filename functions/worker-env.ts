@@ -6,6 +6,8 @@ import {
   killInvalidDepend,
   logRetentionDays,
   maxRequeues,
+  notifyConfig,
+  notifyVars,
   priorityCeiling,
   retryBackoff,
 } from './config-vars.ts';
@@ -60,6 +62,7 @@ export const workerEnvSchema = z.object({
   CONDUCTOR_CRASH_LIMIT: crashLimit,
   /** Seconds before an automatically requeued job may start again (doubled per earlier requeue). */
   CONDUCTOR_RETRY_BACKOFF: retryBackoff,
+  ...notifyVars,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -99,6 +102,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     killInvalidDepend: env.CONDUCTOR_KILL_INVALID_DEPEND,
     crashLimit: env.CONDUCTOR_CRASH_LIMIT,
     retryBackoffSeconds: env.CONDUCTOR_RETRY_BACKOFF,
+    ...notifyConfig(env),
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,

@@ -15,6 +15,7 @@ import type { Context } from './context.ts';
 import { type Dependency, DependencyError, dependencyTargets, parseDependency } from './dependency.ts';
 import { ConductorError, conflict, forbidden, invalid, notFound } from './errors.ts';
 import { admitJobs, type JobResources, resourceFields } from './job-resources.ts';
+import { mailTypeColumn } from './notifications.ts';
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
 import {
@@ -209,6 +210,28 @@ export const submitJobInput = z.strictObject({
     .min(0, 'crash_limit is at least 0 (0: no crash limit)')
     .max(1000, 'crash_limit is at most 1000')
     .optional(),
+  /**
+   * sbatch `--mail-type`: comma-separated BEGIN, END, FAIL, REQUEUE, TIME_LIMIT_50/80/90, ARRAY_TASKS, ALL,
+   * TIME_LIMIT, NONE. Mailed to mail_user (or the owner) when an SMTP server is configured.
+   */
+  mail_type: z
+    .string()
+    .max(256, 'mail_type is at most 256 characters')
+    .superRefine((s, check) => {
+      try {
+        mailTypeColumn(s);
+      } catch (error) {
+        check.addIssue({ code: 'custom', message: error instanceof Error ? error.message : String(error) });
+      }
+    })
+    .optional(),
+  /** sbatch `--mail-user`: who gets the job's mail; default: its owner. */
+  mail_user: z
+    .string()
+    .min(1, 'mail_user must not be empty')
+    .max(254, 'mail_user is at most 254 characters')
+    .regex(/^[^\s<>,;:"()[\]\\]+$/, 'mail_user is one address (user or user@host)')
+    .optional(),
   ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
@@ -323,6 +346,8 @@ export interface JobRow {
   retry_backoff_s: number | null;
   crash_limit: number | null;
   crashes: number;
+  mail_type: string[] | string | null;
+  mail_user: string | null;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -388,6 +413,14 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     retry_backoff_s: row.retry_backoff_s === null ? null : Number(row.retry_backoff_s),
     crash_limit: row.crash_limit === null ? null : Number(row.crash_limit),
     crashes: Number(row.crashes),
+    mail_type:
+      row.mail_type === null
+        ? null
+        : (Array.isArray(row.mail_type)
+            ? row.mail_type
+            : row.mail_type.replace(/^\{|\}$/g, '').split(',')
+          ).join(','),
+    mail_user: row.mail_user,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -402,7 +435,8 @@ export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, 
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
   allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
   stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues, dependency,
-  kill_on_invalid_dep, max_requeues, retry_on_failure, retry_backoff_s, crash_limit, crashes`;
+  kill_on_invalid_dep, max_requeues, retry_on_failure, retry_backoff_s, crash_limit, crashes,
+  mail_type, mail_user`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -569,6 +603,8 @@ const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, 
 
 /** A job's own retry policy (null: its partition's, else the cluster's). */
 const RETRY_COLUMNS = sql`max_requeues, retry_on_failure, retry_backoff_s, crash_limit`;
+/** sbatch `--mail-type`/`--mail-user` (event notifications), after RETRY_COLUMNS. */
+const MAIL_COLUMNS = sql`mail_type, mail_user`;
 
 /** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
 const slurmFields = (input: SubmitJobInput, killInvalidDepend: boolean) => ({
@@ -584,6 +620,8 @@ const slurmFields = (input: SubmitJobInput, killInvalidDepend: boolean) => ({
   comment: input.comment ?? null,
   ...dependencyFields(input.dependency),
   kill_on_invalid_dep: input.kill_on_invalid_dep ?? killInvalidDepend,
+  mail_type: mailTypeColumn(input.mail_type),
+  mail_user: input.mail_user ?? null,
 });
 
 /** A submission's dependency: as given (null: none), whether any item is enough, and its items. */
@@ -693,11 +731,12 @@ function submitStatement(
                 ${f.dependency}::text, ${f.dependency_any}::boolean, ${f.kill_on_invalid_dep}::boolean,
                 ${f.dependency !== null}::boolean,
                 ${input.max_requeues ?? null}::int, ${input.retry_on_failure ?? null}::boolean,
-                ${input.retry_backoff_s ?? null}::int, ${input.crash_limit ?? null}::int`;
+                ${input.retry_backoff_s ?? null}::int, ${input.crash_limit ?? null}::int,
+                ${f.mail_type === null ? null : pgArray(f.mail_type)}::text[], ${f.mail_user}::text`;
   const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(f.deps)}::json`);
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
                       owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
-                      ${SLURM_COLUMNS}, ${RETRY_COLUMNS}`;
+                      ${SLURM_COLUMNS}, ${RETRY_COLUMNS}, ${MAIL_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
@@ -904,7 +943,7 @@ function batchStatement(
   const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
                       owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
                       exclusive, nodelist, exclude_nodes, memory_per_cpu, submit_dir, submit_host, ntasks,
-                      cpus_per_task, ${SLURM_COLUMNS}, ${RETRY_COLUMNS}`;
+                      cpus_per_task, ${SLURM_COLUMNS}, ${RETRY_COLUMNS}, ${MAIL_COLUMNS}`;
   const why = submitReason(
     sql`x.hold`,
     sql`x.begin_time`,
@@ -946,7 +985,8 @@ function batchStatement(
                  submit_host text, ntasks int, cpus_per_task int, qos text, begin_time timestamptz, hold boolean,
                  stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text,
                  dependency text, dependency_any boolean, kill_on_invalid_dep boolean, deps json,
-                 max_requeues int, retry_on_failure boolean, retry_backoff_s int, crash_limit int)
+                 max_requeues int, retry_on_failure boolean, retry_backoff_s int, crash_limit int,
+                 mail_type text[], mail_user text)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -966,7 +1006,7 @@ function batchStatement(
                       greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
                       x.open_mode, x.export_env, x.signal, x.comment, x.dependency, x.dependency_any,
                       x.kill_on_invalid_dep, x.dependency IS NOT NULL,
-                      x.max_requeues, x.retry_on_failure, x.retry_backoff_s, x.crash_limit
+                      x.max_requeues, x.retry_on_failure, x.retry_backoff_s, x.crash_limit, x.mail_type, x.mail_user
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i

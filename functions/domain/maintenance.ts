@@ -2,12 +2,13 @@ import type { Context } from './context.ts';
 import { recordUtilizationSample } from './dashboard.ts';
 import { compactJobCountsIfDue } from './job-counts.ts';
 import { pruneJobOutput } from './job-logs.ts';
+import { deliverNotifications, emitTimeLimitEvents } from './notifications.ts';
 import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
 
 /**
  * The periodic backstop (a timer on Node, the minute cron on Workers): reap lost workers, end jobs far past
  * their time limit and assignments never started, then schedule, then record the dashboard's utilization sample (at most one a minute),
- * then expire old job output (see pruneExpiredOutput), then compact the jobs-per-state deltas (job-counts.ts).
+ * then expire old job output (see pruneExpiredOutput), then compact the jobs-per-state deltas (job-counts.ts), then notifications (TIME_LIMIT_* and due deliveries).
  * Scheduling also runs on every submit and every release; this catches whatever those missed.
  */
 export async function runBackstop(ctx: Context): Promise<void> {
@@ -25,6 +26,22 @@ export async function runBackstop(ctx: Context): Promise<void> {
   }
   await pruneExpiredOutput(ctx);
   await compactJobCountsIfDue(ctx);
+  await runNotifications(ctx);
+}
+
+/**
+ * TIME_LIMIT_* events. The deliveries are sent by one sender per process, so that one subscription's deliveries
+ * go out one after another: the Node server's notification timer, the Workers cron (sendNotifications).
+ * A failure never stops the backstop.
+ */
+export async function runNotifications(ctx: Context): Promise<void> {
+  try {
+    await emitTimeLimitEvents(ctx);
+  } catch (error) {
+    ctx.logger.warn('Notifications failed', {
+      error: error instanceof Error ? error.message : String(error),
+    });
+  }
 }
 
 /** How long the retention sweep rests after it reached the end of job_output. */
@@ -67,5 +84,12 @@ export async function pruneExpiredOutput(ctx: Context): Promise<number> {
       error: error instanceof Error ? error.message : String(error),
     });
     return 0;
+  }
+}
+
+/** Sends the due deliveries, batch after batch, until none is due (or `maxBatches` were sent). */
+export async function sendNotifications(ctx: Context, maxBatches = 50): Promise<void> {
+  for (let i = 0; i < maxBatches; i++) {
+    if ((await deliverNotifications(ctx)) < 100) return;
   }
 }

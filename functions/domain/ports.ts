@@ -5,6 +5,7 @@
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type * as schema from '../../db/schema.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
+import type { Mailer } from './notifications.ts';
 import type { ProcessMetrics } from './process-metrics.ts';
 
 /** Any drizzle Postgres database or transaction over our schema (node-postgres, PGlite, Neon). */
@@ -241,6 +242,15 @@ export interface ConductorConfig {
    * unless it was submitted with kill_on_invalid_dep false (sbatch --kill-on-invalid-dep=no).
    */
   killInvalidDepend: boolean;
+  /** Event notifications: the first retry waits this long, each next one twice as long, up to the max. */
+  notifyRetryBaseSeconds: number;
+  notifyRetryMaxSeconds: number;
+  /** Attempts before a delivery is given up (state failed; a replay sends it again). */
+  notifyMaxAttempts: number;
+  /** How long a receiver may take to answer. */
+  notifyTimeoutSeconds: number;
+  /** How often the Node server looks for due deliveries (Workers: the minute cron). */
+  notifyIntervalSeconds: number;
 }
 
 export const DEFAULT_CONFIG: ConductorConfig = {
@@ -267,6 +277,11 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   logFollowersPerToken: 20,
   clusterName: 'conductor',
   killInvalidDepend: false,
+  notifyRetryBaseSeconds: 5,
+  notifyRetryMaxSeconds: 3600,
+  notifyMaxAttempts: 18,
+  notifyTimeoutSeconds: 10,
+  notifyIntervalSeconds: 1,
 };
 
 /** A rate for a key: `perSecond` on average, `burst` at once. */
@@ -299,6 +314,8 @@ export interface Ports {
   metrics?: ProcessMetrics;
   /** Submission rate limits; an in-process limiter when none is given. */
   rateLimiter?: RateLimiter;
+  /** Sends job mail (`mail_type`); none: mail is accepted and not sent (the deliveries are marked skipped). */
+  mailer?: Mailer;
   /** Runs work after the response on runtimes that need to be told (Workers' waitUntil); Node just lets it run. */
   defer(work: Promise<unknown>): void;
 }

@@ -33,6 +33,8 @@ const RULES: [method: string, path: RegExp, need: Need, what: string][] = [
   ['GET', /^\/api\/v1\/dashboard$/, 'jobs:read', 'read the dashboard'],
   ['*', /^\/api\/v1\/workers(\/|$)/, 'admin', 'see or drain workers'],
   ['GET', /^\/api\/v1\/partitions(\/|$)/, 'jobs:read', 'read partitions'],
+  ['GET', /^\/api\/v1\/subscriptions(\/|$)/, 'jobs:read', 'read event subscriptions'],
+  ['*', /^\/api\/v1\/subscriptions(\/|$)/, 'jobs:write', 'manage event subscriptions'],
   ['*', /^\/api\/v1\/partitions(\/|$)/, 'admin', 'manage partitions'],
   ['*', /^\/api\/v1\/tokens(\/|$)/, 'admin', 'manage tokens'],
   ['*', /^\/api\/v1\/webhooks(\/|$)/, 'admin', 'manage webhooks'],

@@ -144,6 +144,10 @@ export const jobSchema = z
         'The n-th loss of its node while it runs ends it NODE_FAIL (0: none); null: its partition’s, else CONDUCTOR_CRASH_LIMIT',
     }),
     crashes: z.number().int().openapi({ description: 'Times its node was lost while it ran' }),
+    mail_type: z.string().nullable().openapi({
+      description: 'sbatch --mail-type, expanded (ALL: BEGIN,END,FAIL,REQUEUE); null: no mail',
+    }),
+    mail_user: z.string().nullable().openapi({ description: 'sbatch --mail-user; null: the owner' }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),

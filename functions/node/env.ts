@@ -6,6 +6,8 @@ import {
   killInvalidDepend,
   logRetentionDays,
   maxRequeues,
+  notifyConfig,
+  notifyVars,
   priorityCeiling,
   retryBackoff,
 } from '../config-vars.ts';
@@ -75,6 +77,13 @@ export const nodeEnvSchema = z.object({
   /** Live-log followers (SSE) at once per job and per token, in this process (0: no limit). */
   CONDUCTOR_LOG_FOLLOWERS_PER_JOB: followers(DEFAULT_CONFIG.logFollowersPerJob),
   CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: followers(DEFAULT_CONFIG.logFollowersPerToken),
+  ...notifyVars,
+  CONDUCTOR_NOTIFY_INTERVAL: seconds(DEFAULT_CONFIG.notifyIntervalSeconds),
+  /** The SMTP server job mail goes through; none: mail is accepted with a warning, not sent. */
+  CONDUCTOR_SMTP_URL: z
+    .url({ protocol: /^smtp$/, error: 'CONDUCTOR_SMTP_URL is smtp://[user:password@]host[:port]' })
+    .optional(),
+  CONDUCTOR_MAIL_FROM: z.email({ error: 'CONDUCTOR_MAIL_FROM is an email address' }).optional(),
 });
 export type NodeEnv = z.infer<typeof nodeEnvSchema>;
 
@@ -129,5 +138,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
         : []),
     ],
     startDeadlineSeconds: env.CONDUCTOR_START_DEADLINE,
+    ...notifyConfig(env),
+    notifyIntervalSeconds: env.CONDUCTOR_NOTIFY_INTERVAL,
   };
 }

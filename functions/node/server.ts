@@ -5,7 +5,7 @@ import { syncAllocationCache } from '../domain/cache.ts';
 import { type Context, createContext } from '../domain/context.ts';
 import { logClusterStats } from '../domain/dashboard.ts';
 import { pruneSubmissionKeys } from '../domain/jobs.ts';
-import { runBackstop } from '../domain/maintenance.ts';
+import { runBackstop, sendNotifications } from '../domain/maintenance.ts';
 import type { Ports } from '../domain/ports.ts';
 import { nodeSwaggerUiAssets } from '../http/api-docs-node.ts';
 
@@ -73,6 +73,7 @@ export async function startServer(
       pruneSubmissionKeys(ctx.db),
     );
     every(config.statsIntervalSeconds, 'Statistics', () => logClusterStats(ctx));
+    every(config.notifyIntervalSeconds, 'Notifications', () => sendNotifications(ctx));
   }
 
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;

@@ -39,6 +39,7 @@ import {
   updateJob,
   updateJobInput,
 } from '../domain/jobs.ts';
+import { mailWarning } from '../domain/notifications.ts';
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
@@ -74,6 +75,8 @@ export function jobRoutes(ctx: Context) {
           }),
     });
     if (duplicate) c.header('Idempotent-Replayed', 'true');
+    const warning = mailWarning(ctx, input.mail_type);
+    if (warning) c.header('Conductor-Warning', warning);
     return c.json(job, 201);
   });
   mount(app, submitBatch, async (c) => {
@@ -97,6 +100,8 @@ export function jobRoutes(ctx: Context) {
           }),
     });
     if (duplicate) c.header('Idempotent-Replayed', 'true');
+    const warning = inputs.map((i) => mailWarning(ctx, i.mail_type)).find((w) => w !== null);
+    if (warning) c.header('Conductor-Warning', warning);
     return c.json({ jobs }, 201);
   });
   mount(app, testJobRoute, async (c, { body }) =>
@@ -249,7 +254,10 @@ const idempotencyKeyHeaderSchema = z.object({
       '1 to 255 printable ASCII characters (a UUID, say): a retry with the same key returns the first answer (Idempotent-Replayed: true)',
   }),
 });
-const replayed = { 'Idempotent-Replayed': '`true` when this answers a retry with the same Idempotency-Key' };
+const replayed = {
+  'Idempotent-Replayed': '`true` when this answers a retry with the same Idempotency-Key',
+  'Conductor-Warning': 'Set when mail_type was accepted but no mail will be sent (no SMTP server configured)',
+};
 const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   id: 42,
   name: 'train',
@@ -303,6 +311,8 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   retry_backoff_s: null,
   crash_limit: null,
   crashes: 0,
+  mail_type: null,
+  mail_user: null,
   submit_time: '2025-11-11T10:00:00.000Z',
   start_time: null,
   end_time: null,
