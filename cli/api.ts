@@ -59,7 +59,12 @@ export class Client {
     };
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { onHeaders?: (headers: Headers) => void } = {},
+  ): Promise<T> {
     let res: Response;
     try {
       res = await fetch(`${this.config.url}${path}`, {
@@ -90,6 +95,7 @@ export class Client {
         err?.code ?? 'http_error',
       );
     }
+    options.onHeaders?.(res.headers);
     return json as T;
   }
 

@@ -271,8 +271,20 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
     value: 'license',
     note: 'licenses are not tracked: ask for a generic resource (--gres=license_name)',
   },
-  { long: 'mail-type', arg: 'required', fate: 'warned', value: 'type', note: 'no notifications are sent' },
-  { long: 'mail-user', arg: 'required', fate: 'warned', value: 'user', note: 'no notifications are sent' },
+  {
+    long: 'mail-type',
+    arg: 'required',
+    fate: 'honoured',
+    value: 'type',
+    note: 'BEGIN, END, FAIL, REQUEUE, TIME_LIMIT_50/80/90, TIME_LIMIT, ARRAY_TASKS, ALL, NONE: mailed when the operator configured an SMTP server (CONDUCTOR_SMTP_URL), else accepted with a warning; see docs/notifications.md',
+  },
+  {
+    long: 'mail-user',
+    arg: 'required',
+    fate: 'honoured',
+    value: 'user',
+    note: 'who gets the mail (default: the job owner)',
+  },
   { long: 'mcs-label', arg: 'required', fate: 'warned', value: 'mcs', note: 'there are no MCS labels' },
   {
     long: 'mem',

@@ -69,6 +69,8 @@ export interface SubmitBody {
   retry_on_failure?: boolean;
   retry_backoff_s?: number;
   crash_limit?: number;
+  mail_type?: string;
+  mail_user?: string;
 }
 
 export type SubmitCommand = 'sbatch' | 'submit';
@@ -439,6 +441,8 @@ function convert(option: ParsedOption, now: Date): unknown {
     case 'job-name':
     case 'qos':
     case 'comment':
+    case 'mail-type':
+    case 'mail-user':
     case 'chdir':
     case 'output':
     case 'error':
@@ -665,6 +669,8 @@ export function buildSubmission(input: SubmissionInput): Submission {
     ['retry-on-failure', 'retry_on_failure'],
     ['retry-backoff', 'retry_backoff_s'],
     ['crash-limit', 'crash_limit'],
+    ['mail-type', 'mail_type'],
+    ['mail-user', 'mail_user'],
     ['export', 'export_env'],
   ];
   const record = body as unknown as Record<string, unknown>;
@@ -818,7 +824,12 @@ export async function runSbatch(
       io.err(`sbatch: ${await testOnly(api, body, options.now)}\n`);
       return 0;
     }
-    const job = await api.request<{ id: number }>('POST', '/api/v1/jobs/submit', body);
+    const job = await api.request<{ id: number }>('POST', '/api/v1/jobs/submit', body, {
+      onHeaders: (headers) => {
+        const warning = headers.get('conductor-warning');
+        if (warning && !quiet) io.err(`sbatch: warning: ${warning}\n`);
+      },
+    });
     if (flags.has('parsable')) io.out(`${job.id}\n`);
     else if (!quiet) io.out(`Submitted batch job ${job.id}\n`);
     if (!flags.has('wait')) return 0;

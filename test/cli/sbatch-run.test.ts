@@ -45,7 +45,14 @@ beforeAll(async () => {
         404,
         { error: { code: 'not_found', message: `no route ${key}` } },
       ];
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      // As a control plane without an SMTP server answers a submission that asks for mail.
+      const mail = text && (JSON.parse(text) as { mail_type?: string }).mail_type;
+      res
+        .writeHead(status, {
+          'content-type': 'application/json',
+          ...(mail ? { 'conductor-warning': 'mail_type accepted, but no mail is sent' } : {}),
+        })
+        .end(JSON.stringify(body));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -116,13 +123,16 @@ describe('sbatch', () => {
     ]);
   });
 
-  it('--parsable prints the id alone; -Q prints nothing and no warnings', async () => {
-    const path = script('mail.sh', ['#!/bin/sh', '#SBATCH --mail-type=END', 'true']);
+  it("--parsable prints the id alone; -Q prints nothing and no warnings (its own nor the server's)", async () => {
+    const path = script('mail.sh', ['#!/bin/sh', '#SBATCH --mail-type=END --contiguous', 'true']);
     expect(await sbatch(['--parsable', path])).toEqual({
       code: 0,
       out: '12\n',
-      err: 'sbatch: warning: line 2: --mail-type is ignored: no notifications are sent\n',
+      err:
+        'sbatch: warning: line 2: --contiguous is ignored: a job runs on one node\n' +
+        'sbatch: warning: mail_type accepted, but no mail is sent\n',
     });
+    expect(received.at(-1)?.body).toMatchObject({ mail_type: 'END' });
     expect(await sbatch(['-Q', path])).toEqual({ code: 0, out: '', err: '' });
   });
 
@@ -196,7 +206,7 @@ describe('sbatch', () => {
     const help = await sbatch(['--help']);
     expect(help.code).toBe(0);
     expect(help.out).toMatch(/^Usage: sbatch /);
-    expect(help.out).toContain('--mail-type=type\n        (ignored, warns) no notifications are sent');
+    expect(help.out).toContain('--mail-type=type\n        BEGIN, END, FAIL, REQUEUE');
     expect((await sbatch(['--usage'])).out).toMatch(/^Usage: sbatch \[-N nnodes\]/);
     expect((await sbatch(['-V'])).out).toMatch(/^slurm 22\.05/);
     expect(received).toEqual([]);

@@ -182,12 +182,16 @@ describe('#SBATCH directives', () => {
   });
 
   it('warns about accepted options that mean nothing here, with their line', () => {
-    const result = submission('#!/bin/sh\n#SBATCH --mail-type=END --mail-user=a@b\necho\n', [], {}, 'sbatch');
+    const result = submission('#!/bin/sh\n#SBATCH --contiguous\necho\n', [], {}, 'sbatch');
     expect(result.problems).toEqual([]);
-    expect(result.warnings).toEqual([
-      'line 2: --mail-type is ignored: no notifications are sent',
-      'line 2: --mail-user is ignored: no notifications are sent',
-    ]);
+    expect(result.warnings).toEqual(['line 2: --contiguous is ignored: a job runs on one node']);
+  });
+
+  it('sends --mail-type and --mail-user as mail_type and mail_user (the control plane checks the names)', () => {
+    const result = submission('#!/bin/sh\n#SBATCH --mail-type=END,FAIL --mail-user=a@b\necho\n', [], {}, 'sbatch');
+    expect(result.problems).toEqual([]);
+    expect(result.warnings).toEqual([]);
+    expect(result.body).toMatchObject({ mail_type: 'END,FAIL', mail_user: 'a@b' });
   });
 
   it('takes abbreviations of long options, as getopt_long', () => {
