@@ -47,7 +47,8 @@ CREATE INDEX "notification_deliveries_due_idx" ON "notification_deliveries" USIN
 CREATE INDEX "notification_deliveries_subscription_idx" ON "notification_deliveries" USING btree ("subscription_id","id" DESC NULLS LAST);--> statement-breakpoint
 CREATE UNIQUE INDEX "notification_events_time_limit_key" ON "notification_events" USING btree ("job_id","attempt","type") WHERE "notification_events"."type" LIKE 'TIME_LIMIT%';--> statement-breakpoint
 CREATE INDEX "notification_events_job_idx" ON "notification_events" USING btree ("job_id");--> statement-breakpoint
-CREATE INDEX "notification_subscriptions_owner_idx" ON "notification_subscriptions" USING btree ("owner");--> statement-breakpoint
+CREATE INDEX "notification_subscriptions_owner_idx" ON "notification_subscriptions" USING btree ("owner");
+--> statement-breakpoint
 -- Event notifications (functions/domain/notifications.ts). Triggers write the outbox in the transaction that
 -- changed the job or the worker, so an event commits with its cause or not at all. They cost one look at the
 -- (small) subscriptions table when nobody subscribed, plus, for jobs, one scan of the statement's transition
