@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { Redis } from 'ioredis';
 import { Miniflare } from 'miniflare';
+import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAllocationSnapshot } from '../../functions/domain/cache.ts';
 import { createIoredisScripts } from '../../functions/node/ioredis.ts';
@@ -198,6 +200,49 @@ describe.runIf(available)('Cloudflare Worker in workerd', () => {
         what: 'the job to complete',
       },
     );
+  });
+
+  it('sends event webhooks from the minute cron (verified by standardwebhooks); what one isolate wrote, another sends', async () => {
+    const received: { headers: Record<string, string>; body: string }[] = [];
+    const receiver = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
+      req.on('end', () => {
+        received.push({ headers: req.headers as Record<string, string>, body });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = receiver.address() as { port: number };
+      const sub = await api<{ id: number; secret: string; scope: string }>('/api/v1/subscriptions', {
+        method: 'POST',
+        body: JSON.stringify({ url: `http://127.0.0.1:${port}/hook`, events: ['END'] }),
+      });
+      expect(sub.status).toBe(201);
+      expect(sub.body.scope).toBe('cluster');
+      // Held, then cancelled: an END written by isolate 0's request.
+      const { body: job } = await submit({ script: 'true', cpus: 1, hold: true }, urls[0]);
+      expect((await api(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' }, urls[0])).status).toBe(200);
+      // No timer runs between requests on Workers: nothing is sent until a cron runs.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(received).toEqual([]);
+      await fireCron(isolates[1]!, '* * * * *');
+      await eventually(() => received.length >= 1, { what: 'the webhook' });
+      const payload = new Webhook(sub.body.secret).verify(received[0]!.body, received[0]!.headers) as {
+        type: string;
+        data: { job_id: number; state: string };
+      };
+      expect(payload).toMatchObject({ type: 'job.end', data: { job_id: job.id, state: 'CANCELLED' } });
+      // Delivered once: the next cron sends nothing again.
+      await fireCron(isolates[0]!, '* * * * *');
+      expect(received).toHaveLength(1);
+      expect((await api(`/api/v1/subscriptions/${sub.body.id}`, { method: 'DELETE' })).status).toBe(200);
+    } finally {
+      receiver.close();
+    }
   });
 
   it('the 5-minute cron repairs a cache that was set wrong', async () => {
