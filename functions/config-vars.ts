@@ -155,7 +155,7 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   },
   CONDUCTOR_LOG_RETENTION_DAYS: {
     description:
-      "days a finished job's stored output is kept after it ended (`0`: forever); then its logs are a 410 `logs_expired`",
+      "days a finished job's stored output is kept after it ended (`0`: forever); then its logs are a 410 `logs_expired`. Also how long settled notification events are kept",
   },
   CONDUCTOR_PUBLIC_URL: {
     description:

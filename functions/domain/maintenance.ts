@@ -2,7 +2,7 @@ import type { Context } from './context.ts';
 import { recordUtilizationSample } from './dashboard.ts';
 import { compactJobCountsIfDue } from './job-counts.ts';
 import { pruneJobOutput } from './job-logs.ts';
-import { deliverNotifications, emitTimeLimitEvents } from './notifications.ts';
+import { deliverNotifications, emitTimeLimitEvents, pruneNotificationEvents } from './notifications.ts';
 import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
 
 /**
@@ -30,13 +30,14 @@ export async function runBackstop(ctx: Context): Promise<void> {
 }
 
 /**
- * TIME_LIMIT_* events. The deliveries are sent by one sender per process, so that one subscription's deliveries
+ * TIME_LIMIT_* events, and the expiry of settled events older than the log retention. The deliveries are sent by one sender per process, so that one subscription's deliveries
  * go out one after another: the Node server's notification timer, the Workers cron (sendNotifications).
  * A failure never stops the backstop.
  */
 export async function runNotifications(ctx: Context): Promise<void> {
   try {
     await emitTimeLimitEvents(ctx);
+    await pruneNotificationEvents(ctx);
   } catch (error) {
     ctx.logger.warn('Notifications failed', {
       error: error instanceof Error ? error.message : String(error),

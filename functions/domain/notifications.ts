@@ -540,6 +540,25 @@ export async function emitTimeLimitEvents(ctx: Context): Promise<number> {
   return rows.length;
 }
 
+/**
+ * Deletes events (with their deliveries) older than `logRetentionDays` whose deliveries are all settled
+ * (delivered, failed or skipped), at most `limit` a call; 0 days keeps them forever. Returns how many.
+ */
+export async function pruneNotificationEvents(ctx: Context, limit = 1000): Promise<number> {
+  const days = ctx.config.logRetentionDays;
+  if (!(days > 0)) return 0;
+  const rows = await query<{ id: string }>(
+    ctx.db,
+    sql`DELETE FROM notification_events WHERE id IN (
+          SELECT e.id FROM notification_events e
+          WHERE e.created_at < now() - make_interval(days => ${days})
+            AND NOT EXISTS (SELECT 1 FROM notification_deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
+          ORDER BY e.id LIMIT ${limit})
+        RETURNING id`,
+  );
+  return rows.length;
+}
+
 /** The submission's warning when it asks for mail that will not be sent. */
 export function mailWarning(ctx: Pick<Ports, 'mailer'>, mailType: string | undefined): string | null {
   if (ctx.mailer || mailTypeColumn(mailType) === null) return null;

@@ -10,7 +10,11 @@ import type { AddressInfo } from 'node:net';
 import { sql } from 'drizzle-orm';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deliverNotifications, emitTimeLimitEvents } from '../../functions/domain/notifications.ts';
+import {
+  deliverNotifications,
+  emitTimeLimitEvents,
+  pruneNotificationEvents,
+} from '../../functions/domain/notifications.ts';
 import { query } from '../../functions/domain/sql.ts';
 import { errorOf, type SecureApp, secureApp } from '../security/support.ts';
 import { availableBackends, type Backend } from '../support/cluster.ts';
@@ -321,6 +325,31 @@ describe.each(backends)('event subscriptions over HTTP on $name', (factory) => {
       mail_user: 'a b <c>',
     });
     expect(badUser.status).toBe(400);
+  });
+
+  it('settled events older than the log retention are pruned with their deliveries; pending ones stay', async () => {
+    const settled = (await submit(bob)).job;
+    const owed = (await submit(bob)).job;
+    const sub = (await (
+      await post(bob, '/api/v1/subscriptions', { url: 'http://127.0.0.1:9/x', events: ['END'] })
+    ).json()) as {
+      id: number;
+    };
+    await live(settled.id, 'COMPLETED');
+    await live(owed.id, 'COMPLETED');
+    await db().execute(
+      sql`UPDATE notification_deliveries SET state = 'delivered' WHERE event_id IN (SELECT id FROM notification_events WHERE job_id = ${settled.id})`,
+    );
+    await db().execute(
+      sql`UPDATE notification_events SET created_at = now() - interval '31 days' WHERE job_id IN (${settled.id}, ${owed.id})`,
+    );
+    expect(await pruneNotificationEvents(s.harness.ctx)).toBe(1);
+    const left = await query<{ job_id: string }>(
+      db(),
+      sql`SELECT job_id FROM notification_events WHERE job_id IN (${settled.id}, ${owed.id})`,
+    );
+    expect(left.map((r) => Number(r.job_id))).toEqual([owed.id]);
+    await s.request('DELETE', `/api/v1/subscriptions/${sub.id}`, { token: bob });
   });
 
   it('nobody subscribed and no mail asked: state changes write no event', async () => {
