@@ -18,6 +18,10 @@ import { dashboardPages } from './ui/pages.tsx';
 
 export type { AppEnv };
 
+/** Writes that produce notification events: agent reports and registrations, cancels, requeues, drains. */
+const NOTIFYING =
+  /^\/api\/v1\/(agents\/(register|unregister|jobs\/[^/]+\/(started|finish))|jobs\/[^/]+\/(cancel|requeue)|workers\/[^/]+\/drain|subscriptions\/[^/]+\/deliveries\/[^/]+\/replay)$/;
+
 /**
  * The control plane's HTTP surface: the same app on Node, on Workers and in tests (`app.request()`). The entry
  * gives it Swagger UI's files for /api/docs (without them the page's script and stylesheet are 404s).
@@ -41,6 +45,12 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   // The web dashboard: public pages for browsers (they ask for a token themselves when the API wants one).
   app.route('/', dashboardPages());
   app.use(authMiddleware(ctx));
+  // Right after a request that may have changed a job or a worker committed, send what it owes (the timer
+  // on Node and the cron on Workers catch the rest).
+  app.use('/api/v1/*', async (c, next) => {
+    await next();
+    if (c.req.method !== 'GET' && c.res.status < 400 && NOTIFYING.test(c.req.path)) ctx.kickNotifications();
+  });
   app.route('/api/v1/jobs', jobRoutes(ctx));
   app.route('/api/v1/agents', agentRoutes(ctx));
   app.route('/api/v1/tokens', tokenRoutes(ctx));

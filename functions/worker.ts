@@ -11,7 +11,8 @@ import { syncAllocationCache } from './domain/cache.ts';
 import { type Context, createContext } from './domain/context.ts';
 import { logClusterStats } from './domain/dashboard.ts';
 import { pruneSubmissionKeys } from './domain/jobs.ts';
-import { runBackstop, sendNotifications } from './domain/maintenance.ts';
+import { runBackstop } from './domain/maintenance.ts';
+import { sendDueNotifications } from './domain/notifications.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
 import type { ConductorConfig, RateLimiter, RegistryStore, WorkNotifier } from './domain/ports.ts';
 import { workerSwaggerUiAssets } from './http/api-docs-worker.ts';
@@ -146,7 +147,7 @@ export default {
         await runBackstop(invocation.ctx);
         await logClusterStats(invocation.ctx);
         // The outbox: what is due now goes out from this cron; what fails stays due for the next one.
-        await sendNotifications(invocation.ctx);
+        await sendDueNotifications(invocation.ctx);
       }
     } finally {
       execution.waitUntil(invocation.finish());

@@ -1,3 +1,4 @@
+import { sendDueNotifications } from './notifications.ts';
 import type { Ports, RateLimiter } from './ports.ts';
 import { ProcessMetrics } from './process-metrics.ts';
 import { MemoryRateLimiter } from './rate-limit.ts';
@@ -9,15 +10,42 @@ export interface Context extends Ports {
   metrics: ProcessMetrics;
   /** Asks for a scheduling pass (coalesced: see createScheduler). */
   requestSchedule(): Promise<PassResult>;
+  /**
+   * Sends the due notification deliveries in the background (ports.defer), right after a change committed.
+   * One sender at a time per context: a kick while one runs makes it look once more when it is done.
+   */
+  kickNotifications(): void;
 }
 
 export function createContext(ports: Ports): Context {
   const metrics = ports.metrics ?? new ProcessMetrics();
   const scheduler = createScheduler({ ...ports, metrics });
-  return {
+  let sending = false;
+  let again = false;
+  const ctx: Context = {
     ...ports,
     metrics,
     rateLimiter: ports.rateLimiter ?? new MemoryRateLimiter(),
     requestSchedule: () => scheduler.request(),
+    kickNotifications() {
+      if (sending) {
+        again = true;
+        return;
+      }
+      sending = true;
+      ports.defer(
+        (async () => {
+          try {
+            do {
+              again = false;
+              await sendDueNotifications(ctx);
+            } while (again);
+          } finally {
+            sending = false;
+          }
+        })(),
+      );
+    },
   };
+  return ctx;
 }

@@ -2,7 +2,7 @@ import type { Context } from './context.ts';
 import { recordUtilizationSample } from './dashboard.ts';
 import { compactJobCountsIfDue } from './job-counts.ts';
 import { pruneJobOutput } from './job-logs.ts';
-import { deliverNotifications, emitTimeLimitEvents, pruneNotificationEvents } from './notifications.ts';
+import { emitTimeLimitEvents, pruneNotificationEvents } from './notifications.ts';
 import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
 
 /**
@@ -30,9 +30,10 @@ export async function runBackstop(ctx: Context): Promise<void> {
 }
 
 /**
- * TIME_LIMIT_* events, and the expiry of settled events older than the log retention. The deliveries are sent by one sender per process, so that one subscription's deliveries
- * go out one after another: the Node server's notification timer, the Workers cron (sendNotifications).
- * A failure never stops the backstop.
+ * TIME_LIMIT_* events, and the expiry of settled events older than the log retention. The deliveries are sent
+ * by one sender per process, so that one subscription's deliveries go out one after another: ctx.kickNotifications
+ * (after requests, and the Node server's timer), the Workers cron (sendDueNotifications). A failure never stops
+ * the backstop.
  */
 export async function runNotifications(ctx: Context): Promise<void> {
   try {
@@ -85,12 +86,5 @@ export async function pruneExpiredOutput(ctx: Context): Promise<number> {
       error: error instanceof Error ? error.message : String(error),
     });
     return 0;
-  }
-}
-
-/** Sends the due deliveries, batch after batch, until none is due (or `maxBatches` were sent). */
-export async function sendNotifications(ctx: Context, maxBatches = 50): Promise<void> {
-  for (let i = 0; i < maxBatches; i++) {
-    if ((await deliverNotifications(ctx)) < 100) return;
   }
 }

@@ -515,6 +515,13 @@ async function recordOutcome(ctx: Context, row: DueRow, outcome: Outcome): Promi
   }
 }
 
+/** Sends the due deliveries, batch after batch, until none is due (or `maxBatches` were sent). */
+export async function sendDueNotifications(ctx: Context, maxBatches = 50): Promise<void> {
+  for (let i = 0; i < maxBatches; i++) {
+    if ((await deliverNotifications(ctx)) < 100) return;
+  }
+}
+
 /**
  * TIME_LIMIT_50/80/90 of running jobs, each once per attempt (a unique index; inserted ON CONFLICT DO NOTHING),
  * for the jobs someone wants them of. The maintenance pass runs it, so they come within one backstop period.

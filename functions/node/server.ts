@@ -5,7 +5,7 @@ import { syncAllocationCache } from '../domain/cache.ts';
 import { type Context, createContext } from '../domain/context.ts';
 import { logClusterStats } from '../domain/dashboard.ts';
 import { pruneSubmissionKeys } from '../domain/jobs.ts';
-import { runBackstop, sendNotifications } from '../domain/maintenance.ts';
+import { runBackstop } from '../domain/maintenance.ts';
 import type { Ports } from '../domain/ports.ts';
 import { nodeSwaggerUiAssets } from '../http/api-docs-node.ts';
 
@@ -73,7 +73,8 @@ export async function startServer(
       pruneSubmissionKeys(ctx.db),
     );
     every(config.statsIntervalSeconds, 'Statistics', () => logClusterStats(ctx));
-    every(config.notifyIntervalSeconds, 'Notifications', () => sendNotifications(ctx));
+    // The same single sender the requests kick (one subscription's deliveries go out one after another).
+    every(config.notifyIntervalSeconds, 'Notifications', async () => ctx.kickNotifications());
   }
 
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;

@@ -188,7 +188,12 @@ describe('#SBATCH directives', () => {
   });
 
   it('sends --mail-type and --mail-user as mail_type and mail_user (the control plane checks the names)', () => {
-    const result = submission('#!/bin/sh\n#SBATCH --mail-type=END,FAIL --mail-user=a@b\necho\n', [], {}, 'sbatch');
+    const result = submission(
+      '#!/bin/sh\n#SBATCH --mail-type=END,FAIL --mail-user=a@b\necho\n',
+      [],
+      {},
+      'sbatch',
+    );
     expect(result.problems).toEqual([]);
     expect(result.warnings).toEqual([]);
     expect(result.body).toMatchObject({ mail_type: 'END,FAIL', mail_user: 'a@b' });

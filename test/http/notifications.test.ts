@@ -250,6 +250,7 @@ describe.each(backends)('event subscriptions over HTTP on $name', (factory) => {
         {},
       );
       expect(replay.status).toBe(200);
+      await s.harness.settle(); // the replay kicked a sender
       await deliverAll();
       expect(r.received).toHaveLength(3);
       expect(new Set(r.received.map((x) => x.headers['webhook-id']))).toEqual(new Set([delivery.webhook_id]));
