@@ -662,7 +662,7 @@ export const notificationSubscriptions = pgTable(
 
 /**
  * The outbox: one row per event that someone wants (a subscription or the job's mail_type), written by triggers
- * in the transaction that made it happen (migration 0014); its deliveries are written with it.
+ * in the transaction that made it happen (migration 0013); its deliveries are written with it.
  */
 export const notificationEvents = pgTable(
   'notification_events',

@@ -5,7 +5,7 @@
  * `webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">` under a `whsec_` secret), and
  * mail for jobs submitted with `mail_type` when an SMTP server is configured.
  *
- * The outbox is in Postgres: triggers on jobs and workers (migration 0014) write `notification_events` and
+ * The outbox is in Postgres: triggers on jobs and workers (migration 0013) write `notification_events` and
  * their `notification_deliveries` in the transaction that caused them; `deliverNotifications` takes due
  * deliveries (a lease: `next_attempt_at` moves forward before anything is sent, so a sender that dies leaves
  * them due again), sends them and records the answer, retrying with exponential back-off up to
