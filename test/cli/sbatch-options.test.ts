@@ -60,6 +60,8 @@ const HONOURED: Record<string, { args: string[]; body?: Partial<SubmitBody>; fla
   'ignore-pbs': { args: ['--ignore-pbs'] },
   input: { args: ['-i', 'in.txt'], body: { stdin: 'in.txt' } },
   'job-name': { args: ['-J', 'sim'], body: { name: 'sim' } },
+  'mail-type': { args: ['--mail-type=END,FAIL'], body: { mail_type: 'END,FAIL' } },
+  'mail-user': { args: ['--mail-user=ada@example.org'], body: { mail_user: 'ada@example.org' } },
   mem: { args: ['--mem=4G'], body: { memory_per_node: '4G' } },
   'mem-per-cpu': { args: ['--mem-per-cpu=1G'], body: { memory_per_cpu: '1G' } },
   'no-requeue': { args: ['--no-requeue'], body: { requeue: false } },
