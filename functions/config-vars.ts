@@ -37,6 +37,13 @@ export const retryBackoff = z.coerce
   .min(0, 'CONDUCTOR_RETRY_BACKOFF is at least 0 (0: at once)')
   .max(86_400, 'CONDUCTOR_RETRY_BACKOFF is at most 86400 (a day)')
   .default(DEFAULT_CONFIG.retryBackoffSeconds);
+/** Slurm's MaxArraySize: the largest array task index is one less; also the most tasks in one array. */
+export const maxArraySize = z.coerce
+  .number({ error: 'CONDUCTOR_MAX_ARRAY_SIZE is a whole number from 1 to 4000001' })
+  .int('CONDUCTOR_MAX_ARRAY_SIZE is a whole number from 1 to 4000001')
+  .min(1, 'CONDUCTOR_MAX_ARRAY_SIZE is at least 1')
+  .max(4_000_001, "CONDUCTOR_MAX_ARRAY_SIZE is at most 4000001 (Slurm's own limit)")
+  .default(DEFAULT_CONFIG.maxArraySize);
 
 /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
 export const priorityCeiling = z.coerce
