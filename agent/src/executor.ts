@@ -947,7 +947,9 @@ function jobPlace(
     jobName: assignment.name,
     user: jobUser(runAs, agentEnv) ?? '',
     node: (options.nodeName ?? hostname()).split('.')[0] ?? '',
-    ...(assignment.array ? { arrayJobId: assignment.array.job_id, arrayTaskId: assignment.array.task_id } : {}),
+    ...(assignment.array
+      ? { arrayJobId: assignment.array.job_id, arrayTaskId: assignment.array.task_id }
+      : {}),
   };
   const expand = (pattern: string | null | undefined) =>
     pattern ? expandFilenamePattern(pattern, values) : undefined;

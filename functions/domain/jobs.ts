@@ -1665,8 +1665,10 @@ export async function signalJob(
 export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
   checkPriorities(ctx, caller, [input], () => 'priority');
   const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  checkArray(ctx, input, 'array');
   await checkDependencies(ctx, [input], () => 'dependency');
   const row: QueueRow = {
+    array_job_id: null,
     id: 0,
     cpus: input.cpus,
     reason: null,
