@@ -288,6 +288,13 @@ export const listJobsInput = z
     account: commaList('account', label('account')).optional(),
     partition: commaList('partition', label('partition')).optional(),
     node: label('node').optional(),
+    /** sbatch `--array`: the tasks of this array (its job id). */
+    array: z.coerce
+      .number({ error: 'array is an array job id' })
+      .int('array is an array job id')
+      .positive('array is an array job id')
+      .max(Number.MAX_SAFE_INTEGER, 'array is an array job id')
+      .optional(),
     /** Jobs that had not ended by then (sacct -S). */
     active_since: isoFilter('active_since'),
     /** Jobs submitted before then (sacct -E). */
@@ -1202,6 +1209,7 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
     filters.push(sql`string_to_array(partition, ',') && ${pgArray(input.partition)}::text[]`);
   }
   if (input.node) filters.push(sql`node = ${input.node}`);
+  if (input.array !== undefined) filters.push(sql`array_job_id = ${input.array}`);
   if (input.active_since) {
     filters.push(sql`(end_time IS NULL OR end_time >= ${input.active_since}::timestamptz)`);
   }
