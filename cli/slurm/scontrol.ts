@@ -108,7 +108,11 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   },
   { name: 'fsdampeningfactor', fate: 'refused', note: 'Conductor has no fair-share factor' },
   { name: 'help', fate: 'honoured', note: 'this help' },
-  { name: 'hold', fate: 'honoured', note: 'holds pending jobs (POST /api/v1/jobs/{id}/hold)' },
+  {
+    name: 'hold',
+    fate: 'honoured',
+    note: "holds pending jobs (POST /api/v1/jobs/{id}/hold: an array's job id holds all its tasks); a task (123_4) or tasks (123_[1-3]) through POST /api/v1/arrays/{id}/hold",
+  },
   {
     name: 'listpids',
     fate: 'refused',
@@ -123,7 +127,11 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   { name: 'ping', fate: 'honoured', note: 'asks the control plane (GET /api/v1/health) whether it is up' },
   { name: 'reboot', fate: 'refused', note: 'Conductor does not reboot nodes' },
   { name: 'reconfigure', fate: 'refused', note: CONTROLLER },
-  { name: 'release', fate: 'honoured', note: 'releases held jobs (POST /api/v1/jobs/{id}/release)' },
+  {
+    name: 'release',
+    fate: 'honoured',
+    note: "releases held jobs (POST /api/v1/jobs/{id}/release: an array's job id releases all its tasks); a task (123_4) or tasks (123_[1-3]) through POST /api/v1/arrays/{id}/release",
+  },
   {
     name: 'requeue',
     fate: 'honoured',
@@ -552,8 +560,34 @@ async function update(words: string[], ctx: Context): Promise<number> {
 /** hold, uhold, release, requeue, requeuehold: each job in turn, as scontrol reports them. */
 async function jobAction(command: string, words: string[], ctx: Context): Promise<number> {
   // requeue's only option (Incomplete) is about jobs that ended badly; all requeueable jobs qualify here.
-  const ids = jobIds(words.filter((w) => !/^incomplete$/i.test(w) && !/^state=/i.test(w)));
+  const rest = words.filter((w) => !/^incomplete$/i.test(w) && !/^state=/i.test(w));
   let failed = 0;
+  // Array tasks (`123_4`, `123_[1-3]`) and, for hold and release, a whole array (`123`): the array's route.
+  const arrayWords = rest.flatMap((w) => w.split(/,(?![^[]*\])/)).filter((w) => /^\d+_/.test(w));
+  const hold = command === 'hold' || command === 'uhold' || command === 'release';
+  for (const word of arrayWords) {
+    const m = /^(\d+)_(\d+|\[[\d,:-]+\])$/.exec(word);
+    try {
+      if (!m || !hold) throw new SlurmError(`Invalid job id specified: ${word}`);
+      const tasks = encodeURIComponent((m[2] as string).replace(/^\[|\]$/g, ''));
+      await ctx.api.request(
+        'POST',
+        `/api/v1/arrays/${m[1]}/${command === 'release' ? 'release' : 'hold'}?tasks=${tasks}`,
+      );
+    } catch (error) {
+      ctx.io.err(`Job ${word}: ${(error as Error).message}\n`);
+      failed++;
+    }
+  }
+  const plain = rest
+    .map((w) =>
+      w
+        .split(/,(?![^[]*\])/)
+        .filter((x) => !/^\d+_/.test(x))
+        .join(','),
+    )
+    .filter((w) => w !== '');
+  const ids = plain.length === 0 && arrayWords.length > 0 ? [] : jobIds(plain);
   for (const id of ids) {
     try {
       if (command === 'requeue' || command === 'requeuehold') {

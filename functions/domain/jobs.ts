@@ -9,6 +9,7 @@ import {
   type TimeLimitSignalColumn,
 } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
+import { cancelArray, holdArray, releaseArray } from './array-ops.ts';
 import { type ArraySpec, ArraySpecError, arrayBounds, parseArraySpec } from './arrays.ts';
 import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
@@ -1226,6 +1227,11 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   return { jobs: page, next_before: asc ? null : next, next_after: asc ? next : null };
 }
 
+/** `id` is an array's job id (its first task's): cancel, hold and release then act on every task. */
+async function isArrayJobId(db: Database, id: number): Promise<boolean> {
+  return (await queryOne(db, sql`SELECT 1 AS one FROM job_arrays WHERE array_job_id = ${id}`)) !== undefined;
+}
+
 /** Who acts, as a job records it (cancelled_by): the caller's owner, or `admin` for an admin without one. */
 const actingAs = (caller: Principal): string | null =>
   caller.owner ?? (hasScope(caller, 'admin') ? 'admin' : null);
@@ -1236,6 +1242,11 @@ const actingAs = (caller: Principal): string | null =>
  * Running on an agent: marked, the agent is woken, kills the process group and reports CANCELLED. Already finished: 409. A non-admin may cancel only its owner's jobs (others are not found).
  */
 export async function cancelJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  // An array's job id names the whole array (Slurm's `scancel 123`): every task is cancelled.
+  if (await isArrayJobId(ctx.db, id)) {
+    await cancelArray(ctx, id, {}, caller);
+    return getJob(ctx.db, id, caller);
+  }
   const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
   const by = actingAs(caller);
   if (!seesAllJobs(caller)) await getJob(ctx.db, id, caller); // 404 for another owner's job
@@ -1301,6 +1312,10 @@ export async function pruneSubmissionKeys(db: Database): Promise<number> {
  * hold (JobHeldAdmin) can only be released by an admin; the owner's (JobHeldUser) by the owner or an admin.
  */
 export async function holdJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  if (await isArrayJobId(ctx.db, id)) {
+    await holdArray(ctx, id, {}, caller);
+    return getJob(ctx.db, id, caller);
+  }
   await getJob(ctx.db, id, caller); // 404 for another owner's job
   // The person at the keyboard of the open local cluster holds as a user, though they may do everything.
   const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
@@ -1320,6 +1335,10 @@ export async function holdJob(ctx: Context, id: number, caller: Principal = ANON
 
 /** Releases a held job (Slurm's `scontrol release`): it waits in the queue again, in its old place. */
 export async function releaseJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  if (await isArrayJobId(ctx.db, id)) {
+    await releaseArray(ctx, id, {}, caller);
+    return getJob(ctx.db, id, caller);
+  }
   await getJob(ctx.db, id, caller);
   const admin = hasScope(caller, 'admin');
   const row = await queryOne<{ id: number }>(
