@@ -185,6 +185,10 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
     description:
       'seconds an automatically requeued job waits (reason BeginTime) before it may start again, doubled with each earlier requeue up to an hour, when neither it nor its partition sets `retry_backoff_s` (`0`: at once)',
   },
+  CONDUCTOR_MAX_ARRAY_SIZE: {
+    description:
+      "Slurm's MaxArraySize: job array indexes (`--array`) are below it and an array has at most this many tasks; beyond it a submission is a 400 `invalid_array` (Slurm's own default is 1001)",
+  },
   CONDUCTOR_PRIORITY_CEILING: {
     description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',
   },
