@@ -411,8 +411,10 @@ export const jobDependencies = pgTable(
     jobId: bigint('job_id', { mode: 'number' })
       .notNull()
       .references(() => jobs.id, { onDelete: 'cascade' }),
-    kind: text('kind', { enum: ['after', 'afterany', 'afterok', 'afternotok', 'singleton'] }).notNull(),
-    /** Null for singleton. */
+    kind: text('kind', {
+      enum: ['after', 'afterany', 'afterok', 'afternotok', 'aftercorr', 'singleton'],
+    }).notNull(),
+    /** Null for singleton; for aftercorr, the array's job id (the task of the same index is the target). */
     targetJobId: bigint('target_job_id', { mode: 'number' }),
     delayS: integer('delay_s').notNull().default(0),
   },
@@ -420,7 +422,7 @@ export const jobDependencies = pgTable(
     index('job_dependencies_job_idx').on(t.jobId),
     check(
       'job_dependencies_kind_known',
-      sql`${t.kind} IN ('after', 'afterany', 'afterok', 'afternotok', 'singleton') AND (${t.targetJobId} IS NULL) = (${t.kind} = 'singleton')`,
+      sql`${t.kind} IN ('after', 'afterany', 'afterok', 'afternotok', 'aftercorr', 'singleton') AND (${t.targetJobId} IS NULL) = (${t.kind} = 'singleton')`,
     ),
   ],
 );

@@ -116,7 +116,7 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
     arg: 'required',
     fate: 'honoured',
     value: 'dependency_list',
-    note: 'the job starts only once its dependency is met: after, afterany, afterok, afternotok (job ids, each with an optional +minutes delay) and singleton, joined by "," (all) or "?" (any); aftercorr is refused until job arrays exist; an empty list asks for nothing',
+    note: 'the job starts only once its dependency is met: after, afterany, afterok, afternotok (job ids, each with an optional +minutes delay) aftercorr (each task of an array waits for the task of the same index of another array) and singleton, joined by "," (all) or "?" (any); the job id of an array stands for all its tasks; an empty list asks for nothing',
   },
   {
     long: 'distribution',

@@ -10,7 +10,9 @@ CREATE TABLE "job_arrays" (
 	CONSTRAINT "job_arrays_max_running_positive" CHECK ("job_arrays"."max_running" IS NULL OR "job_arrays"."max_running" >= 1)
 );
 --> statement-breakpoint
+ALTER TABLE "job_dependencies" DROP CONSTRAINT "job_dependencies_kind_known";--> statement-breakpoint
 ALTER TABLE "jobs" ADD COLUMN "array_job_id" bigint;--> statement-breakpoint
 ALTER TABLE "jobs" ADD COLUMN "array_task_id" integer;--> statement-breakpoint
 CREATE INDEX "jobs_array_task_idx" ON "jobs" USING btree ("array_job_id","array_task_id") WHERE "jobs"."array_job_id" IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "jobs_array_running_idx" ON "jobs" USING btree ("array_job_id") WHERE "jobs"."state" = 'RUNNING' AND "jobs"."array_job_id" IS NOT NULL;
+CREATE INDEX "jobs_array_running_idx" ON "jobs" USING btree ("array_job_id") WHERE "jobs"."state" = 'RUNNING' AND "jobs"."array_job_id" IS NOT NULL;--> statement-breakpoint
+ALTER TABLE "job_dependencies" ADD CONSTRAINT "job_dependencies_kind_known" CHECK ("job_dependencies"."kind" IN ('after', 'afterany', 'afterok', 'afternotok', 'aftercorr', 'singleton') AND ("job_dependencies"."target_job_id" IS NULL) = ("job_dependencies"."kind" = 'singleton'));

@@ -690,6 +690,36 @@ async function checkDependencies(
     }
     if (parsed) targets.set(k, dependencyTargets(parsed));
   });
+  // aftercorr pairs array tasks: the job is an array, and so is each target (the task of the same index).
+  const corr = new Set<number>();
+  inputs.forEach((input, k) => {
+    const items = parseDependency(input.dependency ?? '')?.items ?? [];
+    const paired = items.filter((i) => i.kind === 'aftercorr');
+    if (paired.length > 0 && input.array === undefined) {
+      throw invalid(
+        'invalid_dependency',
+        `${field(k)}: aftercorr pairs array tasks: submit the job as an array (--array), each task then waits for the task of the same index`,
+      );
+    }
+    for (const i of paired) corr.add(i.targetJobId as number);
+  });
+  if (corr.size > 0) {
+    const arrays = await query<{ id: string | number }>(
+      ctx.db,
+      sql`SELECT array_job_id AS id FROM job_arrays WHERE array_job_id = ANY(${pgArray([...corr])}::bigint[])`,
+    );
+    const known = new Set(arrays.map((r) => Number(r.id)));
+    const missing = [...corr].filter((id) => !known.has(id));
+    if (missing.length > 0) {
+      throw invalid(
+        'invalid_dependency',
+        `dependency: aftercorr:${missing[0]}: job ${missing[0]} is no job array`,
+        {
+          missing_job_ids: missing,
+        },
+      );
+    }
+  }
   const all = [...new Set([...targets.values()].flat())];
   if (all.length === 0) return;
   const found = await query<{ id: string | number }>(

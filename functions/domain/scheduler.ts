@@ -92,12 +92,16 @@ const ITEM_MET = sql`CASE d.kind
     WHEN 'afterany' THEN t.id IS NULL
       OR (t.state NOT IN ('PENDING', 'RUNNING') AND t.end_time + make_interval(secs => d.delay_s) <= now())
     WHEN 'afterok' THEN t.state = 'COMPLETED' AND t.end_time + make_interval(secs => d.delay_s) <= now()
+    -- The task of the same index (tc) COMPLETED; an array without that index has nothing to wait for.
+    WHEN 'aftercorr' THEN tc.id IS NULL
+      OR (tc.state = 'COMPLETED' AND tc.end_time + make_interval(secs => d.delay_s) <= now())
     ELSE t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED') AND t.end_time + make_interval(secs => d.delay_s) <= now()
   END`;
 /** The item `d` can never be met: its target ended the other way (or is gone, its outcome unknown). */
 const ITEM_IMPOSSIBLE = sql`CASE d.kind
     WHEN 'afterok' THEN t.id IS NULL OR t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED')
     WHEN 'afternotok' THEN t.id IS NULL OR t.state = 'COMPLETED'
+    WHEN 'aftercorr' THEN tc.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED')
     ELSE false
   END`;
 
@@ -112,8 +116,29 @@ const ITEM_IMPOSSIBLE = sql`CASE d.kind
  * dependency just ended is placed by this very pass, and without a round trip of its own.
  */
 const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
-          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep FROM jobs
+          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep, array_task_id FROM jobs
           WHERE state = 'PENDING' AND dependency_pending
+        ),
+        -- The targets of the waiting jobs' items: a job, or, when the id is an array's job id, the whole array
+        -- as Slurm means it (started when every task started, ended when every task ended, COMPLETED when all
+        -- did, else FAILED). aftercorr's targets are tasks, joined below by index.
+        named AS (
+          SELECT DISTINCT d.target_job_id AS id FROM w JOIN job_dependencies d ON d.job_id = w.id
+          WHERE d.kind NOT IN ('singleton', 'aftercorr')
+        ),
+        targets AS (
+          SELECT k.id, k.state, k.start_time, k.end_time
+          FROM named n JOIN jobs k ON k.id = n.id LEFT JOIN job_arrays a ON a.array_job_id = n.id
+          WHERE a.array_job_id IS NULL
+          UNION ALL
+          SELECT a.array_job_id,
+                 CASE WHEN bool_or(k.state IN ('PENDING', 'RUNNING')) THEN 'RUNNING'
+                      WHEN bool_and(k.state = 'COMPLETED') THEN 'COMPLETED' ELSE 'FAILED' END,
+                 CASE WHEN bool_and(k.start_time IS NOT NULL OR k.end_time IS NOT NULL)
+                      THEN max(coalesce(k.start_time, k.end_time)) END,
+                 CASE WHEN bool_or(k.state IN ('PENDING', 'RUNNING')) THEN NULL ELSE max(k.end_time) END
+          FROM named n JOIN job_arrays a ON a.array_job_id = n.id JOIN jobs k ON k.array_job_id = a.array_job_id
+          GROUP BY a.array_job_id
         ),
         singleton AS (
           SELECT DISTINCT w.name, w.owner FROM w JOIN job_dependencies d ON d.job_id = w.id AND d.kind = 'singleton'
@@ -131,7 +156,9 @@ const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
                  CASE WHEN w.dependency_any THEN coalesce(bool_and(coalesce(${ITEM_IMPOSSIBLE}, false)), false)
                       ELSE coalesce(bool_or(coalesce(${ITEM_IMPOSSIBLE}, false)), false) END AS never
           FROM w LEFT JOIN job_dependencies d ON d.job_id = w.id
-            LEFT JOIN jobs t ON t.id = d.target_job_id
+            LEFT JOIN targets t ON d.kind <> 'aftercorr' AND t.id = d.target_job_id
+            LEFT JOIN jobs tc ON d.kind = 'aftercorr' AND tc.array_job_id = d.target_job_id
+              AND tc.array_task_id = w.array_task_id
             LEFT JOIN blocker f ON d.kind = 'singleton' AND f.name = w.name AND f.owner IS NOT DISTINCT FROM w.owner
           GROUP BY w.id, w.held, w.dependency, w.dependency_any, w.kill_on_invalid_dep
         ),

@@ -188,4 +188,101 @@ describe.each(backends)('job arrays on $name', (factory) => {
     expect(rows.find((r) => r.array_task_id === 1)?.state).toBe('COMPLETED');
     await checkInvariants(backend.db.db, backend.registry);
   });
+
+  /** Starts every task claimed on node-a and ends those in `ends` (job id -> exit code). */
+  async function runOn(session: string, ends: Map<number, `${number}:${number}`>) {
+    const { jobs } = await claimAssignments(h.ctx, { worker_id: 'node-a', session, wait_s: 0 });
+    for (const j of jobs) await reportStarted(h.ctx, j.job_id, { worker_id: 'node-a', attempt: j.attempt });
+    for (const [id, exit_code] of ends) {
+      const { attempt } = await getJob(h.ctx.db, id);
+      await finishAssignment(h.ctx, id, { worker_id: 'node-a', attempt, exit_code, outcome: 'exited' });
+    }
+    await h.settle();
+  }
+  const taskIds = async (arrayJobId: number) =>
+    new Map((await tasks(arrayJobId)).map((r) => [r.array_task_id, Number(r.id)]));
+
+  it('aftercorr: task i of B starts only after task i of A COMPLETED, and never when it failed', async () => {
+    await reset();
+    const { session } = await registerWorker(h.ctx, { worker_id: 'node-a', hostname: 'node-a', cpus: 16 });
+    const a = await submit({ array: '0-2', name: 'a' });
+    const b = await submit({ array: '0-2', name: 'b', dependency: `aftercorr:${a.id}` });
+    await runSchedulingPass(h.ctx);
+    const ta = await taskIds(a.id);
+    let rows = await tasks(b.id);
+    expect(rows.map((r) => [r.state, r.reason])).toEqual(Array(3).fill(['PENDING', 'Dependency']));
+    // A_1 completes: B_1 (and only B_1) starts; A_0 fails: B_0 can never run.
+    await runOn(
+      session,
+      new Map([
+        [ta.get(1) as number, '0:0'],
+        [ta.get(0) as number, '1:0'],
+      ]),
+    );
+    await runSchedulingPass(h.ctx);
+    rows = await tasks(b.id);
+    expect(rows.map((r) => [r.array_task_id, r.state, r.reason])).toEqual([
+      [0, 'PENDING', 'DependencyNeverSatisfied'],
+      [1, 'RUNNING', null],
+      [2, 'PENDING', 'Dependency'],
+    ]);
+    await runOn(session, new Map([[ta.get(2) as number, '0:0']]));
+    await runSchedulingPass(h.ctx);
+    expect((await tasks(b.id)).map((r) => r.state)).toEqual(['PENDING', 'RUNNING', 'RUNNING']);
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  it('refuses aftercorr from a job that is no array, or to a job that is no array (400 invalid_dependency)', async () => {
+    await reset();
+    const a = await submit({ array: '0-1', hold: true });
+    const single = await submit({ hold: true });
+    await expect(submit({ dependency: `aftercorr:${a.id}` })).rejects.toMatchObject({
+      code: 'invalid_dependency',
+      message: expect.stringContaining('aftercorr pairs array tasks'),
+    });
+    await expect(submit({ array: '0-1', dependency: `aftercorr:${single.id}` })).rejects.toMatchObject({
+      code: 'invalid_dependency',
+      message: expect.stringContaining('is no job array'),
+    });
+  });
+
+  it("afterok on an array's job id waits for every task (Slurm's meaning), and never runs once one failed", async () => {
+    await reset();
+    const { session } = await registerWorker(h.ctx, { worker_id: 'node-a', hostname: 'node-a', cpus: 16 });
+    const good = await submit({ array: '0-2', name: 'good' });
+    const bad = await submit({ array: '0-1', name: 'bad' });
+    const afterGood = await submit({ name: 'after-good', dependency: `afterok:${good.id}` });
+    const afterBad = await submit({ name: 'after-bad', dependency: `afterok:${bad.id}` });
+    const anyBad = await submit({ name: 'any-bad', dependency: `afterany:${bad.id}` });
+    await runSchedulingPass(h.ctx);
+    const tg = await taskIds(good.id);
+    const tbad = await taskIds(bad.id);
+    // Task 0 of `good` (whose id is the array's) completes: not enough, two more to go.
+    await runOn(
+      session,
+      new Map([
+        [good.id, '0:0'],
+        [tbad.get(0) as number, '2:0'],
+      ]),
+    );
+    await runSchedulingPass(h.ctx);
+    expect((await getJob(h.ctx.db, afterGood.id)).reason).toBe('Dependency');
+    expect((await getJob(h.ctx.db, anyBad.id)).reason).toBe('Dependency');
+    await runOn(
+      session,
+      new Map([
+        [tg.get(1) as number, '0:0'],
+        [tg.get(2) as number, '0:0'],
+        [tbad.get(1) as number, '0:0'],
+      ]),
+    );
+    await runSchedulingPass(h.ctx);
+    expect((await getJob(h.ctx.db, afterGood.id)).state).toBe('RUNNING');
+    expect((await getJob(h.ctx.db, anyBad.id)).state).toBe('RUNNING');
+    expect(await getJob(h.ctx.db, afterBad.id)).toMatchObject({
+      state: 'PENDING',
+      reason: 'DependencyNeverSatisfied',
+    });
+    await checkInvariants(backend.db.db, backend.registry);
+  });
 });

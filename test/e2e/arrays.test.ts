@@ -187,4 +187,44 @@ describe.runIf(factory)('sbatch --array with a real agent', () => {
     );
     expect(a.counts).toEqual({ pending: 0, running: 0, completed: 0, failed: 0, cancelled: 10 });
   });
+
+  it('aftercorr: task i of B starts only after task i of A completed, each pair on its own', {
+    timeout: 120_000,
+  }, async () => {
+    // A's tasks end in reverse order of their index (2 first, 0 last), each writing its end time.
+    const a = Number(
+      (
+        await run('sbatch', [
+          '--parsable',
+          '--array=0-2',
+          '--wrap',
+          'sleep $(( (3 - SLURM_ARRAY_TASK_ID) * 2 )); date +%s.%N > a-end.$SLURM_ARRAY_TASK_ID',
+        ])
+      ).trim(),
+    );
+    const b = Number(
+      (
+        await run('sbatch', [
+          '--parsable',
+          '--array=0-2',
+          `--dependency=aftercorr:${a}`,
+          '--wrap',
+          'date +%s.%N > b-start.$SLURM_ARRAY_TASK_ID',
+        ])
+      ).trim(),
+    );
+    await eventually(
+      async () => {
+        const x = await array(b);
+        return x.counts.completed === 3 ? x : undefined;
+      },
+      { timeoutMs: 90_000, what: "all of B's tasks completed" },
+    );
+    const time = (file: string) => Number(readFileSync(join(root, file), 'utf8'));
+    for (let t = 0; t <= 2; t++) {
+      expect(time(`b-start.${t}`), `B_${t} after A_${t}`).toBeGreaterThanOrEqual(time(`a-end.${t}`));
+    }
+    // Paired, not all at the end: B_2 started before A_0 ended.
+    expect(time('b-start.2')).toBeLessThan(time('a-end.0'));
+  });
 });
