@@ -738,7 +738,7 @@ async function scenarioScheduling() {
  * scheduled by passes of 1,000 on 1,000×96 CPUs, side by side with 10,000 single jobs of 2 CPUs submitted
  * through submitJobsBatch (10 batches of 1,000) and scheduled the same way. Then the cost of a pass over the
  * array held at a %1000 cap (9,000 tasks read and held back with JobArrayTaskLimit) against a pass over
- * 10,000 single jobs on a full cluster.
+ * 1,000 running and 9,000 single jobs that cannot start either (a feature no node has).
  */
 const ARRAY_TASKS = 10_000;
 
@@ -795,13 +795,13 @@ async function scenarioArrays() {
   const cappedPass = await timeMany(SMALL ? 5 : 10, () => runSchedulingPass(ctx));
   await exec(sql`TRUNCATE jobs, resource_allocations, job_arrays CASCADE`);
   await resetPlacements();
-  // 96,000 CPUs: 1,000 jobs of 96 fill them, 10,000 more wait behind.
+  // The same queue as single jobs: 1,000 running (as the capped tasks are), 9,000 that cannot start though
+  // CPUs are free (a feature no node has), read by every pass as the held-back tasks are.
   await exec(
-    sql`INSERT INTO jobs (name, script, cpus) SELECT 'fill', 'true', 96 FROM generate_series(1, 1000)`,
+    sql`INSERT INTO jobs (name, script, cpus) SELECT 'run', 'true', 2 FROM generate_series(1, 1000)`,
   );
-  await exec(
-    sql`INSERT INTO jobs (name, script, cpus) SELECT 'b', 'true', 2 FROM generate_series(1, ${ARRAY_TASKS}::int)`,
-  );
+  await exec(sql`INSERT INTO jobs (name, script, cpus, feature_constraint)
+    SELECT 'b', 'true', 2, 'nowhere' FROM generate_series(1, ${ARRAY_TASKS - 1000}::int)`);
   await exec(sql`ANALYZE jobs`);
   await batchedScheduling();
   const fullPass = await timeMany(SMALL ? 5 : 10, () => runSchedulingPass(ctx));
@@ -821,7 +821,7 @@ async function scenarioArrays() {
     array_pass_ms: stats(arrayPasses),
     single_pass_ms: stats(singlePasses),
     capped_pass_ms: cappedPass,
-    full_cluster_single_pass_ms: fullPass,
+    unstartable_single_pass_ms: fullPass,
   };
   row(
     '2a arrays',
@@ -856,7 +856,7 @@ async function scenarioArrays() {
   );
   row(
     '2a arrays',
-    `  one pass over ${ARRAY_TASKS.toLocaleString('en')} single jobs on a full cluster`,
+    `  one pass over 1,000 running and ${(ARRAY_TASKS - 1000).toLocaleString('en')} single jobs that cannot start (no node has their feature)`,
     fullPass,
     'ms',
   );
