@@ -103,6 +103,13 @@ export async function getArray(db: Database, id: number, viewer: Principal = ANO
   return arrayView(row);
 }
 
+/** The arrays among `ids`, by array job id (the dashboard's array rows). */
+export async function arraysByIds(db: Database, ids: readonly number[]): Promise<Map<number, ArrayView>> {
+  if (ids.length === 0) return new Map();
+  const rows = await query<ArrayRow>(db, arraysSql(sql`a.array_job_id = ANY(${pgArray(ids)}::bigint[])`));
+  return new Map(rows.map((r) => [Number(r.array_job_id), arrayView(r)]));
+}
+
 /** The arrays the viewer sees, newest first, each as one row with its progress. */
 export async function listArrays(db: Database, input: ListArraysInput, viewer: Principal = ANONYMOUS) {
   const filters = [sql`true`];
