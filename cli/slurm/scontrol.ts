@@ -197,6 +197,9 @@ export function renderCommandTable(commands: readonly CommandSpec[]): string {
 /** A job as GET /api/v1/jobs/{id} returns it: the fields `show job` prints. */
 export interface ScontrolJob {
   id: number;
+  /** sbatch `--array`: the task's array and index (absent or null: no array). */
+  array_job_id?: number | null;
+  array_task_id?: number | null;
   name: string;
   state: string;
   cpus: number;
@@ -278,7 +281,10 @@ export function formatJob(job: ScontrolJob, options: { now?: number; details?: b
   ].join(',');
   const running = job.state === 'RUNNING';
   return [
-    `JobId=${job.id} JobName=${job.name}`,
+    // An array task: Slurm's `JobId=124 ArrayJobId=123 ArrayTaskId=1 JobName=...`.
+    typeof job.array_job_id === 'number'
+      ? `JobId=${job.id} ArrayJobId=${job.array_job_id} ArrayTaskId=${job.array_task_id} JobName=${job.name}`
+      : `JobId=${job.id} JobName=${job.name}`,
     `UserId=${job.owner ?? '(null)'} GroupId=${job.owner ?? '(null)'} MCS_label=N/A`,
     `Priority=${job.priority} Nice=0 Account=${job.account ?? '(null)'} QOS=${job.qos ?? 'normal'}`,
     `JobState=${job.state} Reason=${job.reason ?? 'None'} Dependency=${job.dependency || '(null)'}`,
