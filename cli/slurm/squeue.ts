@@ -150,7 +150,9 @@ export interface JobFilter {
 /** Whether a job passes the filter, as the server's filters mean (AND of all given). */
 export function matchesFilter(job: SlurmJob, filter: JobFilter): boolean {
   if (filter.states && !filter.states.includes(job.state)) return false;
-  if (filter.ids && !filter.ids.includes(job.id)) return false;
+  // An array's job id names all its tasks.
+  if (filter.ids && !filter.ids.includes(job.id) && !filter.ids.includes(job.array_job_id ?? -1))
+    return false;
   if (filter.names && !filter.names.includes(job.name)) return false;
   if (filter.owners) {
     const mine = job.owner === null && filter.ownerlessIsMine === true;

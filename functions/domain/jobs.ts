@@ -1231,7 +1231,11 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   if (input.state) filters.push(sql`state = ANY(${`{${input.state.join(',')}}`}::text[])`);
   if (input.before) filters.push(sql`id < ${input.before}`);
   if (input.after !== undefined) filters.push(sql`id > ${input.after}`);
-  if (input.ids) filters.push(sql`id = ANY(${pgArray(input.ids)}::bigint[])`);
+  // An array's job id names all its tasks, as in Slurm (squeue -j, sacct -j).
+  if (input.ids) {
+    const ids = sql`${pgArray(input.ids)}::bigint[]`;
+    filters.push(sql`(id = ANY(${ids}) OR array_job_id = ANY(${ids}))`);
+  }
   if (input.name) filters.push(sql`name = ANY(${pgArray(input.name)}::text[])`);
   if (input.owner) filters.push(sql`owner = ANY(${pgArray(input.owner)}::text[])`);
   if (input.account) filters.push(sql`account = ANY(${pgArray(input.account)}::text[])`);

@@ -161,9 +161,11 @@ describe.runIf(factory)('sbatch --array with a real agent', () => {
     expect(maxOverlap(intervals)).toBe(2);
     expect(existsSync(join(root, `slurm-${id}_0.out`))).toBe(false);
 
-    // sacct shows each task as <array_job_id>_<index>.
+    // sacct -j <array job id> shows every task, each as <array_job_id>_<index>.
     const sacct = await run('sacct', ['-n', '-X', '-P', '-o', 'JobID,State', '-j', String(id)]);
-    expect(sacct.trim().split('\n')).toContain(`${id}_0|COMPLETED`);
+    expect(sacct.trim().split('\n').sort()).toEqual(
+      Array.from({ length: 6 }, (_, t) => `${id}_${t}|COMPLETED`).sort(),
+    );
   });
 
   it('scancel 123_[1-2] cancels those tasks, scancel 123 the rest of the array', {

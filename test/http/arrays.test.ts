@@ -54,6 +54,9 @@ describe.each(backends)('job arrays over HTTP on $name', (factory) => {
     expect(tasks.body.jobs.map((j) => j.slurm_id)).toEqual(
       Array.from({ length: 10 }, (_, k) => `${id}_${k}`),
     );
+    // ids=<array job id> names every task, as squeue -j and sacct -j mean it.
+    const byId = await json<{ jobs: unknown[] }>('GET', `/api/v1/jobs?ids=${id}`);
+    expect(byId.body.jobs).toHaveLength(10);
 
     // Some tasks: hold 1-2, cancel 3; the whole array: hold, release.
     const held = await json<{ affected: number }>('POST', `/api/v1/arrays/${id}/hold?tasks=1-2`);
