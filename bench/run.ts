@@ -3,7 +3,8 @@
  * database `conductor_bench`, dropped at the end) and Redis (database 12, flushed). Prints a table and writes
  * bench/results.json. Sizes: BENCH_SCALE=small for a quick smoke run. The dashboard alone (about a minute):
  * BENCH_ONLY=1 BENCH_DASHBOARD_ONLY=1. BENCH_ONLY=2 runs the scheduling scenarios (2: CPU-only; 2m: mixed
- * resources, 1,000 nodes and 100,000 jobs; 2f: fragmentation, pack vs spread); BENCH_ONLY=2m,2f picks among them.
+ * resources, 1,000 nodes and 100,000 jobs; 2f: fragmentation, pack vs spread; 2a: a 10,000-task job array
+ * against 10,000 single jobs); BENCH_ONLY=2m,2f picks among them.
  * A run with BENCH_ONLY writes bench/results-only-<scenarios>.json instead of results.json.
  */
 import { execFileSync } from 'node:child_process';
@@ -22,7 +23,7 @@ import { readAllocatedCpus, readAllocationSnapshot } from '../functions/domain/c
 import { createContext } from '../functions/domain/context.ts';
 import { getDashboard, listLiveWorkers } from '../functions/domain/dashboard.ts';
 import { COMPACT_AT, compactJobCounts, readJobCounts } from '../functions/domain/job-counts.ts';
-import { MAX_BATCH_JOBS, type SubmitJobInput, submitJobsBatch } from '../functions/domain/jobs.ts';
+import { MAX_BATCH_JOBS, type SubmitJobInput, submitJob, submitJobsBatch } from '../functions/domain/jobs.ts';
 import { createLocalNotifier } from '../functions/domain/notifier.ts';
 import { putPartition } from '../functions/domain/partitions.ts';
 import {
@@ -726,6 +727,138 @@ async function scenarioScheduling() {
     '≥ 1,000/s',
     fullRate >= 1000 ? 'met' : 'not met',
     `${round(fullRate, 0)} /s (${full.placed.toLocaleString('en')} placed in ${round(full.seconds, 1)} s, ${Number(left?.n).toLocaleString('en')} left pending)`,
+  );
+  await exec(sql`DELETE FROM jobs`);
+  await removeWorkers();
+}
+
+// ---------------------------------------------------------------- 2a. job arrays
+/**
+ * A 10,000-task array (sbatch --array=0-9999, 2 CPUs a task) submitted through submitJob (one statement) and
+ * scheduled by passes of 1,000 on 1,000×96 CPUs, side by side with 10,000 single jobs of 2 CPUs submitted
+ * through submitJobsBatch (10 batches of 1,000) and scheduled the same way. Then the cost of a pass over the
+ * array held at a %1000 cap (9,000 tasks read and held back with JobArrayTaskLimit) against a pass over
+ * 1,000 running and 9,000 single jobs that cannot start either (a feature no node has).
+ */
+const ARRAY_TASKS = 10_000;
+
+async function scenarioArrays() {
+  log('2a. job arrays');
+  await resetCluster();
+  await addWorkers(SCHED_WORKERS);
+  await exec(sql`TRUNCATE job_arrays`);
+  const submitMs: number[] = [];
+  const batchMs: number[] = [];
+  const arrayRates: number[] = [];
+  const singleRates: number[] = [];
+  const arrayPasses: number[] = [];
+  const singlePasses: number[] = [];
+  for (let i = 0; i < (SMALL ? 2 : 3); i++) {
+    // The array: one submission.
+    await exec(sql`TRUNCATE jobs, resource_allocations, job_arrays CASCADE`);
+    await resetPlacements();
+    let t = performance.now();
+    await submitJob(quiet, { script: 'true', cpus: 2, name: 'array', array: `0-${ARRAY_TASKS - 1}` });
+    submitMs.push(performance.now() - t);
+    await exec(sql`ANALYZE jobs`);
+    let r = await batchedScheduling();
+    if (r.placed !== ARRAY_TASKS) throw new Error(`placed ${r.placed} of ${ARRAY_TASKS} tasks`);
+    arrayRates.push(r.placed / r.seconds);
+    arrayPasses.push(...r.passMs);
+
+    // The same work as single jobs.
+    await exec(sql`TRUNCATE jobs, resource_allocations, job_arrays CASCADE`);
+    await resetPlacements();
+    t = performance.now();
+    for (let b = 0; b < ARRAY_TASKS; b += MAX_BATCH_JOBS) {
+      await submitJobsBatch(
+        quiet,
+        Array.from({ length: MAX_BATCH_JOBS }, () => ({ script: 'true', cpus: 2, name: 'single' })),
+      );
+    }
+    batchMs.push(performance.now() - t);
+    await exec(sql`ANALYZE jobs`);
+    r = await batchedScheduling();
+    if (r.placed !== ARRAY_TASKS) throw new Error(`placed ${r.placed} of ${ARRAY_TASKS} single jobs`);
+    singleRates.push(r.placed / r.seconds);
+    singlePasses.push(...r.passMs);
+  }
+
+  // A pass that reads the whole queue and places nothing more: the array at its %1000 cap, against single
+  // jobs on a cluster with no room left.
+  await exec(sql`TRUNCATE jobs, resource_allocations, job_arrays CASCADE`);
+  await resetPlacements();
+  await submitJob(quiet, { script: 'true', cpus: 2, name: 'capped', array: `0-${ARRAY_TASKS - 1}%1000` });
+  await exec(sql`ANALYZE jobs`);
+  const capped = await batchedScheduling();
+  if (capped.placed !== 1000) throw new Error(`placed ${capped.placed} tasks under a %1000 cap`);
+  const cappedPass = await timeMany(SMALL ? 5 : 10, () => runSchedulingPass(ctx));
+  await exec(sql`TRUNCATE jobs, resource_allocations, job_arrays CASCADE`);
+  await resetPlacements();
+  // The same queue as single jobs: 1,000 running (as the capped tasks are), 9,000 that cannot start though
+  // CPUs are free (a feature no node has), read by every pass as the held-back tasks are.
+  await exec(
+    sql`INSERT INTO jobs (name, script, cpus) SELECT 'run', 'true', 2 FROM generate_series(1, 1000)`,
+  );
+  await exec(sql`INSERT INTO jobs (name, script, cpus, feature_constraint)
+    SELECT 'b', 'true', 2, 'nowhere' FROM generate_series(1, ${ARRAY_TASKS - 1000}::int)`);
+  await exec(sql`ANALYZE jobs`);
+  await batchedScheduling();
+  const fullPass = await timeMany(SMALL ? 5 : 10, () => runSchedulingPass(ctx));
+
+  const sub = stats(submitMs);
+  const bat = stats(batchMs);
+  const ar = stats(arrayRates);
+  const sr = stats(singleRates);
+  results.arrays = {
+    direct_domain_calls: true,
+    tasks: ARRAY_TASKS,
+    workers: SCHED_WORKERS,
+    submit_ms: sub,
+    single_jobs_batched_submit_ms: bat,
+    array_placements_per_s: ar,
+    single_placements_per_s: sr,
+    array_pass_ms: stats(arrayPasses),
+    single_pass_ms: stats(singlePasses),
+    capped_pass_ms: cappedPass,
+    unstartable_single_pass_ms: fullPass,
+  };
+  row(
+    '2a arrays',
+    `submit a ${ARRAY_TASKS.toLocaleString('en')}-task array (one statement)`,
+    sub,
+    'ms',
+    '< 1,000 ms',
+    sub.median < 1000 ? 'met' : 'not met',
+  );
+  row(
+    '2a arrays',
+    `  the same as ${ARRAY_TASKS.toLocaleString('en')} single jobs (10 batches of 1,000)`,
+    bat,
+    'ms',
+  );
+  row(
+    '2a arrays',
+    `schedule the array's ${ARRAY_TASKS.toLocaleString('en')} tasks on 1,000×96 CPUs: placements/s`,
+    ar,
+    '/s',
+    '≈ single jobs',
+    ar.median >= 0.8 * sr.median ? 'met' : 'not met',
+  );
+  row('2a arrays', `  ${ARRAY_TASKS.toLocaleString('en')} single jobs, same CPUs: placements/s`, sr, '/s');
+  row('2a arrays', '  one pass of 1,000 task placements', stats(arrayPasses), 'ms');
+  row('2a arrays', '  one pass of 1,000 single-job placements', stats(singlePasses), 'ms');
+  row(
+    '2a arrays',
+    `one pass over the array at its %1000 cap (${(ARRAY_TASKS - 1000).toLocaleString('en')} tasks held back)`,
+    cappedPass,
+    'ms',
+  );
+  row(
+    '2a arrays',
+    `  one pass over 1,000 running and ${(ARRAY_TASKS - 1000).toLocaleString('en')} single jobs that cannot start (no node has their feature)`,
+    fullPass,
+    'ms',
   );
   await exec(sql`DELETE FROM jobs`);
   await removeWorkers();
@@ -1998,6 +2131,7 @@ async function scenarioPipelines() {
 const scenarios: [string, () => Promise<void>][] = [
   ['1', scenarioResources],
   ['2', scenarioScheduling],
+  ['2a', scenarioArrays],
   ['2m', scenarioMixedScheduling],
   ['2f', scenarioFragmentation],
   ['4', scenarioHeartbeats],

@@ -313,6 +313,10 @@ export const jobs = pgTable(
     mailType: text('mail_type').array(),
     /** sbatch `--mail-user`; null: the owner. */
     mailUser: text('mail_user'),
+    /** sbatch `--array`: the array this task belongs to (the id of its first task, job_arrays); null: no array. */
+    arrayJobId: bigint('array_job_id', { mode: 'number' }),
+    /** The task's index in its array (SLURM_ARRAY_TASK_ID); null: no array. */
+    arrayTaskId: integer('array_task_id'),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -334,6 +338,12 @@ export const jobs = pgTable(
     index('jobs_pending_begin_idx')
       .on(t.beginTime)
       .where(sql`${t.state} = 'PENDING' AND ${t.beginTime} IS NOT NULL`),
+    // An array's tasks (cancel, hold, release, progress, aftercorr), without reading other jobs.
+    index('jobs_array_task_idx').on(t.arrayJobId, t.arrayTaskId).where(sql`${t.arrayJobId} IS NOT NULL`),
+    // The running tasks of arrays: what the placing statement counts against a `%N` cap.
+    index('jobs_array_running_idx')
+      .on(t.arrayJobId)
+      .where(sql`${t.state} = 'RUNNING' AND ${t.arrayJobId} IS NOT NULL`),
     index('jobs_fenced_node_idx').on(t.fencedNode).where(sql`${t.fencedNode} IS NOT NULL`),
     // The jobs waiting for a dependency (every pass resolves them), without reading the queue.
     index('jobs_pending_dependency_idx')
@@ -370,6 +380,30 @@ export const jobAttempts = pgTable(
   (t) => [primaryKey({ columns: [t.jobId, t.attempt] })],
 );
 
+/**
+ * sbatch `--array`: one row per array, written in the statement that inserts its tasks. A scheduling pass that
+ * places tasks of capped arrays locks their rows (in id order, after the workers), then the placing statement
+ * counts each array's RUNNING tasks and places at most `max_running` minus that (the `%N` cap): concurrent
+ * passes queue on the row, and each counts with the placements of those before it committed.
+ */
+export const jobArrays = pgTable(
+  'job_arrays',
+  {
+    /** The id of the array's first task, which is the array's job id (SLURM_ARRAY_JOB_ID). */
+    arrayJobId: bigint('array_job_id', { mode: 'number' }).primaryKey(),
+    /** The index list as given without its `%N` (`0-999`, `1,3,5-9`). */
+    spec: text('spec').notNull(),
+    taskCount: integer('task_count').notNull(),
+    taskMin: integer('task_min').notNull(),
+    taskMax: integer('task_max').notNull(),
+    taskStep: integer('task_step').notNull(),
+    /** `%N`: at most this many tasks RUNNING at once; null: no cap. */
+    maxRunning: integer('max_running'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [check('job_arrays_max_running_positive', sql`${t.maxRunning} IS NULL OR ${t.maxRunning} >= 1`)],
+);
+
 /** The items of a job's `--dependency`: what it waits for (the scheduler reads them in its statements). */
 export const jobDependencies = pgTable(
   'job_dependencies',
@@ -377,8 +411,10 @@ export const jobDependencies = pgTable(
     jobId: bigint('job_id', { mode: 'number' })
       .notNull()
       .references(() => jobs.id, { onDelete: 'cascade' }),
-    kind: text('kind', { enum: ['after', 'afterany', 'afterok', 'afternotok', 'singleton'] }).notNull(),
-    /** Null for singleton. */
+    kind: text('kind', {
+      enum: ['after', 'afterany', 'afterok', 'afternotok', 'aftercorr', 'singleton'],
+    }).notNull(),
+    /** Null for singleton; for aftercorr, the array's job id (the task of the same index is the target). */
     targetJobId: bigint('target_job_id', { mode: 'number' }),
     delayS: integer('delay_s').notNull().default(0),
   },
@@ -386,7 +422,7 @@ export const jobDependencies = pgTable(
     index('job_dependencies_job_idx').on(t.jobId),
     check(
       'job_dependencies_kind_known',
-      sql`${t.kind} IN ('after', 'afterany', 'afterok', 'afternotok', 'singleton') AND (${t.targetJobId} IS NULL) = (${t.kind} = 'singleton')`,
+      sql`${t.kind} IN ('after', 'afterany', 'afterok', 'afternotok', 'aftercorr', 'singleton') AND (${t.targetJobId} IS NULL) = (${t.kind} = 'singleton')`,
     ),
   ],
 );

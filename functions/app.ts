@@ -8,6 +8,7 @@ import { createErrorHandler, errorResponse } from './http/errors.ts';
 import { sameOriginGuard } from './http/same-origin.ts';
 import { tokenRoutes, webhookRoutes } from './routes/admin.ts';
 import { agentRoutes } from './routes/agents.ts';
+import { arrayRoutes } from './routes/arrays.ts';
 import { clusterRoutes } from './routes/cluster.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { subscriptionRoutes } from './routes/notifications.ts';
@@ -52,6 +53,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
     if (c.req.method !== 'GET' && c.res.status < 400 && NOTIFYING.test(c.req.path)) ctx.kickNotifications();
   });
   app.route('/api/v1/jobs', jobRoutes(ctx));
+  app.route('/api/v1/arrays', arrayRoutes(ctx));
   app.route('/api/v1/agents', agentRoutes(ctx));
   app.route('/api/v1/tokens', tokenRoutes(ctx));
   app.route('/api/v1/webhooks', webhookRoutes(ctx));

@@ -37,6 +37,13 @@ export const retryBackoff = z.coerce
   .min(0, 'CONDUCTOR_RETRY_BACKOFF is at least 0 (0: at once)')
   .max(86_400, 'CONDUCTOR_RETRY_BACKOFF is at most 86400 (a day)')
   .default(DEFAULT_CONFIG.retryBackoffSeconds);
+/** Slurm's MaxArraySize: the largest array task index is one less; also the most tasks in one array. */
+export const maxArraySize = z.coerce
+  .number({ error: 'CONDUCTOR_MAX_ARRAY_SIZE is a whole number from 1 to 4000001' })
+  .int('CONDUCTOR_MAX_ARRAY_SIZE is a whole number from 1 to 4000001')
+  .min(1, 'CONDUCTOR_MAX_ARRAY_SIZE is at least 1')
+  .max(4_000_001, "CONDUCTOR_MAX_ARRAY_SIZE is at most 4000001 (Slurm's own limit)")
+  .default(DEFAULT_CONFIG.maxArraySize);
 
 /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
 export const priorityCeiling = z.coerce
@@ -177,6 +184,10 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   CONDUCTOR_RETRY_BACKOFF: {
     description:
       'seconds an automatically requeued job waits (reason BeginTime) before it may start again, doubled with each earlier requeue up to an hour, when neither it nor its partition sets `retry_backoff_s` (`0`: at once)',
+  },
+  CONDUCTOR_MAX_ARRAY_SIZE: {
+    description:
+      "Slurm's MaxArraySize: job array indexes (`--array`) are below it and an array has at most this many tasks; beyond it a submission is a 400 `invalid_array` (Slurm's own default is 1001)",
   },
   CONDUCTOR_PRIORITY_CEILING: {
     description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',

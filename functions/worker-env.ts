@@ -5,6 +5,7 @@ import {
   followers,
   killInvalidDepend,
   logRetentionDays,
+  maxArraySize,
   maxRequeues,
   notifyConfig,
   notifyVars,
@@ -63,6 +64,7 @@ export const workerEnvSchema = z.object({
   /** Seconds before an automatically requeued job may start again (doubled per earlier requeue). */
   CONDUCTOR_RETRY_BACKOFF: retryBackoff,
   ...notifyVars,
+  CONDUCTOR_MAX_ARRAY_SIZE: maxArraySize,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -103,6 +105,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     crashLimit: env.CONDUCTOR_CRASH_LIMIT,
     retryBackoffSeconds: env.CONDUCTOR_RETRY_BACKOFF,
     ...notifyConfig(env),
+    maxArraySize: env.CONDUCTOR_MAX_ARRAY_SIZE,
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,

@@ -150,6 +150,12 @@ export const SLURM_JOB_ENV = [
   'SLURM_LOCALID',
   'SLURM_NODEID',
   'SLURM_PROCID',
+  'SLURM_ARRAY_JOB_ID',
+  'SLURM_ARRAY_TASK_ID',
+  'SLURM_ARRAY_TASK_COUNT',
+  'SLURM_ARRAY_TASK_MIN',
+  'SLURM_ARRAY_TASK_MAX',
+  'SLURM_ARRAY_TASK_STEP',
 ] as const;
 
 /** What buildJobEnv needs to know of the node the job runs on. */
@@ -174,7 +180,9 @@ export interface JobNode {
  * SLURM_EXPORT_ENV (`--export` as given) when set. SLURM_JOB_START_TIME is the attempt's `start_time` (else
  * now) in Unix seconds, SLURM_JOB_END_TIME that plus the time limit, when there is one. SLURM_JOB_UID and
  * SLURM_JOB_GID are the ids the job runs as. The batch script is the job's only task, on its only node:
- * SLURM_GTIDS, SLURM_LOCALID, SLURM_NODEID and SLURM_PROCID are 0.
+ * SLURM_GTIDS, SLURM_LOCALID, SLURM_NODEID and SLURM_PROCID are 0. An array task (`array`) has SLURM_ARRAY_JOB_ID,
+ * SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT, _MIN, _MAX and _STEP (the common difference of evenly spaced
+ * indexes, else 1).
  *
  * Resources: GPU_ENV = the assigned GPU indexes (`0,1`), SLURM_GPUS_ON_NODE their count; SLURM_JOB_GRES =
  * `gpu:<n>,<name>:<count>,...`. One exception to "unset when it has none": a job without GPUs on a node that
@@ -285,6 +293,15 @@ function slurmJobEnv(
   set('SLURM_JOB_UID', runAs ? runAs.uid : process.getuid?.());
   set('SLURM_JOB_GID', runAs ? runAs.gid : process.getgid?.());
   for (const name of ['SLURM_GTIDS', 'SLURM_LOCALID', 'SLURM_NODEID', 'SLURM_PROCID'] as const) set(name, 0);
+  const array = assignment.array;
+  if (array) {
+    set('SLURM_ARRAY_JOB_ID', array.job_id);
+    set('SLURM_ARRAY_TASK_ID', array.task_id);
+    set('SLURM_ARRAY_TASK_COUNT', array.count);
+    set('SLURM_ARRAY_TASK_MIN', array.min);
+    set('SLURM_ARRAY_TASK_MAX', array.max);
+    set('SLURM_ARRAY_TASK_STEP', array.step);
+  }
   return env;
 }
 
@@ -930,6 +947,9 @@ function jobPlace(
     jobName: assignment.name,
     user: jobUser(runAs, agentEnv) ?? '',
     node: (options.nodeName ?? hostname()).split('.')[0] ?? '',
+    ...(assignment.array
+      ? { arrayJobId: assignment.array.job_id, arrayTaskId: assignment.array.task_id }
+      : {}),
   };
   const expand = (pattern: string | null | undefined) =>
     pattern ? expandFilenamePattern(pattern, values) : undefined;
@@ -937,7 +957,8 @@ function jobPlace(
     dir,
     files
       ? {
-          output: expand(assignment.stdout || 'slurm-%j.out')!,
+          // sbatch's default: slurm-%j.out, and slurm-%A_%a.out for an array task.
+          output: expand(assignment.stdout || (assignment.array ? 'slurm-%A_%a.out' : 'slurm-%j.out'))!,
           ...(assignment.stderr ? { error: expand(assignment.stderr)! } : {}),
           ...(assignment.stdin ? { input: expand(assignment.stdin)! } : {}),
           append: assignment.open_mode === 'append',

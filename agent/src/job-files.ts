@@ -24,6 +24,9 @@ export interface FilenamePatternValues {
   user: string;
   /** The node's short host name (`%N`). */
   node: string;
+  /** An array task's array job id (`%A`) and index (`%a`); absent: no array (`%A` is the job id). */
+  arrayJobId?: number;
+  arrayTaskId?: number;
 }
 
 /** `%a` of a job that is no array: Slurm's NO_VAL (0xfffffffe), which it prints as is. */
@@ -45,10 +48,11 @@ export function expandFilenamePattern(pattern: string, values: FilenamePatternVa
       case '%':
         return width ? whole : '%';
       case 'A':
+        return pad(values.arrayJobId ?? values.jobId);
       case 'j':
         return pad(values.jobId);
       case 'a':
-        return pad(NO_ARRAY_INDEX);
+        return pad(values.arrayTaskId ?? NO_ARRAY_INDEX);
       case 'J':
         return `${pad(values.jobId)}.batch`;
       case 'n':

@@ -187,6 +187,18 @@ export interface Assignment extends JobRef {
   signal?: TimeLimitSignal | null;
   /** When this attempt started (ISO), for SLURM_JOB_START_TIME and SLURM_JOB_END_TIME. */
   start_time?: string | null;
+  /** sbatch `--array`: the task's ids and its array's shape (SLURM_ARRAY_*, `%A`, `%a`). Absent: no array. */
+  array?: ArrayTask;
+}
+
+/** An array task as its job sees it: SLURM_ARRAY_JOB_ID, _TASK_ID, _TASK_COUNT, _TASK_MIN, _TASK_MAX, _TASK_STEP. */
+export interface ArrayTask {
+  job_id: number;
+  task_id: number;
+  count: number;
+  min: number;
+  max: number;
+  step: number;
 }
 
 /** A signal name without `SIG` (`USR1`) or a number as a string. */

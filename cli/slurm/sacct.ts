@@ -486,7 +486,19 @@ export const SACCT_FIELDS: readonly FieldDef[] = [
   { name: 'Flags', width: 19, kind: 'str' },
   { name: 'GID', width: 6, kind: 'num' },
   { name: 'Group', width: 9, kind: 'str' },
-  { name: 'JobID', width: -12, kind: 'str', value: (r) => (r.step ? `${r.job.id}.batch` : String(r.job.id)) },
+  // An array task is `<array_job_id>_<index>` (JobIDRaw: its own job id), as Slurm's sacct shows it.
+  {
+    name: 'JobID',
+    width: -12,
+    kind: 'str',
+    value: (r) => {
+      const id =
+        r.job.array_job_id === null || r.job.array_job_id === undefined
+          ? String(r.job.id)
+          : `${r.job.array_job_id}_${r.job.array_task_id}`;
+      return r.step ? `${id}.batch` : id;
+    },
+  },
   {
     name: 'JobIDRaw',
     width: -12,

@@ -29,9 +29,9 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
     long: 'array',
     short: 'a',
     arg: 'required',
-    fate: 'refused',
+    fate: 'honoured',
     value: 'indexes',
-    note: `job arrays are ${NOT_YET} (issue 16)`,
+    note: 'a job array: one task (a job with its own id) per index, `0-999`, `1,3,5-9`, `0-99:2`, with `%N` for at most N tasks running at once; indexes below CONDUCTOR_MAX_ARRAY_SIZE (100001); tasks see SLURM_ARRAY_JOB_ID, SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT, _MIN, _MAX, _STEP, and `%A`/`%a` in file names (default output slurm-%A_%a.out)',
   },
   {
     long: 'batch',
@@ -116,7 +116,7 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
     arg: 'required',
     fate: 'honoured',
     value: 'dependency_list',
-    note: 'the job starts only once its dependency is met: after, afterany, afterok, afternotok (job ids, each with an optional +minutes delay) and singleton, joined by "," (all) or "?" (any); aftercorr is refused until job arrays exist; an empty list asks for nothing',
+    note: 'the job starts only once its dependency is met: after, afterany, afterok, afternotok (job ids, each with an optional +minutes delay) aftercorr (each task of an array waits for the task of the same index of another array) and singleton, joined by "," (all) or "?" (any); the job id of an array stands for all its tasks; an empty list asks for nothing',
   },
   {
     long: 'distribution',

@@ -71,6 +71,8 @@ export interface SubmitBody {
   crash_limit?: number;
   mail_type?: string;
   mail_user?: string;
+  /** `-a`/`--array`, in Slurm's syntax; the control plane parses it. */
+  array?: string;
 }
 
 export type SubmitCommand = 'sbatch' | 'submit';
@@ -671,6 +673,7 @@ export function buildSubmission(input: SubmissionInput): Submission {
     ['crash-limit', 'crash_limit'],
     ['mail-type', 'mail_type'],
     ['mail-user', 'mail_user'],
+    ['array', 'array'],
     ['export', 'export_env'],
   ];
   const record = body as unknown as Record<string, unknown>;
@@ -833,6 +836,14 @@ export async function runSbatch(
     if (flags.has('parsable')) io.out(`${job.id}\n`);
     else if (!quiet) io.out(`Submitted batch job ${job.id}\n`);
     if (!flags.has('wait')) return 0;
+    // An array ends when its last task does: 0 when every task COMPLETED, else 1.
+    while (body.array !== undefined) {
+      const now = await api.request<{ counts: Record<string, number> }>('GET', `/api/v1/arrays/${job.id}`);
+      if ((now.counts.pending ?? 0) + (now.counts.running ?? 0) === 0) {
+        return (now.counts.failed ?? 0) + (now.counts.cancelled ?? 0) === 0 ? 0 : 1;
+      }
+      await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 1000));
+    }
     for (;;) {
       const now = await api.request<{ state: string; exit_code: string | null }>(
         'GET',

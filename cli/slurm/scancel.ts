@@ -273,10 +273,17 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
   }
 
   const ids: { id: number; text: string }[] = [];
-  for (const word of positionals.flatMap((p) => p.split(','))) {
+  /** Array tasks named `123_4` or `123_[1-3]` (the brackets may hold commas: split on commas outside them). */
+  const arrayTargets: { id: number; tasks: string; text: string }[] = [];
+  for (const word of positionals.flatMap((p) => p.split(/,(?![^[]*\])/))) {
     if (/^\d+_/.test(word)) {
-      io.err(`scancel: error: job arrays are not supported on Conductor yet (issue 16): ${word}\n`);
-      return 1;
+      const m = /^(\d+)_(\d+|\[[\d,:-]+\])$/.exec(word);
+      if (!m) {
+        io.err(`scancel: error: Invalid job id ${word}\n`);
+        return 1;
+      }
+      arrayTargets.push({ id: Number(m[1]), tasks: (m[2] as string).replace(/^\[|\]$/g, ''), text: word });
+      continue;
     }
     const m = /^(\d+)(?:\.(batch|\d+))?$/.exec(word);
     if (!m) {
@@ -320,6 +327,30 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
     filter.states = state.states;
   }
   const filtered = Object.keys(filter).length > 0;
+  if (arrayTargets.length > 0 && (filtered || signal)) {
+    io.err(
+      'scancel: error: array task ids (123_4, 123_[1-3]) are cancelled as they are: no filters, no --signal\n',
+    );
+    return 1;
+  }
+  if (arrayTargets.length > 0) {
+    let failed = 0;
+    for (const target of arrayTargets) {
+      if (verbose) io.err(`scancel: Terminating job ${target.text}\n`);
+      try {
+        await client.request(
+          'POST',
+          `/api/v1/arrays/${target.id}/cancel?tasks=${encodeURIComponent(target.tasks)}`,
+        );
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        const { text } = slurmError(error);
+        io.err(`scancel: error: Kill job error on job id ${target.text}: ${text}\n`);
+        failed = 1;
+      }
+    }
+    if (ids.length === 0) return failed;
+  }
   if (ids.length === 0 && !filtered) {
     io.err('scancel: error: No job identification provided\n');
     return 1;
@@ -364,6 +395,7 @@ export async function runScancel(args: string[], io: Io, env: NodeJS.ProcessEnv)
           await client.request('POST', `/api/v1/jobs/${target.id}/signal`, { signal, batch_only: batchOnly });
         } else {
           if (verbose) io.err(`scancel: Terminating job ${target.text}\n`);
+          // `scancel 123` of an array's job id cancels the whole array (the route does), as Slurm's does.
           await client.request('POST', `/api/v1/jobs/${target.id}/cancel`);
         }
       } catch (error) {

@@ -108,7 +108,11 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   },
   { name: 'fsdampeningfactor', fate: 'refused', note: 'Conductor has no fair-share factor' },
   { name: 'help', fate: 'honoured', note: 'this help' },
-  { name: 'hold', fate: 'honoured', note: 'holds pending jobs (POST /api/v1/jobs/{id}/hold)' },
+  {
+    name: 'hold',
+    fate: 'honoured',
+    note: "holds pending jobs (POST /api/v1/jobs/{id}/hold: an array's job id holds all its tasks); a task (123_4) or tasks (123_[1-3]) through POST /api/v1/arrays/{id}/hold",
+  },
   {
     name: 'listpids',
     fate: 'refused',
@@ -123,7 +127,11 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   { name: 'ping', fate: 'honoured', note: 'asks the control plane (GET /api/v1/health) whether it is up' },
   { name: 'reboot', fate: 'refused', note: 'Conductor does not reboot nodes' },
   { name: 'reconfigure', fate: 'refused', note: CONTROLLER },
-  { name: 'release', fate: 'honoured', note: 'releases held jobs (POST /api/v1/jobs/{id}/release)' },
+  {
+    name: 'release',
+    fate: 'honoured',
+    note: "releases held jobs (POST /api/v1/jobs/{id}/release: an array's job id releases all its tasks); a task (123_4) or tasks (123_[1-3]) through POST /api/v1/arrays/{id}/release",
+  },
   {
     name: 'requeue',
     fate: 'honoured',
@@ -189,6 +197,9 @@ export function renderCommandTable(commands: readonly CommandSpec[]): string {
 /** A job as GET /api/v1/jobs/{id} returns it: the fields `show job` prints. */
 export interface ScontrolJob {
   id: number;
+  /** sbatch `--array`: the task's array and index (absent or null: no array). */
+  array_job_id?: number | null;
+  array_task_id?: number | null;
   name: string;
   state: string;
   cpus: number;
@@ -270,7 +281,10 @@ export function formatJob(job: ScontrolJob, options: { now?: number; details?: b
   ].join(',');
   const running = job.state === 'RUNNING';
   return [
-    `JobId=${job.id} JobName=${job.name}`,
+    // An array task: Slurm's `JobId=124 ArrayJobId=123 ArrayTaskId=1 JobName=...`.
+    typeof job.array_job_id === 'number'
+      ? `JobId=${job.id} ArrayJobId=${job.array_job_id} ArrayTaskId=${job.array_task_id} JobName=${job.name}`
+      : `JobId=${job.id} JobName=${job.name}`,
     `UserId=${job.owner ?? '(null)'} GroupId=${job.owner ?? '(null)'} MCS_label=N/A`,
     `Priority=${job.priority} Nice=0 Account=${job.account ?? '(null)'} QOS=${job.qos ?? 'normal'}`,
     `JobState=${job.state} Reason=${job.reason ?? 'None'} Dependency=${job.dependency || '(null)'}`,
@@ -552,8 +566,34 @@ async function update(words: string[], ctx: Context): Promise<number> {
 /** hold, uhold, release, requeue, requeuehold: each job in turn, as scontrol reports them. */
 async function jobAction(command: string, words: string[], ctx: Context): Promise<number> {
   // requeue's only option (Incomplete) is about jobs that ended badly; all requeueable jobs qualify here.
-  const ids = jobIds(words.filter((w) => !/^incomplete$/i.test(w) && !/^state=/i.test(w)));
+  const rest = words.filter((w) => !/^incomplete$/i.test(w) && !/^state=/i.test(w));
   let failed = 0;
+  // Array tasks (`123_4`, `123_[1-3]`) and, for hold and release, a whole array (`123`): the array's route.
+  const arrayWords = rest.flatMap((w) => w.split(/,(?![^[]*\])/)).filter((w) => /^\d+_/.test(w));
+  const hold = command === 'hold' || command === 'uhold' || command === 'release';
+  for (const word of arrayWords) {
+    const m = /^(\d+)_(\d+|\[[\d,:-]+\])$/.exec(word);
+    try {
+      if (!m || !hold) throw new SlurmError(`Invalid job id specified: ${word}`);
+      const tasks = encodeURIComponent((m[2] as string).replace(/^\[|\]$/g, ''));
+      await ctx.api.request(
+        'POST',
+        `/api/v1/arrays/${m[1]}/${command === 'release' ? 'release' : 'hold'}?tasks=${tasks}`,
+      );
+    } catch (error) {
+      ctx.io.err(`Job ${word}: ${(error as Error).message}\n`);
+      failed++;
+    }
+  }
+  const plain = rest
+    .map((w) =>
+      w
+        .split(/,(?![^[]*\])/)
+        .filter((x) => !/^\d+_/.test(x))
+        .join(','),
+    )
+    .filter((w) => w !== '');
+  const ids = plain.length === 0 && arrayWords.length > 0 ? [] : jobIds(plain);
   for (const id of ids) {
     try {
       if (command === 'requeue' || command === 'requeuehold') {

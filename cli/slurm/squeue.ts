@@ -58,6 +58,11 @@ export interface SlurmJob {
   requeues?: number;
   /** `--dependency` as submitted. */
   dependency?: string | null;
+  /** sbatch `--array`: the task's array and index; null or absent: no array. */
+  array_job_id?: number | null;
+  array_task_id?: number | null;
+  /** squeue's folded line of an array's pending tasks: their indexes as Slurm folds them (`5-9%2`). */
+  folded_tasks?: string;
 }
 
 /** Slurm's job states, long name → compact code (squeue(1) "JOB STATE CODES"). */
@@ -145,7 +150,9 @@ export interface JobFilter {
 /** Whether a job passes the filter, as the server's filters mean (AND of all given). */
 export function matchesFilter(job: SlurmJob, filter: JobFilter): boolean {
   if (filter.states && !filter.states.includes(job.state)) return false;
-  if (filter.ids && !filter.ids.includes(job.id)) return false;
+  // An array's job id names all its tasks.
+  if (filter.ids && !filter.ids.includes(job.id) && !filter.ids.includes(job.array_job_id ?? -1))
+    return false;
   if (filter.names && !filter.names.includes(job.name)) return false;
   if (filter.owners) {
     const mine = job.owner === null && filter.ownerlessIsMine === true;
@@ -392,14 +399,14 @@ export const SQUEUE_OPTIONS: readonly OptionSpec[] = [
     long: 'array',
     short: 'r',
     arg: 'none',
-    fate: 'warned',
-    note: `${NOT_HERE} no job arrays yet (issue 16): each job is one line already`,
+    fate: 'honoured',
+    note: "one line per array task: an array's pending tasks are not folded into one line (`123_[5-9%2]`)",
   },
   {
     long: 'array-unique',
     arg: 'none',
-    fate: 'warned',
-    note: `${NOT_HERE} no job arrays yet (issue 16): each job is one line already`,
+    fate: 'honoured',
+    note: 'one line per pending array task, as --array does',
   },
   {
     long: 'clusters',
@@ -665,9 +672,60 @@ function outputPath(job: SlurmJob, pattern: string | null | undefined): string {
   return path.startsWith('/') || dir === '' ? path : join(dir, path);
 }
 
+/** Task indexes folded as Slurm writes them: `1,3,5-9`. */
+export function foldIndexes(indexes: readonly number[]): string {
+  const sorted = [...new Set(indexes)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let k = 0; k < sorted.length; ) {
+    let end = k;
+    while (end + 1 < sorted.length && (sorted[end + 1] as number) === (sorted[end] as number) + 1) end++;
+    parts.push(end > k ? `${sorted[k]}-${sorted[end]}` : String(sorted[k]));
+    k = end + 1;
+  }
+  return parts.join(',');
+}
+
+/** Slurm's job id: `123_4` for an array task, `123_[5-9%2]` for an array's folded pending tasks, else `123`. */
+function slurmJobId(j: SlurmJob): string {
+  if (j.array_job_id === null || j.array_job_id === undefined) return String(j.id);
+  if (j.folded_tasks !== undefined) return `${j.array_job_id}_[${j.folded_tasks}]`;
+  return `${j.array_job_id}_${j.array_task_id}`;
+}
+
+/**
+ * squeue's view of arrays: each array's pending tasks on one line (`123_[5-9%2]`, `%N` its cap: `caps`), in
+ * the place of its first pending task; running and ended tasks one line each. A lone pending task stays as it is.
+ */
+export function foldArrayTasks(jobs: SlurmJob[], caps: ReadonlyMap<number, number | null>): SlurmJob[] {
+  const pending = new Map<number, SlurmJob[]>();
+  for (const j of jobs) {
+    if (j.state !== 'PENDING' || j.array_job_id === null || j.array_job_id === undefined) continue;
+    const list = pending.get(j.array_job_id) ?? [];
+    list.push(j);
+    pending.set(j.array_job_id, list);
+  }
+  const out: SlurmJob[] = [];
+  for (const j of jobs) {
+    const group =
+      j.array_job_id === null || j.array_job_id === undefined ? undefined : pending.get(j.array_job_id);
+    if (j.state !== 'PENDING' || !group || group.length < 2) {
+      out.push(j);
+      continue;
+    }
+    if (group[0] !== j) continue;
+    const cap = caps.get(j.array_job_id as number);
+    const indexes = group.map((t) => t.array_task_id as number);
+    out.push({ ...j, folded_tasks: `${foldIndexes(indexes)}${cap ? `%${cap}` : ''}` });
+  }
+  return out;
+}
+
 const FIELDS: Record<string, Field> = {
   a: { header: 'ACCOUNT', value: (j) => plain(j.account) },
-  A: { header: 'JOBID', value: (j) => String(j.id) },
+  A: {
+    header: 'JOBID',
+    value: (j) => String(j.folded_tasks === undefined ? j.id : (j.array_job_id ?? j.id)),
+  },
   B: { header: 'EXEC_HOST', value: (j) => j.node ?? 'n/a' },
   c: { header: 'MIN_CPUS', value: (j) => String(j.cpus_per_task ?? 1) },
   C: { header: 'CPUS', value: (j) => String(j.cpus) },
@@ -679,17 +737,22 @@ const FIELDS: Record<string, Field> = {
   },
   E: { header: 'DEPENDENCY', value: (j) => j.dependency || '(null)' },
   f: { header: 'FEATURES', value: (j) => plain(j.constraint) },
-  F: { header: 'ARRAY_JOB_ID', value: (j) => String(j.id) },
+  F: { header: 'ARRAY_JOB_ID', value: (j) => String(j.array_job_id ?? j.id) },
   g: { header: 'GROUP', value: () => 'N/A' },
   G: { header: 'GROUP', value: () => 'N/A' },
   h: { header: 'OVER_SUBSCRIBE', value: (j) => (j.exclusive ? 'NO' : 'OK') },
   H: { header: 'SOCKETS_PER_NODE', value: () => '*' },
-  i: { header: 'JOBID', value: (j) => String(j.id) },
+  i: { header: 'JOBID', value: (j) => slurmJobId(j) },
   I: { header: 'CORES_PER_SOCKET', value: () => '*' },
   j: { header: 'NAME', value: (j) => j.name },
   J: { header: 'THREADS_PER_CORE', value: () => '*' },
   k: { header: 'COMMENT', value: (j) => plain(j.comment) },
-  K: { header: 'ARRAY_TASK_ID', value: () => 'N/A' },
+  K: {
+    header: 'ARRAY_TASK_ID',
+    value: (j) =>
+      j.folded_tasks ??
+      (j.array_task_id === null || j.array_task_id === undefined ? 'N/A' : String(j.array_task_id)),
+  },
   l: { header: 'TIME_LIMIT', value: (j) => timeLimit(j.time_limit, 'squeue'), uncut: true },
   L: { header: 'TIME_LEFT', value: (j, c) => timeLeft(j, c.now), uncut: true },
   m: { header: 'MIN_MEMORY', value: minMemory },
@@ -763,7 +826,7 @@ const LONG_FIELDS: Record<string, Field | string> = {
   hetjobid: { header: 'HET_JOB_ID', value: na },
   hetjobidset: { header: 'HET_JOB_ID_SET', value: na },
   hetjoboffset: { header: 'HET_JOB_OFFSET', value: na },
-  jobarrayid: { header: 'JOBID', value: (j) => String(j.id) },
+  jobarrayid: { header: 'JOBID', value: (j) => slurmJobId(j) },
   jobid: 'A',
   lastschedeval: { header: 'LAST_SCHED_EVAL', value: na },
   licenses: 'W',
@@ -1165,6 +1228,9 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
     }
     const now = Date.now();
     if (shownStates) jobs = jobs.filter((j) => shownStates.includes(shownState(j)));
+    if (!given(options, 'array') && !given(options, 'array-unique')) {
+      jobs = foldArrayTasks(jobs, await arrayCaps(client, jobs));
+    }
     if (idsGiven && !stateList) {
       jobs = jobs.filter(
         (j) => !j.end_time || !FINISHED.has(j.state) || now - Date.parse(j.end_time) <= MIN_JOB_AGE_S * 1000,
@@ -1187,6 +1253,30 @@ export async function runSqueue(args: string[], io: Io, env: NodeJS.ProcessEnv):
     io.out('\n');
     await new Promise((resolve) => setTimeout(resolve, Number(iterate) * 1000));
   }
+}
+
+/** The `%N` caps of the arrays with more than one pending task among `jobs` (one request per array). */
+async function arrayCaps(client: Client, jobs: SlurmJob[]): Promise<Map<number, number | null>> {
+  const counts = new Map<number, number>();
+  for (const j of jobs) {
+    if (j.state === 'PENDING' && typeof j.array_job_id === 'number') {
+      counts.set(j.array_job_id, (counts.get(j.array_job_id) ?? 0) + 1);
+    }
+  }
+  const caps = new Map<number, number | null>();
+  for (const [id, n] of counts) {
+    if (n < 2) continue;
+    try {
+      caps.set(
+        id,
+        (await client.request<{ max_running: number | null }>('GET', `/api/v1/arrays/${id}`)).max_running,
+      );
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      caps.set(id, null);
+    }
+  }
+  return caps;
 }
 
 const FINISHED = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY']);

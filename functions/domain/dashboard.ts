@@ -1,6 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type GpuDevice, JOB_STATES, type PartitionState, type WorkerStatus } from '../../db/schema.ts';
+import { arraysByIds } from './array-ops.ts';
 import { type Principal, seesAllJobs } from './auth.ts';
 import { readAllocatedCpus } from './cache.ts';
 import type { Context } from './context.ts';
@@ -608,9 +609,14 @@ export const uiJobsInput = z.strictObject({
   q: z.string().max(255, 'q is at most 255 characters').optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   before: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+  /** The tasks of this array, one row each; absent: each array is one row (its first task's) with its progress. */
+  array: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
 });
 
-/** The dashboard's job list: GET /api/v1/jobs's, plus `q` (name or account search). Read-only. */
+/**
+ * The dashboard's job list: GET /api/v1/jobs's, plus `q` (name or account search). Read-only. An array is one
+ * row (in its first task's place) with its progress (`array`); `array=<id>` lists its tasks.
+ */
 export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput>, viewer: Principal) {
   const filters = [sql`true`];
   if (input.state && input.state.length > 0) filters.push(sql`state = ANY(${pgArray(input.state)}::text[])`);
@@ -621,12 +627,25 @@ export async function listUiJobs(ctx: Context, input: z.infer<typeof uiJobsInput
     filters.push(sql`(name ILIKE ${pattern} OR coalesce(account, '') ILIKE ${pattern})`);
   }
   if (!seesAllJobs(viewer)) filters.push(sql`owner = ${viewer.owner ?? ''}`);
+  if (input.array !== undefined) filters.push(sql`array_job_id = ${input.array}`);
+  else filters.push(sql`(array_job_id IS NULL OR id = array_job_id)`);
   const rows = await query<JobRow>(
     ctx.db,
     sql`SELECT ${JOB_COLUMNS} FROM jobs WHERE ${sql.join(filters, sql` AND `)}
         ORDER BY id DESC LIMIT ${input.limit + 1}`,
   );
-  const page = rows.slice(0, input.limit).map((r) => jobView(r));
+  const views = rows.slice(0, input.limit).map((r) => jobView(r));
+  const arrays =
+    input.array === undefined
+      ? await arraysByIds(
+          ctx.db,
+          views.filter((j) => j.array_job_id === j.id).map((j) => j.id),
+        )
+      : new Map();
+  const page = views.map((j) => {
+    const array = arrays.get(j.id);
+    return array ? { ...j, array } : j;
+  });
   const more = rows.length > input.limit;
   return { jobs: page, next_before: more ? (page.at(-1)?.id ?? null) : null };
 }

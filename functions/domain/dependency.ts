@@ -1,6 +1,13 @@
 /** sbatch `--dependency`: Slurm's syntax, parsed and checked before anything is stored. */
 
-export const DEPENDENCY_KINDS = ['after', 'afterany', 'afterok', 'afternotok', 'singleton'] as const;
+export const DEPENDENCY_KINDS = [
+  'after',
+  'afterany',
+  'afterok',
+  'afternotok',
+  'aftercorr',
+  'singleton',
+] as const;
 export type DependencyKind = (typeof DEPENDENCY_KINDS)[number];
 
 export interface DependencyItem {
@@ -32,9 +39,6 @@ export function parseDependency(text: string): Dependency | null {
   const items: DependencyItem[] = [];
   for (const part of spec.split(any ? '?' : ',')) {
     const [kind, ...targets] = part.trim().split(':');
-    if (kind === 'aftercorr') {
-      throw new DependencyError('aftercorr pairs array tasks, and job arrays are not supported yet');
-    }
     if (kind === 'singleton') {
       if (targets.length > 0) throw new DependencyError('singleton takes no job ids');
       items.push({ kind, targetJobId: null, delayS: 0 });
@@ -42,7 +46,7 @@ export function parseDependency(text: string): Dependency | null {
     }
     if (!DEPENDENCY_KINDS.includes(kind as DependencyKind)) {
       throw new DependencyError(
-        `unknown dependency type "${kind}" in "${part}": use after, afterany, afterok, afternotok or singleton`,
+        `unknown dependency type "${kind}" in "${part}": use after, afterany, afterok, afternotok, aftercorr or singleton`,
       );
     }
     if (targets.length === 0) throw new DependencyError(`"${part}" names no job id (${kind}:<job_id>)`);

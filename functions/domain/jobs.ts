@@ -9,6 +9,8 @@ import {
   type TimeLimitSignalColumn,
 } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
+import { cancelArray, holdArray, releaseArray } from './array-ops.ts';
+import { type ArraySpec, ArraySpecError, arrayBounds, parseArraySpec } from './arrays.ts';
 import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
 import type { Context } from './context.ts';
@@ -232,6 +234,15 @@ export const submitJobInput = z.strictObject({
     .max(254, 'mail_user is at most 254 characters')
     .regex(/^[^\s<>,;:"()[\]\\]+$/, 'mail_user is one address (user or user@host)')
     .optional(),
+  /**
+   * sbatch `--array`: `0-999`, `1,3,5-9`, `0-99:2`, with `%N` for at most N tasks running at once. One task (a
+   * job of its own) per index, all inserted by one statement. Checked by checkArray (400 invalid_array).
+   */
+  array: z
+    .string()
+    .min(1, 'array must not be empty')
+    .max(65_536, 'array is at most 65536 characters')
+    .optional(),
   ...resourceFields,
 });
 export type SubmitJobInput = z.infer<typeof submitJobInput>;
@@ -278,6 +289,13 @@ export const listJobsInput = z
     account: commaList('account', label('account')).optional(),
     partition: commaList('partition', label('partition')).optional(),
     node: label('node').optional(),
+    /** sbatch `--array`: the tasks of this array (its job id). */
+    array: z.coerce
+      .number({ error: 'array is an array job id' })
+      .int('array is an array job id')
+      .positive('array is an array job id')
+      .max(Number.MAX_SAFE_INTEGER, 'array is an array job id')
+      .optional(),
     /** Jobs that had not ended by then (sacct -S). */
     active_since: isoFilter('active_since'),
     /** Jobs submitted before then (sacct -E). */
@@ -348,6 +366,8 @@ export interface JobRow {
   crashes: number;
   mail_type: string[] | string | null;
   mail_user: string | null;
+  array_job_id: number | string | null;
+  array_task_id: number | null;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -421,6 +441,10 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
             : row.mail_type.replace(/^\{|\}$/g, '').split(',')
           ).join(','),
     mail_user: row.mail_user,
+    /** sbatch `--array`: the array's job id and this task's index (its Slurm id is `<array_job_id>_<task>`). */
+    array_job_id: row.array_job_id === null ? null : Number(row.array_job_id),
+    array_task_id: row.array_task_id === null ? null : Number(row.array_task_id),
+    slurm_id: row.array_job_id === null ? String(row.id) : `${row.array_job_id}_${row.array_task_id}`,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -436,7 +460,7 @@ export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, 
   allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
   stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues, dependency,
   kill_on_invalid_dep, max_requeues, retry_on_failure, retry_backoff_s, crash_limit, crashes,
-  mail_type, mail_user`;
+  mail_type, mail_user, array_job_id, array_task_id`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -522,6 +546,7 @@ export async function submitJobOnce(
 ): Promise<{ job: JobView; duplicate: boolean }> {
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, [input], () => 'priority');
+  const array = checkArray(ctx, input, 'array');
   const [resources] = await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name);
   await checkDependencies(ctx, [input], () => 'dependency');
   const keys = [...(options.keys ?? [])].sort((a, b) =>
@@ -533,7 +558,7 @@ export async function submitJobOnce(
     try {
       row = await queryOne<JobRow>(
         ctx.db,
-        submitStatement(ctx, input, resources as JobResources, caller, options, keys, requestHash),
+        submitStatement(ctx, input, resources as JobResources, caller, options, keys, requestHash, array),
       );
     } catch (error) {
       // A key held by another submission while another key was free: the free one was claimed for a job
@@ -665,6 +690,36 @@ async function checkDependencies(
     }
     if (parsed) targets.set(k, dependencyTargets(parsed));
   });
+  // aftercorr pairs array tasks: the job is an array, and so is each target (the task of the same index).
+  const corr = new Set<number>();
+  inputs.forEach((input, k) => {
+    const items = parseDependency(input.dependency ?? '')?.items ?? [];
+    const paired = items.filter((i) => i.kind === 'aftercorr');
+    if (paired.length > 0 && input.array === undefined) {
+      throw invalid(
+        'invalid_dependency',
+        `${field(k)}: aftercorr pairs array tasks: submit the job as an array (--array), each task then waits for the task of the same index`,
+      );
+    }
+    for (const i of paired) corr.add(i.targetJobId as number);
+  });
+  if (corr.size > 0) {
+    const arrays = await query<{ id: string | number }>(
+      ctx.db,
+      sql`SELECT array_job_id AS id FROM job_arrays WHERE array_job_id = ANY(${pgArray([...corr])}::bigint[])`,
+    );
+    const known = new Set(arrays.map((r) => Number(r.id)));
+    const missing = [...corr].filter((id) => !known.has(id));
+    if (missing.length > 0) {
+      throw invalid(
+        'invalid_dependency',
+        `dependency: aftercorr:${missing[0]}: job ${missing[0]} is no job array`,
+        {
+          missing_job_ids: missing,
+        },
+      );
+    }
+  }
   const all = [...new Set([...targets.values()].flat())];
   if (all.length === 0) return;
   const found = await query<{ id: string | number }>(
@@ -697,6 +752,20 @@ const resourceValues = (r: JobResources) =>
 const RESOURCE_COLUMNS = sql`partition, time_limit_s, memory_mb, memory_per_cpu, gpus, gpu_type, gres, feature_constraint, exclusive,
   nodelist, exclude_nodes`;
 
+/**
+ * sbatch `--array`: the parsed specification, or null for a job that is no array. 400 invalid_array for one
+ * that does not parse, or whose indexes reach the cluster's MaxArraySize (CONDUCTOR_MAX_ARRAY_SIZE).
+ */
+function checkArray(ctx: Context, input: SubmitJobInput, field: string): ArraySpec | null {
+  if (input.array === undefined) return null;
+  try {
+    return parseArraySpec(input.array, ctx.config.maxArraySize);
+  } catch (error) {
+    if (!(error instanceof ArraySpecError)) throw error;
+    throw invalid('invalid_array', `${field}: ${error.message}`, { max_array_size: ctx.config.maxArraySize });
+  }
+}
+
 function submitStatement(
   ctx: Context,
   input: SubmitJobInput,
@@ -705,6 +774,7 @@ function submitStatement(
   options: SubmitOptions,
   keys: readonly SubmissionKey[],
   requestHash: string,
+  array: ArraySpec | null = null,
 ) {
   const owner = options.owner !== undefined ? options.owner : caller.owner;
   const submittedBy = caller.kind === 'token' ? caller.tokenId : null;
@@ -742,6 +812,7 @@ function submitStatement(
     details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner) || ${JSON.stringify(options.audit ?? {})}::jsonb`,
     from: sql`job`,
   });
+  if (array) return arraySubmitStatement({ keys, requestHash, columns, values, array, caller, options, f });
   if (keys.length === 0) {
     return sql`WITH job AS (INSERT INTO jobs (${columns}) VALUES (${values}) RETURNING ${JOB_COLUMNS}),
                audit AS (${audit}),
@@ -771,6 +842,70 @@ function submitStatement(
              audit AS (${audit}),
              deps AS (${deps})
              SELECT * FROM job`;
+}
+
+/** Claims the submission keys for the job id `reserved.id` (a CTE of the statement that uses it). */
+const claimKeys = (keys: readonly SubmissionKey[], requestHash: string) =>
+  sql`INSERT INTO submission_keys AS k (scope, key, job_id, request_hash, expires_at)
+      SELECT v.scope, v.key, reserved.id, ${requestHash}::text,
+             CASE WHEN v.ttl < 0 THEN 'infinity'::timestamptz ELSE now() + make_interval(secs => v.ttl) END
+      FROM unnest(${pgArray(keys.map((k) => k.scope))}::text[], ${pgArray(keys.map((k) => k.key))}::text[],
+                  ${pgArray(keys.map((k) => k.ttlSeconds ?? -1))}::int[]) AS v(scope, key, ttl)
+      CROSS JOIN reserved
+      ORDER BY v.scope, v.key
+      ON CONFLICT (scope, key) DO UPDATE SET job_id = excluded.job_id, request_hash = excluded.request_hash,
+        created_at = now(), expires_at = excluded.expires_at
+      WHERE k.expires_at <= now()
+      RETURNING 1`;
+
+/**
+ * An array's submission, ONE statement: the keys are claimed for the array's job id (reserved first), every
+ * task is inserted (the first with that id, the others with ids of their own, in index order), the array's
+ * row and the audit entry (one for the array) are written. Returns the first task.
+ */
+function arraySubmitStatement(a: {
+  keys: readonly SubmissionKey[];
+  requestHash: string;
+  columns: SQL;
+  values: SQL;
+  array: ArraySpec;
+  caller: Principal;
+  options: SubmitOptions;
+  f: ReturnType<typeof slurmFields>;
+}) {
+  const bounds = arrayBounds(a.array.indexes);
+  const claimed = sql`(SELECT count(*) FROM claim) = ${a.keys.length}`;
+  const audit = auditInsert(a.caller, 'job.submit', {
+    target: sql`'job:' || job.id`,
+    details: sql`jsonb_build_object('name', job.name, 'cpus', job.cpus, 'owner', job.owner,
+      'array', ${a.array.text}::text, 'tasks', ${bounds.count}::int, 'max_running', ${a.array.maxRunning}::int)
+      || ${JSON.stringify(a.options.audit ?? {})}::jsonb`,
+    from: sql`first AS job`,
+  });
+  const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(a.f.deps)}::json`);
+  return sql`WITH reserved AS MATERIALIZED (
+               SELECT nextval(s.seq) AS id, s.seq FROM (SELECT pg_get_serial_sequence('jobs', 'id')::regclass AS seq) s
+             ),
+             claim AS (${claimKeys(a.keys, a.requestHash)}),
+             job AS (
+               INSERT INTO jobs (id, array_job_id, array_task_id, ${a.columns})
+               SELECT CASE WHEN t.ord = 1 THEN reserved.id ELSE nextval(reserved.seq) END, reserved.id, t.task,
+                      ${a.values}
+               FROM reserved, unnest(${pgArray(a.array.indexes)}::int[]) WITH ORDINALITY AS t(task, ord)
+               WHERE ${claimed}
+               RETURNING ${JOB_COLUMNS}
+             ),
+             first AS (SELECT * FROM job WHERE id = (SELECT id FROM reserved)),
+             arr AS (
+               INSERT INTO job_arrays (array_job_id, spec, task_count, task_min, task_max, task_step, max_running)
+               SELECT reserved.id, ${a.array.text}::text, ${bounds.count}::int, ${bounds.min}::int, ${bounds.max}::int,
+                      ${bounds.step}::int, ${a.array.maxRunning}::int
+               FROM reserved WHERE ${claimed}
+               RETURNING 1
+             ),
+             audit AS (${audit}),
+             deps AS (${deps})
+             SELECT * FROM first`;
 }
 
 /** Most jobs in one batch (`POST /api/v1/jobs/batch`). */
@@ -823,6 +958,13 @@ export async function submitJobsBatch(
   }
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, inputs, (k) => `jobs[${k}].priority`);
+  const arrayAt = inputs.findIndex((input) => input.array !== undefined);
+  if (arrayAt >= 0) {
+    throw invalid(
+      'invalid_array',
+      `jobs[${arrayAt}].array: an array is submitted on its own (POST /api/v1/jobs/submit), not in a batch`,
+    );
+  }
   const resources = await admitJobs(ctx, inputs.map(withTimeLimit), (k, name) => `jobs[${k}].${name}`);
   await checkDependencies(ctx, inputs, (k) => `jobs[${k}].dependency`);
   const idem = options.idempotency;
@@ -1089,7 +1231,11 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   if (input.state) filters.push(sql`state = ANY(${`{${input.state.join(',')}}`}::text[])`);
   if (input.before) filters.push(sql`id < ${input.before}`);
   if (input.after !== undefined) filters.push(sql`id > ${input.after}`);
-  if (input.ids) filters.push(sql`id = ANY(${pgArray(input.ids)}::bigint[])`);
+  // An array's job id names all its tasks, as in Slurm (squeue -j, sacct -j).
+  if (input.ids) {
+    const ids = sql`${pgArray(input.ids)}::bigint[]`;
+    filters.push(sql`(id = ANY(${ids}) OR array_job_id = ANY(${ids}))`);
+  }
   if (input.name) filters.push(sql`name = ANY(${pgArray(input.name)}::text[])`);
   if (input.owner) filters.push(sql`owner = ANY(${pgArray(input.owner)}::text[])`);
   if (input.account) filters.push(sql`account = ANY(${pgArray(input.account)}::text[])`);
@@ -1098,6 +1244,7 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
     filters.push(sql`string_to_array(partition, ',') && ${pgArray(input.partition)}::text[]`);
   }
   if (input.node) filters.push(sql`node = ${input.node}`);
+  if (input.array !== undefined) filters.push(sql`array_job_id = ${input.array}`);
   if (input.active_since) {
     filters.push(sql`(end_time IS NULL OR end_time >= ${input.active_since}::timestamptz)`);
   }
@@ -1114,6 +1261,11 @@ export async function listJobs(db: Database, input: ListJobsInput, viewer: Princ
   return { jobs: page, next_before: asc ? null : next, next_after: asc ? next : null };
 }
 
+/** `id` is an array's job id (its first task's): cancel, hold and release then act on every task. */
+async function isArrayJobId(db: Database, id: number): Promise<boolean> {
+  return (await queryOne(db, sql`SELECT 1 AS one FROM job_arrays WHERE array_job_id = ${id}`)) !== undefined;
+}
+
 /** Who acts, as a job records it (cancelled_by): the caller's owner, or `admin` for an admin without one. */
 const actingAs = (caller: Principal): string | null =>
   caller.owner ?? (hasScope(caller, 'admin') ? 'admin' : null);
@@ -1124,6 +1276,11 @@ const actingAs = (caller: Principal): string | null =>
  * Running on an agent: marked, the agent is woken, kills the process group and reports CANCELLED. Already finished: 409. A non-admin may cancel only its owner's jobs (others are not found).
  */
 export async function cancelJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  // An array's job id names the whole array (Slurm's `scancel 123`): every task is cancelled.
+  if (await isArrayJobId(ctx.db, id)) {
+    await cancelArray(ctx, id, {}, caller);
+    return getJob(ctx.db, id, caller);
+  }
   const mine = seesAllJobs(caller) ? sql`true` : sql`owner = ${caller.owner ?? ''}`;
   const by = actingAs(caller);
   if (!seesAllJobs(caller)) await getJob(ctx.db, id, caller); // 404 for another owner's job
@@ -1189,6 +1346,10 @@ export async function pruneSubmissionKeys(db: Database): Promise<number> {
  * hold (JobHeldAdmin) can only be released by an admin; the owner's (JobHeldUser) by the owner or an admin.
  */
 export async function holdJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  if (await isArrayJobId(ctx.db, id)) {
+    await holdArray(ctx, id, {}, caller);
+    return getJob(ctx.db, id, caller);
+  }
   await getJob(ctx.db, id, caller); // 404 for another owner's job
   // The person at the keyboard of the open local cluster holds as a user, though they may do everything.
   const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
@@ -1208,6 +1369,10 @@ export async function holdJob(ctx: Context, id: number, caller: Principal = ANON
 
 /** Releases a held job (Slurm's `scontrol release`): it waits in the queue again, in its old place. */
 export async function releaseJob(ctx: Context, id: number, caller: Principal = ANONYMOUS): Promise<JobView> {
+  if (await isArrayJobId(ctx.db, id)) {
+    await releaseArray(ctx, id, {}, caller);
+    return getJob(ctx.db, id, caller);
+  }
   await getJob(ctx.db, id, caller);
   const admin = hasScope(caller, 'admin');
   const row = await queryOne<{ id: number }>(
@@ -1561,8 +1726,10 @@ export async function signalJob(
 export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
   checkPriorities(ctx, caller, [input], () => 'priority');
   const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  checkArray(ctx, input, 'array');
   await checkDependencies(ctx, [input], () => 'dependency');
   const row: QueueRow = {
+    array_job_id: null,
     id: 0,
     cpus: input.cpus,
     reason: null,

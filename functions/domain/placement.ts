@@ -38,6 +38,7 @@ export const REASON_CODES = [
   'BadConstraints',
   'JobHeldUser',
   'JobHeldAdmin',
+  'JobArrayTaskLimit',
 ] as const;
 export type ReasonCode = (typeof REASON_CODES)[number];
 

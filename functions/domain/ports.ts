@@ -231,6 +231,11 @@ export interface ConductorConfig {
    * before, at most MAX_RETRY_BACKOFF_S. 0: at once.
    */
   retryBackoffSeconds: number;
+  /**
+   * Slurm's MaxArraySize: array task indexes are below it, and so is an array's task count (sbatch `--array`
+   * beyond it is refused with 400 invalid_array). CONDUCTOR_MAX_ARRAY_SIZE; default 100001 (Slurm's is 1001).
+   */
+  maxArraySize: number;
   /** Most live-log followers (SSE streams) of one job at once, per process (isolate); 0: no limit. */
   logFollowersPerJob: number;
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -273,6 +278,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   maxRequeues: 3,
   crashLimit: 5,
   retryBackoffSeconds: 0,
+  maxArraySize: 100_001,
   logFollowersPerJob: 10,
   logFollowersPerToken: 20,
   clusterName: 'conductor',

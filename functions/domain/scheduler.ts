@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { GpuDevice } from '../../db/schema.ts';
+import { arrayCaps, lockArrays } from './array-schedule.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
 import { liveWorkerIds } from './liveness.ts';
@@ -59,10 +60,14 @@ export interface QueueRow {
   exclude_nodes: string[];
   partition: string | null;
   time_limit_s: number | null;
+  /** sbatch `--array`: the task's array (its `%N` cap is read apart, see arrayCaps); null: no array. */
+  array_job_id: number | string | null;
 }
 
 export const QUEUE_COLUMNS = sql`id, cpus, reason, reason_detail, reserved_worker, priority, submit_time::text AS submitted,
-  memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, partition, time_limit_s`;
+  memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, partition, time_limit_s,
+  array_job_id`;
+const arrayOf = (row: QueueRow) => (row.array_job_id === null ? null : Number(row.array_job_id));
 // NULLS LAST as in jobs_pending_queue_idx (priority is NOT NULL, but the planner matches the index's null
 // order only when spelled out): without it every page read sorted the whole queue (43 ms over 100,000 pending
 // jobs, against 0.7 ms reading the index in order).
@@ -87,12 +92,16 @@ const ITEM_MET = sql`CASE d.kind
     WHEN 'afterany' THEN t.id IS NULL
       OR (t.state NOT IN ('PENDING', 'RUNNING') AND t.end_time + make_interval(secs => d.delay_s) <= now())
     WHEN 'afterok' THEN t.state = 'COMPLETED' AND t.end_time + make_interval(secs => d.delay_s) <= now()
+    -- The task of the same index (tc) COMPLETED; an array without that index has nothing to wait for.
+    WHEN 'aftercorr' THEN tc.id IS NULL
+      OR (tc.state = 'COMPLETED' AND tc.end_time + make_interval(secs => d.delay_s) <= now())
     ELSE t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED') AND t.end_time + make_interval(secs => d.delay_s) <= now()
   END`;
 /** The item `d` can never be met: its target ended the other way (or is gone, its outcome unknown). */
 const ITEM_IMPOSSIBLE = sql`CASE d.kind
     WHEN 'afterok' THEN t.id IS NULL OR t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED')
     WHEN 'afternotok' THEN t.id IS NULL OR t.state = 'COMPLETED'
+    WHEN 'aftercorr' THEN tc.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED')
     ELSE false
   END`;
 
@@ -107,8 +116,29 @@ const ITEM_IMPOSSIBLE = sql`CASE d.kind
  * dependency just ended is placed by this very pass, and without a round trip of its own.
  */
 const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
-          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep FROM jobs
+          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep, array_task_id FROM jobs
           WHERE state = 'PENDING' AND dependency_pending
+        ),
+        -- The targets of the waiting jobs' items: a job, or, when the id is an array's job id, the whole array
+        -- as Slurm means it (started when every task started, ended when every task ended, COMPLETED when all
+        -- did, else FAILED). aftercorr's targets are tasks, joined below by index.
+        named AS (
+          SELECT DISTINCT d.target_job_id AS id FROM w JOIN job_dependencies d ON d.job_id = w.id
+          WHERE d.kind NOT IN ('singleton', 'aftercorr')
+        ),
+        targets AS (
+          SELECT k.id, k.state, k.start_time, k.end_time
+          FROM named n JOIN jobs k ON k.id = n.id LEFT JOIN job_arrays a ON a.array_job_id = n.id
+          WHERE a.array_job_id IS NULL
+          UNION ALL
+          SELECT a.array_job_id,
+                 CASE WHEN bool_or(k.state IN ('PENDING', 'RUNNING')) THEN 'RUNNING'
+                      WHEN bool_and(k.state = 'COMPLETED') THEN 'COMPLETED' ELSE 'FAILED' END,
+                 CASE WHEN bool_and(k.start_time IS NOT NULL OR k.end_time IS NOT NULL)
+                      THEN max(coalesce(k.start_time, k.end_time)) END,
+                 CASE WHEN bool_or(k.state IN ('PENDING', 'RUNNING')) THEN NULL ELSE max(k.end_time) END
+          FROM named n JOIN job_arrays a ON a.array_job_id = n.id JOIN jobs k ON k.array_job_id = a.array_job_id
+          GROUP BY a.array_job_id
         ),
         singleton AS (
           SELECT DISTINCT w.name, w.owner FROM w JOIN job_dependencies d ON d.job_id = w.id AND d.kind = 'singleton'
@@ -126,7 +156,9 @@ const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
                  CASE WHEN w.dependency_any THEN coalesce(bool_and(coalesce(${ITEM_IMPOSSIBLE}, false)), false)
                       ELSE coalesce(bool_or(coalesce(${ITEM_IMPOSSIBLE}, false)), false) END AS never
           FROM w LEFT JOIN job_dependencies d ON d.job_id = w.id
-            LEFT JOIN jobs t ON t.id = d.target_job_id
+            LEFT JOIN targets t ON d.kind <> 'aftercorr' AND t.id = d.target_job_id
+            LEFT JOIN jobs tc ON d.kind = 'aftercorr' AND tc.array_job_id = d.target_job_id
+              AND tc.array_task_id = w.array_task_id
             LEFT JOIN blocker f ON d.kind = 'singleton' AND f.name = w.name AND f.owner IS NOT DISTINCT FROM w.owner
           GROUP BY w.id, w.held, w.dependency, w.dependency_any, w.kill_on_invalid_dep
         ),
@@ -342,6 +374,9 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       );
       const batch = config.scheduleBatchSize;
       const considered: QueueRow[] = [];
+      // Array tasks held back by their array's `%N` cap are not considered (they reserve nothing).
+      const caps = arrayCaps(tx);
+      const capped: QueueRow[] = [];
       let planner = createPlanner(candidates, holders.map(toJob), partitions.rules);
       let cursor: QueueRow | undefined;
       for (let page = 0; page < MAX_PAGES && !planner.exhausted && planner.placed < batch; page++) {
@@ -356,10 +391,13 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
                 AND cpus <= ${planner.largestUseful} ${after}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
+        await caps.load(rows.map(arrayOf).filter((id) => id !== null));
         for (const row of rows) {
           if (planner.exhausted || planner.placed >= batch) break;
-          planner.consider(toJob(row));
-          considered.push(row);
+          const p = planner;
+          if (caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row))))
+            considered.push(row);
+          else capped.push(row);
         }
         if (rows.length < batch) break;
         cursor = rows.at(-1);
@@ -376,19 +414,28 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
           holders.map(toJob),
           partitions.rules,
         );
-        for (const row of considered) {
+        caps.reset();
+        for (const row of [...considered, ...capped].sort(queueOrder)) {
           if (planner.exhausted || planner.placed >= batch) break;
-          planner.consider(toJob(row));
+          const p = planner;
+          caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row)));
         }
       }
 
       const { placements, reservations, waits } = planner.result();
-      const committed = placements.length > 0 ? await commitPlacements(tx, placements) : null;
+      for (const [id, wait] of caps.capped) waits.set(id, wait);
+      const arrayOfJob = new Map(
+        [...considered, ...capped, ...holders].map((row) => [Number(row.id), arrayOf(row)] as const),
+      );
+      const placedArrays = placements.map((p) => arrayOfJob.get(p.jobId) ?? null);
+      // The capped arrays' rows are locked before the placing statement counts their running tasks.
+      await lockArrays(tx, caps.cappedAmong(placedArrays.filter((id) => id !== null)));
+      const committed = placements.length > 0 ? await commitPlacements(tx, placements, placedArrays) : null;
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
       const seen = new Map<number, QueueRow>();
-      for (const row of [...holders, ...considered]) seen.set(Number(row.id), row);
+      for (const row of [...holders, ...considered, ...capped]) seen.set(Number(row.id), row);
       for (const [id, row] of seen) {
         if (placed.has(id)) continue;
         const worker = holding.get(id) ?? null;
@@ -429,6 +476,13 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
 }
 
 type Tx = Parameters<typeof query>[0];
+
+/** Queue order (QUEUE_ORDER) of rows read by a pass. */
+function queueOrder(a: QueueRow, b: QueueRow): number {
+  if (a.priority !== b.priority) return Number(b.priority) - Number(a.priority);
+  if (a.submitted !== b.submitted) return a.submitted < b.submitted ? -1 : 1;
+  return Number(a.id) - Number(b.id);
+}
 
 /** The jobs running on `workerIds`, with the seconds their time limits leave them (null: no limit). */
 async function runningJobs(tx: Tx, workerIds: string[]): Promise<Map<string, RunningJob[]>> {
@@ -478,7 +532,11 @@ interface Committed {
  * one statement. The workers are locked by the pass; their CHECK constraints refuse any resource going over
  * its capacity or a GPU given twice, which rolls the whole pass back.
  */
-async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promise<Committed> {
+async function commitPlacements(
+  tx: Tx,
+  placements: readonly Placement[],
+  arrays: readonly (number | null)[],
+): Promise<Committed> {
   const row = await queryOne<{
     version: string | number | null;
     jobs: string | number;
@@ -496,9 +554,19 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
                                ${pgArray(placements.map((p) => indexesMask(p.gpus)))}::bigint[],
                                ${pgArray(placements.map((p) => `{${p.gpus.join(',')}}`))}::text[],
                                ${pgArray(placements.map((p) => JSON.stringify(p.gres)))}::jsonb[],
-                               ${pgArray(placements.map((p) => p.partition ?? ''))}::text[])
-            AS p(job_id, node, cpus, memory_mb, gpu_mask, gpu_list, gres, part)
+                               ${pgArray(placements.map((p) => p.partition ?? ''))}::text[],
+                               ${pgArray(arrays.map((a) => a ?? 0))}::bigint[])
+            AS p(job_id, node, cpus, memory_mb, gpu_mask, gpu_list, gres, part, arr)
         ),
+        -- sbatch --array=...%N: how many more tasks each capped array may run. Its row is locked (lockArrays)
+        -- before this statement, so the count includes every placement committed by another pass.
+        room AS (
+          SELECT a.array_job_id, a.max_running - (
+                   SELECT count(*) FROM jobs r WHERE r.array_job_id = a.array_job_id AND r.state = 'RUNNING') AS n
+          FROM job_arrays a
+          WHERE a.array_job_id IN (SELECT arr FROM p WHERE arr <> 0) AND a.max_running IS NOT NULL
+        ),
+        ranked AS (SELECT p.*, row_number() OVER (PARTITION BY p.arr ORDER BY p.job_id) AS rank FROM p),
         j AS (
           UPDATE jobs SET state = 'RUNNING', node = p.node, attempt = jobs.attempt + 1, reason = NULL,
             reason_detail = NULL, reserved_worker = NULL, claimed_session = NULL, claimed_at = NULL,
@@ -506,7 +574,9 @@ async function commitPlacements(tx: Tx, placements: readonly Placement[]): Promi
             signal_pending = NULL,
             allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
             partition = coalesce(nullif(p.part, ''), jobs.partition)
-          FROM p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
+          FROM ranked p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
+            AND jobs.array_job_id IS NOT DISTINCT FROM nullif(p.arr, 0)
+            AND NOT EXISTS (SELECT 1 FROM room WHERE room.array_job_id = p.arr AND p.rank > room.n)
             AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCY_MET}
           RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),

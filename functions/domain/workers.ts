@@ -1,5 +1,6 @@
 import { type SQL, sql } from 'drizzle-orm';
 import type {
+  ArrayTask,
   Assignment,
   ClaimResponse,
   FinishRequest,
@@ -404,6 +405,7 @@ interface AssignmentRow {
   qos: string | null;
   signal: TimeLimitSignal | string | null;
   start_time: string | null;
+  array: ArrayTask | string | null;
 }
 
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
@@ -436,7 +438,12 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                WHERE p = ANY((SELECT w.partitions FROM workers w WHERE w.id = jobs.node)::text[]) ORDER BY n LIMIT 1),
               split_part(jobs.partition, ',', 1)) AS partition,
             -- An exclusive job holds all of its node's CPUs.
-            coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus
+            coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus,
+            -- An array task's ids and its array's shape (SLURM_ARRAY_*).
+            CASE WHEN jobs.array_job_id IS NOT NULL THEN (
+              SELECT json_build_object('job_id', ar.array_job_id, 'task_id', jobs.array_task_id,
+                       'count', ar.task_count, 'min', ar.task_min, 'max', ar.task_max, 'step', ar.task_step)
+              FROM job_arrays ar WHERE ar.array_job_id = jobs.array_job_id) END AS array
         ),
         sig AS (${signalsSql(input.worker_id, sql`EXISTS (SELECT 1 FROM me)`)})
         SELECT EXISTS (SELECT 1 FROM me) AS known, ${SIGNALS_JSON} AS signal,
@@ -486,6 +493,15 @@ export async function claimAssignments(
   }
 }
 
+const numbers = (a: ArrayTask): ArrayTask => ({
+  job_id: Number(a.job_id),
+  task_id: Number(a.task_id),
+  count: Number(a.count),
+  min: Number(a.min),
+  max: Number(a.max),
+  step: Number(a.step),
+});
+
 function assignmentView(row: AssignmentRow, clusterName: string): Assignment {
   return {
     job_id: Number(row.id),
@@ -518,6 +534,7 @@ function assignmentView(row: AssignmentRow, clusterName: string): Assignment {
     qos: row.qos,
     signal: jsonColumn(row.signal),
     start_time: row.start_time === null ? null : new Date(row.start_time).toISOString(),
+    ...(row.array === null ? {} : { array: numbers(jsonColumn(row.array)) }),
   };
 }
 

@@ -148,6 +148,19 @@ export const jobSchema = z
       description: 'sbatch --mail-type, expanded (ALL: BEGIN,END,FAIL,REQUEUE); null: no mail',
     }),
     mail_user: z.string().nullable().openapi({ description: 'sbatch --mail-user; null: the owner' }),
+    array_job_id: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: 'sbatch --array: the array it is a task of (SLURM_ARRAY_JOB_ID); null: none' }),
+    array_task_id: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: 'Its index in the array (SLURM_ARRAY_TASK_ID); null: no array' }),
+    slurm_id: z.string().openapi({
+      description: "Slurm's id: `<array_job_id>_<array_task_id>` for an array task, else the id",
+    }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),
@@ -161,6 +174,39 @@ export const jobSchema = z
   .openapi('Job');
 
 export const jobBatchSchema = z.object({ jobs: z.array(jobSchema) });
+
+const count = z.number().int();
+export const arraySchema = z
+  .object({
+    array_job_id: z.number().int(),
+    name: z.string(),
+    owner: z.string().nullable(),
+    spec: z.string().openapi({ description: 'The index list as submitted, with its %N' }),
+    task_count: count,
+    task_min: count,
+    task_max: count,
+    task_step: count,
+    max_running: count.nullable().openapi({ description: '%N: most tasks running at once; null: no cap' }),
+    counts: z
+      .object({ pending: count, running: count, completed: count, failed: count, cancelled: count })
+      .openapi({
+        description: 'Tasks per state; failed counts FAILED, TIMEOUT, NODE_FAIL and OUT_OF_MEMORY',
+      }),
+    pending_id: z
+      .string()
+      .nullable()
+      .openapi({ description: 'The pending tasks folded as squeue shows them (`123_[5-9%2]`); null: none' }),
+    submit_time: isoTime,
+  })
+  .openapi('JobArray');
+export const arrayListSchema = z.object({
+  arrays: z.array(arraySchema),
+  next_before: z.number().int().nullable().openapi({ description: 'The `before` of the next page' }),
+});
+export const arrayActionSchema = z.object({
+  array: arraySchema,
+  affected: count.openapi({ description: 'Tasks the action changed' }),
+});
 export const jobTestSchema = z
   .object({
     ok: z.literal(true),

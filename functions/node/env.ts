@@ -5,6 +5,7 @@ import {
   followers,
   killInvalidDepend,
   logRetentionDays,
+  maxArraySize,
   maxRequeues,
   notifyConfig,
   notifyVars,
@@ -70,6 +71,7 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_CRASH_LIMIT: crashLimit,
   /** Seconds before an automatically requeued job may start again (doubled per earlier requeue). */
   CONDUCTOR_RETRY_BACKOFF: retryBackoff,
+  CONDUCTOR_MAX_ARRAY_SIZE: maxArraySize,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
@@ -120,6 +122,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     killInvalidDepend: env.CONDUCTOR_KILL_INVALID_DEPEND,
     crashLimit: env.CONDUCTOR_CRASH_LIMIT,
     retryBackoffSeconds: env.CONDUCTOR_RETRY_BACKOFF,
+    maxArraySize: env.CONDUCTOR_MAX_ARRAY_SIZE,
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,

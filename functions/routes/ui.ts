@@ -33,7 +33,7 @@ const uiJobIdInput = z.strictObject({ id: z.coerce.number().int().positive().max
 /** The query of a job list, without its page: what the link to older jobs keeps. */
 function jobFilters(query: Record<string, string>) {
   const filters = new URLSearchParams();
-  for (const key of ['state', 'q'] as const) if (query[key]) filters.set(key, query[key]);
+  for (const key of ['state', 'q', 'array'] as const) if (query[key]) filters.set(key, query[key]);
   return filters;
 }
 

@@ -40,6 +40,7 @@ const HONOURED: Record<string, { args: string[]; body?: Partial<SubmitBody>; fla
   account: { args: ['-A', 'physics'], body: { account: 'physics' } },
   dependency: { args: ['-d', 'afterok:12:13,singleton'], body: { dependency: 'afterok:12:13,singleton' } },
   'kill-on-invalid-dep': { args: ['--kill-on-invalid-dep=yes'], body: { kill_on_invalid_dep: true } },
+  array: { args: ['-a', '0-99:2%4'], body: { array: '0-99:2%4' } },
   begin: {
     args: ['--begin=now+1hour'],
     body: { begin_time: new Date(NOW.getTime() + 3600_000).toISOString() },

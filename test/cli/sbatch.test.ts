@@ -158,7 +158,7 @@ describe('#SBATCH directives', () => {
       '#SBATCH --foo',
       '#SBATCH --mem=lots',
       '# a comment',
-      '#SBATCH --array=1-4',
+      '#SBATCH --bb=stage',
       'echo',
     ].join('\n');
     const result = submission(script, [], {}, 'sbatch');
@@ -168,7 +168,7 @@ describe('#SBATCH directives', () => {
       'line 3: --time "soon" is not a Slurm time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS',
       "line 4: unrecognized option '--foo'",
       'line 5: --mem "lots" is not a memory size: a whole number with an optional unit K, M, G or T (default M), e.g. 4G or 512',
-      'line 7: --array is not supported: job arrays are not supported yet (issue 16)',
+      'line 7: --bb is not supported: there are no burst buffers',
     ]);
     // And with the command line's and the environment's own.
     const more = submission(script, ['--bogus', '-c', '0'], { SBATCH_QOS: '' }, 'sbatch');

@@ -65,6 +65,7 @@ function stubApi() {
       }
       const single = JOBS.find((j) => url.pathname === `/api/v1/jobs/${j.id}`);
       if (single) return send(200, single);
+      if (/^\/api\/v1\/arrays\/12\/cancel$/.test(url.pathname)) return send(200, { affected: 1 });
       const m = /^\/api\/v1\/jobs\/(\d+)\/(cancel|signal)$/.exec(url.pathname);
       const found = JOBS.find((j) => j.id === Number(m?.[1]));
       if (!m || !found) return send(404, { error: { code: 'job_not_found', message: 'no such job' } });
@@ -171,9 +172,23 @@ describe('scancel', () => {
     expect(err.join('')).toBe('scancel: error: Kill job error on job id 302: Job is pending execution\n');
   });
 
-  it('refuses arrays, bad ids, bad signals and states, and no job at all, before asking anything', async () => {
+  it('cancels array tasks by Slurm id (12_3, 12_[1-2,5]) through the array route, with their task list', async () => {
+    const { io, err } = capture();
+    expect(await runScancel(['12_3', '12_[1-2,5]'], io, env)).toBe(0);
+    expect(err.join('')).toBe('');
+    expect(calls()).toEqual([
+      'POST /api/v1/arrays/12/cancel?tasks=3',
+      'POST /api/v1/arrays/12/cancel?tasks=1-2%2C5',
+    ]);
+  });
+
+  it('refuses bad ids, bad signals and states, and no job at all, before asking anything', async () => {
     const cases: [string[], string][] = [
-      [['12_3'], 'scancel: error: job arrays are not supported on Conductor yet (issue 16): 12_3\n'],
+      [['12_x'], 'scancel: error: Invalid job id 12_x\n'],
+      [
+        ['-s', 'USR1', '12_3'],
+        'scancel: error: array task ids (123_4, 123_[1-3]) are cancelled as they are: no filters, no --signal\n',
+      ],
       [['abc'], 'scancel: error: Invalid job id abc\n'],
       [['-s', 'NOPE', '1'], 'Unknown job signal: NOPE\n'],
       [

@@ -83,6 +83,10 @@ async function scontrol(args: string[]) {
 }
 
 describe('scontrol show', () => {
+  it('show job names an array task by its array job id and index, as Slurm does', () => {
+    const [first] = formatJob({ ...JOB, id: 45, array_job_id: 42, array_task_id: 3 }, { now: 0 });
+    expect(first).toBe('JobId=45 ArrayJobId=42 ArrayTaskId=3 JobName=train');
+  });
   it("show job prints Slurm's key=value layout with the job's fields", async () => {
     const now = Date.parse('2026-12-06T10:01:10Z');
     expect(formatJob(JOB, { now })).toEqual([

@@ -11,6 +11,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { getoptLong } from '../../cli/slurm/getopt.ts';
 import {
   expandHostlist,
+  foldArrayTasks,
+  foldIndexes,
   parseFormat,
   parseLongFormat,
   renderSqueue,
@@ -500,7 +502,7 @@ describe('squeue against the API', () => {
     expect(
       await runSqueue(['-r', '-h', '-o', '%i', '-j', '101'], { ...io, out: (t) => out.push(t) }, env),
     ).toBe(0);
-    expect(err.join('')).toMatch(/^squeue: warning: --array is ignored: Conductor has no job arrays yet/);
+    expect(err.join('')).toBe('');
     expect(out.join('')).toBe('101\n');
     ({ io, err } = capture());
     expect(await runSqueue(['-o', '%b'], io, env)).toBe(1);
@@ -526,5 +528,24 @@ describe('squeue against the API', () => {
     expect(out[1]).toMatch(/^Usage: squeue /);
     expect(out[2]).toContain('--noheader');
     expect(api.requests).toEqual([]);
+  });
+});
+
+describe('squeue folds an array’s pending tasks as Slurm does', () => {
+  const task = (id: number, task: number, state: string) =>
+    ({ id, array_job_id: 100, array_task_id: task, state, name: 'a', cpus: 1 }) as SlurmJob;
+  it('one line 100_[5-9%2] for the pending tasks, in the place of the first; running tasks one line each', () => {
+    const jobs = [
+      task(100, 0, 'RUNNING'),
+      task(105, 5, 'PENDING'),
+      task(106, 6, 'PENDING'),
+      task(109, 9, 'PENDING'),
+    ];
+    const folded = foldArrayTasks(jobs, new Map([[100, 2]]));
+    expect(folded.map((j) => [j.id, j.folded_tasks])).toEqual([
+      [100, undefined],
+      [105, '5-6,9%2'],
+    ]);
+    expect(foldIndexes([9, 5, 6, 7, 8, 1, 3])).toBe('1,3,5-9');
   });
 });

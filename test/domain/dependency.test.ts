@@ -28,7 +28,6 @@ describe('parseDependency', () => {
   });
 
   it.each([
-    ['aftercorr:5', /arrays/],
     ['afterok:1,afterany:2?after:3', /mixes/],
     ['afterok', /no job id/],
     ['afterok:', /not a job id/],

@@ -1,4 +1,5 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
+import { PgDialect } from 'drizzle-orm/pg-core';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { submitJob, submitJobsBatch } from '../../functions/domain/jobs.ts';
@@ -202,6 +203,125 @@ describe.each(backends)('scheduler on $name', (factory) => {
     expect(gpuJobsOffGpuNodes).toEqual([]);
     await checkInvariants(backend.db.db, backend.registry);
   });
+
+  it('40 concurrent passes over capped arrays never start a task twice nor run more tasks of an array than its %N', {
+    timeout: 180_000,
+  }, async () => {
+    await reset();
+    const { ctx, settle } = testContext(backend, {
+      ...testContext(backend).ctx.config,
+      scheduleBatchSize: 30,
+    });
+    for (let i = 0; i < 10; i++) {
+      await registerWorker(ctx, { worker_id: `w${i}`, hostname: `w${i}`, cpus: 16 });
+    }
+    // 160 CPUs; the arrays could fill them many times over, their caps allow 3 + 5 + 1 + 7 tasks.
+    const caps = [3, 5, 1, 7];
+    const arrays = [];
+    for (const [k, cap] of caps.entries()) {
+      arrays.push((await submitJob(ctx, { script: 'true', cpus: 1 + (k % 2), array: `0-99%${cap}` })).id);
+    }
+    // Singles behind them (more than the CPUs left), so that passes place other jobs too and the nodes fill.
+    await submitJobsBatch(
+      ctx,
+      Array.from({ length: 80 }, (_, i) => ({ script: 'true', cpus: (i % 4) + 1 })),
+    );
+    await settle();
+    await Promise.all(Array.from({ length: 40 }, () => runSchedulingPass(ctx)));
+    const running = await query<{ array_job_id: string; n: string }>(
+      backend.db.db,
+      sql`SELECT array_job_id, count(*) AS n FROM jobs WHERE state = 'RUNNING' AND array_job_id IS NOT NULL
+          GROUP BY array_job_id`,
+    );
+    const byArray = new Map(running.map((r) => [Number(r.array_job_id), Number(r.n)]));
+    // Each array runs exactly its cap (there is room for all of them), never more.
+    expect(arrays.map((id) => byArray.get(id))).toEqual(caps);
+    const twice = await query<{ id: string }>(
+      backend.db.db,
+      sql`SELECT id FROM jobs WHERE state = 'RUNNING' AND attempt <> 1`,
+    );
+    expect(twice).toEqual([]);
+    const waiting = await query<{ reason: string; n: string }>(
+      backend.db.db,
+      sql`SELECT reason, count(*) AS n FROM jobs WHERE state = 'PENDING' AND array_job_id IS NOT NULL GROUP BY reason`,
+    );
+    expect(waiting.map((w) => w.reason)).toContain('JobArrayTaskLimit');
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  it.skipIf(factory.name === 'pglite+memory')(
+    'the placing statement enforces the %N cap itself: two passes planning on stale counts on disjoint nodes place at most N',
+    { timeout: 60_000 },
+    async () => {
+      await reset();
+      const { ctx, settle } = testContext(backend);
+      await registerWorker(ctx, { worker_id: 'left', hostname: 'left', cpus: 8 });
+      await registerWorker(ctx, { worker_id: 'right', hostname: 'right', cpus: 8 });
+      // Submitted held, so that the submission's own pass places nothing; released without a pass.
+      const array = await submitJob(ctx, { script: 'true', cpus: 1, array: '0-9%2', hold: true });
+      await settle();
+      // Tasks 0-1 may only run on `left`, 2-9 only on `right` (-w): the two passes plan different tasks.
+      await query(
+        backend.db.db,
+        sql`UPDATE jobs SET held = NULL, reason = 'None',
+              nodelist = CASE WHEN array_task_id < 2 THEN ARRAY['left'] ELSE ARRAY['right'] END
+            WHERE array_job_id = ${array.id}`,
+      );
+      // Both passes read the cap's running count (0) before either commits: each plans 2 tasks on its own
+      // node. Only the placing statement, counting under the array row's lock, can keep the total at 2.
+      let arrived = 0;
+      let release: () => void = () => {};
+      const bothRead = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const dialect = new PgDialect();
+      const barrier = async () => {
+        arrived++;
+        if (arrived >= 2) release();
+        await Promise.race([bothRead, new Promise((r) => setTimeout(r, 5000))]);
+      };
+      const wrapTx = (tx: Database): Database =>
+        new Proxy(tx, {
+          get(target, prop, receiver) {
+            if (prop !== 'execute') return Reflect.get(target, prop, receiver);
+            return async (statement: SQL) => {
+              const result = await target.execute(statement);
+              if (/FROM job_arrays a\s+WHERE a\.array_job_id = ANY/.test(dialect.sqlToQuery(statement).sql)) {
+                await barrier();
+              }
+              return result;
+            };
+          },
+        });
+      const passOn = (worker: string) => {
+        const db = new Proxy(backend.db.db, {
+          get(target, prop, receiver) {
+            if (prop !== 'transaction') return Reflect.get(target, prop, receiver);
+            return (work: (tx: Database) => Promise<unknown>, config?: unknown) =>
+              // biome-ignore lint/suspicious/noExplicitAny: the driver's own transaction signature
+              (target as any).transaction((tx: Database) => work(wrapTx(tx)), config);
+          },
+        });
+        const registry = new Proxy(backend.registry, {
+          get(target, prop, receiver) {
+            if (prop === 'liveWorkerIds') return async () => [worker];
+            const value = Reflect.get(target, prop, receiver);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        });
+        return runSchedulingPass({ ...ctx, db, registry });
+      };
+      const results = await Promise.all([passOn('left'), passOn('right')]);
+      expect(arrived).toBe(2);
+      const running = await query<{ node: string; array_task_id: number }>(
+        backend.db.db,
+        sql`SELECT node, array_task_id FROM jobs WHERE array_job_id = ${array.id} AND state = 'RUNNING'`,
+      );
+      expect(running).toHaveLength(2);
+      expect(results.reduce((n, r) => n + r.placed, 0)).toBe(2);
+      await checkInvariants(backend.db.db, backend.registry);
+    },
+  );
 
   it('reports no workers when none is live', async () => {
     await reset();

@@ -40,7 +40,7 @@ describe.each(backends)('dependency over HTTP on $name', (factory) => {
 
   it.each([
     ['afterok:987654321', 'no job 987654321'],
-    ['aftercorr:1', 'job arrays are not supported yet'],
+    ['aftercorr:1', 'aftercorr pairs array tasks'],
     ['afterok:1,afterany:2?after:3', 'mixes'],
     ['before:1', 'unknown dependency type "before"'],
   ])(

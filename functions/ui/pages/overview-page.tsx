@@ -38,6 +38,10 @@ export const OverviewPage = ({ query }: { query: URLSearchParams }) => {
             </select>
             <label for="q">Search</label>
             <input id="q" name="q" type="search" placeholder="name or account" value={query.get('q') ?? ''} />
+            {/* An array's tasks (`/?array=<id>`, the link of its row): the filters keep to them. */}
+            {query.get('array') ? (
+              <input type="hidden" name="array" value={query.get('array') ?? ''} />
+            ) : null}
           </form>
         </search>
         <Region id="jobs" src={`/api/v1/ui/fragments/jobs?${query}`} every={3000} />
