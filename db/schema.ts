@@ -400,6 +400,12 @@ export const jobArrays = pgTable(
     /** `%N`: at most this many tasks RUNNING at once; null: no cap. */
     maxRunning: integer('max_running'),
     createdAt: tstz('created_at').notNull().defaultNow(),
+    /**
+     * The array's own BEGIN and END/FAIL event (sbatch --mail-type without ARRAY_TASKS: one for the array, not
+     * one per task) was written: set by the statement that writes it, so that exactly one does.
+     */
+    beginNotified: boolean('begin_notified').notNull().default(false),
+    endNotified: boolean('end_notified').notNull().default(false),
   },
   (t) => [check('job_arrays_max_running_positive', sql`${t.maxRunning} IS NULL OR ${t.maxRunning} >= 1`)],
 );
@@ -713,6 +719,11 @@ export const notificationEvents = pgTable(
     attempt: integer('attempt'),
     /** Where mail goes for this event (the job's mail_type asked for it); null: no mail. */
     mailTo: text('mail_to'),
+    /**
+     * A BEGIN, END or FAIL of a job array: `task` for one of its tasks (for subscribers of ARRAY_TASKS), `array`
+     * for the array as a whole (for the others, as Slurm mails it); null for a job that is no array task.
+     */
+    arrayScope: text('array_scope', { enum: ['task', 'array'] }),
     data: jsonb('data').$type<Record<string, unknown>>().notNull(),
     createdAt: tstz('created_at').notNull().defaultNow(),
   },

@@ -117,6 +117,104 @@ describe.each(backends)('event subscriptions over HTTP on $name', (factory) => {
     expect(anonymous.status).toBe(401);
   });
 
+  it('an array without ARRAY_TASKS: one BEGIN when its first task starts, one FAIL once no task is left (one failed); with ARRAY_TASKS: each task', async () => {
+    const carol = (await s.token(['jobs:read', 'jobs:write'], 'carol', 'carol')).token;
+    const r = await receiver();
+    try {
+      const whole = (await (
+        await post(carol, '/api/v1/subscriptions', { url: r.url, events: ['BEGIN', 'END', 'FAIL'] })
+      ).json()) as { id: number; secret: string };
+      const tasks = (await (
+        await post(carol, '/api/v1/subscriptions', { url: r.url, events: ['BEGIN', 'END', 'ARRAY_TASKS'] })
+      ).json()) as { id: number; secret: string };
+      const { job } = await submit(carol, { array: '0-2', mail_type: 'BEGIN,END' });
+      const arrayId = (job as unknown as { array_job_id: number }).array_job_id;
+      const ids = (
+        await query<{ id: string }>(
+          db(),
+          sql`SELECT id FROM jobs WHERE array_job_id = ${arrayId} ORDER BY array_task_id`,
+        )
+      ).map((x) => Number(x.id));
+      const [t0, t1, t2] = ids as [number, number, number];
+      const run = (id: number) =>
+        db().execute(
+          sql`UPDATE jobs SET state = 'RUNNING', node = 'n1', attempt = attempt + 1 WHERE id = ${id}`,
+        );
+      const start = (id: number) => db().execute(sql`UPDATE jobs SET start_time = now() WHERE id = ${id}`);
+      const end = (id: number, state: string) =>
+        db().execute(sql`UPDATE jobs SET state = ${state}, end_time = now() WHERE id = ${id}`);
+      await run(t0);
+      await run(t1);
+      await start(t0);
+      await start(t1);
+      await end(t0, 'COMPLETED');
+      await end(t1, 'FAILED');
+      await run(t2);
+      await start(t2);
+      await end(t2, 'COMPLETED');
+      await deliverAll();
+      const got = (sub: { id: number; secret: string }) =>
+        r.received
+          .filter((x) => {
+            try {
+              new Webhook(sub.secret).verify(x.body, x.headers as Record<string, string>);
+              return true;
+            } catch {
+              return false;
+            }
+          })
+          .map((x) => JSON.parse(x.body) as { type: string; data: { job_id: number; tasks?: unknown } });
+      const forWhole = got(whole);
+      expect(forWhole.map((e) => [e.type, e.data.job_id])).toEqual([
+        ['job.begin', arrayId],
+        ['job.fail', arrayId],
+      ]);
+      expect(forWhole[1]?.data.tasks).toEqual({ COMPLETED: 2, FAILED: 1 });
+      expect(got(tasks).map((e) => [e.type, e.data.job_id])).toEqual([
+        ['job.begin', t0],
+        ['job.begin', t1],
+        ['job.end', t0],
+        ['job.fail', t1],
+        ['job.begin', t2],
+        ['job.end', t2],
+      ]);
+      // Mail without ARRAY_TASKS: the array's BEGIN and its end (a FAIL goes to END's subscribers), not each task's.
+      const mails = await query<{ type: string; job_id: string }>(
+        db(),
+        sql`SELECT type, job_id FROM notification_events WHERE mail_to IS NOT NULL AND owner = 'carol' ORDER BY id`,
+      );
+      expect(mails.map((m) => [m.type, Number(m.job_id)])).toEqual([
+        ['BEGIN', arrayId],
+        ['FAIL', arrayId],
+      ]);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("an array's tasks ending in concurrent transactions give exactly one array END", async () => {
+    const dave = (await s.token(['jobs:read', 'jobs:write'], 'dave', 'dave')).token;
+    expect(
+      (await post(dave, '/api/v1/subscriptions', { url: 'http://127.0.0.1:9/none', events: ['END'] })).status,
+    ).toBe(201);
+    const { job } = await submit(dave, { array: '0-19' });
+    const arrayId = (job as unknown as { array_job_id: number }).array_job_id;
+    await db().execute(
+      sql`UPDATE jobs SET state = 'RUNNING', node = 'n1', attempt = 1, start_time = now() WHERE array_job_id = ${arrayId}`,
+    );
+    const ids = await query<{ id: string }>(db(), sql`SELECT id FROM jobs WHERE array_job_id = ${arrayId}`);
+    await Promise.all(
+      ids.map((x) =>
+        db().execute(sql`UPDATE jobs SET state = 'COMPLETED', end_time = now() WHERE id = ${Number(x.id)}`),
+      ),
+    );
+    const ends = await query<{ n: string }>(
+      db(),
+      sql`SELECT count(*) AS n FROM notification_events WHERE job_id = ${arrayId} AND type = 'END' AND array_scope = 'array'`,
+    );
+    expect(Number(ends[0]?.n)).toBe(1);
+  });
+
   it("an owner's subscription gets only that owner's job events; an admin's gets every job's; both verify", async () => {
     const r = await receiver();
     try {
