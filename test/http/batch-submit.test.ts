@@ -193,7 +193,7 @@ describe.each(backends)('batch submission on $name', (factory) => {
     const res = await t.batch(writer, bodies);
     expect(res.status).toBe(201);
     const batched = ((await res.json()) as { jobs: JobOut[] }).jobs;
-    const strip = ({ id: _id, submit_time: _s, eligible_time: _e, ...rest }: JobOut) => rest;
+    const strip = ({ id: _id, slurm_id: _j, submit_time: _s, eligible_time: _e, ...rest }: JobOut) => rest;
     expect(batched.map(strip)).toEqual(single.map(strip));
     // The large one is admitted (no node of partition batch is known yet) and waits with the reason /submit gives
     // (Resources when no node at all is live, else None until a pass looks at it).
