@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { endJobsAndRelease } from '../../functions/domain/allocation.ts';
 import {
   ArraySpecError,
   arrayBounds,
@@ -285,4 +286,50 @@ describe.each(backends)('job arrays on $name', (factory) => {
     });
     await checkInvariants(backend.db.db, backend.registry);
   });
+
+  it('fan-out and fan-in of 10,000: the passes the target's end asks for free and start every task; the last task's end starts the fan-in job', {
+    timeout: 300_000,
+  }, async () => {
+    await reset();
+    // 10 nodes of 1,000 CPUs: room for every task at once.
+    for (let k = 0; k < 10; k++) {
+      await registerWorker(h.ctx, { worker_id: `wide-${k}`, hostname: `wide-${k}`, cpus: 1000 });
+    }
+    await h.settle();
+    const source = await submit({ name: 'source', hold: true });
+    const fan = await submit({ array: '0-9999', name: 'fan', dependency: `afterok:${source.id}` });
+    const sink = await submit({ name: 'sink', dependency: `afterok:${fan.id}` });
+    const count = async (where: ReturnType<typeof sql>) =>
+      Number(
+        (await query<{ n: string }>(backend.db.db, sql`SELECT count(*) AS n FROM jobs WHERE ${where}`))[0]?.n,
+      );
+    // The source runs and completes, as an agent would report it: one statement.
+    await backend.db.db.execute(sql`UPDATE jobs SET held = NULL, reason = 'None' WHERE id = ${source.id}`);
+    await runSchedulingPass(h.ctx);
+    expect((await getJob(h.ctx.db, source.id)).state).toBe('RUNNING');
+    // Its end asks for passes (as an agent's report does): they free every task at once and place them, 1,000
+    // a pass.
+    await endRunning(sql`id = ${source.id}`);
+    expect(await count(sql`array_job_id = ${fan.id} AND dependency_pending`)).toBe(0);
+    expect(await count(sql`array_job_id = ${fan.id} AND state = 'RUNNING'`)).toBe(10_000);
+    expect(await getJob(h.ctx.db, sink.id)).toMatchObject({ state: 'PENDING', reason: 'Dependency' });
+    // All but one task end; then the last: the very next pass starts the sink.
+    await endRunning(sql`array_job_id = ${fan.id} AND array_task_id < 9999`);
+    expect(await getJob(h.ctx.db, sink.id)).toMatchObject({ state: 'PENDING', reason: 'Dependency' });
+    await endRunning(sql`array_job_id = ${fan.id}`);
+    expect((await getJob(h.ctx.db, sink.id)).state).toBe('RUNNING');
+    await h.settle();
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
+  /** Ends the running jobs `where` COMPLETED and releases what they held, in one statement (endJobsAndRelease). */
+  async function endRunning(where: ReturnType<typeof sql>) {
+    await endJobsAndRelease(h.ctx, {
+      update: sql`UPDATE jobs SET state = 'COMPLETED', end_time = now(), exit_code = '0:0',
+                    start_time = coalesce(start_time, now())
+                  WHERE ${where} AND state = 'RUNNING' RETURNING id, state, node, attempt, exit_code`,
+      workers: sql`SELECT DISTINCT node FROM jobs WHERE ${where} AND state = 'RUNNING' AND node IS NOT NULL`,
+    });
+    await h.settle();
+  }
 });
