@@ -287,7 +287,7 @@ describe.each(backends)('job arrays on $name', (factory) => {
     await checkInvariants(backend.db.db, backend.registry);
   });
 
-  it('fan-out and fan-in of 10,000: the passes the target's end asks for free and start every task; the last task's end starts the fan-in job', {
+  it("fan-out and fan-in of 10,000: the passes the target's end asks for free and start every task; the last task's end starts the fan-in job", {
     timeout: 300_000,
   }, async () => {
     await reset();
