@@ -307,6 +307,14 @@ export const jobs = pgTable(
      */
     dependencyPending: boolean('dependency_pending').notNull().default(false),
     /**
+     * Resolving a dependency again only when something it waits for moved: the trigger
+     * jobs_dependency_wakeup bumps `dependency_epoch` of the dependants of a job that started or ended (or
+     * of a task of an array they name); a pass resolves the waiting jobs whose epoch is not the one it last
+     * checked, and records the epoch it read (a bump meanwhile leaves the job due again).
+     */
+    dependencyEpoch: integer('dependency_epoch').notNull().default(0),
+    dependencyChecked: integer('dependency_checked').notNull().default(-1),
+    /**
      * sbatch `--mail-type`, expanded (ALL -> BEGIN, END, FAIL, REQUEUE; TIME_LIMIT -> the three thresholds):
      * the events mailed to `mail_user` (or the owner). Null: none.
      */
@@ -323,9 +331,11 @@ export const jobs = pgTable(
     check('jobs_open_mode_known', sql`${t.openMode} IS NULL OR ${t.openMode} IN ('append', 'truncate')`),
     check('jobs_resources_valid', sql`${t.gpus} >= 0 AND (${t.memoryMb} IS NULL OR ${t.memoryMb} >= 0)`),
     // The scheduler's queue: only pending rows, in the order they are served.
+    // Jobs waiting for a dependency are not in it: a pass would read past every one of them (a 1,000-deep
+    // chain is 999 such rows) on each queue read.
     index('jobs_pending_queue_idx')
       .on(t.priority.desc(), t.submitTime, t.id)
-      .where(sql`${t.state} = 'PENDING'`),
+      .where(sql`${t.state} = 'PENDING' AND NOT ${t.dependencyPending}`),
     index('jobs_node_active_idx').on(t.node).where(sql`${t.state} = 'RUNNING'`),
     index('jobs_reserved_worker_idx')
       .on(t.reservedWorker)
@@ -349,6 +359,12 @@ export const jobs = pgTable(
     index('jobs_pending_dependency_idx')
       .on(t.id)
       .where(sql`${t.state} = 'PENDING' AND ${t.dependencyPending}`),
+    // The waiting jobs a pass resolves: new ones, and those whose targets moved since the last look.
+    index('jobs_dependency_due_idx')
+      .on(t.id)
+      .where(
+        sql`${t.state} = 'PENDING' AND ${t.dependencyPending} AND ${t.dependencyEpoch} <> ${t.dependencyChecked}`,
+      ),
     // singleton: the active jobs of a name (the pass finds the first of each name and owner).
     index('jobs_active_name_idx').on(t.name).where(sql`${t.state} IN ('PENDING', 'RUNNING')`),
   ],
@@ -426,6 +442,8 @@ export const jobDependencies = pgTable(
   },
   (t) => [
     index('job_dependencies_job_idx').on(t.jobId),
+    // The dependants of a job that started or ended (the wake-up trigger).
+    index('job_dependencies_target_idx').on(t.targetJobId),
     check(
       'job_dependencies_kind_known',
       sql`${t.kind} IN ('after', 'afterany', 'afterok', 'afternotok', 'aftercorr', 'singleton') AND (${t.targetJobId} IS NULL) = (${t.kind} = 'singleton')`,

@@ -83,19 +83,27 @@ const BEGUN = sql`(begin_time IS NULL OR begin_time <= now())`;
  */
 export const DEPENDENCY_MET = sql`NOT jobs.dependency_pending`;
 
+/**
+ * `time` plus the item's `+minutes` has passed. Without a delay only the target's state counts: `now()` is
+ * when the pass's transaction began, which may be before the target's end was written by another one, and a
+ * job resolved once is not looked at again until one of its targets moves (or, with a delay, every pass).
+ */
+const DELAY_PASSED = (time: ReturnType<typeof sql>) =>
+  sql`(d.delay_s = 0 OR ${time} + make_interval(secs => d.delay_s) <= now())`;
+
 /** One job_dependencies row `d` of the waiting job `w` is met (`t`: its target; `f`: w's singleton blocker). */
 const ITEM_MET = sql`CASE d.kind
     -- The first active job of a name and user is the one that may run; w itself is active.
     WHEN 'singleton' THEN f.first_id IS NULL OR f.first_id >= w.id
     -- A target that is gone (purged) ended long ago, its outcome unknown.
-    WHEN 'after' THEN t.id IS NULL OR coalesce(t.start_time, t.end_time) + make_interval(secs => d.delay_s) <= now()
+    WHEN 'after' THEN t.id IS NULL
+      OR (coalesce(t.start_time, t.end_time) IS NOT NULL AND ${DELAY_PASSED(sql`coalesce(t.start_time, t.end_time)`)})
     WHEN 'afterany' THEN t.id IS NULL
-      OR (t.state NOT IN ('PENDING', 'RUNNING') AND t.end_time + make_interval(secs => d.delay_s) <= now())
-    WHEN 'afterok' THEN t.state = 'COMPLETED' AND t.end_time + make_interval(secs => d.delay_s) <= now()
+      OR (t.state NOT IN ('PENDING', 'RUNNING') AND ${DELAY_PASSED(sql`t.end_time`)})
+    WHEN 'afterok' THEN t.state = 'COMPLETED' AND ${DELAY_PASSED(sql`t.end_time`)}
     -- The task of the same index (tc) COMPLETED; an array without that index has nothing to wait for.
-    WHEN 'aftercorr' THEN tc.id IS NULL
-      OR (tc.state = 'COMPLETED' AND tc.end_time + make_interval(secs => d.delay_s) <= now())
-    ELSE t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED') AND t.end_time + make_interval(secs => d.delay_s) <= now()
+    WHEN 'aftercorr' THEN tc.id IS NULL OR (tc.state = 'COMPLETED' AND ${DELAY_PASSED(sql`tc.end_time`)})
+    ELSE t.state NOT IN ('PENDING', 'RUNNING', 'COMPLETED') AND ${DELAY_PASSED(sql`t.end_time`)}
   END`;
 /** The item `d` can never be met: its target ended the other way (or is gone, its outcome unknown). */
 const ITEM_IMPOSSIBLE = sql`CASE d.kind
@@ -106,7 +114,8 @@ const ITEM_IMPOSSIBLE = sql`CASE d.kind
   END`;
 
 /**
- * The jobs waiting for their dependency (the partial index jobs_pending_dependency_idx), evaluated set-wise:
+ * The jobs waiting for their dependency that are due (jobs_dependency_due_idx: new, or woken by the trigger
+ * jobs_dependency_wakeup since the last look; singleton and +time ones every pass), evaluated set-wise:
  * met ones lose dependency_pending and may be placed by this very pass; the others say why, Dependency or
  * DependencyNeverSatisfied, and with kill_on_invalid_dep the latter are CANCELLED (they never ran: nothing to
  * release). Held jobs are resolved too but keep their hold's reason. One statement per pass, writing only
@@ -116,8 +125,9 @@ const ITEM_IMPOSSIBLE = sql`CASE d.kind
  * dependency just ended is placed by this very pass, and without a round trip of its own.
  */
 const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
-          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep, array_task_id FROM jobs
-          WHERE state = 'PENDING' AND dependency_pending
+          SELECT id, name, owner, held, dependency, dependency_any, kill_on_invalid_dep, array_task_id,
+                 dependency_epoch FROM jobs
+          WHERE state = 'PENDING' AND dependency_pending AND dependency_epoch <> dependency_checked
         ),
         -- The targets of the waiting jobs' items: a job, or, when the id is an array's job id, the whole array
         -- as Slurm means it (started when every task started, ended when every task ended, COMPLETED when all
@@ -150,7 +160,9 @@ const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
           GROUP BY o.name, o.owner
         ),
         verdict AS (
-          SELECT w.id, w.held, w.dependency, w.kill_on_invalid_dep,
+          SELECT w.id, w.held, w.dependency, w.kill_on_invalid_dep, w.dependency_epoch AS epoch,
+                 -- singleton and +time items turn true with no job moving: looked at again by every pass.
+                 coalesce(bool_or(d.kind = 'singleton' OR d.delay_s > 0), false) AS timely,
                  CASE WHEN w.dependency_any THEN coalesce(bool_or(coalesce(${ITEM_MET}, false)), true)
                       ELSE coalesce(bool_and(coalesce(${ITEM_MET}, false)), true) END AS met,
                  CASE WHEN w.dependency_any THEN coalesce(bool_and(coalesce(${ITEM_IMPOSSIBLE}, false)), false)
@@ -160,10 +172,11 @@ const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
             LEFT JOIN jobs tc ON d.kind = 'aftercorr' AND tc.array_job_id = d.target_job_id
               AND tc.array_task_id = w.array_task_id
             LEFT JOIN blocker f ON d.kind = 'singleton' AND f.name = w.name AND f.owner IS NOT DISTINCT FROM w.owner
-          GROUP BY w.id, w.held, w.dependency, w.dependency_any, w.kill_on_invalid_dep
+          GROUP BY w.id, w.held, w.dependency, w.dependency_any, w.kill_on_invalid_dep, w.dependency_epoch
         ),
         change AS (
-          SELECT id, met, held IS NULL AND NOT met AND never AND kill_on_invalid_dep AS kill,
+          SELECT id, met, epoch, CASE WHEN timely THEN NULL ELSE epoch END AS checked,
+                 held IS NULL AND NOT met AND never AND kill_on_invalid_dep AS kill,
                  CASE WHEN met THEN 'None' WHEN never THEN 'DependencyNeverSatisfied' ELSE 'Dependency' END AS reason,
                  CASE WHEN met THEN NULL
                       WHEN never AND kill_on_invalid_dep
@@ -177,11 +190,14 @@ const RESOLVE_DEPENDENCIES = sql`WITH w AS MATERIALIZED (
           end_time = CASE WHEN c.kill THEN now() ELSE jobs.end_time END,
           reason = CASE WHEN jobs.held IS NULL THEN c.reason ELSE jobs.reason END,
           reason_detail = CASE WHEN jobs.held IS NULL THEN c.detail ELSE jobs.reason_detail END,
-          reserved_worker = CASE WHEN jobs.held IS NULL THEN NULL ELSE jobs.reserved_worker END
+          reserved_worker = CASE WHEN jobs.held IS NULL THEN NULL ELSE jobs.reserved_worker END,
+          dependency_checked = coalesce(c.checked, jobs.dependency_checked)
         FROM change c
-        WHERE jobs.id = c.id AND jobs.state = 'PENDING' AND jobs.dependency_pending
-          AND (c.met OR c.kill OR (jobs.held IS NULL AND (jobs.reason IS DISTINCT FROM c.reason
-               OR jobs.reason_detail IS DISTINCT FROM c.detail OR jobs.reserved_worker IS NOT NULL)))`;
+        -- A wake-up since w was read (the epoch moved) leaves the row as it is, due for the next pass.
+        WHERE jobs.id = c.id AND jobs.state = 'PENDING' AND jobs.dependency_pending AND jobs.dependency_epoch = c.epoch
+          AND (c.met OR c.kill OR jobs.dependency_checked IS DISTINCT FROM coalesce(c.checked, jobs.dependency_checked)
+               OR (jobs.held IS NULL AND (jobs.reason IS DISTINCT FROM c.reason
+                   OR jobs.reason_detail IS DISTINCT FROM c.detail OR jobs.reserved_worker IS NOT NULL)))`;
 
 /** A BeginTime job's reason_detail, from its begin time (an SQL expression). */
 export const beginTimeDetail = (begin: ReturnType<typeof sql>) =>
