@@ -191,6 +191,24 @@ export async function cancelArray(
   return { array: await getArray(ctx.db, id, caller), affected };
 }
 
+/**
+ * Holds the pending jobs `where` (scontrol hold): JobHeldAdmin by an admin, else JobHeldUser; a user's hold
+ * does not replace an admin's. The person at the keyboard of the open local cluster holds as a user, though
+ * they may do everything. Returns the held ids.
+ */
+export function holdPending(caller: Principal, where: SQL): { kind: 'admin' | 'user'; statement: SQL } {
+  const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
+  const kind = admin ? 'admin' : 'user';
+  return {
+    kind,
+    statement: sql`UPDATE jobs SET held = ${kind}, reason = ${admin ? 'JobHeldAdmin' : 'JobHeldUser'},
+          reason_detail = ${`held by ${caller.owner ?? (admin ? 'an admin' : 'its owner')}: release it to let it run`},
+          reserved_worker = NULL
+        WHERE ${where} AND state = 'PENDING' AND (held IS NULL OR held = 'user' OR ${admin})
+        RETURNING id`,
+  };
+}
+
 /** Holds an array's pending tasks (scontrol hold `123`, `123_[1-3]`): JobHeldUser, or JobHeldAdmin by an admin. */
 export async function holdArray(
   ctx: Context,
@@ -200,16 +218,8 @@ export async function holdArray(
 ): Promise<ArrayActionResult> {
   await getArray(ctx.db, id, caller);
   const tasks = taskList(ctx, query_.tasks);
-  const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
-  const kind = admin ? 'admin' : 'user';
-  const rows = await query<{ id: number }>(
-    ctx.db,
-    sql`UPDATE jobs SET held = ${kind}, reason = ${admin ? 'JobHeldAdmin' : 'JobHeldUser'},
-          reason_detail = ${`held by ${caller.owner ?? (admin ? 'an admin' : 'its owner')}: release it to let it run`},
-          reserved_worker = NULL
-        WHERE ${selected(id, tasks, caller)} AND state = 'PENDING' AND (held IS NULL OR held = 'user' OR ${admin})
-        RETURNING id`,
-  );
+  const { kind, statement } = holdPending(caller, selected(id, tasks, caller));
+  const rows = await query<{ id: number }>(ctx.db, statement);
   await recordAudit(ctx.db, caller, 'array.hold', `job:${id}`, {
     tasks: query_.tasks ?? 'all',
     kind,

@@ -9,7 +9,7 @@ import {
   type TimeLimitSignalColumn,
 } from '../../db/schema.ts';
 import { endJobsAndRelease } from './allocation.ts';
-import { cancelArray, holdArray, releaseArray } from './array-ops.ts';
+import { cancelArray, holdArray, holdPending, releaseArray } from './array-ops.ts';
 import { type ArraySpec, ArraySpecError, arrayBounds, parseArraySpec } from './arrays.ts';
 import { auditInsert, recordAudit } from './audit.ts';
 import { ANONYMOUS, CONTROL_CHARS, hasScope, type Principal, seesAllJobs, seesJobOf } from './auth.ts';
@@ -820,19 +820,7 @@ function submitStatement(
                SELECT * FROM job`;
   }
   return sql`WITH reserved AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id),
-             claim AS (
-               INSERT INTO submission_keys AS k (scope, key, job_id, request_hash, expires_at)
-               SELECT v.scope, v.key, reserved.id, ${requestHash}::text,
-                      CASE WHEN v.ttl < 0 THEN 'infinity'::timestamptz ELSE now() + make_interval(secs => v.ttl) END
-               FROM unnest(${pgArray(keys.map((k) => k.scope))}::text[], ${pgArray(keys.map((k) => k.key))}::text[],
-                           ${pgArray(keys.map((k) => k.ttlSeconds ?? -1))}::int[]) AS v(scope, key, ttl)
-               CROSS JOIN reserved
-               ORDER BY v.scope, v.key
-               ON CONFLICT (scope, key) DO UPDATE SET job_id = excluded.job_id, request_hash = excluded.request_hash,
-                 created_at = now(), expires_at = excluded.expires_at
-               WHERE k.expires_at <= now()
-               RETURNING 1
-             ),
+             claim AS (${claimKeys(keys, requestHash)}),
              job AS (
                INSERT INTO jobs (id, ${columns})
                SELECT reserved.id, ${values} FROM reserved
@@ -1351,17 +1339,8 @@ export async function holdJob(ctx: Context, id: number, caller: Principal = ANON
     return getJob(ctx.db, id, caller);
   }
   await getJob(ctx.db, id, caller); // 404 for another owner's job
-  // The person at the keyboard of the open local cluster holds as a user, though they may do everything.
-  const admin = hasScope(caller, 'admin') && caller.kind !== 'anonymous';
-  const kind = admin ? 'admin' : 'user';
-  const row = await queryOne<{ id: number }>(
-    ctx.db,
-    sql`UPDATE jobs SET held = ${kind}, reason = ${admin ? 'JobHeldAdmin' : 'JobHeldUser'},
-          reason_detail = ${`held by ${caller.owner ?? (admin ? 'an admin' : 'its owner')}: release it to let it run`},
-          reserved_worker = NULL
-        WHERE id = ${id} AND state = 'PENDING' AND (held IS NULL OR held = 'user' OR ${admin})
-        RETURNING id`,
-  );
+  const { kind, statement } = holdPending(caller, sql`id = ${id}`);
+  const row = await queryOne<{ id: number }>(ctx.db, statement);
   if (!row) await refuseHoldChange(ctx, id, caller, 'hold');
   await recordAudit(ctx.db, caller, 'job.hold', `job:${id}`, { kind });
   return getJob(ctx.db, id, caller);
