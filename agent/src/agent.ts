@@ -868,9 +868,10 @@ export class Agent {
    */
   private channelAfterRegistration(): void {
     if (!this.config.channel || this.stateValue !== 'running' || !this.sessionValue) return;
-    if (this.channel && this.channelSession === this.sessionValue) return;
-    if (!this.channel && !this.channelRegisterAsked) return;
+    const asked = this.channelRegisterAsked;
     this.channelRegisterAsked = false;
+    if (this.channel && this.channelSession === this.sessionValue) return; // the same session: keep it
+    if (!this.channel && !asked) return;
     const wasOpen = this.channel !== undefined;
     if (wasOpen) this.releaseChannel(1000, 'registered again');
     void this.connectChannel(wasOpen);
