@@ -51,7 +51,7 @@ export async function markChannelSession(ctx: Context, input: ChannelWorker): Pr
  * (their key is gone: expired, or a flushed Redis; or, on the Postgres path, their session is no longer current).
  */
 export async function channelHeartbeat(
-  ports: Pick<Ports, 'db' | 'registry' | 'logger' | 'config'>,
+  ports: Pick<Ports, 'db' | 'registry' | 'logger' | 'config' | 'metrics'>,
   workers: readonly ChannelWorker[],
 ): Promise<{ reregister: string[] }> {
   if (workers.length === 0) return { reregister: [] };
@@ -61,6 +61,7 @@ export async function channelHeartbeat(
       workers.map((w) => ({ id: w.worker_id, lastHeartbeat: now })),
       ports.config.workerTtlSeconds,
     );
+    if (ports.metrics) ports.metrics.heartbeats += workers.length - gone.length;
     return { reregister: gone };
   } catch (error) {
     warnRegistryDown(ports, error);
@@ -74,5 +75,6 @@ export async function channelHeartbeat(
         RETURNING workers.id`,
   );
   const kept = new Set(fresh.map((r) => r.id));
+  if (ports.metrics) ports.metrics.heartbeats += kept.size;
   return { reregister: workers.map((w) => w.worker_id).filter((id) => !kept.has(id)) };
 }

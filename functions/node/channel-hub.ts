@@ -30,7 +30,7 @@ interface Connection extends ChannelWorker {
   seenAt: number;
 }
 
-type Hub = Pick<Ports, 'db' | 'registry' | 'logger' | 'config' | 'defer'>;
+type Hub = Pick<Ports, 'db' | 'registry' | 'logger' | 'config' | 'defer' | 'metrics'>;
 
 export class ChannelHub {
   readonly port: ChannelPort;

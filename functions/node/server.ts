@@ -9,6 +9,7 @@ import { logClusterStats } from '../domain/dashboard.ts';
 import { pruneSubmissionKeys } from '../domain/jobs.ts';
 import { cacheSyncSkippable, runBackstopUnlessQuiet } from '../domain/maintenance.ts';
 import type { Ports } from '../domain/ports.ts';
+import { ProcessMetrics } from '../domain/process-metrics.ts';
 import { nodeSwaggerUiAssets } from '../http/api-docs-node.ts';
 import { ChannelHub, type WakeBus } from './channel-hub.ts';
 
@@ -46,10 +47,14 @@ export async function startServer(
       .finally(() => pending.delete(tracked));
     pending.add(tracked);
   };
+  const metrics = ports.metrics ?? new ProcessMetrics();
   const hub =
-    options.channel === false ? undefined : new ChannelHub({ ...ports, defer }, options.channel?.bus);
+    options.channel === false
+      ? undefined
+      : new ChannelHub({ ...ports, metrics, defer }, options.channel?.bus);
   const ctx = createContext({
     ...ports,
+    metrics,
     ...(hub ? { notifier: hub.wrap(ports.notifier), channel: hub.port } : {}),
     defer,
   });
