@@ -8,7 +8,7 @@ export default { fetch, scheduled }` serving the same app as the Node server.
  */
 import { configureNeonForLocal, connectNeonPool } from '../db/neon.ts';
 import { createApp } from './app.ts';
-import type { ChannelPort } from './channel/core-standin.ts';
+import { type ChannelPort, standInChannelRoute } from './channel/core-standin.ts';
 import type { DurableObjectNamespace } from './channel/workerd-types.ts';
 import { channelStats, createWorkersChannel, withChannelPush } from './channel/workers-channel.ts';
 import { tokenHash } from './domain/auth.ts';
@@ -140,6 +140,11 @@ export default {
       if (!channel) return Response.json({ error: { code: 'channel_unavailable' } }, { status: 404 });
       return Response.json(await channelStats(channel.namespace, env.CONDUCTOR_CHANNEL_SHARDS));
     }
+    const standIn = standInChannelRoute(
+      request,
+      (await boot(bindings).catch(() => undefined))?.channel?.port,
+    );
+    if (standIn) return standIn;
     let invocation: Invocation;
     try {
       invocation = await openInvocation(bindings);

@@ -19,3 +19,16 @@ export async function channelHeartbeat(
   }
   return { reregister };
 }
+
+/** The route GET /api/v1/agents/channel, unvalidated (the lead's validates the session): undefined elsewhere. */
+export function standInChannelRoute(
+  request: Request,
+  channel: ChannelPort | undefined,
+): Promise<Response> | undefined {
+  const url = new URL(request.url);
+  if (url.pathname !== '/api/v1/agents/channel' || !channel) return undefined;
+  return channel.accept(request, {
+    workerId: url.searchParams.get('worker_id') ?? '',
+    session: url.searchParams.get('session') ?? '',
+  });
+}
