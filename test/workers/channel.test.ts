@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { Miniflare, type MiniflareOptions } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { queryOne } from '../../functions/domain/sql.ts';
 import { eventually } from '../support/agent-process.ts';
 import { createPostgresDatabase, type TestDatabase } from '../support/databases.ts';
 import { startNeonProxy } from '../support/neon-proxy.ts';
@@ -236,10 +237,11 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
   }
 
   const lastHeartbeat = async (workerId: string): Promise<string> => {
-    const { rows } = await database.db.execute<{ last_heartbeat: string }>(
+    const row = await queryOne<{ last_heartbeat: string }>(
+      database.db,
       sql`SELECT last_heartbeat::text AS last_heartbeat FROM workers WHERE id = ${workerId}`,
     );
-    return rows[0]!.last_heartbeat;
+    return row!.last_heartbeat;
   };
 
   const stats = async () =>
@@ -320,10 +322,11 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
       what: 'the key to expire',
     });
     await fireCron(mf, '* * * * *');
-    const { rows } = await database.db.execute<{ status: string }>(
+    const row = await queryOne<{ status: string }>(
+      database.db,
       sql`SELECT status FROM workers WHERE id = 'ch-silent'`,
     );
-    expect(rows[0]?.status).toBe('down');
+    expect(row?.status).toBe('down');
   }, 30_000);
 
   it('a second socket of the same worker supersedes the first (4409); register is asked of a worker whose key is gone', async () => {
