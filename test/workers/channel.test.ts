@@ -341,4 +341,27 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     await reregister;
     second.close();
   }, 20_000);
+
+  it('a restarted runtime drops every socket; a reconnected agent is woken again', async () => {
+    const session = await register('ch-restart', 40);
+    const client = await connected('ch-restart', session);
+    client.startPinging();
+    await client.next('pong');
+    const restarted = Date.now();
+    await mf.setOptions(options);
+    const { code } = await client.closed;
+    console.log('restart close code', code, Date.now() - restarted);
+    const again = await connected('ch-restart', session, urls[1]);
+    again.startPinging();
+    await again.next('pong');
+    const wake = again.next(WAKE);
+    const { body: job } = await api<{ id: number }>(
+      '/api/v1/jobs/submit',
+      { method: 'POST', body: JSON.stringify({ script: 'true', cpus: 40 }) },
+      urls[0],
+    );
+    await wake;
+    await api(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
+    again.close();
+  }, 60_000);
 });
