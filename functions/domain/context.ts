@@ -1,3 +1,4 @@
+import { noteActivity } from './maintenance.ts';
 import { sendDueNotifications } from './notifications.ts';
 import type { Ports, RateLimiter } from './ports.ts';
 import { ProcessMetrics } from './process-metrics.ts';
@@ -26,7 +27,10 @@ export function createContext(ports: Ports): Context {
     ...ports,
     metrics,
     rateLimiter: ports.rateLimiter ?? new MemoryRateLimiter(),
-    requestSchedule: () => scheduler.request(),
+    requestSchedule: () => {
+      noteActivity(ports);
+      return scheduler.request();
+    },
     kickNotifications() {
       if (sending) {
         again = true;
