@@ -1,14 +1,12 @@
 /**
- * The Cloudflare Workers entry: `export { AgentChannel } from './channel/agent-channel-do.ts';
-
-export default { fetch, scheduled }` serving the same app as the Node server.
+ * The Cloudflare Workers entry: `export default { fetch, scheduled }` serving the same app as the Node server,
+ * and the agents' push-channel Durable Object class `AgentChannel` (wrangler wants it exported from here).
  * Configuration comes from the Worker's bindings (functions/worker-env.ts). Each invocation (request or
  * cron) gets its own Neon pool, ended after the response and the invocation's deferred work (waitUntil):
  * a Neon WebSocket cannot outlive its invocation. The Upstash client is plain fetch, shared per isolate.
  */
 import { configureNeonForLocal, connectNeonPool } from '../db/neon.ts';
 import { createApp } from './app.ts';
-import { type ChannelPort, standInChannelRoute } from './channel/core-standin.ts';
 import type { DurableObjectNamespace } from './channel/workerd-types.ts';
 import { channelStats, createWorkersChannel, withChannelPush } from './channel/workers-channel.ts';
 import { tokenHash } from './domain/auth.ts';
@@ -19,7 +17,13 @@ import { pruneSubmissionKeys } from './domain/jobs.ts';
 import { cacheSyncSkippable, runBackstopUnlessQuiet } from './domain/maintenance.ts';
 import { sendDueNotifications } from './domain/notifications.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
-import type { ConductorConfig, RateLimiter, RegistryStore, WorkNotifier } from './domain/ports.ts';
+import type {
+  ChannelPort,
+  ConductorConfig,
+  RateLimiter,
+  RegistryStore,
+  WorkNotifier,
+} from './domain/ports.ts';
 import { workerSwaggerUiAssets } from './http/api-docs-worker.ts';
 import { createConsoleLogger } from './logger.ts';
 import { RedisRateLimiter } from './registry/rate-limiter.ts';
@@ -140,11 +144,6 @@ export default {
       if (!channel) return Response.json({ error: { code: 'channel_unavailable' } }, { status: 404 });
       return Response.json(await channelStats(channel.namespace, env.CONDUCTOR_CHANNEL_SHARDS));
     }
-    const standIn = standInChannelRoute(
-      request,
-      (await boot(bindings).catch(() => undefined))?.channel?.port,
-    );
-    if (standIn) return standIn;
     let invocation: Invocation;
     try {
       invocation = await openInvocation(bindings);

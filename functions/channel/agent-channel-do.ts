@@ -18,13 +18,12 @@
  * its storage so that they survive hibernation; GET /stats returns them.
  */
 import { configureNeonForLocal, connectNeonPool } from '../../db/neon.ts';
-import { createLocalNotifier } from '../domain/notifier.ts';
-import type { Ports, RegistryStore } from '../domain/ports.ts';
+import { channelHeartbeat } from '../domain/channel.ts';
+import type { RegistryStore } from '../domain/ports.ts';
 import { createConsoleLogger } from '../logger.ts';
 import { RedisRegistryStore } from '../registry/redis-store.ts';
 import { createUpstashScripts } from '../registry/upstash.ts';
 import { configFromWorkerEnv, parseWorkerEnv, type WorkerEnv } from '../worker-env.ts';
-import { channelHeartbeat } from './core-standin.ts';
 import { type DurableObjectState, upgradeResponse, type WorkerdWebSocket, workerd } from './workerd-types.ts';
 import { type ChannelStats, EMPTY_CHANNEL_STATS } from './workers-channel.ts';
 
@@ -184,15 +183,10 @@ export class AgentChannel {
       this.registry ??= new RedisRegistryStore(
         createUpstashScripts({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN }),
       );
-      const ports: Ports = {
-        db: neon.db,
-        registry: this.registry,
-        notifier: createLocalNotifier(),
-        logger,
-        config: configFromWorkerEnv(env),
-        defer: (work) => this.state.waitUntil(work),
-      };
-      const { reregister } = await channelHeartbeat(ports, live);
+      const { reregister } = await channelHeartbeat(
+        { db: neon.db, registry: this.registry, logger, config: configFromWorkerEnv(env) },
+        live,
+      );
       for (const id of reregister) for (const ws of this.state.getWebSockets(id)) trySend(ws, REGISTER);
     } catch (error) {
       logger.error('Channel heartbeat failed', {

@@ -2,8 +2,7 @@
  * The Worker's side of the agents' push channel (the Durable Object is functions/channel/agent-channel-do.ts):
  * which shard holds a worker's socket, handing a validated upgrade to that shard, and pushing wake-ups to it.
  */
-import type { Logger, WorkNotifier } from '../domain/ports.ts';
-import type { ChannelPort } from './core-standin.ts';
+import type { ChannelPort, Logger, WorkNotifier } from '../domain/ports.ts';
 import type { DurableObjectNamespace, DurableObjectStub } from './workerd-types.ts';
 
 /** The internal origin of requests to the object (never leaves the runtime). */

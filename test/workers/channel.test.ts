@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { createServer } from 'node:net';
 import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
@@ -98,12 +99,46 @@ class ChannelClient {
   }
 }
 
+/** A switch in front of the Upstash bridge: while `down`, every request fails as an unreachable Upstash would. */
+async function startSwitch(target: string): Promise<{ url: string; down: boolean; close(): Promise<void> }> {
+  const state = { url: '', down: false, close: async () => {} };
+  const server = http.createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    if (state.down) {
+      res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"down"}');
+      return;
+    }
+    const answer = await fetch(`${target}${req.url}`, {
+      method: req.method ?? 'POST',
+      headers: Object.fromEntries(
+        Object.entries(req.headers).filter(([k, v]) => typeof v === 'string' && k !== 'host'),
+      ) as Record<string, string>,
+      body: Buffer.concat(chunks),
+    });
+    res
+      .writeHead(answer.status, { 'content-type': 'application/json' })
+      .end(Buffer.from(await answer.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  state.close = async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  };
+  return state;
+}
+
+/** The touchWorkers script's SHA-1 (functions/registry/redis-store.ts): one command per heartbeat round. */
+const TOUCH_WORKERS_SHA = '0a91ea10ae2eda90e7c0e0cd47c37764f1924dc3';
+
 const WAKE = JSON.stringify({ type: 'wake' });
 const REGISTER = JSON.stringify({ type: 'register' });
 
 describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)', () => {
   let database: TestDatabase;
   let bridge: UpstashBridge;
+  let upstash: Awaited<ReturnType<typeof startSwitch>>;
   let proxy: Awaited<ReturnType<typeof startNeonProxy>>;
   let redis: Redis;
   let mf: Miniflare;
@@ -118,10 +153,11 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     redis = new Redis(REDIS_DB_URL);
     await redis.flushdb();
     bridge = await startUpstashBridge({ redisUrl: REDIS_DB_URL });
+    upstash = await startSwitch(bridge.url);
     proxy = await startNeonProxy();
     const bindings = {
       DATABASE_URL: database.url!,
-      UPSTASH_REDIS_REST_URL: bridge.url,
+      UPSTASH_REDIS_REST_URL: upstash.url,
       UPSTASH_REDIS_REST_TOKEN: bridge.token,
       NEON_WS_PROXY: proxy.url,
       CONDUCTOR_WORKER_TTL: String(TTL_S),
@@ -167,6 +203,7 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     for (const client of clients) client.close();
     await mf?.dispose();
     await proxy?.close();
+    await upstash?.close();
     await bridge?.close();
     await redis?.flushdb();
     await redis?.quit();
@@ -189,13 +226,18 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     return { status: res.status, body: (await res.json()) as T };
   }
 
-  async function register(workerId: string, cpus = 2, url = urls[0]): Promise<string> {
+  async function register(workerId: string, cpus = 2, url = urls[0], previous?: string): Promise<string> {
     const { status, body } = await api<{ session: string }>(
       '/api/v1/agents/register',
       {
         method: 'POST',
         token: agentToken,
-        body: JSON.stringify({ worker_id: workerId, hostname: `${workerId}.test`, cpus }),
+        body: JSON.stringify({
+          worker_id: workerId,
+          hostname: `${workerId}.test`,
+          cpus,
+          ...(previous ? { previous_session: previous } : {}),
+        }),
       },
       url,
     );
@@ -208,9 +250,10 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     workerId: string,
     session: string,
     url = urls[0],
+    token: string | null = agentToken,
   ): Promise<ChannelClient | { status: number; body: string }> {
     const target = `${url.replace(/^http/, 'ws')}/api/v1/agents/channel?worker_id=${encodeURIComponent(workerId)}&session=${encodeURIComponent(session)}`;
-    const ws = new WebSocket(target, { headers: { authorization: `Bearer ${agentToken}` } });
+    const ws = new WebSocket(target, { headers: token ? { authorization: `Bearer ${token}` } : {} });
     return new Promise((resolve, reject) => {
       ws.once('open', () => {
         const client = new ChannelClient(ws);
@@ -248,31 +291,67 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     (await api<{ requests: number; messages: number; alarms: number; wakeups: number }>('/__channel/stats'))
       .body;
 
-  it('keeps a connected idle worker live with one registry call per interval, no Postgres, pings answered without waking the object', async () => {
-    const session = await register('ch-idle');
-    const client = await connected('ch-idle', session);
-    const pong = client.next('pong');
-    client.startPinging();
-    await pong;
-    const postgresBefore = await lastHeartbeat('ch-idle');
+  it("opens only for the current session of the caller's worker: refusals are the JSON error envelope", async () => {
+    const session = await register('ch-refused');
+    const unknown = await connect('ch-nobody', session);
+    expect(unknown).toMatchObject({ status: 404 });
+    expect(JSON.parse((unknown as { body: string }).body).error.code).toBe('unknown_worker');
+    const newer = await register('ch-refused', 2, urls[1], session);
+    const superseded = await connect('ch-refused', session);
+    expect(superseded).toMatchObject({ status: 409 });
+    expect(JSON.parse((superseded as { body: string }).body).error.code).toBe('session_superseded');
+    // Without the upgrade it is no channel; without a token, no access.
+    const plain = await fetch(`${urls[0]}/api/v1/agents/channel?worker_id=ch-refused&session=${newer}`, {
+      headers: { authorization: `Bearer ${agentToken}` },
+    });
+    expect(plain.status).toBe(400);
+    expect(await connect('ch-refused', newer, urls[0], null)).toMatchObject({ status: 401 });
+    const client = await connected('ch-refused', newer);
+    client.close();
+  });
+
+  it('keeps connected idle workers live with one registry command per interval for all of them, no Postgres, pings answered without waking the object', async () => {
+    const ids = ['ch-idle-1', 'ch-idle-2', 'ch-idle-3'];
+    const idle = await Promise.all(
+      ids.map(async (id) => {
+        const client = await connected(id, await register(id));
+        const pong = client.next('pong');
+        client.startPinging();
+        await pong;
+        return client;
+      }),
+    );
+    const postgresBefore = await Promise.all(ids.map(lastHeartbeat));
     const connectionsBefore = proxy.stats.connections;
     const before = await stats();
-    const fieldBefore = await redis.hget('worker:ch-idle', 'last_heartbeat');
-    // Longer than the TTL: without refreshes the key would expire.
+    const fieldBefore = await redis.hget('worker:ch-idle-1', 'last_heartbeat');
+    const commandsBefore = bridge.commands.length;
+    const started = Date.now();
+    // Longer than the TTL: without refreshes the keys would expire.
     for (let i = 0; i < 7; i++) {
       await new Promise((resolve) => setTimeout(resolve, 1_000));
-      expect(await redis.ttl('worker:ch-idle')).toBeGreaterThan(TTL_S - 3);
+      for (const id of ids) expect(await redis.ttl(`worker:${id}`)).toBeGreaterThan(TTL_S - 3);
     }
-    expect(await redis.hget('worker:ch-idle', 'last_heartbeat')).not.toBe(fieldBefore);
-    expect(await lastHeartbeat('ch-idle')).toBe(postgresBefore);
+    const seconds = (Date.now() - started) / 1000;
+    expect(await redis.hget('worker:ch-idle-1', 'last_heartbeat')).not.toBe(fieldBefore);
+    expect(await Promise.all(ids.map(lastHeartbeat))).toEqual(postgresBefore);
     expect(proxy.stats.connections).toBe(connectionsBefore);
+    // Every Redis command of the window: one touchWorkers per round, carrying the three workers.
+    const window = bridge.commands.slice(commandsBefore);
+    const rounds = window.filter((c) => c.includes(TOUCH_WORKERS_SHA));
+    expect(window.length).toBe(rounds.length);
+    expect(rounds.length).toBeGreaterThanOrEqual(Math.floor(seconds) - 2);
+    expect(rounds.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+    for (const round of rounds) for (const id of ids) expect(round).toContain(id);
     const after = await stats();
-    // ~7 alarms; the pings (7 of them) never reached the object as messages.
-    expect(after.alarms - before.alarms).toBeGreaterThanOrEqual(5);
+    // One alarm a round; the pings (7 from each) never reached the object as messages.
+    expect(after.alarms - before.alarms).toBeGreaterThanOrEqual(rounds.length);
     expect(after.messages).toBe(before.messages);
-    expect(client.frames.filter((f) => f === 'pong').length).toBeGreaterThanOrEqual(7);
-    client.close();
-  }, 30_000);
+    for (const client of idle) {
+      expect(client.frames.filter((f) => f === 'pong').length).toBeGreaterThanOrEqual(7);
+      client.close();
+    }
+  }, 40_000);
 
   it('pushes a wake to a connected worker for a job submitted through the other isolate; the worker claims and starts it', async () => {
     const session = await register('ch-push', 48);
@@ -309,6 +388,8 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
   }, 30_000);
 
   it('closes a socket that stopped pinging (4408); its key expires and the reaper declares the worker lost', async () => {
+    const alive = await connected('ch-alive', await register('ch-alive'));
+    alive.startPinging();
     const session = await register('ch-silent');
     const client = await connected('ch-silent', session);
     const opened = Date.now();
@@ -327,6 +408,14 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
       sql`SELECT status FROM workers WHERE id = 'ch-silent'`,
     );
     expect(row?.status).toBe('down');
+    // The pinging worker, whose Postgres heartbeat is as old, is live by its key and stays.
+    const other = await queryOne<{ status: string; silent_s: number }>(
+      database.db,
+      sql`SELECT status, extract(epoch FROM now() - last_heartbeat)::float8 AS silent_s FROM workers WHERE id = 'ch-alive'`,
+    );
+    expect(other?.silent_s).toBeGreaterThan(TTL_S);
+    expect(other?.status).toBe('ready');
+    alive.close();
   }, 30_000);
 
   it('a second socket of the same worker supersedes the first (4409); register is asked of a worker whose key is gone', async () => {
@@ -340,6 +429,23 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     await redis.del('worker:ch-twice');
     await reregister;
     second.close();
+  }, 20_000);
+
+  it("writes the connected workers' heartbeats to Postgres in one statement while the registry is down", async () => {
+    const client = await connected('ch-fallback', await register('ch-fallback'));
+    client.startPinging();
+    await client.next('pong');
+    const before = await lastHeartbeat('ch-fallback');
+    upstash.down = true;
+    try {
+      await eventually(async () => (await lastHeartbeat('ch-fallback')) !== before, {
+        timeoutMs: 5_000,
+        what: 'a Postgres heartbeat',
+      });
+    } finally {
+      upstash.down = false;
+    }
+    client.close();
   }, 20_000);
 
   it('a restarted runtime drops every socket; a reconnected agent is woken again', async () => {
