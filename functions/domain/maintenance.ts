@@ -23,7 +23,7 @@ export async function runBackstop(ctx: Context): Promise<void> {
   await reapLostWorkers(ctx);
   await endOverdueJobs(ctx);
   await endUnstartedJobs(ctx);
-  await ctx.requestSchedule();
+  await ctx.backstopSchedule();
   try {
     await recordUtilizationSample(ctx);
   } catch (error) {
