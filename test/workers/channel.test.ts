@@ -383,6 +383,7 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     expect(status).toBe(201);
     await wake;
     const wokenAfterMs = Date.now() - submitted;
+    console.log(`submit (isolate b) -> wake on the socket (object of isolate a): ${wokenAfterMs} ms`);
     const claim = await api<{ jobs: { job_id: number; attempt: number }[] }>('/api/v1/agents/claim', {
       method: 'POST',
       token: agentToken,
