@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
-import { Miniflare, type MiniflareOptions } from 'miniflare';
+import { Miniflare, type MiniflareOptions, type WorkerOptions } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { queryOne } from '../../functions/domain/sql.ts';
@@ -486,6 +486,56 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     await api(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
     again.close();
   }, 60_000);
+
+  it("with two shards, a worker's socket and the pushes for it meet in its shard", async () => {
+    const sharded = {
+      ...options,
+      workers: (options.workers as WorkerOptions[]).map((w) => ({
+        ...w,
+        bindings: { ...w.bindings, CONDUCTOR_CHANNEL_SHARDS: '2' },
+      })),
+    } as MiniflareOptions;
+    await mf.setOptions(sharded);
+    try {
+      // ch-shard-a hashes to shard 1, ch-shard-b to shard 0.
+      const pair = await Promise.all(
+        [
+          ['ch-shard-a', 30],
+          ['ch-shard-b', 31],
+        ].map(async ([id, cpus]) => {
+          const client = await connected(id as string, await register(id as string, cpus as number));
+          client.startPinging();
+          return client;
+        }),
+      );
+      for (const [i, cpus] of [30, 31].entries()) {
+        const wake = pair[i]!.next(WAKE);
+        const { body: job } = await api<{ id: number }>(
+          '/api/v1/jobs/submit',
+          { method: 'POST', body: JSON.stringify({ script: 'true', cpus }) },
+          urls[1],
+        );
+        await wake;
+        await api(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
+      }
+      // The other socket got no wake: each push went to one shard.
+      expect(pair[0]!.frames.filter((f) => f === WAKE)).toHaveLength(1);
+      expect(pair[1]!.frames.filter((f) => f === WAKE)).toHaveLength(1);
+      // Both objects run their alarm rounds, each refreshing its own worker: both keys outlive the TTL.
+      const commandsBefore = bridge.commands.length;
+      await new Promise((resolve) => setTimeout(resolve, (TTL_S + 1) * 1000));
+      for (const id of ['ch-shard-a', 'ch-shard-b']) expect(await redis.exists(`worker:${id}`)).toBe(1);
+      const rounds = bridge.commands.slice(commandsBefore).filter((c) => c.includes(TOUCH_WORKERS_SHA));
+      for (const round of rounds) {
+        expect(round.includes('ch-shard-a') !== round.includes('ch-shard-b')).toBe(true);
+      }
+      expect(rounds.filter((r) => r.includes('ch-shard-a')).length).toBeGreaterThanOrEqual(TTL_S - 1);
+      expect(rounds.filter((r) => r.includes('ch-shard-b')).length).toBeGreaterThanOrEqual(TTL_S - 1);
+      for (const client of pair) client.close();
+    } finally {
+      await mf.setOptions(options);
+    }
+  }, 40_000);
 
   it.runIf(agentsHaveChannel)(
     'real agents on the channel: the runtime restarts (every socket and the object dropped) while jobs are being assigned; every job starts exactly once and every result arrives',
