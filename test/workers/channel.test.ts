@@ -608,4 +608,49 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     },
     120_000,
   );
+
+  it.runIf(agentsHaveChannel)(
+    'a real agent whose socket silently dies (process stopped, TCP open) is declared lost within TTL + one reap; its job ends NODE_FAIL',
+    async () => {
+      const agent = new AgentProcess('ch-frozen', urls[0]!, {
+        cpus: 3,
+        env: { CONDUCTOR_TOKEN: agentToken, CONDUCTOR_CHANNEL_RECONNECT_WINDOW: '1' },
+        ...(AGENT_CLI ? { entry: ['--import', 'tsx', AGENT_CLI] } : {}),
+      });
+      agents.push(agent);
+      await agent.waitForLine(/Channel open/);
+      // 3 CPUs: only this agent fits.
+      const { body: job } = await api<{ id: number }>('/api/v1/jobs/submit', {
+        method: 'POST',
+        body: JSON.stringify({ script: 'sleep 30', cpus: 3 }),
+      });
+      await eventually(
+        async () => (await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state === 'RUNNING',
+        { what: 'the job to run' },
+      );
+      agent.child.kill('SIGSTOP');
+      const frozen = Date.now();
+      try {
+        // Its last ping is at most an interval old: the object stops refreshing the key within two
+        // intervals, the key's TTL runs out, and one reap declares the worker lost.
+        await eventually(async () => (await redis.exists('worker:ch-frozen')) === 0, {
+          timeoutMs: (TTL_S + 3 * INTERVAL_S) * 1000 + 2_000,
+          intervalMs: 200,
+          what: 'the frozen worker key to expire',
+        });
+        const expiredAfterMs = Date.now() - frozen;
+        await fireCron(mf, '* * * * *');
+        const worker = await queryOne<{ status: string }>(
+          database.db,
+          sql`SELECT status FROM workers WHERE id = 'ch-frozen'`,
+        );
+        expect(worker?.status).toBe('down');
+        expect((await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state).toBe('NODE_FAIL');
+        expect(expiredAfterMs).toBeLessThan((TTL_S + 3 * INTERVAL_S) * 1000 + 1_000);
+      } finally {
+        await agent.kill9();
+      }
+    },
+    60_000,
+  );
 });
