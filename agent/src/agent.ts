@@ -1,6 +1,9 @@
 /**
  * The node agent: registers, heartbeats on its own timer, long-polls for assignments, runs them through
- * JobRunner, and shuts down cleanly (cancel or drain, then unregister).
+ * JobRunner, and shuts down cleanly (cancel or drain, then unregister). Where the control plane offers the
+ * push channel (a WebSocket, see protocol.ts ChannelQuery) the agent holds it instead: pings replace the
+ * heartbeats, and it claims when told to (`wake`) instead of long-polling; whenever the channel is not open,
+ * heartbeats and long polls run as before.
  *
  *   const agent = new Agent(agentConfig({ url, nodeName, cpus, stateDir }));
  *   await agent.start();     // resolves once registered
@@ -10,6 +13,12 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Backoff, sleep } from './backoff.ts';
+import {
+  channelAbsentDelayMs,
+  channelReconnectDelayMs,
+  channelRefusal,
+  parseChannelMessage,
+} from './channel.ts';
 import { AgentApiError, AgentClient, needsReregistration } from './client.ts';
 import { AGENT_VERSION, type AgentConfig, ensureStateDir } from './config.ts';
 import {
@@ -31,6 +40,7 @@ import type {
 } from './protocol.ts';
 import { describeGpus, detectGpus, formatGres, jobMemoryMb } from './resources.ts';
 import { acquireStateLock, readSavedSession, saveSession, scanLeftovers } from './state.ts';
+import type { WebSocket, WebSocketCloseInfo } from './websocket.ts';
 
 /** The agent cannot go on (e.g. its registration is refused): exit code 1. */
 export class FatalAgentError extends Error {
@@ -86,6 +96,9 @@ const RECENT_TTL_MS = 10 * 60_000;
 const HEARTBEAT_RETRY = { initialMs: 2_000, maxMs: 30_000 };
 const HEARTBEAT_RETRY_MIN_MS = 100;
 
+/** How long the first claim waits for the channel's first try (open, the agent claims without long-polling). */
+const FIRST_CHANNEL_WAIT_MS = 2_000;
+
 export class Agent {
   readonly config: AgentConfig;
   readonly client: AgentClient;
@@ -125,6 +138,35 @@ export class Agent {
   private readonly executor: ExecutorOptions;
   private readonly runnerDeps: JobRunnerDeps;
   private resourcesValue: NodeResources | undefined;
+
+  // The push channel. Held (open, or being replaced at once) => no heartbeats, no long polls.
+  private channel: WebSocket | undefined;
+  /** The session the open channel was opened with. */
+  private channelSession: string | undefined;
+  /** Set while a closed channel is replaced at once (after a re-registration): still no HTTP meanwhile. */
+  private channelSwitching = false;
+  private channelConnecting: Promise<void> | undefined;
+  /** Try again as soon as the try in progress ends (the session changed under it). */
+  private channelAgain = false;
+  /** The next try. */
+  private channelTimer: NodeJS.Timeout | undefined;
+  /** Tries in a row that failed or dropped before a pong; 0 once a pong came. */
+  private channelFailures = 0;
+  private channelGotPong = false;
+  /** The control plane asked for a re-registration over the channel (or refused it as unknown): reconnect after it. */
+  private channelRegisterAsked = false;
+  private channelPingTimer: NodeJS.Timeout | undefined;
+  /** No pong within 2 heartbeat intervals: the channel is dropped. */
+  private channelPongTimer: NodeJS.Timeout | undefined;
+  /** When the pings not answered yet were sent, oldest first. */
+  private channelPingsSentAt: number[] = [];
+  /** Closing channel sockets, waited for on shutdown. */
+  private readonly channelClosing = new Set<Promise<void>>();
+  private readonly channelAbort = new AbortController();
+  private firstChannelTry: Promise<void> = Promise.resolve();
+  /** A claim is owed (a wake, the channel opened): the claim loop makes one, however many were asked. */
+  private claimWanted = false;
+  private claimKick: (() => void) | undefined;
 
   constructor(config: AgentConfig, deps: AgentDeps = {}) {
     this.config = config;
@@ -247,6 +289,7 @@ export class Agent {
     this.stateValue = 'running';
     this.openRecoveredGate?.(true);
     this.scheduleHeartbeat(this.heartbeatIntervalS * 1000);
+    if (this.config.channel) this.firstChannelTry = this.connectChannel();
     this.claimLoopDone = this.claimLoop().catch((err) => {
       this.logger.error(`Claim loop stopped: ${describeError(err)}`);
       void this.shutdown({ drain: false, fatal: err });
@@ -394,6 +437,7 @@ export class Agent {
       })
       .finally(() => {
         if (this.reregistering === run) this.reregistering = undefined;
+        this.channelAfterRegistration();
       });
     this.reregistering = run;
     return run;
@@ -402,7 +446,8 @@ export class Agent {
   // ---- heartbeat ----------------------------------------------------------------------------------------
 
   private scheduleHeartbeat(delayMs: number): void {
-    if (this.lifeAbort.signal.aborted) return;
+    if (this.lifeAbort.signal.aborted || this.channelHeld()) return;
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = undefined;
       const beat = this.heartbeat().catch((err) => this.logger.error(`Heartbeat: ${describeError(err)}`));
@@ -418,7 +463,7 @@ export class Agent {
     let failed = false;
     try {
       if (this.reregistering) await this.reregistering;
-      if (this.lifeAbort.signal.aborted) return;
+      if (this.lifeAbort.signal.aborted || this.channelHeld()) return;
       const session = this.sessionValue;
       if (!session) return;
       try {
@@ -433,12 +478,7 @@ export class Agent {
         this.logger.info(`Heartbeat sent: ${this.workerIdValue}`);
         this.markContact(began);
         this.heartbeatRetry.reset();
-        if (response?.status && response.status !== this.serverStatus) {
-          if (this.serverStatus !== undefined || response.status === 'draining') {
-            this.logger.info(`Worker status: ${response.status}`);
-          }
-          this.serverStatus = response.status;
-        }
+        this.noteServerStatus(response?.status);
         if (this.config.heartbeatIntervalS === undefined && (response?.heartbeat_interval_s ?? 0) > 0) {
           this.heartbeatIntervalS = response.heartbeat_interval_s;
         }
@@ -457,6 +497,14 @@ export class Agent {
         failed ? this.heartbeatRetryDelay() : Math.max(0, this.heartbeatIntervalS * 1000 - elapsed),
       );
     }
+  }
+
+  /** The worker's status as a heartbeat or claim answer has it (an operator may have drained the node). */
+  private noteServerStatus(status: 'ready' | 'draining' | undefined): void {
+    if (!status || status === this.serverStatus) return;
+    if (this.serverStatus !== undefined || status === 'draining')
+      this.logger.info(`Worker status: ${status}`);
+    this.serverStatus = status;
   }
 
   /** See HEARTBEAT_RETRY. */
@@ -518,9 +566,22 @@ export class Agent {
 
   // ---- claiming -----------------------------------------------------------------------------------------
 
+  /**
+   * Claims: long polls while the channel is not held; while it is, one claim (`wait_s` 0) each time one is
+   * owed (the channel opened, a wake), however many wakes came meanwhile.
+   */
   private async claimLoop(): Promise<void> {
     const backoff = new Backoff(this.config.timing.claimBackoff);
     const signal = this.claimAbort.signal;
+    if (this.config.channel) {
+      // The channel's first try is quick: open, the first claim need not be a long poll.
+      const wait = new AbortController();
+      const stop = () => wait.abort();
+      signal.addEventListener('abort', stop, { once: true });
+      await Promise.race([this.firstChannelTry, sleep(FIRST_CHANNEL_WAIT_MS, wait.signal)]);
+      wait.abort();
+      signal.removeEventListener('abort', stop);
+    }
     while (!signal.aborted) {
       if (this.reregistering) {
         await this.reregistering;
@@ -528,11 +589,17 @@ export class Agent {
       }
       const session = this.sessionValue;
       if (!session) return;
+      const pushed = this.channelHeld();
+      if (pushed && !this.claimWanted) {
+        await this.claimKicked(signal);
+        continue;
+      }
+      this.claimWanted = false;
       const began = Date.now();
       let response: Awaited<ReturnType<AgentClient['claim']>>;
       try {
         response = await this.client.claim(
-          { worker_id: this.workerIdValue, session, wait_s: this.claimWaitS },
+          { worker_id: this.workerIdValue, session, wait_s: pushed ? 0 : this.claimWaitS },
           { signal },
         );
         backoff.reset();
@@ -542,12 +609,14 @@ export class Agent {
           await this.reregister(session, `claim answered ${describeError(err)}`);
           continue;
         }
+        if (pushed) this.claimWanted = true; // still owed
         const delay = backoff.next();
         const log = err instanceof AgentApiError && err.status > 0 && err.status < 500 ? 'error' : 'warn';
         this.logger[log](`Claim failed: ${describeError(err)} (retrying in ${(delay / 1000).toFixed(1)} s)`);
         await sleep(delay, signal);
         continue;
       }
+      this.noteServerStatus(response?.status);
       // Start first, then cancel: a job assigned and cancelled in one answer is started and reported cancelled.
       let news = 0;
       if (!signal.aborted)
@@ -557,7 +626,267 @@ export class Agent {
       // Answers with nothing new (assignments whose `started` is still on its way, cancels already acted on, a
       // server that does not long-poll) come back at once: pace the loop instead of spinning.
       const elapsed = Date.now() - began;
-      if (news === 0 && elapsed < 1000) await sleep(1000 - elapsed, signal);
+      if (!pushed && news === 0 && elapsed < 1000) await sleep(1000 - elapsed, signal);
+    }
+  }
+
+  /** Resolves at the next kickClaims() (or when `signal` aborts). */
+  private claimKicked(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = () => {
+        signal.removeEventListener('abort', done);
+        if (this.claimKick === done) this.claimKick = undefined;
+        resolve();
+      };
+      this.claimKick = done;
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** Wakes the claim loop if it waits for a wake (to claim, or to long-poll again once the channel is gone). */
+  private kickClaims(): void {
+    this.claimKick?.();
+  }
+
+  /** One more claim is owed (coalesced with any other owed before it is made). */
+  private wantClaim(): void {
+    this.claimWanted = true;
+    this.kickClaims();
+  }
+
+  // ---- the push channel ---------------------------------------------------------------------------------
+
+  /** Open, or being replaced at once: the agent neither heartbeats nor long-polls. */
+  private channelHeld(): boolean {
+    return this.channel !== undefined || this.channelSwitching;
+  }
+
+  /**
+   * One try at opening the channel with the current session (none when one is open or being opened).
+   * `switching`: the channel was just closed to be replaced; no HTTP unless this try fails.
+   */
+  private connectChannel(switching = false): Promise<void> {
+    if (this.channelConnecting) return this.channelConnecting;
+    if (!this.config.channel || this.channel || this.stateValue !== 'running' || !this.sessionValue) {
+      if (switching) this.resumeHttp();
+      return Promise.resolve();
+    }
+    if (this.channelTimer) clearTimeout(this.channelTimer);
+    this.channelTimer = undefined;
+    const session = this.sessionValue;
+    if (this.reregistering) {
+      // The re-registration reconnects when it is done (heartbeats and claims wait for it meanwhile).
+      this.channelRegisterAsked = true;
+      return Promise.resolve();
+    }
+    if (switching) this.channelSwitching = true;
+    const attempt = this.tryChannel(session).finally(() => {
+      this.channelConnecting = undefined;
+      if (this.channelAgain) {
+        this.channelAgain = false;
+        if (!this.channel) void this.connectChannel();
+      }
+    });
+    this.channelConnecting = attempt;
+    return attempt;
+  }
+
+  private async tryChannel(session: string): Promise<void> {
+    let ws: WebSocket;
+    try {
+      ws = await this.client.openChannel(
+        { worker_id: this.workerIdValue, session },
+        { signal: this.channelAbort.signal, timeoutMs: this.config.timing.requestTimeoutMs },
+      );
+    } catch (err) {
+      if (this.channelAbort.signal.aborted || this.stateValue !== 'running') return;
+      this.channelFailed(err, session);
+      return;
+    }
+    if (this.stateValue !== 'running' || this.channel) {
+      this.closeChannelSocket(ws, 1000, 'agent stopping');
+      return;
+    }
+    if (this.sessionValue !== session) {
+      // Registered again meanwhile: this one is for the old session.
+      this.closeChannelSocket(ws, 1000, 'registered again');
+      this.channelAgain = true;
+      return;
+    }
+    this.channelOpened(ws, session);
+  }
+
+  private channelOpened(ws: WebSocket, session: string): void {
+    this.channel = ws;
+    this.channelSession = session;
+    this.channelSwitching = false;
+    this.channelGotPong = false;
+    this.channelPingsSentAt = [];
+    ws.on('message', (text) => this.onChannelMessage(ws, text));
+    ws.on('close', (info) => this.onChannelClose(ws, info));
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    this.logger.info('Channel open: pushed assignments, heartbeats as pings');
+    this.channelPing();
+    this.armPongDeadline(ws);
+    this.wantClaim(); // whatever was pushed while the channel was not open
+  }
+
+  /** Sends `ping` now and every heartbeat interval while the channel is open. */
+  private channelPing(): void {
+    const ws = this.channel;
+    if (!ws) return;
+    this.channelPingsSentAt.push(Date.now());
+    if (this.channelPingsSentAt.length > 8) this.channelPingsSentAt.shift();
+    ws.send('ping');
+    this.channelPingTimer = setTimeout(() => this.channelPing(), this.heartbeatIntervalS * 1000);
+  }
+
+  private armPongDeadline(ws: WebSocket): void {
+    if (this.channelPongTimer) clearTimeout(this.channelPongTimer);
+    const afterMs = 2 * this.heartbeatIntervalS * 1000;
+    this.channelPongTimer = setTimeout(() => {
+      this.channelPongTimer = undefined;
+      if (this.channel === ws) this.channelDropped(ws, `no pong for ${(afterMs / 1000).toFixed(0)} s`);
+    }, afterMs);
+  }
+
+  private onChannelMessage(ws: WebSocket, text: string): void {
+    if (ws !== this.channel) return;
+    if (text === 'pong') {
+      const sentAt = this.channelPingsSentAt.shift();
+      if (sentAt === undefined) return; // not ours
+      // The server took it as a heartbeat.
+      this.channelGotPong = true;
+      this.channelFailures = 0;
+      this.markContact(sentAt);
+      this.armPongDeadline(ws);
+      this.logger.info(`Heartbeat sent: ${this.workerIdValue}`);
+      return;
+    }
+    const message = parseChannelMessage(text);
+    if (message?.type === 'wake') {
+      this.logger.debug('Channel: wake');
+      this.wantClaim();
+    } else if (message?.type === 'register') {
+      this.logger.debug('Channel: register again');
+      this.channelRegisterAsked = true;
+      void this.reregister(this.channelSession, 'the control plane asked on the channel');
+    } else {
+      this.logger.debug(`Channel: ignored a message: ${text.slice(0, 200)}`);
+    }
+  }
+
+  private onChannelClose(ws: WebSocket, info: WebSocketCloseInfo): void {
+    if (ws !== this.channel) return;
+    const why = `closed${info.wasClean ? '' : ' without a close handshake'}, code ${info.code}${info.reason ? ` ${info.reason}` : ''}${info.error ? `: ${describeError(info.error)}` : ''}`;
+    this.channelDropped(ws, why);
+  }
+
+  /** Lets go of the open channel: timers, and the socket (closed, unless it is already). */
+  private releaseChannel(code: number, reason: string): void {
+    const ws = this.channel;
+    this.channel = undefined;
+    this.channelSession = undefined;
+    if (this.channelPingTimer) clearTimeout(this.channelPingTimer);
+    if (this.channelPongTimer) clearTimeout(this.channelPongTimer);
+    this.channelPingTimer = undefined;
+    this.channelPongTimer = undefined;
+    this.channelPingsSentAt = [];
+    if (ws) this.closeChannelSocket(ws, code, reason);
+  }
+
+  private closeChannelSocket(ws: WebSocket, code: number, reason: string): void {
+    if (ws.state === 'closed') return;
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    this.channelClosing.add(closed);
+    void closed.then(() => this.channelClosing.delete(closed));
+    ws.close(code, reason);
+  }
+
+  /** The channel broke: HTTP at once, and a new try after a random delay (spread over the window). */
+  private channelDropped(ws: WebSocket, why: string): void {
+    if (ws !== this.channel) return;
+    this.releaseChannel(4000, 'dropped');
+    if (this.stateValue !== 'running') return;
+    if (!this.channelGotPong) this.channelFailures++; // it never worked: back off
+    const delay = channelReconnectDelayMs(this.channelFailures, this.config.channelReconnectWindowS);
+    this.logger.warn(
+      `Channel dropped (${why}): HTTP heartbeats and long polls until it reconnects in ${(delay / 1000).toFixed(1)} s`,
+    );
+    this.resumeHttp();
+    this.scheduleChannel(delay);
+  }
+
+  /** Opening the channel failed: HTTP meanwhile, and the next try when the failure says. */
+  private channelFailed(err: unknown, session: string): void {
+    const kind = channelRefusal(err);
+    this.resumeHttp();
+    if (kind === 'register') {
+      this.logger.debug(`Channel refused: ${describeError(err)}; registering again`);
+      this.channelRegisterAsked = true;
+      void this.reregister(session, `the channel answered ${describeError(err)}`);
+      // Registered again already (under another session): try that one.
+      if (!this.reregistering && this.sessionValue !== session) this.scheduleChannel(0);
+      return;
+    }
+    if (kind === 'absent') {
+      const delay = channelAbsentDelayMs();
+      this.logger.debug(
+        `No channel at the control plane (${describeError(err)}): HTTP heartbeats and long polls; asking again in ${Math.round(delay / 1000)} s`,
+      );
+      this.scheduleChannel(delay);
+      return;
+    }
+    this.channelFailures++;
+    const delay = channelReconnectDelayMs(this.channelFailures, this.config.channelReconnectWindowS);
+    this.logger.debug(`Channel not open: ${describeError(err)}; next try in ${(delay / 1000).toFixed(1)} s`);
+    this.scheduleChannel(delay);
+  }
+
+  private scheduleChannel(delayMs: number): void {
+    if (this.channelTimer) clearTimeout(this.channelTimer);
+    this.channelTimer = undefined;
+    if (this.stateValue !== 'running') return;
+    this.channelTimer = setTimeout(() => {
+      this.channelTimer = undefined;
+      void this.connectChannel();
+    }, delayMs);
+  }
+
+  /** Heartbeats and long polls again (the channel is not held): a heartbeat at once, unless one is on its way. */
+  private resumeHttp(): void {
+    this.channelSwitching = false;
+    if (!this.heartbeatTimer && !this.heartbeatInFlight) this.scheduleHeartbeat(0);
+    this.kickClaims();
+  }
+
+  /**
+   * After a re-registration: a channel opened with the old session is replaced at once, and so is one the
+   * control plane asked to re-register for; one waiting for its next try keeps waiting (it uses the new one).
+   */
+  private channelAfterRegistration(): void {
+    if (!this.config.channel || this.stateValue !== 'running' || !this.sessionValue) return;
+    const asked = this.channelRegisterAsked;
+    this.channelRegisterAsked = false;
+    if (this.channel && this.channelSession === this.sessionValue) return; // the same session: keep it
+    if (!this.channel && !asked) return;
+    const wasOpen = this.channel !== undefined;
+    if (wasOpen) this.releaseChannel(1000, 'registered again');
+    void this.connectChannel(wasOpen);
+  }
+
+  /** On shutdown: no more tries; the open channel closed cleanly; heartbeats again while jobs end. */
+  private stopChannel(): void {
+    this.channelAbort.abort();
+    if (this.channelTimer) clearTimeout(this.channelTimer);
+    this.channelTimer = undefined;
+    const held = this.channelHeld();
+    this.channelSwitching = false;
+    this.releaseChannel(1000, 'agent stopping');
+    if (held && !this.heartbeatTimer && !this.heartbeatInFlight) {
+      this.scheduleHeartbeat(Math.max(0, this.lastContactAt + this.heartbeatIntervalS * 1000 - Date.now()));
     }
   }
 
@@ -654,6 +983,7 @@ export class Agent {
     const wasRegistered = this.sessionValue !== undefined && this.stateValue === 'running';
     this.stateValue = 'stopping';
     this.claimAbort.abort();
+    this.stopChannel();
     const { logger } = this;
     if (!wasRegistered) {
       this.lifeAbort.abort(); // nothing to keep alive: stop registering
@@ -702,6 +1032,8 @@ export class Agent {
     this.fenceTimer = undefined;
     await this.heartbeatInFlight;
     await this.reregistering;
+    await this.channelConnecting;
+    await Promise.all(this.channelClosing);
 
     const session = this.sessionValue;
     if (session && !options.fatal && undelivered === 0) {

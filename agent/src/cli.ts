@@ -46,7 +46,7 @@ export async function main(
   logger.info(
     `conductor-agent ${AGENT_VERSION}: server ${config.url}, node ${config.nodeName}, ${config.cpus} CPUs, ` +
       `state ${config.stateDir}, heartbeat ${config.heartbeatIntervalS ? `every ${config.heartbeatIntervalS} s` : "at the server's interval"}` +
-      `${config.drain ? ', drains on stop' : ''}`,
+      `${config.drain ? ', drains on stop' : ''}${config.channel ? '' : ', no push channel'}`,
   );
   const agent = new Agent(config, { logger });
 

@@ -12,6 +12,7 @@ import {
   type IncomingMessage,
 } from 'node:http';
 import type {
+  ChannelQuery,
   ClaimRequest,
   ClaimResponse,
   FinishRequest,
@@ -25,6 +26,7 @@ import type {
   StartedRequest,
   UnregisterRequest,
 } from './protocol.ts';
+import { connectWebSocket, type WebSocket, WebSocketHandshakeError } from './websocket.ts';
 
 export class AgentApiError extends Error {
   override readonly name = 'AgentApiError';
@@ -126,6 +128,33 @@ export class AgentClient {
 
   async unregister(body: UnregisterRequest, options?: RequestOptions): Promise<void> {
     await this.post('/unregister', body, options);
+  }
+
+  /**
+   * Opens the push channel (`GET /channel?worker_id=&session=`, upgraded to a WebSocket), with the token and
+   * user agent every other call sends. A refusal throws AgentApiError with the answer's status and error
+   * code (404 `unknown_worker`, 409 `session_superseded`, ..., `http_<status>` without an envelope); no
+   * answer throws it with status 0, as the other calls do.
+   */
+  async openChannel(query: ChannelQuery, options: RequestOptions = {}): Promise<WebSocket> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (this.options.userAgent) headers['user-agent'] = this.options.userAgent;
+    const url = `${this.base}/channel?${new URLSearchParams({ worker_id: query.worker_id, session: query.session })}`;
+    try {
+      return await connectWebSocket(url, {
+        headers,
+        request: (await this.connection()).request,
+        timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (err) {
+      if (err instanceof WebSocketHandshakeError) {
+        const code = err.error?.code ?? `http_${err.status}`;
+        throw new AgentApiError(err.status, code, `/channel: ${err.message}`, err.error?.details);
+      }
+      throw transportError(err, options.signal, '/channel');
+    }
   }
 
   /** node:http or node:https, chosen (and loaded) at the first request. */

@@ -62,6 +62,12 @@ export const DEFAULT_TIMING: AgentTiming = {
   memorySampleMs: 500,
 };
 
+/**
+ * Seconds: a dropped push channel is reconnected after a uniform random delay up to this, so that agents
+ * dropped together (a deploy, a restart) come back spread out (CONDUCTOR_CHANNEL_RECONNECT_WINDOW).
+ */
+export const DEFAULT_CHANNEL_RECONNECT_WINDOW_S = 10;
+
 /** Bytes of each output stream of a job kept on the agent's disk (CONDUCTOR_OUTPUT_LIMIT). */
 export const DEFAULT_OUTPUT_LIMIT_BYTES = 64 * 1024 * 1024;
 
@@ -120,6 +126,13 @@ export interface AgentConfig {
   containment?: ContainmentChoice;
   /** Bytes of each stream of a job kept on disk (the first ones; CONDUCTOR_OUTPUT_LIMIT). */
   outputLimitBytes: number;
+  /**
+   * Hold the push channel (a WebSocket) where the control plane offers one: assignments are pushed, pings
+   * replace heartbeats. false (`--no-channel`, CONDUCTOR_CHANNEL=off): HTTP heartbeats and long polls only.
+   */
+  channel: boolean;
+  /** Seconds: a dropped channel is reconnected after a uniform random delay up to this (then back-off). */
+  channelReconnectWindowS: number;
 }
 
 /** An unprivileged user jobs run as (CONDUCTOR_RUN_AS). */
@@ -162,6 +175,8 @@ export function agentConfig(input: AgentConfigInput = {}, env: NodeJS.ProcessEnv
     timing: { ...DEFAULT_TIMING, ...input.timing },
     containment: input.containment ?? 'auto',
     outputLimitBytes: input.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
+    channel: input.channel ?? true,
+    channelReconnectWindowS: input.channelReconnectWindowS ?? DEFAULT_CHANNEL_RECONNECT_WINDOW_S,
     ...(input.memoryMb !== undefined ? { memoryMb: input.memoryMb } : {}),
     ...(input.memoryReserveMb !== undefined ? { memoryReserveMb: input.memoryReserveMb } : {}),
     ...(input.gpus ? { gpus: input.gpus } : {}),
@@ -236,6 +251,10 @@ Options (each overrides the environment variable named after it):
                                CONDUCTOR_JOB_ROOT (default: the run-as user's home; none without --run-as)
   --job-containment <how>      auto, cgroup2, cgroup1 or sweep: how a job's processes are found and
                                killed                      CONDUCTOR_JOB_CONTAINMENT (default auto)
+  --no-channel                 no push channel: HTTP heartbeats and long polls only   CONDUCTOR_CHANNEL=off
+  --channel-reconnect-window <s>
+                               reconnect a dropped channel after a random delay of up to <s> seconds
+                               CONDUCTOR_CHANNEL_RECONNECT_WINDOW (default 10)
   --debug                      log more                    CONDUCTOR_DEBUG=1
   -h, --help                   show this help
   -V, --version                show the version
@@ -289,6 +308,8 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         'run-as': { type: 'string' },
         'job-root': { type: 'string' },
         'job-containment': { type: 'string' },
+        'no-channel': { type: 'boolean' },
+        'channel-reconnect-window': { type: 'string' },
         drain: { type: 'boolean' },
         debug: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -422,6 +443,18 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       );
     } else outputLimitBytes = n;
   }
+  const channelEnv = env.CONDUCTOR_CHANNEL?.trim() ? env.CONDUCTOR_CHANNEL : 'on';
+  const channel = values['no-channel'] !== true && parseBool(channelEnv, 'CONDUCTOR_CHANNEL', errors);
+  const windowIn = pick('channel-reconnect-window', 'CONDUCTOR_CHANNEL_RECONNECT_WINDOW');
+  let channelReconnectWindowS = DEFAULT_CHANNEL_RECONNECT_WINDOW_S;
+  if (windowIn) {
+    const n = /^\d+(\.\d+)?$/.test(windowIn.value) ? Number(windowIn.value) : Number.NaN;
+    if (!Number.isFinite(n) || n > 3600) {
+      errors.push(
+        `${windowIn.source} must be a number of seconds from 0 to 3600, got ${JSON.stringify(windowIn.value)}`,
+      );
+    } else channelReconnectWindowS = n;
+  }
   const allowRoot = parseBool(env.CONDUCTOR_ALLOW_ROOT, 'CONDUCTOR_ALLOW_ROOT', errors);
   const allowAnyWorkDir = parseBool(env.CONDUCTOR_ALLOW_ANY_WORKDIR, 'CONDUCTOR_ALLOW_ANY_WORKDIR', errors);
 
@@ -448,6 +481,8 @@ export function parseAgentArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         debug,
         containment,
         outputLimitBytes,
+        channel,
+        channelReconnectWindowS,
       },
       env,
     ),
@@ -661,6 +696,20 @@ export const AGENT_OPTION_DOCS: readonly {
     default: '`auto`',
     description:
       "`cgroup2`, `cgroup1` or `sweep`: how a job's processes are found and killed (`auto`: the first that works)",
+  },
+  {
+    env: 'CONDUCTOR_CHANNEL',
+    flag: '--no-channel',
+    default: '`on`',
+    description:
+      '`off` (or `--no-channel`): no push channel. With it on, the agent holds a WebSocket to the control plane where it offers one (`GET /api/v1/agents/channel`): assignments, cancels and drains are pushed, a `ping` every heartbeat interval replaces the HTTP heartbeat, and no claim long-polls; without one (an older server, a proxy that strips WebSockets) or while it is down, HTTP heartbeats and long polls as before',
+  },
+  {
+    env: 'CONDUCTOR_CHANNEL_RECONNECT_WINDOW',
+    flag: '--channel-reconnect-window',
+    default: '`10`',
+    description:
+      'seconds: a dropped channel is reconnected after a uniform random delay up to this (agents dropped together come back spread out), then with exponential back-off (full jitter) up to 5 minutes while it fails; a server without a channel is asked again about every 5 minutes',
   },
   { env: 'CONDUCTOR_DEBUG', flag: '--debug', default: 'off', description: 'log more' },
   { env: 'LOG_FORMAT', default: '`text`', description: '`json`: one JSON object per line' },

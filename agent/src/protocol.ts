@@ -276,3 +276,22 @@ export interface UnregisterRequest {
   worker_id: string;
   session: string;
 }
+
+/**
+ * The push channel: `GET /api/v1/agents/channel?worker_id=&session=` upgraded to a WebSocket (same token and
+ * the same refusals as `/heartbeat`: 401, 403 `worker_not_yours`, 404 `unknown_worker`, 409
+ * `session_superseded`, in the error envelope). The agent sends the text frame `ping` every heartbeat
+ * interval and the server answers `pong` (an accepted heartbeat); the server sends ChannelMessage frames.
+ * While it is open the agent sends no heartbeats and makes no long-poll claims: it claims (`wait_s` 0) once
+ * when it opens and then on each `wake`.
+ */
+export interface ChannelQuery {
+  worker_id: string;
+  session: string;
+}
+
+/**
+ * `wake`: there may be new assignments, cancels, signals or a drain: claim now. `register`: the worker's key
+ * is gone or its session is no longer current: register again (with `previous_session`), then reconnect.
+ */
+export type ChannelMessage = { type: 'wake' } | { type: 'register' };

@@ -19,10 +19,7 @@ export interface ChannelWorker {
   session: string;
 }
 
-/**
- * 404/409/403 unless `session` is the worker's current one and the worker is the caller's (as /heartbeat).
- * Marks the session as on the channel (workers.channel): from now on the registry judges its liveness.
- */
+/** 404/409/403 unless `session` is the worker's current one and the worker is the caller's (as /heartbeat). */
 export async function assertChannelSession(
   ctx: Context,
   input: ChannelWorker,
@@ -30,11 +27,21 @@ export async function assertChannelSession(
 ): Promise<void> {
   const row = await queryOne<{ ok: boolean }>(
     ctx.db,
-    sql`UPDATE workers SET channel = true
-        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
-        RETURNING true AS ok`,
+    sql`SELECT true AS ok FROM workers
+        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}`,
   );
   if (!row) throw await sessionError(ctx, input, caller);
+}
+
+/**
+ * The session's channel is open: from now on its pings are its heartbeats and the registry judges its
+ * liveness (workers.channel, until it registers again).
+ */
+export async function markChannelSession(ctx: Context, input: ChannelWorker): Promise<void> {
+  await query(
+    ctx.db,
+    sql`UPDATE workers SET channel = true WHERE id = ${input.worker_id} AND session = ${input.session} AND NOT channel`,
+  );
 }
 
 /**

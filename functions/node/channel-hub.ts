@@ -46,15 +46,26 @@ export class ChannelHub {
     private readonly bus?: WakeBus,
   ) {
     this.port = {
-      accept: async (_request, worker) =>
-        new Response(null, {
-          status: 200,
-          headers: {
-            'x-conductor-channel': this.acceptMarker,
-            'x-conductor-worker': worker.workerId,
-            'x-conductor-session': worker.session,
-          },
-        }),
+      accept: async (request, worker) =>
+        request.headers.get('x-conductor-upgrade') !== this.acceptMarker
+          ? Response.json(
+              {
+                error: {
+                  code: 'upgrade_required',
+                  message:
+                    'The request reached the server without its WebSocket upgrade (a proxy dropped it?)',
+                },
+              },
+              { status: 426 },
+            )
+          : new Response(null, {
+              status: 200,
+              headers: {
+                'x-conductor-channel': this.acceptMarker,
+                'x-conductor-worker': worker.workerId,
+                'x-conductor-session': worker.session,
+              },
+            }),
     };
   }
 
@@ -107,7 +118,9 @@ export class ChannelHub {
     socket.on('error', () => socket.destroy());
     let answer: Response;
     try {
-      answer = await fetch(toFetchRequest(request));
+      const asked = toFetchRequest(request);
+      asked.headers.set('x-conductor-upgrade', this.acceptMarker);
+      answer = await fetch(asked);
     } catch {
       answer = Response.json(
         { error: { code: 'internal', message: 'The channel could not be opened' } },
@@ -189,7 +202,7 @@ export class ChannelHub {
 function toFetchRequest(request: IncomingMessage): Request {
   const headers = new Headers();
   for (const [name, value] of Object.entries(request.headers)) {
-    if (value === undefined) continue;
+    if (value === undefined || name === 'x-conductor-upgrade') continue;
     for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
   }
   const host = request.headers.host ?? '127.0.0.1';

@@ -38,6 +38,8 @@ const AGENT_SETTINGS = [
   'CONDUCTOR_ALLOW_ANY_WORKDIR',
   'CONDUCTOR_OUTPUT_LIMIT',
   'CONDUCTOR_JOB_CONTAINMENT',
+  'CONDUCTOR_CHANNEL',
+  'CONDUCTOR_CHANNEL_RECONNECT_WINDOW',
   // One log format for the whole local cluster: LOG_FORMAT=json makes the agent's lines JSON too.
   'LOG_FORMAT',
 ];

@@ -32,7 +32,8 @@ export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<vo
       };
     },
     async close() {
-      await publisher.quit().catch(() => publisher.disconnect());
+      if (publisher.status === 'ready') await publisher.quit().catch(() => publisher.disconnect());
+      else publisher.disconnect();
       await subscriber?.quit().catch(() => subscriber?.disconnect());
     },
   };

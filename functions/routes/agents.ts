@@ -1,5 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { assertChannelSession } from '../domain/channel.ts';
+import { assertChannelSession, markChannelSession } from '../domain/channel.ts';
 import type { Context } from '../domain/context.ts';
 import { forbidden, invalid, notFound } from '../domain/errors.ts';
 import { registerOpenClusterAgent } from '../domain/open-cluster.ts';
@@ -73,7 +73,10 @@ export function agentRoutes(ctx: Context) {
       );
     }
     await assertChannelSession(ctx, query, c.get('principal'));
-    return ctx.channel.accept(c.req.raw, { workerId: query.worker_id, session: query.session });
+    const answer = await ctx.channel.accept(c.req.raw, { workerId: query.worker_id, session: query.session });
+    // Only a socket the runtime accepted moves the session's liveness to the registry.
+    if (answer.status < 300) await markChannelSession(ctx, query);
+    return answer;
   });
   mount(app, unregister, async (c, { body }) => {
     await unregisterWorker(ctx, await body(), c.get('principal'));
