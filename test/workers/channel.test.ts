@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { Miniflare, type MiniflareOptions, type WorkerOptions } from 'miniflare';
@@ -23,13 +23,6 @@ import { bundleWorker, workerModules } from '../support/worker-bundle.ts';
  * `ws` client speaking the wire protocol (ping/pong, wake, register). Redis database 11 is this file's.
  */
 const available = (await serviceAvailable('postgres')) && (await serviceAvailable('redis'));
-/** The agent's sources: this checkout's, or (CHANNEL_TEST_AGENT_CLI) another's while its channel mode lands. */
-const AGENT_CLI = process.env.CHANNEL_TEST_AGENT_CLI;
-const AGENT_SOURCE = AGENT_CLI
-  ? readFileSync(join(dirname(AGENT_CLI), 'agent.ts'), 'utf8')
-  : readFileSync(new URL('../../agent/src/agent.ts', import.meta.url), 'utf8');
-/** Real agents speak the channel once agent/src/agent.ts has its channel mode. */
-const agentsHaveChannel = AGENT_SOURCE.includes('Channel open');
 const REDIS_DB_URL = 'redis://127.0.0.1:6379/11';
 const ADMIN_TOKEN = 'channel-admin-token-0123456789abcdefghijkl';
 const TTL_S = 5;
@@ -537,120 +530,110 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     }
   }, 40_000);
 
-  it.runIf(agentsHaveChannel)(
-    'real agents on the channel: the runtime restarts (every socket and the object dropped) while jobs are being assigned; every job starts exactly once and every result arrives',
-    async () => {
-      // The hand-played workers leave: jobs go to the real agents only.
-      for (const [workerId, session] of sessions) {
-        await api('/api/v1/agents/unregister', {
-          method: 'POST',
-          token: agentToken,
-          body: JSON.stringify({ worker_id: workerId, session }),
-        });
-      }
-      const ids = ['ch-agent-1', 'ch-agent-2', 'ch-agent-3'];
-      const started = ids.map(
-        (id, i) =>
-          new AgentProcess(id, urls[i % 2]!, {
-            cpus: 2,
-            env: { CONDUCTOR_TOKEN: agentToken, CONDUCTOR_CHANNEL_RECONNECT_WINDOW: '1' },
-            ...(AGENT_CLI ? { entry: ['--import', 'tsx', AGENT_CLI] } : {}),
-          }),
-      );
-      agents.push(...started);
-      await Promise.all(started.map((a) => a.waitForLine(/Channel open/)));
-      const dir = mkdtempSync(join(tmpdir(), 'channel-starts-'));
-      const starts = join(dir, 'starts');
-      // 1 CPU each, 6 slots: the 24 jobs are placed over several rounds, as slots free.
-      const script = (n: number) =>
-        `echo "$SLURM_JOB_ID $CONDUCTOR_ATTEMPT" >> ${starts}; sleep 0.5; echo "result ${n}"`;
-      const submitted: { id: number; n: number }[] = [];
-      const submit = async (n: number) => {
-        const { status, body } = await api<{ id: number }>(
-          '/api/v1/jobs/submit',
-          { method: 'POST', body: JSON.stringify({ script: script(n), cpus: 1 }) },
-          urls[n % 2],
-        );
-        expect(status).toBe(201);
-        submitted.push({ id: body.id, n });
-      };
-      for (let n = 0; n < 12; n++) await submit(n);
-      // Mid-flight: jobs running, others placed and being pushed, the rest pending.
-      await new Promise((resolve) => setTimeout(resolve, 400));
-      const done = await Promise.all(
-        submitted.map(async (j) => (await api<{ state: string }>(`/api/v1/jobs/${j.id}`)).body.state),
-      );
-      expect(done.filter((state) => state === 'COMPLETED').length).toBeLessThan(12);
-      await mf.setOptions(options);
-      for (let n = 12; n < 24; n++) await submit(n);
-      await eventually(
-        async () => {
-          const states = await Promise.all(
-            submitted.map(async (j) => (await api<{ state: string }>(`/api/v1/jobs/${j.id}`)).body.state),
-          );
-          return states.every((state) => state === 'COMPLETED');
-        },
-        { timeoutMs: 60_000, intervalMs: 500, what: 'every job to complete' },
-      );
-      const lines = readFileSync(starts, 'utf8').trim().split('\n');
-      expect(lines.sort()).toEqual(submitted.map((j) => `${j.id} 1`).sort());
-      for (const job of submitted) {
-        const logs = await api<{ stdout: { content: string } }>(`/api/v1/jobs/${job.id}/logs`);
-        expect(logs.body.stdout.content).toBe(`result ${job.n}\n`);
-      }
-      // Each agent comes back to the channel after the restart (within its reconnect back-off).
-      for (const agent of started) {
-        await eventually(() => agent.lines.filter((l) => /Channel open/.test(l)).length >= 2, {
-          timeoutMs: 30_000,
-          what: `${agent.nodeName} back on the channel:\n${agent.lines.join('\n')}`,
-        });
-      }
-    },
-    120_000,
-  );
-
-  it.runIf(agentsHaveChannel)(
-    'a real agent whose socket silently dies (process stopped, TCP open) is declared lost within TTL + one reap; its job ends NODE_FAIL',
-    async () => {
-      const agent = new AgentProcess('ch-frozen', urls[0]!, {
-        cpus: 3,
-        env: { CONDUCTOR_TOKEN: agentToken, CONDUCTOR_CHANNEL_RECONNECT_WINDOW: '1' },
-        ...(AGENT_CLI ? { entry: ['--import', 'tsx', AGENT_CLI] } : {}),
-      });
-      agents.push(agent);
-      await agent.waitForLine(/Channel open/);
-      // 3 CPUs: only this agent fits.
-      const { body: job } = await api<{ id: number }>('/api/v1/jobs/submit', {
+  it('real agents on the channel: the runtime restarts (every socket and the object dropped) while jobs are being assigned; every job starts exactly once and every result arrives', async () => {
+    // The hand-played workers leave: jobs go to the real agents only.
+    for (const [workerId, session] of sessions) {
+      await api('/api/v1/agents/unregister', {
         method: 'POST',
-        body: JSON.stringify({ script: 'sleep 30', cpus: 3 }),
+        token: agentToken,
+        body: JSON.stringify({ worker_id: workerId, session }),
       });
-      await eventually(
-        async () => (await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state === 'RUNNING',
-        { what: 'the job to run' },
+    }
+    const ids = ['ch-agent-1', 'ch-agent-2', 'ch-agent-3'];
+    const started = ids.map(
+      (id, i) =>
+        new AgentProcess(id, urls[i % 2]!, {
+          cpus: 2,
+          env: { CONDUCTOR_TOKEN: agentToken, CONDUCTOR_CHANNEL_RECONNECT_WINDOW: '1' },
+        }),
+    );
+    agents.push(...started);
+    await Promise.all(started.map((a) => a.waitForLine(/Channel open/)));
+    const dir = mkdtempSync(join(tmpdir(), 'channel-starts-'));
+    const starts = join(dir, 'starts');
+    // 1 CPU each, 6 slots: the 24 jobs are placed over several rounds, as slots free.
+    const script = (n: number) =>
+      `echo "$SLURM_JOB_ID $CONDUCTOR_ATTEMPT" >> ${starts}; sleep 0.5; echo "result ${n}"`;
+    const submitted: { id: number; n: number }[] = [];
+    const submit = async (n: number) => {
+      const { status, body } = await api<{ id: number }>(
+        '/api/v1/jobs/submit',
+        { method: 'POST', body: JSON.stringify({ script: script(n), cpus: 1 }) },
+        urls[n % 2],
       );
-      agent.child.kill('SIGSTOP');
-      const frozen = Date.now();
-      try {
-        // Its last ping is at most an interval old: the object stops refreshing the key within two
-        // intervals, the key's TTL runs out, and one reap declares the worker lost.
-        await eventually(async () => (await redis.exists('worker:ch-frozen')) === 0, {
-          timeoutMs: (TTL_S + 3 * INTERVAL_S) * 1000 + 2_000,
-          intervalMs: 200,
-          what: 'the frozen worker key to expire',
-        });
-        const expiredAfterMs = Date.now() - frozen;
-        await fireCron(mf, '* * * * *');
-        const worker = await queryOne<{ status: string }>(
-          database.db,
-          sql`SELECT status FROM workers WHERE id = 'ch-frozen'`,
+      expect(status).toBe(201);
+      submitted.push({ id: body.id, n });
+    };
+    for (let n = 0; n < 12; n++) await submit(n);
+    // Mid-flight: jobs running, others placed and being pushed, the rest pending.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const done = await Promise.all(
+      submitted.map(async (j) => (await api<{ state: string }>(`/api/v1/jobs/${j.id}`)).body.state),
+    );
+    expect(done.filter((state) => state === 'COMPLETED').length).toBeLessThan(12);
+    await mf.setOptions(options);
+    for (let n = 12; n < 24; n++) await submit(n);
+    await eventually(
+      async () => {
+        const states = await Promise.all(
+          submitted.map(async (j) => (await api<{ state: string }>(`/api/v1/jobs/${j.id}`)).body.state),
         );
-        expect(worker?.status).toBe('down');
-        expect((await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state).toBe('NODE_FAIL');
-        expect(expiredAfterMs).toBeLessThan((TTL_S + 3 * INTERVAL_S) * 1000 + 1_000);
-      } finally {
-        await agent.kill9();
-      }
-    },
-    60_000,
-  );
+        return states.every((state) => state === 'COMPLETED');
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: 'every job to complete' },
+    );
+    const lines = readFileSync(starts, 'utf8').trim().split('\n');
+    expect(lines.sort()).toEqual(submitted.map((j) => `${j.id} 1`).sort());
+    for (const job of submitted) {
+      const logs = await api<{ stdout: { content: string } }>(`/api/v1/jobs/${job.id}/logs`);
+      expect(logs.body.stdout.content).toBe(`result ${job.n}\n`);
+    }
+    // Each agent comes back to the channel after the restart (within its reconnect back-off).
+    for (const agent of started) {
+      await eventually(() => agent.lines.filter((l) => /Channel open/.test(l)).length >= 2, {
+        timeoutMs: 30_000,
+        what: `${agent.nodeName} back on the channel:\n${agent.lines.join('\n')}`,
+      });
+    }
+  }, 120_000);
+
+  it('a real agent whose socket silently dies (process stopped, TCP open) is declared lost within TTL + one reap; its job ends NODE_FAIL', async () => {
+    const agent = new AgentProcess('ch-frozen', urls[0]!, {
+      cpus: 3,
+      env: { CONDUCTOR_TOKEN: agentToken, CONDUCTOR_CHANNEL_RECONNECT_WINDOW: '1' },
+    });
+    agents.push(agent);
+    await agent.waitForLine(/Channel open/);
+    // 3 CPUs: only this agent fits.
+    const { body: job } = await api<{ id: number }>('/api/v1/jobs/submit', {
+      method: 'POST',
+      body: JSON.stringify({ script: 'sleep 30', cpus: 3 }),
+    });
+    await eventually(
+      async () => (await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state === 'RUNNING',
+      { what: 'the job to run' },
+    );
+    agent.child.kill('SIGSTOP');
+    const frozen = Date.now();
+    try {
+      // Its last ping is at most an interval old: the object stops refreshing the key within two
+      // intervals, the key's TTL runs out, and one reap declares the worker lost.
+      await eventually(async () => (await redis.exists('worker:ch-frozen')) === 0, {
+        timeoutMs: (TTL_S + 3 * INTERVAL_S) * 1000 + 2_000,
+        intervalMs: 200,
+        what: 'the frozen worker key to expire',
+      });
+      const expiredAfterMs = Date.now() - frozen;
+      await fireCron(mf, '* * * * *');
+      const worker = await queryOne<{ status: string }>(
+        database.db,
+        sql`SELECT status FROM workers WHERE id = 'ch-frozen'`,
+      );
+      expect(worker?.status).toBe('down');
+      expect((await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state).toBe('NODE_FAIL');
+      expect(expiredAfterMs).toBeLessThan((TTL_S + 3 * INTERVAL_S) * 1000 + 1_000);
+    } finally {
+      await agent.kill9();
+    }
+  }, 60_000);
 });
