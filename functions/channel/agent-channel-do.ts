@@ -133,7 +133,7 @@ export class AgentChannel {
     const workerId = url.searchParams.get('worker_id');
     const session = url.searchParams.get('session');
     if (!workerId || !session) return new Response('worker_id and session', { status: 400 });
-    for (const older of this.state.getWebSockets(workerId)) tryClose(older, 4409, 'superseded');
+    for (const older of this.state.getWebSockets(workerId)) tryClose(older, 4409, 'superseded by a newer connection');
     const pair = new workerd.WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.state.acceptWebSocket(server, [workerId]);
@@ -168,7 +168,7 @@ export class AgentChannel {
       const pinged = this.state.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
       const silentMs = now - Math.max(attachment.acceptedAt, pinged);
       if (silentMs > ttlMs) {
-        tryClose(ws, 4408, 'no ping');
+        tryClose(ws, 4408, 'no ping within the worker TTL');
         continue;
       }
       open++;
