@@ -133,7 +133,8 @@ export class AgentChannel {
     const workerId = url.searchParams.get('worker_id');
     const session = url.searchParams.get('session');
     if (!workerId || !session) return new Response('worker_id and session', { status: 400 });
-    for (const older of this.state.getWebSockets(workerId)) tryClose(older, 4409, 'superseded by a newer connection');
+    for (const older of this.state.getWebSockets(workerId))
+      tryClose(older, 4409, 'superseded by a newer connection');
     const pair = new workerd.WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.state.acceptWebSocket(server, [workerId]);
