@@ -530,6 +530,20 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     }
   }, 40_000);
 
+  it('sets no alarm while no socket is open', async () => {
+    const client = await connected('ch-last', await register('ch-last'));
+    client.startPinging();
+    const first = await stats();
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect((await stats()).alarms).toBeGreaterThan(first.alarms);
+    client.close();
+    // The round after the close finds no open socket and sets none.
+    await new Promise((resolve) => setTimeout(resolve, 2 * INTERVAL_S * 1000));
+    const idle = await stats();
+    await new Promise((resolve) => setTimeout(resolve, 3 * INTERVAL_S * 1000));
+    expect((await stats()).alarms).toBe(idle.alarms);
+  }, 20_000);
+
   it('real agents on the channel: the runtime restarts (every socket and the object dropped) while jobs are being assigned; every job starts exactly once and every result arrives', async () => {
     // The hand-played workers leave: jobs go to the real agents only.
     for (const [workerId, session] of sessions) {
