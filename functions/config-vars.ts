@@ -147,6 +147,10 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
     description:
       'milliseconds: how often a waiting claim looks in Postgres for work again (isolates cannot wake each other)',
   },
+  CONDUCTOR_CHANNEL_SHARDS: {
+    description:
+      "how many Durable Objects hold the agents' push-channel WebSockets (a worker's is chosen by a hash of its id); Cloudflare documents 32,768 WebSockets per object. A change is a deploy, which drops every socket: agents reconnect, to their new object",
+  },
   CONDUCTOR_START_DEADLINE: {
     description:
       'seconds: a placed job its agent never reports started ends FAILED (counted from its placement, and from when reaping resumed after an outage)',

@@ -43,6 +43,13 @@ export const workerEnvSchema = z.object({
   CONDUCTOR_START_DEADLINE: secondsVar(DEFAULT_CONFIG.startDeadlineSeconds),
   /** How often a waiting claim looks for work again (ms): isolates cannot wake each other. */
   CONDUCTOR_CLAIM_POLL_MS: z.coerce.number().int().min(50).default(1000),
+  /** Durable Objects holding the agents' channel sockets (a worker's is `fnv1a(id) % shards`). */
+  CONDUCTOR_CHANNEL_SHARDS: z.coerce
+    .number({ error: 'CONDUCTOR_CHANNEL_SHARDS is a whole number from 1 to 1024' })
+    .int('CONDUCTOR_CHANNEL_SHARDS is a whole number from 1 to 1024')
+    .min(1, 'CONDUCTOR_CHANNEL_SHARDS is at least 1')
+    .max(1024, 'CONDUCTOR_CHANNEL_SHARDS is at most 1024')
+    .default(1),
   /**
    * Bootstraps the first admin: this token (at least 32 characters; `wrangler secret put ADMIN_TOKEN`) is
    * stored hashed as an admin token the first time it is used. Revoking it through the API sticks.

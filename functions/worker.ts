@@ -1,11 +1,14 @@
 /**
- * The Cloudflare Workers entry: `export default { fetch, scheduled }` serving the same app as the Node server.
+ * The Cloudflare Workers entry: `export default { fetch, scheduled }` serving the same app as the Node server,
+ * and the agents' push-channel Durable Object class `AgentChannel` (wrangler wants it exported from here).
  * Configuration comes from the Worker's bindings (functions/worker-env.ts). Each invocation (request or
  * cron) gets its own Neon pool, ended after the response and the invocation's deferred work (waitUntil):
  * a Neon WebSocket cannot outlive its invocation. The Upstash client is plain fetch, shared per isolate.
  */
 import { configureNeonForLocal, connectNeonPool } from '../db/neon.ts';
 import { createApp } from './app.ts';
+import type { DurableObjectNamespace } from './channel/workerd-types.ts';
+import { channelStats, createWorkersChannel, withChannelPush } from './channel/workers-channel.ts';
 import { tokenHash } from './domain/auth.ts';
 import { syncAllocationCache } from './domain/cache.ts';
 import { type Context, createContext } from './domain/context.ts';
@@ -14,7 +17,13 @@ import { pruneSubmissionKeys } from './domain/jobs.ts';
 import { cacheSyncSkippable, runBackstopUnlessQuiet } from './domain/maintenance.ts';
 import { sendDueNotifications } from './domain/notifications.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
-import type { ConductorConfig, RateLimiter, RegistryStore, WorkNotifier } from './domain/ports.ts';
+import type {
+  ChannelPort,
+  ConductorConfig,
+  RateLimiter,
+  RegistryStore,
+  WorkNotifier,
+} from './domain/ports.ts';
 import { workerSwaggerUiAssets } from './http/api-docs-worker.ts';
 import { createConsoleLogger } from './logger.ts';
 import { RedisRateLimiter } from './registry/rate-limiter.ts';
@@ -41,6 +50,8 @@ interface Isolate {
   registry: RegistryStore;
   rateLimiter: RateLimiter;
   notifier: WorkNotifier;
+  /** The agents' push channel (binding AGENT_CHANNEL); absent, agents stay on HTTP. */
+  channel?: { namespace: DurableObjectNamespace; port: ChannelPort };
 }
 
 let isolate: Isolate | undefined;
@@ -64,6 +75,10 @@ async function boot(bindings: Record<string, unknown>): Promise<Isolate> {
     rateLimiter: new RedisRateLimiter(upstash),
     notifier: createPollingNotifier(env.CONDUCTOR_CLAIM_POLL_MS),
   };
+  const namespace = bindings.AGENT_CHANNEL as DurableObjectNamespace | undefined;
+  if (namespace) {
+    isolate.channel = { namespace, port: createWorkersChannel(namespace, env.CONDUCTOR_CHANNEL_SHARDS) };
+  }
   return isolate;
 }
 
@@ -74,26 +89,32 @@ interface Invocation {
 }
 
 async function openInvocation(bindings: Record<string, unknown>): Promise<Invocation> {
-  const { env, config, registry, rateLimiter, notifier } = await boot(bindings);
+  const { env, config, registry, rateLimiter, notifier, channel } = await boot(bindings);
   const { db, close } = connectNeonPool(env.DATABASE_URL);
   const pending = new Set<Promise<unknown>>();
+  const defer = (work: Promise<unknown>) => {
+    const tracked: Promise<unknown> = work
+      .catch((error: unknown) =>
+        logger.error('Background work failed', {
+          error: error instanceof Error ? error.message : String(error),
+        }),
+      )
+      .finally(() => pending.delete(tracked));
+    pending.add(tracked);
+  };
   const ctx = createContext({
     db,
     registry,
     rateLimiter,
-    notifier,
+    // The isolate's notifier wakes this isolate's long-polling claims; the channel's pushes go from this
+    // invocation (one request per shard per batch, kept alive by defer).
+    notifier: channel
+      ? withChannelPush(notifier, channel.namespace, env.CONDUCTOR_CHANNEL_SHARDS, defer, logger)
+      : notifier,
+    ...(channel ? { channel: channel.port } : {}),
     logger,
     config,
-    defer(work) {
-      const tracked: Promise<unknown> = work
-        .catch((error: unknown) =>
-          logger.error('Background work failed', {
-            error: error instanceof Error ? error.message : String(error),
-          }),
-        )
-        .finally(() => pending.delete(tracked));
-      pending.add(tracked);
-    },
+    defer,
   });
   return {
     ctx,
@@ -109,12 +130,20 @@ function misconfigured(error: WorkerConfigError): Response {
   return Response.json({ error: { code: 'misconfigured', message: error.message } }, { status: 500 });
 }
 
+export { AgentChannel } from './channel/agent-channel-do.ts';
+
 export default {
   async fetch(
     request: Request,
     bindings: Record<string, unknown>,
     execution: ExecutionContext,
   ): Promise<Response> {
+    if (bindings.CONDUCTOR_COUNT_EVENTS === '1' && new URL(request.url).pathname === '/__channel/stats') {
+      // The bench's view of the channel objects' billable events (counted only with this binding).
+      const { env, channel } = await boot(bindings);
+      if (!channel) return Response.json({ error: { code: 'channel_unavailable' } }, { status: 404 });
+      return Response.json(await channelStats(channel.namespace, env.CONDUCTOR_CHANNEL_SHARDS));
+    }
     let invocation: Invocation;
     try {
       invocation = await openInvocation(bindings);
