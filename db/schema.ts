@@ -92,6 +92,8 @@ export const workers = pgTable(
      * judging by the registry, declares it down. Registration resets it.
      */
     channel: boolean('channel').notNull().default(false),
+    /** Counts the channel's openings: a socket's close ends its own opening only, never a newer one. */
+    channelGeneration: integer('channel_generation').notNull().default(0),
     downAt: tstz('down_at'),
     downReason: text('down_reason'),
     labels: jsonb('labels').$type<Record<string, string>>().notNull().default({}),

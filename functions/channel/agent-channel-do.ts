@@ -18,7 +18,7 @@
  * its storage so that they survive hibernation; GET /stats returns them.
  */
 import { configureNeonForLocal, connectNeonPool } from '../../db/neon.ts';
-import { channelHeartbeat } from '../domain/channel.ts';
+import { channelClosed, channelHeartbeat, channelRoundMs } from '../domain/channel.ts';
 import type { RegistryStore } from '../domain/ports.ts';
 import { createConsoleLogger } from '../logger.ts';
 import { RedisRegistryStore } from '../registry/redis-store.ts';
@@ -33,6 +33,8 @@ interface Attachment {
   session: string;
   /** ms since the epoch: counts as the first ping. */
   acceptedAt: number;
+  /** The opening's generation (markChannelSession): its close ends this opening only. */
+  generation: number;
 }
 
 const WAKE = JSON.stringify({ type: 'wake' });
@@ -99,13 +101,49 @@ export class AgentChannel {
     });
   }
 
-  async webSocketClose(): Promise<void> {
+  async webSocketClose(ws: WorkerdWebSocket): Promise<void> {
     // The runtime answers the close (compatibility date >= 2026-04-07: web_socket_auto_reply_to_close).
-    await this.counted('closes', async () => {});
+    await this.counted('closes', () => this.closed([ws]));
   }
 
-  async webSocketError(): Promise<void> {
-    await this.counted('closes', async () => {});
+  async webSocketError(ws: WorkerdWebSocket): Promise<void> {
+    await this.counted('closes', () => this.closed([ws]));
+  }
+
+  /**
+   * Sockets that closed (the agent went back to HTTP, died, or was closed for silence): their sessions'
+   * liveness goes back to Postgres from their last ping (channelClosed), one statement each; a newer socket of
+   * the same session (a reconnect) is left alone by its generation. A change, so Postgres is worth waking.
+   */
+  private async closed(sockets: WorkerdWebSocket[]): Promise<void> {
+    const now = Date.now();
+    const ended = sockets.flatMap((ws) => {
+      const attachment = attachmentOf(ws);
+      if (!attachment) return [];
+      const pinged = this.state.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
+      return [{ attachment, silentMs: now - Math.max(attachment.acceptedAt, pinged) }];
+    });
+    if (ended.length === 0) return;
+    const neon = connectNeonPool(this.config().DATABASE_URL, { max: 1 });
+    try {
+      for (const { attachment, silentMs } of ended) {
+        await channelClosed(
+          neon,
+          {
+            worker_id: attachment.workerId,
+            session: attachment.session,
+            generation: attachment.generation ?? 0,
+          },
+          silentMs,
+        );
+      }
+    } catch (error) {
+      logger.error('Channel close not recorded', {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      await neon.close();
+    }
   }
 
   async alarm(): Promise<void> {
@@ -138,9 +176,18 @@ export class AgentChannel {
     const pair = new workerd.WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.state.acceptWebSocket(server, [workerId]);
-    server.serializeAttachment({ workerId, session, acceptedAt: Date.now() } satisfies Attachment);
+    const generation = Number(url.searchParams.get('generation') ?? 0);
+    server.serializeAttachment({
+      workerId,
+      session,
+      acceptedAt: Date.now(),
+      generation,
+    } satisfies Attachment);
     if ((await this.state.storage.getAlarm()) === null) {
-      await this.state.storage.setAlarm(Date.now() + this.config().CONDUCTOR_HEARTBEAT_INTERVAL * 1000);
+      const env = this.config();
+      await this.state.storage.setAlarm(
+        Date.now() + channelRoundMs(env.CONDUCTOR_HEARTBEAT_INTERVAL, env.CONDUCTOR_WORKER_TTL),
+      );
     }
     return upgradeResponse(client);
   }
@@ -158,6 +205,7 @@ export class AgentChannel {
     // interval, so one missed ping is tolerated; a socket silent longer keeps its key only until it expires.
     const recentMs = Math.min(ttlMs, 2 * intervalMs);
     const live: { worker_id: string; session: string }[] = [];
+    const silent: WorkerdWebSocket[] = [];
     let open = 0;
     for (const ws of this.state.getWebSockets()) {
       if (ws.readyState !== OPEN) continue;
@@ -170,13 +218,19 @@ export class AgentChannel {
       const silentMs = now - Math.max(attachment.acceptedAt, pinged);
       if (silentMs > ttlMs) {
         tryClose(ws, 4408, 'no ping within the worker TTL');
+        silent.push(ws);
         continue;
       }
       open++;
       if (silentMs <= recentMs) live.push({ worker_id: attachment.workerId, session: attachment.session });
     }
     // The next round first: a failure below must not stop the heartbeats.
-    if (open > 0) await this.state.storage.setAlarm(now + intervalMs);
+    if (open > 0) {
+      await this.state.storage.setAlarm(
+        now + channelRoundMs(env.CONDUCTOR_HEARTBEAT_INTERVAL, env.CONDUCTOR_WORKER_TTL),
+      );
+    }
+    if (silent.length > 0) await this.closed(silent);
     if (live.length === 0) return;
     // A Pool opens no connection until its first query: Postgres is reached only by the fallback.
     const neon = connectNeonPool(env.DATABASE_URL, { max: 1 });

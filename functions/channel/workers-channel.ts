@@ -30,10 +30,11 @@ function shardStub(namespace: DurableObjectNamespace, shard: number): DurableObj
 /** The Workers ChannelPort: the upgrade (validated by the route) goes to the worker's shard, which answers 101. */
 export function createWorkersChannel(namespace: DurableObjectNamespace, shards: number): ChannelPort {
   return {
-    accept(request, { workerId, session }) {
+    accept(request, { workerId, session, generation }) {
       const url = new URL('/accept', OBJECT_ORIGIN);
       url.searchParams.set('worker_id', workerId);
       url.searchParams.set('session', session);
+      url.searchParams.set('generation', String(generation));
       return shardStub(namespace, channelShard(workerId, shards)).fetch(url.toString(), {
         headers: request.headers,
       });

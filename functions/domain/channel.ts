@@ -19,6 +19,15 @@ export interface ChannelWorker {
   session: string;
 }
 
+/**
+ * How often a hub refreshes its connected workers' keys: every heartbeat interval, and at least twice a TTL
+ * (a control plane whose TTL is shorter than two heartbeat intervals relied on agents heartbeating faster
+ * than it announced; the hub's round must not let the keys lapse between rounds).
+ */
+export function channelRoundMs(heartbeatIntervalSeconds: number, workerTtlSeconds: number): number {
+  return Math.max(250, Math.min(heartbeatIntervalSeconds, workerTtlSeconds / 2) * 1000);
+}
+
 /** 404/409/403 unless `session` is the worker's current one and the worker is the caller's (as /heartbeat). */
 export async function assertChannelSession(
   ctx: Context,
@@ -34,13 +43,36 @@ export async function assertChannelSession(
 }
 
 /**
- * The session's channel is open: from now on its pings are its heartbeats and the registry judges its
- * liveness (workers.channel, until it registers again).
+ * The session's channel opens: from now on its pings are its heartbeats and the registry judges its liveness
+ * (workers.channel, until the socket closes or it registers again). Returns this opening's generation, which
+ * its close names.
  */
-export async function markChannelSession(ctx: Context, input: ChannelWorker): Promise<void> {
-  await query(
+export async function markChannelSession(ctx: Pick<Ports, 'db'>, input: ChannelWorker): Promise<number> {
+  const row = await queryOne<{ generation: number }>(
     ctx.db,
-    sql`UPDATE workers SET channel = true WHERE id = ${input.worker_id} AND session = ${input.session} AND NOT channel`,
+    sql`UPDATE workers SET channel = true, channel_generation = channel_generation + 1
+        WHERE id = ${input.worker_id} AND session = ${input.session}
+        RETURNING channel_generation AS generation`,
+  );
+  return Number(row?.generation ?? 0);
+}
+
+/**
+ * A session's socket closed (the agent went back to HTTP, or died): unless a newer socket of it opened since
+ * (`generation`), its liveness is Postgres's again, from its last ping (`silentMs` ago on the hub's clock, applied to Postgres's): a dead agent then leaves the live
+ * counts when its key expires, and the reaper judges it as it judges an agent that stopped heartbeating.
+ */
+export async function channelClosed(
+  ports: Pick<Ports, 'db'>,
+  worker: ChannelWorker & { generation: number },
+  silentMs: number,
+): Promise<void> {
+  await query(
+    ports.db,
+    sql`UPDATE workers SET channel = false,
+          last_heartbeat = greatest(last_heartbeat, now() - make_interval(secs => ${Math.max(0, silentMs) / 1000}))
+        WHERE id = ${worker.worker_id} AND session = ${worker.session} AND channel
+          AND channel_generation = ${worker.generation}`,
   );
 }
 

@@ -192,7 +192,10 @@ export interface SnapshotResult {
  */
 export interface ChannelPort {
   /** Accepts a validated channel upgrade: Workers answers the Durable Object's 101, Node a marker its upgrade handler acts on. */
-  accept(request: Request, worker: { workerId: string; session: string }): Promise<Response>;
+  accept(
+    request: Request,
+    worker: { workerId: string; session: string; generation: number },
+  ): Promise<Response>;
 }
 
 /** Wakes long-polling claims when a worker gets work or a cancel. Per process; claims also re-check on a timer. */

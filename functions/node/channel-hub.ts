@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { type ChannelWorker, channelHeartbeat } from '../domain/channel.ts';
+import { type ChannelWorker, channelClosed, channelHeartbeat, channelRoundMs } from '../domain/channel.ts';
 import type { ChannelPort, Ports, WorkNotifier } from '../domain/ports.ts';
 
 /** Wake-ups between server processes: each process publishes the ids it cannot reach and hears the others'. */
@@ -25,6 +25,7 @@ export const CLOSE_SILENT = 4408;
 const CLOSE_RESTART = 1012;
 
 interface Connection extends ChannelWorker {
+  generation: number;
   socket: WebSocket;
   /** The last ping (or the accept), ms. */
   seenAt: number;
@@ -64,6 +65,7 @@ export class ChannelHub {
                 'x-conductor-channel': this.acceptMarker,
                 'x-conductor-worker': worker.workerId,
                 'x-conductor-session': worker.session,
+                'x-conductor-generation': String(worker.generation),
               },
             }),
     };
@@ -82,7 +84,8 @@ export class ChannelHub {
 
   /** Starts the heartbeat round and listens on the bus; `local`: the notifier long-polls of this process wait on. */
   async start(local: WorkNotifier): Promise<() => Promise<void>> {
-    const intervalMs = this.ports.config.heartbeatIntervalSeconds * 1000;
+    const { heartbeatIntervalSeconds, workerTtlSeconds } = this.ports.config;
+    const intervalMs = channelRoundMs(heartbeatIntervalSeconds, workerTtlSeconds);
     this.timer = setInterval(() => void this.heartbeatRound(), intervalMs);
     this.timer.unref();
     const unsubscribe = await this.bus?.subscribe((workerId) => {
@@ -92,10 +95,9 @@ export class ChannelHub {
     return async () => {
       clearInterval(this.timer);
       await unsubscribe?.();
-      for (const connection of this.connections.values()) {
-        connection.socket.close(CLOSE_RESTART, 'server restarting');
-      }
-      this.connections.clear();
+      const connections = [...this.connections.values()];
+      this.connections.clear(); // a restart is no loss: the agents reconnect, to this server or another
+      for (const connection of connections) connection.socket.close(CLOSE_RESTART, 'server restarting');
       this.server.close();
     };
   }
@@ -133,10 +135,13 @@ export class ChannelHub {
       await writeHttpAnswer(socket, answer);
       return;
     }
-    this.server.handleUpgrade(request, socket, head, (ws) => this.add({ worker_id: workerId, session }, ws));
+    const generation = Number(answer.headers.get('x-conductor-generation'));
+    this.server.handleUpgrade(request, socket, head, (ws) =>
+      this.add({ worker_id: workerId, session, generation }, ws),
+    );
   }
 
-  private add(worker: ChannelWorker, socket: WebSocket): void {
+  private add(worker: ChannelWorker & { generation: number }, socket: WebSocket): void {
     const previous = this.connections.get(worker.worker_id);
     if (previous) previous.socket.close(CLOSE_SUPERSEDED, 'superseded by a newer connection');
     const connection: Connection = { ...worker, socket, seenAt: Date.now() };
@@ -145,10 +150,14 @@ export class ChannelHub {
       if (!isBinary && data.toString() === 'ping') {
         connection.seenAt = Date.now();
         socket.send('pong');
+        if (this.ports.metrics) this.ports.metrics.heartbeats++;
       }
     });
     const drop = () => {
-      if (this.connections.get(worker.worker_id) === connection) this.connections.delete(worker.worker_id);
+      if (this.connections.get(worker.worker_id) !== connection) return; // superseded, or the hub stopping
+      this.connections.delete(worker.worker_id);
+      // Back to HTTP heartbeats (or gone): liveness is Postgres's again, from the last ping.
+      this.ports.defer(channelClosed(this.ports, worker, Date.now() - connection.seenAt));
     };
     socket.on('close', drop);
     socket.on('error', drop);
@@ -176,14 +185,16 @@ export class ChannelHub {
       const fresh: Connection[] = [];
       for (const connection of this.connections.values()) {
         if (now - connection.seenAt > ttlMs) {
-          connection.socket.close(CLOSE_SILENT, 'no ping within the worker TTL');
           this.connections.delete(connection.worker_id);
+          connection.socket.close(CLOSE_SILENT, 'no ping within the worker TTL');
+          this.ports.defer(channelClosed(this.ports, connection, now - connection.seenAt));
         } else {
           fresh.push(connection);
         }
       }
+      const { db, registry, logger, config } = this.ports;
       const { reregister } = await channelHeartbeat(
-        this.ports,
+        { db, registry, logger, config }, // pings count as heartbeats here, one by one
         fresh.map(({ worker_id, session }) => ({ worker_id, session })),
       );
       for (const id of reregister) {

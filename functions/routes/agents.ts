@@ -1,5 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { assertChannelSession, markChannelSession } from '../domain/channel.ts';
+import { assertChannelSession, channelClosed, markChannelSession } from '../domain/channel.ts';
 import type { Context } from '../domain/context.ts';
 import { forbidden, invalid, notFound } from '../domain/errors.ts';
 import { registerOpenClusterAgent } from '../domain/open-cluster.ts';
@@ -73,9 +73,15 @@ export function agentRoutes(ctx: Context) {
       );
     }
     await assertChannelSession(ctx, query, c.get('principal'));
-    const answer = await ctx.channel.accept(c.req.raw, { workerId: query.worker_id, session: query.session });
-    // Only a socket the runtime accepted moves the session's liveness to the registry.
-    if (answer.status < 300) await markChannelSession(ctx, query);
+    // The session's liveness moves to the registry before the socket exists (its hub refreshes the key from
+    // then on), and back if the runtime refuses it (a proxy that dropped the upgrade).
+    const generation = await markChannelSession(ctx, query);
+    const answer = await ctx.channel.accept(c.req.raw, {
+      workerId: query.worker_id,
+      session: query.session,
+      generation,
+    });
+    if (answer.status >= 300) await channelClosed(ctx, { ...query, generation }, 0);
     return answer;
   });
   mount(app, unregister, async (c, { body }) => {

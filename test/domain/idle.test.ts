@@ -5,7 +5,11 @@
  */
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertChannelSession, channelHeartbeat } from '../../functions/domain/channel.ts';
+import {
+  assertChannelSession,
+  channelHeartbeat,
+  markChannelSession,
+} from '../../functions/domain/channel.ts';
 import { type Context, createContext } from '../../functions/domain/context.ts';
 import { submitJob } from '../../functions/domain/jobs.ts';
 import { cacheSyncSkippable, runBackstopUnlessQuiet } from '../../functions/domain/maintenance.ts';
@@ -123,6 +127,7 @@ describe.each(backends)('an idle control plane on $name', (factory) => {
     const { ctx } = counted(backend.registry, 2);
     const worker = await registerWorker(ctx, { worker_id: 'chan-1', hostname: 'chan-1', cpus: 2 });
     await assertChannelSession(ctx, { worker_id: 'chan-1', session: worker.session });
+    await markChannelSession(ctx, { worker_id: 'chan-1', session: worker.session });
     await query(
       backend.db.db,
       sql`UPDATE workers SET last_heartbeat = now() - interval '1 hour' WHERE id = 'chan-1'`,
@@ -158,8 +163,8 @@ describe.each(backends)('an idle control plane on $name', (factory) => {
     const { ctx: registering } = counted(backend.registry, 1);
     const fresh = await registerWorker(registering, { worker_id: 'chan-2', hostname: 'chan-2', cpus: 2 });
     const stale = await registerWorker(registering, { worker_id: 'chan-3', hostname: 'chan-3', cpus: 2 });
-    await assertChannelSession(registering, { worker_id: 'chan-2', session: fresh.session });
-    await assertChannelSession(registering, { worker_id: 'chan-3', session: stale.session });
+    await markChannelSession(registering, { worker_id: 'chan-2', session: fresh.session });
+    await markChannelSession(registering, { worker_id: 'chan-3', session: stale.session });
     await query(
       backend.db.db,
       sql`UPDATE workers SET last_heartbeat = now() - interval '1 hour' WHERE id IN ('chan-2', 'chan-3')`,
