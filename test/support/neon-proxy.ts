@@ -39,8 +39,15 @@ export interface NeonProxy {
 export const DEFAULT_NEON_TARGETS = ['127.0.0.1:5432', 'localhost:5432'];
 
 export async function startNeonProxy(
-  options: { port?: number; allow?: readonly string[] } = {},
+  options: {
+    port?: number;
+    allow?: readonly string[];
+    /** Called with Date.now() whenever wire traffic goes to Postgres (a connection opened, any frame from
+     *  the client): the instants at which a Neon compute would be woken or kept awake. */
+    onTraffic?: (atMs: number) => void;
+  } = {},
 ): Promise<NeonProxy> {
+  const onTraffic = options.onTraffic;
   const allow = new Set(options.allow ?? DEFAULT_NEON_TARGETS);
   const zero = (): NeonProxyStats => ({
     connections: 0,
@@ -71,10 +78,12 @@ export async function startNeonProxy(
       tcp.setNoDelay(true);
       stats.connections++;
       stats.active++;
+      onTraffic?.(Date.now());
       const count = frontendMessageCounter(() => stats.roundTrips++);
       ws.on('message', (data: Buffer) => {
         stats.framesIn++;
         stats.bytesIn += data.length;
+        onTraffic?.(Date.now());
         count(data);
         tcp.write(data); // buffered by node while the TCP connection is still opening
       });
