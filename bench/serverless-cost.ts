@@ -155,20 +155,47 @@ export function activeMinutes(instants: number[], t0: number, t1: number): numbe
 
 /**
  * Neon compute time within [t0, t1): the compute is awake from each instant of traffic until
- * `suspendAfterMinutes` after it (intervals merged), counting only the instants inside the window (a steady
- * state's rate, without the tail of what came before).
+ * `suspendAfterMinutes` after it, intervals merged, clipped to the window (instants before t0 are ignored).
  */
 export function neonAwakeMs(instants: number[], t0: number, t1: number): number {
   const tail = PRICES.neon.suspendAfterMinutes * 60_000;
   let awake = 0;
   let end = Number.NEGATIVE_INFINITY;
-  for (const at of [...instants].filter((x) => x >= t0 && x < t1).sort((a, b) => a - b)) {
+  for (const at of instants.filter((x) => x >= t0 && x < t1).sort((a, b) => a - b)) {
     const from = Math.max(at, end);
     const to = Math.min(at + tail, t1);
     if (to > from) awake += to - from;
     end = Math.max(end, at + tail);
   }
   return awake;
+}
+
+/**
+ * The fraction of time a Neon compute is awake in a steady state observed over [t0, t1): the window's traffic
+ * taken as repeating with the window's length (a circle), each instant keeping the compute awake for
+ * `suspendAfterMinutes`. No traffic: 0; traffic at least every 5 minutes: 1. Neither the start-up before the
+ * window nor where the window happens to cut a period biases it.
+ */
+export function neonAwakeFraction(instants: number[], t0: number, t1: number): number {
+  const length = t1 - t0;
+  const tail = PRICES.neon.suspendAfterMinutes * 60_000;
+  const inside = instants.filter((x) => x >= t0 && x < t1).map((x) => x - t0);
+  if (inside.length === 0 || length <= 0) return 0;
+  if (tail >= length) return 1;
+  const spans: [number, number][] = [];
+  for (const x of inside) {
+    spans.push([x, Math.min(x + tail, length)]);
+    if (x + tail > length) spans.push([0, x + tail - length]);
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  let awake = 0;
+  let end = 0;
+  for (const [from, to] of spans) {
+    const start = Math.max(from, end);
+    if (to > start) awake += to - start;
+    end = Math.max(end, to);
+  }
+  return awake / length;
 }
 
 // ---------------------------------------------------------------- counting front (HTTP + WebSocket)
@@ -428,7 +455,8 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       websocket_messages:
         'incoming data messages counted on the wire (the agents’ ping frames included even when auto-answered), billed 20:1',
       neon: 'awake from any Postgres traffic until 5 min after the last, intervals merged, at 0.25 CU',
-      idle_month: 'steady idle window (after the warm-up) rates × 43,200 minutes; Neon awake fraction alike',
+      idle_month:
+        'steady idle window (after the warm-up) rates × 43,200 minutes; Neon: the steady window’s traffic taken as periodic with the window’s length, each instant keeping the compute awake 5 min',
       day_of_10k_jobs:
         'idle day (steady idle rates × 1,440) + 10,000 × per-job usage (spread run minus the idle rate over its window); one job every 8.64 s keeps Neon awake all day; month = 30 days',
       burst:
@@ -618,17 +646,20 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
         `10. ${design}: ${AGENTS} agents registered, ${channelsOpen} channels open (${A.upgrades} upgrades)`,
       );
 
-      // (a) idle, crons every minute from the window's start.
-      await fireCrons();
+      // (a) idle. The crons fire every minute at half past (30 s into the window, then every 60 s), so a
+      // window cut at whole minutes holds one minute cron per minute.
       const idle0 = await snapshot();
-      cronTimer = setInterval(() => void fireCrons(), 60_000);
+      cronTimer = setTimeout(() => {
+        void fireCrons();
+        cronTimer = setInterval(() => void fireCrons(), 60_000);
+      }, 30_000);
       await sleep(WARMUP_MIN * 60_000);
       const steady0 = await snapshot();
       await sleep((IDLE_MIN - WARMUP_MIN) * 60_000);
       const idle1 = await snapshot();
       const steady = diff(steady0, idle1);
       const steadyMin = (idle1.at - steady0.at) / 60_000;
-      const steadyNeonMs = neonAwakeMs(pgInstants, steady0.at, idle1.at);
+      const steadyNeonMs = neonAwakeFraction(pgInstants, steady0.at, idle1.at) * (idle1.at - steady0.at);
       const perMinute = (x: number) => x / steadyMin;
       const idleMonth = usageOf(steady, steadyNeonMs, MONTH_MINUTES / steadyMin);
       const idleBill = monthlyBill(idleMonth);
@@ -650,6 +681,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
         postgres_minutes_with_traffic_whole_window: activeMinutes(pgInstants, idle0.at, idle1.at),
         postgres_minutes_with_traffic_steady_window: activeMinutes(pgInstants, steady0.at, idle1.at),
         neon_awake_fraction_steady: round(steadyNeonMs / (idle1.at - steady0.at), 3),
+        neon_awake_minutes_whole_window: round(neonAwakeMs(pgInstants, idle0.at, idle1.at) / 60_000, 2),
         month_usage: idleMonth,
         month_dollars: idleBill,
       };
@@ -784,7 +816,8 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       o.log(`10. ${design}: workerd output before the failure:\n${runtimeTail.join('\n')}`);
       throw error;
     } finally {
-      if (cronTimer) clearInterval(cronTimer);
+      clearTimeout(cronTimer);
+      clearInterval(cronTimer);
       await Promise.all(agents.map((a) => a.stop().catch(() => a.kill9())));
       await Promise.all(front.map((f) => f.close()));
       await mf.dispose();
