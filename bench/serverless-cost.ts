@@ -442,6 +442,8 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       ` (Durable Object AgentChannel in the bundle: ${hasChannelObject ? 'yes' : 'no'})`,
   );
   const out: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    scale: S ? 'small' : 'full',
     prices: PRICES,
     agents: AGENTS,
     idle_minutes: IDLE_MIN,
@@ -587,9 +589,12 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
             await res.arrayBuffer();
             return null;
           }
+          // {requests, webSocketMessages | messages, closes?, alarms, activeMs, wakeups}: every shard summed.
           return (await res.json()) as {
             requests?: number;
             webSocketMessages?: number;
+            messages?: number;
+            closes?: number;
             alarms?: number;
             activeMs?: number;
             wakeups?: number;
@@ -610,8 +615,9 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
           upstash: bridge.counts.commands,
           pgRoundTrips: neonProxy.stats.roundTrips,
           pgConnections: neonProxy.stats.connections,
-          doRequests: d?.requests ?? 0,
-          doWebSocketMessages: d?.webSocketMessages ?? 0,
+          // A close reaches the object as an event too: billed here as a request (there are few).
+          doRequests: (d?.requests ?? 0) + (d?.closes ?? 0),
+          doWebSocketMessages: d?.webSocketMessages ?? d?.messages ?? 0,
           doAlarms: d?.alarms ?? 0,
           doActiveMs: d?.activeMs ?? 0,
           doWakeups: d?.wakeups ?? 0,
