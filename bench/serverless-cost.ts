@@ -435,8 +435,9 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
   const ADMIN = 'bench-cost-admin-token-0123456789abcdef';
   const bundle = bundleWorker();
   const source = readFileSync(bundle.script, 'utf8');
-  const hasChannelObject =
-    /\bclass AgentChannel\b/.test(source) || /\bAgentChannel\b.*\bexport\b/.test(source);
+  // The object is bound in wrangler.toml ([[durable_objects.bindings]] AGENT_CHANNEL) and exported by the bundle.
+  const toml = readFileSync(new URL('../wrangler.toml', import.meta.url), 'utf8');
+  const hasChannelObject = /name\s*=\s*"AGENT_CHANNEL"/.test(toml) && /\bAgentChannel\b/.test(source);
   o.log(
     `10. serverless cost: ${AGENTS} agents, idle ${IDLE_MIN} min, ${SPREAD_N} spread jobs, a burst of ${BURST}` +
       ` (Durable Object AgentChannel in the bundle: ${hasChannelObject ? 'yes' : 'no'})`,
