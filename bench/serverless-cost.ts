@@ -428,10 +428,10 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
   const IDLE_MIN = Number(process.env.BENCH_COST_IDLE_MINUTES ?? (S ? 2 : 10));
   /** The steady idle window starts after this many minutes (registration, first crons). */
   const WARMUP_MIN = Math.min(2, IDLE_MIN / 2);
-  const SPREAD_N = S ? 50 : 200;
+  const SPREAD_N = Number(process.env.BENCH_COST_SPREAD_JOBS ?? (S ? 50 : 200));
   const SPREAD_MS = S ? 500 : 1000;
-  const BURST = S ? 1000 : 10_000;
-  const LATENCY_N = S ? 15 : 40;
+  const BURST = Number(process.env.BENCH_COST_BURST ?? (S ? 1000 : 10_000));
+  const LATENCY_N = Number(process.env.BENCH_COST_LATENCY_JOBS ?? (S ? 15 : 40));
   const ADMIN = 'bench-cost-admin-token-0123456789abcdef';
   const bundle = bundleWorker();
   const source = readFileSync(bundle.script, 'utf8');
