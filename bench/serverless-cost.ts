@@ -245,6 +245,8 @@ interface Front {
   /** Requests by "METHOD /path" (ids folded), upgrades included. */
   requests: Map<string, number>;
   total(): number;
+  /** Answers with a 5xx status: failures that inflate the counts (retries). */
+  errors: number;
   upgrades: number;
   /** Upgrades the Worker answered with 101. */
   opened: number;
@@ -263,6 +265,7 @@ export async function countingFront(target: string): Promise<Front> {
     url: '',
     requests: new Map(),
     total: () => [...front.requests.values()].reduce((a, b) => a + b, 0),
+    errors: 0,
     upgrades: 0,
     opened: 0,
     wsMessages: 0,
@@ -278,11 +281,13 @@ export async function countingFront(target: string): Promise<Front> {
     const upstream = httpRequest(
       { host: t.hostname, port, method: req.method, path: req.url, headers: req.headers, agent: keepAlive },
       (up) => {
+        if ((up.statusCode ?? 502) >= 500) front.errors++;
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
       },
     );
     upstream.on('error', () => {
+      front.errors++;
       if (!res.headersSent) res.writeHead(502);
       res.end();
     });
@@ -384,6 +389,8 @@ interface Counters {
   upstash: number;
   pgRoundTrips: number;
   pgConnections: number;
+  /** Worker answers with a 5xx status. */
+  workerErrors: number;
   doRequests: number;
   doWebSocketMessages: number;
   doAlarms: number;
@@ -432,6 +439,9 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
   const SPREAD_MS = S ? 500 : 1000;
   const BURST = Number(process.env.BENCH_COST_BURST ?? (S ? 1000 : 10_000));
   const LATENCY_N = Number(process.env.BENCH_COST_LATENCY_JOBS ?? (S ? 15 : 40));
+  /** One CPU an agent: every running job's reports and every waiting claim hold a Postgres connection
+   *  (one per invocation, no pooler here), and 100 agents × 4 CPUs would pass max_connections. */
+  const AGENT_CPUS = Number(process.env.BENCH_COST_AGENT_CPUS ?? 1);
   const ADMIN = 'bench-cost-admin-token-0123456789abcdef';
   const bundle = bundleWorker();
   const source = readFileSync(bundle.script, 'utf8');
@@ -447,6 +457,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     scale: S ? 'small' : 'full',
     prices: PRICES,
     agents: AGENTS,
+    agent_cpus: AGENT_CPUS,
     idle_minutes: IDLE_MIN,
     steady_window_starts_after_minutes: WARMUP_MIN,
     durable_object_in_bundle: hasChannelObject,
@@ -545,6 +556,11 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     });
     const agents: AgentProcess[] = [];
     let cronTimer: NodeJS.Timeout | undefined;
+    // The most Postgres connections open at once (through the Neon proxy), sampled every 100 ms.
+    let peakConnections = 0;
+    const peakTimer = setInterval(() => {
+      peakConnections = Math.max(peakConnections, neonProxy.stats.active);
+    }, 100);
     let front: Front[] = [];
     try {
       await mf.ready;
@@ -616,6 +632,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
           upstash: bridge.counts.commands,
           pgRoundTrips: neonProxy.stats.roundTrips,
           pgConnections: neonProxy.stats.connections,
+          workerErrors: A.errors + B.errors,
           // A close reaches the object as an event too: billed here as a request (there are few).
           doRequests: (d?.requests ?? 0) + (d?.closes ?? 0),
           doWebSocketMessages: d?.webSocketMessages ?? d?.messages ?? 0,
@@ -632,7 +649,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
         for (let j = i; j < Math.min(AGENTS, i + 10); j++) {
           batch.push(
             new AgentProcess(`${prefix}${String(j + 1).padStart(3, '0')}`, A.url, {
-              cpus: 4,
+              cpus: AGENT_CPUS,
               entry: o.agentEntry,
               env: { CONDUCTOR_TOKEN: token, ...(design === 'polling' ? { CONDUCTOR_CHANNEL: 'off' } : {}) },
             }),
@@ -795,6 +812,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       await waitFinished(burstIds, S ? 600_000 : 3_600_000);
       const burst1 = await snapshot();
       const burstD = diff(burst0, burst1);
+      const burstPeakConnections = peakConnections;
       const burstMs = burst1.at - burst0.at;
       const burstNeonMs = burstMs + PRICES.neon.suspendAfterMinutes * 60_000;
       const burstUsage = usageOf(burstD, burstNeonMs);
@@ -803,6 +821,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
         submitted_ms: submittedMs,
         seconds_to_last_end: round(burstMs / 1000, 1),
         jobs_per_second: round(BURST / (burstMs / 1000), 1),
+        postgres_peak_connections_so_far: burstPeakConnections,
         counts: burstD,
         usage: burstUsage,
         marginal_dollars: marginalCost(burstUsage),
@@ -825,6 +844,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     } finally {
       clearTimeout(cronTimer);
       clearInterval(cronTimer);
+      clearInterval(peakTimer);
       await Promise.all(agents.map((a) => a.stop().catch(() => a.kill9())));
       await Promise.all(front.map((f) => f.close()));
       await mf.dispose();
@@ -858,6 +878,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       `(a) ${AGENTS} agents idle ${IDLE_MIN} min (steady window: after ${WARMUP_MIN} min), per month`,
       [
         ['channels open', ...both((x) => `${x.channels_open} of ${AGENTS}`)],
+        ['Worker 5xx answers (idle window)', ...both((x) => `${x.idle.counts_whole_window.workerErrors}`)],
         ['Worker requests / idle min', ...both((x) => `${x.idle.worker_requests_per_idle_minute}`)],
         [
           'Worker CPU-ms / idle min (upper bound)',
@@ -949,6 +970,10 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
           ...both((x) => `${big(x.burst.counts.wsMessages)} / ${big(x.burst.counts.doRequests)}`),
         ],
         ['marginal price of the burst', ...both((x) => bill(x.burst.marginal_dollars))],
+        [
+          'Worker 5xx answers / peak Postgres connections',
+          ...both((x) => `${x.burst.counts.workerErrors} / ${x.burst.postgres_peak_connections_so_far}`),
+        ],
       ],
     ]);
     for (const [title, rows] of tables) {
