@@ -442,6 +442,9 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
   /** One CPU an agent: every running job's reports and every waiting claim hold a Postgres connection
    *  (one per invocation, no pooler here), and 100 agents × 4 CPUs would pass max_connections. */
   const AGENT_CPUS = Number(process.env.BENCH_COST_AGENT_CPUS ?? 1);
+  /** Postgres connections at once through the Neon proxy; more wait for one to end, as behind Neon's pooler
+   *  (which would multiplex them; every Worker invocation opens its own). Leaves room under max_connections. */
+  const PG_MAX = Number(process.env.BENCH_COST_PG_MAX ?? 200);
   const ADMIN = 'bench-cost-admin-token-0123456789abcdef';
   const bundle = bundleWorker();
   const source = readFileSync(bundle.script, 'utf8');
@@ -458,6 +461,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     prices: PRICES,
     agents: AGENTS,
     agent_cpus: AGENT_CPUS,
+    postgres_max_connections_through_the_proxy: PG_MAX,
     idle_minutes: IDLE_MIN,
     steady_window_starts_after_minutes: WARMUP_MIN,
     durable_object_in_bundle: hasChannelObject,
@@ -493,6 +497,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     const pgInstants: number[] = [];
     let lastSecond = 0;
     const neonProxy = await startNeonProxy({
+      maxConnections: PG_MAX,
       onTraffic: (at) => {
         // One instant per 100 ms is plenty for minutes and 5-minute suspends.
         if (at - lastSecond >= 100) {
@@ -822,6 +827,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
         seconds_to_last_end: round(burstMs / 1000, 1),
         jobs_per_second: round(BURST / (burstMs / 1000), 1),
         postgres_peak_connections_so_far: burstPeakConnections,
+        postgres_connections_that_waited_so_far: neonProxy.stats.queued,
         counts: burstD,
         usage: burstUsage,
         marginal_dollars: marginalCost(burstUsage),
@@ -890,7 +896,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
           'Postgres minutes with traffic (steady window)',
           ...both(
             (x) =>
-              `${x.idle.postgres_minutes_with_traffic_steady_window} of ${round(x.idle.steady_window_minutes, 1)}`,
+              `${x.idle.postgres_minutes_with_traffic_steady_window} of ${Math.ceil(x.idle.steady_window_minutes)} (a window of ${round(x.idle.steady_window_minutes, 2)} min)`,
           ),
         ],
         [
@@ -1012,7 +1018,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       '  Postgres minutes with traffic after the warm-up: polling / channel',
       '0 (channel)',
       ci.postgres_minutes_with_traffic_steady_window === 0 ? 'met' : 'not met',
-      `${p.idle.postgres_minutes_with_traffic_steady_window} / ${ci.postgres_minutes_with_traffic_steady_window} of ${round(ci.steady_window_minutes, 1)}`,
+      `${p.idle.postgres_minutes_with_traffic_steady_window} / ${ci.postgres_minutes_with_traffic_steady_window} of ${Math.ceil(ci.steady_window_minutes)}`,
     );
     const cl = c.submit_to_start_other_isolate_ms as Stats;
     const pl = p.submit_to_start_other_isolate_ms as Stats;
