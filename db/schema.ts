@@ -86,6 +86,12 @@ export const workers = pgTable(
     session: text('session').notNull(),
     registeredAt: tstz('registered_at').notNull().defaultNow(),
     lastHeartbeat: tstz('last_heartbeat').notNull().defaultNow(),
+    /**
+     * This session opened the push channel: its heartbeats are pings that refresh the registry only, so
+     * last_heartbeat is its registration's (or a Redis outage's fallback) and it counts live until the reaper,
+     * judging by the registry, declares it down. Registration resets it.
+     */
+    channel: boolean('channel').notNull().default(false),
     downAt: tstz('down_at'),
     downReason: text('down_reason'),
     labels: jsonb('labels').$type<Record<string, string>>().notNull().default({}),

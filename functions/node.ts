@@ -15,6 +15,7 @@ import { apiTokensExist } from './domain/auth.ts';
 import { createLocalNotifier } from './domain/notifier.ts';
 import type { Database, RateLimiter, RegistryStore } from './domain/ports.ts';
 import { createConsoleLogger } from './logger.ts';
+import type { WakeBus } from './node/channel-hub.ts';
 import {
   embeddedAgentRunsJobsAsRoot,
   mintEmbeddedAgentToken,
@@ -72,6 +73,7 @@ async function main() {
 
   let registry: RegistryStore;
   let rateLimiter: RateLimiter | undefined;
+  let bus: WakeBus | undefined;
   if (env.REDIS_URL) {
     const [{ createIoredisScripts }, { RedisRegistryStore }, { RedisRateLimiter }] = await Promise.all([
       import('./node/ioredis.ts'),
@@ -84,6 +86,10 @@ async function main() {
     registry = new RedisRegistryStore(redis.scripts);
     rateLimiter = new RedisRateLimiter(redis.scripts);
     closers.push(redis.close);
+    const { createRedisWakeBus } = await import('./node/redis-wake-bus.ts');
+    const wakeBus = createRedisWakeBus(env.REDIS_URL);
+    bus = wakeBus;
+    closers.push(wakeBus.close);
     logger.info(`Registry: Redis at ${new URL(env.REDIS_URL).host}`);
   } else if (env.UPSTASH_REDIS_REST_URL && env.UPSTASH_REDIS_REST_TOKEN) {
     const [{ createUpstashScripts }, { RedisRegistryStore }, { RedisRateLimiter }] = await Promise.all([
@@ -115,7 +121,7 @@ async function main() {
         ? { mailer: createSmtpMailer(env.CONDUCTOR_SMTP_URL, env.CONDUCTOR_MAIL_FROM) }
         : {}),
     },
-    { port: env.PORT, host: env.HOST },
+    { port: env.PORT, host: env.HOST, channel: bus ? { bus } : {} },
   );
   if (env.CONDUCTOR_SMTP_URL) logger.info(`Mail: SMTP at ${new URL(env.CONDUCTOR_SMTP_URL).host}`);
   logger.info(`Conductor control plane listening on http://${env.HOST}:${server.port}`);

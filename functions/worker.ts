@@ -11,7 +11,7 @@ import { syncAllocationCache } from './domain/cache.ts';
 import { type Context, createContext } from './domain/context.ts';
 import { logClusterStats } from './domain/dashboard.ts';
 import { pruneSubmissionKeys } from './domain/jobs.ts';
-import { runBackstop } from './domain/maintenance.ts';
+import { cacheSyncSkippable, runBackstopUnlessQuiet } from './domain/maintenance.ts';
 import { sendDueNotifications } from './domain/notifications.ts';
 import { createPollingNotifier } from './domain/notifier.ts';
 import type { ConductorConfig, RateLimiter, RegistryStore, WorkNotifier } from './domain/ports.ts';
@@ -140,11 +140,17 @@ export default {
   ) {
     const invocation = await openInvocation(bindings);
     try {
+      // An idle cluster's crons read one registry key set and leave Postgres (Neon) asleep: see maintenance.ts.
       if (controller.cron === CRON_CACHE_SYNC) {
+        if (await cacheSyncSkippable(invocation.ctx)) return;
         await syncAllocationCache(invocation.ctx);
         await pruneSubmissionKeys(invocation.ctx.db);
       } else {
-        await runBackstop(invocation.ctx);
+        const { ran, state } = await runBackstopUnlessQuiet(invocation.ctx);
+        if (!ran && state) {
+          logger.info(`Active workers: ${state.liveWorkers}, Total CPUs: ${state.liveCpus}`);
+          return;
+        }
         await logClusterStats(invocation.ctx);
         // The outbox: what is due now goes out from this cron; what fails stays due for the next one.
         await sendDueNotifications(invocation.ctx);

@@ -51,6 +51,8 @@ const SERVER_EXTERNAL = [
   'ioredis',
   '@upstash/redis',
   '@neondatabase/serverless',
+  // CommonJS (the push channel's WebSocket server): loaded from node_modules as it is.
+  'ws',
 ];
 const PGDATA_TEMPLATE = join(DIST, 'pglite-pgdata');
 

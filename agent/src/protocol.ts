@@ -110,6 +110,8 @@ export interface ClaimResponse {
   cancel: JobRef[];
   /** Signals to deliver to jobs this worker runs (each is handed out once). */
   signal?: JobSignal[];
+  /** The worker's status as the server has it (an operator may have drained it); channel agents learn a drain here. */
+  status?: 'ready' | 'draining';
 }
 
 export interface JobRef {

@@ -1,3 +1,4 @@
+import { noteActivity } from './maintenance.ts';
 import { sendDueNotifications } from './notifications.ts';
 import type { Ports, RateLimiter } from './ports.ts';
 import { ProcessMetrics } from './process-metrics.ts';
@@ -8,8 +9,13 @@ import { createScheduler, type PassResult } from './scheduler.ts';
 export interface Context extends Ports {
   rateLimiter: RateLimiter;
   metrics: ProcessMetrics;
-  /** Asks for a scheduling pass (coalesced: see createScheduler). */
+  /**
+   * Asks for a scheduling pass (coalesced: see createScheduler), after a change that may have given it work:
+   * it also ends the idle marker (maintenance.ts noteActivity).
+   */
   requestSchedule(): Promise<PassResult>;
+  /** A scheduling pass the backstop asks for itself: no activity to note. */
+  backstopSchedule(): Promise<PassResult>;
   /**
    * Sends the due notification deliveries in the background (ports.defer), right after a change committed.
    * One sender at a time per context: a kick while one runs makes it look once more when it is done.
@@ -26,7 +32,11 @@ export function createContext(ports: Ports): Context {
     ...ports,
     metrics,
     rateLimiter: ports.rateLimiter ?? new MemoryRateLimiter(),
-    requestSchedule: () => scheduler.request(),
+    requestSchedule: () => {
+      noteActivity(ports);
+      return scheduler.request();
+    },
+    backstopSchedule: () => scheduler.request(),
     kickNotifications() {
       if (sending) {
         again = true;

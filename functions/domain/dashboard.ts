@@ -9,7 +9,7 @@ import { notFound } from './errors.ts';
 import { expandHostlist } from './hostlist.ts';
 import { readJobCounts } from './job-counts.ts';
 import { JOB_COLUMNS, type JobRow, jobView } from './jobs.ts';
-import { liveWorkerIds } from './liveness.ts';
+import { liveInPostgres, liveWorkerIds } from './liveness.ts';
 import { maskIndexes } from './placement.ts';
 import { PARTITION_COLUMNS, type PartitionRow, partitionsOf } from './scheduler.ts';
 import { jsonColumn, pgArray, query, queryOne } from './sql.ts';
@@ -65,8 +65,7 @@ function workerResources(w: WorkerResourcesRow) {
  * A worker row `w` whose heartbeat is live: not down, and heartbeating within the TTL. Every heartbeat
  * refreshes this row and the registry key with the same TTL, so both say the same.
  */
-const heartbeatLive = (ttlSeconds: number) =>
-  sql`(w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds}))`;
+const heartbeatLive = (ttlSeconds: number) => liveInPostgres(ttlSeconds, 'w');
 
 /**
  * The live workers' rows with their running jobs, counted in one grouped pass over the partial index

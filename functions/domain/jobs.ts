@@ -17,6 +17,7 @@ import type { Context } from './context.ts';
 import { type Dependency, DependencyError, dependencyTargets, parseDependency } from './dependency.ts';
 import { ConductorError, conflict, forbidden, invalid, notFound } from './errors.ts';
 import { admitJobs, type JobResources, resourceFields } from './job-resources.ts';
+import { liveInPostgres } from './liveness.ts';
 import { mailTypeColumn } from './notifications.ts';
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
@@ -601,7 +602,7 @@ export async function submitJobOnce(
 /** The live nodes as a submission sees them: how many (`live.nodes`). */
 const liveNodesSql = (ttlSeconds: number) =>
   sql`SELECT count(*) AS nodes FROM workers w
-      WHERE w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ttlSeconds})`;
+      WHERE ${liveInPostgres(ttlSeconds, 'w')}`;
 
 /**
  * A new job's reason until the scheduler's first look at it: None (Slurm's), or Resources when no node is live
@@ -1418,7 +1419,7 @@ async function nodeVerdicts(ctx: Context, row: QueueRow) {
   const workers = await query<WorkerRow & { live: boolean; status: string }>(
     ctx.db,
     sql`SELECT ${WORKER_COLUMNS}, status, drained,
-               (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})) AS live
+               ${liveInPostgres(ctx.config.workerTtlSeconds)} AS live
         FROM workers ORDER BY id`,
   );
   const reservations = await query<{ id: number | string; reserved_worker: string }>(

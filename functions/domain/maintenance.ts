@@ -1,9 +1,13 @@
+import { sql } from 'drizzle-orm';
 import type { Context } from './context.ts';
 import { recordUtilizationSample } from './dashboard.ts';
 import { compactJobCountsIfDue } from './job-counts.ts';
 import { pruneJobOutput } from './job-logs.ts';
+import { warnRegistryDown } from './liveness.ts';
 import { emitTimeLimitEvents, pruneNotificationEvents } from './notifications.ts';
+import type { Ports, QuietState } from './ports.ts';
 import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
+import { query, queryOne } from './sql.ts';
 
 /**
  * The periodic backstop (a timer on Node, the minute cron on Workers): reap lost workers, end jobs far past
@@ -12,10 +16,14 @@ import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
  * Scheduling also runs on every submit and every release; this catches whatever those missed.
  */
 export async function runBackstop(ctx: Context): Promise<void> {
+  const epoch = await ctx.registry.activityEpoch().catch((error: unknown) => {
+    warnRegistryDown(ctx, error);
+    return null;
+  });
   await reapLostWorkers(ctx);
   await endOverdueJobs(ctx);
   await endUnstartedJobs(ctx);
-  await ctx.requestSchedule();
+  await ctx.backstopSchedule();
   try {
     await recordUtilizationSample(ctx);
   } catch (error) {
@@ -27,6 +35,99 @@ export async function runBackstop(ctx: Context): Promise<void> {
   await pruneExpiredOutput(ctx);
   await compactJobCountsIfDue(ctx);
   await runNotifications(ctx);
+  await wakeUndelivered(ctx);
+  if (epoch !== null) await markQuietIfIdle(ctx, epoch);
+}
+
+/**
+ * How long a quiet marker stands: an idle cluster's crons then look at Postgres at most this often (a Neon
+ * compute wakes for 5 minutes each time). It bounds what a lost `noteActivity` can cost: the backstop late by
+ * this much at worst, while the requests themselves (submit, reports) still schedule and write as always.
+ */
+export const QUIET_MARKER_TTL_SECONDS = 6 * 3600;
+
+/**
+ * Ends the quiet marker: called whenever something may give the backstop work (every scheduling request:
+ * submissions, releases, registrations, job ends). Retried briefly in the background: a lost one leaves the
+ * crons skipping Postgres for up to QUIET_MARKER_TTL_SECONDS.
+ */
+export function noteActivity(ports: Ports): void {
+  ports.defer(
+    (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await ports.registry.noteActivity();
+        } catch (error) {
+          if (attempt >= 2) return warnRegistryDown(ports, error);
+          await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** attempt));
+        }
+      }
+    })(),
+  );
+}
+
+/**
+ * Sets the quiet marker when the backstop found nothing that could need it again: no job pending or running
+ * and no notification delivery waiting. Only if no activity came since the pass began (`epoch`), so that a
+ * submission racing the pass is never hidden.
+ */
+async function markQuietIfIdle(ctx: Context, epoch: number): Promise<void> {
+  const row = await queryOne<{ idle: boolean }>(
+    ctx.db,
+    sql`SELECT NOT EXISTS (SELECT 1 FROM jobs WHERE state IN ('PENDING', 'RUNNING'))
+           AND NOT EXISTS (SELECT 1 FROM notification_deliveries WHERE state = 'pending') AS idle`,
+  );
+  if (!row?.idle) return;
+  try {
+    await ctx.registry.markQuiet(epoch, QUIET_MARKER_TTL_SECONDS);
+  } catch (error) {
+    warnRegistryDown(ctx, error);
+  }
+}
+
+/**
+ * The minute cron's (and the Node backstop timer's) first step: one registry command, and Postgres only when
+ * something may be due: no quiet marker (activity since the last pass that found nothing to do), a worker key
+ * expired (the reaper's work), or a registry that cannot answer. Returns whether the backstop ran.
+ */
+export async function runBackstopUnlessQuiet(
+  ctx: Context,
+): Promise<{ ran: boolean; state: QuietState | null }> {
+  const state = await ctx.registry.quietState().catch((error: unknown) => {
+    warnRegistryDown(ctx, error);
+    return null;
+  });
+  if (state?.quiet && !state.expiredWorkers) return { ran: false, state };
+  await runBackstop(ctx);
+  return { ran: true, state };
+}
+
+/**
+ * Whether the periodic cache sync may skip Postgres: the cluster is quiet (nothing pending or running, so
+ * nothing is allocated) and the cache says 0 CPUs allocated. Drift stays bounded: a quiet cluster holds no
+ * allocation to drift from, the first activity ends the marker, and the marker lapses after
+ * QUIET_MARKER_TTL_SECONDS.
+ */
+export async function cacheSyncSkippable(ports: Ports): Promise<boolean> {
+  const state = await ports.registry.quietState().catch(() => null);
+  return state?.quiet === true && state.allocationEmpty;
+}
+
+/**
+ * Lost-push recovery: wakes the workers that have an assignment not claimed (or not started within the claim
+ * redelivery time), a cancel or a signal waiting. A channel agent claims only when woken, so a wake lost on
+ * the way (a hub restarting, a dropped socket) is made good here, within a backstop interval.
+ */
+async function wakeUndelivered(ctx: Context): Promise<void> {
+  const redelivery = ctx.config.claimRedeliverySeconds;
+  const rows = await query<{ node: string }>(
+    ctx.db,
+    sql`SELECT DISTINCT node FROM jobs
+        WHERE state = 'RUNNING' AND node IS NOT NULL
+          AND ((start_time IS NULL AND (claimed_at IS NULL OR claimed_at < now() - make_interval(secs => ${redelivery})))
+               OR cancel_requested OR signal_pending IS NOT NULL)`,
+  );
+  for (const row of rows) ctx.notifier.notify(row.node);
 }
 
 /**

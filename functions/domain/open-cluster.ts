@@ -4,11 +4,13 @@
  * heartbeat or report. So each one is given an agent token of its own at registration (internal: it does
  * not close the open API), bound to its worker like any agent token, and it uses that token from then on.
  */
+
 import { sql } from 'drizzle-orm';
 import type { RegisterRequest, RegisterResponse } from '../../agent/src/protocol.ts';
 import { createToken, type Principal } from './auth.ts';
 import type { Context } from './context.ts';
 import { conflict } from './errors.ts';
+import { liveInPostgres } from './liveness.ts';
 import { query, queryOne } from './sql.ts';
 import { registerWorker } from './workers.ts';
 
@@ -37,7 +39,7 @@ export async function registerOpenClusterAgent(
   }>(
     ctx.db,
     sql`SELECT w.token_id, (t.internal AND t.name = ${tokenName(id)}) AS minted_here,
-               (w.status <> 'down' AND w.last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})
+               (${liveInPostgres(ctx.config.workerTtlSeconds, 'w')}
                 AND w.session IS DISTINCT FROM ${input.previous_session ?? null}) AS busy
         FROM workers w LEFT JOIN api_tokens t ON t.id = w.token_id WHERE w.id = ${id}`,
   );

@@ -3,6 +3,7 @@
  * limits), so a cluster works without any set-up; an admin creates and changes them. Exactly one is the
  * default (jobs that name none go there, and so do nodes that declare none).
  */
+
 import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import {
@@ -16,6 +17,7 @@ import type { Principal } from './auth.ts';
 import type { Context } from './context.ts';
 import { conflict, invalid, notFound } from './errors.ts';
 import { HostlistError, hostlistMatcher } from './hostlist.ts';
+import { liveInPostgres } from './liveness.ts';
 import { parseMemorySize, ResourceError } from './resources.ts';
 import { query, queryOne } from './sql.ts';
 import { parseTimeLimit } from './time-limit.ts';
@@ -160,7 +162,7 @@ export async function listPartitions(ctx: Context): Promise<PartitionView[]> {
   const live = await query<{ id: string; cpus: number; partitions: string[] }>(
     ctx.db,
     sql`SELECT id, cpus, partitions FROM workers
-        WHERE status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${ctx.config.workerTtlSeconds})
+        WHERE ${liveInPostgres(ctx.config.workerTtlSeconds)}
         ORDER BY id`,
   );
   const partitionsOf = partitionMembership(rows);

@@ -80,6 +80,15 @@ export interface RegistryStore {
    * Returns false, writing nothing, when the key is gone (expired or flushed): the worker must register again.
    */
   touchWorker(id: string, lastHeartbeat: string, ttlSeconds: number, status?: WorkerStatus): Promise<boolean>;
+  /**
+   * Refreshes many live workers at once (a push channel's heartbeat round: one command whatever their number):
+   * as touchWorker for each. Returns the ids whose key was gone (nothing written for them: they must register
+   * again).
+   */
+  touchWorkers(
+    entries: readonly { id: string; lastHeartbeat: string }[],
+    ttlSeconds: number,
+  ): Promise<string[]>;
   /** Sets the status field of a live worker; false when the key is gone. */
   setWorkerStatus(id: string, status: WorkerStatus): Promise<boolean>;
   /**
@@ -94,6 +103,24 @@ export interface RegistryStore {
    * loses its index too, so this is housekeeping: Postgres's last_heartbeat is what judges a worker lost.
    */
   takeExpiredWorkerIds(): Promise<string[]>;
+  /**
+   * What the reaper needs in one command: the live ids (as liveWorkerIds), and how long the registry has
+   * remembered workers (`registry:since`, set by the first registration and by this call when missing): a
+   * registry younger than a TTL (flushed, restarted empty) cannot tell a dead worker from one not yet seen
+   * again. Also drops expired members from the index, as takeExpiredWorkerIds does.
+   */
+  reapView(): Promise<{ live: string[]; memoryAgeMs: number }>;
+  /** Something may have work for the backstop: bumps `maintenance:epoch`, which ends any quiet marker. */
+  noteActivity(): Promise<void>;
+  /** `maintenance:epoch` now (0 before any activity): read before a backstop looks for work. */
+  activityEpoch(): Promise<number>;
+  /**
+   * Sets `maintenance:quiet` (for `ttlSeconds`) to `epoch` if the epoch did not move since it was read: the
+   * backstop found nothing to do, and no activity came since it looked. Returns whether it was set.
+   */
+  markQuiet(epoch: number, ttlSeconds: number): Promise<boolean>;
+  /** The one command the crons run first (see QuietState). */
+  quietState(): Promise<QuietState>;
   /** `resource:allocated_cpus`, or null when the key is missing. */
   getAllocatedCpus(): Promise<number | null>;
   /** Every allocation key at once (one command, so the figures are of one moment). */
@@ -123,6 +150,19 @@ export interface RegistryStore {
   ping(): Promise<void>;
 }
 
+/** What the crons read first, to leave Postgres alone while the cluster is idle. */
+export interface QuietState {
+  /** The quiet marker matches the activity epoch: no activity since a backstop found nothing to do. */
+  quiet: boolean;
+  /** A worker key expired: the reaper has work. */
+  expiredWorkers: boolean;
+  /** The cached allocated CPUs are 0. */
+  allocationEmpty: boolean;
+  /** Live worker keys, and the CPUs they declare (the statistics line, without Postgres). */
+  liveWorkers: number;
+  liveCpus: number;
+}
+
 export interface SnapshotOptions {
   /** The Postgres history the snapshot belongs to (cluster_state.allocation_epoch). */
   epoch?: string;
@@ -144,6 +184,15 @@ export interface SnapshotResult {
   version: number;
   /** Why the cache started over: another epoch, or a replaced newer version; null when it did not. */
   reset: 'epoch' | 'version' | null;
+}
+
+/**
+ * A runtime's push channel to agents (a WebSocket per agent): Workers hands the upgrade to a Durable Object,
+ * Node to its own hub. The route checks the session before calling it.
+ */
+export interface ChannelPort {
+  /** Accepts a validated channel upgrade: Workers answers the Durable Object's 101, Node a marker its upgrade handler acts on. */
+  accept(request: Request, worker: { workerId: string; session: string }): Promise<Response>;
 }
 
 /** Wakes long-polling claims when a worker gets work or a cancel. Per process; claims also re-check on a timer. */
@@ -322,6 +371,8 @@ export interface Ports {
   rateLimiter?: RateLimiter;
   /** Sends job mail (`mail_type`); none: mail is accepted and not sent (the deliveries are marked skipped). */
   mailer?: Mailer;
+  /** The push channel to agents; none: the channel route answers 404 and agents stay on HTTP long-polls. */
+  channel?: ChannelPort;
   /** Runs work after the response on runtimes that need to be told (Workers' waitUntil); Node just lets it run. */
   defer(work: Promise<unknown>): void;
 }

@@ -13,9 +13,10 @@ export interface ReapResult {
 }
 
 /**
- * Declares workers whose last heartbeat is older than the TTL lost, and deals with their jobs (NODE_FAIL,
- * or back to PENDING with `requeue`). Death is judged by Postgres's durable last_heartbeat, not by a missing
- * Redis key (a flushed or restarted Redis is not a dead node). When reaping itself stopped (the control
+ * Declares workers silent for longer than the TTL lost, and deals with their jobs (NODE_FAIL, or back to
+ * PENDING with `requeue`). Death is judged by Postgres's durable last_heartbeat, and for workers on the push
+ * channel by their registry key as well; a missing key alone is not death (a flushed or restarted Redis is
+ * not a dead node). When reaping itself stopped (the control
  * plane or Postgres was down), every worker first gets one TTL of grace to heartbeat.
  *
  * "Stopped" means: no pass for longer than TTL minus the heartbeat interval (at least two passes). A worker's
@@ -35,12 +36,26 @@ export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
         WHERE id = 1
         RETURNING reaper_resumed_at > now() - make_interval(secs => ${ttl}) AS in_grace`,
   );
+  // A worker heartbeating over HTTP writes Postgres each time: its last_heartbeat judges it, as it always did.
+  // One on the push channel (workers.channel) heartbeats by pings that refresh only its registry key, so the
+  // registry judges it: lost when its key expired too. A registry younger than a TTL (flushed, restarted
+  // empty) cannot tell dead from not yet refreshed, so channel workers wait; a registry that cannot answer
+  // leaves Postgres to judge alone (the hubs then write their workers' heartbeats there).
+  let view: { live: string[]; memoryAgeMs: number } | null = null;
   try {
-    await ctx.registry.takeExpiredWorkerIds(); // keeps the liveness index small; Postgres is the judge
+    view = await ctx.registry.reapView();
   } catch (error) {
     warnRegistryDown(ctx, error);
   }
   if (clock?.in_grace) return { lostWorkers: [], lostJobs: 0, inGrace: true };
+  const channelSilent =
+    view === null
+      ? sql`true`
+      : view.memoryAgeMs < ttl * 1000
+        ? sql`false`
+        : sql`NOT (id = ANY(${pgArray(view.live)}::text[]))`;
+  const silent = sql`status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
+    AND (NOT channel OR ${channelSilent})`;
 
   // One transaction: the workers go down and their jobs are lost together, the workers' rows locked from
   // the first statement to the commit. A registration locks its worker's row first too, so it either comes
@@ -51,10 +66,7 @@ export async function reapLostWorkers(ctx: Context): Promise<ReapResult> {
       tx,
       sql`UPDATE workers SET status = 'down', down_at = now(),
             down_reason = 'heartbeat lapsed: silent for ' || floor(extract(epoch FROM now() - last_heartbeat)) || ' s'
-          WHERE id IN (SELECT id FROM workers
-                       WHERE status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
-                       ORDER BY id FOR UPDATE)
-            AND status <> 'down' AND last_heartbeat < now() - make_interval(secs => ${ttl})
+          WHERE id IN (SELECT id FROM workers WHERE ${silent} ORDER BY id FOR UPDATE) AND ${silent}
           RETURNING id, registered_at`,
     );
     if (lost.length === 0) return { lost, jobs: [] };

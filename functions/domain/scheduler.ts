@@ -3,7 +3,7 @@ import type { GpuDevice } from '../../db/schema.ts';
 import { arrayCaps, lockArrays } from './array-schedule.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
-import { liveWorkerIds } from './liveness.ts';
+import { liveInPostgres, liveWorkerIds } from './liveness.ts';
 import { partitionMembership } from './partitions.ts';
 import {
   createPlanner,
@@ -337,7 +337,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       const liveFilter =
         live && live.length > 0
           ? sql`id = ANY(${pgArray(live)}::text[])`
-          : sql`last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})`;
+          : liveInPostgres(config.workerTtlSeconds);
       const locked = await query<WorkerRow>(
         tx,
         sql`WITH resolved AS (${RESOLVE_DEPENDENCIES} RETURNING 1)

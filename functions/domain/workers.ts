@@ -27,7 +27,7 @@ import { createBatcher } from './batcher.ts';
 import type { Context } from './context.ts';
 import { type ConductorError, conflict, forbidden, notFound } from './errors.ts';
 import { OUTPUT_KEEP_CHARS } from './jobs.ts';
-import { warnRegistryDown } from './liveness.ts';
+import { liveInPostgres, warnRegistryDown } from './liveness.ts';
 import { indexesMask } from './placement.ts';
 import type { WorkerEntry } from './ports.ts';
 import { jsonColumn, pgArray, query, queryOne, withRetry } from './sql.ts';
@@ -47,7 +47,7 @@ const staleAssignment = (jobId: number, attempt: number) =>
  * A worker's identity is bound to the token that registered it (null on the open loopback cluster): only
  * that token may heartbeat, claim, report and unregister as it, until the token is revoked.
  */
-const boundTo = (caller: Principal) => sql`token_id IS NOT DISTINCT FROM ${caller.tokenId}::bigint`;
+export const boundTo = (caller: Principal) => sql`token_id IS NOT DISTINCT FROM ${caller.tokenId}::bigint`;
 
 const workerNotYours = (workerId: string) =>
   forbidden(
@@ -94,7 +94,7 @@ export async function registerWorker(
   const { row, stale } = await inReleasingTransaction(ctx, async (tx, endJobs) => {
     const holder = await queryOne<{ session: string; live: boolean; takeable: boolean }>(
       tx,
-      sql`SELECT session, (status <> 'down' AND last_heartbeat > now() - make_interval(secs => ${config.workerTtlSeconds})) AS live,
+      sql`SELECT session, ${liveInPostgres(config.workerTtlSeconds)} AS live,
                  ${takeable} AS takeable
           FROM workers WHERE id = ${id} FOR UPDATE`,
     );
@@ -151,7 +151,7 @@ export async function registerWorker(
           ON CONFLICT (id) DO UPDATE SET
             hostname = excluded.hostname, cpus = excluded.cpus, session = excluded.session,
             status = CASE WHEN workers.drained OR workers.status = 'draining' THEN 'draining' ELSE 'ready' END,
-            registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL,
+            registered_at = now(), last_heartbeat = now(), down_at = NULL, down_reason = NULL, channel = false,
             labels = excluded.labels, agent_version = excluded.agent_version, token_id = excluded.token_id,
             memory_mb = excluded.memory_mb, gpus = excluded.gpus, gpu_mask = excluded.gpu_mask,
             features = excluded.features, partitions = excluded.partitions,
@@ -240,7 +240,11 @@ interface SessionCheck {
 }
 
 /** Why a worker's session is not current: another token's worker, unknown (never registered, or down) or superseded. */
-async function sessionError(ctx: Context, input: SessionCheck, caller: Principal): Promise<ConductorError> {
+export async function sessionError(
+  ctx: Context,
+  input: SessionCheck,
+  caller: Principal,
+): Promise<ConductorError> {
   const row = await queryOne<{ session: string; status: string; mine: boolean }>(
     ctx.db,
     sql`SELECT session, status, ${boundTo(caller)} AS mine FROM workers WHERE id = ${input.worker_id}`,
@@ -370,6 +374,7 @@ export async function setWorkerDraining(
     warnRegistryDown(ctx, error);
   }
   ctx.logger.info(`Worker ${draining ? 'draining' : 'back in service'}: ${workerId}`);
+  ctx.notifier.notify(workerId); // a channel agent learns its status from the claim the wake makes
   await recordAudit(ctx.db, caller, draining ? 'worker.drain' : 'worker.undrain', `worker:${workerId}`);
   if (!draining) ctx.defer(ctx.requestSchedule());
   return { worker_id: workerId, status };
@@ -412,6 +417,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
   const redelivery = ctx.config.claimRedeliverySeconds;
   return queryOne<{
     known: boolean;
+    status: WorkerStatus | null;
     jobs: AssignmentRow[] | string;
     cancel: JobRef[] | string;
     signal: JobSignal[] | string;
@@ -419,7 +425,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
   }>(
     ctx.db,
     sql`WITH me AS (
-          SELECT 1 FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
+          SELECT status FROM workers WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down'
             AND ${boundTo(caller)}
         ),
         claimed AS (
@@ -446,7 +452,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
               FROM job_arrays ar WHERE ar.array_job_id = jobs.array_job_id) END AS array
         ),
         sig AS (${signalsSql(input.worker_id, sql`EXISTS (SELECT 1 FROM me)`)})
-        SELECT EXISTS (SELECT 1 FROM me) AS known, ${SIGNALS_JSON} AS signal,
+        SELECT EXISTS (SELECT 1 FROM me) AS known, (SELECT status FROM me) AS status, ${SIGNALS_JSON} AS signal,
                (SELECT coalesce(json_agg(claimed ORDER BY id), '[]'::json) FROM claimed) AS jobs,
                ${cancelsSql(input.worker_id, sql`interval '1 minute'`)} AS cancel,
                (SELECT extract(epoch FROM min(claimed_at) + make_interval(secs => ${redelivery}) - now())
@@ -484,6 +490,7 @@ export async function claimAssignments(
         jobs: jobs.map((row) => assignmentView(row, ctx.config.clusterName)),
         cancel,
         signal: signals,
+        status: row.status === 'draining' ? 'draining' : 'ready',
       };
     }
     // Wake for new work, or when an unstarted assignment becomes due again.

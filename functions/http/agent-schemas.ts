@@ -83,6 +83,8 @@ export const heartbeatRequest = z.strictObject({
   status: z.enum(['ready', 'draining']).optional(),
 });
 export const unregisterRequest = z.strictObject({ worker_id: workerId, session });
+/** The push channel's query: the same worker and session as a heartbeat. */
+export const channelQuery = z.strictObject({ worker_id: workerId, session });
 export const claimRequest = z.strictObject({
   worker_id: workerId,
   session,

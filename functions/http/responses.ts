@@ -555,6 +555,9 @@ export const claimResponse = z.object({
     .array(jobSignal)
     .optional()
     .openapi({ description: 'Signals to deliver now (each handed out once)' }),
+  status: z.enum(['ready', 'draining']).optional().openapi({
+    description: 'The worker’s status (an operator may have drained it), as a heartbeat answers',
+  }),
 });
 export const okResponse = z.object({ ok: z.literal(true) });
 export const stateResponse = z.object({ state: z.string() });

@@ -1,18 +1,23 @@
+import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { serve } from '@hono/node-server';
 import { createApp } from '../app.ts';
 import { syncAllocationCache } from '../domain/cache.ts';
 import { type Context, createContext } from '../domain/context.ts';
 import { logClusterStats } from '../domain/dashboard.ts';
 import { pruneSubmissionKeys } from '../domain/jobs.ts';
-import { runBackstop } from '../domain/maintenance.ts';
+import { cacheSyncSkippable, runBackstopUnlessQuiet } from '../domain/maintenance.ts';
 import type { Ports } from '../domain/ports.ts';
 import { nodeSwaggerUiAssets } from '../http/api-docs-node.ts';
+import { ChannelHub, type WakeBus } from './channel-hub.ts';
 
 export interface RunningServer {
   url: string;
   port: number;
   ctx: Context;
+  /** The push channel's hub, when the server has one. */
+  hub?: ChannelHub | undefined;
   close(): Promise<void>;
 }
 
@@ -22,21 +27,31 @@ export interface RunningServer {
  */
 export async function startServer(
   ports: Omit<Ports, 'defer'>,
-  options: { port: number; host: string; timers?: boolean },
+  options: {
+    port: number;
+    host: string;
+    timers?: boolean;
+    /** The push channel (on by default); `bus` carries wakes to the other server processes. */
+    channel?: false | { bus?: WakeBus };
+  },
 ): Promise<RunningServer> {
   const pending = new Set<Promise<unknown>>();
+  const defer = (work: Promise<unknown>) => {
+    const tracked = work
+      .catch((error: unknown) =>
+        ports.logger.error('Background work failed', {
+          error: error instanceof Error ? error.message : String(error),
+        }),
+      )
+      .finally(() => pending.delete(tracked));
+    pending.add(tracked);
+  };
+  const hub =
+    options.channel === false ? undefined : new ChannelHub({ ...ports, defer }, options.channel?.bus);
   const ctx = createContext({
     ...ports,
-    defer(work) {
-      const tracked = work
-        .catch((error: unknown) =>
-          ports.logger.error('Background work failed', {
-            error: error instanceof Error ? error.message : String(error),
-          }),
-        )
-        .finally(() => pending.delete(tracked));
-      pending.add(tracked);
-    },
+    ...(hub ? { notifier: hub.wrap(ports.notifier), channel: hub.port } : {}),
+    defer,
   });
   const app = createApp(ctx, { swaggerUi: nodeSwaggerUiAssets });
 
@@ -45,6 +60,12 @@ export async function startServer(
     s.once('error', reject);
   });
   const port = (server.address() as AddressInfo).port;
+  const stopHub = await hub?.start(ports.notifier);
+  if (hub) {
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      void hub.handleUpgrade(request, socket, head, (r) => app.fetch(r));
+    });
+  }
 
   const timers: NodeJS.Timeout[] = [];
   const every = (seconds: number, name: string, work: () => Promise<unknown>) => {
@@ -67,8 +88,10 @@ export async function startServer(
   };
   if (options.timers !== false) {
     const { config } = ports;
-    every(config.scheduleIntervalSeconds, 'Scheduling backstop', () => runBackstop(ctx));
-    every(config.cacheSyncIntervalSeconds, 'Resource cache sync', () => syncAllocationCache(ctx));
+    every(config.scheduleIntervalSeconds, 'Scheduling backstop', () => runBackstopUnlessQuiet(ctx));
+    every(config.cacheSyncIntervalSeconds, 'Resource cache sync', async () => {
+      if (!(await cacheSyncSkippable(ctx))) await syncAllocationCache(ctx);
+    });
     every(config.cacheSyncIntervalSeconds, 'Pruning expired Idempotency-Keys', () =>
       pruneSubmissionKeys(ctx.db),
     );
@@ -82,8 +105,10 @@ export async function startServer(
     url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
     port,
     ctx,
+    hub,
     async close() {
       for (const timer of timers) clearInterval(timer);
+      await stopHub?.();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Long-polling claims hold their connections open: end them rather than wait.

@@ -7,6 +7,7 @@ import type { WorkerStatus } from '../../db/schema.ts';
 import type {
   AllocationVector,
   CachedAllocation,
+  QuietState,
   RegistryStore,
   SnapshotOptions,
   SnapshotResult,
@@ -43,6 +44,12 @@ export class MemoryRegistryStore implements RegistryStore {
   private readonly workers = new Map<string, StoredWorker>();
   /** `registry:workers`: id -> expiry (ms). */
   private readonly index = new Map<string, number>();
+  /** `registry:since` (ms). */
+  private since: number | null = null;
+  /** `maintenance:epoch`. */
+  private epoch_ = 0;
+  /** `maintenance:quiet`: the epoch it was set at, and its expiry (ms). */
+  private quiet: { epoch: number; expiresAt: number } | null = null;
   /** `resource:allocated_cpus`. */
   private allocated: number | null = null;
   /** `resource:allocated_memory_mb`. */
@@ -69,6 +76,57 @@ export class MemoryRegistryStore implements RegistryStore {
     const expiresAt = this.now() + ttlSeconds * 1000;
     this.workers.set(entry.worker_id, { fields: { ...entry }, expiresAt });
     this.index.set(entry.worker_id, expiresAt);
+    this.since ??= this.now();
+  }
+
+  async touchWorkers(
+    entries: readonly { id: string; lastHeartbeat: string }[],
+    ttlSeconds: number,
+  ): Promise<string[]> {
+    checkTtl(ttlSeconds);
+    for (const entry of entries) checkId(entry.id);
+    const gone: string[] = [];
+    for (const entry of entries) {
+      if (!(await this.touchWorker(entry.id, entry.lastHeartbeat, ttlSeconds))) gone.push(entry.id);
+    }
+    return gone;
+  }
+
+  async reapView(): Promise<{ live: string[]; memoryAgeMs: number }> {
+    this.since ??= this.now();
+    await this.takeExpiredWorkerIds();
+    return { live: await this.liveWorkerIds(), memoryAgeMs: this.now() - this.since };
+  }
+
+  async noteActivity(): Promise<void> {
+    this.epoch_++;
+  }
+
+  async activityEpoch(): Promise<number> {
+    return this.epoch_;
+  }
+
+  async markQuiet(epoch: number, ttlSeconds: number): Promise<boolean> {
+    checkTtl(ttlSeconds);
+    if (epoch !== this.epoch_) return false;
+    this.quiet = { epoch, expiresAt: this.now() + ttlSeconds * 1000 };
+    return true;
+  }
+
+  async quietState(): Promise<QuietState> {
+    const now = this.now();
+    const quiet = this.quiet !== null && this.quiet.expiresAt > now && this.quiet.epoch === this.epoch_;
+    const expiredWorkers = this.indexByScore().some(
+      ([id, score]) => score < now && this.liveKey(id) === undefined,
+    );
+    const live = (await this.liveWorkerIds()).map((id) => this.liveKey(id)?.fields.cpus ?? 0);
+    return {
+      quiet,
+      expiredWorkers,
+      allocationEmpty: this.allocated === 0,
+      liveWorkers: live.length,
+      liveCpus: live.reduce((a, b) => a + Number(b), 0),
+    };
   }
 
   async touchWorker(

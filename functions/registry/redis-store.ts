@@ -16,6 +16,7 @@ import type { WorkerStatus } from '../../db/schema.ts';
 import {
   type AllocationVector,
   type CachedAllocation,
+  type QuietState,
   type RegistryStore,
   type SnapshotOptions,
   type SnapshotResult,
@@ -63,7 +64,26 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], string.format('%.0f', now + ttl * 1000), ARGV[1])
+redis.call('SET', KEYS[3], string.format('%.0f', now), 'NX')
 return 1
+`;
+
+// KEYS: index. ARGV: worker key prefix, ttl seconds, then id/last_heartbeat pairs. Returns the ids whose key is gone.
+const TOUCH_WORKERS = `${NOW_MS}
+local ttl = tonumber(ARGV[2])
+local expiry = string.format('%.0f', now + ttl * 1000)
+local gone = {}
+for i = 3, #ARGV - 1, 2 do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'last_heartbeat', ARGV[i + 1])
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', KEYS[1], expiry, ARGV[i])
+  else
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+return gone
 `;
 
 // KEYS: worker key, index. ARGV: id, last_heartbeat, ttl seconds, status ('' = keep).
@@ -119,6 +139,55 @@ for _, id in ipairs(ids) do
   end
 end
 return gone
+`;
+
+// KEYS: index, since. ARGV: worker key prefix. {live ids, ms the registry has remembered workers}; drops
+// expired members whose key is gone, as TAKE_EXPIRED_WORKERS does.
+const REAP_VIEW = `${NOW_MS}
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'NX')
+local since = tonumber(redis.call('GET', KEYS[2]))
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', now))) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('ZREM', KEYS[1], id) end
+end
+local live = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], string.format('%.0f', now), '+inf')) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then live[#live + 1] = id end
+end
+return {live, string.format('%.0f', now - since)}
+`;
+
+// KEYS: epoch.
+const NOTE_ACTIVITY = `return redis.call('INCR', KEYS[1])
+`;
+
+// KEYS: epoch.
+const ACTIVITY_EPOCH = `return tonumber(redis.call('GET', KEYS[1]) or '0')
+`;
+
+// KEYS: epoch, quiet. ARGV: the epoch read before looking, ttl seconds.
+const MARK_QUIET = `if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+`;
+
+// KEYS: epoch, quiet, index, allocated CPUs. ARGV: worker key prefix.
+// {quiet, a worker key expired, allocation 0, live workers, their CPUs}.
+const QUIET_STATE = `${NOW_MS}
+local quiet = redis.call('GET', KEYS[2])
+quiet = quiet ~= false and quiet == (redis.call('GET', KEYS[1]) or '0')
+local expired = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.format('%.0f', now))) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then expired = 1 break end
+end
+local workers, cpus = 0, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], string.format('%.0f', now), '+inf')) do
+  local n = redis.call('HGET', ARGV[1] .. id, 'cpus')
+  if n then
+    workers = workers + 1
+    cpus = cpus + (tonumber(n) or 0)
+  end
+end
+return {quiet and 1 or 0, expired, redis.call('GET', KEYS[4]) == '0' and 1 or 0, workers, cpus}
 `;
 
 // KEYS: value.
@@ -236,8 +305,14 @@ function script(name: string, source: string, sha: string): LuaScript {
  * without its sha fails the tests; in production a wrong sha would only cost an EVAL after each NOSCRIPT).
  */
 export const SCRIPTS = Object.freeze({
-  putWorker: script('putWorker', PUT_WORKER, 'd14b359cfe22fdcc0ffe2e7ff80a13fa06f6ac81'),
+  putWorker: script('putWorker', PUT_WORKER, 'a79c7ab4ebd8d4a07e591459720c8249183f25a6'),
   touchWorker: script('touchWorker', TOUCH_WORKER, '2fdc842800d36024f419f1e0292240be0b81f187'),
+  touchWorkers: script('touchWorkers', TOUCH_WORKERS, '0a91ea10ae2eda90e7c0e0cd47c37764f1924dc3'),
+  reapView: script('reapView', REAP_VIEW, '6d0efa5c3e172c0e7c568d30db6fe81f36ea13c5'),
+  noteActivity: script('noteActivity', NOTE_ACTIVITY, '5cb1975929472492c39b214c114b58b40c94f7f4'),
+  activityEpoch: script('activityEpoch', ACTIVITY_EPOCH, '1fbe895f9902c9e8f2caf8531b11995341d53fe8'),
+  markQuiet: script('markQuiet', MARK_QUIET, '979186b3633212b95a33319e573118ddca23ee6a'),
+  quietState: script('quietState', QUIET_STATE, '6b354828651523ef92c642bac3dab56141aa903a'),
   setWorkerStatus: script('setWorkerStatus', SET_WORKER_STATUS, 'a529e794d6a96cf8efe1ec405b8db203ce10fe09'),
   removeWorker: script('removeWorker', REMOVE_WORKER, '072ca64f4fe3af87e3e1d210b23b98d39349fbc5'),
   liveWorkerIds: script('liveWorkerIds', LIVE_WORKERS, '057e51c58aca7379102fbdf8110b217c208a464b'),
@@ -273,6 +348,9 @@ export function registryKeys(keyPrefix = '') {
     workerPrefix: `${keyPrefix}worker:`,
     worker: (id: string) => `${keyPrefix}worker:${id}`,
     index: `${keyPrefix}registry:workers`,
+    since: `${keyPrefix}registry:since`,
+    activityEpoch: `${keyPrefix}maintenance:epoch`,
+    quiet: `${keyPrefix}maintenance:quiet`,
     allocated: `${keyPrefix}resource:allocated_cpus`,
     allocatedMemory: `${keyPrefix}resource:allocated_memory_mb`,
     allocatedGpus: `${keyPrefix}resource:allocated_gpus`,
@@ -303,7 +381,7 @@ export class RedisRegistryStore implements RegistryStore {
     );
     await this.redis.run(
       SCRIPTS.putWorker,
-      [this.keys.worker(entry.worker_id), this.keys.index],
+      [this.keys.worker(entry.worker_id), this.keys.index, this.keys.since],
       [
         entry.worker_id,
         String(entry.cpus),
@@ -331,6 +409,65 @@ export class RedisRegistryStore implements RegistryStore {
       [id, lastHeartbeat, ttlSeconds, status ?? ''],
     );
     return toInteger(reply) === 1;
+  }
+
+  async touchWorkers(
+    entries: readonly { id: string; lastHeartbeat: string }[],
+    ttlSeconds: number,
+  ): Promise<string[]> {
+    checkTtl(ttlSeconds);
+    if (entries.length === 0) return [];
+    for (const entry of entries) checkId(entry.id);
+    const reply = await this.redis.run(
+      SCRIPTS.touchWorkers,
+      [this.keys.index],
+      [this.keys.workerPrefix, ttlSeconds, ...entries.flatMap((e) => [e.id, e.lastHeartbeat])],
+    );
+    return toStringArray(reply);
+  }
+
+  async reapView(): Promise<{ live: string[]; memoryAgeMs: number }> {
+    const reply = await this.redis.run(
+      SCRIPTS.reapView,
+      [this.keys.index, this.keys.since],
+      [this.keys.workerPrefix],
+    );
+    const [live, age] = Array.isArray(reply) ? reply : [];
+    return { live: toStringArray(live), memoryAgeMs: Number(age) || 0 };
+  }
+
+  async noteActivity(): Promise<void> {
+    await this.redis.run(SCRIPTS.noteActivity, [this.keys.activityEpoch], []);
+  }
+
+  async activityEpoch(): Promise<number> {
+    return toInteger(await this.redis.run(SCRIPTS.activityEpoch, [this.keys.activityEpoch], [])) ?? 0;
+  }
+
+  async markQuiet(epoch: number, ttlSeconds: number): Promise<boolean> {
+    checkTtl(ttlSeconds);
+    const reply = await this.redis.run(
+      SCRIPTS.markQuiet,
+      [this.keys.activityEpoch, this.keys.quiet],
+      [String(epoch), ttlSeconds],
+    );
+    return toInteger(reply) === 1;
+  }
+
+  async quietState(): Promise<QuietState> {
+    const reply = await this.redis.run(
+      SCRIPTS.quietState,
+      [this.keys.activityEpoch, this.keys.quiet, this.keys.index, this.keys.allocated],
+      [this.keys.workerPrefix],
+    );
+    const [quiet, expired, empty, workers, cpus] = Array.isArray(reply) ? reply.map(Number) : [];
+    return {
+      quiet: quiet === 1,
+      expiredWorkers: expired === 1,
+      allocationEmpty: empty === 1,
+      liveWorkers: workers ?? 0,
+      liveCpus: cpus ?? 0,
+    };
   }
 
   async setWorkerStatus(id: string, status: WorkerStatus): Promise<boolean> {

@@ -1,5 +1,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
+import { assertChannelSession } from '../domain/channel.ts';
 import type { Context } from '../domain/context.ts';
+import { forbidden, invalid, notFound } from '../domain/errors.ts';
 import { registerOpenClusterAgent } from '../domain/open-cluster.ts';
 import {
   appendOutput,
@@ -11,6 +13,7 @@ import {
   unregisterWorker,
 } from '../domain/workers.ts';
 import {
+  channelQuery,
   claimRequest,
   finishRequest,
   heartbeatRequest,
@@ -30,6 +33,7 @@ import {
   stateResponse,
 } from '../http/responses.ts';
 import { mount, type RouteSpec } from '../http/route.ts';
+import { parseInput } from '../http/validate.ts';
 
 /**
  * The agent protocol (agent/src/protocol.ts). Agents hold no database or Redis credentials: this is all they
@@ -49,6 +53,28 @@ export function agentRoutes(ctx: Context) {
   mount(app, claim, async (c, { body }) =>
     c.json(await claimAssignments(ctx, await body(), c.req.raw.signal, c.get('principal'))),
   );
+  // The push channel is a WebSocket, which OpenAPI cannot describe: it is documented in docs/agents.md.
+  app.get('/channel', async (c) => {
+    const query = parseInput(channelQuery, c.req.query(), 'query');
+    // Browsers send Origin with every WebSocket handshake and agents never do: a page cannot hold a channel.
+    if (c.req.header('origin') !== undefined) {
+      throw forbidden(
+        'cross_site_request',
+        'The agent channel is not for browsers (the handshake has an Origin)',
+      );
+    }
+    if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') {
+      throw invalid('upgrade_required', 'The agent channel is a WebSocket: send Upgrade: websocket');
+    }
+    if (!ctx.channel) {
+      throw notFound(
+        'channel_unavailable',
+        'This control plane has no push channel; long-poll /claim instead',
+      );
+    }
+    await assertChannelSession(ctx, query, c.get('principal'));
+    return ctx.channel.accept(c.req.raw, { workerId: query.worker_id, session: query.session });
+  });
   mount(app, unregister, async (c, { body }) => {
     await unregisterWorker(ctx, await body(), c.get('principal'));
     return c.json({ ok: true as const });

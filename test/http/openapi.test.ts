@@ -25,7 +25,8 @@ const REDOCLY = fileURLToPath(new URL('../../node_modules/.bin/redocly', import.
  * Routes registered on the app that the document leaves out, on purpose:
  * - the dashboard's private reads (functions/routes/ui.ts: JSON and HTML fragments): its pages' own API, free
  *   to change with them; its HTML pages and their assets (functions/ui/pages.tsx);
- * - the reference page's script and stylesheet.
+ * - the reference page's script and stylesheet;
+ * - the agents' push channel, a WebSocket.
  * The dashboard's HTML (GET / for a browser) shares its path with the JSON index, which is documented.
  */
 const UNDOCUMENTED = new Set([
@@ -44,6 +45,8 @@ const UNDOCUMENTED = new Set([
   'GET /ui/jobs/:id{[0-9]{1,15}}',
   'GET /ui/assets/:file',
   'GET /api/docs/assets/:file',
+  // The agents' push channel: a WebSocket, which OpenAPI cannot describe (docs/agents.md).
+  'GET /api/v1/agents/channel',
 ]);
 
 interface Operation {

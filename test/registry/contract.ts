@@ -271,6 +271,77 @@ export function registryContract(name: string, makeHarness: HarnessFactory): voi
       });
     });
 
+    describe('push channel and idle marker', () => {
+      it('touchWorkers refreshes every live worker in one call and names the ones whose key is gone', async () => {
+        await store.putWorker(workerEntry('a'), 1);
+        await store.putWorker(workerEntry('b'), 1);
+        await store.putWorker(workerEntry('gone'), 60);
+        await h.deleteKey('worker:gone');
+        const gone = await store.touchWorkers(
+          [
+            { id: 'a', lastHeartbeat: '2025-11-11T10:05:30' },
+            { id: 'b', lastHeartbeat: '2025-11-11T10:05:30' },
+            { id: 'gone', lastHeartbeat: '2025-11-11T10:05:30' },
+          ],
+          60,
+        );
+        expect(gone).toEqual(['gone']);
+        expect(await h.inspectWorker('gone')).toBeNull();
+        await h.elapse(1_100);
+        // Their TTL of 1 s would have run out: refreshed to 60 s, they live on with the new heartbeat.
+        expect(sorted(await store.liveWorkerIds())).toEqual(['a', 'b']);
+        expect((await h.inspectWorker('a'))?.fields.last_heartbeat).toBe('2025-11-11T10:05:30');
+        expect((await h.inspectWorker('a'))?.ttlMs).toBeGreaterThan(50_000);
+        expect(await store.touchWorkers([], 60)).toEqual([]);
+      });
+
+      it('reapView gives the live ids and how long the registry has remembered workers, from the first registration', async () => {
+        const first = await store.reapView();
+        expect(first.live).toEqual([]);
+        expect(first.memoryAgeMs).toBeLessThan(1_000);
+        await store.putWorker(workerEntry('w1'), 60);
+        await store.putWorker(workerEntry('short'), 1);
+        await h.elapse(1_100);
+        const later = await store.reapView();
+        expect(later.live).toEqual(['w1']);
+        expect(later.memoryAgeMs).toBeGreaterThanOrEqual(1_000);
+        // The expired member was dropped from the index, as takeExpiredWorkerIds would.
+        expect(await store.takeExpiredWorkerIds()).toEqual([]);
+      });
+
+      it('the quiet marker holds only while no activity came since the epoch it was set at', async () => {
+        expect((await store.quietState()).quiet).toBe(false);
+        const epoch = await store.activityEpoch();
+        expect(await store.markQuiet(epoch, 60)).toBe(true);
+        expect((await store.quietState()).quiet).toBe(true);
+        await store.noteActivity();
+        expect((await store.quietState()).quiet).toBe(false);
+        // A pass that read the epoch before the activity cannot set it.
+        expect(await store.markQuiet(epoch, 60)).toBe(false);
+        expect((await store.quietState()).quiet).toBe(false);
+        expect(await store.markQuiet(await store.activityEpoch(), 1)).toBe(true);
+        await h.elapse(1_100);
+        expect((await store.quietState()).quiet).toBe(false); // lapsed
+      });
+
+      it('quietState reports an expired worker key, a zero allocation and the live capacity', async () => {
+        await store.putWorker(workerEntry('big', { cpus: 64 }), 60);
+        await store.putWorker(workerEntry('small', { cpus: 8 }), 60);
+        await store.putWorker(workerEntry('dies', { cpus: 4 }), 1);
+        await store.setAllocationSnapshot(0, 1);
+        await h.elapse(1_100);
+        expect(await store.quietState()).toMatchObject({
+          expiredWorkers: true,
+          allocationEmpty: true,
+          liveWorkers: 2,
+          liveCpus: 72,
+        });
+        expect(await store.takeExpiredWorkerIds()).toEqual(['dies']);
+        await store.applyAllocationDelta(4, 2);
+        expect(await store.quietState()).toMatchObject({ expiredWorkers: false, allocationEmpty: false });
+      });
+    });
+
     describe('allocation cache', () => {
       it('is null until a snapshot fills it', async () => {
         expect(await store.getAllocatedCpus()).toBeNull();

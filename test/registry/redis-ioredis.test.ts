@@ -74,6 +74,7 @@ describeWithRedis('RedisRegistryStore over ioredis', up, () => {
       await store.setAllocationSnapshot({ cpus: 40, memoryMb: 8192, gpus: 1, gres: { nvme: 1 } }, 1);
       await store.applyAllocationDelta({ cpus: 8, memoryMb: 1024, gpus: 1, gres: { fpga: 2 } }, 2);
       expect(await keysUnder(admin, prefix)).toEqual([
+        'registry:since',
         'registry:workers',
         'resource:allocated_cpus',
         'resource:allocated_cpus:deltas',

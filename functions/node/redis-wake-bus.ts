@@ -1,0 +1,39 @@
+import { Redis } from 'ioredis';
+import type { WakeBus } from './channel-hub.ts';
+
+/** The Redis pub/sub channel wakes travel on between server processes (message: the worker id). */
+export const WAKE_CHANNEL = 'conductor:wake';
+
+/**
+ * Wakes between the server processes of one cluster over Redis pub/sub. Best effort, as every wake is: a
+ * lost one is made good by the backstop's lost-push recovery (maintenance.ts wakeUndelivered).
+ */
+export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<void> } {
+  const options = { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false } as const;
+  const publisher = new Redis(url, options);
+  publisher.on('error', () => {});
+  let subscriber: Redis | undefined;
+  return {
+    publish(workerId) {
+      const send = () => publisher.publish(WAKE_CHANNEL, workerId).catch(() => {});
+      if (publisher.status === 'ready') void send();
+      else if (publisher.status === 'wait') void publisher.connect().then(send, () => {});
+    },
+    async subscribe(onWake) {
+      const sub = new Redis(url, { maxRetriesPerRequest: null });
+      subscriber = sub;
+      sub.on('error', () => {});
+      sub.on('message', (channel: string, message: string) => {
+        if (channel === WAKE_CHANNEL) onWake(message);
+      });
+      await sub.subscribe(WAKE_CHANNEL).catch(() => {}); // re-subscribed by ioredis on reconnect
+      return async () => {
+        await sub.quit().catch(() => sub.disconnect());
+      };
+    },
+    async close() {
+      await publisher.quit().catch(() => publisher.disconnect());
+      await subscriber?.quit().catch(() => subscriber?.disconnect());
+    },
+  };
+}
