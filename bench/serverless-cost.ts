@@ -146,10 +146,12 @@ export function marginalCost(u: Usage): Dollars {
 }
 
 // ---------------------------------------------------------------- Postgres activity → Neon compute
-/** Minutes (from t0) in [t0, t1) in which Postgres received any traffic. */
+/** Of the minutes of [t0, t1) (the window cut into its length in whole minutes, rounded: a window of 60.4 s
+ *  is one minute), how many held any traffic to Postgres. */
 export function activeMinutes(instants: number[], t0: number, t1: number): number {
+  const n = Math.max(1, Math.round((t1 - t0) / 60_000));
   const minutes = new Set<number>();
-  for (const at of instants) if (at >= t0 && at < t1) minutes.add(Math.floor((at - t0) / 60_000));
+  for (const at of instants) if (at >= t0 && at < t1) minutes.add(Math.floor(((at - t0) / (t1 - t0)) * n));
   return minutes.size;
 }
 
@@ -896,7 +898,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
           'Postgres minutes with traffic (steady window)',
           ...both(
             (x) =>
-              `${x.idle.postgres_minutes_with_traffic_steady_window} of ${Math.ceil(x.idle.steady_window_minutes)} (a window of ${round(x.idle.steady_window_minutes, 2)} min)`,
+              `${x.idle.postgres_minutes_with_traffic_steady_window} of ${Math.max(1, Math.round(x.idle.steady_window_minutes))}`,
           ),
         ],
         [
@@ -1018,7 +1020,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
       '  Postgres minutes with traffic after the warm-up: polling / channel',
       '0 (channel)',
       ci.postgres_minutes_with_traffic_steady_window === 0 ? 'met' : 'not met',
-      `${p.idle.postgres_minutes_with_traffic_steady_window} / ${ci.postgres_minutes_with_traffic_steady_window} of ${Math.ceil(ci.steady_window_minutes)}`,
+      `${p.idle.postgres_minutes_with_traffic_steady_window} / ${ci.postgres_minutes_with_traffic_steady_window} of ${Math.max(1, Math.round(ci.steady_window_minutes))}`,
     );
     const cl = c.submit_to_start_other_isolate_ms as Stats;
     const pl = p.submit_to_start_other_isolate_ms as Stats;
