@@ -421,7 +421,8 @@ function usageOf(d: Counters, neonMs: number, scale = 1): Usage {
   };
 }
 
-const money = (x: number) => `$${x < 0.01 && x > 0 ? x.toFixed(5) : x < 10 ? x.toFixed(2) : x.toFixed(0)}`;
+const money = (x: number) =>
+  `$${x < 0.01 && x > 0 ? x.toFixed(5) : x < 1 && x > 0 ? x.toFixed(4) : x < 10 ? x.toFixed(2) : x.toFixed(0)}`;
 const big = (x: number) =>
   x >= 1e6 ? `${round(x / 1e6, 2)} M` : x >= 1e4 ? `${round(x / 1e3, 1)} k` : `${round(x, 1)}`;
 
