@@ -68,6 +68,7 @@ import {
   timeMany,
 } from './lib.ts';
 import { mixedJobs, mixedWorkers, seeded, smallJob } from './mixed.ts';
+import { runServerlessCost } from './serverless-cost.ts';
 import { measureStartup } from './startup.ts';
 
 const SMALL = process.env.BENCH_SCALE === 'small';
@@ -141,7 +142,7 @@ const results: Record<string, unknown> = {
   versions,
   scale: SMALL ? 'small' : 'full',
 };
-if (runs('3') || runs('6')) {
+if (runs('3') || runs('6') || runs('10')) {
   log('building the agent package (npm run build:agent): agents run from agent/dist as installed');
   execFileSync('npm', ['run', '--silent', 'build:agent'], { stdio: 'inherit' });
 }
@@ -2127,6 +2128,25 @@ async function scenarioPipelines() {
   row('9 pipelines', "  a job's end to its dependant's start", stats(chain.link_ms), 'ms', '< 30 ms');
 }
 
+// ---------------------------------------------------------------- 10. serverless cost
+/**
+ * The Workers deployment's cost from counted events (bench/serverless-cost.ts): 100 idle agents (small: 20)
+ * for 10 minutes (small: 2), 10,000 jobs a day, a burst of 10,000 (small: 1,000), submit→start via another
+ * isolate; polling agents and channel agents in the same run. Also writes bench/results-serverless.json.
+ */
+async function scenarioServerlessCost() {
+  results.serverless_cost = await runServerlessCost({
+    small: SMALL,
+    pgUrl: PG_URL,
+    redisUrl: REDIS_URL,
+    sql: async (text, params) => (await bulkPool.query(text, params)).rows,
+    reset: resetCluster,
+    agentEntry: BUILT_AGENT,
+    log,
+    row: (scenario, measure, goal, met, value) => row(scenario, measure, null, '', goal, met, value),
+  });
+}
+
 // ---------------------------------------------------------------- run
 const scenarios: [string, () => Promise<void>][] = [
   ['1', scenarioResources],
@@ -2139,6 +2159,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ['6', scenarioIdleAndFootprint],
   ['8', scenarioStartup],
   ['9', scenarioPipelines],
+  ['10', scenarioServerlessCost],
 ];
 const failures: Record<string, string> = {};
 for (const [name, scenario] of scenarios) {

@@ -50,7 +50,12 @@ const ERROR_FIELDS = (
 ).split(' ');
 
 export async function startNeonHttpBridge(
-  options: { port?: number; allow?: readonly string[] } = {},
+  options: {
+    port?: number;
+    allow?: readonly string[];
+    /** Called with Date.now() for every request served (each reaches Postgres): see startNeonProxy. */
+    onTraffic?: (atMs: number) => void;
+  } = {},
 ): Promise<NeonHttpBridge> {
   const allow = new Set(options.allow ?? DEFAULT_NEON_TARGETS);
   const stats: NeonHttpBridgeStats = { requests: 0, queries: 0, transactions: 0, refused: 0 };
@@ -90,6 +95,7 @@ export async function startNeonHttpBridge(
       return send(403, { message: `not served: ${req.method} ${req.url} for ${address}` });
     }
     if (target.hostname === 'localhost') target.hostname = '127.0.0.1';
+    options.onTraffic?.(Date.now());
     let client: pg.PoolClient | undefined;
     let inTransaction = false;
     let broken: Error | undefined;

@@ -18,6 +18,8 @@ export interface NeonProxyStats {
   active: number;
   /** Upgrades refused: bad path, target outside the allow-list. */
   refused: number;
+  /** Connections that waited for a free slot (with `maxConnections`). */
+  queued: number;
   /** Client → server Query and Sync messages: statements' round trips (BEGIN and COMMIT count). */
   roundTrips: number;
   /** WebSocket frames and bytes, client → Postgres and back. */
@@ -39,13 +41,24 @@ export interface NeonProxy {
 export const DEFAULT_NEON_TARGETS = ['127.0.0.1:5432', 'localhost:5432'];
 
 export async function startNeonProxy(
-  options: { port?: number; allow?: readonly string[] } = {},
+  options: {
+    port?: number;
+    allow?: readonly string[];
+    /** Called with Date.now() whenever wire traffic goes to Postgres (a connection opened, any frame from
+     *  the client): the instants at which a Neon compute would be woken or kept awake. */
+    onTraffic?: (atMs: number) => void;
+    /** At most this many Postgres connections at once; further clients wait (their WebSocket opens when a
+     *  connection ends), as behind Neon's pooler. Default: no limit. */
+    maxConnections?: number;
+  } = {},
 ): Promise<NeonProxy> {
+  const onTraffic = options.onTraffic;
   const allow = new Set(options.allow ?? DEFAULT_NEON_TARGETS);
   const zero = (): NeonProxyStats => ({
     connections: 0,
     active: 0,
     refused: 0,
+    queued: 0,
     roundTrips: 0,
     framesIn: 0,
     framesOut: 0,
@@ -55,6 +68,14 @@ export async function startNeonProxy(
   const stats = zero();
   const http = createServer((_req, res) => res.writeHead(426).end('WebSocket only\n'));
   const wss = new WebSocketServer({ noServer: true });
+  const max = options.maxConnections ?? Number.POSITIVE_INFINITY;
+  let slots = 0;
+  const waiting: (() => void)[] = [];
+  const release = () => {
+    slots--;
+    const next = waiting.shift();
+    if (next) next();
+  };
 
   http.on('upgrade', (req, socket, head) => {
     const url = new URL(req.url ?? '/', 'http://proxy');
@@ -64,38 +85,64 @@ export async function startNeonProxy(
       socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\ntarget not allowed: ${address}\n`);
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const [host, port] = [address.slice(0, address.lastIndexOf(':')), address.split(':').pop()];
-      // localhost may resolve to ::1 first, where Postgres may not listen.
-      const tcp = connect({ host: host === 'localhost' ? '127.0.0.1' : host, port: Number(port) });
-      tcp.setNoDelay(true);
-      stats.connections++;
-      stats.active++;
-      const count = frontendMessageCounter(() => stats.roundTrips++);
-      ws.on('message', (data: Buffer) => {
-        stats.framesIn++;
-        stats.bytesIn += data.length;
-        count(data);
-        tcp.write(data); // buffered by node while the TCP connection is still opening
+    const admit = () => {
+      if (socket.destroyed) return release();
+      relay();
+    };
+    if (slots < max) {
+      slots++;
+      relay();
+    } else {
+      stats.queued++;
+      waiting.push(() => {
+        slots++;
+        admit();
       });
-      tcp.on('data', (data) => {
-        stats.framesOut++;
-        stats.bytesOut += data.length;
-        ws.send(data, { binary: true });
+    }
+    function relay() {
+      // A slot is held from here: released by end() once relayed, or by the socket's close if the upgrade
+      // never completes.
+      let relayed = false;
+      socket.once('close', () => {
+        if (!relayed) release();
       });
-      let open = true;
-      const end = () => {
-        if (!open) return;
-        open = false;
-        stats.active--;
-        tcp.destroy();
-        ws.close();
-      };
-      ws.on('close', end);
-      ws.on('error', end);
-      tcp.on('close', end);
-      tcp.on('error', end);
-    });
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        relayed = true;
+        const [host, port] = [address.slice(0, address.lastIndexOf(':')), address.split(':').pop()];
+        // localhost may resolve to ::1 first, where Postgres may not listen.
+        const tcp = connect({ host: host === 'localhost' ? '127.0.0.1' : host, port: Number(port) });
+        tcp.setNoDelay(true);
+        stats.connections++;
+        stats.active++;
+        onTraffic?.(Date.now());
+        const count = frontendMessageCounter(() => stats.roundTrips++);
+        ws.on('message', (data: Buffer) => {
+          stats.framesIn++;
+          stats.bytesIn += data.length;
+          onTraffic?.(Date.now());
+          count(data);
+          tcp.write(data); // buffered by node while the TCP connection is still opening
+        });
+        tcp.on('data', (data) => {
+          stats.framesOut++;
+          stats.bytesOut += data.length;
+          ws.send(data, { binary: true });
+        });
+        let open = true;
+        const end = () => {
+          if (!open) return;
+          open = false;
+          stats.active--;
+          release();
+          tcp.destroy();
+          ws.close();
+        };
+        ws.on('close', end);
+        ws.on('error', end);
+        tcp.on('close', end);
+        tcp.on('error', end);
+      });
+    }
   });
 
   await new Promise<void>((resolve, reject) => {

@@ -12,8 +12,11 @@ import { Redis } from 'ioredis';
 export interface UpstashBridge {
   url: string;
   token: string;
-  /** Every Redis command the bridge ran, in order, name upper-cased: what Upstash would bill. */
+  /** Every Redis command the bridge ran, in order, name upper-cased: what Upstash would bill (empty when
+   *  started with `keepCommands: false`; `counts` is kept either way). */
   commands: string[][];
+  /** Commands run, as Upstash bills them: a pipeline or multi-exec of n commands counts n. */
+  counts: { commands: number; byName: Map<string, number> };
   /** HTTP requests served. */
   requests: number;
   close(): Promise<void>;
@@ -24,16 +27,29 @@ type Reply = { result: unknown } | { error: string };
 export async function startUpstashBridge(options: {
   redisUrl: string;
   token?: string;
+  /** Keep every command in `commands` (default true); a long bench keeps only the counts. */
+  keepCommands?: boolean;
 }): Promise<UpstashBridge> {
   const redis = new Redis(options.redisUrl, { protocol: 2, maxRetriesPerRequest: 1 });
   const token = options.token ?? randomUUID();
-  const bridge = { url: '', token, commands: [] as string[][], requests: 0, close: async () => {} };
+  const keep = options.keepCommands ?? true;
+  const bridge = {
+    url: '',
+    token,
+    commands: [] as string[][],
+    counts: { commands: 0, byName: new Map<string, number>() },
+    requests: 0,
+    close: async () => {},
+  };
 
   const toArgs = (command: unknown): [string, ...string[]] => {
     if (!Array.isArray(command) || command.length === 0)
       throw new Error('ERR a command is a non-empty array');
     const [name, ...args] = command.map((part) => String(part));
-    bridge.commands.push([String(name).toUpperCase(), ...args]);
+    const upper = String(name).toUpperCase();
+    bridge.counts.commands++;
+    bridge.counts.byName.set(upper, (bridge.counts.byName.get(upper) ?? 0) + 1);
+    if (keep) bridge.commands.push([upper, ...args]);
     return [String(name), ...args];
   };
 
