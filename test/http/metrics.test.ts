@@ -65,8 +65,12 @@ describe.runIf(pglite)('GET /metrics', () => {
     });
     const { id } = (await res.json()) as { id: number };
     await eventually(async () => {
-      const job = (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as { state: string };
-      return job.state === 'RUNNING';
+      const job = (await (await fetch(`${server.url}/api/v1/jobs/${id}`)).json()) as {
+        state: string;
+        start_time: string | null;
+      };
+      // Started, not only placed: the queue wait counts from the agent's start report.
+      return job.state === 'RUNNING' && job.start_time !== null;
     });
     await fetch(`${server.url}/api/v1/dashboard`); // a cache read
     await syncAllocationCache(server.ctx);
