@@ -438,6 +438,8 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
   const IDLE_MIN = Number(process.env.BENCH_COST_IDLE_MINUTES ?? (S ? 2 : 10));
   /** The steady idle window starts after this many minutes (registration, first crons). */
   const WARMUP_MIN = Math.min(2, IDLE_MIN / 2);
+  /** The polling design's idle window may be shorter (its rates are steady from the first minute). */
+  const POLLING_IDLE_MIN = Number(process.env.BENCH_COST_POLLING_IDLE_MINUTES ?? IDLE_MIN);
   const SPREAD_N = Number(process.env.BENCH_COST_SPREAD_JOBS ?? (S ? 50 : 200));
   const SPREAD_MS = S ? 500 : 1000;
   const BURST = Number(process.env.BENCH_COST_BURST ?? (S ? 1000 : 10_000));
@@ -466,6 +468,7 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     agent_cpus: AGENT_CPUS,
     postgres_max_connections_through_the_proxy: PG_MAX,
     idle_minutes: IDLE_MIN,
+    polling_idle_minutes: POLLING_IDLE_MIN,
     steady_window_starts_after_minutes: WARMUP_MIN,
     durable_object_in_bundle: hasChannelObject,
     model: {
@@ -685,9 +688,11 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
         void fireCrons();
         cronTimer = setInterval(() => void fireCrons(), 60_000);
       }, 30_000);
-      await sleep(WARMUP_MIN * 60_000);
+      const idleMinutes = design === 'polling' ? POLLING_IDLE_MIN : IDLE_MIN;
+      const warmupMinutes = Math.min(WARMUP_MIN, idleMinutes / 2);
+      await sleep(warmupMinutes * 60_000);
       const steady0 = await snapshot();
-      await sleep((IDLE_MIN - WARMUP_MIN) * 60_000);
+      await sleep((idleMinutes - warmupMinutes) * 60_000);
       const idle1 = await snapshot();
       const steady = diff(steady0, idle1);
       const steadyMin = (idle1.at - steady0.at) / 60_000;

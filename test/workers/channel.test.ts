@@ -150,6 +150,7 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
   let agentToken: string;
   const clients: ChannelClient[] = [];
   const agents: AgentProcess[] = [];
+  const runtimeLines: string[] = [];
 
   beforeAll(async () => {
     const bundle = bundleWorker();
@@ -186,6 +187,12 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
       host: '127.0.0.1',
       port: 0,
       workers: [worker('a', ports[0]!), worker('b', ports[1]!, 'a')],
+      // The runtime's log lines (the Worker's JSON logger), for the runbook's lines.
+      handleRuntimeStdio(stdout: NodeJS.ReadableStream, stderr: NodeJS.ReadableStream) {
+        for (const stream of [stdout, stderr]) {
+          stream.on('data', (chunk: Buffer) => runtimeLines.push(...chunk.toString().split('\n')));
+        }
+      },
     };
     mf = new Miniflare(options);
     await mf.ready;
@@ -649,5 +656,52 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     } finally {
       await agent.kill9();
     }
+  }, 60_000);
+
+  it("the runbook's statistics line on an idle cluster: the minute cron prints it from the registry without Postgres, and a worker that stops pinging leaves it when its key expires", async () => {
+    // The keys of the tests before expire (their clients and agents are gone), and nothing is pending or
+    // running: an idle cluster.
+    await new Promise((resolve) => setTimeout(resolve, (TTL_S + 1) * 1000));
+    const pinging = await Promise.all(
+      ['ch-stats-1', 'ch-stats-2'].map(async (id, i) => {
+        const client = await connected(id, await register(id, 8 * (i + 1)));
+        client.startPinging();
+        return client;
+      }),
+    );
+    const liveLine = async () => {
+      const ids = (await redis.keys('worker:*')).map((k) => k.slice('worker:'.length)).sort();
+      let cpus = 0;
+      for (const id of ids) cpus += Number(await redis.hget(`worker:${id}`, 'cpus'));
+      return `Active workers: ${ids.length}, Total CPUs: ${cpus}`;
+    };
+    const lastStatsLine = () => runtimeLines.filter((l) => l.includes('Active workers:')).at(-1) ?? '';
+    // The first crons after the registrations look (they were activity), find nothing to do, mark quiet;
+    // the first cache sync fills the cache from Postgres.
+    await fireCron(mf, '* * * * *');
+    await fireCron(mf, '*/5 * * * *');
+    const connectionsBefore = proxy.stats.connections;
+    const quietLine = await liveLine();
+    await fireCron(mf, '* * * * *');
+    await eventually(() => lastStatsLine().includes(quietLine), { what: quietLine });
+    expect(proxy.stats.connections).toBe(connectionsBefore); // Postgres asleep
+    // The cache sync skips too: nothing allocated, the cluster quiet.
+    await fireCron(mf, '*/5 * * * *');
+    expect(proxy.stats.connections).toBe(connectionsBefore);
+    expect(await redis.exists('worker:ch-stats-2')).toBe(1);
+
+    // Scale down: one stops pinging (its socket stays open: silent). Its key expires; the next cron sees the
+    // expired key, runs the backstop (the reaper) and prints the smaller line.
+    pinging[1]!.stopPinging();
+    await eventually(async () => (await redis.exists('worker:ch-stats-2')) === 0, {
+      timeoutMs: 3 * TTL_S * 1000,
+      what: 'the silent worker key expiring',
+    });
+    const smaller = await liveLine();
+    expect(smaller).not.toBe(quietLine);
+    await fireCron(mf, '* * * * *');
+    await eventually(() => lastStatsLine().includes(smaller), { what: smaller });
+    expect(proxy.stats.connections).toBeGreaterThan(connectionsBefore); // the reaper's pass
+    for (const client of pinging) client.close();
   }, 60_000);
 });
