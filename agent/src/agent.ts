@@ -781,7 +781,7 @@ export class Agent {
   private onChannelClose(ws: WebSocket, info: WebSocketCloseInfo): void {
     if (ws !== this.channel) return;
     const why = `closed${info.wasClean ? '' : ' without a close handshake'}, code ${info.code}${info.reason ? ` ${info.reason}` : ''}${info.error ? `: ${describeError(info.error)}` : ''}`;
-    this.channelDropped(ws, why);
+    this.channelDropped(ws, why, true);
   }
 
   /** Lets go of the open channel: timers, and the socket (closed, unless it is already). */
@@ -805,17 +805,29 @@ export class Agent {
     ws.close(code, reason);
   }
 
-  /** The channel broke: HTTP at once, and a new try after a random delay (spread over the window). */
-  private channelDropped(ws: WebSocket, why: string): void {
+  /**
+   * The channel broke: a new try after a random delay (spread over the window). A channel that worked (a
+   * deploy or restart dropped it, most likely every agent's at once) holds HTTP until that try, which then
+   * catches up with a claim: a thousand agents then reconnect spread over the window instead of all sending
+   * a heartbeat and a long poll at the same moment. HTTP comes back when the try fails (channelFailed), or
+   * at once when the channel never worked.
+   */
+  private channelDropped(ws: WebSocket, why: string, closed = false): void {
     if (ws !== this.channel) return;
     this.releaseChannel(4000, 'dropped');
     if (this.stateValue !== 'running') return;
+    // Closed by the server (or its TCP connection ended): a restart. Pongs that stopped coming are another
+    // matter (a control plane that hangs): HTTP at once then.
+    const worked = this.channelGotPong && closed;
     if (!this.channelGotPong) this.channelFailures++; // it never worked: back off
     const delay = channelReconnectDelayMs(this.channelFailures, this.config.channelReconnectWindowS);
     this.logger.warn(
-      `Channel dropped (${why}): HTTP heartbeats and long polls until it reconnects in ${(delay / 1000).toFixed(1)} s`,
+      worked
+        ? `Channel dropped (${why}): reconnecting in ${(delay / 1000).toFixed(1)} s (HTTP heartbeats and long polls if that fails)`
+        : `Channel dropped (${why}): HTTP heartbeats and long polls until it reconnects in ${(delay / 1000).toFixed(1)} s`,
     );
-    this.resumeHttp();
+    if (worked) this.channelSwitching = true;
+    else this.resumeHttp();
     this.scheduleChannel(delay);
   }
 
