@@ -10,15 +10,14 @@ import {
   channelHeartbeat,
   markChannelSession,
 } from '../../functions/domain/channel.ts';
-import { type Context, createContext } from '../../functions/domain/context.ts';
+import type { Context } from '../../functions/domain/context.ts';
 import { submitJob } from '../../functions/domain/jobs.ts';
 import { cacheSyncSkippable, runBackstopUnlessQuiet } from '../../functions/domain/maintenance.ts';
-import { createLocalNotifier } from '../../functions/domain/notifier.ts';
-import type { Ports, RegistryStore } from '../../functions/domain/ports.ts';
+import type { RegistryStore } from '../../functions/domain/ports.ts';
 import { reapLostWorkers } from '../../functions/domain/reaper.ts';
 import { query, queryOne } from '../../functions/domain/sql.ts';
 import { registerWorker } from '../../functions/domain/workers.ts';
-import { availableBackends, type Backend, RecordingLogger, testConfig } from '../support/cluster.ts';
+import { availableBackends, type Backend, testConfig, testContext } from '../support/cluster.ts';
 import { hookedDb } from '../support/hooked-db.ts';
 
 const backends = await availableBackends();
@@ -35,26 +34,13 @@ describe.each(backends)('an idle control plane on $name', (factory) => {
   /** A context whose Postgres statements are counted; `registry` replaces the backend's. */
   function counted(registry: RegistryStore = backend.registry, ttl = 1) {
     const statements: string[] = [];
-    const pending = new Set<Promise<unknown>>();
-    const ports: Ports = {
-      db: hookedDb(backend.db.db, { before: (text) => statements.push(text) }),
-      registry,
-      notifier: createLocalNotifier(),
-      logger: new RecordingLogger(),
-      config: testConfig({ workerTtlSeconds: ttl, heartbeatIntervalSeconds: 1, scheduleIntervalSeconds: 1 }),
-      defer(work) {
-        const p = work.catch(() => {}).finally(() => pending.delete(p));
-        pending.add(p);
-      },
-    };
-    const ctx: Context = createContext(ports);
-    return {
-      ctx,
-      statements,
-      async settle() {
-        while (pending.size > 0) await Promise.all([...pending]);
-      },
-    };
+    const db = hookedDb(backend.db.db, { before: (text) => statements.push(text) });
+    const config = testConfig({
+      workerTtlSeconds: ttl,
+      heartbeatIntervalSeconds: 1,
+      scheduleIntervalSeconds: 1,
+    });
+    return { ...testContext(backend, config, { db, registry }), statements };
   }
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

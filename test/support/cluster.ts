@@ -119,13 +119,20 @@ export function testConfig(overrides: Partial<ConductorConfig> = {}): ConductorC
   return { ...DEFAULT_CONFIG, claimWaitSeconds: 2, ...overrides };
 }
 
-/** Domain context over a backend, for store-level tests (no HTTP). Deferred work is awaited by `settle()`. */
-export function testContext(backend: Backend, config = testConfig()) {
+/**
+ * Domain context over a backend, for store-level tests (no HTTP). Deferred work is awaited by `settle()`.
+ * `ports` replaces the backend's database or registry (a hooked or failing one).
+ */
+export function testContext(
+  backend: Backend,
+  config = testConfig(),
+  ports_: Partial<Pick<Ports, 'db' | 'registry'>> = {},
+) {
   const logger = new RecordingLogger();
   const pending = new Set<Promise<unknown>>();
   const ports: Ports = {
-    db: backend.db.db,
-    registry: backend.registry,
+    db: ports_.db ?? backend.db.db,
+    registry: ports_.registry ?? backend.registry,
     notifier: createLocalNotifier(),
     logger,
     config,
