@@ -816,11 +816,14 @@ export class Agent {
     if (ws !== this.channel) return;
     this.releaseChannel(4000, 'dropped');
     if (this.stateValue !== 'running') return;
-    // Closed by the server (or its TCP connection ended): a restart. Pongs that stopped coming are another
-    // matter (a control plane that hangs): HTTP at once then.
-    const worked = this.channelGotPong && closed;
     if (!this.channelGotPong) this.channelFailures++; // it never worked: back off
     const delay = channelReconnectDelayMs(this.channelFailures, this.config.channelReconnectWindowS);
+    // Closed by the server (or its TCP connection ended): a restart. Pongs that stopped coming are another
+    // matter (a control plane that hangs): HTTP at once then. So is a wait that would leave the server
+    // without a heartbeat for more than half of what its TTL has left (a short TTL, a long window).
+    const ttlMs = (this.workerTtlS ?? 2 * this.heartbeatIntervalS) * 1000;
+    const leftMs = this.lastContactAt + ttlMs - Date.now();
+    const worked = this.channelGotPong && closed && delay < leftMs / 2;
     this.logger.warn(
       worked
         ? `Channel dropped (${why}): reconnecting in ${(delay / 1000).toFixed(1)} s (HTTP heartbeats and long polls if that fails)`

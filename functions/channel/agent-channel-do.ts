@@ -35,6 +35,8 @@ interface Attachment {
   acceptedAt: number;
   /** The opening's generation (markChannelSession): its close ends this opening only. */
   generation: number;
+  /** When its key was last refreshed (ms; absent: at the accept): its liveness goes back to Postgres from there. */
+  refreshedAt?: number;
 }
 
 const WAKE = JSON.stringify({ type: 'wake' });
@@ -120,8 +122,7 @@ export class AgentChannel {
     const ended = sockets.flatMap((ws) => {
       const attachment = attachmentOf(ws);
       if (!attachment) return [];
-      const pinged = this.state.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0;
-      return [{ attachment, silentMs: now - Math.max(attachment.acceptedAt, pinged) }];
+      return [{ attachment, silentMs: now - (attachment.refreshedAt ?? attachment.acceptedAt) }];
     });
     if (ended.length === 0) return;
     const neon = connectNeonPool(this.config().DATABASE_URL, { max: 1 });
@@ -205,6 +206,7 @@ export class AgentChannel {
     // interval, so one missed ping is tolerated; a socket silent longer keeps its key only until it expires.
     const recentMs = Math.min(ttlMs, 2 * intervalMs);
     const live: { worker_id: string; session: string }[] = [];
+    const liveSockets: { ws: WorkerdWebSocket; attachment: Attachment }[] = [];
     const silent: WorkerdWebSocket[] = [];
     let open = 0;
     for (const ws of this.state.getWebSockets()) {
@@ -222,7 +224,10 @@ export class AgentChannel {
         continue;
       }
       open++;
-      if (silentMs <= recentMs) live.push({ worker_id: attachment.workerId, session: attachment.session });
+      if (silentMs <= recentMs) {
+        live.push({ worker_id: attachment.workerId, session: attachment.session });
+        liveSockets.push({ ws, attachment });
+      }
     }
     // The next round first: a failure below must not stop the heartbeats.
     if (open > 0) {
@@ -242,6 +247,10 @@ export class AgentChannel {
         { db: neon.db, registry: this.registry, logger, config: configFromWorkerEnv(env) },
         live,
       );
+      const gone = new Set(reregister);
+      for (const { ws, attachment } of liveSockets) {
+        if (!gone.has(attachment.workerId)) ws.serializeAttachment({ ...attachment, refreshedAt: now });
+      }
       for (const id of reregister) for (const ws of this.state.getWebSockets(id)) trySend(ws, REGISTER);
     } catch (error) {
       logger.error('Channel heartbeat failed', {

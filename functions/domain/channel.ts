@@ -44,13 +44,14 @@ export async function assertChannelSession(
 
 /**
  * The session's channel opens: from now on its pings are its heartbeats and the registry judges its liveness
- * (workers.channel, until the socket closes or it registers again). Returns this opening's generation, which
- * its close names.
+ * (workers.channel, until the socket closes or it registers again). Opening it is contact, as a heartbeat is
+ * (the agent may come back after its key expired: a restarted control plane). Returns this opening's
+ * generation, which its close names.
  */
 export async function markChannelSession(ctx: Pick<Ports, 'db'>, input: ChannelWorker): Promise<number> {
   const row = await queryOne<{ generation: number }>(
     ctx.db,
-    sql`UPDATE workers SET channel = true, channel_generation = channel_generation + 1
+    sql`UPDATE workers SET channel = true, channel_generation = channel_generation + 1, last_heartbeat = now()
         WHERE id = ${input.worker_id} AND session = ${input.session}
         RETURNING channel_generation AS generation`,
   );
@@ -59,8 +60,9 @@ export async function markChannelSession(ctx: Pick<Ports, 'db'>, input: ChannelW
 
 /**
  * A session's socket closed (the agent went back to HTTP, or died): unless a newer socket of it opened since
- * (`generation`), its liveness is Postgres's again, from its last ping (`silentMs` ago on the hub's clock, applied to Postgres's): a dead agent then leaves the live
- * counts when its key expires, and the reaper judges it as it judges an agent that stopped heartbeating.
+ * (`generation`), its liveness is Postgres's again, from its key's last refresh (`silentMs` ago on the hub's
+ * clock, applied to Postgres's): a dead agent then leaves the live counts when its key expires, and the
+ * reaper judges it as it judges an agent that stopped heartbeating.
  */
 export async function channelClosed(
   ports: Pick<Ports, 'db'>,

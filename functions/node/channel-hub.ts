@@ -29,6 +29,8 @@ interface Connection extends ChannelWorker {
   socket: WebSocket;
   /** The last ping (or the accept), ms. */
   seenAt: number;
+  /** When its key was last refreshed (or the accept), ms: its liveness goes back to Postgres from there. */
+  refreshedAt: number;
 }
 
 type Hub = Pick<Ports, 'db' | 'registry' | 'logger' | 'config' | 'defer' | 'metrics'>;
@@ -144,7 +146,7 @@ export class ChannelHub {
   private add(worker: ChannelWorker & { generation: number }, socket: WebSocket): void {
     const previous = this.connections.get(worker.worker_id);
     if (previous) previous.socket.close(CLOSE_SUPERSEDED, 'superseded by a newer connection');
-    const connection: Connection = { ...worker, socket, seenAt: Date.now() };
+    const connection: Connection = { ...worker, socket, seenAt: Date.now(), refreshedAt: Date.now() };
     this.connections.set(worker.worker_id, connection);
     socket.on('message', (data, isBinary) => {
       if (!isBinary && data.toString() === 'ping') {
@@ -157,7 +159,7 @@ export class ChannelHub {
       if (this.connections.get(worker.worker_id) !== connection) return; // superseded, or the hub stopping
       this.connections.delete(worker.worker_id);
       // Back to HTTP heartbeats (or gone): liveness is Postgres's again, from the last ping.
-      this.ports.defer(channelClosed(this.ports, worker, Date.now() - connection.seenAt));
+      this.ports.defer(channelClosed(this.ports, worker, Date.now() - connection.refreshedAt));
     };
     socket.on('close', drop);
     socket.on('error', drop);
@@ -187,7 +189,7 @@ export class ChannelHub {
         if (now - connection.seenAt > ttlMs) {
           this.connections.delete(connection.worker_id);
           connection.socket.close(CLOSE_SILENT, 'no ping within the worker TTL');
-          this.ports.defer(channelClosed(this.ports, connection, now - connection.seenAt));
+          this.ports.defer(channelClosed(this.ports, connection, now - connection.refreshedAt));
         } else {
           fresh.push(connection);
         }
@@ -197,6 +199,8 @@ export class ChannelHub {
         { db, registry, logger, config }, // pings count as heartbeats here, one by one
         fresh.map(({ worker_id, session }) => ({ worker_id, session })),
       );
+      const gone = new Set(reregister);
+      for (const connection of fresh) if (!gone.has(connection.worker_id)) connection.refreshedAt = now;
       for (const id of reregister) {
         this.connections.get(id)?.socket.send(JSON.stringify({ type: 'register' }));
       }
