@@ -33,7 +33,7 @@ interface Attachment {
   session: string;
   /** ms since the epoch: counts as the first ping. */
   acceptedAt: number;
-  /** The opening's generation (markChannelSession): its close ends this opening only. */
+  /** The opening's generation (openChannelSession): its close ends this opening only. */
   generation: number;
   /** When its key was last refreshed (ms; absent: at the accept): its liveness goes back to Postgres from there. */
   refreshedAt?: number;

@@ -28,34 +28,26 @@ export function channelRoundMs(heartbeatIntervalSeconds: number, workerTtlSecond
   return Math.max(250, Math.min(heartbeatIntervalSeconds, workerTtlSeconds / 2) * 1000);
 }
 
-/** 404/409/403 unless `session` is the worker's current one and the worker is the caller's (as /heartbeat). */
-export async function assertChannelSession(
+/**
+ * The session's channel opens, if `session` is the worker's current one and the worker is the caller's (else
+ * 404/409/403, as /heartbeat answers): from now on its pings are its heartbeats and the registry judges its
+ * liveness (workers.channel, until the socket closes or it registers again). Opening it is contact, as a
+ * heartbeat is (the agent may come back after its key expired: a restarted control plane). Returns this
+ * opening's generation, which its close names.
+ */
+export async function openChannelSession(
   ctx: Context,
   input: ChannelWorker,
   caller: Principal = ANONYMOUS,
-): Promise<void> {
-  const row = await queryOne<{ ok: boolean }>(
-    ctx.db,
-    sql`SELECT true AS ok FROM workers
-        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}`,
-  );
-  if (!row) throw await sessionError(ctx, input, caller);
-}
-
-/**
- * The session's channel opens: from now on its pings are its heartbeats and the registry judges its liveness
- * (workers.channel, until the socket closes or it registers again). Opening it is contact, as a heartbeat is
- * (the agent may come back after its key expired: a restarted control plane). Returns this opening's
- * generation, which its close names.
- */
-export async function markChannelSession(ctx: Pick<Ports, 'db'>, input: ChannelWorker): Promise<number> {
+): Promise<number> {
   const row = await queryOne<{ generation: number }>(
     ctx.db,
     sql`UPDATE workers SET channel = true, channel_generation = channel_generation + 1, last_heartbeat = now()
-        WHERE id = ${input.worker_id} AND session = ${input.session}
+        WHERE id = ${input.worker_id} AND session = ${input.session} AND status <> 'down' AND ${boundTo(caller)}
         RETURNING channel_generation AS generation`,
   );
-  return Number(row?.generation ?? 0);
+  if (!row) throw await sessionError(ctx, input, caller);
+  return Number(row.generation);
 }
 
 /**

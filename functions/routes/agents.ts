@@ -1,5 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { assertChannelSession, channelClosed, markChannelSession } from '../domain/channel.ts';
+import { channelClosed, openChannelSession } from '../domain/channel.ts';
 import type { Context } from '../domain/context.ts';
 import { forbidden, invalid, notFound } from '../domain/errors.ts';
 import { registerOpenClusterAgent } from '../domain/open-cluster.ts';
@@ -72,10 +72,9 @@ export function agentRoutes(ctx: Context) {
         'This control plane has no push channel; long-poll /claim instead',
       );
     }
-    await assertChannelSession(ctx, query, c.get('principal'));
     // The session's liveness moves to the registry before the socket exists (its hub refreshes the key from
     // then on), and back if the runtime refuses it (a proxy that dropped the upgrade).
-    const generation = await markChannelSession(ctx, query);
+    const generation = await openChannelSession(ctx, query, c.get('principal'));
     const answer = await ctx.channel.accept(c.req.raw, {
       workerId: query.worker_id,
       session: query.session,

@@ -5,11 +5,7 @@
  */
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  assertChannelSession,
-  channelHeartbeat,
-  markChannelSession,
-} from '../../functions/domain/channel.ts';
+import { channelHeartbeat, openChannelSession } from '../../functions/domain/channel.ts';
 import type { Context } from '../../functions/domain/context.ts';
 import { submitJob } from '../../functions/domain/jobs.ts';
 import { cacheSyncSkippable, runBackstopUnlessQuiet } from '../../functions/domain/maintenance.ts';
@@ -112,8 +108,7 @@ describe.each(backends)('an idle control plane on $name', (factory) => {
   it('judges a channel worker by its registry key: live while its hub refreshes it, lost once it expired', async () => {
     const { ctx } = counted(backend.registry, 2);
     const worker = await registerWorker(ctx, { worker_id: 'chan-1', hostname: 'chan-1', cpus: 2 });
-    await assertChannelSession(ctx, { worker_id: 'chan-1', session: worker.session });
-    await markChannelSession(ctx, { worker_id: 'chan-1', session: worker.session });
+    await openChannelSession(ctx, { worker_id: 'chan-1', session: worker.session });
     await query(
       backend.db.db,
       sql`UPDATE workers SET last_heartbeat = now() - interval '1 hour' WHERE id = 'chan-1'`,
@@ -149,8 +144,8 @@ describe.each(backends)('an idle control plane on $name', (factory) => {
     const { ctx: registering } = counted(backend.registry, 1);
     const fresh = await registerWorker(registering, { worker_id: 'chan-2', hostname: 'chan-2', cpus: 2 });
     const stale = await registerWorker(registering, { worker_id: 'chan-3', hostname: 'chan-3', cpus: 2 });
-    await markChannelSession(registering, { worker_id: 'chan-2', session: fresh.session });
-    await markChannelSession(registering, { worker_id: 'chan-3', session: stale.session });
+    await openChannelSession(registering, { worker_id: 'chan-2', session: fresh.session });
+    await openChannelSession(registering, { worker_id: 'chan-3', session: stale.session });
     await query(
       backend.db.db,
       sql`UPDATE workers SET last_heartbeat = now() - interval '1 hour' WHERE id IN ('chan-2', 'chan-3')`,
