@@ -488,12 +488,14 @@ export async function runServerlessCost(o: CostOptions): Promise<Record<string, 
     },
   };
   const designs: Record<string, Record<string, unknown>> = {};
-  for (const design of ['polling', 'channel'] as Design[]) {
+  // BENCH_COST_DESIGNS=channel measures one design alone (its own figures; the comparison tables need both).
+  const only = (process.env.BENCH_COST_DESIGNS ?? 'polling,channel').split(',') as Design[];
+  for (const design of (['polling', 'channel'] as Design[]).filter((d) => only.includes(d))) {
     await o.reset();
     designs[design] = await runDesign(design);
   }
   out.designs = designs;
-  printTables(designs);
+  if (designs.polling && designs.channel) printTables(designs);
   writeFileSync(new URL('./results-serverless.json', import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   o.log('10. wrote bench/results-serverless.json');
   return out;
