@@ -77,7 +77,13 @@ describe.each(backends)('operations on $name', (factory) => {
   it('the server ends a job far past its time limit as TIMEOUT and tells its agent to kill it', async () => {
     const { ctx, settle } = testContext(backend);
     const w = await registerWorker(ctx, { worker_id: 'slow-agent', hostname: 'h', cpus: 2 });
-    const job = await submitJob(ctx, { script: 'sleep 1000', cpus: 1, time_limit: 1 });
+    // Pinned to its node: an earlier test's worker with free CPUs (drain-a) is a candidate too.
+    const job = await submitJob(ctx, {
+      script: 'sleep 1000',
+      cpus: 1,
+      time_limit: 1,
+      nodelist: 'slow-agent',
+    });
     await settle();
     await runSchedulingPass(ctx);
     const claim = await claimAssignments(ctx, { worker_id: 'slow-agent', session: w.session });
