@@ -4,7 +4,57 @@
  * table (right-justified columns, a dashes line) as sacctmgr prints it. A limit of -1 clears it, as in Slurm.
  */
 import type { Io } from '../io.ts';
-import { apiClient, guarded, SLURM_VERSION, SlurmError } from './command.ts';
+import { apiClient, guarded, has, parseOptions, SLURM_VERSION, SlurmError } from './command.ts';
+import type { OptionSpec } from './getopt.ts';
+
+export const SACCTMGR_OPTIONS: readonly OptionSpec[] = [
+  {
+    long: 'associations',
+    short: 's',
+    arg: 'none',
+    fate: 'warned',
+    note: 'show prints associations as they are',
+  },
+  { long: 'help', short: 'h', arg: 'none', fate: 'honoured', note: 'prints the usage' },
+  {
+    long: 'immediate',
+    short: 'i',
+    arg: 'none',
+    fate: 'honoured',
+    note: 'changes are made at once: nothing is asked',
+  },
+  { long: 'noheader', short: 'n', arg: 'none', fate: 'honoured', note: 'show prints no header lines' },
+  {
+    long: 'parsable',
+    short: 'p',
+    arg: 'none',
+    fate: 'honoured',
+    note: 'show prints fields with a trailing |',
+  },
+  { long: 'parsable2', short: 'P', arg: 'none', fate: 'honoured', note: 'show prints fields joined by |' },
+  {
+    long: 'quiet',
+    short: 'Q',
+    arg: 'none',
+    fate: 'honoured',
+    note: 'nothing is printed but errors and show tables',
+  },
+  {
+    long: 'readonly',
+    short: 'r',
+    arg: 'none',
+    fate: 'honoured',
+    note: 'refuses any command but show and list',
+  },
+  {
+    long: 'verbose',
+    short: 'v',
+    arg: 'none',
+    fate: 'warned',
+    note: 'the answers are already what there is to say',
+  },
+  { long: 'version', short: 'V', arg: 'none', fate: 'honoured', note: 'prints the Slurm release imitated' },
+];
 
 interface Limits {
   fairshare: number;
@@ -232,6 +282,26 @@ const ENTITIES: Record<string, 'account' | 'user' | 'assoc'> = {
   association: 'assoc',
   associations: 'assoc',
 };
+/** The commands, for docs/slurm/sacctmgr.md. */
+export const SACCTMGR_COMMANDS = `
+## Commands
+
+| command | what it does |
+| --- | --- |
+| \`add account <name>[,...] [Parent=] [Description=] [Fairshare=] [limits]\` | POST /api/v1/accounts/{name} |
+| \`add user <name> Account=<a>[,...] [DefaultAccount=] [Fairshare=] [limits]\` | POST /api/v1/accounts/{a}/users/{name} |
+| \`modify account [where] Name=<name> set <specs>\` | changes what is given; -1 clears a limit |
+| \`modify user [where] Name=<name> [Account=] set <specs>\` | the user's associations (all, or those of Account=); DefaultAccount= moves the default |
+| \`delete account <name>[,...]\`, \`delete user <name> [Account=]\` | refused while accounts are under it or jobs are charged to it |
+| \`show account|user|assoc [Name=] [Account=] [User=] [format=...]\` | columns: Cluster, Account, User, Partition, ParentName, Descr, Share, GrpTRES, GrpTRESMins, MaxJobs, MaxSubmit, MaxWall, DefaultAccount |
+
+Limits: \`MaxJobs=\`, \`MaxSubmitJobs=\` (\`MaxSubmit=\`), \`MaxWall=\` (minutes or a Slurm time), \`GrpTRES=cpu=N,gres/gpu=N\`
+(\`GrpCPUs=\`), \`GrpTRESMins=cpu=N\` (\`GrpCPUMins=\`), \`Fairshare=\`. Conductor has one cluster and no QOS or
+partition associations: \`Cluster=\` is accepted and ignored, the other entities (qos, cluster, event...) are not
+there.
+`;
+
+const VERBS_READING = new Set(['show', 'list']);
 const VERBS: Record<string, 'add' | 'modify' | 'delete' | 'show'> = {
   add: 'add',
   create: 'add',
@@ -243,27 +313,29 @@ const VERBS: Record<string, 'add' | 'modify' | 'delete' | 'show'> = {
   list: 'show',
 };
 
-export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
+export async function runSacctmgr(argv: string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
+  let args = argv;
   return guarded('sacctmgr', io, async () => {
-    const flags = { header: true, parsable: '' as '' | 'p' | 'P' };
-    let i = 0;
-    for (; i < args.length && (args[i] as string).startsWith('-'); i++) {
-      const a = args[i] as string;
-      if (a === '-h' || a === '--help' || a === '--usage') {
-        io.out(USAGE);
-        return 0;
-      }
-      if (a === '-V' || a === '--version') {
-        io.out(`slurm ${SLURM_VERSION}\n`);
-        return 0;
-      }
-      if (a === '-n' || a === '--noheader') flags.header = false;
-      else if (a === '-p' || a === '--parsable') flags.parsable = 'p';
-      else if (a === '-P' || a === '--parsable2') flags.parsable = 'P';
-      else if (a === '-i' || a === '--immediate' || a === '-Q' || a === '--quiet') {
-        // Changes are made at once: nothing is asked.
-      } else throw new SlurmError(`Unknown option: ${a}\n${USAGE.trimEnd()}`);
+    const parsed = parseOptions('sacctmgr', args, SACCTMGR_OPTIONS, io);
+    if (has(parsed, 'help')) {
+      io.out(USAGE);
+      return 0;
     }
+    if (has(parsed, 'version')) {
+      io.out(`slurm ${SLURM_VERSION}\n`);
+      return 0;
+    }
+    const flags = {
+      header: !has(parsed, 'noheader'),
+      parsable: (has(parsed, 'parsable2') ? 'P' : has(parsed, 'parsable') ? 'p' : '') as '' | 'p' | 'P',
+    };
+    if (has(parsed, 'readonly') && !VERBS_READING.has((parsed.positionals[0] ?? '').toLowerCase()))
+      throw new SlurmError('--readonly: only show and list are allowed');
+    args = parsed.positionals;
+    const i = 0;
+    const say = (text: string) => {
+      if (!has(parsed, 'quiet')) io.out(text);
+    };
     const verb = VERBS[(args[i] ?? '').toLowerCase()];
     const entity = ENTITIES[(args[i + 1] ?? '').toLowerCase()];
     if (!verb || !entity) throw new SlurmError(`Unknown command or entity\n${USAGE.trimEnd()}`);
@@ -313,7 +385,7 @@ export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv
           ...(description === undefined ? {} : { description }),
         });
       }
-      io.out(` Adding Account(s)\n${list.map((n) => `  ${n}\n`).join('')}`);
+      say(` Adding Account(s)\n${list.map((n) => `  ${n}\n`).join('')}`);
       return 0;
     }
     if (verb === 'add' && entity === 'user') {
@@ -336,7 +408,7 @@ export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv
           });
         }
       }
-      io.out(
+      say(
         ` Adding User(s)\n${list.map((n) => `  ${n}\n`).join('')} Associations =\n${list
           .flatMap((u) => accounts.map((a) => `  U = ${u.padEnd(9)} A = ${a.padEnd(10)} C = conductor\n`))
           .join('')}`,
@@ -361,7 +433,7 @@ export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv
           await api.request('GET', `/api/v1/accounts/${enc(n)}`);
           await api.request('POST', `/api/v1/accounts/${enc(n)}`, change);
         }
-        io.out(` Modified account...\n${name.map((n) => `  ${n}\n`).join('')}`);
+        say(` Modified account...\n${name.map((n) => `  ${n}\n`).join('')}`);
         return 0;
       }
       const dflt = take(other, 'defaultaccount');
@@ -384,7 +456,7 @@ export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv
           await api.request('POST', `/api/v1/accounts/${enc(dflt)}/users/${enc(user)}`, { default: true });
         }
       }
-      io.out(
+      say(
         ` Modified user associations...\n${targets.map((t) => `  C = conductor    A = ${t.account.padEnd(10)} U = ${t.user}\n`).join('')}`,
       );
       return 0;
@@ -394,7 +466,7 @@ export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv
     const list = names(take(specs, '', 'name', 'names'), entity);
     if (entity === 'account') {
       for (const n of list) await api.request('DELETE', `/api/v1/accounts/${enc(n)}`);
-      io.out(` Deleting accounts...\n${list.map((n) => `  ${n}\n`).join('')}`);
+      say(` Deleting accounts...\n${list.map((n) => `  ${n}\n`).join('')}`);
       return 0;
     }
     const only = take(specs, 'account', 'accounts')?.split(',');
@@ -407,7 +479,7 @@ export async function runSacctmgr(args: string[], io: Io, env: NodeJS.ProcessEnv
     if (targets.length === 0) throw new SlurmError('Nothing deleted: no such association');
     for (const t of targets)
       await api.request('DELETE', `/api/v1/accounts/${enc(t.account)}/users/${enc(t.user)}`);
-    io.out(
+    say(
       ` Deleting user associations...\n${targets.map((t) => `  C = conductor    A = ${t.account.padEnd(10)} U = ${t.user}\n`).join('')}`,
     );
     return 0;
