@@ -580,7 +580,9 @@ interface Committed {
  * Moves the planned jobs that are still PENDING to RUNNING, and from exactly those rows adds to the workers'
  * allocated CPUs, memory, GPUs and generic resources, inserts the allocations and bumps the cluster counter:
  * one statement. The workers are locked by the pass; their CHECK constraints refuse any resource going over
- * its capacity or a GPU given twice, which rolls the whole pass back.
+ * its capacity or a GPU given twice, which rolls the whole pass back. A placement that would take its array
+ * over its `%N` cap, or an association over a running limit (`charges`, placingCheck), counted under those
+ * rows' locks, is left out.
  */
 async function commitPlacements(
   tx: Tx,
