@@ -151,6 +151,7 @@ Commands:
   undrain <node>        put a node back
   partitions            the partitions (like sinfo -s)
   partition <name> ...  show, create, change or delete a partition (admin)
+  sacctmgr ...          accounts, users and their limits, as Slurm's sacctmgr (conductor sacctmgr --help)
   slurm <cmd> ...       Slurm's own commands over Conductor: ${Object.keys(SLURM_COMMANDS).join(', ')}
   slurm-commands <dir>  write those commands into dir as executables (put dir first on PATH)
   token ...             API tokens, straight in the database (conductor token --help)
@@ -871,6 +872,14 @@ const COMMANDS: Record<string, Command> = {
     }
     if (args[i] === undefined || args[i] === '-h' || args[i] === '--help') return help('slurm', io);
     return runSlurm(args.slice(i), io, commandEnv);
+  },
+
+  async sacctmgr(args, io, env) {
+    // The global --url and --token (first in args) stay before the command's name, as `slurm` reads them.
+    let i = 0;
+    while (i < args.length && /^--(url|token)(=|$)/.test(args[i] as string))
+      i += args[i]?.includes('=') ? 1 : 2;
+    return (COMMANDS.slurm as Command)([...args.slice(0, i), 'sacctmgr', ...args.slice(i)], io, env);
   },
 
   async 'slurm-commands'(args, io) {

@@ -350,6 +350,10 @@ export const jobs = pgTable(
       .where(sql`${t.state} = 'PENDING' AND ${t.reservedWorker} IS NOT NULL`),
     index('jobs_state_id_idx').on(t.state, t.id.desc()),
     index('jobs_owner_id_idx').on(t.owner, t.id.desc()),
+    // What association limits count: an account's (and its users') jobs pending or running.
+    index('jobs_account_active_idx')
+      .on(t.account, t.owner)
+      .where(sql`${t.state} IN ('PENDING', 'RUNNING') AND ${t.account} IS NOT NULL`),
     // The jobs that started recently (GET /metrics' queue wait histogram), without reading the history.
     index('jobs_start_time_idx').on(t.startTime),
     // The jobs waiting for their begin time (a settled pass gives them their reason), without reading the queue.
@@ -574,6 +578,79 @@ export const jobOutputChunks = pgTable(
       columns: [t.jobId, t.stream],
       foreignColumns: [jobOutput.jobId, jobOutput.stream],
     }).onDelete('cascade'),
+  ],
+);
+
+/**
+ * Slurm's associations (sacctmgr): the account tree (organisation -> group -> project: `parent`), with the
+ * shares fair-share divides by and the limits of the jobs charged to the account and every account under it.
+ * A null limit is no limit. jobs.account is a plain name, not a reference: with enforcement off any name is
+ * recorded. A scheduling pass that places jobs of a limited account locks the rows of its chain (in name order,
+ * after the workers) before the placing statement counts against them (functions/domain/accounts.ts).
+ */
+export const accounts = pgTable(
+  'accounts',
+  {
+    name: text('name').primaryKey(),
+    parent: text('parent'),
+    description: text('description').notNull().default(''),
+    /** Slurm's Fairshare: the account's shares among its siblings. */
+    fairshare: integer('fairshare').notNull().default(1),
+    /** MaxJobs: jobs running at once (AssocMaxJobsLimit). */
+    maxJobs: integer('max_jobs'),
+    /** MaxSubmitJobs: jobs pending or running at once; more is refused at submit. */
+    maxSubmitJobs: integer('max_submit_jobs'),
+    /** GrpTRES=cpu: CPUs allocated at once (AssocGrpCpuLimit). */
+    grpCpus: integer('grp_cpus'),
+    /** GrpTRES=gres/gpu: GPUs allocated at once (AssocGrpGRES). */
+    grpGpus: integer('grp_gpus'),
+    /** MaxWall: the longest time limit a job may have; a job without one gets it. */
+    maxWallS: integer('max_wall_s'),
+    /** GrpTRESMins=cpu: CPU-minutes per usage period (AssocGrpCPUMinutesLimit). */
+    grpCpuMins: bigint('grp_cpu_mins', { mode: 'number' }),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    foreignKey({ columns: [t.parent], foreignColumns: [t.name], name: 'accounts_parent_fkey' }),
+    index('accounts_parent_idx').on(t.parent),
+    check(
+      'accounts_values_valid',
+      sql`${t.parent} IS DISTINCT FROM ${t.name} AND ${t.fairshare} >= 0 AND ${t.maxJobs} >= 0 AND ${t.maxSubmitJobs} >= 0
+          AND ${t.grpCpus} >= 0 AND ${t.grpGpus} >= 0 AND ${t.maxWallS} > 0 AND ${t.grpCpuMins} >= 0`,
+    ),
+  ],
+);
+
+/**
+ * A user (a token owner) in an account: Slurm's user association, with the same limits for that user's jobs
+ * in that account. A user has at most one default account: the one their jobs are charged to when they name none.
+ */
+export const accountUsers = pgTable(
+  'account_users',
+  {
+    account: text('account')
+      .notNull()
+      .references(() => accounts.name, { onDelete: 'cascade' }),
+    userName: text('user_name').notNull(),
+    isDefault: boolean('is_default').notNull().default(false),
+    fairshare: integer('fairshare').notNull().default(1),
+    maxJobs: integer('max_jobs'),
+    maxSubmitJobs: integer('max_submit_jobs'),
+    grpCpus: integer('grp_cpus'),
+    grpGpus: integer('grp_gpus'),
+    maxWallS: integer('max_wall_s'),
+    grpCpuMins: bigint('grp_cpu_mins', { mode: 'number' }),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.account, t.userName] }),
+    index('account_users_user_idx').on(t.userName),
+    uniqueIndex('account_users_one_default').on(t.userName).where(sql`${t.isDefault}`),
+    check(
+      'account_users_values_valid',
+      sql`${t.fairshare} >= 0 AND ${t.maxJobs} >= 0 AND ${t.maxSubmitJobs} >= 0 AND ${t.grpCpus} >= 0
+          AND ${t.grpGpus} >= 0 AND ${t.maxWallS} > 0 AND ${t.grpCpuMins} >= 0`,
+    ),
   ],
 );
 

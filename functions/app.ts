@@ -6,6 +6,7 @@ import { mountApiDocument } from './http/api-document.ts';
 import { type AppEnv, authMiddleware } from './http/auth.ts';
 import { createErrorHandler, errorResponse } from './http/errors.ts';
 import { sameOriginGuard } from './http/same-origin.ts';
+import { accountRoutes } from './routes/accounts.ts';
 import { tokenRoutes, webhookRoutes } from './routes/admin.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { arrayRoutes } from './routes/arrays.ts';
@@ -58,6 +59,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   app.route('/api/v1/tokens', tokenRoutes(ctx));
   app.route('/api/v1/webhooks', webhookRoutes(ctx));
   app.route('/api/v1/partitions', partitionRoutes(ctx));
+  app.route('/api/v1/accounts', accountRoutes(ctx));
   app.route('/api/v1/subscriptions', subscriptionRoutes(ctx));
   app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEFAULT_CONFIG } from './domain/ports.ts';
+import { DEFAULT_CONFIG, USAGE_RESET_PERIODS } from './domain/ports.ts';
 
 /**
  * The settings the Node server and the Worker read alike, validated by one schema each, so a variable is
@@ -69,6 +69,37 @@ export const killInvalidDepend = z
   })
   .default(DEFAULT_CONFIG.killInvalidDepend ? 'yes' : 'no')
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+/** Slurm's AccountingStorageEnforce: `associations` (or `limits`, which implies it) turns it on. */
+export const accountingEnforce = z
+  .string()
+  .default(DEFAULT_CONFIG.enforceAssociations ? 'associations' : 'none')
+  .transform((v) =>
+    v
+      .toLowerCase()
+      .split(',')
+      .map((w) => w.trim())
+      .filter((w) => w !== ''),
+  )
+  .pipe(
+    z.array(
+      z.enum(['none', 'associations', 'limits'], {
+        error: 'CONDUCTOR_ACCOUNTING_ENFORCE is none, associations or limits',
+      }),
+    ),
+  )
+  .transform((words) => words.some((w) => w !== 'none'));
+
+/** Slurm's PriorityUsageResetPeriod. */
+export const usageResetPeriod = z
+  .string()
+  .default(DEFAULT_CONFIG.usageResetPeriod)
+  .transform((v) => v.toLowerCase())
+  .pipe(
+    z.enum(USAGE_RESET_PERIODS, {
+      error: `CONDUCTOR_USAGE_RESET_PERIOD is one of ${USAGE_RESET_PERIODS.join(', ')}`,
+    }),
+  );
 
 /** Event notifications' retry timing and limits (seconds, attempts). */
 const notifySeconds = (name: string, fallback: number) =>
@@ -192,6 +223,16 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   CONDUCTOR_MAX_ARRAY_SIZE: {
     description:
       "Slurm's MaxArraySize: job array indexes (`--array`) are below it and an array has at most this many tasks; beyond it a submission is a 400 `invalid_array` (Slurm's own default is 1001)",
+  },
+  CONDUCTOR_ACCOUNTING_ENFORCE: {
+    description:
+      "Slurm's `AccountingStorageEnforce`: `associations` (or `limits`, which implies it) refuses a job whose account its owner does not belong to (400 `invalid_account`); `none` accepts and records any account name. Account and user limits apply either way (see [Accounts and limits](accounts.md))",
+    default: 'none',
+  },
+  CONDUCTOR_USAGE_RESET_PERIOD: {
+    description:
+      "Slurm's `PriorityUsageResetPeriod`: where the CPU-minutes an account's `grp_cpu_mins` (GrpTRESMins=cpu) counts start: `none` (all recorded usage), `daily`, `weekly`, `monthly`, `quarterly` or `yearly` (calendar periods, UTC)",
+    default: 'none',
   },
   CONDUCTOR_PRIORITY_CEILING: {
     description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',

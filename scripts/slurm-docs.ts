@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type OptionSpec, renderFateTable } from '../cli/slurm/getopt.ts';
 import { SACCT_OPTIONS } from '../cli/slurm/sacct.ts';
+import { SACCTMGR_COMMANDS, SACCTMGR_OPTIONS } from '../cli/slurm/sacctmgr.ts';
 import { SBATCH_OPTIONS } from '../cli/slurm/sbatch-options.ts';
 import { SCANCEL_OPTIONS } from '../cli/slurm/scancel.ts';
 import { renderCommandTable, SCONTROL_COMMANDS, SCONTROL_OPTIONS } from '../cli/slurm/scontrol.ts';
@@ -26,6 +27,7 @@ export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[
   { command: 'sinfo', table: SINFO_OPTIONS },
   { command: 'scontrol', table: SCONTROL_OPTIONS, more: renderCommandTable(SCONTROL_COMMANDS) },
   { command: 'srun', table: SRUN_OPTIONS },
+  { command: 'sacctmgr', table: SACCTMGR_OPTIONS, more: SACCTMGR_COMMANDS },
 ];
 
 export function slurmDocPath(command: string): string {

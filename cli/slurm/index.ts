@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import type { Io } from '../io.ts';
 import type { SlurmCommand } from './command.ts';
 import { runSacct } from './sacct.ts';
+import { runSacctmgr } from './sacctmgr.ts';
 import { runSbatch } from './sbatch.ts';
 import { runScancel } from './scancel.ts';
 import { runScontrol } from './scontrol.ts';
@@ -18,6 +19,7 @@ import { runSrun } from './srun.ts';
 /** Every drop-in command by name: the one place a new command is added. */
 export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
   sacct: runSacct,
+  sacctmgr: runSacctmgr,
   sbatch: runSbatch,
   scancel: runScancel,
   scontrol: runScontrol,

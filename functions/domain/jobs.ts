@@ -8,6 +8,7 @@ import {
   type PendingSignalColumn,
   type TimeLimitSignalColumn,
 } from '../../db/schema.ts';
+import { type Charge, chargeAccounts, lockSubmitLimits, wallLimit } from './accounts.ts';
 import { endJobsAndRelease } from './allocation.ts';
 import { cancelArray, holdArray, holdPending, releaseArray } from './array-ops.ts';
 import { type ArraySpec, ArraySpecError, arrayBounds, parseArraySpec } from './arrays.ts';
@@ -548,7 +549,11 @@ export async function submitJobOnce(
   const caller = options.caller ?? ANONYMOUS;
   checkPriorities(ctx, caller, [input], () => 'priority');
   const array = checkArray(ctx, input, 'array');
-  const [resources] = await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name);
+  const owner = options.owner !== undefined ? options.owner : caller.owner;
+  const [charge] = await chargeSubmission(ctx, owner, [input], () => 'account');
+  const charged = chargedInput(input, charge);
+  const [resources] = await admitJobs(ctx, [withTimeLimit(charged)], (_, name) => name);
+  chargeWall(charge, resources, 'time_limit');
   await checkDependencies(ctx, [input], () => 'dependency');
   const keys = [...(options.keys ?? [])].sort((a, b) =>
     `${a.scope}\u0000${a.key}` < `${b.scope}\u0000${b.key}` ? -1 : 1,
@@ -556,10 +561,19 @@ export async function submitJobOnce(
   const requestHash = options.requestHash ?? '';
   for (let attempt = 1; ; attempt++) {
     let row: JobRow | undefined;
+    const statement = submitStatement(
+      ctx,
+      charged,
+      resources as JobResources,
+      caller,
+      options,
+      keys,
+      requestHash,
+      array,
+    );
     try {
-      row = await queryOne<JobRow>(
-        ctx.db,
-        submitStatement(ctx, input, resources as JobResources, caller, options, keys, requestHash, array),
+      row = await underSubmitLimits(ctx, owner, [charge], array ? array.indexes.length : 1, (db) =>
+        queryOne<JobRow>(db, statement),
       );
     } catch (error) {
       // A key held by another submission while another key was free: the free one was claimed for a job
@@ -597,6 +611,60 @@ export async function submitJobOnce(
     // The holder rolled back or expired meanwhile: try again.
     if (attempt >= 3) throw new Error('submission key contention did not settle');
   }
+}
+
+/**
+ * The accounts a submission's jobs are charged to (see chargeAccounts): none to look up, no read, for a caller
+ * without an owner that names no account (the open local cluster).
+ */
+async function chargeSubmission(
+  ctx: Context,
+  owner: string | null,
+  inputs: readonly SubmitJobInput[],
+  field: (index: number) => string,
+): Promise<(Charge | undefined)[]> {
+  if (owner === null && inputs.every((input) => input.account === undefined)) {
+    if (ctx.config.enforceAssociations) await chargeAccounts(ctx.db, ctx.config, owner, [undefined], field);
+    return inputs.map(() => undefined);
+  }
+  return chargeAccounts(
+    ctx.db,
+    ctx.config,
+    owner,
+    inputs.map((input) => input.account),
+    field,
+  );
+}
+
+const chargedInput = (input: SubmitJobInput, charge: Charge | undefined): SubmitJobInput =>
+  charge?.account ? { ...input, account: charge.account } : input;
+
+/** MaxWall (wallLimit) on the time limit admission chose. */
+function chargeWall(charge: Charge | undefined, resources: JobResources | undefined, field: string): void {
+  if (charge && resources) resources.timeLimitS = wallLimit(charge, resources.timeLimitS, field);
+}
+
+/**
+ * Runs `insert`, in a transaction under the submit limits' locks (lockSubmitLimits) when an account charged has
+ * a MaxSubmitJobs; else as it is. `each` is how many jobs each charge adds (an array's tasks).
+ */
+async function underSubmitLimits<T>(
+  ctx: Context,
+  owner: string | null,
+  charges: readonly (Charge | undefined)[],
+  each: number,
+  insert: (db: Database) => Promise<T>,
+): Promise<T> {
+  const limited = charges.filter((c): c is Charge & { account: string } => !!c?.submitLimited && !!c.account);
+  if (limited.length === 0) return insert(ctx.db);
+  return ctx.db.transaction(async (tx) => {
+    await lockSubmitLimits(
+      tx,
+      owner,
+      limited.map((c) => ({ account: c.account, jobs: each })),
+    );
+    return insert(tx);
+  });
 }
 
 /** The live nodes as a submission sees them: how many (`live.nodes`). */
@@ -954,13 +1022,17 @@ export async function submitJobsBatch(
       `jobs[${arrayAt}].array: an array is submitted on its own (POST /api/v1/jobs/submit), not in a batch`,
     );
   }
-  const resources = await admitJobs(ctx, inputs.map(withTimeLimit), (k, name) => `jobs[${k}].${name}`);
+  const charges = await chargeSubmission(ctx, caller.owner, inputs, (k) => `jobs[${k}].account`);
+  const charged = inputs.map((input, k) => chargedInput(input, charges[k]));
+  const resources = await admitJobs(ctx, charged.map(withTimeLimit), (k, name) => `jobs[${k}].${name}`);
+  for (const [k, c] of charges.entries()) chargeWall(c, resources[k], `jobs[${k}].time_limit`);
   await checkDependencies(ctx, inputs, (k) => `jobs[${k}].dependency`);
   const idem = options.idempotency;
   for (let attempt = 1; ; attempt++) {
     let rows: JobRow[] | undefined;
+    const statement = batchStatement(ctx, charged, resources, caller, idem);
     try {
-      rows = await query<JobRow>(ctx.db, batchStatement(ctx, inputs, resources, caller, idem));
+      rows = await underSubmitLimits(ctx, caller.owner, charges, 1, (db) => query<JobRow>(db, statement));
     } catch (error) {
       // Some keys of the batch were free and others held: the free ones were claimed for job ids that were
       // not inserted, which the foreign key refuses, rolling the whole statement back. Look the holder up.
@@ -1705,11 +1777,17 @@ export async function signalJob(
  */
 export async function testSubmission(ctx: Context, input: SubmitJobInput, caller: Principal = ANONYMOUS) {
   checkPriorities(ctx, caller, [input], () => 'priority');
-  const [r] = (await admitJobs(ctx, [withTimeLimit(input)], (_, name) => name)) as [JobResources];
+  const [charge] = await chargeSubmission(ctx, caller.owner, [input], () => 'account');
+  const [r] = (await admitJobs(ctx, [withTimeLimit(chargedInput(input, charge))], (_, name) => name)) as [
+    JobResources,
+  ];
+  chargeWall(charge, r, 'time_limit');
   checkArray(ctx, input, 'array');
   await checkDependencies(ctx, [input], () => 'dependency');
   const row: QueueRow = {
     array_job_id: null,
+    account: input.account ?? null,
+    owner: caller.owner,
     id: 0,
     cpus: input.cpus,
     reason: null,

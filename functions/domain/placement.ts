@@ -39,6 +39,10 @@ export const REASON_CODES = [
   'JobHeldUser',
   'JobHeldAdmin',
   'JobArrayTaskLimit',
+  'AssocMaxJobsLimit',
+  'AssocGrpCpuLimit',
+  'AssocGrpGRES',
+  'AssocGrpCPUMinutesLimit',
 ] as const;
 export type ReasonCode = (typeof REASON_CODES)[number];
 

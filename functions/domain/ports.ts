@@ -211,6 +211,10 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** Slurm's PriorityUsageResetPeriod values (lowercase). */
+export const USAGE_RESET_PERIODS = ['none', 'daily', 'weekly', 'monthly', 'quarterly', 'yearly'] as const;
+export type UsageResetPeriod = (typeof USAGE_RESET_PERIODS)[number];
+
 export interface ConductorConfig {
   /** TTL of `worker:<id>` keys, and how long a silent worker is given before it is declared down. */
   workerTtlSeconds: number;
@@ -244,6 +248,16 @@ export interface ConductorConfig {
    * a job ahead of others' is an operator's right, as in Slurm.
    */
   priorityCeiling: number;
+  /**
+   * Slurm's AccountingStorageEnforce=associations: a job's account must be one its owner belongs to (else a
+   * 400 invalid_account). Off (Slurm's default): any account name is accepted and recorded.
+   */
+  enforceAssociations: boolean;
+  /**
+   * Slurm's PriorityUsageResetPeriod: where the CPU-minutes counted against GrpTRESMins (grp_cpu_mins) start
+   * (`none`: all recorded usage).
+   */
+  usageResetPeriod: UsageResetPeriod;
   /**
    * `auto`: every route but health needs a token once a (non-internal) token exists, and none is needed
    * before (the Node server on loopback). `required`: always (Workers, and Node beyond loopback).
@@ -322,6 +336,8 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   reportBatchMax: 500,
   scheduleBatchSize: 1000,
   priorityCeiling: 0,
+  enforceAssociations: false,
+  usageResetPeriod: 'none',
   auth: 'auto',
   submitRatePerSecond: 50,
   submitBurst: 500,

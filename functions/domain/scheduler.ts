@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { GpuDevice } from '../../db/schema.ts';
+import { associationLimits, type ChargedJob, lockAssociations, placingCheck } from './accounts.ts';
 import { arrayCaps, lockArrays } from './array-schedule.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
@@ -13,12 +14,13 @@ import {
   type PartitionRules,
   type PendingJob,
   type Placement,
+  type Planner,
   type ReasonCode,
   type RunningJob,
   TOO_LARGE_PREFIX,
   type Wait,
 } from './placement.ts';
-import type { Ports } from './ports.ts';
+import type { Ports, UsageResetPeriod } from './ports.ts';
 import { jsonColumn, pgArray, query, queryOne, withRetry } from './sql.ts';
 
 export interface PassResult {
@@ -62,12 +64,23 @@ export interface QueueRow {
   time_limit_s: number | null;
   /** sbatch `--array`: the task's array (its `%N` cap is read apart, see arrayCaps); null: no array. */
   array_job_id: number | string | null;
+  /** What its association limits are looked up by (see associationLimits). */
+  account: string | null;
+  owner: string | null;
 }
 
 export const QUEUE_COLUMNS = sql`id, cpus, reason, reason_detail, reserved_worker, priority, submit_time::text AS submitted,
   memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, partition, time_limit_s,
-  array_job_id`;
+  array_job_id, account, owner`;
 const arrayOf = (row: QueueRow) => (row.array_job_id === null ? null : Number(row.array_job_id));
+const chargedJob = (row: QueueRow): ChargedJob => ({
+  id: Number(row.id),
+  account: row.account,
+  owner: row.owner,
+  cpus: Number(row.cpus),
+  gpus: Number(row.gpus),
+  timeLimitS: row.time_limit_s === null ? null : Number(row.time_limit_s),
+});
 // NULLS LAST as in jobs_pending_queue_idx (priority is NOT NULL, but the planner matches the index's null
 // order only when spelled out): without it every page read sorted the whole queue (43 ms over 100,000 pending
 // jobs, against 0.7 ms reading the index in order).
@@ -390,10 +403,19 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       );
       const batch = config.scheduleBatchSize;
       const considered: QueueRow[] = [];
-      // Array tasks held back by their array's `%N` cap are not considered (they reserve nothing).
+      // Array tasks held back by their array's `%N` cap, and jobs whose association is at a running limit,
+      // are not considered (they reserve nothing).
       const caps = arrayCaps(tx);
+      const limits = associationLimits(tx, config);
       const capped: QueueRow[] = [];
-      let planner = createPlanner(candidates, holders.map(toJob), partitions.rules);
+      await limits.load(holders);
+      const admitHolders = () => holders.filter((row) => limits.hold(chargedJob(row)));
+      let kept = admitHolders();
+      let planner = createPlanner(candidates, kept.map(toJob), partitions.rules);
+      const consider = (p: Planner, row: QueueRow) =>
+        limits.consider(p, chargedJob(row), () =>
+          caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row))),
+        );
       let cursor: QueueRow | undefined;
       for (let page = 0; page < MAX_PAGES && !planner.exhausted && planner.placed < batch; page++) {
         const after = cursor
@@ -408,11 +430,10 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
         await caps.load(rows.map(arrayOf).filter((id) => id !== null));
+        await limits.load(rows);
         for (const row of rows) {
           if (planner.exhausted || planner.placed >= batch) break;
-          const p = planner;
-          if (caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row))))
-            considered.push(row);
+          if (consider(planner, row)) considered.push(row);
           else capped.push(row);
         }
         if (rows.length < batch) break;
@@ -425,28 +446,41 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
           tx,
           candidates.filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0).map((w) => w.id),
         );
+        caps.reset();
+        limits.reset();
+        kept = admitHolders();
         planner = createPlanner(
           candidates.map((w) => ({ ...w, running: running.get(w.id) ?? [] })),
-          holders.map(toJob),
+          kept.map(toJob),
           partitions.rules,
         );
-        caps.reset();
         for (const row of [...considered, ...capped].sort(queueOrder)) {
           if (planner.exhausted || planner.placed >= batch) break;
-          const p = planner;
-          caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row)));
+          consider(planner, row);
         }
       }
 
       const { placements, reservations, waits } = planner.result();
       for (const [id, wait] of caps.capped) waits.set(id, wait);
-      const arrayOfJob = new Map(
-        [...considered, ...capped, ...holders].map((row) => [Number(row.id), arrayOf(row)] as const),
+      for (const [id, wait] of limits.limited) waits.set(id, wait);
+      const rowOf = new Map(
+        [...considered, ...capped, ...holders].map((row) => [Number(row.id), row] as const),
       );
-      const placedArrays = placements.map((p) => arrayOfJob.get(p.jobId) ?? null);
-      // The capped arrays' rows are locked before the placing statement counts their running tasks.
+      const placedRows = placements.map((p) => rowOf.get(p.jobId) as QueueRow);
+      const placedArrays = placedRows.map(arrayOf);
+      // The capped arrays' rows, then the limited associations', are locked before the placing statement
+      // counts what runs against them.
       await lockArrays(tx, caps.cappedAmong(placedArrays.filter((id) => id !== null)));
-      const committed = placements.length > 0 ? await commitPlacements(tx, placements, placedArrays) : null;
+      const limitedKeys = limits.keysOf(placedRows);
+      await lockAssociations(tx, limitedKeys);
+      const committed =
+        placements.length > 0
+          ? await commitPlacements(tx, placements, placedArrays, {
+              jobs: placedRows.map(chargedJob),
+              locked: limitedKeys,
+              period: config.usageResetPeriod,
+            })
+          : null;
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
@@ -546,12 +580,15 @@ interface Committed {
  * Moves the planned jobs that are still PENDING to RUNNING, and from exactly those rows adds to the workers'
  * allocated CPUs, memory, GPUs and generic resources, inserts the allocations and bumps the cluster counter:
  * one statement. The workers are locked by the pass; their CHECK constraints refuse any resource going over
- * its capacity or a GPU given twice, which rolls the whole pass back.
+ * its capacity or a GPU given twice, which rolls the whole pass back. A placement that would take its array
+ * over its `%N` cap, or an association over a running limit (`charges`, placingCheck), counted under those
+ * rows' locks, is left out.
  */
 async function commitPlacements(
   tx: Tx,
   placements: readonly Placement[],
   arrays: readonly (number | null)[],
+  charges: { jobs: readonly ChargedJob[]; locked: readonly string[]; period: UsageResetPeriod },
 ): Promise<Committed> {
   const row = await queryOne<{
     version: string | number | null;
@@ -562,7 +599,7 @@ async function commitPlacements(
     gres: Record<string, number> | string | null;
   }>(
     tx,
-    sql`WITH p AS (
+    sql`WITH RECURSIVE p AS (
           SELECT * FROM unnest(${pgArray(placements.map((p) => p.jobId))}::bigint[],
                                ${pgArray(placements.map((p) => p.workerId))}::text[],
                                ${pgArray(placements.map((p) => p.cpus))}::int[],
@@ -571,9 +608,15 @@ async function commitPlacements(
                                ${pgArray(placements.map((p) => `{${p.gpus.join(',')}}`))}::text[],
                                ${pgArray(placements.map((p) => JSON.stringify(p.gres)))}::jsonb[],
                                ${pgArray(placements.map((p) => p.partition ?? ''))}::text[],
-                               ${pgArray(arrays.map((a) => a ?? 0))}::bigint[])
-            AS p(job_id, node, cpus, memory_mb, gpu_mask, gpu_list, gres, part, arr)
+                               ${pgArray(arrays.map((a) => a ?? 0))}::bigint[],
+                               ${pgArray(charges.jobs.map((j) => j.account ?? ''))}::text[],
+                               ${pgArray(charges.jobs.map((j) => j.owner ?? ''))}::text[],
+                               ${pgArray(charges.jobs.map((j) => j.timeLimitS ?? 0))}::int[])
+            WITH ORDINALITY AS p(job_id, node, cpus, memory_mb, gpu_mask, gpu_list, gres, part, arr, acct, own, tl, ord)
         ),
+        -- Account and user limits (MaxJobs, GrpTRES, GrpTRESMins): the placements that would go over one,
+        -- counted under the association rows' locks (lockAssociations) with the placements before them.
+        ${placingCheck(charges.period, charges.locked)},
         -- sbatch --array=...%N: how many more tasks each capped array may run. Its row is locked (lockArrays)
         -- before this statement, so the count includes every placement committed by another pass.
         room AS (
@@ -593,6 +636,8 @@ async function commitPlacements(
           FROM ranked p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
             AND jobs.array_job_id IS NOT DISTINCT FROM nullif(p.arr, 0)
             AND NOT EXISTS (SELECT 1 FROM room WHERE room.array_job_id = p.arr AND p.rank > room.n)
+            AND jobs.account IS NOT DISTINCT FROM nullif(p.acct, '')
+            AND NOT EXISTS (SELECT 1 FROM over WHERE over.job_id = p.job_id)
             AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCY_MET}
           RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),

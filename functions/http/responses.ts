@@ -265,6 +265,44 @@ export const partitionSchema = z
     total_cpus: z.number().int(),
   })
   .openapi('Partition');
+const associationLimits = {
+  fairshare: z.number().int().openapi({ description: 'Slurm Fairshare: shares among its siblings' }),
+  max_jobs: z
+    .number()
+    .int()
+    .nullable()
+    .openapi({ description: 'MaxJobs: jobs running at once (null: no limit)' }),
+  max_submit_jobs: z
+    .number()
+    .int()
+    .nullable()
+    .openapi({ description: 'MaxSubmitJobs: jobs pending or running at once' }),
+  grp_cpus: z.number().int().nullable().openapi({ description: 'GrpTRES=cpu: CPUs allocated at once' }),
+  grp_gpus: z.number().int().nullable().openapi({ description: 'GrpTRES=gres/gpu: GPUs allocated at once' }),
+  max_wall: z
+    .number()
+    .nullable()
+    .openapi({ description: 'MaxWall: the longest time limit of a job, minutes' }),
+  grp_cpu_mins: z
+    .number()
+    .int()
+    .nullable()
+    .openapi({ description: 'GrpTRESMins=cpu: CPU-minutes per usage period' }),
+};
+export const accountUserSchema = z.object({
+  user: z.string(),
+  default: z.boolean().openapi({ description: "The user's default account" }),
+  ...associationLimits,
+});
+export const accountSchema = z.object({
+  name: z.string(),
+  parent: z.string().nullable(),
+  description: z.string(),
+  ...associationLimits,
+  users: z.array(accountUserSchema),
+});
+export const accountUsersSchema = z.object({ users: z.array(accountUserSchema) });
+export const accountListSchema = z.object({ accounts: z.array(accountSchema) });
 export const partitionListSchema = z.object({ partitions: z.array(partitionSchema) });
 export const jobListSchema = z.object({
   jobs: z.array(jobSchema),

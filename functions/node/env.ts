@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  accountingEnforce,
   clusterName,
   crashLimit,
   followers,
@@ -11,6 +12,7 @@ import {
   notifyVars,
   priorityCeiling,
   retryBackoff,
+  usageResetPeriod,
 } from '../config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from '../domain/ports.ts';
 
@@ -74,6 +76,9 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_MAX_ARRAY_SIZE: maxArraySize,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
+  /** Slurm's AccountingStorageEnforce (associations) and PriorityUsageResetPeriod. */
+  CONDUCTOR_ACCOUNTING_ENFORCE: accountingEnforce,
+  CONDUCTOR_USAGE_RESET_PERIOD: usageResetPeriod,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
   CONDUCTOR_CLUSTER_NAME: clusterName,
   /** Live-log followers (SSE) at once per job and per token, in this process (0: no limit). */
@@ -125,6 +130,8 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     maxArraySize: env.CONDUCTOR_MAX_ARRAY_SIZE,
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
+    enforceAssociations: env.CONDUCTOR_ACCOUNTING_ENFORCE,
+    usageResetPeriod: env.CONDUCTOR_USAGE_RESET_PERIOD,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
     logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,
