@@ -588,6 +588,7 @@ export const indexSchema = z.object({
 /** A usage report (sreport): its period (whole UTC hours) and rows; CPU-seconds and the like, rounded to 1 ms. */
 export const usageReportSchema = z
   .object({
+    cluster: z.string().openapi({ description: 'The cluster’s name (CONDUCTOR_CLUSTER_NAME)' }),
     report: z.enum(['cluster-utilization', 'user-topusage', 'account-topusage', 'trends']),
     start: isoTime,
     end: isoTime,

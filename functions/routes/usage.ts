@@ -10,7 +10,7 @@ export function usageRoutes(ctx: Context) {
   const app = new OpenAPIHono<AppEnv>();
   mount(app, report, async (c, { query }) => {
     const answer = await usageReport(ctx.db, query);
-    if (query.format === 'json') return c.json(answer);
+    if (query.format === 'json') return c.json({ cluster: ctx.config.clusterName, ...answer });
     c.header('Content-Type', 'text/csv; charset=utf-8');
     return c.body(usageCsv(answer));
   });
