@@ -8,6 +8,7 @@ import {
   index,
   integer,
   jsonb,
+  numeric,
   pgSequence,
   pgTable,
   primaryKey,
@@ -404,9 +405,70 @@ export const jobAttempts = pgTable(
     reason: text('reason'),
     /** The job went back to the queue after it (another attempt followed or may follow). */
     requeued: boolean('requeued').notNull(),
+    /**
+     * What the attempt held (its allocation: an exclusive job holds the whole node) and its partition, kept
+     * here because the job's next placement overwrites them; null on attempts recorded before migration 0019.
+     */
+    cpus: integer('cpus'),
+    memoryMb: integer('memory_mb'),
+    gpus: integer('gpus'),
+    partition: text('partition'),
+    /** Peak resident memory (KiB) its agent reported; null: none reported. */
+    maxRssKb: bigint('max_rss_kb', { mode: 'number' }),
+    /** When it could start: the job's eligible or begin time, or the end of its previous attempt if later. */
+    eligibleTime: tstz('eligible_time'),
   },
   (t) => [primaryKey({ columns: [t.jobId, t.attempt] })],
 );
+
+const usageColumns = {
+  /** Start of the UTC hour (usage_hourly) or UTC day (usage_daily). */
+  bucket: tstz('bucket').notNull(),
+  /** The job's account, owner, partition and node; '' where the job had none. */
+  account: text('account').notNull(),
+  owner: text('owner').notNull(),
+  partition: text('partition').notNull(),
+  node: text('node').notNull(),
+  /** Allocated resources × the seconds of the bucket the attempts ran in (an attempt is split across buckets). */
+  cpuSeconds: numeric('cpu_seconds').notNull().default('0'),
+  gpuSeconds: numeric('gpu_seconds').notNull().default('0'),
+  memMbSeconds: numeric('mem_mb_seconds').notNull().default('0'),
+  wallSeconds: numeric('wall_seconds').notNull().default('0'),
+  maxRssKb: bigint('max_rss_kb', { mode: 'number' }),
+  /** Attempts that ended in the bucket, of them requeued ones, and jobs that ended there, per end state. */
+  attempts: integer('attempts').notNull().default(0),
+  requeued: integer('requeued').notNull().default(0),
+  completed: integer('completed').notNull().default(0),
+  failed: integer('failed').notNull().default(0),
+  cancelled: integer('cancelled').notNull().default(0),
+  timeout: integer('timeout').notNull().default(0),
+  nodeFail: integer('node_fail').notNull().default(0),
+  outOfMemory: integer('out_of_memory').notNull().default(0),
+  /** Attempts that started in the bucket, and their seconds between eligible and start (queue wait). */
+  starts: integer('starts').notNull().default(0),
+  waitSeconds: numeric('wait_seconds').notNull().default('0'),
+};
+
+/**
+ * Usage roll-ups (sreport), kept by a trigger on job_attempts in the transaction that ends each attempt
+ * (migration 0019): reports read these, never the jobs. Usage counts when an attempt ends.
+ */
+export const usageHourly = pgTable('usage_hourly', usageColumns, (t) => [
+  primaryKey({ columns: [t.bucket, t.account, t.owner, t.partition, t.node] }),
+]);
+export const usageDaily = pgTable('usage_daily', usageColumns, (t) => [
+  primaryKey({ columns: [t.bucket, t.account, t.owner, t.partition, t.node] }),
+]);
+
+/**
+ * The cluster's capacity per UTC hour: the CPUs of the live workers, added once a minute with each
+ * utilization sample (what sreport calls Reported), kept for good unlike the samples.
+ */
+export const capacityHourly = pgTable('capacity_hourly', {
+  bucket: tstz('bucket').primaryKey(),
+  cpuSeconds: numeric('cpu_seconds').notNull().default('0'),
+  samples: integer('samples').notNull().default(0),
+});
 
 /**
  * sbatch `--array`: one row per array, written in the statement that inserts its tasks. A scheduling pass that

@@ -1080,11 +1080,15 @@ interface Attempt {
   exit_code: string | null;
   reason: string | null;
   requeued: boolean;
+  /** What it held (null: recorded before usage accounting). */
+  cpus?: number | null;
+  partition?: string | null;
+  max_rss_kb?: number | null;
 }
 
 /**
  * The runs of a job before the one its line shows (the attempts after which it was requeued), each as the job
- * was then: its node, start and end, how it ended and its exit code.
+ * was then: its node, start and end, how it ended and its exit code, the CPUs it held, its partition, its MaxRSS.
  */
 async function earlierRuns(client: ReturnType<typeof slurmClient>, job: SlurmJob): Promise<SlurmJob[]> {
   const full = await client.request<{ attempts?: Attempt[] }>('GET', `/api/v1/jobs/${job.id}`);
@@ -1099,7 +1103,9 @@ async function earlierRuns(client: ReturnType<typeof slurmClient>, job: SlurmJob
       exit_code: a.exit_code ?? '0:0',
       reason: a.reason,
       attempt: a.attempt,
-      max_rss_kb: null,
+      cpus: a.cpus ?? job.cpus,
+      partition: a.partition ?? job.partition,
+      max_rss_kb: a.max_rss_kb ?? null,
     }));
 }
 

@@ -450,6 +450,9 @@ describe('sacct --duplicates: the earlier runs of a requeued job', () => {
       exit_code: '3:0',
       reason: 'NonZeroExitCode',
       requeued: true,
+      cpus: 8,
+      partition: 'gpu',
+      max_rss_kb: 2048,
     },
     {
       attempt: 3,
@@ -512,5 +515,15 @@ describe('sacct --duplicates: the earlier runs of a requeued job', () => {
     ({ io, out, err } = capture());
     expect(await runSacct(['-j', '301', '-X', '-P', '-n', format], io, env)).toBe(0);
     expect(out.join('')).toBe('301|n3|2026-12-06T10:21:00|2026-12-06T11:00:00|COMPLETED|0:0\n');
+  });
+
+  it('-D: each earlier run with the CPUs it held, its partition and MaxRSS (the job’s where the attempt kept none)', async () => {
+    const { io, out, err } = capture();
+    expect(
+      await runSacct(['-D', '-j', '301', '-P', '-n', '-ojobid,alloccpus,partition,maxrss'], io, env),
+    ).toBe(0);
+    expect(err).toEqual([]);
+    const lines = out.join('').split('\n');
+    expect(lines.slice(0, 4)).toEqual(['301|4|batch|', '301.batch|4||', '301|8|gpu|', '301.batch|8||2M']);
   });
 });
