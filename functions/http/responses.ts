@@ -49,7 +49,14 @@ export const jobSchema = z
     partition: z.string().nullable(),
     time_limit: z.number().nullable(),
     work_dir: z.string().nullable(),
-    priority: z.number().int(),
+    priority: z.number().int().openapi({
+      description:
+        "The submitter's priority: an adjustment added to the computed priority (higher goes first)",
+    }),
+    computed_priority: z.number().int().openapi({
+      description:
+        "Slurm's multifactor priority the queue is served by: the weighted factors (GET /api/v1/jobs/priority) plus `priority`",
+    }),
     requeue: z.boolean(),
     attempt: z.number().int(),
     reason: z.string().nullable().openapi({

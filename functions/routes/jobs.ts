@@ -270,6 +270,7 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   time_limit: 120,
   work_dir: null,
   priority: 0,
+  computed_priority: 11000,
   requeue: true,
   attempt: 0,
   reason: 'Resources',
