@@ -12,6 +12,7 @@ import { runSbatch } from './sbatch.ts';
 import { runScancel } from './scancel.ts';
 import { runScontrol } from './scontrol.ts';
 import { runSinfo } from './sinfo.ts';
+import { runSprio } from './sprio.ts';
 import { runSqueue } from './squeue.ts';
 import { runSrun } from './srun.ts';
 
@@ -22,6 +23,7 @@ export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
   scancel: runScancel,
   scontrol: runScontrol,
   sinfo: runSinfo,
+  sprio: runSprio,
   squeue: runSqueue,
   srun: runSrun,
 };

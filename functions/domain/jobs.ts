@@ -265,6 +265,20 @@ const isoFilter = (what: string) =>
     .datetime({ offset: true, error: `${what} is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"` })
     .optional();
 
+/** sprio's filters (-j, -u, -p): GET /api/v1/jobs/priority. */
+export const jobPrioritiesInput = z.strictObject({
+  ids: commaList(
+    'ids',
+    z
+      .string()
+      .regex(/^[1-9][0-9]{0,15}$/, 'ids is a comma list of job ids')
+      .transform(Number)
+      .pipe(z.number().max(Number.MAX_SAFE_INTEGER, 'ids is a comma list of job ids')),
+  ).optional(),
+  owner: commaList('owner', label('owner')).optional(),
+  partition: commaList('partition', label('partition')).optional(),
+});
+
 export const listJobsInput = z
   .strictObject({
     state: z
