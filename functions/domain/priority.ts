@@ -51,7 +51,8 @@ function factorExpressions(config: PriorityConfig, job: PriorityInputs, fairshar
       sql`coalesce((SELECT fs.factor FROM ${fairshare} fs WHERE fs.account = coalesce(${job.account}, '')), 1)`,
     ),
     jobsize: rounded(
-      sql`least(1, ${job.cpus}::float8 / greatest(1, (SELECT sum(w.cpus) FROM workers w WHERE w.status <> 'down')))`,
+      // least() skips NULLs: the quotient is made 0 (no CPUs in the cluster) before it is capped.
+      sql`least(1, coalesce(${job.cpus}::float8 / nullif((SELECT sum(w.cpus) FROM workers w WHERE w.status <> 'down'), 0), 0))`,
     ),
     partition: rounded(
       sql`coalesce((SELECT max(p.priority_tier) FROM partitions p
