@@ -8,10 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Principal } from '../../functions/domain/auth.ts';
 import { fairShareFactors } from '../../functions/domain/fairshare.ts';
 import { submitJob, submitJobsBatch } from '../../functions/domain/jobs.ts';
+import { runBackstop } from '../../functions/domain/maintenance.ts';
 import { DEFAULT_CONFIG } from '../../functions/domain/ports.ts';
-import { listJobPriorities, recalculatePriorities } from '../../functions/domain/priority.ts';
+import { listFairShare, listJobPriorities, recalculatePriorities } from '../../functions/domain/priority.ts';
 import { query } from '../../functions/domain/sql.ts';
 import { availableBackends, type Backend, testConfig, testContext } from '../support/cluster.ts';
+import { hookedDb } from '../support/hooked-db.ts';
 
 describe('classic fair-share, F = 2^(-U/S)', () => {
   it('gives every account seen an equal share when none is configured', () => {
@@ -93,6 +95,16 @@ describe.each(backends)('multifactor priority on $name', (factory) => {
       SELECT id, 1, 'old', now() - make_interval(hours => ${hoursAgo + 1}), now() - make_interval(hours => ${hoursAgo}),
              'COMPLETED', '0:0', false FROM h`);
 
+  it('reads one row and writes nothing when no job is pending', async () => {
+    const statements: string[] = [];
+    const db = hookedDb(backend.db.db, { before: (text) => statements.push(text) });
+    expect(await recalculatePriorities({ db, config: testConfig() })).toEqual({ updated: 0, accounts: 0 });
+    expect(statements).toHaveLength(1);
+    expect(statements[0]).toMatch(
+      /^SELECT DISTINCT coalesce\(account, ''\) AS account FROM jobs WHERE state = 'PENDING'/,
+    );
+  });
+
   it('starts a job with its account’s last fair-share factor, adds the submitter’s priority, and keeps it apart', {
     timeout: 60_000,
   }, async () => {
@@ -125,7 +137,7 @@ describe.each(backends)('multifactor priority on $name', (factory) => {
     expect(row?.priority_factors).toEqual({ age: 0, fairshare: 1, jobsize: 0, partition: 1, qos: 0 });
   });
 
-  it('ages a job up to PriorityMaxAge, weighs partition tiers and QOS, and weighs job size, partition tiers and QOS', {
+  it('ages a job up to PriorityMaxAge, and weighs job size, partition tiers and QOS', {
     timeout: 60_000,
   }, async () => {
     const config = testConfig({
@@ -184,6 +196,26 @@ describe.each(backends)('multifactor priority on $name', (factory) => {
       qos: 2000,
     });
     expect(byId.get(low.id)?.priority).toBe(Math.round(500 + 10_000 + 250 + 500 * round3(2 / cpus)));
+  });
+
+  it('is recalculated by the backstop at most once a PriorityCalcPeriod', { timeout: 60_000 }, async () => {
+    const { ctx } = testContext(backend);
+    const job = await submitJob(ctx, { script: 'true', cpus: 1, account: 'b-heavy' });
+    await history('b-heavy', 20, 1);
+    await runBackstop(ctx);
+    const [fair] = (await listFairShare(ctx)).filter((a) => a.account === 'b-heavy');
+    expect(fair?.fairshare).toBeLessThan(1);
+    const view = async () => (await listJobPriorities(ctx, { ids: [job.id] }, ANONYMOUS_ADMIN)).jobs[0];
+    const after = await view();
+    expect(after?.factors.fairshare).toBe(round3(fair?.fairshare ?? 1));
+    expect(after?.priority).toBe(
+      Math.round(10_000 * (after?.factors.fairshare ?? 1) + 1000 * (after?.factors.partition ?? 0)),
+    );
+    expect(after?.priority).toBeLessThan(job.computed_priority);
+    // More usage now changes nothing until the next period.
+    await history('b-heavy', 100, 0);
+    await runBackstop(ctx);
+    expect((await view())?.priority).toBe(after?.priority);
   });
 
   it('shows a token only its owner’s pending jobs; admins and the open cluster see all', {
