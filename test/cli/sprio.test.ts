@@ -3,6 +3,7 @@
  * the weights line, sorting and filters as query parameters.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../cli/main.ts';
 import { runSprio, SPRIO_OPTIONS } from '../../cli/slurm/sprio.ts';
 import { captureIo, manPageOptions, stubServer, tableOptions } from './slurm-stub.ts';
 
@@ -93,6 +94,14 @@ describe('sprio', () => {
     const o = await sprio(['-o', '%i|%u|%Y|%F', '-h', '-u', 'light,heavy', '-p', 'batch']);
     expect(o.stdout.split('\n')[0]).toBe('11|heavy|4250|2500');
     expect(server.requests.at(-1)?.url).toBe('/api/v1/jobs/priority?owner=light%2Cheavy&partition=batch');
+  });
+
+  it('runs as conductor sprio, --url before the command included', async () => {
+    const io = captureIo();
+    const code = await main(['--url', server.url, 'sprio', '-w', '-h'], { HOME: '/nonexistent' }, io);
+    expect(io.stderr).toBe('');
+    expect(code).toBe(0);
+    expect(io.stdout.trim().split(/\s+/)).toEqual(['Weights', '0', '1000', '10000', '0', '1000', '0']);
   });
 
   it("refuses what Slurm's sprio refuses, as it does", async () => {
