@@ -103,7 +103,8 @@ export interface Recalculation {
 
 /**
  * Slurm's PriorityCalcPeriod work: the fair-share of every account seen (decayed usage, shares), saved in
- * `fairshare`, and every pending job's priority from it, in one statement that writes only what moved.
+ * `fairshare`, and every pending job's priority from it, in one statement that writes only what moved (and
+ * lets the reserved nodes go when a priority moved).
  * Nothing pending: one read, nothing else.
  */
 export async function recalculatePriorities(ports: Pick<Ports, 'db' | 'config'>): Promise<Recalculation> {
@@ -114,6 +115,10 @@ export async function recalculatePriorities(ports: Pick<Ports, 'db' | 'config'>)
       sql`SELECT DISTINCT coalesce(account, '') AS account FROM jobs WHERE state = 'PENDING'`,
     );
     if (pending.length === 0) return { updated: 0, accounts: 0 };
+    // A scheduling pass locks its workers (in id order) before it reads the queue and keeps a node for the
+    // job on top: taking the same locks first, a pass that read the old priorities has committed before the
+    // reservations are let go below, and the next one reads the new priorities.
+    await query(tx, sql`SELECT id FROM workers ORDER BY id FOR UPDATE`);
     const usage = await decayedUsage(tx, config.priority.decayHalfLifeS);
     const shares = await accountShares(tx);
     const fair = [
@@ -142,13 +147,21 @@ export async function recalculatePriorities(ports: Pick<Ports, 'db' | 'config'>)
             RETURNING 1
           ),
           gone AS (DELETE FROM fairshare WHERE NOT (account = ANY(${accounts}::text[])) RETURNING 1),
-          calc AS (
-            SELECT j.id, ${e.priority} AS priority, ${e.factors} AS factors FROM jobs j WHERE j.state = 'PENDING'
+          calc AS MATERIALIZED (
+            SELECT j.id, j.priority AS old, j.priority_factors AS old_factors, j.reserved_worker,
+                   ${e.priority} AS priority, ${e.factors} AS factors
+            FROM jobs j WHERE j.state = 'PENDING'
           ),
+          -- A node kept for the job that was on top may now be another's: with any priority moved, every
+          -- reservation is let go, and the next pass gives it to the job now on top.
+          moved AS (SELECT EXISTS (SELECT 1 FROM calc WHERE calc.priority <> calc.old) AS priority_moved),
           up AS (
-            UPDATE jobs SET priority = calc.priority, priority_factors = calc.factors FROM calc
+            UPDATE jobs SET priority = calc.priority, priority_factors = calc.factors,
+              reserved_worker = CASE WHEN (SELECT priority_moved FROM moved) THEN NULL ELSE jobs.reserved_worker END
+            FROM calc
             WHERE jobs.id = calc.id AND jobs.state = 'PENDING'
-              AND (jobs.priority <> calc.priority OR jobs.priority_factors IS DISTINCT FROM calc.factors)
+              AND (calc.priority <> calc.old OR calc.factors IS DISTINCT FROM calc.old_factors
+                   OR (calc.reserved_worker IS NOT NULL AND (SELECT priority_moved FROM moved)))
             RETURNING 1
           )
           SELECT (SELECT count(*) FROM up) AS updated, (SELECT count(*) FROM saved) + (SELECT count(*) FROM gone) AS touched`,

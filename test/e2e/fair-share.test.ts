@@ -102,6 +102,10 @@ describe.runIf(factory)('fair-share with a real agent', () => {
       },
     );
 
+    // As on a cluster that has not recalculated since heavy's usage: both accounts start with a factor of 1,
+    // heavy's first job is on top and the next pass keeps the agent's node for it. The recalculation below
+    // must hand that node to light's.
+    await backend.db.db.execute(sql`DELETE FROM fairshare`);
     // At once, in one request, heavy's first.
     const { jobs } = await api<{ jobs: Job[] }>('/api/v1/jobs/batch', {
       method: 'POST',
@@ -140,6 +144,18 @@ describe.runIf(factory)('fair-share with a real agent', () => {
     }
     // Highest first: light's three, then heavy's.
     expect(view.jobs.map((j) => j.account)).toEqual(['light', 'light', 'light', 'heavy', 'heavy', 'heavy']);
+
+    // sshare's numbers, as the recalculation left them.
+    const { accounts } = await api<{ accounts: Record<string, unknown>[] }>('/api/v1/fairshare');
+    expect(accounts).toMatchObject([
+      { account: 'heavy', norm_shares: 0.5, norm_usage: 1, fairshare: 0.25 },
+      { account: 'light', norm_shares: 0.5, norm_usage: 0, raw_usage: 0, fairshare: 1 },
+    ]);
+    expect(accounts[0]?.raw_usage).toBeCloseTo(36_000 * 2 ** (-1 / 168), -1);
+    // A bad filter is a 400 that names it.
+    const bad = await fetch(`${server.url}/api/v1/jobs/priority?ids=abc`);
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toContain('ids');
 
     // The drop-in sprio prints the same, weighted, in Slurm's columns.
     const sprio = await promisify(execFile)('sprio', ['-l'], {
