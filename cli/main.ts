@@ -152,6 +152,7 @@ Commands:
   partitions            the partitions (like sinfo -s)
   partition <name> ...  show, create, change or delete a partition (admin)
   sacctmgr ...          accounts, users and their limits, as Slurm's sacctmgr (conductor sacctmgr --help)
+  sprio                 pending jobs' priorities and their factors (Slurm's sprio; sprio --help)
   slurm <cmd> ...       Slurm's own commands over Conductor: ${Object.keys(SLURM_COMMANDS).join(', ')}
   slurm-commands <dir>  write those commands into dir as executables (put dir first on PATH)
   token ...             API tokens, straight in the database (conductor token --help)
@@ -366,6 +367,19 @@ Examples:
   conductor partition gpu --nodes 'gpu[01-04]' --max-time 2-00:00:00 --def-mem-per-cpu 4G --policy spread
   conductor partition debug --state DOWN
   conductor partition old --delete
+`,
+  sprio: `Usage: conductor sprio [options]
+
+Each pending job's multifactor priority and the factors it comes from (age, fair-share, job size, partition,
+QOS, and the submitter's priority as NICE), weighted, in Slurm's sprio columns: Slurm's sprio itself, as
+\`conductor slurm sprio\` runs it (\`conductor sprio --help\` lists its options: -l, -n, -w, -o, -S, -j, -u, -p).
+See docs/priority.md.
+
+${GLOBAL}
+
+Examples:
+  conductor sprio -l
+  conductor sprio -w
 `,
   slurm: `Usage: conductor slurm <command> [options]
 
@@ -587,6 +601,20 @@ const client = (values: Record<string, unknown>, env: NodeJS.ProcessEnv) =>
       env,
     ),
   );
+
+/** --url and --token given before a Slurm command reach it as the environment it reads them from. */
+function slurmEnvironment(args: string[], env: NodeJS.ProcessEnv) {
+  const commandEnv = { ...env };
+  let i = 0;
+  for (; i < args.length; i++) {
+    const match = /^--(url|token)(?:=(.*))?$/.exec(args[i] as string);
+    if (!match) break;
+    const value = match[2] ?? args[++i];
+    if (value === undefined) throw new UsageError(`option --${match[1]} needs a value`);
+    commandEnv[match[1] === 'url' ? 'CONDUCTOR_URL' : 'CONDUCTOR_TOKEN'] = value;
+  }
+  return { rest: args.slice(i), commandEnv };
+}
 
 const COMMANDS: Record<string, Command> = {
   async submit(args, io, env) {
@@ -860,26 +888,19 @@ const COMMANDS: Record<string, Command> = {
   },
 
   async slurm(args, io, env) {
-    // --url and --token given before `slurm` reach the command as the environment it reads them from.
-    const commandEnv = { ...env };
-    let i = 0;
-    for (; i < args.length; i++) {
-      const match = /^--(url|token)(?:=(.*))?$/.exec(args[i] as string);
-      if (!match) break;
-      const value = match[2] ?? args[++i];
-      if (value === undefined) throw new UsageError(`option --${match[1]} needs a value`);
-      commandEnv[match[1] === 'url' ? 'CONDUCTOR_URL' : 'CONDUCTOR_TOKEN'] = value;
-    }
-    if (args[i] === undefined || args[i] === '-h' || args[i] === '--help') return help('slurm', io);
-    return runSlurm(args.slice(i), io, commandEnv);
+    const { rest, commandEnv } = slurmEnvironment(args, env);
+    if (rest[0] === undefined || rest[0] === '-h' || rest[0] === '--help') return help('slurm', io);
+    return runSlurm(rest, io, commandEnv);
+  },
+
+  async sprio(args, io, env) {
+    const { rest, commandEnv } = slurmEnvironment(args, env);
+    return runSlurm(['sprio', ...rest], io, commandEnv);
   },
 
   async sacctmgr(args, io, env) {
-    // The global --url and --token (first in args) stay before the command's name, as `slurm` reads them.
-    let i = 0;
-    while (i < args.length && /^--(url|token)(=|$)/.test(args[i] as string))
-      i += args[i]?.includes('=') ? 1 : 2;
-    return (COMMANDS.slurm as Command)([...args.slice(0, i), 'sacctmgr', ...args.slice(i)], io, env);
+    const { rest, commandEnv } = slurmEnvironment(args, env);
+    return runSlurm(['sacctmgr', ...rest], io, commandEnv);
   },
 
   async 'slurm-commands'(args, io) {

@@ -4,6 +4,7 @@ import {
   bigserial,
   boolean,
   check,
+  doublePrecision,
   foreignKey,
   index,
   integer,
@@ -53,6 +54,14 @@ export interface TimeLimitSignalColumn {
   signal: string;
   before_s: number;
   batch_only: boolean;
+}
+/** Slurm's priority factors of a pending job, each in [0, 1] (sprio's columns). */
+export interface PriorityFactorsColumn {
+  age: number;
+  fairshare: number;
+  jobsize: number;
+  partition: number;
+  qos: number;
 }
 export interface PendingSignalColumn {
   signal: string;
@@ -208,7 +217,15 @@ export const jobs = pgTable(
     timeLimitSeconds: integer('time_limit_s'),
     workDir: text('work_dir'),
     environment: jsonb('environment').$type<Record<string, string>>().notNull().default({}),
+    /**
+     * The computed priority the queue is served by (Slurm's priority/multifactor: the weighted factors plus
+     * `requested_priority`), written at submit and by the periodic recalculation (functions/domain/priority.ts).
+     */
     priority: integer('priority').notNull().default(0),
+    /** The submitter's `priority` (up to CONDUCTOR_PRIORITY_CEILING without the admin scope): the adjustment. */
+    requestedPriority: integer('requested_priority').notNull().default(0),
+    /** The factors (each in [0, 1]) `priority` was last computed from, for sprio; null: not computed. */
+    priorityFactors: jsonb('priority_factors').$type<PriorityFactorsColumn>(),
     requeue: boolean('requeue').notNull().default(false),
     /** Incremented on every placement; reports must name the attempt they belong to (fencing). */
     attempt: integer('attempt').notNull().default(0),
@@ -388,6 +405,21 @@ export const jobs = pgTable(
  * trigger on jobs in the same statement as the transition out of RUNNING, whichever path made it (migration 0013).
  * The current attempt of a RUNNING job is the job row itself.
  */
+/**
+ * Fair-share per account (Slurm's classic F = 2^(-U/S)), as the last priority recalculation computed it: read
+ * by submissions (a job starts with its account's factor) and by sshare. An account missing has no usage: 1.
+ */
+export const fairshare = pgTable('fairshare', {
+  /** The job's account ('' for jobs without one). */
+  account: text('account').primaryKey(),
+  /** Its normalized shares S (0..1) and normalized decayed usage U (0..1). */
+  sharesNorm: doublePrecision('shares_norm').notNull(),
+  usageRaw: doublePrecision('usage_raw').notNull(),
+  usageNorm: doublePrecision('usage_norm').notNull(),
+  factor: doublePrecision('factor').notNull(),
+  computedAt: tstz('computed_at').notNull().defaultNow(),
+});
+
 export const jobAttempts = pgTable(
   'job_attempts',
   {

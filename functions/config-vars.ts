@@ -133,6 +133,68 @@ export const notifyConfig = (env: { [K in keyof typeof notifyVars]: number }) =>
   notifyMaxAttempts: env.CONDUCTOR_NOTIFY_MAX_ATTEMPTS,
 });
 
+/** Slurm's priority/multifactor settings (functions/domain/priority.ts). */
+const weight = (name: string, fallback: number) =>
+  z.coerce
+    .number({ error: `${name} is a whole number from 0 to 1000000` })
+    .int(`${name} is a whole number from 0 to 1000000`)
+    .min(0, `${name} is at least 0`)
+    .max(1_000_000, `${name} is at most 1000000`)
+    .default(fallback);
+const prioritySeconds = (name: string, fallback: number) =>
+  z.coerce
+    .number({ error: `${name} is a number of seconds` })
+    .int(`${name} is whole seconds`)
+    .min(1, `${name} is at least 1 second`)
+    .max(86_400 * 3650, `${name} is at most 315360000 seconds`)
+    .default(fallback);
+const P = DEFAULT_CONFIG.priority;
+export const priorityVars = {
+  CONDUCTOR_PRIORITY_WEIGHT_AGE: weight('CONDUCTOR_PRIORITY_WEIGHT_AGE', P.weightAge),
+  CONDUCTOR_PRIORITY_WEIGHT_FAIRSHARE: weight('CONDUCTOR_PRIORITY_WEIGHT_FAIRSHARE', P.weightFairshare),
+  CONDUCTOR_PRIORITY_WEIGHT_JOB_SIZE: weight('CONDUCTOR_PRIORITY_WEIGHT_JOB_SIZE', P.weightJobSize),
+  CONDUCTOR_PRIORITY_WEIGHT_PARTITION: weight('CONDUCTOR_PRIORITY_WEIGHT_PARTITION', P.weightPartition),
+  CONDUCTOR_PRIORITY_WEIGHT_QOS: weight('CONDUCTOR_PRIORITY_WEIGHT_QOS', P.weightQos),
+  CONDUCTOR_PRIORITY_DECAY_HALF_LIFE: prioritySeconds('CONDUCTOR_PRIORITY_DECAY_HALF_LIFE', P.decayHalfLifeS),
+  CONDUCTOR_PRIORITY_MAX_AGE: prioritySeconds('CONDUCTOR_PRIORITY_MAX_AGE', P.maxAgeS),
+  CONDUCTOR_PRIORITY_CALC_PERIOD: prioritySeconds('CONDUCTOR_PRIORITY_CALC_PERIOD', P.calcPeriodS),
+  CONDUCTOR_PRIORITY_QOS: z
+    .string()
+    .regex(
+      /^\s*([A-Za-z0-9_.-]+=\d{1,7})?(\s*,\s*[A-Za-z0-9_.-]+=\d{1,7})*\s*$/,
+      'CONDUCTOR_PRIORITY_QOS is name=priority pairs, comma-separated (high=100,normal=10)',
+    )
+    .default('')
+    .transform((v) =>
+      Object.fromEntries(
+        v
+          .split(',')
+          .map((pair) => pair.trim())
+          .filter((pair) => pair !== '')
+          .map((pair) => {
+            const [name, value] = pair.split('=');
+            return [name as string, Number(value)];
+          }),
+      ),
+    ),
+};
+/** The ConductorConfig `priority` of priorityVars. */
+export const priorityConfig = (
+  env: {
+    [K in Exclude<keyof typeof priorityVars, 'CONDUCTOR_PRIORITY_QOS'>]: number;
+  } & { CONDUCTOR_PRIORITY_QOS: Record<string, number> },
+) => ({
+  weightAge: env.CONDUCTOR_PRIORITY_WEIGHT_AGE,
+  weightFairshare: env.CONDUCTOR_PRIORITY_WEIGHT_FAIRSHARE,
+  weightJobSize: env.CONDUCTOR_PRIORITY_WEIGHT_JOB_SIZE,
+  weightPartition: env.CONDUCTOR_PRIORITY_WEIGHT_PARTITION,
+  weightQos: env.CONDUCTOR_PRIORITY_WEIGHT_QOS,
+  decayHalfLifeS: env.CONDUCTOR_PRIORITY_DECAY_HALF_LIFE,
+  maxAgeS: env.CONDUCTOR_PRIORITY_MAX_AGE,
+  calcPeriodS: env.CONDUCTOR_PRIORITY_CALC_PERIOD,
+  qos: env.CONDUCTOR_PRIORITY_QOS,
+});
+
 /** A number of live-log followers: a whole number, 0 (no limit) or more. */
 export const followers = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
 
@@ -202,6 +264,42 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
   CONDUCTOR_PUBLIC_URL: {
     description:
       'the URL(s), comma-separated, browsers use for this server when it is not an IP address or `localhost` (a name in `/etc/hosts`, a proxy in front): on loopback their names are accepted as Host, and their origins may write (see [Security](security.md))',
+  },
+  CONDUCTOR_PRIORITY_WEIGHT_AGE: {
+    description:
+      "Slurm's `PriorityWeightAge`: the most a job's age (time eligible, up to `CONDUCTOR_PRIORITY_MAX_AGE`) adds to its priority ([Priority and fair-share](priority.md))",
+  },
+  CONDUCTOR_PRIORITY_WEIGHT_FAIRSHARE: {
+    description:
+      "Slurm's `PriorityWeightFairshare`: the most its account's fair-share factor (2^(-usage/shares)) adds",
+  },
+  CONDUCTOR_PRIORITY_WEIGHT_JOB_SIZE: {
+    description: "Slurm's `PriorityWeightJobSize`: the most its size (CPUs over the cluster's) adds",
+  },
+  CONDUCTOR_PRIORITY_WEIGHT_PARTITION: {
+    description:
+      "Slurm's `PriorityWeightPartition`: the most its partition's `priority_tier` (over the highest tier) adds",
+  },
+  CONDUCTOR_PRIORITY_WEIGHT_QOS: {
+    description: "Slurm's `PriorityWeightQOS`: the most its QOS's priority (over the highest) adds",
+  },
+  CONDUCTOR_PRIORITY_DECAY_HALF_LIFE: {
+    description:
+      "seconds: Slurm's `PriorityDecayHalfLife`, how fast past usage stops counting against an account",
+    default: '604800 (7 days)',
+  },
+  CONDUCTOR_PRIORITY_MAX_AGE: {
+    description: "seconds: Slurm's `PriorityMaxAge`, the age at which the age factor reaches 1",
+    default: '604800 (7 days)',
+  },
+  CONDUCTOR_PRIORITY_CALC_PERIOD: {
+    description:
+      "seconds: Slurm's `PriorityCalcPeriod`, how often pending jobs' priorities and the fair-share factors are recomputed (by the backstop, which does not run while nothing is pending or running)",
+  },
+  CONDUCTOR_PRIORITY_QOS: {
+    description:
+      'QOS priorities, `name=priority` pairs comma-separated (`high=100,normal=10`): a job asking a QOS (sbatch `--qos`) gets its priority over the highest as its QOS factor; a QOS not named has 0',
+    default: 'none',
   },
   CONDUCTOR_KILL_INVALID_DEPEND: {
     description:

@@ -11,6 +11,8 @@ import {
   notifyConfig,
   notifyVars,
   priorityCeiling,
+  priorityConfig,
+  priorityVars,
   retryBackoff,
   usageResetPeriod,
 } from './config-vars.ts';
@@ -73,6 +75,7 @@ export const workerEnvSchema = z.object({
   /** Seconds before an automatically requeued job may start again (doubled per earlier requeue). */
   CONDUCTOR_RETRY_BACKOFF: retryBackoff,
   ...notifyVars,
+  ...priorityVars,
   CONDUCTOR_MAX_ARRAY_SIZE: maxArraySize,
   /** The highest priority a token without the admin scope may set (default 0: only admins raise). */
   CONDUCTOR_PRIORITY_CEILING: priorityCeiling,
@@ -117,6 +120,7 @@ export function configFromWorkerEnv(env: WorkerEnv, bootstrapAdminTokenHash?: st
     crashLimit: env.CONDUCTOR_CRASH_LIMIT,
     retryBackoffSeconds: env.CONDUCTOR_RETRY_BACKOFF,
     ...notifyConfig(env),
+    priority: priorityConfig(env),
     maxArraySize: env.CONDUCTOR_MAX_ARRAY_SIZE,
     clusterName: env.CONDUCTOR_CLUSTER_NAME,
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,

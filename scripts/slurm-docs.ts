@@ -15,6 +15,7 @@ import { SBATCH_OPTIONS } from '../cli/slurm/sbatch-options.ts';
 import { SCANCEL_OPTIONS } from '../cli/slurm/scancel.ts';
 import { renderCommandTable, SCONTROL_COMMANDS, SCONTROL_OPTIONS } from '../cli/slurm/scontrol.ts';
 import { SINFO_OPTIONS } from '../cli/slurm/sinfo.ts';
+import { SPRIO_OPTIONS } from '../cli/slurm/sprio.ts';
 import { SQUEUE_OPTIONS } from '../cli/slurm/squeue.ts';
 import { SREPORT_OPTIONS } from '../cli/slurm/sreport.ts';
 import { SRUN_OPTIONS } from '../cli/slurm/srun.ts';
@@ -30,6 +31,7 @@ export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[
   { command: 'srun', table: SRUN_OPTIONS },
   { command: 'sacctmgr', table: SACCTMGR_OPTIONS, more: SACCTMGR_COMMANDS },
   { command: 'sreport', table: SREPORT_OPTIONS },
+  { command: 'sprio', table: SPRIO_OPTIONS },
 ];
 
 export function slurmDocPath(command: string): string {

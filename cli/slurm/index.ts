@@ -13,6 +13,7 @@ import { runSbatch } from './sbatch.ts';
 import { runScancel } from './scancel.ts';
 import { runScontrol } from './scontrol.ts';
 import { runSinfo } from './sinfo.ts';
+import { runSprio } from './sprio.ts';
 import { runSqueue } from './squeue.ts';
 import { runSreport } from './sreport.ts';
 import { runSrun } from './srun.ts';
@@ -25,6 +26,7 @@ export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
   scancel: runScancel,
   scontrol: runScontrol,
   sinfo: runSinfo,
+  sprio: runSprio,
   squeue: runSqueue,
   sreport: runSreport,
   srun: runSrun,

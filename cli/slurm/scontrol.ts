@@ -210,6 +210,7 @@ export interface ScontrolJob {
   time_limit: number | null;
   work_dir: string | null;
   priority: number;
+  computed_priority?: number;
   requeue: boolean;
   attempt: number;
   reason: string | null;
@@ -286,7 +287,8 @@ export function formatJob(job: ScontrolJob, options: { now?: number; details?: b
       ? `JobId=${job.id} ArrayJobId=${job.array_job_id} ArrayTaskId=${job.array_task_id} JobName=${job.name}`
       : `JobId=${job.id} JobName=${job.name}`,
     `UserId=${job.owner ?? '(null)'} GroupId=${job.owner ?? '(null)'} MCS_label=N/A`,
-    `Priority=${job.priority} Nice=0 Account=${job.account ?? '(null)'} QOS=${job.qos ?? 'normal'}`,
+    // A server without computed priorities has no adjustment apart: its priority is the job's, Nice 0.
+    `Priority=${job.computed_priority ?? job.priority} Nice=${job.computed_priority === undefined ? 0 : -job.priority || 0} Account=${job.account ?? '(null)'} QOS=${job.qos ?? 'normal'}`,
     `JobState=${job.state} Reason=${job.reason ?? 'None'} Dependency=${job.dependency || '(null)'}`,
     `Requeue=${job.requeue ? 1 : 0} Restarts=${job.requeues ?? Math.max(0, job.attempt - 1)} BatchFlag=1 Reboot=0 ExitCode=${job.exit_code ?? '0:0'}`,
     `RunTime=${clockSeconds(runSeconds)} TimeLimit=${timeLimit(job.time_limit, 'clock')} TimeMin=N/A`,

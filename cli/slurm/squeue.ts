@@ -32,7 +32,9 @@ export interface SlurmJob {
   work_dir?: string | null;
   submit_dir?: string | null;
   submit_host?: string | null;
+  /** The submitter's adjustment; `computed_priority` is the multifactor priority the queue is served by. */
   priority?: number;
+  computed_priority?: number;
   requeue?: boolean;
   attempt?: number;
   memory_mb?: number | null;
@@ -346,6 +348,9 @@ export function expandHostlist(list: string): string[] {
 }
 
 export const VERSION = `slurm ${SLURM_VERSION}`;
+
+/** The priority squeue, scontrol and sacct print: the computed one (a server before it: the submitted one). */
+export const jobPriority = (j: SlurmJob): number => j.computed_priority ?? j.priority ?? 0;
 
 const seconds = (from: string | null, to: number) => (from ? (to - Date.parse(from)) / 1000 : 0);
 
@@ -761,10 +766,10 @@ const FIELDS: Record<string, Field> = {
   N: { header: 'NODELIST', value: (j) => j.node ?? '', uncut: true },
   o: { header: 'COMMAND', value: () => '(null)' },
   O: { header: 'CONTIGUOUS', value: () => '0' },
-  p: { header: 'PRIORITY', value: (j) => ((j.priority ?? 0) / 0xffffffff).toFixed(14) },
+  p: { header: 'PRIORITY', value: (j) => (jobPriority(j) / 0xffffffff).toFixed(14) },
   P: { header: 'PARTITION', value: (j) => plain(j.partition) },
   q: { header: 'QOS', value: (j) => j.qos ?? 'normal' },
-  Q: { header: 'PRIORITY', value: (j) => String(j.priority ?? 0) },
+  Q: { header: 'PRIORITY', value: (j) => String(jobPriority(j)) },
   r: { header: 'REASON', value: reasonCode },
   R: { header: 'NODELIST(REASON)', value: reasonList, uncut: (j) => !reasonList(j).startsWith('(') },
   s: { header: 'SELECT_JOBINFO', value: () => 'N/A' },
@@ -1036,8 +1041,8 @@ const SORT_KEYS: Record<string, SortKey> = {
   P: (j) => j.partition ?? '',
   t: (j) => STATE_ORDER.indexOf(j.state),
   T: (j) => STATE_ORDER.indexOf(j.state),
-  p: (j) => j.priority ?? 0,
-  Q: (j) => j.priority ?? 0,
+  p: jobPriority,
+  Q: jobPriority,
   u: (j) => j.owner ?? '',
   U: (j) => j.owner ?? '',
   j: (j) => j.name,

@@ -22,6 +22,7 @@ import { liveInPostgres } from './liveness.ts';
 import { mailTypeColumn } from './notifications.ts';
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
+import { priorityExpressions } from './priority.ts';
 import {
   beginTimeDetail,
   jobReader,
@@ -265,6 +266,20 @@ const isoFilter = (what: string) =>
     .datetime({ offset: true, error: `${what} is an ISO 8601 date and time, e.g. "2026-01-31T18:00:00Z"` })
     .optional();
 
+/** sprio's filters (-j, -u, -p): GET /api/v1/jobs/priority. */
+export const jobPrioritiesInput = z.strictObject({
+  ids: commaList(
+    'ids',
+    z
+      .string()
+      .regex(/^[1-9][0-9]{0,15}$/, 'ids is a comma list of job ids')
+      .transform(Number)
+      .pipe(z.number().max(Number.MAX_SAFE_INTEGER, 'ids is a comma list of job ids')),
+  ).optional(),
+  owner: commaList('owner', label('owner')).optional(),
+  partition: commaList('partition', label('partition')).optional(),
+});
+
 export const listJobsInput = z
   .strictObject({
     state: z
@@ -326,6 +341,7 @@ export interface JobRow {
   work_dir: string | null;
   environment: Record<string, string>;
   priority: number;
+  requested_priority: number;
   requeue: boolean;
   attempt: number;
   reason: string | null;
@@ -392,7 +408,8 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     partition: row.partition,
     time_limit: row.time_limit_s === null ? null : Number(row.time_limit_s) / 60,
     work_dir: row.work_dir,
-    priority: Number(row.priority),
+    priority: Number(row.requested_priority),
+    computed_priority: Number(row.priority),
     requeue: row.requeue,
     attempt: Number(row.attempt),
     reason: row.reason,
@@ -457,7 +474,7 @@ export type JobView = ReturnType<typeof jobView>;
 
 /** The columns `jobView` reads (JobRow). */
 export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, partition, time_limit_s, work_dir,
-  environment, priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
+  environment, priority, requested_priority, requeue, attempt, reason, reason_detail, cancel_requested, owner, submit_time, start_time,
   end_time, memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, held,
   allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
   stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues, dependency,
@@ -858,8 +875,17 @@ function submitStatement(
     sql`(SELECT ${NEW_REASON} FROM ${live})`,
     sql`(SELECT ${NEW_REASON_DETAIL} FROM ${live})`,
   );
+  const prio = priorityExpressions(ctx.config.priority, {
+    requested: sql`${input.priority ?? 0}::int`,
+    account: sql`${input.account ?? null}::text`,
+    cpus: sql`${input.cpus}::int`,
+    partition: sql`${resources.partition}::text`,
+    qos: sql`${f.qos}::text`,
+    eligible: sql`greatest(now(), ${begin})`,
+  });
   const values = sql`${input.name ?? 'job'}, ${input.script}, ${input.cpus}, ${input.account ?? null},
-                ${input.work_dir ?? null}, ${JSON.stringify(input.environment ?? {})}::jsonb, ${input.priority ?? 0},
+                ${input.work_dir ?? null}, ${JSON.stringify(input.environment ?? {})}::jsonb, ${prio.priority},
+                ${input.priority ?? 0}::int, ${prio.factors},
                 ${input.requeue ?? false}, ${owner}::text, ${submittedBy}::bigint,
                 ${input.submit_dir ?? null}::text, ${input.submit_host ?? null}::text, ${input.ntasks ?? null}::int,
                 ${input.cpus_per_task ?? null}::int, ${why.reason}, ${why.detail},
@@ -873,8 +899,8 @@ function submitStatement(
                 ${input.retry_backoff_s ?? null}::int, ${input.crash_limit ?? null}::int,
                 ${f.mail_type === null ? null : pgArray(f.mail_type)}::text[], ${f.mail_user}::text`;
   const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(f.deps)}::json`);
-  const columns = sql`name, script, cpus, account, work_dir, environment, priority, requeue,
-                      owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
+  const columns = sql`name, script, cpus, account, work_dir, environment, priority, requested_priority,
+                      priority_factors, requeue, owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
                       ${SLURM_COLUMNS}, ${RETRY_COLUMNS}, ${MAIL_COLUMNS}`;
   const audit = auditInsert(caller, 'job.submit', {
     target: sql`'job:' || job.id`,
@@ -1143,10 +1169,18 @@ function batchStatement(
       };
     }),
   );
-  const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority, requeue,
-                      owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
+  const columns = sql`name, script, cpus, account, partition, time_limit_s, work_dir, environment, priority,
+                      requested_priority, priority_factors, requeue, owner, submitted_by, reason, reason_detail, memory_mb, gpus, gpu_type, gres, feature_constraint,
                       exclusive, nodelist, exclude_nodes, memory_per_cpu, submit_dir, submit_host, ntasks,
                       cpus_per_task, ${SLURM_COLUMNS}, ${RETRY_COLUMNS}, ${MAIL_COLUMNS}`;
+  const prio = priorityExpressions(ctx.config.priority, {
+    requested: sql`x.priority`,
+    account: sql`x.account`,
+    cpus: sql`x.cpus`,
+    partition: sql`x.partition`,
+    qos: sql`x.qos`,
+    eligible: sql`greatest(now(), x.begin_time)`,
+  });
   const why = submitReason(
     sql`x.hold`,
     sql`x.begin_time`,
@@ -1202,7 +1236,7 @@ function batchStatement(
              job AS (
                INSERT INTO jobs (id, ${columns})
                SELECT r.id, x.name, x.script, x.cpus, x.account, x.partition, x.time_limit_s, x.work_dir,
-                      x.environment, x.priority, x.requeue, ${owner}::text, ${submittedBy}::bigint,
+                      x.environment, ${prio.priority}, x.priority, ${prio.factors}, x.requeue, ${owner}::text, ${submittedBy}::bigint,
                       ${why.reason}, ${why.detail}, x.memory_mb, x.gpus, x.gpu_type, x.gres,
                       x.feature_constraint, x.exclusive, x.nodelist, x.exclude_nodes, x.memory_per_cpu,
                       x.submit_dir, x.submit_host, x.ntasks, x.cpus_per_task, x.qos, x.begin_time,

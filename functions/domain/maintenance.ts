@@ -6,12 +6,14 @@ import { pruneJobOutput } from './job-logs.ts';
 import { warnRegistryDown } from './liveness.ts';
 import { emitTimeLimitEvents, pruneNotificationEvents } from './notifications.ts';
 import type { Ports, QuietState } from './ports.ts';
+import { recalculatePrioritiesIfDue } from './priority.ts';
 import { endOverdueJobs, endUnstartedJobs, reapLostWorkers } from './reaper.ts';
 import { query, queryOne } from './sql.ts';
 
 /**
  * The periodic backstop (a timer on Node, the minute cron on Workers): reap lost workers, end jobs far past
- * their time limit and assignments never started, then schedule, then record the dashboard's utilization sample (at most one a minute),
+ * their time limit and assignments never started, then recompute pending jobs' priorities (at most every
+ * PriorityCalcPeriod), then schedule, then record the dashboard's utilization sample (at most one a minute),
  * then expire old job output (see pruneExpiredOutput), then compact the jobs-per-state deltas (job-counts.ts), then notifications (TIME_LIMIT_* and due deliveries).
  * Scheduling also runs on every submit and every release; this catches whatever those missed.
  */
@@ -23,6 +25,7 @@ export async function runBackstop(ctx: Context): Promise<void> {
   await reapLostWorkers(ctx);
   await endOverdueJobs(ctx);
   await endUnstartedJobs(ctx);
+  await recalculatePrioritiesIfDue(ctx);
   await ctx.backstopSchedule();
   try {
     await recordUtilizationSample(ctx);

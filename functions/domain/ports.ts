@@ -248,6 +248,8 @@ export interface ConductorConfig {
    * a job ahead of others' is an operator's right, as in Slurm.
    */
   priorityCeiling: number;
+  /** Slurm's priority/multifactor settings (functions/domain/priority.ts). */
+  priority: PriorityConfig;
   /**
    * Slurm's AccountingStorageEnforce=associations: a job's account must be one its owner belongs to (else a
    * 400 invalid_account). Off (Slurm's default): any account name is accepted and recorded.
@@ -324,6 +326,23 @@ export interface ConductorConfig {
   notifyIntervalSeconds: number;
 }
 
+/**
+ * Slurm's PriorityWeight* (each factor is in [0, 1], so a weight is the most that factor adds),
+ * PriorityDecayHalfLife, PriorityMaxAge and PriorityCalcPeriod, in seconds, and the QOS priorities (Slurm's
+ * `sacctmgr modify qos ... set priority=`; a QOS not named has 0).
+ */
+export interface PriorityConfig {
+  weightAge: number;
+  weightFairshare: number;
+  weightJobSize: number;
+  weightPartition: number;
+  weightQos: number;
+  decayHalfLifeS: number;
+  maxAgeS: number;
+  calcPeriodS: number;
+  qos: Readonly<Record<string, number>>;
+}
+
 export const DEFAULT_CONFIG: ConductorConfig = {
   workerTtlSeconds: 60,
   heartbeatIntervalSeconds: 30,
@@ -338,6 +357,17 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   priorityCeiling: 0,
   enforceAssociations: false,
   usageResetPeriod: 'none',
+  priority: {
+    weightAge: 1000,
+    weightFairshare: 10_000,
+    weightJobSize: 0,
+    weightPartition: 1000,
+    weightQos: 0,
+    decayHalfLifeS: 7 * 86_400,
+    maxAgeS: 7 * 86_400,
+    calcPeriodS: 300,
+    qos: {},
+  },
   auth: 'auto',
   submitRatePerSecond: 50,
   submitBurst: 500,

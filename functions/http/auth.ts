@@ -35,6 +35,7 @@ const RULES: [method: string, path: RegExp, need: Need, what: string][] = [
   ['GET', /^\/api\/v1\/arrays(\/|$)/, 'jobs:read', 'read jobs'],
   ['GET', /^\/api\/v1\/dashboard$/, 'jobs:read', 'read the dashboard'],
   ['GET', /^\/api\/v1\/usage(\/|$)/, 'jobs:read', 'read usage reports'],
+  ['GET', /^\/api\/v1\/fairshare$/, 'jobs:read', 'read fair-share'],
   ['*', /^\/api\/v1\/workers(\/|$)/, 'admin', 'see or drain workers'],
   ['GET', /^\/api\/v1\/partitions(\/|$)/, 'jobs:read', 'read partitions'],
   ['GET', /^\/api\/v1\/subscriptions(\/|$)/, 'jobs:read', 'read event subscriptions'],

@@ -64,7 +64,14 @@ export const jobSchema = z
     partition: z.string().nullable(),
     time_limit: z.number().nullable(),
     work_dir: z.string().nullable(),
-    priority: z.number().int(),
+    priority: z.number().int().openapi({
+      description:
+        "The submitter's priority: an adjustment added to the computed priority (higher goes first)",
+    }),
+    computed_priority: z.number().int().openapi({
+      description:
+        "Slurm's multifactor priority the queue is served by: the weighted factors (GET /api/v1/jobs/priority) plus `priority`",
+    }),
     requeue: z.boolean(),
     attempt: z.number().int(),
     reason: z.string().nullable().openapi({
@@ -234,6 +241,49 @@ export const jobTestSchema = z
     }),
   })
   .openapi('JobTest');
+const priorityFactorsSchema = z.object({
+  age: z.number(),
+  fairshare: z.number(),
+  jobsize: z.number(),
+  partition: z.number(),
+  qos: z.number(),
+});
+export const jobPrioritiesSchema = z
+  .object({
+    weights: priorityFactorsSchema.openapi({
+      description:
+        'PriorityWeightAge, ...Fairshare, ...JobSize, ...Partition, ...QOS (CONDUCTOR_PRIORITY_WEIGHT_*)',
+    }),
+    jobs: z.array(
+      z.object({
+        job_id: z.number().int(),
+        partition: z.string().nullable(),
+        user: z.string().nullable(),
+        account: z.string().nullable(),
+        priority: z.number().int().openapi({ description: 'the computed priority the queue is served by' }),
+        nice: z.number().int().openapi({
+          description: "Slurm's NICE: minus the submitter's `priority` (a positive nice lowers the priority)",
+        }),
+        factors: priorityFactorsSchema.openapi({ description: 'each factor, from 0 to 1' }),
+        weighted: priorityFactorsSchema.openapi({ description: 'each factor times its weight' }),
+      }),
+    ),
+  })
+  .openapi('JobPriorities');
+export const fairShareSchema = z
+  .object({
+    accounts: z.array(
+      z.object({
+        account: z.string().openapi({ description: "'' for jobs without an account" }),
+        norm_shares: z.number(),
+        raw_usage: z.number().openapi({ description: 'decayed CPU-seconds' }),
+        norm_usage: z.number(),
+        fairshare: z.number().openapi({ description: '2^(-norm_usage/norm_shares)' }),
+        computed_at: z.string(),
+      }),
+    ),
+  })
+  .openapi('FairShare');
 export const jobExplanationSchema = z
   .object({
     job_id: z.number().int(),

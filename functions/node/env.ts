@@ -11,6 +11,8 @@ import {
   notifyConfig,
   notifyVars,
   priorityCeiling,
+  priorityConfig,
+  priorityVars,
   retryBackoff,
   usageResetPeriod,
 } from '../config-vars.ts';
@@ -85,6 +87,7 @@ export const nodeEnvSchema = z.object({
   CONDUCTOR_LOG_FOLLOWERS_PER_JOB: followers(DEFAULT_CONFIG.logFollowersPerJob),
   CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN: followers(DEFAULT_CONFIG.logFollowersPerToken),
   ...notifyVars,
+  ...priorityVars,
   CONDUCTOR_NOTIFY_INTERVAL: seconds(DEFAULT_CONFIG.notifyIntervalSeconds),
   /** The SMTP server job mail goes through; none: mail is accepted with a warning, not sent. */
   CONDUCTOR_SMTP_URL: z
@@ -149,6 +152,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     ],
     startDeadlineSeconds: env.CONDUCTOR_START_DEADLINE,
     ...notifyConfig(env),
+    priority: priorityConfig(env),
     notifyIntervalSeconds: env.CONDUCTOR_NOTIFY_INTERVAL,
   };
 }

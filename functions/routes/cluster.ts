@@ -2,12 +2,14 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import { listAudit, listAuditInput } from '../domain/audit.ts';
 import type { Context } from '../domain/context.ts';
 import { getDashboard, getHealth, listLiveWorkers, listWorkers } from '../domain/dashboard.ts';
+import { listFairShare } from '../domain/priority.ts';
 import { setWorkerDraining } from '../domain/workers.ts';
 import { workerIdParam, workersQuery } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
 import {
   auditListSchema,
   dashboardSchema,
+  fairShareSchema,
   healthSchema,
   workerListSchema,
   workerStatusSchema,
@@ -26,6 +28,7 @@ export function clusterRoutes(ctx: Context) {
   mount(app, undrain, async (c, { params }) =>
     c.json(await setWorkerDraining(ctx, params.id, false, c.get('principal'))),
   );
+  mount(app, fairShare, async (c) => c.json({ accounts: await listFairShare(ctx) }));
   mount(app, audit, async (c, { query }) => c.json(await listAudit(ctx.db, query)));
   mount(app, health, async (c) => {
     const answer = await getHealth(ctx);
@@ -33,6 +36,18 @@ export function clusterRoutes(ctx: Context) {
   });
   return app;
 }
+
+const fairShare = {
+  method: 'get',
+  path: '/fairshare',
+  operationId: 'getFairShare',
+  summary: 'Each account’s fair-share (Slurm’s sshare): normalized shares and decayed usage, and 2^(-U/S)',
+  description:
+    'As the last priority computation left them (every CONDUCTOR_PRIORITY_CALC_PERIOD while jobs are pending); an account not listed has used nothing (factor 1).',
+  tag: 'cluster',
+  access: 'jobs:read',
+  responses: { 200: { description: 'The accounts’ fair-share', schema: fairShareSchema } },
+} satisfies RouteSpec<undefined, undefined, undefined>;
 
 const dashboard = {
   method: 'get',

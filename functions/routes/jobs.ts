@@ -22,6 +22,7 @@ import {
   IDEMPOTENCY_KEY,
   IDEMPOTENCY_TTL_SECONDS,
   jobAttempts,
+  jobPrioritiesInput,
   listJobs,
   listJobsInput,
   releaseJob,
@@ -40,6 +41,7 @@ import {
   updateJobInput,
 } from '../domain/jobs.ts';
 import { mailWarning } from '../domain/notifications.ts';
+import { listJobPriorities } from '../domain/priority.ts';
 import { limitSubmissions } from '../domain/rate-limit.ts';
 import { jobIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
@@ -47,6 +49,7 @@ import {
   jobBatchSchema,
   jobExplanationSchema,
   jobListSchema,
+  jobPrioritiesSchema,
   jobSchema,
   jobTestSchema,
   logsSchema,
@@ -118,6 +121,10 @@ export function jobRoutes(ctx: Context) {
   );
   mount(app, listJobsRoute, async (c, { query }) =>
     c.json(await listJobs(ctx.db, query, c.get('principal'))),
+  );
+  // Before /{id}, which would take `priority` for a job id.
+  mount(app, jobPrioritiesRoute, async (c, { query }) =>
+    c.json(await listJobPriorities(ctx, query, c.get('principal'))),
   );
   mount(app, getJobRoute, async (c, { params }) => {
     const job = await getJob(ctx.db, params.id, c.get('principal'));
@@ -270,6 +277,7 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   time_limit: 120,
   work_dir: null,
   priority: 0,
+  computed_priority: 11000,
   requeue: true,
   attempt: 0,
   reason: 'Resources',
@@ -402,6 +410,19 @@ const listJobsRoute = {
   query: listJobsInput,
   responses: { 200: { description: 'A page of jobs', schema: jobListSchema } },
 } satisfies RouteSpec<undefined, typeof listJobsInput, undefined>;
+
+const jobPrioritiesRoute = {
+  method: 'get',
+  path: '/priority',
+  operationId: 'listJobPriorities',
+  summary: 'Pending jobs’ priorities and the factors they come from (Slurm’s sprio), highest first',
+  description:
+    'priority = Σ weight × factor (age, fairshare, jobsize, partition, qos; each factor from 0 to 1) + the submitter’s priority (shown as NICE, negated). Factors as the last computation left them (at submit, then every CONDUCTOR_PRIORITY_CALC_PERIOD). Filters: ids, owner, partition (comma lists).',
+  tag: 'jobs',
+  access: 'jobs:read',
+  query: jobPrioritiesInput,
+  responses: { 200: { description: 'The pending jobs’ priorities', schema: jobPrioritiesSchema } },
+} satisfies RouteSpec<undefined, typeof jobPrioritiesInput, undefined>;
 
 const getJobRoute = {
   method: 'get',
