@@ -1,37 +1,7 @@
-import { sql } from 'drizzle-orm';
-import { query } from './sql.ts';
-
-type Tx = Parameters<typeof query>[0];
-
-/** Past usage older than this many half-lives weighs under 2^-30: left out of the sum. */
-const HALF_LIVES_COUNTED = 30;
-
-/**
- * Each account's decayed usage in CPU-seconds, Slurm's PriorityDecayHalfLife: an attempt counts its CPUs ×
- * its run time × 2^(-age/half-life), its age counted from its end. Jobs without an account are account ''.
- */
-export async function decayedUsage(tx: Tx, halfLifeS: number): Promise<Map<string, number>> {
-  const rows = await query<{ account: string; usage: number | string }>(
-    tx,
-    sql`SELECT coalesce(j.account, '') AS account,
-               sum(j.cpus * extract(epoch FROM a.end_time - a.start_time)
-                   * power(2::float8, -extract(epoch FROM now() - a.end_time)::float8 / ${halfLifeS}::float8)) AS usage
-        FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-        WHERE a.start_time IS NOT NULL AND a.end_time > a.start_time
-          AND a.end_time > now() - make_interval(secs => ${halfLifeS * HALF_LIVES_COUNTED}::float8)
-        GROUP BY 1`,
-  );
-  return new Map(rows.map((r) => [r.account, Math.max(0, Number(r.usage))]));
-}
-
+/** An account's configured shares (Slurm's Fairshare= of an association) and its parent in the tree. */
 export interface AccountShares {
   shares: number;
   parent: string | null;
-}
-
-/** The configured shares per account (Slurm's Fairshare= of an association): none yet, every account equal. */
-export async function accountShares(_tx: Tx): Promise<Map<string, AccountShares>> {
-  return new Map();
 }
 
 export interface FairShare {

@@ -1,9 +1,11 @@
 import { type SQL, sql } from 'drizzle-orm';
 import type { PriorityFactorsColumn } from '../../db/schema.ts';
+import { accountShares } from './accounts.ts';
 import { type Principal, seesAllJobs } from './auth.ts';
-import { accountShares, decayedUsage, fairShareFactors } from './fairshare.ts';
+import { fairShareFactors } from './fairshare.ts';
 import type { Ports, PriorityConfig } from './ports.ts';
 import { pgArray, query } from './sql.ts';
+import { decayedUsage } from './usage.ts';
 
 /**
  * Slurm's priority/multifactor: a pending job's priority is the sum of its factors (each in [0, 1]) times

@@ -91,9 +91,9 @@ describe.each(backends)('multifactor priority on $name', (factory) => {
                 now() - make_interval(hours => ${hoursAgo}), 1)
         RETURNING id
       )
-      INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, exit_code, requeued)
+      INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, exit_code, requeued, cpus)
       SELECT id, 1, 'old', now() - make_interval(hours => ${hoursAgo + 1}), now() - make_interval(hours => ${hoursAgo}),
-             'COMPLETED', '0:0', false FROM h`);
+             'COMPLETED', '0:0', false, ${cpus} FROM h`);
 
   it('reads one row and writes nothing when no job is pending', async () => {
     const statements: string[] = [];

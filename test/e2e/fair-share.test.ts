@@ -85,8 +85,8 @@ describe.runIf(factory)('fair-share with a real agent', () => {
                 now() - interval '2 hours', now() - interval '1 hour', 1)
         RETURNING id
       )
-      INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, exit_code, requeued)
-      SELECT id, 1, 'old-node', now() - interval '2 hours', now() - interval '1 hour', 'COMPLETED', '0:0', false
+      INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, exit_code, requeued, cpus)
+      SELECT id, 1, 'old-node', now() - interval '2 hours', now() - interval '1 hour', 'COMPLETED', '0:0', false, 10
       FROM h`);
     // The agent's one CPU is busy until the test says so: the jobs below wait together.
     const gate = join(root, 'go');
@@ -151,7 +151,10 @@ describe.runIf(factory)('fair-share with a real agent', () => {
       { account: 'heavy', norm_shares: 0.5, norm_usage: 1, fairshare: 0.25 },
       { account: 'light', norm_shares: 0.5, norm_usage: 0, raw_usage: 0, fairshare: 1 },
     ]);
-    expect(accounts[0]?.raw_usage).toBeCloseTo(36_000 * 2 ** (-1 / 168), -1);
+    // Usage is decayed per hourly roll-up bucket, at its middle: within an hour's decay (0.4 %) of the end's.
+    const raw = Number(accounts[0]?.raw_usage);
+    expect(raw).toBeLessThanOrEqual(36_000 * 2 ** (-1 / 168) + 1);
+    expect(raw).toBeGreaterThan(36_000 * 2 ** (-2 / 168));
     // A bad filter is a 400 that names it.
     const bad = await fetch(`${server.url}/api/v1/jobs/priority?ids=abc`);
     expect(bad.status).toBe(400);
