@@ -15,6 +15,7 @@ import { subscriptionRoutes } from './routes/notifications.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { partitionRoutes } from './routes/partitions.ts';
 import { uiRoutes } from './routes/ui.ts';
+import { usageRoutes } from './routes/usage.ts';
 import { dashboardPages } from './ui/pages.tsx';
 
 export type { AppEnv };
@@ -60,6 +61,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   app.route('/api/v1/partitions', partitionRoutes(ctx));
   app.route('/api/v1/subscriptions', subscriptionRoutes(ctx));
   app.route('/api/v1/ui', uiRoutes(ctx));
+  app.route('/api/v1/usage', usageRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
   app.route('/', opsRoutes(ctx));
   app.route('/', apiDocsRoutes(options.swaggerUi));

@@ -15,6 +15,7 @@ import { SCANCEL_OPTIONS } from '../cli/slurm/scancel.ts';
 import { renderCommandTable, SCONTROL_COMMANDS, SCONTROL_OPTIONS } from '../cli/slurm/scontrol.ts';
 import { SINFO_OPTIONS } from '../cli/slurm/sinfo.ts';
 import { SQUEUE_OPTIONS } from '../cli/slurm/squeue.ts';
+import { SREPORT_OPTIONS } from '../cli/slurm/sreport.ts';
 import { SRUN_OPTIONS } from '../cli/slurm/srun.ts';
 
 /** One line per command; `more` follows the options table (scontrol's commands). */
@@ -26,6 +27,7 @@ export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[
   { command: 'sinfo', table: SINFO_OPTIONS },
   { command: 'scontrol', table: SCONTROL_OPTIONS, more: renderCommandTable(SCONTROL_COMMANDS) },
   { command: 'srun', table: SRUN_OPTIONS },
+  { command: 'sreport', table: SREPORT_OPTIONS },
 ];
 
 export function slurmDocPath(command: string): string {

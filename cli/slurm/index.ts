@@ -13,6 +13,7 @@ import { runScancel } from './scancel.ts';
 import { runScontrol } from './scontrol.ts';
 import { runSinfo } from './sinfo.ts';
 import { runSqueue } from './squeue.ts';
+import { runSreport } from './sreport.ts';
 import { runSrun } from './srun.ts';
 
 /** Every drop-in command by name: the one place a new command is added. */
@@ -23,6 +24,7 @@ export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
   scontrol: runScontrol,
   sinfo: runSinfo,
   squeue: runSqueue,
+  sreport: runSreport,
   srun: runSrun,
 };
 

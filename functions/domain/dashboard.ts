@@ -10,6 +10,7 @@ import { expandHostlist } from './hostlist.ts';
 import { readJobCounts } from './job-counts.ts';
 import { JOB_COLUMNS, type JobRow, jobView } from './jobs.ts';
 import { liveInPostgres, liveWorkerIds } from './liveness.ts';
+import { QUIET_MARKER_TTL_SECONDS } from './maintenance.ts';
 import { maskIndexes } from './placement.ts';
 import { PARTITION_COLUMNS, type PartitionRow, partitionsOf } from './scheduler.ts';
 import { jsonColumn, pgArray, query, queryOne } from './sql.ts';
@@ -544,16 +545,34 @@ export async function recordUtilizationSample(ctx: Context): Promise<void> {
   // Backstop ticks come every few seconds on Node: go to the database once a minute per process.
   const minute = Math.floor(Date.now() / 60_000);
   if (sampledMinute.get(ctx) === minute) return;
+  const gap = `${QUIET_MARKER_TTL_SECONDS + 600} seconds`;
+  // capacity_hourly (sreport's Reported) gets the CPUs of the previous sample for the time since it: a quiet
+  // cluster takes no samples, but its capacity cannot change unnoticed (a registration ends the quiet, an
+  // expired worker runs the backstop). A gap longer than the quiet marker lasts is a control plane that was
+  // down: not counted.
   await ctx.db.execute(
-    sql`WITH sample AS (
+    sql`WITH prev AS (
+          SELECT at, total_cpus FROM utilization_samples
+          WHERE at < date_trunc('minute', now()) AND at >= date_trunc('minute', now()) - ${gap}::interval
+          ORDER BY at DESC LIMIT 1),
+        sample AS (
           INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers)
           SELECT date_trunc('minute', now()), coalesce(sum(cpus), 0), coalesce(sum(allocated_cpus), 0), count(*)
           FROM workers w
           WHERE ${heartbeatLive(ctx.config.workerTtlSeconds)}
           ON CONFLICT (at) DO NOTHING
-          RETURNING at)
+          RETURNING at),
+        capacity AS (
+          INSERT INTO capacity_hourly AS c (bucket, cpu_seconds, samples)
+          SELECT h, sum(prev.total_cpus * extract(epoch FROM least(s.at, h + interval '1 hour') - greatest(prev.at, h))), 1
+          FROM sample s, prev,
+               generate_series(date_trunc('hour', prev.at, 'UTC'), date_trunc('hour', s.at - interval '1 second', 'UTC'),
+                               interval '1 hour') h
+          GROUP BY h ORDER BY h
+          ON CONFLICT (bucket) DO UPDATE SET cpu_seconds = c.cpu_seconds + excluded.cpu_seconds, samples = c.samples + 1
+          RETURNING 1)
         DELETE FROM utilization_samples
-        WHERE at < now() - interval '7 days' AND EXISTS (SELECT 1 FROM sample)`,
+        WHERE at < now() - interval '7 days' AND EXISTS (SELECT 1 FROM sample) AND (SELECT count(*) FROM capacity) >= 0`,
   );
   sampledMinute.set(ctx, minute);
 }

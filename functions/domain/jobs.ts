@@ -1169,11 +1169,22 @@ export interface AttemptView {
   reason: string | null;
   /** The job went back to the queue after it. */
   requeued: boolean;
+  /** What it held (null: recorded before usage accounting, migration 0019). */
+  cpus: number | null;
+  memory_mb: number | null;
+  gpus: number | null;
+  partition: string | null;
+  /** When it could have started (its queue wait runs from here to start_time). */
+  eligible_time: string | null;
+  /** Peak resident memory (KiB) its agent reported. */
+  max_rss_kb: number | null;
+  /** cpus × its run (start to end); null while it runs. */
+  cpu_seconds: number | null;
 }
 
 /**
  * A job's attempts, first to last: the ended ones (job_attempts, written with each transition out of RUNNING)
- * and, while it runs, the current one (from the job's row).
+ * and, while it runs, the current one (from the job's row and its allocation).
  */
 export async function jobAttempts(db: Database, job: JobView): Promise<AttemptView[]> {
   const rows = await query<{
@@ -1185,9 +1196,18 @@ export async function jobAttempts(db: Database, job: JobView): Promise<AttemptVi
     exit_code: string | null;
     reason: string | null;
     requeued: boolean;
+    cpus: number | null;
+    memory_mb: number | null;
+    gpus: number | null;
+    partition: string | null;
+    eligible_time: Date | string | null;
+    max_rss_kb: string | number | null;
+    cpu_seconds: string | number | null;
   }>(
     db,
-    sql`SELECT attempt, node, start_time, end_time, state, exit_code, reason, requeued
+    sql`SELECT attempt, node, start_time, end_time, state, exit_code, reason, requeued, cpus, memory_mb, gpus,
+               partition, eligible_time, max_rss_kb,
+               cpus * greatest(extract(epoch FROM end_time - coalesce(start_time, end_time)), 0) AS cpu_seconds
         FROM job_attempts WHERE job_id = ${job.id} ORDER BY attempt`,
   );
   const attempts: AttemptView[] = rows.map((r) => ({
@@ -1199,8 +1219,20 @@ export async function jobAttempts(db: Database, job: JobView): Promise<AttemptVi
     exit_code: r.exit_code,
     reason: r.reason,
     requeued: r.requeued,
+    cpus: r.cpus,
+    memory_mb: r.memory_mb,
+    gpus: r.gpus,
+    partition: r.partition,
+    eligible_time: iso(r.eligible_time),
+    max_rss_kb: r.max_rss_kb === null ? null : Number(r.max_rss_kb),
+    cpu_seconds: r.cpu_seconds === null ? null : Number(r.cpu_seconds),
   }));
   if (job.state === 'RUNNING' && !attempts.some((a) => a.attempt === job.attempt)) {
+    const held = await queryOne<{ cpus: number; memory_mb: number; gpus: number }>(
+      db,
+      sql`SELECT allocated_cpus AS cpus, memory_mb, bit_count(gpu_mask::bit(64))::int AS gpus
+          FROM resource_allocations WHERE job_id = ${job.id} AND NOT released`,
+    );
     attempts.push({
       attempt: job.attempt,
       node: job.node,
@@ -1210,6 +1242,13 @@ export async function jobAttempts(db: Database, job: JobView): Promise<AttemptVi
       exit_code: null,
       reason: null,
       requeued: false,
+      cpus: held?.cpus ?? job.cpus,
+      memory_mb: held?.memory_mb ?? null,
+      gpus: held?.gpus ?? null,
+      partition: job.partition,
+      eligible_time: null,
+      max_rss_kb: null,
+      cpu_seconds: null,
     });
   }
   return attempts;

@@ -34,6 +34,7 @@ const RULES: [method: string, path: RegExp, need: Need, what: string][] = [
   ['POST', /^\/api\/v1\/arrays\/[^/]+\/(hold|release)$/, 'jobs:write', 'hold and release jobs'],
   ['GET', /^\/api\/v1\/arrays(\/|$)/, 'jobs:read', 'read jobs'],
   ['GET', /^\/api\/v1\/dashboard$/, 'jobs:read', 'read the dashboard'],
+  ['GET', /^\/api\/v1\/usage(\/|$)/, 'jobs:read', 'read usage reports'],
   ['*', /^\/api\/v1\/workers(\/|$)/, 'admin', 'see or drain workers'],
   ['GET', /^\/api\/v1\/partitions(\/|$)/, 'jobs:read', 'read partitions'],
   ['GET', /^\/api\/v1\/subscriptions(\/|$)/, 'jobs:read', 'read event subscriptions'],

@@ -34,6 +34,21 @@ export const attemptSchema = z
     exit_code: z.string().nullable(),
     reason: z.string().nullable(),
     requeued: z.boolean().openapi({ description: 'The job went back to the queue after it' }),
+    cpus: z.number().int().nullable().openapi({
+      description: 'CPUs it held (an exclusive job: its node’s); null: recorded before usage accounting',
+    }),
+    memory_mb: z.number().int().nullable(),
+    gpus: z.number().int().nullable(),
+    partition: z.string().nullable(),
+    eligible_time: isoTime
+      .nullable()
+      .openapi({ description: 'When it could have started (queue wait from here)' }),
+    max_rss_kb: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: 'Peak resident memory its agent reported (KiB)' }),
+    cpu_seconds: z.number().nullable().openapi({ description: 'cpus × its run; null while it runs' }),
   })
   .openapi('JobAttempt');
 
@@ -569,3 +584,20 @@ export const indexSchema = z.object({
   dashboard: z.string(),
   health: z.string(),
 });
+
+/** A usage report (sreport): its period (whole UTC hours) and rows; CPU-seconds and the like, rounded to 1 ms. */
+export const usageReportSchema = z
+  .object({
+    cluster: z.string().openapi({ description: 'The cluster’s name (CONDUCTOR_CLUSTER_NAME)' }),
+    report: z.enum(['cluster-utilization', 'user-topusage', 'account-topusage', 'trends']),
+    start: isoTime,
+    end: isoTime,
+    reported_cpu_seconds: z
+      .number()
+      .openapi({ description: 'CPU-seconds the live workers offered (Reported)' }),
+    rows: z.array(z.record(z.string(), z.union([z.string(), z.number()]))).openapi({
+      description:
+        'cluster-utilization: one row (allocated, down, planned_down, idle, planned, reported: CPU-seconds; gpu_seconds, jobs, attempts); user-topusage: user, account, cpu_seconds, gpu_seconds, mem_mb_seconds, wall_seconds, jobs, most used first; account-topusage: the same per account; trends: per bucket (hour, or day beyond 3 days) and partition, cpu_seconds, jobs, starts, mean_wait_seconds',
+    }),
+  })
+  .openapi('UsageReport');

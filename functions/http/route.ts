@@ -34,7 +34,7 @@ interface Answer {
   description: string;
   /** A JSON answer's schema. */
   schema?: Schema;
-  /** An answer that is not JSON: its media type (the body is text). */
+  /** An answer that is not JSON: its media type (the body is text); with `schema`, an alternative to JSON. */
   mediaType?: string;
   example?: unknown;
   headers?: Record<string, string>;
@@ -146,6 +146,7 @@ export function declare<
                 schema: answer.schema,
                 ...(answer.example === undefined ? {} : { example: answer.example }),
               },
+              ...(answer.mediaType ? { [answer.mediaType]: { schema: { type: 'string' as const } } } : {}),
             },
           }
         : answer.mediaType

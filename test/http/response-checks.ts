@@ -18,6 +18,8 @@ interface DeclaredRoute {
   pattern: RegExp;
   /** Status → the JSON schema declared (null: declared, but not JSON). */
   responses: Map<string, z.ZodType | null>;
+  /** Status → the other media types declared besides JSON (format=csv, say). */
+  alternatives: Map<string, string[]>;
 }
 
 /** The routes an app declares, from its OpenAPI registry (full paths, the zod schemas themselves). */
@@ -30,11 +32,16 @@ export function declaredRoutes(app: OpenAPIHono<AppEnv>): DeclaredRoute[] {
       `^${path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]+')}$`,
     );
     const byStatus = new Map<string, z.ZodType | null>();
+    const alternatives = new Map<string, string[]>();
     for (const [status, response] of Object.entries(responses)) {
       const content = (response as { content?: Record<string, { schema?: unknown }> }).content;
       byStatus.set(status, (content?.['application/json']?.schema as z.ZodType | undefined) ?? null);
+      alternatives.set(
+        status,
+        Object.keys(content ?? {}).filter((type) => type !== 'application/json'),
+      );
     }
-    routes.push({ method: method.toUpperCase(), path, pattern, responses: byStatus });
+    routes.push({ method: method.toUpperCase(), path, pattern, responses: byStatus, alternatives });
   }
   return routes;
 }
@@ -78,6 +85,8 @@ async function checkResponse(
   if (UNDESCRIBED.some((p) => p.test(pathname))) return;
   const route = routes.find((r) => r.method === method && r.pattern.test(pathname));
   let schema: z.ZodType | null;
+  const type = response.headers.get('content-type') ?? '';
+  if (!json && route?.alternatives.get(String(response.status))?.some((t) => type.startsWith(t))) return;
   if (route) {
     const declared = route.responses.get(String(response.status));
     if (declared === undefined) {
