@@ -15,6 +15,7 @@ import {
 } from '../domain/dashboard.ts';
 import { forbidden } from '../domain/errors.ts';
 import { explainJob, getJob, jobAttempts } from '../domain/jobs.ts';
+import { usageCharts, usageChartsInput } from '../domain/usage-charts.ts';
 import { workerIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
 import { parseInput } from '../http/validate.ts';
@@ -64,6 +65,9 @@ export function uiRoutes(ctx: Context) {
     )
     .get('/utilization', async (c) =>
       c.json(await utilizationSeries(ctx, parseInput(utilizationInput, c.req.query(), 'query'))),
+    )
+    .get('/usage', async (c) =>
+      c.json(await usageCharts(ctx, parseInput(usageChartsInput, c.req.query(), 'query'))),
     )
     .get('/fragments/overview', async (c) =>
       c.html(

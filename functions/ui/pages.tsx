@@ -8,6 +8,7 @@ import { JobPage } from './pages/job-page.tsx';
 import { NodePage } from './pages/node-page.tsx';
 import { NodesPage } from './pages/nodes-page.tsx';
 import { OverviewPage } from './pages/overview-page.tsx';
+import { UsagePage } from './pages/usage-page.tsx';
 
 /** No inline script or style anywhere: the page loads its own script and style sheet, nothing else. */
 const CSP =
@@ -42,6 +43,7 @@ export function dashboardPages() {
     .get('/ui/nodes/:id{[A-Za-z0-9][A-Za-z0-9._-]{0,254}}', (c) =>
       c.html(<NodePage id={c.req.param('id')} />),
     )
+    .get('/ui/usage', (c) => c.html(<UsagePage />))
     .get('/ui/jobs/:id{[0-9]{1,15}}', (c) => c.html(<JobPage id={Number(c.req.param('id'))} />))
     .get('/ui/assets/:file', (c) => {
       const asset = ASSETS[c.req.path];

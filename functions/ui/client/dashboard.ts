@@ -2,7 +2,7 @@
  * The dashboard's browser side, bundled with uPlot by scripts/build-ui.mjs into functions/ui/assets.generated.ts.
  * The server renders every view; this script only fetches the views' HTML fragments with the token the user
  * pasted (kept in localStorage), swaps them in on a timer, posts the buttons' actions, follows a job's output
- * through the logs API and draws the utilization chart.
+ * through the logs API and draws the utilization chart and the usage page's charts.
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -240,6 +240,148 @@ window.addEventListener('resize', () => {
   if (chart && chartBox) chart.setSize({ width: Math.max(240, chartBox.clientWidth), height: 180 });
 });
 
+// ---------------------------------------------------------------- the usage page
+interface UsageCharts {
+  period: 'day' | 'week' | 'month';
+  buckets: string[];
+  utilization_pct: (number | null)[];
+  used_cpu_hours: number[];
+  capacity_cpu_hours: number[];
+  accounts: { account: string; cpu_hours: number[]; total_cpu_hours: number }[];
+  partitions: { partition: string; cpu_hours: number[]; mean_wait_s: (number | null)[] }[];
+  totals: { used_cpu_hours: number; capacity_cpu_hours: number };
+}
+const PALETTE = [
+  '#2457c5',
+  '#c2410c',
+  '#15803d',
+  '#7c3aed',
+  '#b91c1c',
+  '#0e7490',
+  '#a16207',
+  '#be185d',
+  '#525252',
+];
+const usageCharts = new Map<string, uPlot>();
+/** Whole hours from 100 up, else 3 significant digits (a short test job is a few ten-thousandths). */
+const cpuHours = (h: number) =>
+  h >= 100 ? Math.round(h).toLocaleString() : h.toLocaleString(undefined, { maximumSignificantDigits: 3 });
+let usagePeriod = 'day';
+
+function drawUsageChart(
+  id: string,
+  times: number[],
+  lines: { label: string; values: (number | null)[] }[],
+  unit: string,
+  caption: string,
+) {
+  const box = $(id);
+  if (!box) return;
+  usageCharts.get(id)?.destroy();
+  box.dataset.series = String(lines.length);
+  box.dataset.points = String(
+    lines.reduce((n, l) => n + l.values.filter((v) => v !== null && v > 0).length, 0),
+  );
+  const chart = new uPlot(
+    {
+      width: Math.max(240, box.clientWidth),
+      height: 200,
+      scales: { x: { time: true } },
+      axes: [{}, { values: (_u, ticks) => ticks.map((t) => `${t}${unit}`), size: 60 }],
+      series: [
+        {},
+        ...lines.map((l, i) => ({
+          label: l.label,
+          stroke: PALETTE[i % PALETTE.length],
+          width: 2,
+          points: { show: times.length < 40 },
+        })),
+      ],
+    },
+    [times, ...lines.map((l) => l.values)] as uPlot.AlignedData,
+    box,
+  );
+  usageCharts.set(id, chart);
+  const line = $(`${id}-caption`);
+  if (line) line.textContent = caption;
+}
+
+async function refreshUsage() {
+  if (!$('usage-utilization')) return;
+  const asked = usagePeriod;
+  let data: UsageCharts;
+  try {
+    data = (await (await api(`/api/v1/ui/usage?period=${asked}`)).json()) as UsageCharts;
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  if (asked !== usagePeriod) return;
+  const times = data.buckets.map((b) => Date.parse(b) / 1000);
+  const per = data.period === 'month' ? 'per day' : 'per hour';
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const { used_cpu_hours: used, capacity_cpu_hours: offered } = data.totals;
+  const overall = offered ? `${Math.round((used / offered) * 10_000) / 100}%` : 'no capacity recorded';
+  drawUsageChart(
+    'usage-utilization',
+    times,
+    [{ label: 'Utilization', values: data.utilization_pct }],
+    '%',
+    `Utilization ${per} over the last ${data.period}: ${overall} overall, ${cpuHours(used)} of ${cpuHours(offered)} CPU-hours (times in ${zone})`,
+  );
+  drawUsageChart(
+    'usage-accounts',
+    times,
+    data.accounts.map((a) => ({ label: a.account, values: a.cpu_hours })),
+    ' h',
+    `CPU-hours ${per} of ${data.accounts.length} account${data.accounts.length === 1 ? '' : 's'} over the last ${data.period}`,
+  );
+  drawUsageChart(
+    'usage-wait',
+    times,
+    data.partitions.map((p) => ({ label: p.partition, values: p.mean_wait_s })),
+    ' s',
+    `Mean queue wait ${per} of the jobs that started, per partition, over the last ${data.period}`,
+  );
+  drawUsageChart(
+    'usage-partitions',
+    times,
+    data.partitions.map((p) => ({ label: p.partition, values: p.cpu_hours })),
+    ' h',
+    `CPU-hours ${per} per partition over the last ${data.period}`,
+  );
+  const body = document.querySelector('#usage-accounts-table tbody');
+  if (body) {
+    body.replaceChildren(
+      ...data.accounts.map((a) => {
+        const row = document.createElement('tr');
+        const name = document.createElement('td');
+        name.textContent = a.account;
+        const value = document.createElement('td');
+        value.textContent = cpuHours(a.total_cpu_hours);
+        row.append(name, value);
+        return row;
+      }),
+    );
+  }
+}
+
+for (const button of document.querySelectorAll<HTMLButtonElement>('[data-period]')) {
+  button.addEventListener('click', () => {
+    usagePeriod = button.dataset.period ?? 'day';
+    for (const other of document.querySelectorAll('[data-period]')) {
+      other.setAttribute('aria-pressed', String(other === button));
+    }
+    refreshUsage();
+  });
+}
+window.addEventListener('resize', () => {
+  for (const [id, chart] of usageCharts) {
+    const box = $(id);
+    if (box) chart.setSize({ width: Math.max(240, box.clientWidth), height: 200 });
+  }
+});
+
 // ---------------------------------------------------------------- the token
 $('token-btn')?.addEventListener('click', () => {
   const box = $('token-box') as HTMLElement;
@@ -261,6 +403,7 @@ $('token-clear')?.addEventListener('click', () => {
 function start() {
   refreshAll();
   refreshChart();
+  refreshUsage();
 }
 
 // The old single page's job links (`/#job/42`) lead to the job's page.

@@ -3,10 +3,11 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import { ASSET_PATHS } from '../assets.ts';
 
-/** The navigation: one line per page (partitions, arrays and accounting join here). */
+/** The navigation: one line per page (partitions and arrays join here). */
 export const NAV = [
   { key: 'overview', href: '/', label: 'Overview' },
   { key: 'nodes', href: '/ui/nodes', label: 'Nodes' },
+  { key: 'usage', href: '/ui/usage', label: 'Usage' },
 ] as const;
 export type NavKey = (typeof NAV)[number]['key'];
 
