@@ -33,6 +33,7 @@ const UNDOCUMENTED = new Set([
   'GET /api/v1/ui/jobs',
   'GET /api/v1/ui/workers',
   'GET /api/v1/ui/utilization',
+  'GET /api/v1/ui/usage',
   'GET /api/v1/ui/fragments/overview',
   'GET /api/v1/ui/fragments/jobs',
   'GET /api/v1/ui/fragments/jobs/:id',
@@ -41,6 +42,7 @@ const UNDOCUMENTED = new Set([
   'GET /api/v1/ui/fragments/nodes/:id',
   // The dashboard's HTML pages and their script and stylesheet.
   'GET /ui/nodes',
+  'GET /ui/usage',
   'GET /ui/nodes/:id{[A-Za-z0-9][A-Za-z0-9._-]{0,254}}',
   'GET /ui/jobs/:id{[0-9]{1,15}}',
   'GET /ui/assets/:file',
