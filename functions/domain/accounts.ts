@@ -557,8 +557,9 @@ const RUNNING_LIMITS = ['max_jobs', 'grp_cpus', 'grp_gpus', 'grp_cpu_mins'];
 /**
  * CTEs after associationCtes(RUNNING_LIMITS): `used(key, jobs, cpus, gpus, mins)`, what runs against each
  * association now: its running jobs, their allocated CPUs and GPUs, and the CPU-minutes charged since the
- * period start: ended attempts' (CPUs x run time), and each running job's CPUs x its time limit (or its run
- * time so far, when longer or when it has none): a job may use all of its time limit.
+ * period start: ended attempts' (CPUs x run time, from the daily usage roll-ups: every period starts at a UTC
+ * midnight), and each running job's CPUs x its time limit (or its run time so far, when longer or when it has
+ * none): a job may use all of its time limit.
  */
 function usedCtes(period: UsageResetPeriod): SQL {
   return sql`running AS (
@@ -572,10 +573,10 @@ function usedCtes(period: UsageResetPeriod): SQL {
       GROUP BY u.key
     ),
     spent AS (
-      SELECT u.key, sum(j.cpus * extract(epoch FROM t.end_time - t.start_time)) / 60 AS mins
+      SELECT u.key, sum(d.cpu_seconds) / 60 AS mins
       FROM under u JOIN (SELECT DISTINCT key FROM assoc WHERE grp_cpu_mins IS NOT NULL) k ON k.key = u.key
-      JOIN jobs j ON j.account = u.name AND (u.user_name IS NULL OR j.owner = u.user_name)
-      JOIN job_attempts t ON t.job_id = j.id AND t.start_time IS NOT NULL AND t.end_time >= ${periodStart(period)}
+      JOIN usage_daily d ON d.account = u.name AND (u.user_name IS NULL OR d.owner = u.user_name)
+        AND d.bucket >= ${periodStart(period)}
       GROUP BY u.key
     ),
     used AS (

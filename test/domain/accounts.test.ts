@@ -51,7 +51,7 @@ describe.each(backends)('accounts and limits on $name', (factory) => {
   async function reset() {
     await backend.db.db.execute(
       sql`TRUNCATE jobs, job_arrays, job_dependencies, job_attempts, resource_allocations, workers, worker_gres,
-          submission_keys, audit_log, account_users, accounts CASCADE`,
+          submission_keys, audit_log, account_users, accounts, usage_hourly, usage_daily CASCADE`,
     );
     const [row] = await query<{ v: string }>(
       backend.db.db,
@@ -238,8 +238,8 @@ describe.each(backends)('accounts and limits on $name', (factory) => {
     await query(
       backend.db.db,
       sql`WITH j AS (UPDATE jobs SET state = 'COMPLETED', held = NULL, attempt = 1, end_time = now() WHERE id = ${old.id} RETURNING id)
-          INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, requeued)
-          SELECT id, 1, 'node-a', now() - interval '30 minutes', now(), 'COMPLETED', false FROM j`,
+          INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, requeued, cpus)
+          SELECT id, 1, 'node-a', now() - interval '30 minutes', now(), 'COMPLETED', false, 3 FROM j`,
     );
     const big = await submitAs(alice, { cpus: 2, time_limit: 10 }); // 20 more: over
     const small = await submitAs(alice, { cpus: 1, time_limit: 10 }); // 10 more: fits
