@@ -14,6 +14,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { subscriptionRoutes } from './routes/notifications.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { partitionRoutes } from './routes/partitions.ts';
+import { reservationRoutes } from './routes/reservations.ts';
 import { uiRoutes } from './routes/ui.ts';
 import { dashboardPages } from './ui/pages.tsx';
 
@@ -58,6 +59,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   app.route('/api/v1/tokens', tokenRoutes(ctx));
   app.route('/api/v1/webhooks', webhookRoutes(ctx));
   app.route('/api/v1/partitions', partitionRoutes(ctx));
+  app.route('/api/v1/reservations', reservationRoutes(ctx));
   app.route('/api/v1/subscriptions', subscriptionRoutes(ctx));
   app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1', clusterRoutes(ctx));
