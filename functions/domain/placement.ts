@@ -183,8 +183,10 @@ export interface PlacementResult {
 /** Placement decisions over a queue read in pages: `consider` each job in queue order. */
 export interface Planner {
   consider(job: PendingJob): void;
-  /** Nothing later in the queue can be placed or reserve anything: every worker is held. */
+  /** Nothing later in the queue can be placed or reserve anything: every worker is held, none backfills. */
   readonly exhausted: boolean;
+  /** Every worker is held: only a job with a time limit may still start (backfill). */
+  readonly holdsAll: boolean;
   /** The most CPUs a later job may ask and still be placed or reserve a worker. */
   readonly largestUseful: number;
   readonly placed: number;
@@ -371,6 +373,12 @@ export function createPlanner(
     return backfill && start !== undefined && job.timeLimitS != null && job.timeLimitS <= start;
   };
   const limitOf = (job: PendingJob) => job.timeLimitS ?? Number.POSITIVE_INFINITY;
+  /**
+   * A held worker may still take a backfilled job: its holder's planned start is known, or not known yet
+   * (the running jobs were not read: a plan with them may backfill there).
+   */
+  const mayBackfill = (w: FreeWorker) =>
+    backfill && reservations.has(w.id) && (plannedStart.has(w.id) || w.running === undefined);
   const placements: Placement[] = [];
   const placedJobs = new Set<number>();
   const tooLarge: number[] = [];
@@ -774,12 +782,14 @@ export function createPlanner(
   return {
     consider,
     get exhausted() {
-      return reservations.size >= free.size && (!backfill || plannedStart.size === 0);
+      return reservations.size >= free.size && !workers.some(mayBackfill);
+    },
+    get holdsAll() {
+      return reservations.size >= free.size;
     },
     get largestUseful() {
       let size = 0;
-      for (const w of workers)
-        if (!reservations.has(w.id) || (backfill && plannedStart.has(w.id))) size = Math.max(size, w.cpus);
+      for (const w of workers) if (!reservations.has(w.id) || mayBackfill(w)) size = Math.max(size, w.cpus);
       return size;
     },
     get placed() {

@@ -433,11 +433,10 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
               AND ${DEPENDENCY_MET}
             ORDER BY ${QUEUE_ORDER}`,
       );
-      // Backfill onto a held worker needs its holder's planned start, from the time limits running there.
       const allocated = candidates
         .filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0)
         .map((w) => w.id);
-      let running = holders.length > 0 ? await runningJobs(tx, allocated) : null;
+      let running: Map<string, RunningJob[]> | null = null;
       const withRunning = (rows: Map<string, RunningJob[]>) =>
         candidates.map((w) => ({ ...w, running: rows.get(w.id) ?? [] }));
       const batch = config.scheduleBatchSize;
@@ -445,12 +444,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       // Array tasks held back by their array's `%N` cap are not considered (they reserve nothing).
       const caps = arrayCaps(tx);
       const capped: QueueRow[] = [];
-      let planner = createPlanner(
-        running ? withRunning(running) : candidates,
-        holders.map(toJob),
-        partitions.rules,
-        admin,
-      );
+      let planner = createPlanner(candidates, holders.map(toJob), partitions.rules, admin);
       let cursor: QueueRow | undefined;
       for (let page = 0; page < MAX_PAGES && !planner.exhausted && planner.placed < batch; page++) {
         const after = cursor
@@ -462,6 +456,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
           sql`SELECT ${QUEUE_COLUMNS} FROM jobs
               WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND ${DEPENDENCY_MET}
                 AND cpus <= ${planner.largestUseful} ${after}
+                ${planner.holdsAll ? sql`AND time_limit_s IS NOT NULL` : sql``}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
         await caps.load(rows.map(arrayOf).filter((id) => id !== null));
@@ -476,8 +471,14 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         cursor = rows.at(-1);
       }
 
-      if (running === null && planner.result().newReservations.size > 0) {
-        // Choosing a new reservation well needs the time limits of the jobs running there: plan again with them.
+      const first = planner.result();
+      const started = new Set(first.placements.map((p) => p.jobId));
+      const backfillable =
+        first.reservations.size > 0 &&
+        considered.some((row) => row.time_limit_s !== null && !started.has(Number(row.id)));
+      if (first.newReservations.size > 0 || backfillable) {
+        // Choosing a new reservation well, and backfilling a held worker (by its holder's planned start),
+        // need the time limits of the jobs running there: plan again with them.
         running = await runningJobs(tx, allocated);
         planner = createPlanner(withRunning(running), holders.map(toJob), partitions.rules, admin);
         caps.reset();
@@ -506,8 +507,10 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         if (placed.has(id)) continue;
         const worker = holding.get(id) ?? null;
         const wait = waits.get(id) ?? BEHIND_QUEUE;
-        const plannedIn = plannedStarts.get(id) ?? null;
         const known = row.planned_in === null ? null : Number(row.planned_in);
+        // Without the running jobs read, a holder that kept its worker keeps its plan.
+        const kept = running === null && worker !== null && worker === row.reserved_worker ? known : null;
+        const plannedIn = plannedStarts.get(id) ?? kept;
         if (
           wait.reason !== row.reason ||
           wait.detail !== row.reason_detail ||

@@ -295,7 +295,7 @@ describe.each(backends)('reservations and backfill on $name', (factory) => {
     await reset();
     const { ctx, settle } = testContext(backend);
     await registerWorker(ctx, { worker_id: 'b1', hostname: 'b1', cpus: 8 });
-    const first = await submitJob(ctx, { script: 'true', cpus: 6, time_limit: 60 });
+    const first = await submitJob(ctx, { script: 'true', cpus: 5, time_limit: 60 });
     await settle();
     await runSchedulingPass(ctx);
     expect(await jobRow(first.id)).toMatchObject({ state: 'RUNNING' });
@@ -310,7 +310,7 @@ describe.each(backends)('reservations and backfill on $name', (factory) => {
     expect(await jobRow(endless.id)).toMatchObject({ state: 'PENDING' });
     const view = await getJob(ctx.db, top.id);
     expect(view).toMatchObject({ state: 'PENDING', reason: 'Resources' });
-    // Planned: when the 6-CPU job's hour is up.
+    // Planned: when the 5-CPU job's hour is up.
     const [ends] = await query<{ at: Date | string }>(
       backend.db.db,
       sql`SELECT coalesce(start_time, now()) + interval '60 minutes' AS at FROM jobs WHERE id = ${first.id}`,
@@ -319,6 +319,15 @@ describe.each(backends)('reservations and backfill on $name', (factory) => {
     expect(
       Math.abs(Date.parse(view.planned_start_time as string) - new Date(ends?.at as Date).getTime()),
     ).toBeLessThan(2000);
+    // A pass later, with the hold kept from the earlier one: a job that fits the last CPU and ends in time
+    // starts; one that would not end in time does not.
+    const late = await submitJob(ctx, { script: 'true', cpus: 1, time_limit: 30 });
+    const lateLong = await submitJob(ctx, { script: 'true', cpus: 1, time_limit: 90 });
+    await settle();
+    await runSchedulingPass(ctx);
+    expect(await jobRow(late.id)).toMatchObject({ state: 'RUNNING', node: 'b1' });
+    expect(await jobRow(lateLong.id)).toMatchObject({ state: 'PENDING' });
+    expect(await jobRow(top.id)).toMatchObject({ state: 'PENDING' });
     // Another pass changes nothing: nothing written when the plan did not move.
     const before = await query<{ xmin: string }>(
       backend.db.db,
