@@ -351,6 +351,13 @@ export const jobs = pgTable(
     arrayJobId: bigint('array_job_id', { mode: 'number' }),
     /** The task's index in its array (SLURM_ARRAY_TASK_ID); null: no array. */
     arrayTaskId: integer('array_task_id'),
+    /** sbatch `--reservation`: the admin reservation it runs in (reservations.name); null: none. */
+    reservation: text('reservation'),
+    /**
+     * PENDING: when the scheduler plans to start it (squeue --start), by the time limits of the jobs running
+     * where it holds a worker; null: not planned.
+     */
+    plannedStartTime: tstz('planned_start_time'),
   },
   (t) => [
     check('jobs_cpus_positive', sql`${t.cpus} > 0`),
@@ -397,6 +404,36 @@ export const jobs = pgTable(
       ),
     // singleton: the active jobs of a name (the pass finds the first of each name and owner).
     index('jobs_active_name_idx').on(t.name).where(sql`${t.state} IN ('PENDING', 'RUNNING')`),
+  ],
+);
+
+export const RESERVATION_FLAGS = ['MAINT', 'DAILY', 'WEEKLY'] as const;
+export type ReservationFlag = (typeof RESERVATION_FLAGS)[number];
+
+/**
+ * Slurm's advanced reservations (scontrol create reservation): nodes held over a window, repeated every
+ * `period_s` (DAILY, WEEKLY) when set, for the jobs that name it and match its users and accounts. `nodes` are
+ * the workers chosen at creation (a node count is resolved then, as Slurm does).
+ */
+export const reservations = pgTable(
+  'reservations',
+  {
+    name: text('name').primaryKey(),
+    startTime: tstz('start_time').notNull(),
+    endTime: tstz('end_time').notNull(),
+    periodS: integer('period_s'),
+    nodes: text('nodes').array().notNull(),
+    partition: text('partition'),
+    users: text('users').array().notNull().default(sql`'{}'::text[]`),
+    accounts: text('accounts').array().notNull().default(sql`'{}'::text[]`),
+    flags: text('flags').array().notNull().default(sql`'{}'::text[]`),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    check(
+      'reservations_window_valid',
+      sql`${t.endTime} > ${t.startTime} AND (${t.periodS} IS NULL OR ${t.endTime} - ${t.startTime} < make_interval(secs => ${t.periodS}))`,
+    ),
   ],
 );
 

@@ -15,6 +15,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { subscriptionRoutes } from './routes/notifications.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { partitionRoutes } from './routes/partitions.ts';
+import { reservationRoutes } from './routes/reservations.ts';
 import { uiRoutes } from './routes/ui.ts';
 import { usageRoutes } from './routes/usage.ts';
 import { dashboardPages } from './ui/pages.tsx';
@@ -61,6 +62,7 @@ export function createApp(ctx: Context, options: { swaggerUi?: SwaggerUiAssets }
   app.route('/api/v1/webhooks', webhookRoutes(ctx));
   app.route('/api/v1/partitions', partitionRoutes(ctx));
   app.route('/api/v1/accounts', accountRoutes(ctx));
+  app.route('/api/v1/reservations', reservationRoutes(ctx));
   app.route('/api/v1/subscriptions', subscriptionRoutes(ctx));
   app.route('/api/v1/ui', uiRoutes(ctx));
   app.route('/api/v1/usage', usageRoutes(ctx));

@@ -447,9 +447,9 @@ export const SBATCH_OPTIONS: readonly OptionSpec[] = [
   {
     long: 'reservation',
     arg: 'required',
-    fate: 'refused',
+    fate: 'honoured',
     value: 'reservation_names',
-    note: 'there are no reservations',
+    note: 'runs in that admin reservation (scontrol create reservation): on its nodes, inside its window; one name',
   },
   {
     long: 'signal',

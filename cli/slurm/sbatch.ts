@@ -62,6 +62,7 @@ export interface SubmitBody {
   export_env?: string;
   signal?: { signal: string; before_s: number; batch_only: boolean };
   comment?: string;
+  reservation?: string;
   /** `-d`, in Slurm's syntax; the control plane parses it. */
   dependency?: string;
   kill_on_invalid_dep?: boolean;
@@ -443,6 +444,7 @@ function convert(option: ParsedOption, now: Date): unknown {
     case 'job-name':
     case 'qos':
     case 'comment':
+    case 'reservation':
     case 'mail-type':
     case 'mail-user':
     case 'chdir':
@@ -665,6 +667,7 @@ export function buildSubmission(input: SubmissionInput): Submission {
     ['open-mode', 'open_mode'],
     ['signal', 'signal'],
     ['comment', 'comment'],
+    ['reservation', 'reservation'],
     ['dependency', 'dependency'],
     ['kill-on-invalid-dep', 'kill_on_invalid_dep'],
     ['max-requeues', 'max_requeues'],

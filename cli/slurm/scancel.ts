@@ -125,7 +125,7 @@ export const SCANCEL_OPTIONS: readonly OptionSpec[] = [
     short: 'R',
     arg: 'required',
     fate: 'refused',
-    note: `${NOT_HERE} no reservations`,
+    note: 'cancelling by reservation is not supported yet (cancel the jobs by id)',
     value: 'reservation_name',
   },
   {

@@ -1,7 +1,8 @@
 /**
  * `scontrol` over Conductor: `show job|node|partition` in Slurm's key=value layout (scripts grep it:
  * snakemake reads `JobState=(\w+)` from `scontrol show jobid -dd <id>`), hold/release/requeue and
- * `update JobId=...` on the job routes, `update NodeName=... State=DRAIN|RESUME` as drain/undrain.
+ * `update JobId=...` on the job routes, `update NodeName=... State=DRAIN|RESUME` as drain/undrain, and
+ * `create|update|delete|show reservation` on /api/v1/reservations.
  * Interactive mode and the controller's own administration have no counterpart and are refused by name.
  */
 import type { Client } from '../api.ts';
@@ -97,10 +98,14 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'create',
-    fate: 'refused',
-    note: '`conductor partition <name> --state UP ...` creates partitions; nodes join by running an agent',
+    fate: 'honoured',
+    note: 'create reservation with ReservationName, StartTime, EndTime or Duration, Nodes or NodeCnt (PartitionName), Users, Accounts, Flags=MAINT,DAILY,WEEKLY (POST /api/v1/reservations); partitions are created with `conductor partition <name> --state UP ...`, nodes join by running an agent',
   },
-  { name: 'delete', fate: 'refused', note: '`conductor partition <name> --delete` deletes a partition' },
+  {
+    name: 'delete',
+    fate: 'honoured',
+    note: 'ReservationName=<name> (DELETE /api/v1/reservations/{name}); `conductor partition <name> --delete` deletes a partition',
+  },
   {
     name: 'errnumstr',
     fate: 'refused',
@@ -145,7 +150,7 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   {
     name: 'show',
     fate: 'honoured',
-    note: 'show job, node, partition (and jobid, nodes, partitions); other entities are refused by name',
+    note: 'show job, node, partition, reservation (and jobid, nodes, partitions, reservations, res); other entities are refused by name',
   },
   { name: 'shutdown', fate: 'refused', note: CONTROLLER },
   { name: 'suspend', fate: 'refused', note: 'Conductor does not suspend jobs' },
@@ -164,7 +169,7 @@ export const SCONTROL_COMMANDS: readonly CommandSpec[] = [
   {
     name: 'update',
     fate: 'honoured',
-    note: 'JobId=<id> with TimeLimit, Partition, Name (JobName), Comment, QOS (PATCH /api/v1/jobs/{id}); NodeName=<node> State=DRAIN|RESUME (drain, undrain); other fields are refused by name',
+    note: 'JobId=<id> with TimeLimit, Partition, Name (JobName), Comment, QOS (PATCH /api/v1/jobs/{id}); NodeName=<node> State=DRAIN|RESUME (drain, undrain); ReservationName=<name> with the fields of create (PATCH /api/v1/reservations/{name}); other fields are refused by name',
   },
   { name: 'version', fate: 'honoured', note: `prints "slurm ${SLURM_VERSION}"` },
   {
@@ -471,10 +476,26 @@ async function show(words: string[], ctx: Context): Promise<number> {
     printRecords(ctx.io, records, ctx.oneliner);
     return 0;
   }
+  if (['reservation', 'reservations', 'reservationname', 'res'].includes(entity)) {
+    const { reservations } = await ctx.api.request<{ reservations: Reservation[] }>(
+      'GET',
+      '/api/v1/reservations',
+    );
+    const shown = id === undefined ? reservations : reservations.filter((r) => r.name === id);
+    if (shown.length === 0) {
+      if (id === undefined) ctx.io.out('No reservations in the system\n');
+      else if (!ctx.quiet) ctx.io.err(`Reservation ${id} not found\n`);
+      return id === undefined ? 0 : 1;
+    }
+    printRecords(ctx.io, shown.map(formatReservation), ctx.oneliner);
+    return 0;
+  }
   const isNode = ['node', 'nodes', 'nodename'].includes(entity);
   const isPartition = ['partition', 'partitions', 'partitionname'].includes(entity);
   if (!isNode && !isPartition) {
-    throw new SlurmError(`show ${entityName}: not supported on Conductor (show job, node or partition)`);
+    throw new SlurmError(
+      `show ${entityName}: not supported on Conductor (show job, node, partition or reservation)`,
+    );
   }
   const { partitions, workers } = await loadCluster(ctx.api);
   const nodes = nodesOf(partitions, workers).sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -537,8 +558,21 @@ async function update(words: string[], ctx: Context): Promise<number> {
     }
     return 0;
   }
+  if (key === 'reservationname' || key === 'reservation') {
+    const body = reservationBody(pairs.slice(1));
+    if (Object.keys(body).length === 0) throw new SlurmError('No changes specified');
+    try {
+      await ctx.api.request('PATCH', `/api/v1/reservations/${encodeURIComponent(first.value)}`, body);
+    } catch (error) {
+      throw new SlurmError(`Error updating the reservation: ${(error as Error).message}`);
+    }
+    ctx.io.out('Reservation updated.\n');
+    return 0;
+  }
   if (key !== 'jobid') {
-    throw new SlurmError(`Update of ${first.key} is not supported on Conductor (JobId= or NodeName=)`);
+    throw new SlurmError(
+      `Update of ${first.key} is not supported on Conductor (JobId=, NodeName= or ReservationName=)`,
+    );
   }
   const body: Record<string, string> = {};
   const refused: string[] = [];
@@ -563,6 +597,119 @@ async function update(words: string[], ctx: Context): Promise<number> {
     }
   }
   return failed > 0 ? 1 : 0;
+}
+
+/** A reservation as GET /api/v1/reservations returns it. */
+export interface Reservation {
+  name: string;
+  start_time: string;
+  end_time: string;
+  duration: number;
+  nodes: string;
+  node_count: number;
+  cpu_count: number;
+  partition: string | null;
+  users: string[];
+  accounts: string[];
+  flags: string[];
+  state: 'ACTIVE' | 'INACTIVE';
+}
+
+/** `scontrol show reservation`: Slurm's layout, with the fields Conductor has. */
+export function formatReservation(r: Reservation): string[] {
+  const list = (names: string[]) => (names.length > 0 ? names.join(',') : '(null)');
+  return [
+    `ReservationName=${r.name} StartTime=${timestamp(r.start_time)} EndTime=${timestamp(r.end_time)} Duration=${clockSeconds(r.duration * 60)}`,
+    `Nodes=${r.nodes} NodeCnt=${r.node_count} CoreCnt=${r.cpu_count} Features=(null) PartitionName=${r.partition ?? '(null)'} Flags=${r.flags.join(',')}`,
+    `TRES=cpu=${r.cpu_count}`,
+    `Users=${list(r.users)} Groups=(null) Accounts=${list(r.accounts)} Licenses=(null) State=${r.state} BurstBuffer=(null) Watts=n/a`,
+    'MaxStartDelay=(null)',
+  ];
+}
+
+/** What `create|update reservation` sets, by Slurm's (case-insensitive) name: the API body's field. */
+const RESERVATION_FIELDS: Record<string, string> = {
+  reservationname: 'name',
+  reservation: 'name',
+  starttime: 'start_time',
+  endtime: 'end_time',
+  duration: 'duration',
+  nodes: 'nodes',
+  nodelist: 'nodes',
+  nodecnt: 'node_count',
+  partitionname: 'partition',
+  partition: 'partition',
+  users: 'users',
+  user: 'users',
+  accounts: 'accounts',
+  account: 'accounts',
+  flags: 'flags',
+};
+
+function reservationBody(pairs: { key: string; value: string }[]): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  const refused: string[] = [];
+  for (const { key, value } of pairs) {
+    const field = RESERVATION_FIELDS[key.toLowerCase()];
+    if (!field) refused.push(key);
+    else if (field === 'users' || field === 'accounts') body[field] = value.split(',').filter(Boolean);
+    else if (field === 'flags') body[field] = value.toUpperCase().split(',').filter(Boolean);
+    else if (field === 'node_count') {
+      if (!/^\d+$/.test(value)) throw new SlurmError(`Invalid node count: ${value}`);
+      body[field] = Number(value);
+    } else body[field] = value;
+  }
+  if (refused.length > 0) {
+    throw new SlurmError(
+      `${refused.join(', ')} not supported on Conductor (ReservationName, StartTime, EndTime, Duration, Nodes, NodeCnt, PartitionName, Users, Accounts, Flags)`,
+    );
+  }
+  return body;
+}
+
+/** `create reservation Key=Value ...`, as `scontrol create res ...`. */
+async function create(words: string[], ctx: Context): Promise<number> {
+  const [entity, ...rest] = words;
+  const pairs = (entity && !entity.includes('=') ? rest : words).map((word) => {
+    const eq = word.indexOf('=');
+    if (eq < 0) throw new SlurmError(`Invalid input: ${word}`);
+    return { key: word.slice(0, eq), value: word.slice(eq + 1) };
+  });
+  if (
+    entity &&
+    !entity.includes('=') &&
+    !['reservation', 'res', 'reservations'].includes(entity.toLowerCase())
+  ) {
+    throw new SlurmError(
+      `create ${entity}: not supported on Conductor (create reservation); \`conductor partition\` creates partitions`,
+    );
+  }
+  const body = reservationBody(pairs);
+  if (typeof body.name !== 'string') throw new SlurmError('ReservationName is required on Conductor');
+  try {
+    await ctx.api.request('POST', '/api/v1/reservations', body);
+  } catch (error) {
+    throw new SlurmError(`Error creating the reservation: ${(error as Error).message}`);
+  }
+  ctx.io.out(`Reservation created: ${body.name}\n`);
+  return 0;
+}
+
+/** `delete ReservationName=<name>`. */
+async function remove(words: string[], ctx: Context): Promise<number> {
+  const [word] = words;
+  const m = word ? /^(?:reservationname|reservation)=(.+)$/i.exec(word) : null;
+  if (!m) {
+    throw new SlurmError(
+      'delete: ReservationName=<name> only on Conductor (`conductor partition <name> --delete` deletes a partition)',
+    );
+  }
+  try {
+    await ctx.api.request('DELETE', `/api/v1/reservations/${encodeURIComponent(m[1] as string)}`);
+  } catch (error) {
+    throw new SlurmError(`Error deleting the reservation: ${(error as Error).message}`);
+  }
+  return 0;
 }
 
 /** hold, uhold, release, requeue, requeuehold: each job in turn, as scontrol reports them. */
@@ -666,6 +813,10 @@ export async function runScontrol(args: string[], io: Io, env: NodeJS.ProcessEnv
         return show(rest, ctx);
       case 'update':
         return update(rest, ctx);
+      case 'create':
+        return create(rest, ctx);
+      case 'delete':
+        return remove(rest, ctx);
       default:
         return jobAction(command.name, rest, ctx);
     }

@@ -29,6 +29,8 @@ export interface SlurmJob {
   submit_time: string | null;
   start_time: string | null;
   end_time: string | null;
+  /** PENDING: when the scheduler plans to start it (null or absent: not planned). */
+  planned_start_time?: string | null;
   work_dir?: string | null;
   submit_dir?: string | null;
   submit_host?: string | null;
@@ -535,7 +537,7 @@ export const SQUEUE_OPTIONS: readonly OptionSpec[] = [
     short: 'R',
     arg: 'required',
     fate: 'refused',
-    note: `${NOT_HERE} no reservations`,
+    note: 'filtering by reservation is not supported yet',
     value: '<reservation_name>',
   },
   {
@@ -556,7 +558,7 @@ export const SQUEUE_OPTIONS: readonly OptionSpec[] = [
     long: 'start',
     arg: 'none',
     fate: 'honoured',
-    note: 'pending jobs with their expected start (N/A: Conductor does not forecast starts), as `%.18i %.9P %.8j %.8u %.2t  %.19S %.6D %20Y %R`, sorted by start',
+    note: 'pending jobs with their planned start (for a job that holds a node: when the time limits of the jobs running there free it; N/A: not planned), as `%.18i %.9P %.8j %.8u %.2t  %.19S %.6D %20Y %R`, sorted by start',
   },
   {
     long: 'states',
@@ -644,6 +646,10 @@ function reasonList(job: SlurmJob): string {
 const plain = (v: string | number | null | undefined, none = '(null)') =>
   v === null || v === undefined || v === '' ? none : String(v);
 const time = (iso: string | null | undefined) => timestamp(iso, 'N/A');
+
+/** Slurm's StartTime: when it started, or for a pending job when it is planned to (backfill's estimate). */
+const startOf = (job: SlurmJob) =>
+  job.state === 'PENDING' ? (job.planned_start_time ?? null) : job.start_time;
 
 function expectedEnd(job: SlurmJob): string | null {
   if (job.end_time) return job.end_time;
@@ -773,7 +779,7 @@ const FIELDS: Record<string, Field> = {
   r: { header: 'REASON', value: reasonCode },
   R: { header: 'NODELIST(REASON)', value: reasonList, uncut: (j) => !reasonList(j).startsWith('(') },
   s: { header: 'SELECT_JOBINFO', value: () => 'N/A' },
-  S: { header: 'START_TIME', value: (j) => time(j.start_time) },
+  S: { header: 'START_TIME', value: (j) => time(startOf(j)) },
   t: { header: 'ST', value: (j) => STATE_CODES[shownState(j)] ?? shownState(j) },
   T: { header: 'STATE', value: shownState },
   u: { header: 'USER', value: (j) => j.owner ?? 'nobody' },
@@ -1049,7 +1055,7 @@ const SORT_KEYS: Record<string, SortKey> = {
   M: (j, now) => elapsedSeconds(j, now),
   l: (j) => j.time_limit ?? Number.MAX_SAFE_INTEGER,
   L: (j, now) => (j.time_limit ?? Number.MAX_SAFE_INTEGER) * 60 - elapsedSeconds(j, now),
-  S: (j) => ms(j.start_time),
+  S: (j) => ms(startOf(j)),
   V: (j) => ms(j.submit_time),
   e: (j) => ms(expectedEnd(j)),
   C: (j) => j.cpus,

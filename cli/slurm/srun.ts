@@ -604,7 +604,7 @@ export const SRUN_OPTIONS: readonly OptionSpec[] = [
     long: 'reservation',
     arg: 'required',
     fate: 'refused',
-    note: 'the API does not take reservations',
+    note: 'srun does not pass a reservation yet (sbatch --reservation does)',
     value: 'reservation_names',
   },
   {

@@ -23,6 +23,7 @@ import { mailTypeColumn } from './notifications.ts';
 import { explainPlacement } from './placement.ts';
 import type { Database } from './ports.ts';
 import { priorityExpressions } from './priority.ts';
+import { checkReservations } from './reservations.ts';
 import {
   beginTimeDetail,
   jobReader,
@@ -230,6 +231,15 @@ export const submitJobInput = z.strictObject({
       }
     })
     .optional(),
+  /**
+   * sbatch `--reservation`: the admin reservation to run in (its nodes, inside its window); it must exist and
+   * admit the submitter (400 invalid_reservation).
+   */
+  reservation: z
+    .string()
+    .min(1, 'reservation must not be empty')
+    .max(100, 'reservation names are at most 100 characters')
+    .optional(),
   /** sbatch `--mail-user`: who gets the job's mail; default: its owner. */
   mail_user: z
     .string()
@@ -386,6 +396,8 @@ export interface JobRow {
   mail_user: string | null;
   array_job_id: number | string | null;
   array_task_id: number | null;
+  reservation: string | null;
+  planned_start_time: Date | string | null;
   script?: string;
   owner: string | null;
   submit_time: Date | string;
@@ -464,6 +476,9 @@ export function jobView(row: JobRow, options: { script?: boolean } = {}) {
     array_job_id: row.array_job_id === null ? null : Number(row.array_job_id),
     array_task_id: row.array_task_id === null ? null : Number(row.array_task_id),
     slurm_id: row.array_job_id === null ? String(row.id) : `${row.array_job_id}_${row.array_task_id}`,
+    reservation: row.reservation,
+    /** PENDING: when the scheduler plans to start it (squeue --start); null: not planned. */
+    planned_start_time: row.state === 'PENDING' && row.held === null ? iso(row.planned_start_time) : null,
     submit_time: iso(row.submit_time),
     start_time: iso(row.start_time),
     end_time: iso(row.end_time),
@@ -479,7 +494,7 @@ export const JOB_COLUMNS = sql`id, name, state, cpus, exit_code, node, account, 
   allocated_gpus, memory_per_cpu, submit_dir, submit_host, ntasks, cpus_per_task, qos, begin_time, eligible_time,
   stdout, stderr, stdin, open_mode, export_env, signal, comment, max_rss_kb, cancelled_by, requeues, dependency,
   kill_on_invalid_dep, max_requeues, retry_on_failure, retry_backoff_s, crash_limit, crashes,
-  mail_type, mail_user, array_job_id, array_task_id`;
+  mail_type, mail_user, array_job_id, array_task_id, reservation, planned_start_time`;
 
 /** A key that makes a submission happen once (the `submission_keys` table). */
 export interface SubmissionKey {
@@ -572,6 +587,7 @@ export async function submitJobOnce(
   const [resources] = await admitJobs(ctx, [withTimeLimit(charged)], (_, name) => name);
   chargeWall(charge, resources, 'time_limit');
   await checkDependencies(ctx, [input], () => 'dependency');
+  await checkReservations(ctx.db, [input], owner, () => 'reservation');
   const keys = [...(options.keys ?? [])].sort((a, b) =>
     `${a.scope}\u0000${a.key}` < `${b.scope}\u0000${b.key}` ? -1 : 1,
   );
@@ -715,7 +731,7 @@ const SLURM_COLUMNS = sql`qos, begin_time, eligible_time, held, stdout, stderr, 
 /** A job's own retry policy (null: its partition's, else the cluster's). */
 const RETRY_COLUMNS = sql`max_requeues, retry_on_failure, retry_backoff_s, crash_limit`;
 /** sbatch `--mail-type`/`--mail-user` (event notifications), after RETRY_COLUMNS. */
-const MAIL_COLUMNS = sql`mail_type, mail_user`;
+const MAIL_COLUMNS = sql`mail_type, mail_user, reservation`;
 
 /** A submission's values for SLURM_COLUMNS (for json_to_recordset in a batch, or as parameters). */
 const slurmFields = (input: SubmitJobInput, killInvalidDepend: boolean) => ({
@@ -733,6 +749,7 @@ const slurmFields = (input: SubmitJobInput, killInvalidDepend: boolean) => ({
   kill_on_invalid_dep: input.kill_on_invalid_dep ?? killInvalidDepend,
   mail_type: mailTypeColumn(input.mail_type),
   mail_user: input.mail_user ?? null,
+  reservation: input.reservation ?? null,
 });
 
 /** A submission's dependency: as given (null: none), whether any item is enough, and its items. */
@@ -897,7 +914,8 @@ function submitStatement(
                 ${f.dependency !== null}::boolean,
                 ${input.max_requeues ?? null}::int, ${input.retry_on_failure ?? null}::boolean,
                 ${input.retry_backoff_s ?? null}::int, ${input.crash_limit ?? null}::int,
-                ${f.mail_type === null ? null : pgArray(f.mail_type)}::text[], ${f.mail_user}::text`;
+                ${f.mail_type === null ? null : pgArray(f.mail_type)}::text[], ${f.mail_user}::text,
+                ${f.reservation}::text`;
   const deps = dependenciesInsert(sql`job`, sql`${JSON.stringify(f.deps)}::json`);
   const columns = sql`name, script, cpus, account, work_dir, environment, priority, requested_priority,
                       priority_factors, requeue, owner, submitted_by, submit_dir, submit_host, ntasks, cpus_per_task, reason, reason_detail, ${RESOURCE_COLUMNS},
@@ -1053,6 +1071,7 @@ export async function submitJobsBatch(
   const resources = await admitJobs(ctx, charged.map(withTimeLimit), (k, name) => `jobs[${k}].${name}`);
   for (const [k, c] of charges.entries()) chargeWall(c, resources[k], `jobs[${k}].time_limit`);
   await checkDependencies(ctx, inputs, (k) => `jobs[${k}].dependency`);
+  await checkReservations(ctx.db, inputs, caller.owner, (k) => `jobs[${k}].reservation`);
   const idem = options.idempotency;
   for (let attempt = 1; ; attempt++) {
     let rows: JobRow[] | undefined;
@@ -1223,7 +1242,7 @@ function batchStatement(
                  stdout text, stderr text, stdin text, open_mode text, export_env text, signal jsonb, comment text,
                  dependency text, dependency_any boolean, kill_on_invalid_dep boolean, deps json,
                  max_requeues int, retry_on_failure boolean, retry_backoff_s int, crash_limit int,
-                 mail_type text[], mail_user text)
+                 mail_type text[], mail_user text, reservation text)
              ),
              live AS MATERIALIZED (${liveNodesSql(ttl)}),
              ids AS MATERIALIZED (
@@ -1243,7 +1262,8 @@ function batchStatement(
                       greatest(now(), x.begin_time), CASE WHEN x.hold THEN 'user' END, x.stdout, x.stderr, x.stdin,
                       x.open_mode, x.export_env, x.signal, x.comment, x.dependency, x.dependency_any,
                       x.kill_on_invalid_dep, x.dependency IS NOT NULL,
-                      x.max_requeues, x.retry_on_failure, x.retry_backoff_s, x.crash_limit, x.mail_type, x.mail_user
+                      x.max_requeues, x.retry_on_failure, x.retry_backoff_s, x.crash_limit, x.mail_type, x.mail_user,
+                      x.reservation
                FROM input x JOIN reserved r ON r.i = x.i CROSS JOIN live
                ${claimed}
                ORDER BY x.i
@@ -1857,6 +1877,7 @@ export async function testSubmission(ctx: Context, input: SubmitJobInput, caller
   chargeWall(charge, r, 'time_limit');
   checkArray(ctx, input, 'array');
   await checkDependencies(ctx, [input], () => 'dependency');
+  await checkReservations(ctx.db, [input], caller.owner, () => 'reservation');
   const row: QueueRow = {
     array_job_id: null,
     account: input.account ?? null,
@@ -1878,6 +1899,8 @@ export async function testSubmission(ctx: Context, input: SubmitJobInput, caller
     exclude_nodes: r.exclude,
     partition: r.partition,
     time_limit_s: r.timeLimitS,
+    reservation: input.reservation ?? null,
+    planned_in: null,
   };
   const { workers, candidates, verdicts, pending } = await nodeVerdicts(ctx, row);
   const fits = verdicts.findIndex((v, i) => v.fits && workers[i]?.live && workers[i]?.status === 'ready');

@@ -15,8 +15,13 @@
  * - A job that fits on no worker now, but would fit on one of its workers when empty, reserves a worker: the
  *   one where it can start first by the time limits of the jobs running there (a job without a time limit
  *   may run forever), then the one with the most free CPUs. The reservation is kept (on the job) until the job
- *   starts or the worker leaves: nothing else lands on a reserved worker, whose resources only free up, so
- *   later jobs cannot delay it.
+ *   starts or the worker leaves. Its planned start there is when the time limits of the running jobs free
+ *   enough (null when that depends on a job without a time limit). Backfill: a later job lands on a reserved
+ *   worker only when it fits now and its own time limit ends it by that planned start, so it never delays
+ *   the reserving job; with the planned start unknown nothing lands there.
+ * - An admin's reservation (scontrol create reservation) holds its nodes over its window: only the jobs that
+ *   name it (and may use it) start there inside it, and no other job starts there whose time limit would run
+ *   into a window of it (a job without a time limit runs into every later one).
  * - A job that fits no live worker even when empty reserves nothing: it waits for a node that can take it.
  * - Every job left waiting gets Slurm's reason and a line that says what it waits for.
  */
@@ -43,6 +48,8 @@ export const REASON_CODES = [
   'AssocGrpCpuLimit',
   'AssocGrpGRES',
   'AssocGrpCPUMinutesLimit',
+  'Reservation',
+  'ReqNodeNotAvail, Reserved for maintenance',
 ] as const;
 export type ReasonCode = (typeof REASON_CODES)[number];
 
@@ -67,7 +74,50 @@ export interface PendingJob {
   timeLimitS?: number | null;
   /** The worker this job holds from an earlier pass (null: none). */
   reservedWorker?: string | null;
+  /** sbatch `--reservation`: the admin reservation it runs in (null: none). */
+  reservation?: string | null;
+  /** Who submitted it and its account, for a reservation's Users= and Accounts=. */
+  owner?: string | null;
+  account?: string | null;
 }
+
+/**
+ * An admin's reservation as the planner sees it, in seconds relative to the pass's now: its first window
+ * [startS, endS), repeated every periodS (DAILY, WEEKLY) when set.
+ */
+export interface AdminReservation {
+  name: string;
+  nodes: ReadonlySet<string>;
+  startS: number;
+  endS: number;
+  periodS: number | null;
+  maint: boolean;
+  /** Users= and Accounts= (empty: not restricted that way). */
+  users: readonly string[];
+  accounts: readonly string[];
+}
+
+/** The occurrence of `r` that is the first to end after `from` (its start may be before `from`). */
+export function nextWindow(r: AdminReservation, from: number): { start: number; end: number } {
+  if (r.periodS === null || from < r.endS) return { start: r.startS, end: r.endS };
+  const k = Math.floor((from - r.endS) / r.periodS) + 1;
+  return { start: r.startS + k * r.periodS, end: r.endS + k * r.periodS };
+}
+
+/** Whether a window of `r` overlaps [from, to). */
+export const windowOverlaps = (r: AdminReservation, from: number, to: number): boolean => {
+  const w = nextWindow(r, from);
+  return w.start < to && w.end > from;
+};
+
+/** Whether `r`'s window is open now (the planner's time 0). */
+export const windowOpen = (r: AdminReservation): boolean => nextWindow(r, 0).start <= 0;
+
+/** Slurm's rule: a job may use a reservation when it matches its Users= and its Accounts= (each when set). */
+export const mayUse = (r: AdminReservation, owner: string | null, account: string | null): boolean =>
+  (r.users.length === 0 || (owner !== null && r.users.includes(owner))) &&
+  (r.accounts.length === 0 || (account !== null && r.accounts.includes(account))) &&
+  (r.users.length > 0 || r.accounts.length > 0);
 
 /** A job running on a worker, as far as its reservation matters. */
 export interface RunningJob {
@@ -130,13 +180,17 @@ export interface PlacementResult {
   newReservations: Map<string, number>;
   /** Why each job considered and not placed waits. */
   waits: Map<number, Wait>;
+  /** Seconds from now until each job holding a worker starts there by the running jobs' time limits (known only). */
+  plannedStarts: Map<number, number>;
 }
 
 /** Placement decisions over a queue read in pages: `consider` each job in queue order. */
 export interface Planner {
   consider(job: PendingJob): void;
-  /** Nothing later in the queue can be placed or reserve anything: every worker is held. */
+  /** Nothing later in the queue can be placed or reserve anything: every worker is held, none backfills. */
   readonly exhausted: boolean;
+  /** Every worker is held: only a job with a time limit may still start (backfill). */
+  readonly holdsAll: boolean;
   /** The most CPUs a later job may ask and still be placed or reserve a worker. */
   readonly largestUseful: number;
   readonly placed: number;
@@ -152,6 +206,8 @@ interface Free {
   gres: Map<string, number>;
   /** Nothing at all is allocated (an exclusive job may go there). */
   idle: boolean;
+  /** Jobs this plan placed there, ending by their time limits: a reservation made later waits for them. */
+  placedHere?: RunningJob[];
 }
 
 interface Need {
@@ -287,11 +343,46 @@ export function createPlanner(
   workers: readonly FreeWorker[],
   held: readonly PendingJob[] = [],
   partitions: ReadonlyMap<string, PartitionRules> = new Map(),
+  adminReservations: readonly AdminReservation[] = [],
+  /** false: Slurm's sched/builtin, nothing lands on a held worker; true: sched/backfill. */
+  backfill = true,
 ): Planner {
   const free = new Map(workers.map((w) => [w.id, freeOf(w)]));
   const reservations = new Map<string, number>();
   const newReservations = new Map<string, number>();
   const holding = new Map<number, string>();
+  /** Per reserved worker, seconds until its holder starts there (absent: unknown, so nothing backfills). */
+  const plannedStart = new Map<string, number>();
+  const plannedStarts = new Map<number, number>();
+  /** Each worker's running jobs by when their time limits end them, sorted once per plan. */
+  const endsInOrder = new Map<Free, RunningJob[]>();
+  const adminByName = new Map(adminReservations.map((r) => [r.name, r]));
+  const adminOn = new Map<string, AdminReservation[]>();
+  for (const r of adminReservations)
+    for (const node of r.nodes) adminOn.set(node, [...(adminOn.get(node) ?? []), r]);
+  /** The admin reservation that stops `job` from starting on `worker` now (its own open one does not). */
+  const adminBar = (job: PendingJob, worker: string): AdminReservation | null => {
+    const on = adminOn.get(worker);
+    if (!on) return null;
+    const end = job.timeLimitS ?? Number.POSITIVE_INFINITY;
+    for (const r of on) {
+      if (r.name === job.reservation && windowOpen(r)) continue;
+      if (windowOverlaps(r, 0, end)) return r;
+    }
+    return null;
+  };
+  /** A job may start on a worker another job holds: it ends by that job's planned start there (backfill). */
+  const backfills = (job: PendingJob, worker: string): boolean => {
+    const start = plannedStart.get(worker);
+    return backfill && start !== undefined && job.timeLimitS != null && job.timeLimitS <= start;
+  };
+  const limitOf = (job: PendingJob) => job.timeLimitS ?? Number.POSITIVE_INFINITY;
+  /**
+   * A held worker may still take a backfilled job: its holder's planned start is known, or not known yet
+   * (the running jobs were not read: a plan with them may backfill there).
+   */
+  const mayBackfill = (w: FreeWorker) =>
+    backfill && reservations.has(w.id) && (plannedStart.has(w.id) || w.running === undefined);
   const placements: Placement[] = [];
   const placedJobs = new Set<number>();
   const tooLarge: number[] = [];
@@ -337,6 +428,16 @@ export function createPlanner(
       target.gres.set(name, (target.gres.get(name) ?? 0) - count);
     }
     target.idle = false;
+    const ending = {
+      cpus: placement.cpus,
+      memoryMb: placement.memoryMb,
+      gpus: placement.gpus,
+      gres: placement.gres,
+      endsInSeconds: job.timeLimitS ?? null,
+    };
+    if (target.placedHere) target.placedHere.push(ending);
+    else target.placedHere = [ending];
+    endsInOrder.delete(target);
     placements.push(placement);
     placedJobs.add(job.id);
     waits.delete(job.id);
@@ -344,6 +445,8 @@ export function createPlanner(
     if (own !== undefined) {
       reservations.delete(own);
       newReservations.delete(own);
+      plannedStart.delete(own);
+      plannedStarts.delete(job.id);
       holding.delete(job.id);
       freed++;
     }
@@ -403,18 +506,20 @@ export function createPlanner(
     barred: Map<string, string>;
     sizeless: number;
     /**
-     * A job of this shape found no worker to start on, or none left to reserve. Within a plan free resources
-     * only shrink and reservations only grow, so the next job of the shape need not look again.
+     * The shortest time limit (Infinity: none; null: not yet) with which a job of this shape found no worker to
+     * start on, or none left to reserve. Within a plan free resources only shrink and reservations only grow, and a longer
+     * time limit only bars more (backfill, admin reservations), so the next job of the shape with a time limit
+     * as long need not look again.
      */
-    full: boolean;
-    reservedOut: boolean;
+    full: number | null;
+    reservedOut: number | null;
+    /** The admin reservation that kept the job that set `full` off a worker it fitted (null: none did). */
+    blockedBy: AdminReservation | null;
     /** `freed` when full and reservedOut were set: a reservation given back since makes them stale. */
     seenAt: number;
   }
   /** Counts reservations given back (their job started): a worker may be free for others again. */
   let freed = 0;
-  /** Each worker's running jobs by when their time limits end them, sorted once per plan. */
-  const endsInOrder = new Map<Free, RunningJob[]>();
   const shapes = new Map<string, StaticFit>();
   const matcherIds = new Map<(features: ReadonlySet<string>) => boolean, number>();
   const staticFit = (job: PendingJob, need: Need, usable: (string | null)[]): StaticFit => {
@@ -428,6 +533,7 @@ export function createPlanner(
       matcher,
       job.nodelist?.join(',') ?? '',
       job.exclude?.join(',') ?? '',
+      job.reservation ?? '',
       need.cpus,
       need.memoryMb,
       need.gpus,
@@ -441,13 +547,18 @@ export function createPlanner(
       eligible: [],
       barred: new Map(),
       sizeless: 0,
-      full: false,
-      reservedOut: false,
+      full: null,
+      reservedOut: null,
+      blockedBy: null,
       seenAt: 0,
     };
+    const inside = job.reservation ? adminByName.get(job.reservation) : undefined;
     for (const partition of usable) {
       for (const f of membersOf(partition)) {
-        const bar = placementBar(job, f.worker, null);
+        const bar =
+          inside && !inside.nodes.has(f.worker.id)
+            ? `not in reservation ${inside.name}`
+            : placementBar(job, f.worker, null);
         if (bar !== null) {
           fit.barred.set(f.worker.id, bar);
           continue;
@@ -470,23 +581,39 @@ export function createPlanner(
       waits.set(job.id, partitionWait ?? { reason: 'PartitionDown', detail: 'no partition can run it' });
       return;
     }
+    const outside = job.reservation ? reservationWait(job) : null;
+    if (outside !== null) {
+      waits.set(job.id, outside);
+      return;
+    }
     // Workers it may ever use, per partition in its order (the same for every job of its shape); and the
     // first fit among those.
     const shape = staticFit(job, need, usable);
     if (shape.seenAt !== freed) {
-      shape.full = false;
-      shape.reservedOut = false;
+      shape.full = null;
+      shape.reservedOut = null;
       shape.seenAt = freed;
     }
+    const limit = limitOf(job);
     const { eligible, barred, sizeless } = shape;
-    for (const partition of shape.full && own === undefined ? [] : usable) {
+    const skip = shape.full !== null && limit >= shape.full && own === undefined;
+    let blockedBy: AdminReservation | null = skip ? shape.blockedBy : null;
+    for (const partition of skip ? [] : usable) {
       const policy = partition === null ? 'pack' : (partitions.get(partition)?.policy ?? 'pack');
       let best: Free | undefined;
       for (const candidate of eligible) {
         if (candidate.partition !== partition) continue;
         const f = candidate.free;
-        if (reservations.has(f.worker.id) && f.worker.id !== own) continue;
+        if (reservations.has(f.worker.id) && f.worker.id !== own && !backfills(job, f.worker.id)) continue;
         if (!fitsNow(need, f)) continue;
+        if (adminOn.size > 0) {
+          const bar = adminBar(job, f.worker.id);
+          if (bar !== null) {
+            // Maintenance says more than another reservation: the node is being drained ahead of it.
+            if (blockedBy === null || (!blockedBy.maint && bar.maint)) blockedBy = bar;
+            continue;
+          }
+        }
         if (best === undefined || better(policy, need, f, best)) best = f;
       }
       if (best !== undefined) {
@@ -500,11 +627,43 @@ export function createPlanner(
       return;
     }
     if (own === undefined) {
-      shape.full = true;
-      if (!shape.reservedOut && !reserve(job, need, eligible)) shape.reservedOut = true;
+      if (shape.full === null || limit < shape.full) {
+        shape.full = limit;
+        shape.blockedBy = blockedBy;
+      }
+      if ((shape.reservedOut === null || limit < shape.reservedOut) && !reserve(job, need, eligible))
+        shape.reservedOut = limit;
     }
     const holds = holding.get(job.id);
-    waits.set(job.id, waitingFor(job, need, eligible, holds));
+    waits.set(job.id, blockedBy ? adminWait(blockedBy) : waitingFor(job, need, eligible, holds));
+  };
+
+  /** Why a job that names an admin reservation cannot use it now (null: it can). */
+  const reservationWait = (job: PendingJob): Wait | null => {
+    const r = adminByName.get(job.reservation ?? '');
+    if (!r) return { reason: 'Reservation', detail: `reservation ${job.reservation} does not exist` };
+    if (!mayUse(r, job.owner ?? null, job.account ?? null)) {
+      return { reason: 'Reservation', detail: `not permitted to use reservation ${r.name}` };
+    }
+    const w = nextWindow(r, 0);
+    if (w.start > 0)
+      return { reason: 'Reservation', detail: `reservation ${r.name} starts in ${Math.ceil(w.start)} s` };
+    return null;
+  };
+
+  const adminWait = (r: AdminReservation): Wait => {
+    const w = nextWindow(r, 0);
+    const when = w.start <= 0 ? 'now' : `in ${Math.ceil(w.start)} s`;
+    const nodes = [...r.nodes].sort().join(',');
+    return r.maint
+      ? {
+          reason: 'ReqNodeNotAvail, Reserved for maintenance',
+          detail: `${nodes} reserved for maintenance (${r.name}, ${when}); its time limit would run into it`,
+        }
+      : {
+          reason: 'ReqNodeNotAvail',
+          detail: `UnavailableNodes:${nodes} (reservation ${r.name}, ${when}); its time limit would run into it`,
+        };
   };
 
   const neverFits = (
@@ -576,6 +735,7 @@ export function createPlanner(
     let holdStart = Number.POSITIVE_INFINITY;
     for (const { free: f } of eligible) {
       if (reservations.has(f.worker.id)) continue;
+      if (adminOn.size > 0 && adminBar(job, f.worker.id) !== null) continue;
       const start = startsIn(need, f, endsInOrder);
       if (
         hold === undefined ||
@@ -591,7 +751,15 @@ export function createPlanner(
     reservations.set(hold.worker.id, job.id);
     newReservations.set(hold.worker.id, job.id);
     holding.set(job.id, hold.worker.id);
+    plan(job.id, hold, holdStart);
     return true;
+  };
+
+  /** Records when a holder starts on its worker, when the running jobs' time limits say so. */
+  const plan = (jobId: number, f: Free, start: number) => {
+    if (!f.worker.running || !Number.isFinite(start)) return;
+    plannedStart.set(f.worker.id, start);
+    plannedStarts.set(jobId, start);
   };
 
   for (const job of held) {
@@ -599,6 +767,8 @@ export function createPlanner(
     if (!worker || reservations.has(worker.worker.id) || holding.has(job.id)) continue;
     if (capacityShortfalls(needOf(job), worker.worker).length > 0) continue;
     if (placementBar(job, worker.worker, null) !== null) continue;
+    if (adminOn.size > 0 && adminBar(job, worker.worker.id) !== null) continue;
+    if (job.reservation && reservationWait(job) !== null) continue;
     const { usable } = usablePartitions(job);
     const partition = usable.find(
       (p) => p === null || !worker.worker.partitions || worker.worker.partitions.has(p),
@@ -607,24 +777,30 @@ export function createPlanner(
     reservations.set(worker.worker.id, job.id);
     holding.set(job.id, worker.worker.id);
     if (fitsNow(needOf(job), worker)) take(job, needOf(job), worker, partition);
-    else waits.set(job.id, waitingFor(job, needOf(job), [], worker.worker.id));
+    else {
+      plan(job.id, worker, startsIn(needOf(job), worker, endsInOrder));
+      waits.set(job.id, waitingFor(job, needOf(job), [], worker.worker.id));
+    }
   }
 
   return {
     consider,
     get exhausted() {
+      return reservations.size >= free.size && !workers.some(mayBackfill);
+    },
+    get holdsAll() {
       return reservations.size >= free.size;
     },
     get largestUseful() {
       let size = 0;
-      for (const w of workers) if (!reservations.has(w.id)) size = Math.max(size, w.cpus);
+      for (const w of workers) if (!reservations.has(w.id) || mayBackfill(w)) size = Math.max(size, w.cpus);
       return size;
     },
     get placed() {
       return placements.length;
     },
     result() {
-      return { placements, reservations, tooLarge, newReservations, waits };
+      return { placements, reservations, tooLarge, newReservations, waits, plannedStarts };
     },
   };
 }
@@ -690,13 +866,13 @@ function startsIn(need: Need, f: Free, endsInOrder: Map<Free, RunningJob[]>): nu
   if (!running) return Number.POSITIVE_INFINITY;
   let ends = endsInOrder.get(f);
   if (!ends) {
-    ends = [...running].sort(
+    ends = [...running, ...(f.placedHere ?? [])].sort(
       (a, b) => (a.endsInSeconds ?? Number.POSITIVE_INFINITY) - (b.endsInSeconds ?? Number.POSITIVE_INFINITY),
     );
     endsInOrder.set(f, ends);
   }
   const later: Free = { ...f, gpus: new Set(f.gpus), gres: new Map(f.gres) };
-  let left = running.length;
+  let left = ends.length;
   for (const job of ends) {
     if (job.endsInSeconds === null) break;
     later.cpus += job.cpus;
@@ -726,8 +902,10 @@ export function placeJobs(
   workers: readonly FreeWorker[],
   held: readonly PendingJob[] = queue.filter((j) => j.reservedWorker),
   partitions: ReadonlyMap<string, PartitionRules> = new Map(),
+  adminReservations: readonly AdminReservation[] = [],
+  backfill = true,
 ): PlacementResult {
-  const planner = createPlanner(workers, held, partitions);
+  const planner = createPlanner(workers, held, partitions, adminReservations, backfill);
   for (const job of queue) {
     if (planner.exhausted) break;
     planner.consider(job);

@@ -7,6 +7,7 @@ import { evaluateConstraint, parseConstraint } from './constraint.ts';
 import { liveInPostgres, liveWorkerIds } from './liveness.ts';
 import { partitionMembership } from './partitions.ts';
 import {
+  type AdminReservation,
   createPlanner,
   type FreeWorker,
   indexesMask,
@@ -67,11 +68,14 @@ export interface QueueRow {
   /** What its association limits are looked up by (see associationLimits). */
   account: string | null;
   owner: string | null;
+  reservation: string | null;
+  /** Seconds from now to its planned start (null: none). */
+  planned_in: number | string | null;
 }
 
 export const QUEUE_COLUMNS = sql`id, cpus, reason, reason_detail, reserved_worker, priority, submit_time::text AS submitted,
   memory_mb, gpus, gpu_type, gres, feature_constraint, exclusive, nodelist, exclude_nodes, partition, time_limit_s,
-  array_job_id, account, owner`;
+  array_job_id, account, owner, reservation, extract(epoch FROM planned_start_time - now()) AS planned_in`;
 const arrayOf = (row: QueueRow) => (row.array_job_id === null ? null : Number(row.array_job_id));
 const chargedJob = (row: QueueRow): ChargedJob => ({
   id: Number(row.id),
@@ -321,8 +325,42 @@ export function jobReader(partitions: ReturnType<typeof partitionsOf>) {
     exclude: row.exclude_nodes,
     timeLimitS: row.time_limit_s === null ? null : Number(row.time_limit_s),
     reservedWorker: row.reserved_worker,
+    reservation: row.reservation,
+    owner: row.owner,
+    account: row.account,
   });
 }
+
+interface ReservationRow {
+  name: string;
+  nodes: string[];
+  start_s: number;
+  end_s: number;
+  period_s: number | null;
+  flags: string[];
+  users: string[];
+  accounts: string[];
+}
+
+/**
+ * The admin reservations that are not over, in seconds from the transaction's now (the planner's time 0), as
+ * one JSON value: read with the partitions, so that a pass costs no round trip more.
+ */
+const ADMIN_RESERVATIONS = sql`(SELECT json_agg(json_build_object('name', name, 'nodes', nodes,
+    'start_s', extract(epoch FROM start_time - now()), 'end_s', extract(epoch FROM end_time - now()),
+    'period_s', period_s, 'flags', flags, 'users', users, 'accounts', accounts))
+  FROM reservations WHERE period_s IS NOT NULL OR end_time > now())`;
+
+const toAdminReservation = (r: ReservationRow): AdminReservation => ({
+  name: r.name,
+  nodes: new Set(r.nodes),
+  startS: Number(r.start_s),
+  endS: Number(r.end_s),
+  periodS: r.period_s === null ? null : Number(r.period_s),
+  maint: r.flags.includes('MAINT'),
+  users: r.users,
+  accounts: r.accounts,
+});
 
 /**
  * One scheduling pass: places pending jobs on live workers, all of it committed at once.
@@ -382,8 +420,13 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         touched: [] as string[],
       };
       if (workers.length === 0) return nothing;
-      const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
-      const partitions = partitionsOf(partitionRows);
+      const partitionRows = await query<PartitionRow & { reservations: ReservationRow[] | string | null }>(
+        tx,
+        sql`SELECT ${PARTITION_COLUMNS}, r.list AS reservations
+            FROM (SELECT ${ADMIN_RESERVATIONS} AS list) r LEFT JOIN partitions ON true`,
+      );
+      const admin = (jsonColumn(partitionRows[0]?.reservations ?? null) ?? []).map(toAdminReservation);
+      const partitions = partitionsOf(partitionRows.filter((p) => p.name !== null));
       const toJob = jobReader(partitions);
       const candidates = workers.map((w) => toWorker(w, partitions));
       const largest = Math.max(...candidates.map((w) => w.cpus));
@@ -401,6 +444,12 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
               AND ${DEPENDENCY_MET}
             ORDER BY ${QUEUE_ORDER}`,
       );
+      const allocated = candidates
+        .filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0)
+        .map((w) => w.id);
+      let running: Map<string, RunningJob[]> | null = null;
+      const withRunning = (rows: Map<string, RunningJob[]>) =>
+        candidates.map((w) => ({ ...w, running: rows.get(w.id) ?? [] }));
       const batch = config.scheduleBatchSize;
       const considered: QueueRow[] = [];
       // Array tasks held back by their array's `%N` cap, and jobs whose association is at a running limit,
@@ -411,7 +460,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       await limits.load(holders);
       const admitHolders = () => holders.filter((row) => limits.hold(chargedJob(row)));
       let kept = admitHolders();
-      let planner = createPlanner(candidates, kept.map(toJob), partitions.rules);
+      let planner = createPlanner(candidates, kept.map(toJob), partitions.rules, admin);
       const consider = (p: Planner, row: QueueRow) =>
         limits.consider(p, chargedJob(row), () =>
           caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row))),
@@ -427,6 +476,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
           sql`SELECT ${QUEUE_COLUMNS} FROM jobs
               WHERE state = 'PENDING' AND held IS NULL AND ${BEGUN} AND ${DEPENDENCY_MET}
                 AND cpus <= ${planner.largestUseful} ${after}
+                ${planner.holdsAll ? sql`AND time_limit_s IS NOT NULL` : sql``}
               ORDER BY ${QUEUE_ORDER} LIMIT ${batch}`,
         );
         await caps.load(rows.map(arrayOf).filter((id) => id !== null));
@@ -440,27 +490,26 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         cursor = rows.at(-1);
       }
 
-      if (planner.result().newReservations.size > 0) {
-        // Choosing a new reservation well needs the time limits of the jobs running there: plan again with them.
-        const running = await runningJobs(
-          tx,
-          candidates.filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0).map((w) => w.id),
-        );
+      const first = planner.result();
+      const started = new Set(first.placements.map((p) => p.jobId));
+      const backfillable =
+        first.reservations.size > 0 &&
+        considered.some((row) => row.time_limit_s !== null && !started.has(Number(row.id)));
+      if (first.newReservations.size > 0 || backfillable) {
+        // Choosing a new reservation well, and backfilling a held worker (by its holder's planned start),
+        // need the time limits of the jobs running there: plan again with them.
+        running = await runningJobs(tx, allocated);
         caps.reset();
         limits.reset();
         kept = admitHolders();
-        planner = createPlanner(
-          candidates.map((w) => ({ ...w, running: running.get(w.id) ?? [] })),
-          kept.map(toJob),
-          partitions.rules,
-        );
+        planner = createPlanner(withRunning(running), kept.map(toJob), partitions.rules, admin);
         for (const row of [...considered, ...capped].sort(queueOrder)) {
           if (planner.exhausted || planner.placed >= batch) break;
           consider(planner, row);
         }
       }
 
-      const { placements, reservations, waits } = planner.result();
+      const { placements, reservations, waits, plannedStarts } = planner.result();
       for (const [id, wait] of caps.capped) waits.set(id, wait);
       for (const [id, wait] of limits.limited) waits.set(id, wait);
       const rowOf = new Map(
@@ -490,12 +539,18 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         if (placed.has(id)) continue;
         const worker = holding.get(id) ?? null;
         const wait = waits.get(id) ?? BEHIND_QUEUE;
+        const known = row.planned_in === null ? null : Number(row.planned_in);
+        // Without the running jobs read, a holder that kept its worker keeps its plan.
+        const kept = running === null && worker !== null && worker === row.reserved_worker ? known : null;
+        const plannedIn = plannedStarts.get(id) ?? kept;
         if (
           wait.reason !== row.reason ||
           wait.detail !== row.reason_detail ||
-          worker !== row.reserved_worker
+          worker !== row.reserved_worker ||
+          (plannedIn === null) !== (known === null) ||
+          (plannedIn !== null && known !== null && Math.abs(plannedIn - known) >= 1)
         ) {
-          explained.push({ id, reason: wait.reason, detail: wait.detail, worker });
+          explained.push({ id, reason: wait.reason, detail: wait.detail, worker, plannedIn });
         }
       }
       // With a full batch placed the queue is not settled: the next pass reads on, so leave the rest to it.
@@ -566,6 +621,24 @@ async function runningJobs(tx: Tx, workerIds: string[]): Promise<Map<string, Run
   return byWorker;
 }
 
+/** A window of reservation `r` is open now. */
+const OPEN_NOW = sql`reservation_overlaps(r.start_time, r.end_time, r.period_s, now(), now() + interval '1 microsecond')`;
+
+/**
+ * Admin reservations, checked again by the placing statement (`p`: the placement, `jobs`: its job): no
+ * reservation on the node that the job's time limit would run into (its own open one aside), and a job that
+ * names a reservation only on that reservation's nodes while it is open. A reservation created, changed or
+ * deleted while a pass planned locks the same worker rows, so this also holds when the plan raced with it.
+ */
+const RESERVATIONS_ALLOW = sql`NOT EXISTS (
+    SELECT 1 FROM reservations r
+    WHERE p.node = ANY(r.nodes) AND NOT (r.name = jobs.reservation AND ${OPEN_NOW})
+      AND reservation_overlaps(r.start_time, r.end_time, r.period_s, now(),
+            CASE WHEN jobs.time_limit_s IS NULL THEN 'infinity'::timestamptz
+                 ELSE now() + make_interval(secs => jobs.time_limit_s) END))
+  AND (jobs.reservation IS NULL OR EXISTS (
+    SELECT 1 FROM reservations r WHERE r.name = jobs.reservation AND p.node = ANY(r.nodes) AND ${OPEN_NOW}))`;
+
 interface Committed {
   placed: number;
   version: number | null;
@@ -630,7 +703,7 @@ async function commitPlacements(
           UPDATE jobs SET state = 'RUNNING', node = p.node, attempt = jobs.attempt + 1, reason = NULL,
             reason_detail = NULL, reserved_worker = NULL, claimed_session = NULL, claimed_at = NULL,
             start_time = NULL, end_time = NULL, exit_code = NULL, cancel_requested = false, max_rss_kb = NULL,
-            signal_pending = NULL,
+            signal_pending = NULL, planned_start_time = NULL,
             allocated_gpus = CASE WHEN p.gpu_list = '{}' THEN NULL ELSE p.gpu_list::int[] END,
             partition = coalesce(nullif(p.part, ''), jobs.partition)
           FROM ranked p WHERE jobs.id = p.job_id AND jobs.state = 'PENDING' AND jobs.held IS NULL
@@ -639,6 +712,7 @@ async function commitPlacements(
             AND jobs.account IS NOT DISTINCT FROM nullif(p.acct, '')
             AND NOT EXISTS (SELECT 1 FROM over WHERE over.job_id = p.job_id)
             AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCY_MET}
+            AND ${RESERVATIONS_ALLOW}
           RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
         ),
         per_worker AS (
@@ -703,6 +777,8 @@ interface Explanation {
   detail: string;
   /** The worker it holds, or null. */
   worker: string | null;
+  /** Seconds from now to its planned start there, or null. */
+  plannedIn: number | null;
 }
 
 /**
@@ -719,8 +795,12 @@ async function explainQueue(
   const reasons = pgArray(explained.map((e) => e.reason));
   const details = pgArray(explained.map((e) => e.detail));
   const workers = pgArray(explained.map((e) => e.worker ?? ''));
-  const explain = sql`UPDATE jobs SET reason = r.reason, reason_detail = r.detail, reserved_worker = nullif(r.worker, '')
-      FROM unnest(${ids}::bigint[], ${reasons}::text[], ${details}::text[], ${workers}::text[]) AS r(id, reason, detail, worker)
+  // -1: not planned (unnest takes no nulls through pgArray).
+  const planned = pgArray(explained.map((e) => e.plannedIn ?? -1));
+  const explain = sql`UPDATE jobs SET reason = r.reason, reason_detail = r.detail, reserved_worker = nullif(r.worker, ''),
+        planned_start_time = CASE WHEN r.planned < 0 THEN NULL ELSE now() + make_interval(secs => r.planned) END
+      FROM unnest(${ids}::bigint[], ${reasons}::text[], ${details}::text[], ${workers}::text[], ${planned}::float8[])
+        AS r(id, reason, detail, worker, planned)
       WHERE jobs.id = r.id AND jobs.state = 'PENDING' AND jobs.held IS NULL`;
   if (seen === null) {
     if (explained.length > 0) await query(tx, explain);

@@ -43,6 +43,8 @@ const RULES: [method: string, path: RegExp, need: Need, what: string][] = [
   ['*', /^\/api\/v1\/partitions(\/|$)/, 'admin', 'manage partitions'],
   ['GET', /^\/api\/v1\/accounts(\/|$)/, 'jobs:read', 'read accounts'],
   ['*', /^\/api\/v1\/accounts(\/|$)/, 'admin', 'manage accounts'],
+  ['GET', /^\/api\/v1\/reservations(\/|$)/, 'jobs:read', 'read reservations'],
+  ['*', /^\/api\/v1\/reservations(\/|$)/, 'admin', 'manage reservations'],
   ['*', /^\/api\/v1\/tokens(\/|$)/, 'admin', 'manage tokens'],
   ['*', /^\/api\/v1\/webhooks(\/|$)/, 'admin', 'manage webhooks'],
   ['*', /^\/api\/v1\/audit(\/|$)/, 'admin', 'read the audit log'],

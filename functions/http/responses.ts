@@ -183,6 +183,11 @@ export const jobSchema = z
     slurm_id: z.string().openapi({
       description: "Slurm's id: `<array_job_id>_<array_task_id>` for an array task, else the id",
     }),
+    reservation: z.string().nullable().openapi({ description: 'sbatch --reservation; null: none' }),
+    planned_start_time: isoTime.nullable().openapi({
+      description:
+        'PENDING: when the scheduler plans to start it, by the time limits of the jobs running where it holds a node (squeue --start); null: not planned',
+    }),
     submit_time: isoTime.nullable(),
     start_time: isoTime.nullable(),
     end_time: isoTime.nullable(),
@@ -369,6 +374,26 @@ export const accountSchema = z.object({
 export const accountUsersSchema = z.object({ users: z.array(accountUserSchema) });
 export const accountListSchema = z.object({ accounts: z.array(accountSchema) });
 export const partitionListSchema = z.object({ partitions: z.array(partitionSchema) });
+export const reservationSchema = z
+  .object({
+    name: z.string(),
+    start_time: isoTime.openapi({
+      description: 'The window open now, or the next one (DAILY/WEEKLY move on)',
+    }),
+    end_time: isoTime,
+    duration: z.number().openapi({ description: 'Minutes' }),
+    nodes: z.string().openapi({ description: 'Its nodes as a hostlist' }),
+    node_list: z.array(z.string()),
+    node_count: z.number().int(),
+    cpu_count: z.number().int(),
+    partition: z.string().nullable(),
+    users: z.array(z.string()),
+    accounts: z.array(z.string()),
+    flags: z.array(z.enum(['MAINT', 'DAILY', 'WEEKLY'])),
+    state: z.enum(['ACTIVE', 'INACTIVE']),
+  })
+  .openapi('Reservation');
+export const reservationListSchema = z.object({ reservations: z.array(reservationSchema) });
 export const jobListSchema = z.object({
   jobs: z.array(jobSchema),
   next_before: z

@@ -324,6 +324,8 @@ const EXAMPLE_JOB: z.infer<typeof jobSchema> = {
   array_job_id: null,
   array_task_id: null,
   slurm_id: '42',
+  reservation: null,
+  planned_start_time: null,
   submit_time: '2025-11-11T10:00:00.000Z',
   start_time: null,
   end_time: null,

@@ -47,6 +47,7 @@ const HONOURED: Record<string, { args: string[]; body?: Partial<SubmitBody>; fla
   },
   chdir: { args: ['-D', 'runs'], body: { work_dir: 'runs' } },
   comment: { args: ['--comment=why not'], body: { comment: 'why not' } },
+  reservation: { args: ['--reservation=maint'], body: { reservation: 'maint' } },
   constraint: { args: ['-C', 'avx512'], body: { constraint: 'avx512' } },
   'cpus-per-task': { args: ['-c', '3'], body: { cpus: 3, cpus_per_task: 3 } },
   error: { args: ['-e', 'err-%j'], body: { stderr: 'err-%j' } },

@@ -214,7 +214,7 @@ describe('scancel', () => {
     ({ io, err } = capture());
     expect(await runScancel(['--reservation=r', '301'], io, env)).toBe(1);
     expect(err.join('')).toBe(
-      'scancel: error: --reservation is not supported: Conductor has no reservations\n',
+      'scancel: error: --reservation is not supported: cancelling by reservation is not supported yet (cancel the jobs by id)\n',
     );
   });
 
