@@ -1,6 +1,8 @@
 import { sql } from 'drizzle-orm';
+import type { Assignment } from '../../agent/src/protocol.ts';
 import type { GpuDevice } from '../../db/schema.ts';
 import { arrayCaps, lockArrays } from './array-schedule.ts';
+import { placedAssignments } from './assignments.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
 import { liveInPostgres, liveWorkerIds } from './liveness.ts';
@@ -367,6 +369,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         version: null,
         totals: null,
         touched: [] as string[],
+        pushed: new Map<string, Assignment[]>(),
       };
       if (workers.length === 0) return nothing;
       const partitionRows = await query<PartitionRow>(tx, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`);
@@ -447,6 +450,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       // The capped arrays' rows are locked before the placing statement counts their running tasks.
       await lockArrays(tx, caps.cappedAmong(placedArrays.filter((id) => id !== null)));
       const committed = placements.length > 0 ? await commitPlacements(tx, placements, placedArrays) : null;
+      const pushed = await placedAssignments(tx, committed?.pushed ?? [], config.clusterName);
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
@@ -478,6 +482,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         version: committed?.version ?? null,
         totals: committed,
         touched: [...new Set(placements.map((p) => p.workerId))],
+        pushed,
       };
     }),
   );
@@ -485,7 +490,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
   if (outcome.version !== null && outcome.totals) {
     const { total, memoryMb, gpus, gres } = outcome.totals;
     await applyAllocationDelta(ports, { cpus: total, memoryMb, gpus, gres }, outcome.version);
-    for (const workerId of outcome.touched) ports.notifier.notify(workerId);
+    for (const workerId of outcome.touched) ports.notifier.notify(workerId, outcome.pushed.get(workerId));
   }
   if (outcome.workers === 0) return { placed: 0, workers: 0, skipped: 'no_workers' };
   return { placed: outcome.placed, workers: outcome.workers };
@@ -540,6 +545,8 @@ interface Committed {
   memoryMb: number;
   gpus: number;
   gres: Record<string, number>;
+  /** The jobs placed on workers holding a push channel: their wakes carry them. */
+  pushed: number[];
 }
 
 /**
@@ -560,6 +567,7 @@ async function commitPlacements(
     memory: string | number;
     gpus: string | number;
     gres: Record<string, number> | string | null;
+    pushed: (string | number)[] | null;
   }>(
     tx,
     sql`WITH p AS (
@@ -639,7 +647,8 @@ async function commitPlacements(
                (SELECT coalesce(sum(gpus), 0) FROM per_worker) AS gpus,
                (SELECT jsonb_object_agg(name, n) FROM (
                   SELECT e.key AS name, sum(e.value::int) AS n FROM j, jsonb_each_text(j.gres) e GROUP BY e.key
-                ) named WHERE n <> 0) AS gres`,
+                ) named WHERE n <> 0) AS gres,
+               (SELECT array_agg(j.job_id) FROM j JOIN workers cw ON cw.id = j.node AND cw.channel) AS pushed`,
   );
   const placed = Number(row?.jobs ?? 0);
   return {
@@ -649,6 +658,7 @@ async function commitPlacements(
     memoryMb: Number(row?.memory ?? 0),
     gpus: Number(row?.gpus ?? 0),
     gres: jsonColumn(row?.gres ?? null) ?? {},
+    pushed: (row?.pushed ?? []).map(Number),
   };
 }
 
