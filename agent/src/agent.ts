@@ -203,6 +203,7 @@ export class Agent {
       logger: this.logger,
       timing: config.timing,
       workerId: () => this.workerIdValue,
+      session: () => this.sessionValue,
       reportSignal: this.reportsAbort.signal,
       onSessionLost: () => void this.reregister(this.sessionValue, 'a report was refused: unknown worker'),
     };
@@ -766,7 +767,11 @@ export class Agent {
       return;
     }
     const message = parseChannelMessage(text);
-    if (message?.type === 'wake') {
+    if (message?.type === 'wake' && message.jobs) {
+      // The assignments came with the wake: no claim (their started reports say they arrived).
+      this.logger.debug(`Channel: wake with ${message.jobs.length} assignment(s)`);
+      for (const assignment of message.jobs) this.accept(assignment, 'pushed');
+    } else if (message?.type === 'wake') {
       this.logger.debug('Channel: wake');
       this.wantClaim();
     } else if (message?.type === 'register') {
@@ -905,8 +910,11 @@ export class Agent {
     }
   }
 
-  /** Starts an assignment unless it is a re-delivery; true when it was new. */
-  private accept(assignment: Assignment): boolean {
+  /**
+   * Starts an assignment unless it is a re-delivery (claimed, or pushed, again: by (job_id, attempt)); true
+   * when it was new.
+   */
+  private accept(assignment: Assignment, via: 'claimed' | 'pushed' = 'claimed'): boolean {
     const key = jobKey(assignment);
     this.pruneRecent();
     if (this.runners.has(key) || this.recent.has(key)) {
@@ -931,7 +939,7 @@ export class Agent {
     }
     let runner: JobRunner;
     try {
-      runner = JobRunner.launch(assignment, this.runnerDeps, this.executor);
+      runner = JobRunner.launch(assignment, this.runnerDeps, this.executor, via === 'pushed');
     } catch (err) {
       // The job folder could not be written (disk full, permissions): report it, or the assignment would hold
       // its CPUs, handed out again and again, and never start.

@@ -4,7 +4,7 @@
  * that check a thousand agents dropped at once come back spread out.
  */
 import { AgentApiError } from './client.ts';
-import type { ChannelMessage } from './protocol.ts';
+import type { Assignment, ChannelMessage } from './protocol.ts';
 
 /** The longest wait between two tries while connecting keeps failing. */
 export const CHANNEL_MAX_BACKOFF_MS = 5 * 60_000;
@@ -50,13 +50,32 @@ export function channelRefusal(err: unknown): 'register' | 'retry' | 'absent' {
   return 'absent';
 }
 
-/** A server → agent frame, or undefined when it is none this agent knows. */
+/**
+ * A server → agent frame, or undefined when it is none this agent knows. A wake's `jobs` are kept when they
+ * are a list of assignments (anything else there makes it a bare wake: the claim it asks brings them).
+ */
 export function parseChannelMessage(text: string): ChannelMessage | undefined {
   try {
-    const message = JSON.parse(text) as { type?: unknown };
-    if (message && (message.type === 'wake' || message.type === 'register')) return { type: message.type };
+    const message = JSON.parse(text) as { type?: unknown; jobs?: unknown };
+    if (message?.type === 'register') return { type: 'register' };
+    if (message?.type !== 'wake') return undefined;
+    const { jobs } = message;
+    return Array.isArray(jobs) && jobs.length > 0 && jobs.every(isAssignment)
+      ? { type: 'wake', jobs }
+      : { type: 'wake' };
   } catch {
-    // not JSON
+    return undefined; // not JSON
   }
-  return undefined;
+}
+
+function isAssignment(value: unknown): value is Assignment {
+  const a = value as Partial<Assignment> | null;
+  return (
+    typeof a === 'object' &&
+    a !== null &&
+    Number.isSafeInteger(a.job_id) &&
+    Number.isSafeInteger(a.attempt) &&
+    typeof a.script === 'string' &&
+    typeof a.cpus === 'number'
+  );
 }

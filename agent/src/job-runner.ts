@@ -95,6 +95,8 @@ export interface JobRunnerDeps {
   timing: AgentTiming;
   /** The worker id reports are sent as. */
   workerId: () => string;
+  /** The agent's session now (a pushed assignment's started report carries it). */
+  session: () => string | undefined;
   /** Aborted when the agent gives up delivering reports (shutdown); results then stay on disk. */
   reportSignal: AbortSignal;
   /** The server no longer knows our session. */
@@ -183,12 +185,20 @@ export class JobRunner {
     });
   }
 
-  /** Starts an assignment and drives it to a delivered result. */
-  static launch(assignment: Assignment, deps: JobRunnerDeps, executor: ExecutorOptions): JobRunner {
+  /**
+   * Starts an assignment and drives it to a delivered result. `pushed`: it came on the channel, not from a
+   * claim, so its started report is its claim and carries the session.
+   */
+  static launch(
+    assignment: Assignment,
+    deps: JobRunnerDeps,
+    executor: ExecutorOptions,
+    pushed = false,
+  ): JobRunner {
     const process = startJob(assignment, executor);
     return new JobRunner(deps, assignment, process.dir, process, assignment.cpus, (self) => {
       self.outputLimit = process.outputLimit;
-      return self.runLaunched(assignment, process);
+      return self.runLaunched(assignment, process, pushed);
     });
   }
 
@@ -234,7 +244,7 @@ export class JobRunner {
     this.process.cancel(message);
   }
 
-  private async runLaunched(assignment: Assignment, process: JobProcess): Promise<void> {
+  private async runLaunched(assignment: Assignment, process: JobProcess, pushed: boolean): Promise<void> {
     const { logger } = this.deps;
     if (process.pid === undefined) {
       const result = await process.result;
@@ -247,13 +257,15 @@ export class JobRunner {
       `Job ${this.label} started: ${JSON.stringify(assignment.name)}, ${assignment.cpus} CPUs, pid ${process.pid}`,
     );
     const streamer = this.makeStreamer({});
-    const started = deliver(this.deps, `Job ${this.label} started report`, (signal) =>
-      this.deps.client.started(
+    const started = deliver(this.deps, `Job ${this.label} started report`, (signal) => {
+      // The session of now, not of the push: a re-registration since kept the job (it was running) for it.
+      const session = pushed ? this.deps.session() : undefined;
+      return this.deps.client.started(
         this.ref.job_id,
-        { worker_id: this.deps.workerId(), attempt: this.ref.attempt },
+        { worker_id: this.deps.workerId(), attempt: this.ref.attempt, ...(session ? { session } : {}) },
         { signal },
-      ),
-    ).then((delivery) => {
+      );
+    }).then((delivery) => {
       if (delivery.kind === 'stale') this.markStale();
       else if (delivery.kind === 'ok') {
         // The server answers with the job's state: anything but RUNNING (e.g. cancelled before it started)

@@ -222,7 +222,14 @@ export interface ReportBase {
   attempt: number;
 }
 
-export type StartedRequest = ReportBase;
+export interface StartedRequest extends ReportBase {
+  /**
+   * The agent's session, sent for an assignment pushed on the channel (one it may not have claimed): the
+   * control plane then takes the report as that session's claim of it, if the session is the worker's
+   * current one (else 409 `session_superseded` or 404 `unknown_worker`: register again, then report again).
+   */
+  session?: string;
+}
 
 /** The job's state; anything but RUNNING (a cancel that won the race) means: stop the process. */
 export interface StartedResponse {
@@ -291,7 +298,11 @@ export interface ChannelQuery {
 }
 
 /**
- * `wake`: there may be new assignments, cancels, signals or a drain: claim now. `register`: the worker's key
- * is gone or its session is no longer current: register again (with `previous_session`), then reconnect.
+ * `wake`: there may be new assignments, cancels, signals or a drain: claim now. A wake that carries `jobs`
+ * (the assignments a scheduling pass just placed here, the objects a claim answers with) asks no claim: the
+ * agent starts them at once (deduplicated with claimed ones by (job_id, attempt)), and each one's `started`
+ * report, which then carries the agent's `session`, is what tells the control plane it was delivered; one
+ * never reported started is woken for again (a bare wake) and claimed. `register`: the worker's key is gone
+ * or its session is no longer current: register again (with `previous_session`), then reconnect.
  */
-export type ChannelMessage = { type: 'wake' } | { type: 'register' };
+export type ChannelMessage = { type: 'wake'; jobs?: Assignment[] } | { type: 'register' };

@@ -10,15 +10,18 @@
  *   registry fails); the agents whose key was gone are told `{"type":"register"}`; a socket silent for
  *   longer than the TTL is closed (4408), so its key expires and the reaper acts within TTL + one reap.
  *   With no socket left the alarm is not set again.
- * - POST /notify `{"workers": [...]}` (from the Worker's notifier) sends those agents `{"type":"wake"}`.
+ * - POST /notify `{"workers": [...], "jobs": {id: [...]}}` (from the Worker's notifier) sends those agents
+ *   `{"type":"wake"}`, with the assignments `jobs` has for them (wakeFrame).
  * - /accept (from the Worker, the upgrade already validated by the route) accepts the socket; a second
  *   socket of the same worker closes the older one (4409 superseded).
  *
  * With the binding CONDUCTOR_COUNT_EVENTS = "1" it counts its billable events (see ChannelStats), kept in
  * its storage so that they survive hibernation; GET /stats returns them.
  */
+
+import type { Assignment } from '../../agent/src/protocol.ts';
 import { configureNeonForLocal, connectNeonPool } from '../../db/neon.ts';
-import { channelClosed, channelHeartbeat, channelRoundMs } from '../domain/channel.ts';
+import { BARE_WAKE, channelClosed, channelHeartbeat, channelRoundMs, wakeFrame } from '../domain/channel.ts';
 import type { RegistryStore } from '../domain/ports.ts';
 import { createConsoleLogger } from '../logger.ts';
 import { RedisRegistryStore } from '../registry/redis-store.ts';
@@ -39,7 +42,6 @@ interface Attachment {
   refreshedAt?: number;
 }
 
-const WAKE = JSON.stringify({ type: 'wake' });
 const REGISTER = JSON.stringify({ type: 'register' });
 const OPEN = 1;
 const logger = createConsoleLogger('json');
@@ -83,11 +85,14 @@ export class AgentChannel {
     if (url.pathname === '/stats') return Response.json(await this.readStats());
     return this.counted('requests', async () => {
       if (url.pathname === '/notify' && request.method === 'POST') {
-        const { workers } = (await request.json()) as { workers?: unknown };
+        const { workers, jobs } = (await request.json()) as { workers?: unknown; jobs?: unknown };
         if (!Array.isArray(workers)) return new Response('workers: a list of ids', { status: 400 });
+        const carried = (jobs && typeof jobs === 'object' ? jobs : {}) as Record<string, unknown>;
         for (const id of workers) {
           if (typeof id !== 'string') continue;
-          for (const ws of this.state.getWebSockets(id)) trySend(ws, WAKE);
+          const assignments = Object.hasOwn(carried, id) ? carried[id] : undefined;
+          const frame = Array.isArray(assignments) ? wakeFrame(assignments as Assignment[]) : BARE_WAKE;
+          for (const ws of this.state.getWebSockets(id)) trySend(ws, frame);
         }
         return new Response(null, { status: 204 });
       }

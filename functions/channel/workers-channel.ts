@@ -2,6 +2,8 @@
  * The Worker's side of the agents' push channel (the Durable Object is functions/channel/agent-channel-do.ts):
  * which shard holds a worker's socket, handing a validated upgrade to that shard, and pushing wake-ups to it.
  */
+import type { Assignment } from '../../agent/src/protocol.ts';
+import { BARE_WAKE, wakeFrame } from '../domain/channel.ts';
 import type { ChannelPort, Logger, WorkNotifier } from '../domain/ports.ts';
 import type { DurableObjectNamespace, DurableObjectStub } from './workerd-types.ts';
 
@@ -46,7 +48,10 @@ export function createWorkersChannel(namespace: DurableObjectNamespace, shards: 
  * One invocation's notifier: the isolate's (which wakes long-polling claims in this isolate, as before)
  * plus a push to the channel. The worker ids notified in one turn of the event loop (a scheduling pass
  * notifies every worker it placed on in one loop) go out as ONE request per shard to the object's /notify,
- * made through `defer` (waitUntil) so that it outlives the response.
+ * `{"workers": [ids], "jobs": {id: [assignments]}}`, made through `defer` (waitUntil) so that it outlives
+ * the response. A worker's assignments go in `jobs` when its wake can carry them (wakeFrame); a worker also
+ * notified without assignments in the same turn (a cancel, a drain) gets a bare wake, whose claim brings
+ * everything.
  */
 export function withChannelPush(
   local: WorkNotifier,
@@ -55,7 +60,8 @@ export function withChannelPush(
   defer: (work: Promise<unknown>) => void,
   logger: Logger,
 ): WorkNotifier {
-  let batch: Map<number, Set<string>> | undefined;
+  /** Per shard: worker id -> the assignments its wake carries, or null for a bare wake. */
+  let batch: Map<number, Map<string, Assignment[] | null>> | undefined;
   const flush = () => {
     const due = batch;
     batch = undefined;
@@ -66,7 +72,10 @@ export function withChannelPush(
           .fetch(`${OBJECT_ORIGIN}/notify`, {
             method: 'POST',
             headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ workers: [...ids] }),
+            body: JSON.stringify({
+              workers: [...ids.keys()],
+              jobs: Object.fromEntries([...ids].filter(([, jobs]) => jobs !== null)),
+            }),
           })
           .then(async (res) => {
             await res.body?.cancel();
@@ -83,16 +92,21 @@ export function withChannelPush(
     }
   };
   return {
-    notify(workerId) {
+    notify(workerId, jobs) {
       local.notify(workerId);
       if (!batch) {
         batch = new Map();
         queueMicrotask(flush);
       }
       const shard = channelShard(workerId, shards);
-      const ids = batch.get(shard);
-      if (ids) ids.add(workerId);
-      else batch.set(shard, new Set([workerId]));
+      let ids = batch.get(shard);
+      if (!ids) {
+        ids = new Map();
+        batch.set(shard, ids);
+      }
+      const before = ids.get(workerId);
+      const carried = jobs?.length && before !== null ? [...(before ?? []), ...jobs] : null;
+      ids.set(workerId, carried && wakeFrame(carried) !== BARE_WAKE ? carried : null);
     },
     wait: local.wait,
   };

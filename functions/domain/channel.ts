@@ -1,4 +1,5 @@
 import { sql } from 'drizzle-orm';
+import type { Assignment, ChannelMessage } from '../../agent/src/protocol.ts';
 import { ANONYMOUS, type Principal } from './auth.ts';
 import type { Context } from './context.ts';
 import { warnRegistryDown } from './liveness.ts';
@@ -8,11 +9,30 @@ import { boundTo, registryTime, sessionError } from './workers.ts';
 
 /**
  * The push channel (docs/agents.md, "The push channel"): an agent holds one WebSocket to the control plane,
- * which pushes `{"type":"wake"}` when it has work, a cancel, a signal or a drain for it, and answers the
- * agent's `ping` text frames with `pong`. A connected agent's heartbeat is its pings: its hub (the Node
+ * which pushes `{"type":"wake"}` when it has work, a cancel, a signal or a drain for it (with the assignments
+ * themselves when a scheduling pass placed them: wakeFrame), and answers the agent's `ping` text frames with
+ * `pong`. A connected agent's heartbeat is its pings: its hub (the Node
  * server process, or the Durable Object on Workers) refreshes the registry keys of all its connected workers
  * in one command per heartbeat interval, and Postgres is written only when something changes.
  */
+
+/** The wake that only says "claim". */
+export const BARE_WAKE = JSON.stringify({ type: 'wake' } satisfies ChannelMessage);
+
+/**
+ * Most bytes of JSON a wake carries assignments in: a larger one goes bare and the agent claims them (a
+ * frame stays well inside what hubs and proxies pass, and one huge script does not hold up the others).
+ */
+export const WAKE_JOBS_MAX_BYTES = 64 * 1024;
+
+/** The wake frame for a worker: its just-placed assignments when there are some and they fit, else bare. */
+export function wakeFrame(jobs?: readonly Assignment[]): string {
+  if (!jobs || jobs.length === 0) return BARE_WAKE;
+  const frame = JSON.stringify({ type: 'wake', jobs: [...jobs] } satisfies ChannelMessage);
+  // Three UTF-8 bytes at most per UTF-16 unit: only a frame that may be too large is measured.
+  if (frame.length * 3 <= WAKE_JOBS_MAX_BYTES) return frame;
+  return new TextEncoder().encode(frame).length <= WAKE_JOBS_MAX_BYTES ? frame : BARE_WAKE;
+}
 
 export interface ChannelWorker {
   worker_id: string;

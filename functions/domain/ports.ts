@@ -3,6 +3,7 @@
  * (functions/node.ts, later the Workers entry) and by tests; the domain itself imports no driver.
  */
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type { Assignment } from '../../agent/src/protocol.ts';
 import type * as schema from '../../db/schema.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
 import type { Mailer } from './notifications.ts';
@@ -200,7 +201,11 @@ export interface ChannelPort {
 
 /** Wakes long-polling claims when a worker gets work or a cancel. Per process; claims also re-check on a timer. */
 export interface WorkNotifier {
-  notify(workerId: string): void;
+  /**
+   * `jobs`: the assignments a scheduling pass just placed on the worker, which a push channel carries in its
+   * wake (docs/agents.md, "The push channel"); without them the wake only says "claim".
+   */
+  notify(workerId: string, jobs?: readonly Assignment[]): void;
   /** Resolves on notify(workerId), after `ms`, or when `signal` aborts. */
   wait(workerId: string, ms: number, signal?: AbortSignal): Promise<void>;
 }

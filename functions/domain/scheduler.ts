@@ -1,7 +1,9 @@
 import { sql } from 'drizzle-orm';
+import type { Assignment } from '../../agent/src/protocol.ts';
 import type { GpuDevice } from '../../db/schema.ts';
 import { associationLimits, type ChargedJob, lockAssociations, placingCheck } from './accounts.ts';
 import { arrayCaps, lockArrays } from './array-schedule.ts';
+import { placedAssignments } from './assignments.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
 import { liveInPostgres, liveWorkerIds } from './liveness.ts';
@@ -418,6 +420,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         version: null,
         totals: null,
         touched: [] as string[],
+        pushed: new Map<string, Assignment[]>(),
       };
       if (workers.length === 0) return nothing;
       const partitionRows = await query<PartitionRow & { reservations: ReservationRow[] | string | null }>(
@@ -530,6 +533,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
               period: config.usageResetPeriod,
             })
           : null;
+      const pushed = await placedAssignments(tx, committed?.pushed ?? [], config.clusterName);
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
@@ -567,6 +571,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         version: committed?.version ?? null,
         totals: committed,
         touched: [...new Set(placements.map((p) => p.workerId))],
+        pushed,
       };
     }),
   );
@@ -574,7 +579,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
   if (outcome.version !== null && outcome.totals) {
     const { total, memoryMb, gpus, gres } = outcome.totals;
     await applyAllocationDelta(ports, { cpus: total, memoryMb, gpus, gres }, outcome.version);
-    for (const workerId of outcome.touched) ports.notifier.notify(workerId);
+    for (const workerId of outcome.touched) ports.notifier.notify(workerId, outcome.pushed.get(workerId));
   }
   if (outcome.workers === 0) return { placed: 0, workers: 0, skipped: 'no_workers' };
   return { placed: outcome.placed, workers: outcome.workers };
@@ -647,6 +652,8 @@ interface Committed {
   memoryMb: number;
   gpus: number;
   gres: Record<string, number>;
+  /** The jobs placed on workers holding a push channel: their wakes carry them. */
+  pushed: number[];
 }
 
 /**
@@ -670,6 +677,7 @@ async function commitPlacements(
     memory: string | number;
     gpus: string | number;
     gres: Record<string, number> | string | null;
+    pushed: (string | number)[] | null;
   }>(
     tx,
     sql`WITH RECURSIVE p AS (
@@ -758,7 +766,8 @@ async function commitPlacements(
                (SELECT coalesce(sum(gpus), 0) FROM per_worker) AS gpus,
                (SELECT jsonb_object_agg(name, n) FROM (
                   SELECT e.key AS name, sum(e.value::int) AS n FROM j, jsonb_each_text(j.gres) e GROUP BY e.key
-                ) named WHERE n <> 0) AS gres`,
+                ) named WHERE n <> 0) AS gres,
+               (SELECT array_agg(j.job_id) FROM j JOIN workers cw ON cw.id = j.node AND cw.channel) AS pushed`,
   );
   const placed = Number(row?.jobs ?? 0);
   return {
@@ -768,6 +777,7 @@ async function commitPlacements(
     memoryMb: Number(row?.memory ?? 0),
     gpus: Number(row?.gpus ?? 0),
     gres: jsonColumn(row?.gres ?? null) ?? {},
+    pushed: (row?.pushed ?? []).map(Number),
   };
 }
 

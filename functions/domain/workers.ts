@@ -1,7 +1,5 @@
 import { type SQL, sql } from 'drizzle-orm';
 import type {
-  ArrayTask,
-  Assignment,
   ClaimResponse,
   FinishRequest,
   HeartbeatResponse,
@@ -10,7 +8,7 @@ import type {
   OutputRequest,
   RegisterRequest,
   RegisterResponse,
-  TimeLimitSignal,
+  StartedRequest,
 } from '../../agent/src/protocol.ts';
 import type { WorkerStatus } from '../../db/schema.ts';
 import {
@@ -21,6 +19,7 @@ import {
   retryBeginTime,
   retryPolicy,
 } from './allocation.ts';
+import { ASSIGNMENT_COLUMNS, type AssignmentRow, assignmentView } from './assignments.ts';
 import { recordAudit } from './audit.ts';
 import { ANONYMOUS, type Principal } from './auth.ts';
 import { createBatcher } from './batcher.ts';
@@ -380,39 +379,6 @@ export async function setWorkerDraining(
   return { worker_id: workerId, status };
 }
 
-interface AssignmentRow {
-  id: string | number;
-  attempt: number;
-  name: string;
-  script: string;
-  cpus: number;
-  work_dir: string | null;
-  environment: Record<string, string> | string;
-  time_limit_s: number | null;
-  requeue: boolean;
-  owner: string | null;
-  memory_mb: number | null;
-  allocated_gpus: number[] | null;
-  gres: Record<string, number> | string;
-  account: string | null;
-  partition: string | null;
-  submit_dir: string | null;
-  submit_host: string | null;
-  ntasks: number | null;
-  cpus_per_task: number | null;
-  memory_per_cpu: number | null;
-  requeues: number;
-  stdout: string | null;
-  stderr: string | null;
-  stdin: string | null;
-  open_mode: 'append' | 'truncate' | null;
-  export_env: string | null;
-  qos: string | null;
-  signal: TimeLimitSignal | string | null;
-  start_time: string | null;
-  array: ArrayTask | string | null;
-}
-
 async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
   const redelivery = ctx.config.claimRedeliverySeconds;
   return queryOne<{
@@ -435,21 +401,7 @@ async function claimOnce(ctx: Context, input: SessionCheck, caller: Principal) {
                  OR (claimed_session = ${input.session}
                      AND claimed_at <= now() - make_interval(secs => ${redelivery})))
             AND EXISTS (SELECT 1 FROM me)
-          RETURNING id, attempt, name, script, work_dir, environment, time_limit_s, requeue, owner, memory_mb,
-            allocated_gpus, gres, account, submit_dir, submit_host, ntasks, cpus_per_task, memory_per_cpu, requeues,
-            stdout, stderr, stdin, open_mode, export_env, qos, signal, start_time,
-            -- Of the partitions it may use, the first this node serves (a node without any serves the default).
-            coalesce(
-              (SELECT p FROM unnest(string_to_array(jobs.partition, ',')) WITH ORDINALITY AS u(p, n)
-               WHERE p = ANY((SELECT w.partitions FROM workers w WHERE w.id = jobs.node)::text[]) ORDER BY n LIMIT 1),
-              split_part(jobs.partition, ',', 1)) AS partition,
-            -- An exclusive job holds all of its node's CPUs.
-            coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus,
-            -- An array task's ids and its array's shape (SLURM_ARRAY_*).
-            CASE WHEN jobs.array_job_id IS NOT NULL THEN (
-              SELECT json_build_object('job_id', ar.array_job_id, 'task_id', jobs.array_task_id,
-                       'count', ar.task_count, 'min', ar.task_min, 'max', ar.task_max, 'step', ar.task_step)
-              FROM job_arrays ar WHERE ar.array_job_id = jobs.array_job_id) END AS array
+          RETURNING ${ASSIGNMENT_COLUMNS}
         ),
         sig AS (${signalsSql(input.worker_id, sql`EXISTS (SELECT 1 FROM me)`)})
         SELECT EXISTS (SELECT 1 FROM me) AS known, (SELECT status FROM me) AS status, ${SIGNALS_JSON} AS signal,
@@ -500,51 +452,6 @@ export async function claimAssignments(
   }
 }
 
-const numbers = (a: ArrayTask): ArrayTask => ({
-  job_id: Number(a.job_id),
-  task_id: Number(a.task_id),
-  count: Number(a.count),
-  min: Number(a.min),
-  max: Number(a.max),
-  step: Number(a.step),
-});
-
-function assignmentView(row: AssignmentRow, clusterName: string): Assignment {
-  return {
-    job_id: Number(row.id),
-    attempt: Number(row.attempt),
-    name: row.name,
-    script: row.script,
-    cpus: Number(row.cpus),
-    work_dir: row.work_dir,
-    environment: jsonColumn(row.environment),
-    time_limit_s: row.time_limit_s === null ? null : Number(row.time_limit_s),
-    requeue: row.requeue === true,
-    owner: row.owner ?? null,
-    memory_mb: row.memory_mb === null ? null : Number(row.memory_mb),
-    gpus: row.allocated_gpus ?? [],
-    gres: jsonColumn(row.gres),
-    account: row.account,
-    partition: row.partition === '' ? null : row.partition,
-    submit_dir: row.submit_dir,
-    submit_host: row.submit_host,
-    ntasks: row.ntasks === null ? null : Number(row.ntasks),
-    cpus_per_task: row.cpus_per_task === null ? null : Number(row.cpus_per_task),
-    memory_per_cpu: row.memory_per_cpu === null ? null : Number(row.memory_per_cpu),
-    requeues: Number(row.requeues),
-    cluster_name: clusterName,
-    stdout: row.stdout,
-    stderr: row.stderr,
-    stdin: row.stdin,
-    open_mode: row.open_mode,
-    export_env: row.export_env,
-    qos: row.qos,
-    signal: jsonColumn(row.signal),
-    start_time: row.start_time === null ? null : new Date(row.start_time).toISOString(),
-    ...(row.array === null ? {} : { array: numbers(jsonColumn(row.array)) }),
-  };
-}
-
 /**
  * Fails unless the job is this worker's at this attempt (finished or not): 403 when the worker is another
  * token's, or when this attempt of the job is assigned to another token's worker (it never was this
@@ -563,10 +470,11 @@ async function assertAssignment(
     attempt: number;
     state: string;
     exit_code: string | null;
+    unclaimed: boolean;
     node_mine: boolean | null;
   }>(
     ctx.db,
-    sql`SELECT node, attempt, state, exit_code,
+    sql`SELECT node, attempt, state, exit_code, claimed_session IS NULL AS unclaimed,
                (SELECT ${boundTo(caller)} FROM workers w WHERE w.id = jobs.node) AS node_mine
         FROM jobs WHERE id = ${jobId}`,
   );
@@ -590,34 +498,47 @@ async function assertAssignment(
 const reporterIsCaller = (workerId: string, caller: Principal) =>
   sql`EXISTS (SELECT 1 FROM workers w WHERE w.id = ${workerId} AND w.token_id IS NOT DISTINCT FROM ${caller.tokenId}::bigint)`;
 
+/**
+ * An assignment's process started. For one pushed on the channel and not claimed, the report is its claim
+ * (claimed_session, claimed_at), from the worker's current session only: another session's gets 409
+ * session_superseded (or 404 unknown_worker), so the agent registers again, keeping the job, and reports again.
+ */
 export async function reportStarted(
   ctx: Context,
   jobId: number,
-  input: { worker_id: string; attempt: number },
+  input: StartedRequest,
   caller: Principal = ANONYMOUS,
 ) {
   const state = await batched(ctx, 'started', startReportedJobs)({ jobId, input, caller });
   if (state) return { state };
   const job = await assertAssignment(ctx, jobId, input.worker_id, input.attempt, caller);
   if (job.state === 'CANCELLED') return { state: job.state };
+  if (job.state === 'RUNNING' && job.unclaimed) {
+    throw await sessionError(ctx, { worker_id: input.worker_id, session: input.session ?? '' }, caller);
+  }
   throw staleAssignment(jobId, input.attempt);
 }
 
 /** The job's state for each report that matched its running attempt. */
 async function startReportedJobs(
   ctx: Context,
-  reports: Report<{ worker_id: string; attempt: number }>[],
+  reports: Report<StartedRequest>[],
 ): Promise<Map<number, string>> {
   const column = <T extends string | number>(pick: (r: (typeof reports)[number]) => T) =>
     pgArray(reports.map(pick));
   const rows = await query<{ id: string | number; state: string }>(
     ctx.db,
-    sql`UPDATE jobs SET start_time = coalesce(start_time, now())
+    sql`UPDATE jobs SET start_time = coalesce(start_time, now()),
+          claimed_session = coalesce(jobs.claimed_session, r.session),
+          claimed_at = CASE WHEN jobs.claimed_session IS NULL THEN now() ELSE jobs.claimed_at END
         FROM unnest(${column((r) => r.jobId)}::bigint[], ${column((r) => r.input.worker_id)}::text[],
-                    ${column((r) => r.input.attempt)}::int[], ${column(callerTokenColumn)}::text[])
-             AS r(id, worker_id, attempt, token_id)
+                    ${column((r) => r.input.attempt)}::int[], ${column(callerTokenColumn)}::text[],
+                    ${column((r) => r.input.session ?? '')}::text[])
+             AS r(id, worker_id, attempt, token_id, session)
         WHERE jobs.id = r.id AND jobs.node = r.worker_id AND jobs.attempt = r.attempt AND jobs.state = 'RUNNING'
           AND ${reporterMatches}
+          AND (jobs.claimed_session IS NOT NULL OR EXISTS (
+                SELECT 1 FROM workers s WHERE s.id = r.worker_id AND s.session = r.session AND s.status <> 'down'))
         RETURNING jobs.id, jobs.state`,
   );
   return new Map(rows.map((row) => [Number(row.id), row.state]));

@@ -92,7 +92,8 @@ export const claimRequest = z.strictObject({
 });
 
 const reportBase = { worker_id: workerId, attempt: z.number().int().min(1).max(2_147_483_647) };
-export const startedRequest = z.strictObject(reportBase);
+/** `session`: sent for a pushed assignment, which its started report claims (protocol.ts StartedRequest). */
+export const startedRequest = z.strictObject({ ...reportBase, session: session.optional() });
 export const outputRequest = z.strictObject({
   ...reportBase,
   stream: z.enum(['stdout', 'stderr']),

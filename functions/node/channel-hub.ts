@@ -1,7 +1,7 @@
 /**
  * The push channel on the Node server (docs/agents.md, "The push channel"): each agent's WebSocket lands in
  * this process's hub, which answers `ping` with `pong`, pushes `{"type":"wake"}` when the scheduler (or a
- * cancel, signal or drain) notifies the worker, and refreshes the registry keys of every connected worker in
+ * cancel, signal or drain) notifies the worker (with the assignments the scheduler placed: wakeFrame), and refreshes the registry keys of every connected worker in
  * one command per heartbeat interval (channelHeartbeat). With several server processes behind a load
  * balancer a wake crosses to the process holding the socket over a `WakeBus` (Redis pub/sub).
  */
@@ -9,14 +9,24 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { type ChannelWorker, channelClosed, channelHeartbeat, channelRoundMs } from '../domain/channel.ts';
+import {
+  BARE_WAKE,
+  type ChannelWorker,
+  channelClosed,
+  channelHeartbeat,
+  channelRoundMs,
+  wakeFrame,
+} from '../domain/channel.ts';
 import type { ChannelPort, Ports, WorkNotifier } from '../domain/ports.ts';
 
-/** Wake-ups between server processes: each process publishes the ids it cannot reach and hears the others'. */
+/**
+ * Wake-ups between server processes: each process publishes the ids it cannot reach, with the wake frame
+ * when it carries assignments, and hears the others'.
+ */
 export interface WakeBus {
-  publish(workerId: string): void;
-  /** Calls `onWake` for every id another process published; returns the unsubscribe. */
-  subscribe(onWake: (workerId: string) => void): Promise<() => Promise<void>>;
+  publish(workerId: string, frame?: string): void;
+  /** Calls `onWake` for every wake another process published; returns the unsubscribe. */
+  subscribe(onWake: (workerId: string, frame?: string) => void): Promise<() => Promise<void>>;
 }
 
 /** Close codes (RFC 6455 private range 4000-4999). */
@@ -76,9 +86,10 @@ export class ChannelHub {
   /** The notifier the context uses: wakes local long-polls, this hub's socket, and the other processes. */
   wrap(local: WorkNotifier): WorkNotifier {
     return {
-      notify: (workerId) => {
+      notify: (workerId, jobs) => {
         local.notify(workerId);
-        if (!this.push(workerId)) this.bus?.publish(workerId);
+        const frame = wakeFrame(jobs);
+        if (!this.push(workerId, frame)) this.bus?.publish(workerId, frame === BARE_WAKE ? undefined : frame);
       },
       wait: local.wait,
     };
@@ -90,9 +101,9 @@ export class ChannelHub {
     const intervalMs = channelRoundMs(heartbeatIntervalSeconds, workerTtlSeconds);
     this.timer = setInterval(() => void this.heartbeatRound(), intervalMs);
     this.timer.unref();
-    const unsubscribe = await this.bus?.subscribe((workerId) => {
+    const unsubscribe = await this.bus?.subscribe((workerId, frame) => {
       local.notify(workerId);
-      this.push(workerId);
+      this.push(workerId, frame);
     });
     return async () => {
       clearInterval(this.timer);
@@ -166,10 +177,10 @@ export class ChannelHub {
   }
 
   /** Sends a wake to the worker's socket here; false when it is not connected to this process. */
-  private push(workerId: string): boolean {
+  private push(workerId: string, frame = BARE_WAKE): boolean {
     const connection = this.connections.get(workerId);
     if (!connection || connection.socket.readyState !== connection.socket.OPEN) return false;
-    connection.socket.send(JSON.stringify({ type: 'wake' }));
+    connection.socket.send(frame);
     return true;
   }
 

@@ -1,7 +1,10 @@
 import { Redis } from 'ioredis';
 import type { WakeBus } from './channel-hub.ts';
 
-/** The Redis pub/sub channel wakes travel on between server processes (message: the worker id). */
+/**
+ * The Redis pub/sub channel wakes travel on between server processes. A message is the worker id, followed,
+ * for a wake that carries assignments, by a newline and the wake frame (worker ids hold no newline).
+ */
 export const WAKE_CHANNEL = 'conductor:wake';
 
 /**
@@ -14,8 +17,9 @@ export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<vo
   publisher.on('error', () => {});
   let subscriber: Redis | undefined;
   return {
-    publish(workerId) {
-      const send = () => publisher.publish(WAKE_CHANNEL, workerId).catch(() => {});
+    publish(workerId, frame) {
+      const message = frame === undefined ? workerId : `${workerId}\n${frame}`;
+      const send = () => publisher.publish(WAKE_CHANNEL, message).catch(() => {});
       if (publisher.status === 'ready') void send();
       else if (publisher.status === 'wait') void publisher.connect().then(send, () => {});
     },
@@ -24,7 +28,10 @@ export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<vo
       subscriber = sub;
       sub.on('error', () => {});
       sub.on('message', (channel: string, message: string) => {
-        if (channel === WAKE_CHANNEL) onWake(message);
+        if (channel !== WAKE_CHANNEL) return;
+        const split = message.indexOf('\n');
+        if (split < 0) onWake(message);
+        else onWake(message.slice(0, split), message.slice(split + 1));
       });
       await sub.subscribe(WAKE_CHANNEL).catch(() => {}); // re-subscribed by ioredis on reconnect
       return async () => {

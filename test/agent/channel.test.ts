@@ -18,6 +18,7 @@ import {
   channelAbsentDelayMs,
   channelReconnectDelayMs,
   channelRefusal,
+  parseChannelMessage,
 } from '../../agent/src/channel.ts';
 import { AgentApiError, AgentClient } from '../../agent/src/client.ts';
 import { type AgentConfigInput, agentConfig, parseAgentArgs } from '../../agent/src/config.ts';
@@ -187,6 +188,57 @@ describe('Agent on the push channel', () => {
     await eventually(() => cp.claims().length === before + 3, { what: 'the coalesced claim' });
     await sleep(1_000);
     expect(cp.claims().length).toBe(before + 3);
+  });
+
+  it('starts the assignments a wake carries without a claim, once each however often they come, and reports them started with its session', async () => {
+    const cp = await plane();
+    const { agent, logger } = makeAgent(cp);
+    await startOnChannel(cp, agent, logger);
+    const claimsBefore = cp.claims().length;
+    const a = job('echo pushed-a');
+    const b = job('sleep 1; echo pushed-b');
+    cp.push({ type: 'wake', jobs: [a, b] });
+    expect(await cp.finish(a.job_id)).toMatchObject({ outcome: 'exited', exit_code: '0:0' });
+    expect(cp.output(a.job_id, 'stdout')).toBe('pushed-a\n');
+    // b runs: pushed again, and handed to a claim too (a bare wake): neither starts it a second time.
+    cp.push({ type: 'wake', jobs: [b] });
+    cp.assign(b);
+    cp.push({ type: 'wake' });
+    expect(await cp.finish(b.job_id)).toMatchObject({ outcome: 'exited', exit_code: '0:0' });
+    expect(cp.output(b.job_id, 'stdout')).toBe('pushed-b\n');
+    await sleep(500);
+    // One claim: the bare wake's; the pushed jobs asked none.
+    expect(cp.claims().length).toBe(claimsBefore + 1);
+    for (const j of [a, b]) {
+      const started = cp.requests.filter((r) => r.path === `/jobs/${j.job_id}/started`);
+      expect(started.map((r) => r.body)).toEqual([
+        { worker_id: agent.workerId, attempt: 1, session: 'scripted' },
+      ]);
+      expect(cp.requests.filter((r) => r.path === `/jobs/${j.job_id}/finish`)).toHaveLength(1);
+    }
+    // A claimed assignment's report carries no session (older servers refuse unknown fields).
+    const c = job('true');
+    cp.assign(c);
+    cp.push({ type: 'wake' });
+    await cp.finish(c.job_id);
+    expect(cp.requests.find((r) => r.path === `/jobs/${c.job_id}/started`)?.body).toEqual({
+      worker_id: agent.workerId,
+      attempt: 1,
+    });
+  });
+
+  it('stops a pushed job whose started report is answered with another state than RUNNING (cancelled before it started)', async () => {
+    const cp = await plane();
+    const { agent, logger } = makeAgent(cp);
+    await startOnChannel(cp, agent, logger);
+    cp.startedState = 'CANCELLED';
+    const j = job('sleep 30');
+    cp.push({ type: 'wake', jobs: [j] });
+    expect(await cp.finish(j.job_id)).toMatchObject({ outcome: 'cancelled' });
+    expect(logger.lines).toContain(
+      `info Cancelling job ${j.job_id}.1: job is CANCELLED on the control plane`,
+    );
+    expect(agent.runningJobs()).toEqual([]);
   });
 
   it('takes a drain from the claim answer status', async () => {
@@ -381,6 +433,25 @@ describe('channel options', () => {
     expect(channelReconnectDelayMs(2, 0, () => 1)).toBe(4_000); // a zero window still backs off
     expect(channelAbsentDelayMs(() => 0)).toBe(240_000);
     expect(channelAbsentDelayMs(() => 1)).toBe(360_000);
+  });
+
+  it('reads a wake with assignments, and takes one whose jobs are not assignments as a bare wake', () => {
+    const a = job('true');
+    expect(parseChannelMessage(JSON.stringify({ type: 'wake', jobs: [a] }))).toEqual({
+      type: 'wake',
+      jobs: [a],
+    });
+    expect(parseChannelMessage('{"type":"wake"}')).toEqual({ type: 'wake' });
+    expect(parseChannelMessage('{"type":"wake","jobs":[]}')).toEqual({ type: 'wake' });
+    expect(parseChannelMessage('{"type":"wake","jobs":[{"job_id":"1","attempt":1}]}')).toEqual({
+      type: 'wake',
+    });
+    expect(parseChannelMessage(JSON.stringify({ type: 'wake', jobs: [a, { job_id: 2 }] }))).toEqual({
+      type: 'wake',
+    });
+    expect(parseChannelMessage('{"type":"register","jobs":[]}')).toEqual({ type: 'register' });
+    expect(parseChannelMessage('{"type":"other"}')).toBeUndefined();
+    expect(parseChannelMessage('wake')).toBeUndefined();
   });
 
   it('sorts refusals: re-register, retry with back-off, or no channel here', () => {

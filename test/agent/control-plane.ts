@@ -91,10 +91,15 @@ export class ControlPlane {
     readonly proxy: FaultProxy,
   ) {}
 
-  static async start(factory: BackendFactory, config = agentTestConfig()): Promise<ControlPlane> {
+  /** `upgrades`: the proxy passes the push channel (else agents stay on HTTP). */
+  static async start(
+    factory: BackendFactory,
+    config = agentTestConfig(),
+    options: { upgrades?: boolean } = {},
+  ): Promise<ControlPlane> {
     const backend = await factory.create();
     const server = await startTestServer(backend, config);
-    const proxy = await FaultProxy.start(server.url);
+    const proxy = await FaultProxy.start(server.url, options);
     const cp = new ControlPlane(backend, config, server, server.port, proxy);
     // The backstop timer is off: start the reaper's clock as the server's first backstop pass would.
     await reapLostWorkers(cp.reaperContext());
@@ -295,13 +300,18 @@ export function processGone(pid: number): boolean {
  * A control plane for a describe block (started once), and in-process agents for its tests: each test's
  * agents and agent processes are stopped after it, and the cluster is reset (invariants checked).
  */
-export function useControlPlane(factory: BackendFactory, root: string, config = agentTestConfig()) {
+export function useControlPlane(
+  factory: BackendFactory,
+  root: string,
+  config = agentTestConfig(),
+  options: { upgrades?: boolean } = {},
+) {
   let cp: ControlPlane | undefined;
   let agents: Agent[] = [];
   let processes: AgentProcess[] = [];
   let n = 0;
   beforeAll(async () => {
-    cp = await ControlPlane.start(factory, config);
+    cp = await ControlPlane.start(factory, config, options);
   });
   afterAll(async () => {
     await cp?.close();

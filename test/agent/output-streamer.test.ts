@@ -123,6 +123,7 @@ describe.each(all)('OutputStreamer against the real control plane on $name', (fa
       logger: silentLogger,
       timing: DEFAULT_TIMING,
       workerId: () => workerId,
+      session: () => undefined,
       reportSignal: new AbortController().signal,
       onSessionLost: () => {},
     };

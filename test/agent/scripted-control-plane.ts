@@ -61,6 +61,8 @@ export class ScriptedControlPlane {
     | undefined;
   /** The worker status claim answers carry (absent: none, as older servers). */
   claimStatus: 'ready' | 'draining' | undefined;
+  /** The job state started reports are answered with (anything but RUNNING: a cancel that won the race). */
+  startedState = 'RUNNING';
   private registrationCount = 0;
   private claimGate: Promise<void> | undefined;
 
@@ -258,7 +260,7 @@ export class ScriptedControlPlane {
         ...(this.claimStatus ? { status: this.claimStatus } : {}),
       };
     }
-    if (/^\/jobs\/\d+\/started$/.test(path)) return { state: 'RUNNING' };
+    if (/^\/jobs\/\d+\/started$/.test(path)) return { state: this.startedState };
     if (/^\/jobs\/\d+\/output$/.test(path)) {
       const o = body as OutputRequest;
       return { bytes: o.offset + o.bytes };

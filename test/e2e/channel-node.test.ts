@@ -46,8 +46,9 @@ class ChannelClient {
     this.socket.send('ping');
   }
 
-  wakes() {
-    return this.messages.filter((m) => m === '{"type":"wake"}').length;
+  /** The wakes received, bare or with assignments. */
+  wakes(): { type: 'wake'; jobs?: { job_id: number; attempt: number }[] }[] {
+    return this.messages.filter((m) => m.startsWith('{"type":"wake"')).map((m) => JSON.parse(m));
   }
 }
 
@@ -166,40 +167,63 @@ describe.runIf(available)('push channel on Node (two server processes)', () => {
     }
   });
 
-  it('pushes a placement decided in one server process to the agent connected to the other', async () => {
+  it('pushes a placement decided in one server process to the agent connected to the other, the assignment in the wake', async () => {
     const [a, b] = servers;
     // Only the big node fits the job; its agent's socket is on server B, the job is submitted to server A.
     const big = await register(b!.url, 'node-big', 64);
     const client = await connect(b!.url, big);
     const pinger = setInterval(() => client.ping(), 500);
     try {
-      const before = client.wakes();
+      const before = client.wakes().length;
       const submitted = await post(a!.url, '/api/v1/jobs/submit', { script: '#!/bin/sh\ntrue\n', cpus: 48 });
       expect(submitted.status).toBe(201);
-      await eventually(() => expect(client.wakes()).toBeGreaterThan(before), { timeoutMs: 5_000 });
+      await eventually(() => expect(client.wakes().length).toBeGreaterThan(before), { timeoutMs: 5_000 });
+      const wake = client.wakes()[before]!;
+      expect(wake.jobs?.map((j) => j.job_id)).toEqual([Number(submitted.body.id)]);
+      // The very assignment a claim answers with (a claim still hands it out until it is reported started).
       const claim = await post(
         b!.url,
         '/api/v1/agents/claim',
         { worker_id: big.worker_id, session: big.session, wait_s: 0 },
         big.token,
       );
-      expect((claim.body.jobs as { job_id: number }[]).map((j) => j.job_id)).toEqual([
-        Number(submitted.body.id),
-      ]);
+      expect(claim.body.jobs).toEqual(wake.jobs);
       expect(claim.body.status).toBe('ready');
     } finally {
       clearInterval(pinger);
     }
   });
 
+  it('a wake too large to carry its assignments goes bare; the claim brings them', async () => {
+    const [a, b] = servers;
+    const worker = await register(b!.url, 'node-large', 40);
+    const client = await connect(b!.url, worker);
+    const before = client.wakes().length;
+    const script = `#!/bin/sh\n# ${'x'.repeat(70 * 1024)}\ntrue\n`;
+    const submitted = await post(a!.url, '/api/v1/jobs/submit', { script, cpus: 40 });
+    expect(submitted.status).toBe(201);
+    await eventually(() => expect(client.wakes().length).toBeGreaterThan(before), { timeoutMs: 5_000 });
+    expect(client.wakes()[before]).toEqual({ type: 'wake' });
+    const claim = await post(
+      b!.url,
+      '/api/v1/agents/claim',
+      { worker_id: worker.worker_id, session: worker.session, wait_s: 0 },
+      worker.token,
+    );
+    expect(
+      (claim.body.jobs as { job_id: number; script: string }[]).map((j) => [j.job_id, j.script]),
+    ).toEqual([[Number(submitted.body.id), script]]);
+  });
+
   it('pushes a drain, and the claim the wake makes tells the agent it is draining', async () => {
     const [a, b] = servers;
     const worker = await register(a!.url, 'node-drain', 2);
     const client = await connect(a!.url, worker);
-    const before = client.wakes();
+    const before = client.wakes().length;
     const drained = await post(b!.url, '/api/v1/workers/node-drain/drain', {});
     expect(drained.status).toBe(200);
-    await eventually(() => expect(client.wakes()).toBeGreaterThan(before), { timeoutMs: 5_000 });
+    await eventually(() => expect(client.wakes().length).toBeGreaterThan(before), { timeoutMs: 5_000 });
+    expect(client.wakes()[before]).toEqual({ type: 'wake' });
     const claim = await post(
       a!.url,
       '/api/v1/agents/claim',

@@ -121,19 +121,19 @@ export function testConfig(overrides: Partial<ConductorConfig> = {}): ConductorC
 
 /**
  * Domain context over a backend, for store-level tests (no HTTP). Deferred work is awaited by `settle()`.
- * `ports` replaces the backend's database or registry (a hooked or failing one).
+ * `ports` replaces the backend's database or registry (a hooked or failing one), or the notifier.
  */
 export function testContext(
   backend: Backend,
   config = testConfig(),
-  ports_: Partial<Pick<Ports, 'db' | 'registry'>> = {},
+  ports_: Partial<Pick<Ports, 'db' | 'registry' | 'notifier'>> = {},
 ) {
   const logger = new RecordingLogger();
   const pending = new Set<Promise<unknown>>();
   const ports: Ports = {
     db: ports_.db ?? backend.db.db,
     registry: ports_.registry ?? backend.registry,
-    notifier: createLocalNotifier(),
+    notifier: ports_.notifier ?? createLocalNotifier(),
     logger,
     config,
     defer(work) {

@@ -3,7 +3,10 @@
  * every request is forwarded unchanged to the real server and the real answer goes back. It can reset
  * connections (`cut()`, `drop()`, `loseAnswers()`), delay requests (`hold()`), answer a few requests with an
  * error status itself, as a load balancer without a healthy backend does (`refuse()`), and record what went
- * through, as a packet capture would, so that tests can check what an agent sent.
+ * through, as a packet capture would, so that tests can check what an agent sent. With `upgrades` it passes
+ * WebSocket upgrades (the agents' push channel) through as byte streams, which it can mute (what the server
+ * sends is lost on the way) or drop; without, an upgrade reaches the server as a plain request, as through a
+ * proxy that strips it.
  */
 import {
   createServer,
@@ -13,7 +16,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 
 export interface ProxiedRequest {
   method: string;
@@ -52,21 +55,24 @@ export class FaultProxy {
   private readonly inFlight = new Map<ProxiedRequest, Socket>();
   private readonly holds: { pattern: Pattern; waiters: (() => void)[] }[] = [];
   private readonly refusals: { pattern: Pattern; status: number; left: number }[] = [];
+  /** Upgraded connections passed through; `muted`: the server's bytes are swallowed. */
+  private readonly tunnels = new Set<{ client: Socket; upstream: Socket; muted: boolean }>();
 
   /** `target` is the real server's base URL, e.g. `http://127.0.0.1:41234`. */
   constructor(private readonly target: string) {}
 
-  static async start(target: string): Promise<FaultProxy> {
+  static async start(target: string, options: { upgrades?: boolean } = {}): Promise<FaultProxy> {
     const proxy = new FaultProxy(target);
-    await proxy.listen();
+    await proxy.listen(options.upgrades === true);
     return proxy;
   }
 
-  private async listen(): Promise<void> {
+  private async listen(upgrades: boolean): Promise<void> {
     const server = createServer((req, res) => {
       // A request cut off mid-body (cut(), or the client gave up) just ends its connection.
       this.handle(req, res).catch(() => req.socket.destroy());
     });
+    if (upgrades) server.on('upgrade', (req, socket, head) => this.tunnel(req, socket as Socket, head));
     server.on('connection', (socket) => {
       if (this.isCut) {
         socket.destroy();
@@ -133,6 +139,20 @@ export class FaultProxy {
     for (const h of this.holds.splice(0)) for (const wake of h.waiters) wake();
   }
 
+  /** From now on, what the server sends on the upgraded connections open now is lost on the way. */
+  muteChannels(): void {
+    for (const tunnel of this.tunnels) tunnel.muted = true;
+  }
+
+  /** Resets every upgraded connection, both sides (a network path that died). */
+  dropChannels(): void {
+    for (const { client, upstream } of this.tunnels) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.tunnels.clear();
+  }
+
   /** Requests whose path matches, in arrival order. */
   calls(pattern: Pattern): ProxiedRequest[] {
     return this.requests.filter((r) => matches(pattern, r.path));
@@ -142,6 +162,47 @@ export class FaultProxy {
     this.release();
     this.cut();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** An upgrade: recorded, its request head written to the server as it came, then bytes both ways. */
+  private tunnel(req: IncomingMessage, client: Socket, head: Buffer): void {
+    const record: ProxiedRequest = {
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      headers: req.headers,
+      body: undefined,
+      at: Date.now(),
+    };
+    this.requests.push(record);
+    if (this.isCut) {
+      record.fault = 'cut';
+      client.destroy();
+      return;
+    }
+    const target = new URL(this.target);
+    const upstream = connect(Number(target.port), target.hostname);
+    const tunnel = { client, upstream, muted: false };
+    this.tunnels.add(tunnel);
+    const end = () => {
+      this.tunnels.delete(tunnel);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    upstream.once('connect', () => {
+      const lines = [`${record.method} ${record.path} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        const name = req.rawHeaders[i]!;
+        lines.push(`${name}: ${name.toLowerCase() === 'host' ? target.host : req.rawHeaders[i + 1]}`);
+      }
+      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length > 0) upstream.write(head);
+      client.on('data', (chunk) => upstream.write(chunk));
+      upstream.on('data', (chunk) => {
+        if (!tunnel.muted) client.write(chunk);
+      });
+    });
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

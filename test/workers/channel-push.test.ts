@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import type { Assignment } from '../../agent/src/protocol.ts';
 import type { DurableObjectNamespace } from '../../functions/channel/workerd-types.ts';
 import { channelShard, fnv1a, withChannelPush } from '../../functions/channel/workers-channel.ts';
+import { WAKE_JOBS_MAX_BYTES } from '../../functions/domain/channel.ts';
 import { createLocalNotifier } from '../../functions/domain/notifier.ts';
 
 /** A namespace that records the requests made to each shard's object. */
@@ -62,4 +64,44 @@ describe('the Workers channel push', () => {
     await Promise.all(deferred);
     expect(requests).toHaveLength(shards.size + 1);
   });
+
+  it("carries each worker's assignments in the same request; a bare notify of the worker in the same turn, or too much to carry, leaves its wake bare", async () => {
+    const { namespace, requests } = fakeNamespace();
+    const deferred: Promise<unknown>[] = [];
+    const notifier = withChannelPush(
+      createLocalNotifier(),
+      namespace,
+      1,
+      (work) => deferred.push(work),
+      logger,
+    );
+    const a = job(1, 'echo a');
+    const b = job(2, 'echo b');
+    notifier.notify('node-jobs', [a]);
+    notifier.notify('node-jobs', [b]); // two passes in one turn: both carried
+    notifier.notify('node-bare', [a]);
+    notifier.notify('node-bare'); // a cancel or a drain too: its claim brings everything
+    notifier.notify('node-plain');
+    notifier.notify('node-large', [job(3, 'x'.repeat(WAKE_JOBS_MAX_BYTES))]);
+    await Promise.resolve();
+    await Promise.all(deferred);
+    expect(requests).toHaveLength(1);
+    expect(requests[0]!.body).toEqual({
+      workers: ['node-jobs', 'node-bare', 'node-plain', 'node-large'],
+      jobs: { 'node-jobs': [a, b] },
+    });
+  });
 });
+
+function job(id: number, script: string): Assignment {
+  return {
+    job_id: id,
+    attempt: 1,
+    name: 'j',
+    script,
+    cpus: 1,
+    work_dir: null,
+    environment: {},
+    time_limit_s: null,
+  };
+}

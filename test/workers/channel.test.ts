@@ -72,12 +72,12 @@ class ChannelClient {
     }, 20);
   }
 
-  /** Resolves with the next frame (from now) equal to `frame`. */
-  next(frame: string, timeoutMs = 10_000): Promise<string> {
+  /** Resolves with the next frame (from now) equal to `frame`, or that `frame` matches. */
+  next(frame: string | ((f: string) => boolean), timeoutMs = 10_000): Promise<string> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no ${frame} within ${timeoutMs} ms`)), timeoutMs);
       this.waiters.push({
-        match: (f) => f === frame,
+        match: typeof frame === 'string' ? (f) => f === frame : frame,
         resolve: (f) => {
           clearTimeout(timer);
           resolve(f);
@@ -135,7 +135,8 @@ async function startSwitch(target: string): Promise<{ url: string; down: boolean
 /** The touchWorkers script's SHA-1 (functions/registry/redis-store.ts): one command per heartbeat round. */
 const TOUCH_WORKERS_SHA = '0a91ea10ae2eda90e7c0e0cd47c37764f1924dc3';
 
-const WAKE = JSON.stringify({ type: 'wake' });
+/** A wake, bare or carrying assignments. */
+const isWake = (frame: string) => frame.startsWith('{"type":"wake"');
 const REGISTER = JSON.stringify({ type: 'register' });
 
 describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)', () => {
@@ -368,11 +369,11 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     }
   }, 40_000);
 
-  it('pushes a wake to a connected worker for a job submitted through the other isolate; the worker claims and starts it', async () => {
+  it('pushes a job submitted through the other isolate to its connected worker in the wake; its started report, with the session, is its claim', async () => {
     const session = await register('ch-push', 48);
     const client = await connected('ch-push', session, urls[0]);
     client.startPinging();
-    const wake = client.next(WAKE);
+    const wake = client.next(isWake);
     const submitted = Date.now();
     // 48 CPUs: only this worker fits.
     const { status, body: job } = await api<{ id: number }>(
@@ -381,21 +382,21 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
       urls[1],
     );
     expect(status).toBe(201);
-    await wake;
+    const pushed = JSON.parse(await wake) as { jobs?: { job_id: number; attempt: number; script: string }[] };
     const wokenAfterMs = Date.now() - submitted;
     console.log(`submit (isolate b) -> wake on the socket (object of isolate a): ${wokenAfterMs} ms`);
-    const claim = await api<{ jobs: { job_id: number; attempt: number }[] }>('/api/v1/agents/claim', {
-      method: 'POST',
-      token: agentToken,
-      body: JSON.stringify({ worker_id: 'ch-push', session, wait_s: 0 }),
-    });
-    expect(claim.body.jobs.map((j) => j.job_id)).toEqual([job.id]);
+    expect(pushed.jobs?.map((j) => [j.job_id, j.attempt, j.script])).toEqual([[job.id, 1, 'sleep 30']]);
     const started = await api(`/api/v1/agents/jobs/${job.id}/started`, {
       method: 'POST',
       token: agentToken,
-      body: JSON.stringify({ worker_id: 'ch-push', attempt: claim.body.jobs[0]!.attempt }),
+      body: JSON.stringify({ worker_id: 'ch-push', attempt: 1, session }),
     });
-    expect(started.status).toBe(200);
+    expect(started).toEqual({ status: 200, body: { state: 'RUNNING' } });
+    const row = await queryOne<{ claimed_session: string | null }>(
+      database.db,
+      sql`SELECT claimed_session FROM jobs WHERE id = ${job.id}`,
+    );
+    expect(row?.claimed_session).toBe(session);
     expect((await api<{ state: string }>(`/api/v1/jobs/${job.id}`)).body.state).toBe('RUNNING');
     // Far below the long-poll's 200 ms look-again on another isolate, let alone a claim wait.
     expect(wokenAfterMs).toBeLessThan(2_000);
@@ -476,7 +477,7 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
     const again = await connected('ch-restart', session, urls[1]);
     again.startPinging();
     await again.next('pong');
-    const wake = again.next(WAKE);
+    const wake = again.next(isWake);
     const { body: job } = await api<{ id: number }>(
       '/api/v1/jobs/submit',
       { method: 'POST', body: JSON.stringify({ script: 'true', cpus: 40 }) },
@@ -509,7 +510,7 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
         }),
       );
       for (const [i, cpus] of [30, 31].entries()) {
-        const wake = pair[i]!.next(WAKE);
+        const wake = pair[i]!.next(isWake);
         const { body: job } = await api<{ id: number }>(
           '/api/v1/jobs/submit',
           { method: 'POST', body: JSON.stringify({ script: 'true', cpus }) },
@@ -519,8 +520,8 @@ describe.runIf(available)('push channel on Workers (AgentChannel Durable Object)
         await api(`/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
       }
       // The other socket got no wake: each push went to one shard.
-      expect(pair[0]!.frames.filter((f) => f === WAKE)).toHaveLength(1);
-      expect(pair[1]!.frames.filter((f) => f === WAKE)).toHaveLength(1);
+      expect(pair[0]!.frames.filter(isWake)).toHaveLength(1);
+      expect(pair[1]!.frames.filter(isWake)).toHaveLength(1);
       // Both objects run their alarm rounds, each refreshing its own worker: both keys outlive the TTL.
       const commandsBefore = bridge.commands.length;
       await new Promise((resolve) => setTimeout(resolve, (TTL_S + 1) * 1000));
