@@ -124,7 +124,9 @@ describe('dashboard usage page in headless Chromium', () => {
     expect(await legend('usage-wait')).toEqual(expect.arrayContaining(['default']));
     for (const chart of ['usage-utilization', 'usage-accounts', 'usage-wait', 'usage-partitions']) {
       expect(await page.locator(`#${chart} canvas`).count()).toBe(1);
-      expect(Number(await page.locator(`#${chart}`).getAttribute('data-points'))).toBeGreaterThan(0);
+      // A job pushed to its agent may start within the second: a mean wait of 0 s is still a point drawn.
+      const attribute = chart === 'usage-wait' ? 'data-values' : 'data-points';
+      expect(Number(await page.locator(`#${chart}`).getAttribute(attribute))).toBeGreaterThan(0);
     }
     const caption = (await page.locator('#usage-utilization-caption').textContent()) ?? '';
     expect(caption).toMatch(/Utilization per hour over the last day: [\d.]+% overall/);

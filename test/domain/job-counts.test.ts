@@ -52,7 +52,7 @@ describe.each(backends)('jobs per state (job_state_deltas) on $name', (factory) 
     await db.execute(sql`TRUNCATE jobs CASCADE`);
     expect(await deltaRows(db), 'TRUNCATE empties the deltas').toBe(0);
     await expectExact('empty');
-    await registerWorker(ctx, { worker_id: 'counts-a', hostname: 'a', cpus: 4 });
+    const { session } = await registerWorker(ctx, { worker_id: 'counts-a', hostname: 'a', cpus: 4 });
     // Known and down: the 64-CPU job below is admitted and waits for it.
     await registerWorker(ctx, { worker_id: 'counts-big', hostname: 'big', cpus: 64 });
     await db.execute(sql`UPDATE workers SET status = 'down' WHERE id = 'counts-big'`);
@@ -72,14 +72,15 @@ describe.each(backends)('jobs per state (job_state_deltas) on $name', (factory) 
     expect(running).toHaveLength(4);
     const [r0, r1, r2, r3] = running.map((r) => ({ id: Number(r.id), attempt: Number(r.attempt) }));
     if (!r0 || !r1 || !r2 || !r3) throw new Error('four running jobs expected');
-    await reportStarted(ctx, r0.id, { worker_id: 'counts-a', attempt: r0.attempt });
+    // Started without a claim (as from a pushed assignment): the report carries the session.
+    await reportStarted(ctx, r0.id, { worker_id: 'counts-a', attempt: r0.attempt, session });
     await expectExact('started (no state change)');
     const w = { worker_id: 'counts-a' };
     await finishAssignment(ctx, r0.id, { ...w, attempt: r0.attempt, outcome: 'exited', exit_code: '0:0' });
     await finishAssignment(ctx, r1.id, { ...w, attempt: r1.attempt, outcome: 'exited', exit_code: '3:0' });
     await finishAssignment(ctx, r2.id, { ...w, attempt: r2.attempt, outcome: 'timeout', exit_code: '0:9' });
     await expectExact('finished');
-    await reportStarted(ctx, r3.id, { worker_id: 'counts-a', attempt: r3.attempt });
+    await reportStarted(ctx, r3.id, { worker_id: 'counts-a', attempt: r3.attempt, session });
     await cancelJob(ctx, r3.id); // started: marked, the agent reports CANCELLED
     await expectExact('cancel requested');
     await finishAssignment(ctx, r3.id, {
