@@ -12,7 +12,10 @@ export interface NodePgConnection {
 }
 
 /** A pooled node-postgres connection (self-hosted Postgres, or Neon over TCP). */
-export function connectNodePg(url: string, options: { max?: number } = {}): NodePgConnection {
+export function connectNodePg(
+  url: string,
+  options: { max?: number; queryTimeoutMs?: number } = {},
+): NodePgConnection {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
@@ -20,7 +23,7 @@ export function connectNodePg(url: string, options: { max?: number } = {}): Node
     idleTimeoutMillis: 30_000,
     // A partitioned network (packets dropped, nothing refused) must not hang requests: give up on a query
     // after 5 s (the API answers 503; every query here is small) and let TCP keepalive find dead connections.
-    query_timeout: 5_000,
+    query_timeout: options.queryTimeoutMs ?? 5_000,
     keepAlive: true,
   });
   // A client losing its connection (Postgres restarted, the network cut) must not crash the process:
