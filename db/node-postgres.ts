@@ -14,12 +14,12 @@ export interface NodePgConnection {
 /** A pooled node-postgres connection (self-hosted Postgres, or Neon over TCP). */
 export function connectNodePg(
   url: string,
-  options: { max?: number; queryTimeoutMs?: number } = {},
+  options: { max?: number; queryTimeoutMs?: number; connectionTimeoutMs?: number } = {},
 ): NodePgConnection {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis: options.connectionTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,
     // A partitioned network (packets dropped, nothing refused) must not hang requests: give up on a query
     // after 5 s (the API answers 503; every query here is small) and let TCP keepalive find dead connections.

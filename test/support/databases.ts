@@ -58,7 +58,9 @@ async function clonePostgresTemplate(): Promise<{ name: string; url: string; dro
 /** A fresh Postgres database for one test file, cloned from the migrated template. */
 export async function createPostgresDatabase(): Promise<TestDatabase> {
   const clone = await clonePostgresTemplate();
-  const connection = connectNodePg(clone.url, { max: 20 });
+  // Tests that run hundreds of transactions at once on 20 connections check what those transactions do: on a
+  // loaded CI machine, waiting over 5 s for a free connection (the server's timeout) must not fail them.
+  const connection = connectNodePg(clone.url, { max: 20, connectionTimeoutMs: 60_000 });
   return {
     db: connection.db,
     kind: 'postgres',
