@@ -8,6 +8,7 @@
  * usage, trends) over the last day, week and 30 days of the history is timed (GET's work: usageReport on
  * Postgres). Flat means the second figures equal the first: a report reads its period's rows, not the history.
  * BENCH_USAGE_NO_ROLLUP=1 disables the roll-up trigger: the write rate without it, for the trigger's cost.
+ * BENCH_USAGE_KEEP=1 keeps the database at the end, to look at the reports' plans.
  */
 import { loadavg } from 'node:os';
 import { sql } from 'drizzle-orm';
@@ -136,5 +137,5 @@ try {
   }
 } finally {
   await close();
-  await dropDatabase();
+  if (process.env.BENCH_USAGE_KEEP !== '1') await dropDatabase();
 }
