@@ -13,21 +13,15 @@ import { putPartition } from '../../functions/domain/partitions.ts';
 import { query, queryOne } from '../../functions/domain/sql.ts';
 import { usageCharts } from '../../functions/domain/usage-charts.ts';
 import { registerWorker } from '../../functions/domain/workers.ts';
+import { prng } from '../registry/contract.ts';
 import { availableBackends, type Backend, testContext } from '../support/cluster.ts';
 
 const backends = await availableBackends();
 const admin: Principal = { kind: 'token', tokenId: 8, name: 'ops', owner: 'ops', scopes: ['admin'] };
 
-/** mulberry32: a failing seed replays the same history. */
+/** A failing seed replays the same history. */
 function random(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = prng(seed);
   return {
     int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
     pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T,
