@@ -540,6 +540,21 @@ export const capacityHourly = pgTable('capacity_hourly', {
 });
 
 /**
+ * Each partition's capacity per UTC hour, added with capacity_hourly from the same samples: the CPUs of the
+ * live nodes in it (a node in two partitions counts for both; a partition's max_cpus_per_node caps a node's).
+ */
+export const capacityPartitionHourly = pgTable(
+  'capacity_partition_hourly',
+  {
+    bucket: tstz('bucket').notNull(),
+    partition: text('partition').notNull(),
+    cpuSeconds: numeric('cpu_seconds').notNull().default('0'),
+    samples: integer('samples').notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.bucket, t.partition] })],
+);
+
+/**
  * sbatch `--array`: one row per array, written in the statement that inserts its tasks. A scheduling pass that
  * places tasks of capped arrays locks their rows (in id order, after the workers), then the placing statement
  * counts each array's RUNNING tasks and places at most `max_running` minus that (the `%N` cap): concurrent
@@ -894,6 +909,8 @@ export const utilizationSamples = pgTable('utilization_samples', {
   totalCpus: integer('total_cpus').notNull(),
   allocatedCpus: integer('allocated_cpus').notNull(),
   liveWorkers: integer('live_workers').notNull(),
+  /** The live CPUs per partition (capacity_partition_hourly bridges the time to the next sample with them). */
+  partitionCpus: jsonb('partition_cpus').$type<Record<string, number>>().notNull().default({}),
 });
 
 /** The events a subscription or a job's `mail_type` can name (sbatch's `--mail-type` names, and worker events). */

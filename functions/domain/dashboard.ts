@@ -546,18 +546,26 @@ export async function recordUtilizationSample(ctx: Context): Promise<void> {
   const minute = Math.floor(Date.now() / 60_000);
   if (sampledMinute.get(ctx) === minute) return;
   const gap = `${QUIET_MARKER_TTL_SECONDS + 600} seconds`;
+  const members = await partitionMembers(ctx);
   // capacity_hourly (sreport's Reported) gets the CPUs of the previous sample for the time since it: a quiet
   // cluster takes no samples, but its capacity cannot change unnoticed (a registration ends the quiet, an
   // expired worker runs the backstop). A gap longer than the quiet marker lasts is a control plane that was
   // down: not counted.
   await ctx.db.execute(
     sql`WITH prev AS (
-          SELECT at, total_cpus FROM utilization_samples
+          SELECT at, total_cpus, partition_cpus FROM utilization_samples
           WHERE at < date_trunc('minute', now()) AND at >= date_trunc('minute', now()) - ${gap}::interval
           ORDER BY at DESC LIMIT 1),
         sample AS (
-          INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers)
-          SELECT date_trunc('minute', now()), coalesce(sum(cpus), 0), coalesce(sum(allocated_cpus), 0), count(*)
+          INSERT INTO utilization_samples (at, total_cpus, allocated_cpus, live_workers, partition_cpus)
+          SELECT date_trunc('minute', now()), coalesce(sum(cpus), 0), coalesce(sum(allocated_cpus), 0), count(*),
+                 (SELECT coalesce(jsonb_object_agg(part, n), '{}'::jsonb) FROM (
+                    SELECT m.part, sum(CASE WHEN m.cap > 0 THEN least(pw.cpus, m.cap) ELSE pw.cpus END) AS n
+                    FROM unnest(${pgArray(members.ids)}::text[], ${pgArray(members.parts)}::text[],
+                                ${pgArray(members.caps)}::int[]) AS m(id, part, cap)
+                    JOIN workers pw ON pw.id = m.id
+                    WHERE ${liveInPostgres(ctx.config.workerTtlSeconds, 'pw')}
+                    GROUP BY m.part) per_partition)
           FROM workers w
           WHERE ${heartbeatLive(ctx.config.workerTtlSeconds)}
           ON CONFLICT (at) DO NOTHING
@@ -570,11 +578,47 @@ export async function recordUtilizationSample(ctx: Context): Promise<void> {
                                interval '1 hour') h
           GROUP BY h ORDER BY h
           ON CONFLICT (bucket) DO UPDATE SET cpu_seconds = c.cpu_seconds + excluded.cpu_seconds, samples = c.samples + 1
+          RETURNING 1),
+        partition_capacity AS (
+          INSERT INTO capacity_partition_hourly AS c (bucket, partition, cpu_seconds, samples)
+          SELECT h, pc.key, sum(pc.value::numeric * extract(epoch FROM least(s.at, h + interval '1 hour') - greatest(prev.at, h))), 1
+          FROM sample s, prev, jsonb_each_text(prev.partition_cpus) pc,
+               generate_series(date_trunc('hour', prev.at, 'UTC'), date_trunc('hour', s.at - interval '1 second', 'UTC'),
+                               interval '1 hour') h
+          GROUP BY h, pc.key ORDER BY h, pc.key
+          ON CONFLICT (bucket, partition) DO UPDATE SET cpu_seconds = c.cpu_seconds + excluded.cpu_seconds,
+            samples = c.samples + 1
           RETURNING 1)
         DELETE FROM utilization_samples
-        WHERE at < now() - interval '7 days' AND EXISTS (SELECT 1 FROM sample) AND (SELECT count(*) FROM capacity) >= 0`,
+        WHERE at < now() - interval '7 days' AND EXISTS (SELECT 1 FROM sample)
+          AND (SELECT count(*) FROM capacity) + (SELECT count(*) FROM partition_capacity) >= 0`,
   );
   sampledMinute.set(ctx, minute);
+}
+
+/**
+ * Which partitions each worker not down is in (the scheduler's rule: declared, named by a node list, else the
+ * default), as (worker, partition, max_cpus_per_node or 0) columns: the sample sums the live ones' CPUs per
+ * partition in its own statement, so they agree with its total.
+ */
+async function partitionMembers(ctx: Context) {
+  const [rows, workers] = await Promise.all([
+    query<PartitionRow>(ctx.db, sql`SELECT ${PARTITION_COLUMNS} FROM partitions`),
+    query<{ id: string; partitions: string[] }>(
+      ctx.db,
+      sql`SELECT id, partitions FROM workers WHERE status <> 'down'`,
+    ),
+  ]);
+  const partitions = partitionsOf(rows);
+  const members = { ids: [] as string[], parts: [] as string[], caps: [] as number[] };
+  for (const w of workers) {
+    for (const name of partitions.workerPartitions(w.id, w.partitions)) {
+      members.ids.push(w.id);
+      members.parts.push(name);
+      members.caps.push(partitions.rules.get(name)?.maxCpusPerNode ?? 0);
+    }
+  }
+  return members;
 }
 
 const sampledMinute = new WeakMap<Context, number>();

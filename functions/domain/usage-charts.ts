@@ -20,7 +20,7 @@ const PERIODS = {
 } as const;
 
 interface SeriesRow {
-  kind: 'bucket' | 'capacity' | 'account' | 'partition';
+  kind: 'bucket' | 'capacity' | 'account' | 'partition' | 'partition_capacity';
   bucket: Date | string;
   key: string | null;
   cpu_seconds: string | number | null;
@@ -31,12 +31,16 @@ interface SeriesRow {
 /** CPU-hours to 4 decimals (a third of a CPU-second): short jobs still show. */
 const hours = (seconds: number) => Math.round((seconds / 3600) * 10_000) / 10_000;
 
+/** Percent (2 decimals, at most 100) of the offered CPU-seconds used; null where nothing was offered. */
+const utilization = (used: number[], offered: number[]) =>
+  used.map((u, i) => (offered[i] ? Math.min(100, Math.round((u / (offered[i] ?? 1)) * 10_000) / 100) : null));
+
 /**
  * The dashboard's usage page: per hour (day, week) or per day (month), the cluster's utilization (CPU-hours
- * used over the CPU-hours its live workers offered), CPU-hours per account, and per partition CPU-hours and
- * the mean queue wait of the attempts that started. From the roll-ups (usage_hourly/usage_daily and
- * capacity_hourly) in one statement, whatever the size of the job history. Usage counts once an attempt has
- * ended, in the buckets it ran in.
+ * used over the CPU-hours its live workers offered), CPU-hours per account, and per partition CPU-hours, the
+ * mean queue wait of the attempts that started and the utilization (over the CPU-hours of its live nodes).
+ * From the roll-ups (usage_hourly/usage_daily, capacity_hourly, capacity_partition_hourly) in one statement,
+ * whatever the size of the job history. Usage counts once an attempt has ended, in the buckets it ran in.
  */
 export async function usageCharts(ctx: Context, input: z.infer<typeof usageChartsInput>) {
   const period = PERIODS[input.period];
@@ -56,7 +60,10 @@ export async function usageCharts(ctx: Context, input: z.infer<typeof usageChart
           FROM ${period.table} WHERE bucket >= ${first} GROUP BY 2, 3
         UNION ALL
         SELECT 'partition', bucket, partition, sum(cpu_seconds), sum(wait_seconds), sum(starts)
-          FROM ${period.table} WHERE bucket >= ${first} GROUP BY 2, 3`,
+          FROM ${period.table} WHERE bucket >= ${first} GROUP BY 2, 3
+        UNION ALL
+        SELECT 'partition_capacity', date_trunc(${unit}, bucket, 'UTC'), partition, sum(cpu_seconds), NULL, NULL
+          FROM capacity_partition_hourly WHERE bucket >= ${first} GROUP BY 2, 3`,
   );
   const buckets = rows
     .filter((r) => r.kind === 'bucket')
@@ -67,7 +74,20 @@ export async function usageCharts(ctx: Context, input: z.infer<typeof usageChart
   const capacity = zeros();
   const used = zeros();
   const byAccount = new Map<string, number[]>();
-  const byPartition = new Map<string, { cpu: number[]; wait: number[]; starts: number[] }>();
+  const byPartition = new Map<
+    string,
+    { cpu: number[]; wait: number[]; starts: number[]; capacity: number[] }
+  >();
+  const partitionSeries = (name: string) => {
+    const series = byPartition.get(name) ?? {
+      cpu: zeros(),
+      wait: zeros(),
+      starts: zeros(),
+      capacity: zeros(),
+    };
+    byPartition.set(name, series);
+    return series;
+  };
   for (const r of rows) {
     const i = index.get(new Date(r.bucket).toISOString());
     if (i === undefined || r.kind === 'bucket') continue;
@@ -80,13 +100,13 @@ export async function usageCharts(ctx: Context, input: z.infer<typeof usageChart
       series[i] = (series[i] ?? 0) + cpu;
       byAccount.set(name, series);
       used[i] = (used[i] ?? 0) + cpu;
+    } else if (r.kind === 'partition_capacity') {
+      partitionSeries(r.key || NO_PARTITION).capacity[i] = cpu;
     } else {
-      const name = r.key || NO_PARTITION;
-      const series = byPartition.get(name) ?? { cpu: zeros(), wait: zeros(), starts: zeros() };
+      const series = partitionSeries(r.key || NO_PARTITION);
       series.cpu[i] = cpu;
       series.wait[i] = Number(r.wait_seconds ?? 0);
       series.starts[i] = Number(r.starts ?? 0);
-      byPartition.set(name, series);
     }
   }
   const total = (series: number[]) => series.reduce((a, b) => a + b, 0);
@@ -103,9 +123,7 @@ export async function usageCharts(ctx: Context, input: z.infer<typeof usageChart
     capacity_cpu_hours: capacity.map(hours),
     used_cpu_hours: used.map(hours),
     /** Percent of the offered CPU-hours used; null where no worker was live (nothing offered). */
-    utilization_pct: used.map((u, i) =>
-      capacity[i] ? Math.min(100, Math.round((u / (capacity[i] ?? 1)) * 10_000) / 100) : null,
-    ),
+    utilization_pct: utilization(used, capacity),
     accounts: accounts.map(([account, series]) => ({
       account,
       cpu_hours: series.map(hours),
@@ -121,6 +139,9 @@ export async function usageCharts(ctx: Context, input: z.infer<typeof usageChart
           (s.starts[i] ?? 0) > 0 ? Math.round(w / (s.starts[i] ?? 1)) : null,
         ),
         starts: s.starts,
+        capacity_cpu_hours: s.capacity.map(hours),
+        /** Its CPU-hours over the CPU-hours its live nodes offered; null where it had none live. */
+        utilization_pct: utilization(s.cpu, s.capacity),
       })),
     totals: {
       capacity_cpu_hours: hours(total(capacity)),

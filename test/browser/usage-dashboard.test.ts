@@ -1,8 +1,8 @@
 /**
  * The dashboard's usage page in a real headless Chromium against a real control plane with a real agent:
  * jobs of two accounts run and end, and the page charts the cluster's utilization, the accounts' CPU-hours and
- * the partitions' queue wait from the usage roll-ups; switching to the last month brings in an older job's
- * account that the last day does not show.
+ * the partitions' queue wait and utilization from the usage roll-ups; switching to the last month brings in an
+ * older job's account and a partition's capacity that the last day does not show.
  */
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -101,10 +101,17 @@ describe('dashboard usage page in headless Chromium', () => {
           VALUES (date_trunc('hour', now(), 'UTC'), 4 * 3600, 60)
           ON CONFLICT (bucket) DO UPDATE SET cpu_seconds = 4 * 3600, samples = 60`,
     );
+    // And per partition: the agent's node is in the default partition.
+    await query(
+      backend.db.db,
+      sql`INSERT INTO capacity_partition_hourly (bucket, partition, cpu_seconds, samples)
+          VALUES (date_trunc('hour', now(), 'UTC'), 'default', 4 * 3600, 60)
+          ON CONFLICT (bucket, partition) DO UPDATE SET cpu_seconds = 4 * 3600, samples = 60`,
+    );
     const data = await api<{
       accounts: { account: string; total_cpu_hours: number }[];
       utilization_pct: (number | null)[];
-      partitions: { partition: string; mean_wait_s: (number | null)[] }[];
+      partitions: { partition: string; mean_wait_s: (number | null)[]; utilization_pct: (number | null)[] }[];
     }>('GET', '/api/v1/ui/usage?period=day');
     const physics = data.accounts.find((a) => a.account === 'physics');
     const chemistry = data.accounts.find((a) => a.account === 'chemistry');
@@ -114,6 +121,7 @@ describe('dashboard usage page in headless Chromium', () => {
     expect(physics?.total_cpu_hours ?? 0).toBeGreaterThan(chemistry?.total_cpu_hours ?? 0);
     expect(data.utilization_pct.at(-1)).toBeGreaterThan(0);
     expect(data.partitions.map((p) => p.partition)).toEqual(['default']);
+    expect(data.partitions[0]?.utilization_pct.at(-1)).toBeGreaterThan(0);
 
     await page.goto(`${server.url}/ui/usage`);
     await eventually(async () => (await tableRows()).length === 2, { what: 'two accounts in the table' });
@@ -122,7 +130,14 @@ describe('dashboard usage page in headless Chromium', () => {
     expect(rows[1]).toMatch(/^chemistry/);
     expect(await legend('usage-accounts')).toEqual(expect.arrayContaining(['physics', 'chemistry']));
     expect(await legend('usage-wait')).toEqual(expect.arrayContaining(['default']));
-    for (const chart of ['usage-utilization', 'usage-accounts', 'usage-wait', 'usage-partitions']) {
+    expect(await legend('usage-partition-utilization')).toEqual(['Time', 'default']);
+    for (const chart of [
+      'usage-utilization',
+      'usage-accounts',
+      'usage-wait',
+      'usage-partitions',
+      'usage-partition-utilization',
+    ]) {
       expect(await page.locator(`#${chart} canvas`).count()).toBe(1);
       // A job pushed to its agent may start within the second: a mean wait of 0 s is still a point drawn.
       const attribute = chart === 'usage-wait' ? 'data-values' : 'data-points';
@@ -151,9 +166,16 @@ describe('dashboard usage page in headless Chromium', () => {
           VALUES (${old?.id}, 1, 'usage-node', now() - interval '10 days 1 hour', now() - interval '10 days',
                   'COMPLETED', '0:0', false, 8, 'default', now() - interval '10 days 2 hours')`,
     );
+    // A partition that offered CPUs ten days ago (the hour the old job ran), and none since.
+    await query(
+      backend.db.db,
+      sql`INSERT INTO capacity_partition_hourly (bucket, partition, cpu_seconds, samples)
+          VALUES (date_trunc('hour', now() - interval '10 days', 'UTC'), 'archive', 8 * 3600, 60)`,
+    );
     await page.goto(`${server.url}/ui/usage`);
     await eventually(async () => (await tableRows()).length === 2, { what: 'the day’s two accounts' });
     expect((await tableRows()).join(' ')).not.toContain('biology');
+    expect(await legend('usage-partition-utilization')).toEqual(['Time', 'default']);
     await page.getByRole('button', { name: 'month' }).click();
     await eventually(async () => (await tableRows()).some((r) => r.startsWith('biology')), {
       what: 'biology in the month’s table',
@@ -165,10 +187,25 @@ describe('dashboard usage page in headless Chromium', () => {
     expect(await legend('usage-accounts')).toEqual(
       expect.arrayContaining(['biology', 'physics', 'chemistry']),
     );
+    // The per-partition utilization follows the period: per day, with the archive partition's day (0 %).
+    expect(await legend('usage-partition-utilization')).toEqual(['Time', 'archive', 'default']);
+    expect(await page.locator('#usage-partition-utilization-caption').textContent()).toMatch(
+      /^Utilization per day per partition over the last month/,
+    );
+    const month = await api<{ partitions: { partition: string; utilization_pct: (number | null)[] }[] }>(
+      'GET',
+      '/api/v1/ui/usage?period=month',
+    );
+    const archive = month.partitions.find((p) => p.partition === 'archive')?.utilization_pct ?? [];
+    expect(archive.filter((v) => v !== null)).toEqual([0]);
     await page.getByRole('button', { name: 'day' }).click();
     await eventually(async () => !(await tableRows()).some((r) => r.startsWith('biology')), {
       what: 'biology gone with the day',
     });
+    expect(await legend('usage-partition-utilization')).toEqual(['Time', 'default']);
+    expect(await page.locator('#usage-partition-utilization-caption').textContent()).toMatch(
+      /^Utilization per hour per partition over the last day/,
+    );
     expect(problems).toEqual([]);
   });
 
@@ -186,14 +223,15 @@ describe('dashboard usage page in headless Chromium', () => {
             INSERT INTO jobs (name, script, cpus, state, account, partition, attempt, submit_time, start_time,
                               end_time, exit_code)
             SELECT 'history', 'true', 2 + ((n + k) % 3)::int, 'COMPLETED',
-                   (ARRAY['astro', 'genomics', 'climate'])[1 + ((n / 24 + k) % 3)::int], 'default', 1,
+                   (ARRAY['astro', 'genomics', 'climate'])[1 + ((n / 24 + k) % 3)::int],
+                   CASE WHEN k % 3 = 0 THEN 'gpu' ELSE 'default' END, 1,
                    at - make_interval(mins => (n % 40)::int), at, at + interval '50 minutes', '0:0'
             FROM h, generate_series(1, 1 + round(2 * (1 + sin(n * pi() / 12)))::int) k
-            RETURNING id, cpus, submit_time, start_time, end_time
+            RETURNING id, cpus, partition, submit_time, start_time, end_time
           )
           INSERT INTO job_attempts (job_id, attempt, node, start_time, end_time, state, exit_code, requeued, cpus,
                                     partition, eligible_time)
-          SELECT id, 1, 'usage-node', start_time, end_time, 'COMPLETED', '0:0', false, cpus, 'default', submit_time
+          SELECT id, 1, 'usage-node', start_time, end_time, 'COMPLETED', '0:0', false, cpus, partition, submit_time
           FROM j`,
     );
     await query(
@@ -204,6 +242,16 @@ describe('dashboard usage page in headless Chromium', () => {
                                                        interval '1 hour') g
           ON CONFLICT (bucket) DO NOTHING`,
     );
+    // Of the 16: 12 in the default partition, 4 in gpu.
+    await query(
+      backend.db.db,
+      sql`INSERT INTO capacity_partition_hourly (bucket, partition, cpu_seconds, samples)
+          SELECT g, p.name, p.cpus * 3600, 60
+          FROM generate_series(date_trunc('hour', now(), 'UTC') - interval '167 hours',
+                               date_trunc('hour', now(), 'UTC') - interval '1 hour', interval '1 hour') g,
+               (VALUES ('default', 12), ('gpu', 4)) p(name, cpus)
+          ON CONFLICT (bucket, partition) DO NOTHING`,
+    );
     await page.goto(`${server.url}/ui/usage`);
     await page.getByRole('button', { name: 'week' }).click();
     await eventually(async () => (await tableRows()).some((r) => r.startsWith('genomics')), {
@@ -213,6 +261,10 @@ describe('dashboard usage page in headless Chromium', () => {
       expect.arrayContaining(['astro', 'genomics', 'climate', 'physics', 'chemistry']),
     );
     expect(Number(await page.locator('#usage-utilization').getAttribute('data-points'))).toBeGreaterThan(100);
+    expect(await legend('usage-partition-utilization')).toEqual(['Time', 'default', 'gpu']);
+    expect(
+      Number(await page.locator('#usage-partition-utilization').getAttribute('data-points')),
+    ).toBeGreaterThan(200);
     await page.screenshot({ path: `${ARTIFACTS}usage.png`, fullPage: true });
     mkdirSync(DOCS, { recursive: true });
     // The README's screenshot: refreshed on request, so that a test run leaves the committed tree alone.

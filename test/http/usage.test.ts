@@ -37,6 +37,7 @@ describe.each(backends)('usage reports on $name', (factory) => {
     start: number;
     end: number;
     state: string;
+    partition?: string;
   }) {
     const row = await queryOne<{ id: string }>(
       db(),
@@ -46,7 +47,7 @@ describe.each(backends)('usage reports on $name', (factory) => {
     );
     const id = Number(row?.id);
     await db().execute(
-      sql`UPDATE jobs SET state = 'RUNNING', node = 'n1', partition = 'batch', attempt = 1,
+      sql`UPDATE jobs SET state = 'RUNNING', node = 'n1', partition = ${job.partition ?? 'batch'}, attempt = 1,
             start_time = ${at(job.start)}::timestamptz WHERE id = ${id}`,
     );
     await db().execute(
@@ -271,6 +272,40 @@ describe.each(backends)('usage reports on $name', (factory) => {
     );
     await recordUtilizationSample(testContextAgain());
     expect(await query(db(), sql`SELECT * FROM capacity_hourly`)).toEqual([]);
+  });
+
+  it('GET /api/v1/ui/usage gives each partition’s utilization: its CPU-hours over its capacity, null where none', async () => {
+    const hour = Math.floor(Date.now() / H) * H - H;
+    // 2 CPUs for 30 minutes in ui-batch, which offered 4 CPUs that hour; ui-idle offered 2 and ran nothing.
+    await ran({
+      cpus: 2,
+      account: 'ui-acct',
+      owner: 'ana',
+      start: hour + H / 6,
+      end: hour + (2 * H) / 3,
+      state: 'COMPLETED',
+      partition: 'ui-batch',
+    });
+    await db().execute(
+      sql`INSERT INTO capacity_partition_hourly (bucket, partition, cpu_seconds, samples)
+          VALUES (${at(hour)}::timestamptz, 'ui-batch', 4 * 3600, 60), (${at(hour)}::timestamptz, 'ui-idle', 2 * 3600, 60)`,
+    );
+    const res = await s.request('GET', '/api/v1/ui/usage?period=day');
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      buckets: string[];
+      partitions: { partition: string; utilization_pct: (number | null)[]; capacity_cpu_hours: number[] }[];
+    };
+    const i = body.buckets.indexOf(at(hour));
+    expect(i).toBe(body.buckets.length - 2);
+    const batch = body.partitions.find((p) => p.partition === 'ui-batch');
+    const idle = body.partitions.find((p) => p.partition === 'ui-idle');
+    expect(batch?.utilization_pct[i]).toBe(25);
+    expect(batch?.capacity_cpu_hours[i]).toBe(4);
+    expect(idle?.utilization_pct[i]).toBe(0);
+    // Every other hour of the day: nothing offered, so no utilization.
+    expect(batch?.utilization_pct.filter((_, j) => j !== i).every((v) => v === null)).toBe(true);
+    expect(idle?.utilization_pct).toHaveLength(24);
   });
 
   /** A second context: recordUtilizationSample samples once a minute per context. */

@@ -248,7 +248,12 @@ interface UsageCharts {
   used_cpu_hours: number[];
   capacity_cpu_hours: number[];
   accounts: { account: string; cpu_hours: number[]; total_cpu_hours: number }[];
-  partitions: { partition: string; cpu_hours: number[]; mean_wait_s: (number | null)[] }[];
+  partitions: {
+    partition: string;
+    cpu_hours: number[];
+    mean_wait_s: (number | null)[];
+    utilization_pct: (number | null)[];
+  }[];
   totals: { used_cpu_hours: number; capacity_cpu_hours: number };
 }
 const PALETTE = [
@@ -350,6 +355,14 @@ async function refreshUsage() {
     data.partitions.map((p) => ({ label: p.partition, values: p.cpu_hours })),
     ' h',
     `CPU-hours ${per} per partition over the last ${data.period}`,
+  );
+  // Utilization per partition: its CPU-hours over its live nodes' (a node in two partitions offers to both).
+  drawUsageChart(
+    'usage-partition-utilization',
+    times,
+    data.partitions.map((p) => ({ label: p.partition, values: p.utilization_pct })),
+    '%',
+    `Utilization ${per} per partition over the last ${data.period}: its CPU-hours over those its live nodes offered`,
   );
   const body = document.querySelector('#usage-accounts-table tbody');
   if (body) {

@@ -50,6 +50,7 @@ export const UsagePage = () => (
       <h2 id="trend-h">Trends per partition</h2>
       <Chart id="usage-wait" title="Mean queue wait per partition" />
       <Chart id="usage-partitions" title="CPU-hours per partition" />
+      <Chart id="usage-partition-utilization" title="Utilization per partition" />
     </section>
     <p>
       Usage counts once a job's attempt has ended, in the hours it ran; utilization is CPU-hours used over the
