@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEFAULT_CONFIG, USAGE_RESET_PERIODS } from './domain/ports.ts';
+import { DEFAULT_CONFIG, SCHEDULER_TYPES, USAGE_RESET_PERIODS } from './domain/ports.ts';
 
 /**
  * The settings the Node server and the Worker read alike, validated by one schema each, so a variable is
@@ -98,6 +98,17 @@ export const usageResetPeriod = z
   .pipe(
     z.enum(USAGE_RESET_PERIODS, {
       error: `CONDUCTOR_USAGE_RESET_PERIOD is one of ${USAGE_RESET_PERIODS.join(', ')}`,
+    }),
+  );
+
+/** Slurm's SchedulerType: sched/backfill (default) or sched/builtin (FIFO, no backfill). */
+export const schedulerType = z
+  .string()
+  .default(DEFAULT_CONFIG.schedulerType)
+  .transform((v) => v.toLowerCase())
+  .pipe(
+    z.enum(SCHEDULER_TYPES, {
+      error: `CONDUCTOR_SCHEDULER_TYPE is one of ${SCHEDULER_TYPES.join(', ')}`,
     }),
   );
 
@@ -331,6 +342,10 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
     description:
       "Slurm's `PriorityUsageResetPeriod`: where the CPU-minutes an account's `grp_cpu_mins` (GrpTRESMins=cpu) counts start: `none` (all recorded usage), `daily`, `weekly`, `monthly`, `quarterly` or `yearly` (calendar periods, UTC)",
     default: 'none',
+  },
+  CONDUCTOR_SCHEDULER_TYPE: {
+    description:
+      "Slurm's `SchedulerType`: `sched/backfill` lets a lower job start on a node held for a waiting one when its time limit ends it by that job's planned start; `sched/builtin` is strict FIFO, nothing starts on a held node (see [Reservations and backfill](reservations.md))",
   },
   CONDUCTOR_PRIORITY_CEILING: {
     description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',
