@@ -90,27 +90,27 @@ export const accountingEnforce = z
   )
   .transform((words) => words.some((w) => w !== 'none'));
 
+/** One of `values`, in any case; anything else is refused naming the variable. */
+const oneOf = <const T extends readonly [string, ...string[]]>(
+  name: string,
+  values: T,
+  fallback: T[number],
+) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(values, { error: `${name} is one of ${values.join(', ')}` }));
+
 /** Slurm's PriorityUsageResetPeriod. */
-export const usageResetPeriod = z
-  .string()
-  .default(DEFAULT_CONFIG.usageResetPeriod)
-  .transform((v) => v.toLowerCase())
-  .pipe(
-    z.enum(USAGE_RESET_PERIODS, {
-      error: `CONDUCTOR_USAGE_RESET_PERIOD is one of ${USAGE_RESET_PERIODS.join(', ')}`,
-    }),
-  );
+export const usageResetPeriod = oneOf(
+  'CONDUCTOR_USAGE_RESET_PERIOD',
+  USAGE_RESET_PERIODS,
+  DEFAULT_CONFIG.usageResetPeriod,
+);
 
 /** Slurm's SchedulerType: sched/backfill (default) or sched/builtin (FIFO, no backfill). */
-export const schedulerType = z
-  .string()
-  .default(DEFAULT_CONFIG.schedulerType)
-  .transform((v) => v.toLowerCase())
-  .pipe(
-    z.enum(SCHEDULER_TYPES, {
-      error: `CONDUCTOR_SCHEDULER_TYPE is one of ${SCHEDULER_TYPES.join(', ')}`,
-    }),
-  );
+export const schedulerType = oneOf('CONDUCTOR_SCHEDULER_TYPE', SCHEDULER_TYPES, DEFAULT_CONFIG.schedulerType);
 
 /** Event notifications' retry timing and limits (seconds, attempts). */
 const notifySeconds = (name: string, fallback: number) =>
