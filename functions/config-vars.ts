@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEFAULT_CONFIG, USAGE_RESET_PERIODS } from './domain/ports.ts';
+import { DEFAULT_CONFIG, SCHEDULER_TYPES, USAGE_RESET_PERIODS } from './domain/ports.ts';
 
 /**
  * The settings the Node server and the Worker read alike, validated by one schema each, so a variable is
@@ -90,16 +90,27 @@ export const accountingEnforce = z
   )
   .transform((words) => words.some((w) => w !== 'none'));
 
+/** One of `values`, in any case; anything else is refused naming the variable. */
+const oneOf = <const T extends readonly [string, ...string[]]>(
+  name: string,
+  values: T,
+  fallback: T[number],
+) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(values, { error: `${name} is one of ${values.join(', ')}` }));
+
 /** Slurm's PriorityUsageResetPeriod. */
-export const usageResetPeriod = z
-  .string()
-  .default(DEFAULT_CONFIG.usageResetPeriod)
-  .transform((v) => v.toLowerCase())
-  .pipe(
-    z.enum(USAGE_RESET_PERIODS, {
-      error: `CONDUCTOR_USAGE_RESET_PERIOD is one of ${USAGE_RESET_PERIODS.join(', ')}`,
-    }),
-  );
+export const usageResetPeriod = oneOf(
+  'CONDUCTOR_USAGE_RESET_PERIOD',
+  USAGE_RESET_PERIODS,
+  DEFAULT_CONFIG.usageResetPeriod,
+);
+
+/** Slurm's SchedulerType: sched/backfill (default) or sched/builtin (FIFO, no backfill). */
+export const schedulerType = oneOf('CONDUCTOR_SCHEDULER_TYPE', SCHEDULER_TYPES, DEFAULT_CONFIG.schedulerType);
 
 /** Event notifications' retry timing and limits (seconds, attempts). */
 const notifySeconds = (name: string, fallback: number) =>
@@ -331,6 +342,10 @@ export const CONFIG_VAR_DOCS: Record<string, { description: string; default?: st
     description:
       "Slurm's `PriorityUsageResetPeriod`: where the CPU-minutes an account's `grp_cpu_mins` (GrpTRESMins=cpu) counts start: `none` (all recorded usage), `daily`, `weekly`, `monthly`, `quarterly` or `yearly` (calendar periods, UTC)",
     default: 'none',
+  },
+  CONDUCTOR_SCHEDULER_TYPE: {
+    description:
+      "Slurm's `SchedulerType`: `sched/backfill` lets a lower job start on a node held for a waiting one when its time limit ends it by that job's planned start; `sched/builtin` is strict FIFO, nothing starts on a held node (see [Reservations and backfill](reservations.md))",
   },
   CONDUCTOR_PRIORITY_CEILING: {
     description: 'the highest `priority` a token without the admin scope may set (0 to 1,000,000)',

@@ -216,6 +216,10 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** Slurm's SchedulerType values: FIFO with backfill by time limits, or strict FIFO (nothing on a held node). */
+export const SCHEDULER_TYPES = ['sched/backfill', 'sched/builtin'] as const;
+export type SchedulerType = (typeof SCHEDULER_TYPES)[number];
+
 /** Slurm's PriorityUsageResetPeriod values (lowercase). */
 export const USAGE_RESET_PERIODS = ['none', 'daily', 'weekly', 'monthly', 'quarterly', 'yearly'] as const;
 export type UsageResetPeriod = (typeof USAGE_RESET_PERIODS)[number];
@@ -265,6 +269,11 @@ export interface ConductorConfig {
    * (`none`: all recorded usage).
    */
   usageResetPeriod: UsageResetPeriod;
+  /**
+   * Slurm's SchedulerType: `sched/backfill` lets a later job start on a node held for a waiting one when its
+   * time limit ends it by the holder's planned start; `sched/builtin` never does (FIFO).
+   */
+  schedulerType: SchedulerType;
   /**
    * `auto`: every route but health needs a token once a (non-internal) token exists, and none is needed
    * before (the Node server on loopback). `required`: always (Workers, and Node beyond loopback).
@@ -362,6 +371,7 @@ export const DEFAULT_CONFIG: ConductorConfig = {
   priorityCeiling: 0,
   enforceAssociations: false,
   usageResetPeriod: 'none',
+  schedulerType: 'sched/backfill',
   priority: {
     weightAge: 1000,
     weightFairshare: 10_000,

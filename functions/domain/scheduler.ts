@@ -393,6 +393,7 @@ const toAdminReservation = (r: ReservationRow): AdminReservation => ({
 export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
   const { db, config } = ports;
   const live = await liveWorkerIds(ports);
+  const backfill = config.schedulerType !== 'sched/builtin';
 
   const outcome = await withRetry(() =>
     db.transaction(async (tx) => {
@@ -475,7 +476,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       await limits.load(holders);
       const admitHolders = () => holders.filter((row) => limits.hold(chargedJob(row)));
       let kept = admitHolders();
-      let planner = createPlanner(candidates, kept.map(toJob), partitions.rules, admin);
+      let planner = createPlanner(candidates, kept.map(toJob), partitions.rules, admin, backfill);
       const consider = (p: Planner, row: QueueRow) =>
         limits.consider(p, chargedJob(row), () =>
           caps.consider(p, Number(row.id), arrayOf(row), () => p.consider(toJob(row))),
@@ -517,7 +518,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         caps.reset();
         limits.reset();
         kept = admitHolders();
-        planner = createPlanner(withRunning(running), kept.map(toJob), partitions.rules, admin);
+        planner = createPlanner(withRunning(running), kept.map(toJob), partitions.rules, admin, backfill);
         for (const row of [...considered, ...capped].sort(queueOrder)) {
           if (planner.exhausted || planner.placed >= batch) break;
           consider(planner, row);

@@ -14,6 +14,7 @@ import {
   priorityConfig,
   priorityVars,
   retryBackoff,
+  schedulerType,
   usageResetPeriod,
 } from '../config-vars.ts';
 import { type ConductorConfig, DEFAULT_CONFIG } from '../domain/ports.ts';
@@ -81,6 +82,8 @@ export const nodeEnvSchema = z.object({
   /** Slurm's AccountingStorageEnforce (associations) and PriorityUsageResetPeriod. */
   CONDUCTOR_ACCOUNTING_ENFORCE: accountingEnforce,
   CONDUCTOR_USAGE_RESET_PERIOD: usageResetPeriod,
+  /** Slurm's SchedulerType: sched/backfill or sched/builtin (FIFO). */
+  CONDUCTOR_SCHEDULER_TYPE: schedulerType,
   /** The cluster's name, which jobs see as SLURM_CLUSTER_NAME. */
   CONDUCTOR_CLUSTER_NAME: clusterName,
   /** Live-log followers (SSE) at once per job and per token, in this process (0: no limit). */
@@ -135,6 +138,7 @@ export function configFromEnv(env: NodeEnv): ConductorConfig {
     priorityCeiling: env.CONDUCTOR_PRIORITY_CEILING,
     enforceAssociations: env.CONDUCTOR_ACCOUNTING_ENFORCE,
     usageResetPeriod: env.CONDUCTOR_USAGE_RESET_PERIOD,
+    schedulerType: env.CONDUCTOR_SCHEDULER_TYPE,
     logFollowersPerJob: env.CONDUCTOR_LOG_FOLLOWERS_PER_JOB,
     logFollowersPerToken: env.CONDUCTOR_LOG_FOLLOWERS_PER_TOKEN,
     workerTtlSeconds: env.CONDUCTOR_WORKER_TTL,

@@ -8,6 +8,8 @@ import {
   type RunningJob,
   windowOverlaps,
 } from '../../functions/domain/placement.ts';
+import { configFromEnv, parseNodeEnv } from '../../functions/node/env.ts';
+import { configFromWorkerEnv, parseWorkerEnv } from '../../functions/worker-env.ts';
 
 const placedOn = (plan: ReturnType<typeof placeJobs>) =>
   Object.fromEntries(plan.placements.map((p) => [p.jobId, p.workerId]));
@@ -159,6 +161,34 @@ describe('utilisation with and without backfill', () => {
     // The whole-node jobs start the minute the 2-CPU jobs end, either way: backfill delayed none of them.
     expect(fifo.wholeNodeStarts).toEqual([100, 100, 100, 100]);
     expect(withBackfill.wholeNodeStarts).toEqual([100, 100, 100, 100]);
+  });
+});
+
+describe('CONDUCTOR_SCHEDULER_TYPE (Node and Workers)', () => {
+  const workerBindings = {
+    DATABASE_URL: 'postgres://db.example/conductor',
+    UPSTASH_REDIS_REST_URL: 'https://redis.example',
+    UPSTASH_REDIS_REST_TOKEN: 'token',
+  };
+  const both = (env: Record<string, string>) => [
+    configFromEnv(parseNodeEnv(env)).schedulerType,
+    configFromWorkerEnv(parseWorkerEnv({ ...workerBindings, ...env })).schedulerType,
+  ];
+
+  it('defaults to sched/backfill and takes sched/builtin (any case); anything else is refused by name', () => {
+    expect(both({})).toEqual(['sched/backfill', 'sched/backfill']);
+    expect(both({ CONDUCTOR_SCHEDULER_TYPE: 'sched/builtin' })).toEqual(['sched/builtin', 'sched/builtin']);
+    expect(both({ CONDUCTOR_SCHEDULER_TYPE: 'SCHED/BACKFILL' })).toEqual([
+      'sched/backfill',
+      'sched/backfill',
+    ]);
+    for (const value of ['builtin', 'sched/wiki', 'fifo']) {
+      const env = { CONDUCTOR_SCHEDULER_TYPE: value };
+      expect(() => parseNodeEnv(env)).toThrow(
+        /CONDUCTOR_SCHEDULER_TYPE is one of sched\/backfill, sched\/builtin/,
+      );
+      expect(() => parseWorkerEnv({ ...workerBindings, ...env })).toThrow(/CONDUCTOR_SCHEDULER_TYPE/);
+    }
   });
 });
 
