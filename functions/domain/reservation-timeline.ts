@@ -94,7 +94,7 @@ export function windowsIn(
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
-/** Gridlines at whole UTC hours (1 day: every 3 h) or UTC midnights, labelled in UTC. */
+/** Gridlines at whole UTC hours (1 day: every 3 h) or UTC midnights, labelled in UTC; minor labels every other one. */
 function ticksOf(range: TimelineRange, from: number, to: number): TimelineTick[] {
   const step = range === '1d' ? 3 * HOUR : DAY;
   const ticks: TimelineTick[] = [];
@@ -109,7 +109,7 @@ function ticksOf(range: TimelineRange, from: number, to: number): TimelineTick[]
       major = d.getUTCHours() % 6 === 0;
     } else if (range === '7d') {
       label = `${WEEKDAYS[d.getUTCDay()]} ${d.getUTCDate()}`;
-      major = true;
+      major = d.getUTCDate() % 2 === 0;
     } else {
       // 30 days: a gridline a day, a label a week (Mondays).
       label = d.getUTCDay() === 1 ? date : '';

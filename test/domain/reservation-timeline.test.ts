@@ -166,6 +166,12 @@ describe('reservation timeline layout', () => {
       'Sun 13',
       'Mon 14',
     ]);
+    expect(week.ticks.filter((t) => t.major).map((t) => t.label)).toEqual([
+      'Tue 8',
+      'Thu 10',
+      'Sat 12',
+      'Mon 14',
+    ]);
     const month = layoutTimeline([], NOW, '30d');
     expect(month.ticks).toHaveLength(33);
     expect(month.ticks.filter((t) => t.label).map((t) => t.label)).toEqual([

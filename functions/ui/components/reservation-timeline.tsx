@@ -1,5 +1,5 @@
 /** @jsxImportSource hono/jsx */
-import type { Timeline, TimelineBar } from '../../domain/reservation-timeline.ts';
+import type { Timeline, TimelineBar, TimelineLane } from '../../domain/reservation-timeline.ts';
 import type { ReservationView } from '../../domain/reservations.ts';
 import { Time } from './format.tsx';
 
@@ -51,6 +51,16 @@ const Bar = ({ bar, y }: { bar: TimelineBar; y: number }) => (
   </svg>
 );
 
+/** The lane's reservations by name, beside its nodes: a short window's bar has no room for its own. */
+const laneNames = (lane: TimelineLane) =>
+  [
+    ...new Set(
+      lane.bars.map(
+        (b) => `${b.name}${b.maint ? ' (MAINT)' : ''}${b.repeats ? ` (${b.repeats.toLowerCase()})` : ''}`,
+      ),
+    ),
+  ].join(', ');
+
 /** The lanes and bars of `layoutTimeline`, gridlines in UTC, and a line at now. */
 export const TimelineChart = ({ timeline }: { timeline: Timeline }) => {
   let y = AXIS;
@@ -88,6 +98,9 @@ export const TimelineChart = ({ timeline }: { timeline: Timeline }) => {
           <line x1={0} x2="100%" y1={top} y2={top} stroke="#c9ced6" />
           <text x={4} y={top + 12} font-size={11} font-weight={600} fill="#10243e">
             {lane.nodes}
+            <tspan font-weight={400} fill="#5b6570">
+              {` · ${laneNames(lane)}`}
+            </tspan>
           </text>
           {lane.bars.map((bar) => (
             <Bar bar={bar} y={top + LANE_LABEL + bar.row * ROW} />
