@@ -100,7 +100,7 @@ describe('dashboard reservations page in headless Chromium', () => {
     };
   }
 
-  it('says so when there are no reservations, and refuses an unknown range with a 400', async () => {
+  it('says so when there are no reservations or none in the range, and refuses an unknown range with a 400', async () => {
     await page.goto(`${server.url}/ui/reservations?range=1y`);
     await expect
       .poll(async () => (await page.locator('#reservations .empty').textContent()) ?? '')
@@ -114,14 +114,29 @@ describe('dashboard reservations page in headless Chromium', () => {
     expect(((await res.json()) as { error: { message: string } }).error.message).toContain(
       'range is 1d, 7d or 30d',
     );
-    expect(problems).toEqual([]);
-  });
 
-  it('draws each window where its times put it, repeats a DAILY one, hatches MAINT, and rescales with the range', async () => {
+    // One reservation, 20 days out: none in the week's timeline, yet in the table.
     const { ctx } = testContext(backend);
     for (const id of ['n01', 'n02', 'n03', 'n04', 'g1', 'g2']) {
       await registerWorker(ctx, { worker_id: id, hostname: id, cpus: 16 });
     }
+    await api('POST', '/api/v1/reservations', {
+      name: 'late',
+      start_time: 'now+20days',
+      duration: '2-00:00:00',
+      nodes: 'n[03-04]',
+      users: ['alice'],
+    });
+    await page.reload();
+    await expect
+      .poll(async () => (await page.locator('#reservations .empty').textContent()) ?? '')
+      .toBe('No reservation window in the next 7 days.');
+    expect(await page.locator('#res-timeline').count()).toBe(0);
+    expect(await page.locator('#res-table tbody tr').getAttribute('data-name')).toBe('late');
+    expect(problems).toEqual([]);
+  });
+
+  it('draws each window where its times put it, repeats a DAILY one, hatches MAINT, and rescales with the range', async () => {
     const create = (body: Record<string, unknown>) => api<Reservation>('POST', '/api/v1/reservations', body);
     await create({
       name: 'physics',
@@ -145,13 +160,6 @@ describe('dashboard reservations page in headless Chromium', () => {
       nodes: 'g[1-2]',
       accounts: ['bio', 'chem'],
       flags: ['DAILY'],
-    });
-    await create({
-      name: 'late',
-      start_time: 'now+20days',
-      duration: '2-00:00:00',
-      nodes: 'n[03-04]',
-      users: ['alice'],
     });
     const listed = (await api<{ reservations: Reservation[] }>('GET', '/api/v1/reservations')).reservations;
     const byName = new Map(listed.map((r) => [r.name, r]));
