@@ -15,6 +15,7 @@ import {
 } from '../domain/dashboard.ts';
 import { forbidden } from '../domain/errors.ts';
 import { explainJob, getJob, jobAttempts } from '../domain/jobs.ts';
+import { reservationTimeline, reservationTimelineInput } from '../domain/reservation-timeline.ts';
 import { usageCharts, usageChartsInput } from '../domain/usage-charts.ts';
 import { workerIdParam } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
@@ -26,6 +27,7 @@ import {
   nodeFragment,
   nodesFragment,
   overviewFragment,
+  reservationsFragment,
 } from '../ui/fragments.tsx';
 
 const jobIdParam = (id: string | undefined) => parseInput(uiJobIdInput, { id }, 'path').id;
@@ -101,5 +103,12 @@ export function uiRoutes(ctx: Context) {
       const { id } = parseInput(workerIdParam, c.req.param(), 'path');
       const principal = c.get('principal');
       return c.html(nodeFragment(await getUiWorker(ctx, id, principal), canDrain(principal)));
-    });
+    })
+    .get('/fragments/reservations', async (c) =>
+      c.html(
+        reservationsFragment(
+          await reservationTimeline(ctx, parseInput(reservationTimelineInput, c.req.query(), 'query')),
+        ),
+      ),
+    );
 }

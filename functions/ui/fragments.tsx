@@ -5,10 +5,12 @@
  */
 import type { listUiJobs, listUiWorkers, Overview, UiWorkerDetail } from '../domain/dashboard.ts';
 import type { AttemptView, JobView } from '../domain/jobs.ts';
+import type { reservationTimeline } from '../domain/reservation-timeline.ts';
 import { JobDetail, JobExplain, type JobExplanation } from './components/job-detail.tsx';
 import { JobsTable } from './components/jobs-table.tsx';
 import { NodeDetail } from './components/node-detail.tsx';
 import { OverviewPanel } from './components/overview.tsx';
+import { ReservationsView } from './components/reservation-timeline.tsx';
 import { WorkersTable } from './components/workers-table.tsx';
 
 /** `canManage`: the viewer is an admin, who may take a partition down or bring it up. */
@@ -45,4 +47,8 @@ export const jobFragment = (job: JobView, canCancel: boolean, attempts: AttemptV
 /** `explanation`: null once the job no longer waits. */
 export const jobExplainFragment = (explanation: JobExplanation | null) => (
   <JobExplain explanation={explanation} />
+);
+
+export const reservationsFragment = (data: Awaited<ReturnType<typeof reservationTimeline>>) => (
+  <ReservationsView timeline={data.timeline} reservations={data.reservations} />
 );

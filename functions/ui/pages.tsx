@@ -8,6 +8,7 @@ import { JobPage } from './pages/job-page.tsx';
 import { NodePage } from './pages/node-page.tsx';
 import { NodesPage } from './pages/nodes-page.tsx';
 import { OverviewPage } from './pages/overview-page.tsx';
+import { ReservationsPage } from './pages/reservations-page.tsx';
 import { UsagePage } from './pages/usage-page.tsx';
 
 /** No inline script or style anywhere: the page loads its own script and style sheet, nothing else. */
@@ -44,6 +45,7 @@ export function dashboardPages() {
       c.html(<NodePage id={c.req.param('id')} />),
     )
     .get('/ui/usage', (c) => c.html(<UsagePage />))
+    .get('/ui/reservations', (c) => c.html(<ReservationsPage range={c.req.query('range')} />))
     .get('/ui/jobs/:id{[0-9]{1,15}}', (c) => c.html(<JobPage id={Number(c.req.param('id'))} />))
     .get('/ui/assets/:file', (c) => {
       const asset = ASSETS[c.req.path];

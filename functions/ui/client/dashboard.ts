@@ -7,6 +7,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './dashboard.css';
+import { reservationsRange } from './reservations.ts';
 
 const TOKEN_KEY = 'conductor-token';
 const $ = (id: string) => document.getElementById(id);
@@ -395,6 +396,9 @@ window.addEventListener('resize', () => {
     if (box) chart.setSize({ width: Math.max(240, box.clientWidth), height: 200 });
   }
 });
+
+// ---------------------------------------------------------------- the reservations page (client/reservations.ts)
+reservationsRange(loadRegion);
 
 // ---------------------------------------------------------------- the token
 $('token-btn')?.addEventListener('click', () => {

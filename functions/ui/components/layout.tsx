@@ -8,6 +8,7 @@ export const NAV = [
   { key: 'overview', href: '/', label: 'Overview' },
   { key: 'nodes', href: '/ui/nodes', label: 'Nodes' },
   { key: 'usage', href: '/ui/usage', label: 'Usage' },
+  { key: 'reservations', href: '/ui/reservations', label: 'Reservations' },
 ] as const;
 export type NavKey = (typeof NAV)[number]['key'];
 
