@@ -7,6 +7,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './dashboard.css';
+import { initAccounts } from './accounts.ts';
 
 const TOKEN_KEY = 'conductor-token';
 const $ = (id: string) => document.getElementById(id);
@@ -400,6 +401,9 @@ $('token-clear')?.addEventListener('click', () => {
   localStorage.removeItem(TOKEN_KEY);
   start();
 });
+
+// ---------------------------------------------------------------- the accounts page (client/accounts.ts)
+initAccounts({ api, showError, refresh: () => refreshAll() });
 
 function start() {
   refreshAll();

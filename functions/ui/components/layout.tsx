@@ -8,6 +8,7 @@ export const NAV = [
   { key: 'overview', href: '/', label: 'Overview' },
   { key: 'nodes', href: '/ui/nodes', label: 'Nodes' },
   { key: 'usage', href: '/ui/usage', label: 'Usage' },
+  { key: 'accounts', href: '/ui/accounts', label: 'Accounts' },
 ] as const;
 export type NavKey = (typeof NAV)[number]['key'];
 
