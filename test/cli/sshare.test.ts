@@ -149,4 +149,15 @@ describe.runIf(pglite)('sshare', () => {
     expect(cluster.err).toContain('one Conductor control plane is one cluster');
     expect((await run('sshare', '-V')).out).toBe('slurm 22.05.0\n');
   });
+
+  it('GET /api/v1/fairshare?live= takes true or false only (400 otherwise)', async () => {
+    const bad = await fetch(`${server.url}/api/v1/fairshare?live=maybe`);
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(await bad.json())).toContain('live is true or false');
+    const saved = (await (await fetch(`${server.url}/api/v1/fairshare?live=false`)).json()) as {
+      accounts: unknown[];
+    };
+    // Without live: the figures the last recalculation saved (none here: nothing was pending), no users.
+    expect(saved.accounts).toEqual([]);
+  });
 });
