@@ -3,10 +3,11 @@
  * association tree from a `root` row down, an account's users before the accounts under it, in Slurm 22.05's
  * classic columns, padded (truncated with `+`) or `|`-joined (-p, -P), and `-o` fields with their widths.
  */
+import { ApiError } from '../api.ts';
 import type { Io } from '../io.ts';
 import { apiClient, guarded, has, optionHelp, parseOptions, SLURM_VERSION, SlurmError } from './command.ts';
 import type { OptionSpec, ParsedOption } from './getopt.ts';
-import { currentUser, listOption, userNames } from './squeue.ts';
+import { controllerError, currentUser, listOption, userNames } from './squeue.ts';
 
 export const SSHARE_OPTIONS: readonly OptionSpec[] = [
   {
@@ -341,7 +342,9 @@ export async function runSshare(args: string[], io: Io, env: NodeJS.ProcessEnv):
         'GET',
         '/api/v1/accounts',
       ),
-    ]);
+    ]).catch((error) => {
+      throw error instanceof ApiError ? new SlurmError(controllerError(error)) : error;
+    });
     const rows = sshareRows(fair.accounts, new Map(list.accounts.map((a) => [a.name, a.grp_cpu_mins])), {
       accounts,
       // Without -a or -u: the accounts, and the rows of whoever runs it.

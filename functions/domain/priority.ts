@@ -313,7 +313,11 @@ export async function listFairShare(ports: Pick<Ports, 'db'>) {
 export async function liveFairShare(ports: Pick<Ports, 'db' | 'config'>) {
   const rows = await decayedUsageByOwner(ports.db, ports.config.priority.decayHalfLifeS);
   const usage = new Map<string, number>();
-  for (const r of rows) usage.set(r.account, (usage.get(r.account) ?? 0) + r.usage);
+  const byUser = new Map<string, number>();
+  for (const r of rows) {
+    usage.set(r.account, (usage.get(r.account) ?? 0) + r.usage);
+    byUser.set(`${r.account}\n${r.owner}`, r.usage);
+  }
   const shares = await accountShares(ports.db);
   const fair = fairShareFactors(usage, shares, []);
   const associations = await query<{ account: string; user_name: string; fairshare: number }>(
@@ -327,10 +331,16 @@ export async function liveFairShare(ports: Pick<Ports, 'db' | 'config'>) {
       account: a.account,
       user: a.user_name,
       shares: Number(a.fairshare),
-      usageRaw: rows.find((r) => r.account === a.account && r.owner === a.user_name)?.usage ?? 0,
+      usageRaw: byUser.get(`${a.account}\n${a.user_name}`) ?? 0,
     })),
     total,
   );
+  const usersOf = new Map<string, typeof users>();
+  for (const u of users) {
+    const list = usersOf.get(u.account);
+    if (list) list.push(u);
+    else usersOf.set(u.account, [u]);
+  }
   const computedAt = new Date().toISOString();
   const figures = (f: { sharesNorm: number; usageRaw: number; usageNorm: number; factor: number }) => ({
     norm_shares: f.sharesNorm,
@@ -346,8 +356,6 @@ export async function liveFairShare(ports: Pick<Ports, 'db' | 'config'>) {
       raw_shares: shares.get(account)?.shares ?? null,
       ...figures(f),
       computed_at: computedAt,
-      users: users
-        .filter((u) => u.account === account)
-        .map((u) => ({ user: u.user, raw_shares: u.shares, ...figures(u) })),
+      users: (usersOf.get(account) ?? []).map((u) => ({ user: u.user, raw_shares: u.shares, ...figures(u) })),
     }));
 }

@@ -148,6 +148,19 @@ describe.runIf(pglite)('sshare', () => {
     expect(cluster.code).toBe(1);
     expect(cluster.err).toContain('one Conductor control plane is one cluster');
     expect((await run('sshare', '-V')).out).toBe('slurm 22.05.0\n');
+    let err = '';
+    const down = await main(
+      ['sshare'],
+      { ...env, CONDUCTOR_URL: 'http://127.0.0.1:9' },
+      {
+        out: () => {},
+        err: (t) => {
+          err += t;
+        },
+      },
+    );
+    expect(down).toBe(1);
+    expect(err).toMatch(/^sshare: error: Unable to contact slurm controller \(connect failure\)/);
   });
 
   it('GET /api/v1/fairshare?live= takes true or false only (400 otherwise)', async () => {
