@@ -153,6 +153,7 @@ Commands:
   partition <name> ...  show, create, change or delete a partition (admin)
   sacctmgr ...          accounts, users and their limits, as Slurm's sacctmgr (conductor sacctmgr --help)
   sprio                 pending jobs' priorities and their factors (Slurm's sprio; sprio --help)
+  sshare                accounts' and users' fair-share (Slurm's sshare; sshare --help)
   slurm <cmd> ...       Slurm's own commands over Conductor: ${Object.keys(SLURM_COMMANDS).join(', ')}
   slurm-commands <dir>  write those commands into dir as executables (put dir first on PATH)
   token ...             API tokens, straight in the database (conductor token --help)
@@ -380,6 +381,19 @@ ${GLOBAL}
 Examples:
   conductor sprio -l
   conductor sprio -w
+`,
+  sshare: `Usage: conductor sshare [options]
+
+The association tree with each account's and user's shares, decayed usage and fair-share factor, computed
+now, in Slurm's sshare columns: Slurm's sshare itself, as \`conductor slurm sshare\` runs it
+(\`conductor sshare --help\` lists its options: -a, -A, -u, -U, -l, -m, -n, -p, -P, -o). See docs/accounts.md.
+
+${GLOBAL}
+
+Examples:
+  conductor sshare -a
+  conductor sshare -A physics -P
+  conductor sshare -o Account,User,FairShare%12
 `,
   slurm: `Usage: conductor slurm <command> [options]
 
@@ -896,6 +910,11 @@ const COMMANDS: Record<string, Command> = {
   async sprio(args, io, env) {
     const { rest, commandEnv } = slurmEnvironment(args, env);
     return runSlurm(['sprio', ...rest], io, commandEnv);
+  },
+
+  async sshare(args, io, env) {
+    const { rest, commandEnv } = slurmEnvironment(args, env);
+    return runSlurm(['sshare', ...rest], io, commandEnv);
   },
 
   async sacctmgr(args, io, env) {

@@ -19,6 +19,7 @@ import { SPRIO_OPTIONS } from '../cli/slurm/sprio.ts';
 import { SQUEUE_OPTIONS } from '../cli/slurm/squeue.ts';
 import { SREPORT_OPTIONS } from '../cli/slurm/sreport.ts';
 import { SRUN_OPTIONS } from '../cli/slurm/srun.ts';
+import { SSHARE_OPTIONS } from '../cli/slurm/sshare.ts';
 
 /** One line per command; `more` follows the options table (scontrol's commands). */
 export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[]; more?: string }[] = [
@@ -32,6 +33,7 @@ export const SLURM_DOCS: readonly { command: string; table: readonly OptionSpec[
   { command: 'sacctmgr', table: SACCTMGR_OPTIONS, more: SACCTMGR_COMMANDS },
   { command: 'sreport', table: SREPORT_OPTIONS },
   { command: 'sprio', table: SPRIO_OPTIONS },
+  { command: 'sshare', table: SSHARE_OPTIONS },
 ];
 
 export function slurmDocPath(command: string): string {

@@ -17,6 +17,7 @@ import { runSprio } from './sprio.ts';
 import { runSqueue } from './squeue.ts';
 import { runSreport } from './sreport.ts';
 import { runSrun } from './srun.ts';
+import { runSshare } from './sshare.ts';
 
 /** Every drop-in command by name: the one place a new command is added. */
 export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
@@ -30,6 +31,7 @@ export const SLURM_COMMANDS: Record<string, SlurmCommand> = {
   squeue: runSqueue,
   sreport: runSreport,
   srun: runSrun,
+  sshare: runSshare,
 };
 
 /**

@@ -58,3 +58,31 @@ export function fairShareFactors(
   }
   return result;
 }
+
+/** A user's association in an account, with its configured shares and its decayed usage there. */
+export interface UserUsage {
+  account: string;
+  user: string;
+  shares: number;
+  usageRaw: number;
+}
+
+/**
+ * sshare's user rows: a user's S is its account's S split among the account's users by their shares (the
+ * account's factor is what the scheduler uses; this only shows how each user draws on it), U its own usage
+ * over the whole cluster's, and F = 2^(-U/S) as for accounts.
+ */
+export function userFairShares(
+  accounts: ReadonlyMap<string, FairShare>,
+  users: readonly UserUsage[],
+  totalUsage: number,
+): (UserUsage & FairShare)[] {
+  const sharesIn = new Map<string, number>();
+  for (const u of users) sharesIn.set(u.account, (sharesIn.get(u.account) ?? 0) + Math.max(0, u.shares));
+  return users.map((u) => {
+    const total = sharesIn.get(u.account) ?? 0;
+    const s = total > 0 ? ((accounts.get(u.account)?.sharesNorm ?? 0) * Math.max(0, u.shares)) / total : 0;
+    const usageNorm = totalUsage > 0 ? u.usageRaw / totalUsage : 0;
+    return { ...u, sharesNorm: s, usageNorm, factor: s > 0 ? 2 ** (-usageNorm / s) : 0 };
+  });
+}

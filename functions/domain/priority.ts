@@ -2,10 +2,10 @@ import { type SQL, sql } from 'drizzle-orm';
 import type { PriorityFactorsColumn } from '../../db/schema.ts';
 import { accountShares } from './accounts.ts';
 import { type Principal, seesAllJobs } from './auth.ts';
-import { fairShareFactors } from './fairshare.ts';
+import { fairShareFactors, userFairShares } from './fairshare.ts';
 import type { Ports, PriorityConfig } from './ports.ts';
 import { pgArray, query } from './sql.ts';
-import { decayedUsage } from './usage.ts';
+import { decayedUsage, decayedUsageByOwner } from './usage.ts';
 
 /**
  * Slurm's priority/multifactor: a pending job's priority is the sum of its factors (each in [0, 1]) times
@@ -303,4 +303,59 @@ export async function listFairShare(ports: Pick<Ports, 'db'>) {
     fairshare: Number(r.factor),
     computed_at: new Date(r.computed_at).toISOString(),
   }));
+}
+
+/**
+ * sshare computed now, for every account of the tree and every account with usage (the saved figures cover
+ * only the accounts with pending jobs): each account's parent and shares beside its figures, and its users'
+ * rows (userFairShares).
+ */
+export async function liveFairShare(ports: Pick<Ports, 'db' | 'config'>) {
+  const rows = await decayedUsageByOwner(ports.db, ports.config.priority.decayHalfLifeS);
+  const usage = new Map<string, number>();
+  const byUser = new Map<string, number>();
+  for (const r of rows) {
+    usage.set(r.account, (usage.get(r.account) ?? 0) + r.usage);
+    byUser.set(`${r.account}\n${r.owner}`, r.usage);
+  }
+  const shares = await accountShares(ports.db);
+  const fair = fairShareFactors(usage, shares, []);
+  const associations = await query<{ account: string; user_name: string; fairshare: number }>(
+    ports.db,
+    sql`SELECT account, user_name, fairshare FROM account_users ORDER BY account, user_name`,
+  );
+  const total = [...usage.values()].reduce((a, b) => a + b, 0);
+  const users = userFairShares(
+    fair,
+    associations.map((a) => ({
+      account: a.account,
+      user: a.user_name,
+      shares: Number(a.fairshare),
+      usageRaw: byUser.get(`${a.account}\n${a.user_name}`) ?? 0,
+    })),
+    total,
+  );
+  const usersOf = new Map<string, typeof users>();
+  for (const u of users) {
+    const list = usersOf.get(u.account);
+    if (list) list.push(u);
+    else usersOf.set(u.account, [u]);
+  }
+  const computedAt = new Date().toISOString();
+  const figures = (f: { sharesNorm: number; usageRaw: number; usageNorm: number; factor: number }) => ({
+    norm_shares: f.sharesNorm,
+    raw_usage: f.usageRaw,
+    norm_usage: f.usageNorm,
+    fairshare: f.factor,
+  });
+  return [...fair]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([account, f]) => ({
+      account,
+      parent: shares.get(account)?.parent ?? null,
+      raw_shares: shares.get(account)?.shares ?? null,
+      ...figures(f),
+      computed_at: computedAt,
+      users: (usersOf.get(account) ?? []).map((u) => ({ user: u.user, raw_shares: u.shares, ...figures(u) })),
+    }));
 }

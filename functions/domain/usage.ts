@@ -217,21 +217,35 @@ export function usageCsv(answer: UsageReportAnswer): string {
  * under 10⁻⁹). Jobs without an account count under ''.
  */
 export async function decayedUsage(tx: Database, halfLifeS: number): Promise<Map<string, number>> {
+  const rows = await decayedUsageRows(tx, halfLifeS, false);
+  return new Map(rows.map((r) => [r.account, r.usage]));
+}
+
+/** decayedUsage per account and owner (sshare's user rows). */
+export async function decayedUsageByOwner(
+  tx: Database,
+  halfLifeS: number,
+): Promise<{ account: string; owner: string; usage: number }[]> {
+  return decayedUsageRows(tx, halfLifeS, true);
+}
+
+async function decayedUsageRows(tx: Database, halfLifeS: number, perOwner: boolean) {
   if (!(halfLifeS > 0)) throw new Error(`decayedUsage: the half-life must be positive (got ${halfLifeS})`);
-  const rows = await query<{ account: string; usage: string | number }>(
+  const owner = perOwner ? sql`owner` : sql`''::text`;
+  const rows = await query<{ account: string; owner: string; usage: string | number }>(
     tx,
     sql`WITH cut AS (SELECT date_trunc('day', now(), 'UTC') - interval '1 day' AS hourly_from),
         u AS (
-          SELECT account, cpu_seconds, bucket + interval '30 minutes' AS middle
+          SELECT account, owner, cpu_seconds, bucket + interval '30 minutes' AS middle
           FROM usage_hourly, cut WHERE bucket >= cut.hourly_from
           UNION ALL
-          SELECT account, cpu_seconds, bucket + interval '12 hours'
+          SELECT account, owner, cpu_seconds, bucket + interval '12 hours'
           FROM usage_daily, cut
           WHERE bucket < cut.hourly_from AND bucket >= now() - make_interval(secs => ${30 * halfLifeS}::float8)
         )
-        SELECT account, sum(cpu_seconds::float8 * power(2::float8,
+        SELECT account, ${owner} AS owner, sum(cpu_seconds::float8 * power(2::float8,
                  -greatest(extract(epoch FROM now() - middle)::float8, 0) / ${halfLifeS}::float8)) AS usage
-        FROM u GROUP BY account`,
+        FROM u GROUP BY 1, 2`,
   );
-  return new Map(rows.map((r) => [r.account, Number(r.usage)]));
+  return rows.map((r) => ({ account: r.account, owner: r.owner, usage: Number(r.usage) }));
 }

@@ -285,6 +285,27 @@ export const fairShareSchema = z
         norm_usage: z.number(),
         fairshare: z.number().openapi({ description: '2^(-norm_usage/norm_shares)' }),
         computed_at: z.string(),
+        parent: z.string().nullable().optional().openapi({ description: 'live=true: the account above it' }),
+        raw_shares: z
+          .number()
+          .nullable()
+          .optional()
+          .openapi({ description: 'live=true: its configured shares (null: not an account of the tree)' }),
+        users: z
+          .array(
+            z.object({
+              user: z.string(),
+              raw_shares: z.number(),
+              norm_shares: z
+                .number()
+                .openapi({ description: "the account's share split by its users' shares" }),
+              raw_usage: z.number(),
+              norm_usage: z.number(),
+              fairshare: z.number(),
+            }),
+          )
+          .optional()
+          .openapi({ description: "live=true: the account's users (sshare's user rows)" }),
       }),
     ),
   })

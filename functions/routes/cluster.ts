@@ -1,8 +1,9 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
+import { z } from 'zod';
 import { listAudit, listAuditInput } from '../domain/audit.ts';
 import type { Context } from '../domain/context.ts';
 import { getDashboard, getHealth, listLiveWorkers, listWorkers } from '../domain/dashboard.ts';
-import { listFairShare } from '../domain/priority.ts';
+import { listFairShare, liveFairShare } from '../domain/priority.ts';
 import { setWorkerDraining } from '../domain/workers.ts';
 import { workerIdParam, workersQuery } from '../http/agent-schemas.ts';
 import type { AppEnv } from '../http/auth.ts';
@@ -28,7 +29,9 @@ export function clusterRoutes(ctx: Context) {
   mount(app, undrain, async (c, { params }) =>
     c.json(await setWorkerDraining(ctx, params.id, false, c.get('principal'))),
   );
-  mount(app, fairShare, async (c) => c.json({ accounts: await listFairShare(ctx) }));
+  mount(app, fairShare, async (c, { query }) =>
+    c.json({ accounts: query.live ? await liveFairShare(ctx) : await listFairShare(ctx) }),
+  );
   mount(app, audit, async (c, { query }) => c.json(await listAudit(ctx.db, query)));
   mount(app, health, async (c) => {
     const answer = await getHealth(ctx);
@@ -37,17 +40,25 @@ export function clusterRoutes(ctx: Context) {
   return app;
 }
 
+const fairShareQuery = z.strictObject({
+  live: z
+    .enum(['true', 'false', '1', '0'], { error: 'live is true or false' })
+    .transform((v) => v === 'true' || v === '1')
+    .optional(),
+});
+
 const fairShare = {
   method: 'get',
   path: '/fairshare',
   operationId: 'getFairShare',
   summary: 'Each account’s fair-share (Slurm’s sshare): normalized shares and decayed usage, and 2^(-U/S)',
   description:
-    'As the last priority computation left them (every CONDUCTOR_PRIORITY_CALC_PERIOD while jobs are pending); an account not listed has used nothing (factor 1).',
+    'As the last priority computation left them (every CONDUCTOR_PRIORITY_CALC_PERIOD while jobs are pending); an account not listed has used nothing (factor 1). live=true: computed now for every account of the tree and every account with usage, each with its parent, raw_shares and users (sshare, the accounts page).',
   tag: 'cluster',
   access: 'jobs:read',
+  query: fairShareQuery,
   responses: { 200: { description: 'The accounts’ fair-share', schema: fairShareSchema } },
-} satisfies RouteSpec<undefined, undefined, undefined>;
+} satisfies RouteSpec<undefined, typeof fairShareQuery, undefined>;
 
 const dashboard = {
   method: 'get',

@@ -3,9 +3,12 @@
  * The views' HTML, rendered on the server from the API's own data (the domain functions' return types) and
  * fetched by the client script with the browser's token: `/api/v1/ui/fragments/...` (routes/ui.ts).
  */
+import type { AccountView } from '../domain/accounts.ts';
 import type { listUiJobs, listUiWorkers, Overview, UiWorkerDetail } from '../domain/dashboard.ts';
 import type { AttemptView, JobView } from '../domain/jobs.ts';
+import type { liveFairShare } from '../domain/priority.ts';
 import type { reservationTimeline } from '../domain/reservation-timeline.ts';
+import { AccountForms, AccountsTree } from './components/accounts.tsx';
 import { JobDetail, JobExplain, type JobExplanation } from './components/job-detail.tsx';
 import { JobsTable } from './components/jobs-table.tsx';
 import { NodeDetail } from './components/node-detail.tsx';
@@ -52,3 +55,15 @@ export const jobExplainFragment = (explanation: JobExplanation | null) => (
 export const reservationsFragment = (data: Awaited<ReturnType<typeof reservationTimeline>>) => (
   <ReservationsView timeline={data.timeline} reservations={data.reservations} />
 );
+// ---------------------------------------------------------------- the accounts page
+
+/** `canManage`: the viewer is an admin, who may delete accounts and remove users or change their default. */
+export const accountsFragment = (
+  accounts: AccountView[],
+  fairshare: Awaited<ReturnType<typeof liveFairShare>>,
+  canManage: boolean,
+) => <AccountsTree accounts={accounts} fairshare={fairshare} canManage={canManage} />;
+
+/** The admins' forms; nothing for anyone else. */
+export const accountFormsFragment = (accounts: AccountView[], canManage: boolean) =>
+  canManage ? <AccountForms accounts={accounts} /> : '';

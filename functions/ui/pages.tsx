@@ -4,6 +4,7 @@ import { getRuntimeKey } from 'hono/adapter';
 import { compress } from 'hono/compress';
 import type { AppEnv } from '../http/auth.ts';
 import { ASSETS } from './assets.ts';
+import { AccountsPage } from './pages/accounts-page.tsx';
 import { JobPage } from './pages/job-page.tsx';
 import { NodePage } from './pages/node-page.tsx';
 import { NodesPage } from './pages/nodes-page.tsx';
@@ -46,6 +47,7 @@ export function dashboardPages() {
     )
     .get('/ui/usage', (c) => c.html(<UsagePage />))
     .get('/ui/reservations', (c) => c.html(<ReservationsPage range={c.req.query('range')} />))
+    .get('/ui/accounts', (c) => c.html(<AccountsPage />))
     .get('/ui/jobs/:id{[0-9]{1,15}}', (c) => c.html(<JobPage id={Number(c.req.param('id'))} />))
     .get('/ui/assets/:file', (c) => {
       const asset = ASSETS[c.req.path];

@@ -41,10 +41,13 @@ const UNDOCUMENTED = new Set([
   'GET /api/v1/ui/fragments/nodes',
   'GET /api/v1/ui/fragments/nodes/:id',
   'GET /api/v1/ui/fragments/reservations',
+  'GET /api/v1/ui/fragments/accounts',
+  'GET /api/v1/ui/fragments/accounts/forms',
   // The dashboard's HTML pages and their script and stylesheet.
   'GET /ui/nodes',
   'GET /ui/usage',
   'GET /ui/reservations',
+  'GET /ui/accounts',
   'GET /ui/nodes/:id{[A-Za-z0-9][A-Za-z0-9._-]{0,254}}',
   'GET /ui/jobs/:id{[0-9]{1,15}}',
   'GET /ui/assets/:file',

@@ -7,6 +7,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './dashboard.css';
+import { initAccounts } from './accounts.ts';
 import { reservationsRange } from './reservations.ts';
 
 const TOKEN_KEY = 'conductor-token';
@@ -417,6 +418,9 @@ $('token-clear')?.addEventListener('click', () => {
   localStorage.removeItem(TOKEN_KEY);
   start();
 });
+
+// ---------------------------------------------------------------- the accounts page (client/accounts.ts)
+initAccounts({ api, showError, refresh: () => refreshAll() });
 
 function start() {
   refreshAll();

@@ -9,6 +9,7 @@ export const NAV = [
   { key: 'nodes', href: '/ui/nodes', label: 'Nodes' },
   { key: 'usage', href: '/ui/usage', label: 'Usage' },
   { key: 'reservations', href: '/ui/reservations', label: 'Reservations' },
+  { key: 'accounts', href: '/ui/accounts', label: 'Accounts' },
 ] as const;
 export type NavKey = (typeof NAV)[number]['key'];
 
