@@ -51,78 +51,75 @@ function jobFilters(query: Record<string, string>) {
  */
 export function uiRoutes(ctx: Context) {
   const canDrain = (p: Principal) => hasScope(p, 'admin');
-  return (
-    new Hono<AppEnv>()
-      .use(async (c, next) => {
-        const principal = c.get('principal');
-        if (!hasScope(principal, 'jobs:read')) {
-          throw forbidden(
-            'insufficient_scope',
-            `This token (scope ${principal.scopes.join(', ')}) cannot read the dashboard: that needs scope jobs:read (or admin)`,
-            { required: 'jobs:read', scopes: principal.scopes },
-          );
-        }
-        await next();
-      })
-      .get('/jobs', async (c) =>
-        c.json(await listUiJobs(ctx, parseInput(uiJobsInput, c.req.query(), 'query'), c.get('principal'))),
-      )
-      .get('/workers', async (c) =>
-        c.json(await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'))),
-      )
-      .get('/utilization', async (c) =>
-        c.json(await utilizationSeries(ctx, parseInput(utilizationInput, c.req.query(), 'query'))),
-      )
-      .get('/usage', async (c) =>
-        c.json(await usageCharts(ctx, parseInput(usageChartsInput, c.req.query(), 'query'))),
-      )
-      .get('/fragments/overview', async (c) =>
-        c.html(
-          overviewFragment(await getOverview(ctx), new URL(c.req.url).origin, canDrain(c.get('principal'))),
-        ),
-      )
-      .get('/fragments/jobs', async (c) => {
-        const query = c.req.query();
-        const page = await listUiJobs(ctx, parseInput(uiJobsInput, query, 'query'), c.get('principal'));
-        return c.html(jobsFragment(page, jobFilters(query)));
-      })
-      .get('/fragments/jobs/:id', async (c) => {
-        const principal = c.get('principal');
-        const job = await getJob(ctx.db, jobIdParam(c.req.param('id')), principal);
-        const canCancel = hasScope(principal, 'jobs:write') && !FINAL_STATES.includes(job.state);
-        return c.html(jobFragment(job, canCancel, await jobAttempts(ctx.db, job)));
-      })
-      .get('/fragments/jobs/:id/explain', async (c) => {
-        const principal = c.get('principal');
-        const id = jobIdParam(c.req.param('id'));
-        const job = await getJob(ctx.db, id, principal);
-        return c.html(
-          jobExplainFragment(job.state === 'PENDING' ? await explainJob(ctx, id, principal) : null),
+  return new Hono<AppEnv>()
+    .use(async (c, next) => {
+      const principal = c.get('principal');
+      if (!hasScope(principal, 'jobs:read')) {
+        throw forbidden(
+          'insufficient_scope',
+          `This token (scope ${principal.scopes.join(', ')}) cannot read the dashboard: that needs scope jobs:read (or admin)`,
+          { required: 'jobs:read', scopes: principal.scopes },
         );
-      })
-      .get('/fragments/nodes', async (c) => {
-        const page = await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'));
-        return c.html(nodesFragment(page, canDrain(c.get('principal'))));
-      })
-      .get('/fragments/nodes/:id', async (c) => {
-        const { id } = parseInput(workerIdParam, c.req.param(), 'path');
-        const principal = c.get('principal');
-        return c.html(nodeFragment(await getUiWorker(ctx, id, principal), canDrain(principal)));
-      })
-      .get('/fragments/reservations', async (c) =>
-        c.html(
-          reservationsFragment(
-            await reservationTimeline(ctx, parseInput(reservationTimelineInput, c.req.query(), 'query')),
-          ),
+      }
+      await next();
+    })
+    .get('/jobs', async (c) =>
+      c.json(await listUiJobs(ctx, parseInput(uiJobsInput, c.req.query(), 'query'), c.get('principal'))),
+    )
+    .get('/workers', async (c) =>
+      c.json(await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'))),
+    )
+    .get('/utilization', async (c) =>
+      c.json(await utilizationSeries(ctx, parseInput(utilizationInput, c.req.query(), 'query'))),
+    )
+    .get('/usage', async (c) =>
+      c.json(await usageCharts(ctx, parseInput(usageChartsInput, c.req.query(), 'query'))),
+    )
+    .get('/fragments/overview', async (c) =>
+      c.html(
+        overviewFragment(await getOverview(ctx), new URL(c.req.url).origin, canDrain(c.get('principal'))),
+      ),
+    )
+    .get('/fragments/jobs', async (c) => {
+      const query = c.req.query();
+      const page = await listUiJobs(ctx, parseInput(uiJobsInput, query, 'query'), c.get('principal'));
+      return c.html(jobsFragment(page, jobFilters(query)));
+    })
+    .get('/fragments/jobs/:id', async (c) => {
+      const principal = c.get('principal');
+      const job = await getJob(ctx.db, jobIdParam(c.req.param('id')), principal);
+      const canCancel = hasScope(principal, 'jobs:write') && !FINAL_STATES.includes(job.state);
+      return c.html(jobFragment(job, canCancel, await jobAttempts(ctx.db, job)));
+    })
+    .get('/fragments/jobs/:id/explain', async (c) => {
+      const principal = c.get('principal');
+      const id = jobIdParam(c.req.param('id'));
+      const job = await getJob(ctx.db, id, principal);
+      return c.html(
+        jobExplainFragment(job.state === 'PENDING' ? await explainJob(ctx, id, principal) : null),
+      );
+    })
+    .get('/fragments/nodes', async (c) => {
+      const page = await listUiWorkers(ctx, parseInput(uiWorkersInput, c.req.query(), 'query'));
+      return c.html(nodesFragment(page, canDrain(c.get('principal'))));
+    })
+    .get('/fragments/nodes/:id', async (c) => {
+      const { id } = parseInput(workerIdParam, c.req.param(), 'path');
+      const principal = c.get('principal');
+      return c.html(nodeFragment(await getUiWorker(ctx, id, principal), canDrain(principal)));
+    })
+    .get('/fragments/reservations', async (c) =>
+      c.html(
+        reservationsFragment(
+          await reservationTimeline(ctx, parseInput(reservationTimelineInput, c.req.query(), 'query')),
         ),
-      )
-      .get('/fragments/accounts', async (c) => {
-        const [accounts, fairshare] = await Promise.all([listAccounts(ctx), liveFairShare(ctx)]);
-        return c.html(accountsFragment(accounts, fairshare, hasScope(c.get('principal'), 'admin')));
-      })
-      // The admins' forms, loaded once (not refreshed with the tree, so what is typed in stays).
-      .get('/fragments/accounts/forms', async (c) =>
-        c.html(accountFormsFragment(await listAccounts(ctx), hasScope(c.get('principal'), 'admin'))),
-      )
-  );
+      ),
+    )
+    .get('/fragments/accounts', async (c) => {
+      const [accounts, fairshare] = await Promise.all([listAccounts(ctx), liveFairShare(ctx)]);
+      return c.html(accountsFragment(accounts, fairshare, hasScope(c.get('principal'), 'admin')));
+    })
+    .get('/fragments/accounts/forms', async (c) =>
+      c.html(accountFormsFragment(await listAccounts(ctx), hasScope(c.get('principal'), 'admin'))),
+    );
 }

@@ -64,6 +64,6 @@ export const accountsFragment = (
   canManage: boolean,
 ) => <AccountsTree accounts={accounts} fairshare={fairshare} canManage={canManage} />;
 
-/** The admins' forms; nothing for anyone else. */
+/** The admins' forms, nothing for anyone else: loaded once, not refreshed with the tree, so what is typed in stays. */
 export const accountFormsFragment = (accounts: AccountView[], canManage: boolean) =>
   canManage ? <AccountForms accounts={accounts} /> : '';
