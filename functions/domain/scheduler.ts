@@ -235,6 +235,22 @@ export const beginTimeDetail = (begin: ReturnType<typeof sql>) =>
 /** The workers a pass may place on: ready and live (`live`: the registry's ids, or Postgres's heartbeats). */
 const placeableWorkers = (live: ReturnType<typeof sql>) => sql`status = 'ready' AND NOT drained AND ${live}`;
 
+/**
+ * The pending jobs (held ones too) when the pass locks its workers, if there are at most PENDING_SAMPLE_MAX of
+ * them (more: null). When the pass then read every one of them and changed no reason, the queue's explanation
+ * has nothing to write (see explainQueue) and is skipped: on an idle cluster, a round trip less before the
+ * job's push.
+ */
+const PENDING_SAMPLE_MAX = 8;
+const PENDING_SAMPLE = sql`(SELECT CASE WHEN count(*) <= ${PENDING_SAMPLE_MAX} THEN coalesce(array_agg(id), '{}') END
+  FROM (SELECT id FROM jobs WHERE state = 'PENDING' LIMIT ${PENDING_SAMPLE_MAX + 1}) s)`;
+
+function pendingSampleOf(column: (string | number)[] | string | null): number[] | null {
+  if (column === null) return null;
+  if (typeof column === 'string') return column === '{}' ? [] : column.slice(1, -1).split(',').map(Number);
+  return column.map(Number);
+}
+
 export interface WorkerRow {
   id: string;
   cpus: number;
@@ -392,23 +408,29 @@ const toAdminReservation = (r: ReservationRow): AdminReservation => ({
  */
 export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
   const { db, config } = ports;
-  const live = await liveWorkerIds(ports);
+  // The registry is asked while the transaction begins: the two round trips overlap.
+  const asked = liveWorkerIds(ports);
   const backfill = config.schedulerType !== 'sched/builtin';
 
   const outcome = await withRetry(() =>
     db.transaction(async (tx) => {
+      const live = await asked;
       // An empty registry is not an empty cluster (a flushed or restarted Redis): Postgres's heartbeats decide.
       const liveFilter =
         live && live.length > 0
           ? sql`id = ANY(${pgArray(live)}::text[])`
           : liveInPostgres(config.workerTtlSeconds);
-      const locked = await query<WorkerRow & { dependencies_due: boolean }>(
+      const locked = await query<
+        WorkerRow & { dependencies_due: boolean; pending_sample: (string | number)[] | string | null }
+      >(
         tx,
-        sql`SELECT ${LOCKED_WORKER_COLUMNS}, ${DEPENDENCIES_DUE} AS dependencies_due
+        sql`SELECT ${LOCKED_WORKER_COLUMNS}, ${DEPENDENCIES_DUE} AS dependencies_due,
+              ${PENDING_SAMPLE} AS pending_sample
             FROM workers WHERE ${placeableWorkers(liveFilter)} ORDER BY id FOR UPDATE`,
       );
       // With no worker to say whether any is due, resolve anyway: reasons stay right on an empty cluster.
       if (locked.length === 0 || locked[0]?.dependencies_due) await tx.execute(RESOLVE_DEPENDENCIES);
+      const pendingAtLock = pendingSampleOf(locked[0]?.pending_sample ?? null);
       // The generic resources are read once the rows are locked, by a statement of its own: the locking one
       // re-reads a row it waited for, but a subquery of it would still see the worker_gres of its snapshot,
       // from before the transaction it waited for committed.
@@ -571,7 +593,11 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         }
       }
       // With a full batch placed the queue is not settled: the next pass reads on, so leave the rest to it.
-      if (placements.length < batch || explained.length > 0) {
+      // Every job pending at the lock read here, none with a new reason: nothing for the explanation to write
+      // (a job submitted since asked for a pass of its own).
+      const settled =
+        explained.length === 0 && pendingAtLock !== null && pendingAtLock.every((id) => seen.has(id));
+      if (!settled && (placements.length < batch || explained.length > 0)) {
         await explainQueue(tx, {
           largest,
           explained,
@@ -591,8 +617,9 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
 
   if (outcome.version !== null && outcome.totals) {
     const { total, memoryMb, gpus, gres } = outcome.totals;
-    await applyAllocationDelta(ports, { cpus: total, memoryMb, gpus, gres }, outcome.version);
+    // The agents first: the cache is only a cache, and their jobs wait for nothing it says.
     for (const workerId of outcome.touched) ports.notifier.notify(workerId, outcome.pushed.get(workerId));
+    await applyAllocationDelta(ports, { cpus: total, memoryMb, gpus, gres }, outcome.version);
   }
   if (outcome.workers === 0) return { placed: 0, workers: 0, skipped: 'no_workers' };
   return { placed: outcome.placed, workers: outcome.workers };
