@@ -40,6 +40,7 @@ import type {
 } from './protocol.ts';
 import { describeGpus, detectGpus, formatGres, jobMemoryMb } from './resources.ts';
 import { acquireStateLock, readSavedSession, saveSession, scanLeftovers } from './state.ts';
+import { closeWarmStarts, openWarmStarts } from './warm-start.ts';
 import type { WebSocket, WebSocketCloseInfo } from './websocket.ts';
 
 /** The agent cannot go on (e.g. its registration is refused): exit code 1. */
@@ -253,6 +254,9 @@ export class Agent {
       });
       this.releaseLock = acquireStateLock(config.stateDir);
       this.executor.containment = detectContainment(this.executor.jobsDir, config.containment);
+      if (config.runAs === undefined && config.runAsByOwner === undefined) {
+        openWarmStarts(this.executor.jobsDir, this.executor.containment);
+      }
       logger.info(
         `conductor-agent ${AGENT_VERSION}: node ${config.nodeName}, ${config.cpus} CPUs, ` +
           `control plane ${config.url}, state dir ${config.stateDir}${config.drain ? ', drain on stop' : ''}, ` +
@@ -1030,6 +1034,8 @@ export class Agent {
     }
     await this.claimLoopDone;
     await Promise.all([...this.runners.values()].map((r) => r.processDone));
+    // No job starts from here on: the spare shell goes (before the cgroup holding it is removed).
+    await closeWarmStarts(this.executor.jobsDir);
 
     // Results of ended jobs: give their reports a bounded time, then leave them on disk for the next start.
     const all = () => Promise.all([...this.runners.values()].map((r) => r.done));
@@ -1076,6 +1082,7 @@ export class Agent {
   private finishClosed(fatal?: unknown): void {
     this.stateValue = 'stopped';
     closeAgentSupervisor(this.executor.jobsDir);
+    void closeWarmStarts(this.executor.jobsDir);
     removeContainment(this.executor.containment);
     this.releaseLock?.();
     this.releaseLock = undefined;

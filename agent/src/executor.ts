@@ -5,7 +5,7 @@
  * filled from those (job-files.ts). Cancels and time limits signal all the job's processes: SIGTERM, then
  * SIGKILL after a grace period; whatever is left when the job ends is SIGKILLed.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import {
   appendFileSync,
   chmodSync,
@@ -17,6 +17,7 @@ import {
   readFileSync,
   realpathSync,
   renameSync,
+  rmSync,
   statSync,
   truncateSync,
   writeFile,
@@ -47,6 +48,7 @@ import {
 } from './job-files.ts';
 import type { Assignment, ExitCode, JobOutcome, JobRef, MemoryEnforcement } from './protocol.ts';
 import { processRssKb } from './resources.ts';
+import { takeWarmShell, warmStartable, warmStartFile } from './warm-start.ts';
 
 export interface JobResult {
   exit_code: ExitCode;
@@ -443,6 +445,8 @@ export class JobProcess {
   private readonly containment: Containment;
   private readonly supervise: boolean;
   private cgroup: JobCgroup | undefined;
+  /** The start a spare shell ran to become this job (warm-start.ts), removed with the cgroup. */
+  private warmStartFile: string | undefined;
   private supervisor: AgentSupervisor | undefined;
   readonly outputLimit: number;
   private readonly outputCheckMs: number;
@@ -553,7 +557,16 @@ export class JobProcess {
       // home, say) need not be passable by that user. cwd is entered before the switch of user.
       if (runAs) scriptFd = openSync(scriptPath, 'r');
       const script = scriptFd === undefined ? scriptPath : '/dev/fd/3';
-      this.cgroup = JobCgroup.create(this.containment, this.ref);
+      // A spare shell already in a cgroup spares the job the move's wait (warm-start.ts).
+      const errorFile = files && files.error === undefined ? undefined : this.stderrPath;
+      const warm =
+        !runAs &&
+        files?.input === undefined &&
+        env.BASH_ENV === undefined &&
+        warmStartable(env, place.cwd, scriptPath, this.stdoutPath, errorFile)
+          ? takeWarmShell(this.jobsDir)
+          : undefined;
+      this.cgroup = warm ? warm.cgroup : JobCgroup.create(this.containment, this.ref);
       const memoryMb =
         typeof assignment.memory_mb === 'number' && assignment.memory_mb > 0
           ? assignment.memory_mb
@@ -576,13 +589,23 @@ export class JobProcess {
         gated && !gateFile ? ['/bin/sh', '-c', GATED_START, 'conductor-job', script] : ['bash', script];
       // The input file is opened by the job's own first process, as its user.
       const argv = files?.input !== undefined ? ['/bin/sh', '-c', WITH_INPUT, files.input, ...run] : run;
-      const child = spawn(argv[0]!, argv.slice(1), {
-        cwd: place.cwd,
-        env: gateFile ? { ...env, BASH_ENV: gateFile } : env,
-        detached: true,
-        stdio: ['ignore', outFd, jobErrFd, scriptFd ?? 'ignore', ...(gated ? (['pipe'] as const) : [])],
-        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-      });
+      let child: ChildProcess;
+      if (warm) {
+        child = warm.child;
+        this.warmStartFile = warmStartFile(this.jobsDir, basename(this.dir));
+        warm.launch(
+          { cwd: place.cwd, stdout: this.stdoutPath, stderr: errorFile, env, script },
+          this.warmStartFile,
+        );
+      } else {
+        child = spawn(argv[0]!, argv.slice(1), {
+          cwd: place.cwd,
+          env: gateFile ? { ...env, BASH_ENV: gateFile } : env,
+          detached: true,
+          stdio: ['ignore', outFd, jobErrFd, scriptFd ?? 'ignore', ...(gated ? (['pipe'] as const) : [])],
+          ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+        });
+      }
       child.once('error', (err) => {
         // The process could not be spawned (bash missing, cwd vanished, ...): no exit event follows.
         if (child.pid === undefined) {
@@ -600,7 +623,7 @@ export class JobProcess {
       });
       this.pid = child.pid;
       if (this.pid !== undefined) {
-        if (this.cgroup) this.openGate(this.cgroup, this.pid, child.stdio[4] as Writable);
+        if (this.cgroup && !warm) this.openGate(this.cgroup, this.pid, child.stdio[4] as Writable);
         if (this.supervise) {
           this.supervisor = agentSupervisor(this.jobsDir, this.containment);
           this.supervisor.watch(this.pid);
@@ -810,6 +833,7 @@ export class JobProcess {
   /** Removes the cgroup; the supervisor no longer needs to watch the job. */
   private cleanUp(): void {
     this.cgroup?.remove();
+    if (this.warmStartFile) rmSync(this.warmStartFile, { force: true });
     if (this.pid !== undefined) this.supervisor?.release(this.pid);
     this.supervisor = undefined;
   }
