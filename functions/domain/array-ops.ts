@@ -261,6 +261,7 @@ export async function releaseArray(
     tasks: query_.tasks ?? 'all',
     affected: rows.length,
   });
+  const array = await getArray(ctx.db, id, caller);
   if (rows.length > 0) ctx.defer(ctx.requestSchedule());
-  return { array: await getArray(ctx.db, id, caller), affected: rows.length };
+  return { array, affected: rows.length };
 }

@@ -1528,8 +1528,10 @@ export async function releaseJob(ctx: Context, id: number, caller: Principal = A
   );
   if (!row) await refuseHoldChange(ctx, id, caller, 'release');
   await recordAudit(ctx.db, caller, 'job.release', `job:${id}`, {});
+  // Read before the pass is asked for: the answer is what the release did, not what a pass did next.
+  const released = await getJob(ctx.db, id, caller);
   ctx.defer(ctx.requestSchedule());
-  return getJob(ctx.db, id, caller);
+  return released;
 }
 
 async function refuseHoldChange(ctx: Context, id: number, caller: Principal, what: 'hold' | 'release') {
@@ -1737,8 +1739,9 @@ export async function updateJob(
   await recordAudit(ctx.db, caller, 'job.update', `job:${id}`, {
     fields: Object.keys(input).filter((k) => input[k as keyof UpdateJobInput] !== undefined),
   });
+  const updated = await getJob(ctx.db, id, caller);
   if (job.state === 'PENDING') ctx.defer(ctx.requestSchedule());
-  return getJob(ctx.db, id, caller);
+  return updated;
 }
 
 export const requeueJobInput = z.strictObject({
