@@ -72,7 +72,9 @@ describe.runIf(factory)('usage of jobs run by a real agent', () => {
     // The report rounds to the millisecond.
     const held = ended.map((j) => Math.round((j.attempts[0]?.cpu_seconds ?? 0) * 1000) / 1000);
     expect(ended[0]?.attempts[0]?.cpus).toBe(2);
-    expect(held[0]).toBeGreaterThanOrEqual(2);
+    // An attempt's start is dated when the agent's started report arrives, its end when the finish report
+    // does: a job that runs before its report gets there (a warm start does) is counted that much short.
+    expect(held[0]).toBeGreaterThan(1.8);
     const hour = Math.floor(Date.now() / HOUR) * HOUR;
     const period = `start=${new Date(hour - HOUR).toISOString()}&end=${new Date(hour + 2 * HOUR).toISOString()}`;
     const report = await api<{ rows: { account: string; cpu_seconds: number; jobs: number }[] }>(
