@@ -98,7 +98,9 @@ describe.each(kinds)('warm starts: %s', (kind) => {
         env: readFileSync(probeEnv, 'utf8')
           .replaceAll(dirname(dirs[which]), '<state>')
           .replaceAll(probeEnv, '<env>')
-          .replace(/^CONDUCTOR_JOB_MARKER=.*$/m, 'CONDUCTOR_JOB_MARKER=<marker>'),
+          .replace(/^CONDUCTOR_JOB_MARKER=.*$/m, 'CONDUCTOR_JOB_MARKER=<marker>')
+          // The second of its start: the two jobs may start in different ones.
+          .replace(/^SLURM_JOB_START_TIME=\d+$/m, 'SLURM_JOB_START_TIME=<time>'),
         err: readFileSync(job.stderrPath, 'utf8'),
         result,
       };
