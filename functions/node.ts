@@ -140,24 +140,15 @@ async function main() {
     );
   }
 
-  let agent = null;
-  if (env.CONDUCTOR_EMBEDDED_AGENT) {
-    const token = await mintEmbeddedAgentToken(db, process.env.NODE_NAME || hostname());
-    if (embeddedAgentRunsJobsAsRoot(process.env)) {
-      logger.warn(
-        'Running as root: the local agent runs jobs as root. Set CONDUCTOR_RUN_AS=<user> to run them as an unprivileged user',
-      );
-    }
-    agent = startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'), token);
-  }
-
+  let agent: ReturnType<typeof startEmbeddedAgent> | null = null;
   let stopRequestedAt = 0;
   const stop = async (why: string) => {
     stopRequestedAt = Date.now();
     logger.info(`${why}, shutting down`);
-    if (agent && agent.exitCode === null && agent.signalCode === null) {
-      const exited = new Promise((done) => agent.once('exit', done));
-      agent.kill('SIGTERM');
+    const running = agent;
+    if (running && running.exitCode === null && running.signalCode === null) {
+      const exited = new Promise((done) => running.once('exit', done));
+      running.kill('SIGTERM');
       await Promise.race([exited, new Promise((done) => setTimeout(done, 10_000))]);
     }
     await server.close();
@@ -173,6 +164,17 @@ async function main() {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
+  if (env.CONDUCTOR_EMBEDDED_AGENT) {
+    const token = await mintEmbeddedAgentToken(db, process.env.NODE_NAME || hostname());
+    if (stopRequestedAt) return;
+    if (embeddedAgentRunsJobsAsRoot(process.env)) {
+      logger.warn(
+        'Running as root: the local agent runs jobs as root. Set CONDUCTOR_RUN_AS=<user> to run them as an unprivileged user',
+      );
+    }
+    agent = startEmbeddedAgent(server.url, process.env, join(dataDir, 'agent'), token);
+  }
+
   // Started by npm (`npm start`) and npm is gone (SIGKILLed): nobody is left to stop us.
   const launcher = findLauncher(process.env);
   if (launcher) {

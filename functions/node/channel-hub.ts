@@ -25,8 +25,8 @@ import type { ChannelPort, Ports, WorkNotifier } from '../domain/ports.ts';
  */
 export interface WakeBus {
   publish(workerId: string, frame?: string): void;
-  /** Calls `onWake` for every wake another process published; returns the unsubscribe. */
-  subscribe(onWake: (workerId: string, frame?: string) => void): Promise<() => Promise<void>>;
+  /** Calls `onWake` for every wake another process published, from when the bus can; returns the unsubscribe. */
+  subscribe(onWake: (workerId: string, frame?: string) => void): () => Promise<void>;
 }
 
 /** Close codes (RFC 6455 private range 4000-4999). */
@@ -95,13 +95,17 @@ export class ChannelHub {
     };
   }
 
-  /** Starts the heartbeat round and listens on the bus; `local`: the notifier long-polls of this process wait on. */
-  async start(local: WorkNotifier): Promise<() => Promise<void>> {
+  /**
+   * Starts the heartbeat round and listens on the bus; `local`: the notifier long-polls of this process wait
+   * on. The bus subscription is not waited for: with Redis down it comes when Redis does, and the server must
+   * serve meanwhile.
+   */
+  start(local: WorkNotifier): () => Promise<void> {
     const { heartbeatIntervalSeconds, workerTtlSeconds } = this.ports.config;
     const intervalMs = channelRoundMs(heartbeatIntervalSeconds, workerTtlSeconds);
     this.timer = setInterval(() => void this.heartbeatRound(), intervalMs);
     this.timer.unref();
-    const unsubscribe = await this.bus?.subscribe((workerId, frame) => {
+    const unsubscribe = this.bus?.subscribe((workerId, frame) => {
       local.notify(workerId);
       this.push(workerId, frame);
     });

@@ -23,7 +23,7 @@ export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<vo
       if (publisher.status === 'ready') void send();
       else if (publisher.status === 'wait') void publisher.connect().then(send, () => {});
     },
-    async subscribe(onWake) {
+    subscribe(onWake) {
       const sub = new Redis(url, { maxRetriesPerRequest: null });
       subscriber = sub;
       sub.on('error', () => {});
@@ -33,15 +33,18 @@ export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<vo
         if (split < 0) onWake(message);
         else onWake(message.slice(0, split), message.slice(split + 1));
       });
-      await sub.subscribe(WAKE_CHANNEL).catch(() => {}); // re-subscribed by ioredis on reconnect
-      return async () => {
-        await sub.quit().catch(() => sub.disconnect());
-      };
+      void sub.subscribe(WAKE_CHANNEL).catch(() => {}); // re-subscribed by ioredis on reconnect
+      return () => quit(sub);
     },
     async close() {
-      if (publisher.status === 'ready') await publisher.quit().catch(() => publisher.disconnect());
-      else publisher.disconnect();
-      await subscriber?.quit().catch(() => subscriber?.disconnect());
+      await quit(publisher);
+      if (subscriber) await quit(subscriber);
     },
   };
+}
+
+/** QUIT when connected; otherwise a QUIT would wait in the offline queue for a Redis that may never come. */
+async function quit(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
+  else redis.disconnect();
 }

@@ -60,12 +60,15 @@ export async function startServer(
   });
   const app = createApp(ctx, { swaggerUi: nodeSwaggerUiAssets });
 
+  const stopHub = hub?.start(ports.notifier);
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, () => resolve(s));
     s.once('error', reject);
+  }).catch(async (error: unknown) => {
+    await stopHub?.();
+    throw error;
   });
   const port = (server.address() as AddressInfo).port;
-  const stopHub = await hub?.start(ports.notifier);
   if (hub) {
     server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
       void hub.handleUpgrade(request, socket, head, (r) => app.fetch(r));

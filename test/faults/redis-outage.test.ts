@@ -3,9 +3,13 @@
  * jobs run. The control plane (in this process, timers on) and real agents must carry on from Postgres, with
  * no 5xx, no job lost or killed, and the registry and cache refilled once Redis is back.
  */
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createPostgresDatabase } from '../support/databases.ts';
+import { freePort, ServerProcess } from '../support/server-process.ts';
 import {
   type AgentProcess,
+  Api,
   agent5xxLines,
   allocationSum,
   eventually,
@@ -17,6 +21,7 @@ import {
   startAgent,
   startFaultCluster,
   stopAgents,
+  tempDir,
 } from './harness.ts';
 
 const available = await faultServicesAvailable();
@@ -177,4 +182,36 @@ describe.runIf(available)('Redis outage (a private redis-server killed, restarte
     await cluster.invariants();
     expect(redis.cli('GET', 'resource:allocated_cpus')).toBe('0');
   }, 60_000);
+});
+
+describe.runIf(available)('the server process started while Redis is down', () => {
+  it('serves, runs a job on its embedded agent, and stops on SIGTERM with exit code 0', async () => {
+    const [db, port, deadRedisPort] = await Promise.all([createPostgresDatabase(), freePort(), freePort()]);
+    const server = new ServerProcess(port, {
+      DATABASE_URL: db.url!,
+      REDIS_URL: `redis://127.0.0.1:${deadRedisPort}`,
+      CONDUCTOR_DATA_DIR: join(tempDir('redis-down-start-'), 'data'),
+      CONDUCTOR_HEARTBEAT_INTERVAL: '2',
+      CONDUCTOR_WORKER_TTL: '6',
+      CONDUCTOR_SCHEDULE_INTERVAL: '1',
+    });
+    try {
+      await server.ready(60_000);
+      // Before, the start waited on the wake bus's subscription: the port answered, but the start went no
+      // further (no timers, no embedded agent, no signal handling) until Redis came.
+      await eventually(() => server.has('Conductor control plane listening on'), {
+        timeoutMs: 15_000,
+        what: 'the start to finish',
+      });
+      const api = new Api(server.url);
+      const job = await api.submit({ script: 'echo ran without Redis', cpus: 1 });
+      expect(await api.waitJob(job.id, undefined, 45_000)).toMatchObject({ state: 'COMPLETED' });
+      expect((await api.logs(job.id)).stdout).toBe('ran without Redis\n');
+      api.expectNo5xx();
+    } finally {
+      const exitCode = await server.stop();
+      await db.close();
+      expect(exitCode).toBe(0);
+    }
+  }, 120_000);
 });
