@@ -78,7 +78,8 @@ export function warmStartable(env: Record<string, string>, ...paths: (string | u
 
 class WarmStarts {
   private ready: WarmShell | undefined;
-  private making = false;
+  /** The spare being made, until it is kept or discarded. */
+  private making: Promise<void> | undefined;
   private closed = false;
   private seq = 0;
   private refill: NodeJS.Timeout | undefined;
@@ -123,18 +124,30 @@ class WarmStarts {
     return shell;
   }
 
-  /** Ends the spare; resolves once it exited and its cgroup is gone (at most a couple of seconds). */
-  close(): Promise<void> {
+  /**
+   * Ends the spare, and one being made; resolves once they exited and their cgroups are gone (at most a
+   * couple of seconds).
+   */
+  async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refill);
+    await this.making;
     const shell = this.ready;
     this.ready = undefined;
-    return shell ? discard(shell) : Promise.resolve();
+    if (shell) await discard(shell);
   }
 
   private make(): void {
     if (this.closed || this.making || this.ready) return;
-    this.making = true;
+    const making = this.spawnSpare().then((shell) => {
+      this.making = undefined;
+      return shell ? this.keep(shell) : undefined;
+    });
+    this.making = making;
+  }
+
+  /** A new spare in its cgroup, or undefined: no shell, or no cgroup for it (jobs then take the gate). */
+  private async spawnSpare(): Promise<WarmShell | undefined> {
     const cgroup = new JobCgroup(join(this.parent, `${SPARE_PREFIX}${process.pid}-${++this.seq}`));
     let child: ChildProcess;
     try {
@@ -146,18 +159,20 @@ class WarmStarts {
         stdio: ['ignore', 'ignore', 'ignore', 'ignore', 'pipe'],
       });
     } catch {
-      this.making = false;
       rmdirIfEmpty(cgroup.path);
-      return;
+      return undefined;
+    }
+    const spawned = await new Promise<boolean>((done) => {
+      child.once('spawn', () => done(true));
+      child.once('error', () => done(false));
+    });
+    const pid = child.pid;
+    if (!spawned || pid === undefined) {
+      rmdirIfEmpty(cgroup.path);
+      return undefined;
     }
     const gate = child.stdio[4] as Writable;
     gate.on('error', () => {});
-    child.once('error', () => {
-      this.making = false;
-      rmdirIfEmpty(cgroup.path);
-    });
-    const pid = child.pid;
-    if (pid === undefined) return;
     const shell: WarmShell = {
       child,
       cgroup,
@@ -166,30 +181,34 @@ class WarmStarts {
         gate.end(`${file}\n`);
       },
     };
-    cgroup.add(pid).then(
-      () => {
-        this.making = false;
-        if (this.closed || child.exitCode !== null || child.signalCode !== null) {
-          discard(shell);
-          return;
-        }
-        this.ready = shell;
-        // A spare that ends while waiting (killed from outside) is replaced.
-        this.onSpareExit = () => {
-          if (this.ready !== shell) return;
-          this.ready = undefined;
-          this.onSpareExit = undefined;
-          rmdirIfEmpty(cgroup.path);
-          this.make();
-        };
-        child.once('exit', this.onSpareExit);
-      },
-      () => {
-        // No cgroup for it (the hierarchy went away): no warm starts, jobs take the gate.
-        this.making = false;
-        discard(shell);
-      },
-    );
+    try {
+      await cgroup.add(pid);
+      return shell;
+    } catch {
+      await discard(shell);
+      return undefined;
+    }
+  }
+
+  /**
+   * Keeps `shell` as the ready spare (one that ends while it waits, killed from outside, is replaced), or
+   * discards it when the pool closed meanwhile.
+   */
+  private async keep(shell: WarmShell): Promise<void> {
+    const { child, cgroup } = shell;
+    if (this.closed || child.exitCode !== null || child.signalCode !== null) {
+      await discard(shell);
+      return;
+    }
+    this.ready = shell;
+    this.onSpareExit = () => {
+      if (this.ready !== shell) return;
+      this.ready = undefined;
+      this.onSpareExit = undefined;
+      rmdirIfEmpty(cgroup.path);
+      this.make();
+    };
+    child.once('exit', this.onSpareExit);
   }
 }
 
