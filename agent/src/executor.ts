@@ -581,14 +581,7 @@ export class JobProcess {
           // memory.max refused (the controller went away): the sampling below still holds the job to it
         }
       }
-      // In a cgroup, the job waits at a gate (reading fd 4) until it has been moved into it: nothing it
-      // starts can be outside.
       const gated = this.cgroup !== undefined;
-      const gateFile = gated && !runAs && env.BASH_ENV === undefined ? bashGateFile(this.jobsDir) : undefined;
-      const run =
-        gated && !gateFile ? ['/bin/sh', '-c', GATED_START, 'conductor-job', script] : ['bash', script];
-      // The input file is opened by the job's own first process, as its user.
-      const argv = files?.input !== undefined ? ['/bin/sh', '-c', WITH_INPUT, files.input, ...run] : run;
       let child: ChildProcess;
       if (warm) {
         child = warm.child;
@@ -598,6 +591,14 @@ export class JobProcess {
           this.warmStartFile,
         );
       } else {
+        // In a cgroup, the job waits at a gate (reading fd 4) until it has been moved into it: nothing it
+        // starts can be outside.
+        const gateFile =
+          gated && !runAs && env.BASH_ENV === undefined ? bashGateFile(this.jobsDir) : undefined;
+        const run =
+          gated && !gateFile ? ['/bin/sh', '-c', GATED_START, 'conductor-job', script] : ['bash', script];
+        // The input file is opened by the job's own first process, as its user.
+        const argv = files?.input !== undefined ? ['/bin/sh', '-c', WITH_INPUT, files.input, ...run] : run;
         child = spawn(argv[0]!, argv.slice(1), {
           cwd: place.cwd,
           env: gateFile ? { ...env, BASH_ENV: gateFile } : env,
