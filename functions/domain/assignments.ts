@@ -1,6 +1,6 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import type { ArrayTask, Assignment, TimeLimitSignal } from '../../agent/src/protocol.ts';
-import { jsonColumn, pgArray, query } from './sql.ts';
+import { jsonColumn } from './sql.ts';
 
 /**
  * An assignment as the agent gets it: from a claim's answer, or pushed on its channel with the wake of the
@@ -40,22 +40,31 @@ export interface AssignmentRow {
   array: ArrayTask | string | null;
 }
 
-/** The columns of AssignmentRow, over a `jobs` row (a SELECT's, or an UPDATE's RETURNING). */
-export const ASSIGNMENT_COLUMNS = sql`id, node, attempt, name, script, work_dir, environment, time_limit_s, requeue,
-  owner, memory_mb, allocated_gpus, gres, account, submit_dir, submit_host, ntasks, cpus_per_task, memory_per_cpu,
-  requeues, stdout, stderr, stdin, open_mode, export_env, qos, signal, start_time,
+/**
+ * The columns of AssignmentRow, over a `jobs` row (a SELECT's, or an UPDATE's RETURNING, where another table
+ * of its FROM may share a column name: hence every column qualified). `cpus`: the CPUs it holds.
+ */
+export const assignmentColumns = (cpus: SQL) => sql`jobs.id, jobs.node, jobs.attempt, jobs.name, jobs.script,
+  jobs.work_dir, jobs.environment, jobs.time_limit_s, jobs.requeue, jobs.owner, jobs.memory_mb, jobs.allocated_gpus,
+  jobs.gres, jobs.account, jobs.submit_dir, jobs.submit_host, jobs.ntasks, jobs.cpus_per_task, jobs.memory_per_cpu,
+  jobs.requeues, jobs.stdout, jobs.stderr, jobs.stdin, jobs.open_mode, jobs.export_env, jobs.qos, jobs.signal,
+  jobs.start_time,
   -- Of the partitions it may use, the first this node serves (a node without any serves the default).
   coalesce(
-    (SELECT p FROM unnest(string_to_array(jobs.partition, ',')) WITH ORDINALITY AS u(p, n)
-     WHERE p = ANY((SELECT w.partitions FROM workers w WHERE w.id = jobs.node)::text[]) ORDER BY n LIMIT 1),
+    (SELECT u.p FROM unnest(string_to_array(jobs.partition, ',')) WITH ORDINALITY AS u(p, n)
+     WHERE u.p = ANY((SELECT w.partitions FROM workers w WHERE w.id = jobs.node)::text[]) ORDER BY u.n LIMIT 1),
     split_part(jobs.partition, ',', 1)) AS partition,
-  -- An exclusive job holds all of its node's CPUs.
-  coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), cpus) AS cpus,
+  ${cpus} AS cpus,
   -- An array task's ids and its array's shape (SLURM_ARRAY_*).
   CASE WHEN jobs.array_job_id IS NOT NULL THEN (
     SELECT json_build_object('job_id', ar.array_job_id, 'task_id', jobs.array_task_id,
              'count', ar.task_count, 'min', ar.task_min, 'max', ar.task_max, 'step', ar.task_step)
     FROM job_arrays ar WHERE ar.array_job_id = jobs.array_job_id) END AS array`;
+
+/** The same, for a job already placed: it holds what its allocation says (an exclusive job, all its node's CPUs). */
+export const ASSIGNMENT_COLUMNS = assignmentColumns(
+  sql`coalesce((SELECT a.allocated_cpus FROM resource_allocations a WHERE a.job_id = jobs.id), jobs.cpus)`,
+);
 
 const numbers = (a: ArrayTask): ArrayTask => ({
   job_id: Number(a.job_id),
@@ -102,21 +111,12 @@ export function assignmentView(row: AssignmentRow, clusterName: string): Assignm
   };
 }
 
-/**
- * The assignments a scheduling pass just placed (`jobIds`, read in its own transaction, which holds their
- * rows), by worker, for the wakes that carry them to the agents.
- */
-export async function placedAssignments(
-  tx: Parameters<typeof query>[0],
-  jobIds: readonly number[],
+/** The assignments a scheduling pass just placed, by worker, for the wakes that carry them to the agents. */
+export function assignmentsByWorker(
+  rows: readonly AssignmentRow[],
   clusterName: string,
-): Promise<Map<string, Assignment[]>> {
+): Map<string, Assignment[]> {
   const byWorker = new Map<string, Assignment[]>();
-  if (jobIds.length === 0) return byWorker;
-  const rows = await query<AssignmentRow>(
-    tx,
-    sql`SELECT ${ASSIGNMENT_COLUMNS} FROM jobs WHERE id = ANY(${pgArray(jobIds)}::bigint[]) ORDER BY id`,
-  );
   for (const row of rows) {
     const list = byWorker.get(row.node) ?? [];
     list.push(assignmentView(row, clusterName));

@@ -3,7 +3,7 @@ import type { Assignment } from '../../agent/src/protocol.ts';
 import type { GpuDevice } from '../../db/schema.ts';
 import { associationLimits, type ChargedJob, lockAssociations, placingCheck } from './accounts.ts';
 import { arrayCaps, lockArrays } from './array-schedule.ts';
-import { placedAssignments } from './assignments.ts';
+import { type AssignmentRow, assignmentColumns, assignmentsByWorker } from './assignments.ts';
 import { applyAllocationDelta } from './cache.ts';
 import { evaluateConstraint, parseConstraint } from './constraint.ts';
 import { liveInPostgres, liveWorkerIds } from './liveness.ts';
@@ -242,14 +242,8 @@ const placeableWorkers = (live: ReturnType<typeof sql>) => sql`status = 'ready' 
  * job's push.
  */
 const PENDING_SAMPLE_MAX = 8;
-const PENDING_SAMPLE = sql`(SELECT CASE WHEN count(*) <= ${PENDING_SAMPLE_MAX} THEN coalesce(array_agg(id), '{}') END
+const PENDING_SAMPLE = sql`(SELECT CASE WHEN count(*) <= ${PENDING_SAMPLE_MAX} THEN coalesce(json_agg(id), '[]') END
   FROM (SELECT id FROM jobs WHERE state = 'PENDING' LIMIT ${PENDING_SAMPLE_MAX + 1}) s)`;
-
-function pendingSampleOf(column: (string | number)[] | string | null): number[] | null {
-  if (column === null) return null;
-  if (typeof column === 'string') return column === '{}' ? [] : column.slice(1, -1).split(',').map(Number);
-  return column.map(Number);
-}
 
 export interface WorkerRow {
   id: string;
@@ -421,7 +415,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
           ? sql`id = ANY(${pgArray(live)}::text[])`
           : liveInPostgres(config.workerTtlSeconds);
       const locked = await query<
-        WorkerRow & { dependencies_due: boolean; pending_sample: (string | number)[] | string | null }
+        WorkerRow & { dependencies_due: boolean; pending_sample: number[] | string | null }
       >(
         tx,
         sql`SELECT ${LOCKED_WORKER_COLUMNS}, ${DEPENDENCIES_DUE} AS dependencies_due,
@@ -430,7 +424,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
       );
       // With no worker to say whether any is due, resolve anyway: reasons stay right on an empty cluster.
       if (locked.length === 0 || locked[0]?.dependencies_due) await tx.execute(RESOLVE_DEPENDENCIES);
-      const pendingAtLock = pendingSampleOf(locked[0]?.pending_sample ?? null);
+      const pendingAtLock = jsonColumn(locked[0]?.pending_sample ?? null);
       // The generic resources are read once the rows are locked, by a statement of its own: the locking one
       // re-reads a row it waited for, but a subquery of it would still see the worker_gres of its snapshot,
       // from before the transaction it waited for committed.
@@ -458,13 +452,23 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         pushed: new Map<string, Assignment[]>(),
       };
       if (workers.length === 0) return nothing;
-      const partitionRows = await query<PartitionRow & { reservations: ReservationRow[] | string | null }>(
+      // One round trip for what the plan starts from. The holders are read here, after the lock, not in the
+      // locking statement: a pass that committed while this one waited for the lock may have placed them.
+      const [start] = await query<{
+        partitions: PartitionRow[] | string | null;
+        reservations: ReservationRow[] | string | null;
+        holders: QueueRow[] | string | null;
+      }>(
         tx,
-        sql`SELECT ${PARTITION_COLUMNS}, r.list AS reservations
-            FROM (SELECT ${ADMIN_RESERVATIONS} AS list) r LEFT JOIN partitions ON true`,
+        sql`SELECT (SELECT json_agg(p) FROM (SELECT ${PARTITION_COLUMNS} FROM partitions) p) AS partitions,
+              ${ADMIN_RESERVATIONS} AS reservations,
+              (SELECT json_agg(h ORDER BY h.queue_rank) FROM (
+                SELECT ${QUEUE_COLUMNS}, row_number() OVER (ORDER BY ${QUEUE_ORDER}) AS queue_rank FROM jobs
+                WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL AND ${BEGUN}
+                  AND ${DEPENDENCY_MET}) h) AS holders`,
       );
-      const admin = (jsonColumn(partitionRows[0]?.reservations ?? null) ?? []).map(toAdminReservation);
-      const partitions = partitionsOf(partitionRows.filter((p) => p.name !== null));
+      const admin = (jsonColumn(start?.reservations ?? null) ?? []).map(toAdminReservation);
+      const partitions = partitionsOf(jsonColumn(start?.partitions ?? null) ?? []);
       const toJob = jobReader(partitions);
       const candidates = workers.map((w) => toWorker(w, partitions));
       const largest = Math.max(...candidates.map((w) => w.cpus));
@@ -475,13 +479,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
         return nothing;
       }
 
-      const holders = await query<QueueRow>(
-        tx,
-        sql`SELECT ${QUEUE_COLUMNS} FROM jobs
-            WHERE state = 'PENDING' AND held IS NULL AND reserved_worker IS NOT NULL AND ${BEGUN}
-              AND ${DEPENDENCY_MET}
-            ORDER BY ${QUEUE_ORDER}`,
-      );
+      const holders = jsonColumn(start?.holders ?? null) ?? [];
       const allocated = candidates
         .filter((w) => w.allocatedCpus > 0 || (w.gpusUsed?.size ?? 0) > 0)
         .map((w) => w.id);
@@ -568,7 +566,7 @@ export async function runSchedulingPass(ports: Ports): Promise<PassResult> {
               period: config.usageResetPeriod,
             })
           : null;
-      const pushed = await placedAssignments(tx, committed?.pushed ?? [], config.clusterName);
+      const pushed = assignmentsByWorker(committed?.pushed ?? [], config.clusterName);
       const placed = new Set(placements.map((p) => p.jobId));
       const holding = new Map([...reservations].map(([workerId, jobId]) => [jobId, workerId]));
       const explained: Explanation[] = [];
@@ -692,8 +690,8 @@ interface Committed {
   memoryMb: number;
   gpus: number;
   gres: Record<string, number>;
-  /** The jobs placed on workers holding a push channel: their wakes carry them. */
-  pushed: number[];
+  /** The jobs placed on workers holding a push channel, as their wakes carry them. */
+  pushed: AssignmentRow[];
 }
 
 /**
@@ -717,7 +715,7 @@ async function commitPlacements(
     memory: string | number;
     gpus: string | number;
     gres: Record<string, number> | string | null;
-    pushed: (string | number)[] | null;
+    pushed: AssignmentRow[] | string | null;
   }>(
     tx,
     sql`WITH RECURSIVE p AS (
@@ -761,7 +759,10 @@ async function commitPlacements(
             AND NOT EXISTS (SELECT 1 FROM over WHERE over.job_id = p.job_id)
             AND (jobs.begin_time IS NULL OR jobs.begin_time <= now()) AND ${DEPENDENCY_MET}
             AND ${RESERVATIONS_ALLOW}
-          RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres
+          RETURNING jobs.id AS job_id, p.node, p.cpus, p.memory_mb, p.gpu_mask, p.gres,
+            -- The agent's assignment, from the row as updated (what a claim would answer; the allocation
+            -- this statement inserts is not visible to it, hence p.cpus).
+            (SELECT to_json(x) FROM (SELECT ${assignmentColumns(sql`p.cpus`)}) x) AS assignment
         ),
         per_worker AS (
           SELECT node, sum(cpus)::int AS n, sum(memory_mb)::int AS mem, bit_or(gpu_mask) AS mask,
@@ -807,7 +808,8 @@ async function commitPlacements(
                (SELECT jsonb_object_agg(name, n) FROM (
                   SELECT e.key AS name, sum(e.value::int) AS n FROM j, jsonb_each_text(j.gres) e GROUP BY e.key
                 ) named WHERE n <> 0) AS gres,
-               (SELECT array_agg(j.job_id) FROM j JOIN workers cw ON cw.id = j.node AND cw.channel) AS pushed`,
+               (SELECT json_agg(j.assignment ORDER BY j.job_id)
+                FROM j JOIN workers cw ON cw.id = j.node AND cw.channel) AS pushed`,
   );
   const placed = Number(row?.jobs ?? 0);
   return {
@@ -817,7 +819,7 @@ async function commitPlacements(
     memoryMb: Number(row?.memory ?? 0),
     gpus: Number(row?.gpus ?? 0),
     gres: jsonColumn(row?.gres ?? null) ?? {},
-    pushed: (row?.pushed ?? []).map(Number),
+    pushed: jsonColumn(row?.pushed ?? null) ?? [],
   };
 }
 

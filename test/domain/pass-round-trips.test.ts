@@ -2,9 +2,10 @@
  * What stands between a submission on an idle cluster and its push, in the scheduling pass: the queue's
  * explanation is written only when there can be something to write (a job pending when the pass locked its
  * workers that the pass did not read, or a reason that changed), and the agents are told before the
- * allocated-resources cache.
+ * allocated-resources cache. A placing pass on an idle cluster is four statements.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openChannelSession } from '../../functions/domain/channel.ts';
 import { getJob, submitJob } from '../../functions/domain/jobs.ts';
 import { createLocalNotifier } from '../../functions/domain/notifier.ts';
 import type { RegistryStore, WorkNotifier } from '../../functions/domain/ports.ts';
@@ -110,5 +111,36 @@ describe.each(backends)('the scheduling pass before a push, on $name', (factory)
     expect(told).toHaveLength(2);
     expect(told[0]).toMatch(/^agent rt-/);
     expect(told[1]).toBe('cache');
+  });
+});
+
+describe.each(backends)('a placing pass on an idle cluster, on $name', (factory) => {
+  let backend: Backend;
+  let h: ReturnType<typeof testContext>;
+  const statements: string[] = [];
+  beforeAll(async () => {
+    backend = await factory.create();
+    const db = hookedDb(backend.db.db, { before: (text) => statements.push(text) });
+    h = testContext(backend, undefined, { db });
+  });
+  afterAll(async () => {
+    await h?.settle();
+    await backend?.close();
+  });
+  const job = (id: number) => getJob(h.ctx.db, id);
+
+  it('places a job for a channel worker in four statements: the lock, what the plan starts from, a page of the queue, the placing statement (which returns the pushed assignment)', async () => {
+    const w = await registerWorker(h.ctx, { worker_id: 'rt-c', hostname: 'rt-c', cpus: 16 });
+    await openChannelSession(h.ctx, { worker_id: 'rt-c', session: w.session });
+    await h.settle();
+    statements.length = 0;
+    const { id } = await submitJob(h.ctx, { script: 'true', cpus: 16 });
+    await h.settle();
+    const pass = statements.slice(statements.findIndex((text) => text.includes('AS pending_sample')));
+    expect(await job(id)).toMatchObject({ state: 'RUNNING', node: 'rt-c' });
+    expect(pass).toHaveLength(4);
+    expect(pass[1]).toContain('AS holders');
+    expect(pass[2]).toContain('LIMIT');
+    expect(pass[3]).toContain('AS assignment');
   });
 });

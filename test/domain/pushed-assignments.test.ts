@@ -108,6 +108,51 @@ describe.each(backends)('pushed assignments on $name', (factory) => {
     await checkInvariants(backend.db.db, backend.registry);
   });
 
+  it('an exclusive array task with GPUs, gres and memory, in the second partition it lists: the pushed assignment is the claim answer, holding all the node’s CPUs', async () => {
+    const { calls, notifier } = recordingNotifier();
+    const { ctx, settle } = testContext(backend, undefined, { notifier });
+    const w = await registerWorker(ctx, {
+      worker_id: 'push-rich',
+      hostname: 'push-rich',
+      cpus: 12,
+      memory_mb: 8000,
+      gpus: [
+        { index: 0, model: 'a100' },
+        { index: 1, model: 'a100' },
+      ],
+      gres: { nvme: 2 },
+      partitions: ['rich'],
+    });
+    await openChannelSession(ctx, { worker_id: 'push-rich', session: w.session });
+    const array = await submitJob(ctx, {
+      script: 'echo $SLURM_ARRAY_TASK_ID',
+      cpus: 2,
+      exclusive: true,
+      array: '3-3',
+      gpus: 1,
+      gres: 'nvme:1',
+      memory_per_node: '1G',
+      partition: 'default,rich',
+      environment: { FOO: 'bar' },
+    });
+    await settle();
+    await runSchedulingPass(ctx);
+    await settle();
+    const pushed = calls.filter((c) => c.workerId === 'push-rich').flatMap((c) => c.jobs ?? []);
+    expect(pushed).toHaveLength(1);
+    expect(pushed[0]).toMatchObject({
+      cpus: 12,
+      partition: 'rich',
+      gres: { nvme: 1 },
+      memory_mb: 1024,
+      environment: { FOO: 'bar' },
+      array: { job_id: array.id, task_id: 3, count: 1, min: 3, max: 3, step: 1 },
+    });
+    const claim = await claimAssignments(ctx, { worker_id: 'push-rich', session: w.session });
+    expect(claim.jobs).toEqual(pushed);
+    await checkInvariants(backend.db.db, backend.registry);
+  });
+
   it("a started report with the worker's current session is the pushed assignment's claim; a later claim does not hand it out", async () => {
     const { ctx, job, session } = await placed('push-start', { channel: true, cpus: 6 });
     expect(await reportStarted(ctx, job.id, { worker_id: 'push-start', attempt: 1, session })).toEqual({

@@ -265,7 +265,7 @@ describe.each(backends)('reservations and backfill on $name', (factory) => {
       let injected = false;
       const db = hookedDb(backend.db.db, {
         after: async (text) => {
-          if (!injected && text.includes('LEFT JOIN partitions')) {
+          if (!injected && text.includes('FROM partitions) p) AS partitions')) {
             injected = true;
             await query(
               backend.db.db,
