@@ -91,17 +91,20 @@ export function createIoredisScripts(
 
   return {
     scripts,
-    async close(): Promise<void> {
-      if (client.status === 'end') return;
-      if (client.status !== 'ready') {
-        client.disconnect();
-        return;
-      }
-      try {
-        await client.quit();
-      } catch {
-        client.disconnect();
-      }
-    },
+    close: () => quitRedis(client),
   };
+}
+
+/** QUIT when connected; otherwise a QUIT would wait in the offline queue for a Redis that may never come. */
+export async function quitRedis(client: Redis): Promise<void> {
+  if (client.status === 'end') return;
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  }
 }

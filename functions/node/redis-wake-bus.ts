@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { WakeBus } from './channel-hub.ts';
+import { quitRedis } from './ioredis.ts';
 
 /**
  * The Redis pub/sub channel wakes travel on between server processes. A message is the worker id, followed,
@@ -34,17 +35,11 @@ export function createRedisWakeBus(url: string): WakeBus & { close(): Promise<vo
         else onWake(message.slice(0, split), message.slice(split + 1));
       });
       void sub.subscribe(WAKE_CHANNEL).catch(() => {}); // re-subscribed by ioredis on reconnect
-      return () => quit(sub);
+      return () => quitRedis(sub);
     },
     async close() {
-      await quit(publisher);
-      if (subscriber) await quit(subscriber);
+      await quitRedis(publisher);
+      if (subscriber) await quitRedis(subscriber);
     },
   };
-}
-
-/** QUIT when connected; otherwise a QUIT would wait in the offline queue for a Redis that may never come. */
-async function quit(redis: Redis): Promise<void> {
-  if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
-  else redis.disconnect();
 }
