@@ -581,7 +581,6 @@ export class JobProcess {
           // memory.max refused (the controller went away): the sampling below still holds the job to it
         }
       }
-      const gated = this.cgroup !== undefined;
       let child: ChildProcess;
       if (warm) {
         child = warm.child;
@@ -593,6 +592,7 @@ export class JobProcess {
       } else {
         // In a cgroup, the job waits at a gate (reading fd 4) until it has been moved into it: nothing it
         // starts can be outside.
+        const gated = this.cgroup !== undefined;
         const gateFile =
           gated && !runAs && env.BASH_ENV === undefined ? bashGateFile(this.jobsDir) : undefined;
         const run =

@@ -139,11 +139,10 @@ class WarmStarts {
 
   private make(): void {
     if (this.closed || this.making || this.ready) return;
-    const making = this.spawnSpare().then((shell) => {
+    this.making = this.spawnSpare().then((shell) => {
       this.making = undefined;
       return shell ? this.keep(shell) : undefined;
     });
-    this.making = making;
   }
 
   /** A new spare in its cgroup, or undefined: no shell, or no cgroup for it (jobs then take the gate). */
